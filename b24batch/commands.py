@@ -1,0 +1,322 @@
+"""Commands, and the normalisation of every accepted form of ``calls`` into them.
+
+All input validation lives here and runs before any I/O: a bad row raises
+:class:`~b24batch.errors.SdkError` (a ``ValueError``) or :class:`~b24batch.errors.SdkTypeError`
+(a ``TypeError``) naming the row by position or name and saying how to fix it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from b24batch.errors import SdkError, SdkTypeError
+from b24batch.results import Key
+
+__all__ = ["MAX_COMMANDS", "Command", "Commands", "explain_unencodable", "normalize"]
+
+MAX_COMMANDS = 50
+"""The most commands one REST 3.0 batch may carry."""
+
+_ROW_KEYS = frozenset({"method", "params", "as", "parallel"})
+_EMPTY: Mapping[str, Any] = {}
+
+
+@attrs.frozen
+class Command:
+    """One REST call in a batch.
+
+    Accepted wherever a row of ``calls`` is, and the only form that can set a per-command
+    ``result_type``.
+
+    Args:
+        method: The REST 3.0 method, e.g. ``"tasks.task.get"``.
+        params: Its parameters, exactly as in a single call (sent as ``query``); None for none.
+        as_: An alias: the command's output enters the batch context under this name, for
+            ``{"$ref": "alias.item.id"}`` in later commands.
+        parallel: The row's ``parallel`` flag; None takes ``not halt_on_error`` from ``make``.
+        result_type: What to structure this command's result into; None takes ``make``'s.
+
+    Example:
+        >>> Command("tasks.task.get", {"id": 1}, as_="task").as_
+        'task'
+    """
+
+    method: str
+    params: Mapping[str, Any] | None = None
+    as_: str | None = attrs.field(default=None, kw_only=True)
+    parallel: bool | None = attrs.field(default=None, kw_only=True)
+    result_type: Any = attrs.field(default=None, kw_only=True)
+
+    @classmethod
+    def from_row(cls, row: object, where: str = "row") -> Command:
+        """Build a validated ``Command`` from one row of ``calls``.
+
+        Args:
+            row: ``(method,)``, ``(method, params)``, a dict with ``method`` and optional
+                ``params``, ``as`` and ``parallel``, or a ``Command``.
+            where: How error messages name the row, e.g. ``calls[3]``.
+
+        Raises:
+            SdkError: The row's content is wrong; the message names ``where`` and the fix.
+            SdkTypeError: The row or one of its parts has the wrong type.
+        """
+        if isinstance(row, Command):
+            command = row
+        elif isinstance(row, Mapping):
+            command = _from_mapping(row, where)
+        elif isinstance(row, tuple | list):
+            command = _from_sequence(row, where)
+        else:
+            raise SdkTypeError(
+                f"{where} is a {type(row).__name__}; a row is a (method, params) tuple, "
+                f"a dict with 'method' and 'params', or a Command"
+            )
+        return _checked(command, where)
+
+
+@attrs.frozen
+class Commands:
+    """A validated batch: the commands, their keys, and the alias each sends as ``as``.
+
+    Attributes:
+        items: The commands in call order.
+        keys: Their positions (list calls) or names (dict calls), in the same order.
+        aliases: The ``as`` each row sends, or None; a named call's name unless its row sets one.
+        named: True when the calls came as a dict of names.
+    """
+
+    items: tuple[Command, ...]
+    keys: tuple[Key, ...]
+    aliases: tuple[str | None, ...]
+    named: bool
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def normalize(calls: object, *, limit: int = MAX_COMMANDS) -> Commands:
+    """Validate ``calls`` in any accepted form and return them as :class:`Commands`.
+
+    Args:
+        calls: A list (or any iterable) of rows, or a dict mapping names to rows. A row is a
+            ``(method,)`` / ``(method, params)`` tuple, a dict with ``method`` and optional
+            ``params``, ``as``, ``parallel``, or a :class:`Command`; a list may mix them.
+        limit: The most commands allowed.
+
+    Raises:
+        SdkError: Too few or too many commands, a bad row, a duplicate alias.
+        SdkTypeError: ``calls`` or a row has the wrong type.
+
+    Example:
+        >>> normalize([("tasks.task.get", {"id": 1})]).keys
+        (0,)
+    """
+    if isinstance(calls, Mapping):
+        if "calls" in calls and ("options" in calls or len(calls) == 1):
+            raise SdkTypeError(
+                "calls looks like the JS SDK's {calls, options} object: pass the commands as "
+                "the first argument and the options as keyword arguments, "
+                "make(calls, halt_on_error=..., request_id=...)"
+            )
+        named = True
+        pairs: list[tuple[Key, object]] = []
+        for name, row in calls.items():
+            if not isinstance(name, str) or not name:
+                raise SdkTypeError(
+                    f"calls has the key {name!r}; names of commands must be non-empty strings"
+                )
+            pairs.append((name, row))
+            if len(pairs) > limit:
+                break
+    elif isinstance(calls, str | bytes) or not isinstance(calls, Iterable):
+        raise SdkTypeError(
+            f"calls is a {type(calls).__name__}; pass a list of rows or a dict of named rows"
+        )
+    else:
+        named = False
+        pairs = []
+        for position, row in enumerate(calls):
+            pairs.append((position, row))
+            if len(pairs) > limit:
+                break  # enough to say it is too many, without reading a generator to its end
+    if not pairs:
+        raise SdkError(f"calls is empty: a batch takes 1 to {limit} commands")
+    if len(pairs) > limit:
+        raise SdkError(
+            f"calls has more than {limit} commands; one REST 3.0 batch takes at most {limit}: "
+            f"split them into several batches"
+        )
+
+    items = []
+    aliases: list[str | None] = []
+    seen: dict[str, str] = {}
+    for key, row in pairs:
+        where = f"calls[{key!r}]"
+        command = Command.from_row(row, where)
+        alias = command.as_ if command.as_ is not None else (str(key) if named else None)
+        if alias is not None:
+            _check_alias(alias, where, from_name=command.as_ is None)
+            if alias in seen:
+                raise SdkError(
+                    f"{where} uses the alias {alias!r}, as {seen[alias]} does; "
+                    f"each 'as' must be unique in a batch"
+                )
+            seen[alias] = where
+        items.append(command)
+        aliases.append(alias)
+    return Commands(
+        items=tuple(items),
+        keys=tuple(key for key, _ in pairs),
+        aliases=tuple(aliases),
+        named=named,
+    )
+
+
+def explain_unencodable(commands: Commands) -> SdkError:
+    """Find the first parameter value that JSON cannot carry and describe it.
+
+    Called only after the encoder refused the body, so the fast path never walks params.
+
+    Returns:
+        The :class:`SdkError` (or :class:`SdkTypeError`) to raise, naming row and path.
+    """
+    for key, command in zip(commands.keys, commands.items, strict=True):
+        problem = _find_unencodable(command.params or _EMPTY, "params", set())
+        if problem is not None:
+            path, message, is_type = problem
+            error_type = SdkTypeError if is_type else SdkError
+            return error_type(f"calls[{key!r}] {path} {message}")
+    return SdkError("the batch cannot be encoded as JSON")
+
+
+def _from_mapping(row: Mapping[Any, Any], where: str) -> Command:
+    unknown = set(row) - _ROW_KEYS
+    if unknown:
+        name = sorted(map(str, unknown))[0]
+        hint = (
+            "; use 'params' for the method's parameters (b24batch sends them as 'query')"
+            if name == "query"
+            else "; use 'as_' in Command(...) or 'as' in a dict row"
+            if name == "as_"
+            else f"; a dict row takes {', '.join(sorted(_ROW_KEYS))}"
+        )
+        raise SdkError(f"{where} has the unknown key {name!r}{hint}")
+    if "method" not in row:
+        raise SdkError(f"{where} has no 'method'; a dict row is {{'method': ..., 'params': ...}}")
+    return Command(
+        row["method"],
+        row.get("params"),
+        as_=row.get("as"),
+        parallel=row.get("parallel"),
+    )
+
+
+def _from_sequence(row: tuple[Any, ...] | list[Any], where: str) -> Command:
+    if len(row) == 1:
+        return Command(row[0])
+    if len(row) == 2:
+        return Command(row[0], row[1])
+    raise SdkError(
+        f"{where} has {len(row)} items; a tuple row is (method,) or (method, params). "
+        f"For an alias or parallel use a dict row or Command(method, params, as_=...)"
+    )
+
+
+def _checked(command: Command, where: str) -> Command:
+    method = command.method
+    if not isinstance(method, str):
+        raise SdkTypeError(f"{where} has a method of type {type(method).__name__}; use a str")
+    if not method.strip():
+        raise SdkError(f"{where} has an empty method name")
+    if method.strip().lower() == "batch":
+        raise SdkError(f"{where} calls 'batch'; a batch cannot contain another batch")
+    params = command.params
+    if params is not None and not isinstance(params, dict):
+        if not isinstance(params, Mapping):
+            raise SdkTypeError(
+                f"{where} has params of type {type(params).__name__}; params must be a dict "
+                f"(use {{}} or leave them out when there are none)"
+            )
+        command = attrs.evolve(command, params=dict(params))  # json only encodes real dicts
+    if command.as_ is not None and not isinstance(command.as_, str):
+        raise SdkTypeError(f"{where} has 'as' of type {type(command.as_).__name__}; use a str")
+    if command.parallel is not None and not isinstance(command.parallel, bool):
+        raise SdkTypeError(
+            f"{where} has 'parallel' of type {type(command.parallel).__name__}; use True or False"
+        )
+    return command
+
+
+def _check_alias(alias: str, where: str, *, from_name: bool) -> None:
+    origin = "its name, sent as 'as'," if from_name else "its 'as'"
+    fix = " (or give the row its own 'as')" if from_name else ""
+    if not alias.strip():
+        raise SdkError(f"{where}: {origin} is empty; an alias is a non-empty name{fix}")
+    if "." in alias:
+        raise SdkError(
+            f"{where}: {origin} {alias!r} contains '.'; references read 'alias.item.id', "
+            f"so an alias cannot contain a dot{fix}"
+        )
+    if alias.isdigit():
+        raise SdkError(
+            f"{where}: {origin} {alias!r} is a number; numbers already name commands by "
+            f"position in references ('0.item.id'), so use a name with a letter{fix}"
+        )
+
+
+_SCALARS = (str, int, bool, type(None))
+
+
+def _find_unencodable(value: object, path: str, active: set[int]) -> tuple[str, str, bool] | None:
+    """Return (path, message, is_type_error) for the first value JSON cannot carry."""
+    if isinstance(value, _SCALARS):
+        return None
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return None
+        return path, f"is {value!r}; JSON has no NaN or Infinity: send null or a number", False
+    if isinstance(value, dict | list | tuple):
+        if id(value) in active:
+            return path, "contains itself (a reference cycle); JSON cannot encode it", False
+        active.add(id(value))
+        try:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    if not isinstance(k, str | int | float | bool) and k is not None:
+                        return (
+                            path,
+                            f"has a key of type {type(k).__name__}; JSON keys are strings",
+                            True,
+                        )
+                    found = _find_unencodable(v, f"{path}[{k!r}]", active)
+                    if found:
+                        return found
+            else:
+                for i, v in enumerate(value):
+                    found = _find_unencodable(v, f"{path}[{i}]", active)
+                    if found:
+                        return found
+        finally:
+            active.discard(id(value))
+        return None
+    hints = {
+        "set": "use a list",
+        "frozenset": "use a list",
+        "bytes": "decode it to str (or base64 it)",
+        "bytearray": "decode it to str (or base64 it)",
+        "datetime": "send value.isoformat()",
+        "date": "send value.isoformat()",
+        "Decimal": "send str(value) or float(value)",
+    }
+    name = type(value).__name__
+    hint = hints.get(name, "convert it to str, number, bool, None, list or dict")
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return path, f"is a {name}, which JSON cannot encode: {hint}", True
+    return None

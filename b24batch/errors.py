@@ -1,0 +1,130 @@
+"""The exception tree of b24batch. Defines exceptions only: no I/O, no parsing.
+
+::
+
+    B24Error                      root; every error carries ``request_id`` and ``outcome_unknown``
+    ├── SdkError (ValueError)     misuse, raised before any request is sent
+    │   └── SdkTypeError (TypeError)   misuse of a type
+    ├── AjaxError                 the portal answered with an error envelope
+    │   └── AuthError             401: bad, expired or missing credential
+    ├── TransportError            no usable HTTP answer: refused, timeout, TLS, reset, redirect
+    └── DecodeError               an answer that cannot be decoded: HTML, truncated JSON,
+                                  a missing result entry, a result that does not fit result_type
+
+Messages never contain a webhook secret or token: the code that raises them redacts first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from b24batch.results import FieldError
+
+__all__ = [
+    "AjaxError",
+    "AuthError",
+    "B24Error",
+    "DecodeError",
+    "SdkError",
+    "SdkTypeError",
+    "TransportError",
+]
+
+
+class B24Error(Exception):
+    """Root of every error b24batch raises or returns.
+
+    Attributes:
+        request_id: The batch's request id (``bx24_request_id``), when one was assigned.
+        outcome_unknown: True when the batch may have run on the portal although no answer says
+            so (a timeout or a lost connection after sending). False when it surely did not run,
+            or the answer says what happened.
+    """
+
+    def __init__(
+        self, message: str, *, request_id: str | None = None, outcome_unknown: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.request_id = request_id
+        self.outcome_unknown = outcome_unknown
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class SdkError(B24Error, ValueError):
+    """The SDK was used wrongly; raised before any request is sent.
+
+    Also a :class:`ValueError`, so ``except ValueError`` catches it as it would any bad argument.
+    """
+
+
+class SdkTypeError(SdkError, TypeError):
+    """An argument of the wrong type; also a :class:`TypeError`."""
+
+
+class AjaxError(B24Error):
+    """The portal answered with an error envelope (REST 3.0 or classic form).
+
+    Attributes:
+        code: The portal's error code, e.g. ``BITRIX_REST_V3_EXCEPTION_ENTITYNOTFOUNDEXCEPTION``.
+        message: The portal's own message, as sent (secret-free).
+        status: The HTTP status of the answer.
+        validation: One :class:`FieldError` per ``validation`` row, in the portal's order.
+
+    ``str(error)`` joins all of them into one readable line.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        status: int,
+        validation: Sequence[FieldError] = (),
+        request_id: str | None = None,
+        outcome_unknown: bool = False,
+    ) -> None:
+        super().__init__(message, request_id=request_id, outcome_unknown=outcome_unknown)
+        self.code = code
+        self.status = status
+        self.validation: tuple[FieldError, ...] = tuple(validation)
+        self.others: tuple[B24Error, ...] = ()
+
+    def __str__(self) -> str:
+        text = f"{self.code} (HTTP {self.status}): {self.message}"
+        if self.validation:
+            # JS SDK #423 glued the rows together and lost the field: keep both, separated.
+            rows = "; ".join(
+                f"{row.field}: {row.message}" if row.field else row.message
+                for row in self.validation
+            )
+            text = f"{text} [{rows}]"
+        return text
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, status={self.status})"
+
+
+class AuthError(AjaxError):
+    """HTTP 401: the webhook secret or token is wrong, missing or expired."""
+
+
+class TransportError(B24Error):
+    """No usable HTTP answer: the connection was refused, timed out, failed TLS or was reset.
+
+    The underlying ``requests`` exception is kept as ``__cause__``, as a redacted copy: the
+    original names the URL, and the URL holds the webhook secret.
+    """
+
+
+class DecodeError(B24Error):
+    """An answer that cannot be decoded into results.
+
+    Raised for a body that is not JSON (an HTML error page, truncated JSON), JSON with neither
+    ``result`` nor ``error``, a ``result`` with a missing entry, and a result that does not fit
+    the ``result_type`` asked for.
+    """

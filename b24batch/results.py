@@ -1,0 +1,196 @@
+"""Result models (attrs) and the one private cattrs Converter that fills them.
+
+``BatchResult`` is what ``BatchV3.make`` returns; ``AjaxResult`` is one command's answer;
+``Time`` is the batch's timing block; ``FieldError`` one validation row. Nothing here does I/O;
+structuring errors become :class:`~b24batch.errors.DecodeError` naming the command and the path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import cattrs
+
+from b24batch.errors import AjaxError, DecodeError
+
+__all__ = ["AjaxResult", "BatchResult", "FieldError", "Key", "Time", "structure"]
+
+Key = int | str
+"""A command's key: its position in a list of calls, or its name in a dict of calls."""
+
+# Private, as cattrs advises for libraries: users' own hooks on the global converter never
+# change how b24batch decodes, and ours never leak into theirs. use_alias lets an attrs field
+# named in snake_case read its camelCase wire key: attrs.field(alias="responsibleId").
+_converter = cattrs.Converter(use_alias=True, forbid_extra_keys=False)
+
+
+@attrs.frozen
+class FieldError:
+    """One row of a REST 3.0 ``validation`` list: which field, and what is wrong with it."""
+
+    field: str
+    message: str
+
+
+@attrs.frozen(kw_only=True)
+class Time:
+    """The batch's ``time`` block (protocol §3). Every field is optional.
+
+    There is one ``Time`` per batch: REST 3.0 reports no per-command times.
+
+    Attributes:
+        start: Unix seconds when the portal started the batch.
+        finish: Unix seconds when it finished.
+        duration: Seconds the batch took on the portal.
+        processing: Seconds of processing the portal reports.
+        date_start: ``start`` as an ISO 8601 string with the portal's offset.
+        date_finish: ``finish`` likewise.
+        operating_reset_at: Unix seconds when the oldest operating-time basket expires.
+        operating: Seconds of operating time accumulated by the method (protocol §5).
+    """
+
+    start: float | None = None
+    finish: float | None = None
+    duration: float | None = None
+    processing: float | None = None
+    date_start: str | None = None
+    date_finish: str | None = None
+    operating_reset_at: float | None = None
+    operating: float | None = None
+
+    @classmethod
+    def from_json(cls, value: object) -> Time | None:
+        """Build a ``Time`` from the ``time`` JSON object; None when it is absent.
+
+        The block is a hint, never worth losing a batch's results over: a field that is
+        missing or of the wrong type becomes None.
+        """
+        if not isinstance(value, Mapping):
+            return None
+        get = value.get
+        return cls(
+            start=_number(get("start")),
+            finish=_number(get("finish")),
+            duration=_number(get("duration")),
+            processing=_number(get("processing")),
+            date_start=_text(get("date_start")),
+            date_finish=_text(get("date_finish")),
+            operating_reset_at=_number(get("operating_reset_at")),
+            operating=_number(get("operating")),
+        )
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+@attrs.frozen(kw_only=True)
+class AjaxResult:
+    """One command's answer, as the JS SDK's ``AjaxResult``.
+
+    Attributes:
+        key: The command's position (list calls) or name (dict calls).
+        method: The REST method the command called.
+        params: The parameters it was called with.
+        result: The decoded result (typed when a ``result_type`` applied), or None.
+        time: The batch's ``Time``; REST 3.0 has no per-command time.
+        status: The HTTP status of the batch's answer.
+        error: None on success, else the batch's error (a REST 3.0 batch fails as a whole).
+    """
+
+    key: Key
+    method: str
+    params: Mapping[str, Any]
+    result: Any
+    time: Time | None
+    status: int
+    error: AjaxError | None = None
+
+    @property
+    def is_success(self) -> bool:
+        """True when the command has a result and no error."""
+        return self.error is None
+
+
+@attrs.frozen(kw_only=True)
+class BatchResult:
+    """What ``BatchV3.make`` returns.
+
+    Attributes:
+        data: List calls give a list in call order, dict calls a dict keyed by the caller's
+            names. Items are decoded results, or :class:`AjaxResult` objects when the call asked
+            for ``return_ajax_result=True``. Empty when the batch failed.
+        errors: The errors the portal answered with; empty on success. A REST 3.0 batch is
+            all-or-nothing, so a failed batch has one error and no results.
+        time: The batch's timing block, when the portal sent one.
+        request_id: The id sent as ``bx24_request_id``.
+        status: The HTTP status of the answer.
+    """
+
+    data: list[Any] | dict[str, Any]
+    errors: tuple[AjaxError, ...] = ()
+    time: Time | None = None
+    request_id: str
+    status: int
+
+    @property
+    def is_success(self) -> bool:
+        """True when the batch ran and every command has its result."""
+        return not self.errors
+
+    @property
+    def error_messages(self) -> list[str]:
+        """One readable line per error (code, status, message and validation rows)."""
+        return [str(error) for error in self.errors]
+
+    def raise_for_errors(self) -> BatchResult:
+        """Return ``self`` on success; otherwise raise the first error.
+
+        The other errors, if any, are attached to the raised one as ``others``.
+
+        Example:
+            >>> tasks = batch.make(calls).raise_for_errors().data  # doctest: +SKIP
+        """
+        if not self.errors:
+            return self
+        first, *rest = self.errors
+        first.others = tuple(rest)
+        raise first
+
+
+def structure(
+    value: Any, type_: Any, *, path: str = "$", label: str = "", request_id: str | None = None
+) -> Any:
+    """Structure JSON ``value`` into ``type_`` with the private converter.
+
+    Args:
+        value: Decoded JSON.
+        type_: Anything cattrs can structure: attrs classes, ``dict[str, Any]``, ``list[...]``,
+            ``Optional[...]``.
+        path: Where ``value`` sits in the answer, e.g. ``$.result[3]``; error paths extend it.
+        label: How the message names the value, e.g. ``command 3 (tasks.task.get)``.
+        request_id: The batch's request id, for the error.
+
+    Raises:
+        DecodeError: ``value`` does not fit ``type_``; the message gives each failing path.
+    """
+    try:
+        return _converter.structure(value, type_)
+    except Exception as exc:  # cattrs raises ClassValidationError, ValueError, TypeError, ...
+        details = "; ".join(cattrs.transform_error(exc, path=path))
+        raise DecodeError(
+            f"{label or path} does not fit {_type_name(type_)}: {details}", request_id=request_id
+        ) from exc
+
+
+def _type_name(type_: Any) -> str:
+    name = getattr(type_, "__qualname__", None)
+    return name if isinstance(name, str) and not getattr(type_, "__args__", None) else repr(type_)

@@ -1,0 +1,205 @@
+"""Normalisation and validation of ``calls`` (b24batch.commands): no I/O here."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import math
+import re
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+
+from b24batch import Command, SdkError, SdkTypeError
+from b24batch.commands import MAX_COMMANDS, explain_unencodable, normalize
+
+
+def test_tuple_rows_keep_order_and_positions() -> None:
+    """A list of tuples becomes commands keyed 0..n-1 in call order."""
+    commands = normalize([("a.get", {"id": 1}), ("b.list",)])
+    assert commands.keys == (0, 1)
+    assert [c.method for c in commands.items] == ["a.get", "b.list"]
+    assert commands.items[0].params == {"id": 1}
+    assert commands.items[1].params is None
+    assert commands.aliases == (None, None)
+    assert commands.named is False
+
+
+def test_dict_rows_read_method_params_as_parallel() -> None:
+    """A dict row maps onto Command fields, 'as' included."""
+    commands = normalize([{"method": "a.get", "params": {"id": 2}, "as": "x", "parallel": True}])
+    command = commands.items[0]
+    assert (command.method, command.params, command.as_, command.parallel) == (
+        "a.get",
+        {"id": 2},
+        "x",
+        True,
+    )
+    assert commands.aliases == ("x",)
+
+
+def test_named_calls_use_names_as_keys_and_aliases() -> None:
+    """A dict of named rows keys by name and sends each name as 'as'."""
+    commands = normalize({"first": ("a.get", {"id": 1}), "second": {"method": "a.get"}})
+    assert commands.keys == ("first", "second")
+    assert commands.aliases == ("first", "second")
+    assert commands.named is True
+
+
+def test_named_row_with_own_as_keeps_it() -> None:
+    """A named row's own 'as' wins over its name on the wire."""
+    commands = normalize({"first": Command("a.get", as_="alias1")})
+    assert commands.aliases == ("alias1",)
+    assert commands.keys == ("first",)
+
+
+def test_mixed_row_kinds_in_one_list() -> None:
+    """Tuples, dicts and Commands can be mixed in one list."""
+    commands = normalize(
+        [("a.get", {"id": 1}), {"method": "b.get"}, Command("c.get", {"id": 3}), ["d.get", {}]]
+    )
+    assert [c.method for c in commands.items] == ["a.get", "b.get", "c.get", "d.get"]
+
+
+def test_generator_input_is_accepted() -> None:
+    """Any iterable of rows works, not only lists."""
+    commands = normalize(("a.get", {"id": i}) for i in range(3))
+    assert [c.params for c in commands.items] == [{"id": 0}, {"id": 1}, {"id": 2}]
+
+
+def test_non_dict_mapping_params_become_dict() -> None:
+    """Params given as a read-only mapping are copied into a dict JSON can encode."""
+    commands = normalize([("a.get", MappingProxyType({"id": 1}))])
+    params = commands.items[0].params
+    assert type(params) is dict
+    assert params == {"id": 1}
+
+
+def test_fifty_commands_are_accepted() -> None:
+    """Exactly the limit is fine."""
+    assert len(normalize([("a.get", {"id": i}) for i in range(MAX_COMMANDS)])) == 50
+
+
+def test_more_than_fifty_stops_reading_a_generator() -> None:
+    """Too many commands is refused without reading an endless generator to its end."""
+    consumed = []
+
+    def rows() -> Any:
+        i = 0
+        while True:
+            consumed.append(i)
+            yield ("a.get", {"id": i})
+            i += 1
+
+    with pytest.raises(SdkError, match="more than 50 commands"):
+        normalize(rows())
+    assert len(consumed) == 51
+
+
+@pytest.mark.parametrize(
+    ("calls", "error", "fragment"),
+    [
+        pytest.param([], SdkError, "calls is empty", id="empty-list"),
+        pytest.param({}, SdkError, "calls is empty", id="empty-dict"),
+        pytest.param([("a.get",)] * 51, SdkError, "at most 50", id="51"),
+        pytest.param("tasks.task.get", SdkTypeError, "calls is a str", id="str"),
+        pytest.param(42, SdkTypeError, "calls is a int", id="int"),
+        pytest.param([42], SdkTypeError, "calls[0] is a int", id="row-int"),
+        pytest.param(["a.get"], SdkTypeError, "calls[0] is a str", id="row-str"),
+        pytest.param([("a.get", {}, "x")], SdkError, "calls[0] has 3 items", id="tuple-3"),
+        pytest.param([()], SdkError, "calls[0] has 0 items", id="tuple-0"),
+        pytest.param([("",)], SdkError, "calls[0] has an empty method", id="method-empty"),
+        pytest.param([("  ",)], SdkError, "empty method", id="method-blank"),
+        pytest.param([(5, {})], SdkTypeError, "method of type int", id="method-int"),
+        pytest.param([("batch", {})], SdkError, "cannot contain another batch", id="nested"),
+        pytest.param([("a.get", [1])], SdkTypeError, "params of type list", id="params-list"),
+        pytest.param([("a.get", "id=1")], SdkTypeError, "params of type str", id="params-str"),
+        pytest.param([{"params": {}}], SdkError, "has no 'method'", id="dict-no-method"),
+        pytest.param(
+            [{"method": "a.get", "query": {"id": 1}}], SdkError, "use 'params'", id="query-key"
+        ),
+        pytest.param(
+            [{"method": "a.get", "halt": 0}], SdkError, "unknown key 'halt'", id="unknown-key"
+        ),
+        pytest.param([{"method": "a.get", "as": ""}], SdkError, "is empty", id="as-empty"),
+        pytest.param([{"method": "a.get", "as": 3}], SdkTypeError, "'as' of type int", id="as-int"),
+        pytest.param([{"method": "a.get", "as": "a.b"}], SdkError, "contains '.'", id="as-dot"),
+        pytest.param([{"method": "a.get", "as": "12"}], SdkError, "is a number", id="as-digits"),
+        pytest.param(
+            [{"method": "a.get", "parallel": "yes"}], SdkTypeError, "'parallel'", id="parallel-str"
+        ),
+        pytest.param(
+            [Command("a.get", as_="x"), Command("b.get", as_="x")],
+            SdkError,
+            "calls[1] uses the alias 'x', as calls[0] does",
+            id="duplicate-as",
+        ),
+        pytest.param(
+            {"x": ("a.get",), "y": Command("b.get", as_="x")},
+            SdkError,
+            "alias 'x'",
+            id="name-collides-with-as",
+        ),
+        pytest.param({1: ("a.get",)}, SdkTypeError, "key 1", id="name-int"),
+        pytest.param({"": ("a.get",)}, SdkTypeError, "non-empty strings", id="name-empty"),
+        pytest.param({"a.b": ("a.get",)}, SdkError, "own 'as'", id="name-dot"),
+        pytest.param(
+            {"calls": [("a.get",)], "options": {"isHaltOnError": True}},
+            SdkTypeError,
+            "JS SDK's {calls, options}",
+            id="js-style-object",
+        ),
+    ],
+)
+def test_bad_calls_are_refused_with_the_row_named(
+    calls: object, error: type[Exception], fragment: str
+) -> None:
+    """Each kind of bad input raises the right error, naming the row and the fix."""
+    with pytest.raises(error, match=re.escape(fragment)) as info:
+        normalize(calls)
+    assert type(info.value) is error  # not just any subclass
+    assert isinstance(info.value, ValueError)
+    if error is SdkTypeError:
+        assert isinstance(info.value, TypeError)
+
+
+def test_named_rows_are_named_in_errors() -> None:
+    """An error in a named row names it by its key."""
+    with pytest.raises(SdkError, match=re.escape("calls['second'] has an empty method")):
+        normalize({"first": ("a.get",), "second": ("",)})
+
+
+def _explain(params: dict[str, Any]) -> SdkError:
+    return explain_unencodable(normalize([("ok.get", {}), ("a.get", params)]))
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment", "is_type"),
+    [
+        pytest.param({"x": math.nan}, "params['x'] is nan", False, id="nan"),
+        pytest.param({"x": [1, math.inf]}, "params['x'][1] is inf", False, id="inf"),
+        pytest.param({"x": {1, 2}}, "params['x'] is a set", True, id="set"),
+        pytest.param({"x": b"ab"}, "params['x'] is a bytes", True, id="bytes"),
+        pytest.param({"x": object()}, "params['x'] is a object", True, id="object"),
+        pytest.param({"d": datetime.date(2026, 1, 2)}, "isoformat", True, id="date"),
+        pytest.param({"d": decimal.Decimal("1.5")}, "str(value)", True, id="decimal"),
+        pytest.param({"k": {(1, 2): 3}}, "key of type tuple", True, id="tuple-key"),
+    ],
+)
+def test_unencodable_params_are_explained_with_path(
+    params: dict[str, Any], fragment: str, is_type: bool
+) -> None:
+    """The explanation names the row and the path to the value JSON cannot carry."""
+    error = _explain(params)
+    assert str(error).startswith("calls[1] ")
+    assert fragment in str(error)
+    assert isinstance(error, TypeError) is is_type
+
+
+def test_cycles_are_explained() -> None:
+    """A params structure that contains itself is named as a cycle."""
+    cyclic: dict[str, Any] = {"a": []}
+    cyclic["a"].append(cyclic)
+    error = _explain(cyclic)
+    assert "calls[1] params['a'][0] contains itself" in str(error)

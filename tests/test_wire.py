@@ -1,0 +1,265 @@
+"""The wire format (b24batch.wire): body encoding and answer decoding, no I/O."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from b24batch import AjaxError, AuthError, Command, DecodeError, FieldError, SdkError, Time
+from b24batch.commands import normalize
+from b24batch.wire import decode_response, encode_batch
+
+
+def _rows(calls: Any, halt_on_error: bool = True) -> list[dict[str, Any]]:
+    return json.loads(encode_batch(normalize(calls), halt_on_error=halt_on_error))  # type: ignore[no-any-return]
+
+
+def test_body_is_a_bare_array_with_query_on_every_row() -> None:
+    """Rows carry method, query ({} when none) and parallel; no envelope, no 'as' without one."""
+    assert _rows([("a.get", {"id": 1}), ("b.list",)]) == [
+        {"method": "a.get", "query": {"id": 1}, "parallel": False},
+        {"method": "b.list", "query": {}, "parallel": False},
+    ]
+
+
+def test_parallel_is_not_halt_on_error_unless_the_row_sets_it() -> None:
+    """halt_on_error=False sends parallel=True; a row's own parallel wins."""
+    rows = _rows([("a.get",), Command("b.get", parallel=False)], halt_on_error=False)
+    assert [row["parallel"] for row in rows] == [True, False]
+
+
+def test_as_is_sent_only_when_set_and_names_become_as() -> None:
+    """Named calls send their name as 'as'; a row's own 'as' wins; unnamed rows have no key."""
+    rows = _rows({"one": ("a.get",), "two": Command("b.get", as_="mine")})
+    assert [row["as"] for row in rows] == ["one", "mine"]
+    assert "as" not in _rows([("a.get",)])[0]
+
+
+def test_body_keeps_unicode_and_is_compact() -> None:
+    """Non-ASCII text goes as UTF-8, not escapes, and there is no whitespace padding."""
+    body = encode_batch(normalize([("a.add", {"title": "Задача"})]), halt_on_error=True)
+    assert "Задача".encode() in body
+    assert b", " not in body
+
+
+def test_unencodable_params_raise_sdk_error_naming_the_row() -> None:
+    """A NaN deep in params is refused with its path."""
+    with pytest.raises(SdkError, match=r"calls\[0\] params\['f'\]\[0\]\['x'\] is nan"):
+        encode_batch(normalize([("a.get", {"f": [{"x": math.nan}]})]), halt_on_error=True)
+
+
+def _decode(payload: Any, n: int = 2, status: int = 200, **kwargs: Any) -> Any:
+    content = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return decode_response(status, content, keys=tuple(range(n)), request_id="rid", **kwargs)
+
+
+def test_positional_list_result() -> None:
+    """A list result gives one entry per command, null included."""
+    envelope = _decode({"result": [{"item": {"id": 1}}, None]})
+    assert envelope.result == [{"item": {"id": 1}}, None]
+    assert envelope.error is None
+    assert envelope.status == 200
+
+
+def test_object_keyed_result_is_put_in_order() -> None:
+    """An object keyed "0".."n-1" is read positionally, whatever its key order."""
+    envelope = _decode({"result": {"1": {"result": True}, "0": {"items": []}}})
+    assert envelope.result == [{"items": []}, {"result": True}]
+
+
+@pytest.mark.parametrize(
+    ("result", "fragment"),
+    [
+        pytest.param([{"item": {}}], "no entry for command 1", id="short-list"),
+        pytest.param({"0": {}}, "no entry for command 1", id="missing-key"),
+        pytest.param({"0": {}, "2": {}}, "no entry for command 1", id="wrong-key"),
+        pytest.param([1, 2, 3], "3 entries for 2 commands", id="long-list"),
+        pytest.param({"0": 1, "1": 2, "x": 3}, "3 entries for 2 commands", id="extra-key"),
+        pytest.param("nope", "result is a str", id="str"),
+    ],
+)
+def test_malformed_result_raises_decode_error(result: Any, fragment: str) -> None:
+    """A result that does not answer every command exactly once is malformed."""
+    with pytest.raises(DecodeError, match=fragment) as info:
+        _decode({"result": result})
+    assert info.value.request_id == "rid"
+
+
+def test_named_keys_appear_in_missing_entry_message() -> None:
+    """For named calls the message names the command too."""
+    with pytest.raises(DecodeError, match="command 1 \\('b'\\)"):
+        decode_response(200, b'{"result": [1]}', keys=("a", "b"), request_id=None)
+
+
+def test_time_block_is_decoded_and_lenient() -> None:
+    """Time fields become floats or strings; a wrong type becomes None, not a failure."""
+    envelope = _decode(
+        {
+            "result": [1, 2],
+            "time": {
+                "start": 1787219542,
+                "finish": 1787219542.5,
+                "duration": "x",
+                "date_start": "2026-08-20T11:52:22+02:00",
+                "operating": 0.12,
+            },
+        }
+    )
+    assert envelope.time == Time(
+        start=1787219542.0,
+        finish=1787219542.5,
+        duration=None,
+        date_start="2026-08-20T11:52:22+02:00",
+        operating=0.12,
+    )
+    assert _decode({"result": [1, 2]}).time is None
+
+
+def test_rest3_error_envelope_with_validation() -> None:
+    """The REST 3.0 envelope keeps code, message and each validation row."""
+    envelope = _decode(
+        {
+            "error": {
+                "code": "BITRIX_REST_V3_EXCEPTION_VALIDATION_REQUESTVALIDATIONEXCEPTION",
+                "message": "Error validating request object",
+                "validation": [
+                    {"field": "id", "message": "Required field `id` is not specified"},
+                    {"field": "title", "message": "Too long"},
+                ],
+            }
+        },
+        status=400,
+    )
+    error = envelope.error
+    assert type(error) is AjaxError
+    assert error.code == "BITRIX_REST_V3_EXCEPTION_VALIDATION_REQUESTVALIDATIONEXCEPTION"
+    assert error.message == "Error validating request object"
+    assert error.status == 400
+    assert error.request_id == "rid"
+    assert error.validation == (
+        FieldError("id", "Required field `id` is not specified"),
+        FieldError("title", "Too long"),
+    )
+    assert str(error) == (
+        "BITRIX_REST_V3_EXCEPTION_VALIDATION_REQUESTVALIDATIONEXCEPTION (HTTP 400): Error "
+        "validating request object [id: Required field `id` is not specified; title: Too long]"
+    )
+    assert envelope.result is None
+
+
+def test_classic_error_envelope() -> None:
+    """The classic envelope maps error to code and error_description to message."""
+    error = _decode(
+        {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}, status=503
+    ).error
+    assert (error.code, error.message, error.status) == (
+        "QUERY_LIMIT_EXCEEDED",
+        "Too many requests",
+        503,
+    )
+
+
+def test_401_envelope_is_an_auth_error() -> None:
+    """HTTP 401 maps to AuthError, a kind of AjaxError."""
+    error = _decode({"error": "expired_token", "error_description": "expired"}, status=401).error
+    assert type(error) is AuthError
+    assert error.code == "expired_token"
+
+
+def test_server_messages_are_redacted() -> None:
+    """A server message that echoes the webhook URL loses the secret."""
+    error = _decode(
+        {"error": {"code": "X", "message": "bad call to /rest/api/1/s3cr3tvalue/batch"}},
+        status=400,
+    ).error
+    assert "s3cr3tvalue" not in str(error)
+    assert "/rest/api/1/***/batch" in error.message
+
+
+@pytest.mark.parametrize(
+    ("status", "content", "content_type", "fragment"),
+    [
+        pytest.param(
+            502,
+            b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>",
+            "text/html",
+            "HTML page, not JSON: '502 Bad Gateway'",
+            id="html",
+        ),
+        pytest.param(
+            200,
+            b'{"result": [{"item": {"id": 1',
+            "application/json",
+            "not valid JSON, perhaps truncated",
+            id="truncated",
+        ),
+        pytest.param(200, b"", "application/json", "empty body", id="empty"),
+        pytest.param(200, b"[1, 2]", "application/json", "JSON list", id="json-list"),
+        pytest.param(
+            200, b'{"data": 1}', "application/json", "neither 'result' nor 'error'", id="no-result"
+        ),
+        pytest.param(
+            500,
+            b'{"result": [1, 2]}',
+            "application/json",
+            "HTTP 500 with JSON that has neither",
+            id="result-on-500",
+        ),
+        pytest.param(200, b"\xff\xfe\x00garbage", "", "not valid JSON", id="binary"),
+    ],
+)
+def test_undecodable_answers_raise_decode_error(
+    status: int, content: bytes, content_type: str, fragment: str
+) -> None:
+    """Non-JSON, truncated and shapeless answers raise DecodeError with a clear message."""
+    with pytest.raises(DecodeError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        _decode(content, status=status, content_type=content_type)
+
+
+def test_html_snippet_is_redacted() -> None:
+    """An error page that echoes the URL does not leak the secret into the message."""
+    page = b"<html><body>Bad gateway for /rest/api/1/topsecret42/batch</body></html>"
+    with pytest.raises(DecodeError) as info:
+        _decode(page, status=502, content_type="text/html")
+    assert "topsecret42" not in str(info.value)
+    assert "/rest/api/1/***/batch" in str(info.value)
+
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(
+    params=st.lists(
+        st.dictionaries(st.text(max_size=8), _json, max_size=4), min_size=1, max_size=50
+    ),
+    halt=st.booleans(),
+)
+def test_encode_round_trip(params: list[dict[str, Any]], halt: bool) -> None:
+    """Whatever JSON params go in come back out of the body unchanged, in order."""
+    calls = [("m.get", p) for p in params]
+    rows = _rows(calls, halt_on_error=halt)
+    assert [row["query"] for row in rows] == params
+    assert all(row["parallel"] is (not halt) for row in rows)
+
+
+@given(results=st.lists(_json, min_size=1, max_size=50), keyed=st.booleans())
+def test_decode_round_trip(results: list[Any], keyed: bool) -> None:
+    """Any positional result, as a list or a keyed object, decodes to the same entries."""
+    result: Any = {str(i): r for i, r in enumerate(results)} if keyed else results
+    envelope = _decode({"result": result}, n=len(results))
+    assert envelope.result == results
