@@ -1,0 +1,883 @@
+"""FakePortal: a loopback HTTP server that answers the Bitrix24 REST 3.0 ``batch`` method.
+
+The HTTP layer only: routing, authentication, idempotency, rate and operating-time limits, fault
+injection and request recording. Commands run in ``store.py``. Meant for tests and demos; it
+binds to loopback and must never face a network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import hmac
+import html
+import json
+import logging
+import re
+import secrets
+import socket
+import socketserver
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, ClassVar, Final, Literal
+from urllib.parse import parse_qsl, urlsplit
+
+import attrs
+from requests.structures import CaseInsensitiveDict
+
+from b24batch.redaction import redact
+from b24batch.testing.store import (
+    CommandError,
+    Handler,
+    Row,
+    TaskStore,
+    execute_batch,
+    format_datetime,
+    parse_batch,
+    validate_fields,
+)
+
+__all__ = ["DEFAULT_COMMAND_COST", "IDEMPOTENCY_TTL", "FakePortal", "Fault", "RecordedRequest"]
+
+logger = logging.getLogger("b24batch.testing")
+
+DEFAULT_COMMAND_COST: Final = 0.01
+"""Seconds of operating time charged per executed command."""
+IDEMPOTENCY_TTL: Final = 24 * 3600.0
+"""How long a stored ``Idempotency-Key`` response is replayed, in wall-clock seconds."""
+OPERATING_BASKETS: Final = 10
+BASKET_SECONDS: Final = 60.0
+_POLL_INTERVAL: Final = 0.01  # also the worst-case latency of stop()
+_JSON: Final = "application/json; charset=utf-8"
+
+_INVALID_JSON: Final = "BITRIX_REST_V3_EXCEPTION_INVALIDJSONEXCEPTION"
+_INVALID_KEY: Final = "BITRIX_REST_V3_EXCEPTION_INVALIDIDEMPOTENCYKEYEXCEPTION"
+_KEY_REUSED: Final = "BITRIX_REST_V3_EXCEPTION_IDEMPOTENCYKEYREUSEDEXCEPTION"
+_IDEMPOTENCY_KEY: Final = re.compile(r"[\x20-\x7e]{1,255}")
+_WEBHOOK_BATCH: Final = re.compile(r"/rest/api/([^/]+)/([^/]+)/batch")
+_CLASSIC_BATCH: Final = re.compile(r"/rest/(?!api/)(?:[^/]+/[^/]+/)?batch")
+
+
+def _classic(code: str, description: str) -> dict[str, str]:
+    return {"error": code, "error_description": description}
+
+
+_NO_AUTH: Final = _classic("NO_AUTH_FOUND", "Wrong authorization data")
+_EXPIRED: Final = _classic("expired_token", "The access token provided has expired.")
+_QUERY_LIMIT: Final = _classic("QUERY_LIMIT_EXCEEDED", "Too many requests")
+_OPERATION_LIMIT: Final = _classic(
+    "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit."
+)
+_OVERLOAD: Final = _classic("OVERLOAD_LIMIT", "REST API is blocked due to overload.")
+
+
+@attrs.frozen
+class RecordedRequest:
+    """One HTTP request as the portal received it, recorded before any processing.
+
+    Attributes:
+        method: The HTTP method, e.g. ``"POST"``.
+        path: The URL path without the query string (it holds the webhook secret).
+        query: Query-string parameters (the last value wins for a repeated name).
+        headers: Request headers; lookups are case-insensitive.
+        body: The body decoded as JSON, or None when it is not JSON.
+        raw: The body bytes exactly as received.
+    """
+
+    method: str
+    path: str
+    query: Mapping[str, str]
+    headers: CaseInsensitiveDict[str]
+    body: Any
+    raw: bytes
+
+
+FaultKind = Literal["delay", "drop_before", "drop_after", "html", "truncated", "response"]
+
+
+@attrs.frozen
+class Fault:
+    """A misbehaviour the portal applies to one upcoming request; build it with a classmethod.
+
+    Faults are queued by ``FakePortal.inject`` and applied first in, first out, one per request,
+    to whatever request arrives next (any path, before authentication).
+    """
+
+    kind: FaultKind
+    seconds: float = 0.0
+    status: int = 200
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def executes(self) -> bool:
+        """Whether the request is still processed (and a valid batch committed)."""
+        return self.kind in ("delay", "drop_after", "truncated")
+
+    @classmethod
+    def delay(cls, seconds: float) -> Fault:
+        """Wait ``seconds`` of real time, then process normally: the batch DOES execute.
+
+        A client whose read timeout fires meanwhile cannot know the batch committed.
+        """
+        if seconds < 0:
+            raise ValueError(f"seconds must be >= 0, got {seconds}")
+        return cls(kind="delay", seconds=seconds)
+
+    @classmethod
+    def drop_before(cls) -> Fault:
+        """Close the connection without a response; the batch does NOT execute."""
+        return cls(kind="drop_before")
+
+    @classmethod
+    def drop_after(cls) -> Fault:
+        """Process (the batch DOES execute and commit), then close without a response."""
+        return cls(kind="drop_after")
+
+    @classmethod
+    def html(cls, status: int = 502) -> Fault:
+        """Answer an HTML error page that echoes the request path; the batch does NOT execute.
+
+        The page carries the path, webhook secret included, as some proxies do, so a client's
+        redaction can be tested.
+        """
+        _check_status(status)
+        return cls(kind="html", status=status)
+
+    @classmethod
+    def truncated(cls) -> Fault:
+        """Process (the batch DOES execute), then send the first half of the response body.
+
+        Content-Length matches the bytes sent, so the client reads a complete, invalid JSON.
+        """
+        return cls(kind="truncated")
+
+    @classmethod
+    def response(
+        cls,
+        status: int,
+        body: Mapping[str, Any] | str,
+        headers: Mapping[str, str] | None = None,
+    ) -> Fault:
+        """Answer ``status`` with ``body`` (a mapping is sent as JSON, a str as given, as text
+        unless ``headers`` set Content-Type); the batch does NOT execute.
+
+        Content-Length is always computed from ``body``; one in ``headers`` is ignored.
+        """
+        _check_status(status)
+        extra = {
+            name: value
+            for name, value in (headers or {}).items()
+            if name.lower() not in ("content-length", "connection", "transfer-encoding")
+        }
+        if isinstance(body, str):
+            payload = body.encode("utf-8")
+            content_type = "text/plain; charset=utf-8"
+        else:
+            payload = json.dumps(body).encode("utf-8")
+            content_type = _JSON
+        if not any(name.lower() == "content-type" for name in extra):
+            extra["Content-Type"] = content_type
+        return cls(kind="response", status=status, body=payload, headers=tuple(extra.items()))
+
+    @classmethod
+    def overload(cls) -> Fault:
+        """503 ``OVERLOAD_LIMIT`` (REST blocked by support); the batch does NOT execute."""
+        return cls.response(503, _OVERLOAD)
+
+    @classmethod
+    def rate_limited(cls) -> Fault:
+        """503 ``QUERY_LIMIT_EXCEEDED`` without touching the leaky bucket; does NOT execute."""
+        return cls.response(503, _QUERY_LIMIT)
+
+    @classmethod
+    def operating_limited(cls) -> Fault:
+        """429 ``OPERATION_TIME_LIMIT`` without touching the meter; does NOT execute."""
+        return cls.response(429, _OPERATION_LIMIT)
+
+
+def _check_status(status: int) -> None:
+    if not 100 <= status <= 599:
+        raise ValueError(f"status must be an HTTP status code, got {status}")
+
+
+@attrs.frozen
+class _Reply:
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = (("Content-Type", _JSON),)
+
+    @classmethod
+    def of(cls, status: int, data: Any, *extra: tuple[str, str]) -> _Reply:
+        return cls(status, json.dumps(data).encode("utf-8"), (("Content-Type", _JSON), *extra))
+
+
+class _LeakyBucket:
+    """The request-rate limiter: +1 per admitted request, drains ``per_second`` per second.
+
+    A request that finds the level at or above ``burst`` is refused and does not raise it.
+    """
+
+    def __init__(self, burst: float, per_second: float, clock: Callable[[], float]) -> None:
+        self._burst = burst
+        self._per_second = per_second
+        self._clock = clock
+        self._level = 0.0
+        self._updated = clock()
+
+    def admit(self) -> bool:
+        now = self._clock()
+        drained = max(0.0, now - self._updated) * self._per_second
+        self._level = max(0.0, self._level - drained)
+        self._updated = now
+        if self._level >= self._burst:
+            return False
+        self._level += 1.0
+        return True
+
+    def reset(self) -> None:
+        self._level = 0.0
+        self._updated = self._clock()
+
+
+class _OperatingMeter:
+    """Operating time per method in ``OPERATING_BASKETS`` one-minute baskets of ``clock``."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._baskets: dict[str, dict[int, float]] = {}
+
+    def _live(self, method: str) -> dict[int, float]:
+        current = int(self._clock() // BASKET_SECONDS)
+        baskets = self._baskets.setdefault(method, {})
+        for index in [i for i in baskets if i <= current - OPERATING_BASKETS]:
+            del baskets[index]
+        return baskets
+
+    def charge(self, method: str, seconds: float) -> None:
+        index = int(self._clock() // BASKET_SECONDS)
+        baskets = self._live(method)
+        baskets[index] = baskets.get(index, 0.0) + seconds
+
+    def total(self, method: str) -> float:
+        return sum(self._live(method).values())
+
+    def reset_at(self, method: str, wall_now: float) -> float:
+        """Wall time at which ``method``'s oldest basket drops out of the window."""
+        baskets = self._live(method)
+        now = self._clock()
+        oldest = min(baskets) if baskets else int(now // BASKET_SECONDS)
+        return wall_now + (oldest + OPERATING_BASKETS) * BASKET_SECONDS - now
+
+    def reset(self) -> None:
+        self._baskets = {}
+
+
+@attrs.frozen
+class _Stored:
+    fingerprint: str
+    reply: _Reply
+    expires: float
+
+
+class FakePortal:
+    """A Bitrix24 portal on loopback that serves the REST 3.0 ``batch`` method over real HTTP.
+
+    Keeps tasks in memory (``tasks.task.add/get/list/update/delete``), accepts webhook and OAuth
+    credentials, honours ``Idempotency-Key``, optionally enforces the request-rate and
+    operating-time limits, and records every request. Faults make it misbehave on demand.
+
+    Args:
+        user_id: The webhook's user id; also the default creator and assignee of new tasks.
+        secret: The webhook secret (random when omitted).
+        access_token: The first valid OAuth token (random when omitted).
+        rate_limit: ``(burst, per_second)`` to enforce the leaky bucket, or None.
+        operating_limit: Seconds of operating time per method over the 10-minute window past
+            which batches are refused with 429, or None.
+        command_cost: Seconds of operating time charged per executed command, to its own method
+            and to ``batch``.
+        clock: Monotonic seconds, for the limiters.
+        wall_clock: Unix seconds, for ``time``, task dates and idempotency expiry.
+        host: Interface to bind.
+        port: Port to bind; 0 picks a free one (kept across stop/start).
+
+    Example:
+        >>> with FakePortal() as portal:  # doctest: +SKIP
+        ...     requests.post(portal.oauth_endpoint + "api/batch", json=[...],
+        ...                   headers={"Authorization": f"Bearer {portal.access_token}"})
+    """
+
+    CommandError: ClassVar[type[CommandError]] = CommandError
+
+    def __init__(
+        self,
+        *,
+        user_id: int = 1,
+        secret: str | None = None,
+        access_token: str | None = None,
+        rate_limit: tuple[float, float] | None = None,
+        operating_limit: float | None = None,
+        command_cost: float = DEFAULT_COMMAND_COST,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        if isinstance(user_id, bool) or not isinstance(user_id, int) or user_id < 1:
+            raise ValueError(f"user_id must be a positive int, got {user_id!r}")
+        secret = secrets.token_hex(8) if secret is None else secret
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", secret):
+            raise ValueError("secret must be a non-empty string of letters, digits, '_' or '-'")
+        if rate_limit is not None and (len(rate_limit) != 2 or min(rate_limit) <= 0):
+            raise ValueError(f"rate_limit must be (burst, per_second) > 0, got {rate_limit!r}")
+        if operating_limit is not None and operating_limit <= 0:
+            raise ValueError(f"operating_limit must be > 0 seconds, got {operating_limit!r}")
+        if command_cost < 0:
+            raise ValueError(f"command_cost must be >= 0, got {command_cost!r}")
+        self._user_id = user_id
+        self._secret = secret
+        self._rate_limit = rate_limit
+        self._operating_limit = operating_limit
+        self._command_cost = command_cost
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._host = host
+        self._port = port
+
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._store = TaskStore(user_id=user_id)
+        self._handlers: dict[str, Handler] = {}
+        self._access_token = access_token or secrets.token_hex(32)
+        # token -> still valid; a False token answers expired_token.
+        self._tokens: dict[str, bool] = {self._access_token: True}
+        self._requests: list[RecordedRequest] = []
+        self._faults: deque[tuple[Fault, int]] = deque()
+        self._bucket = _LeakyBucket(*rate_limit, clock) if rate_limit else None
+        self._meter = _OperatingMeter(clock)
+        self._idempotent: dict[tuple[str, str], _Stored] = {}
+        self._executed = 0
+
+    def __repr__(self) -> str:
+        state = f"http://{self._host}:{self._port}" if self.running else "stopped"
+        return f"<FakePortal {state} user_id={self._user_id} secret=***>"
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Whether the server is accepting connections."""
+        return self._server is not None
+
+    def start(self) -> FakePortal:
+        """Bind and serve in a daemon thread; a restarted portal keeps its port and state."""
+        if self._server is not None:
+            return self
+        self._stopping.clear()
+        server = _Server((self._host, self._port), self)
+        self._port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": _POLL_INTERVAL},
+            name=f"FakePortal:{self._port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close the listening socket and every open connection."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        server.server_close()
+        server.close_connections()
+        if thread is not None:
+            thread.join(timeout=5.0)
+        self._server = self._thread = None
+
+    def __enter__(self) -> FakePortal:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- addresses and credentials ---------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """``http://HOST:PORT``; raises RuntimeError before the first ``start()``."""
+        if not self._port:
+            raise RuntimeError("FakePortal is not started; call start() or use it as a context")
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self._port}"
+
+    @property
+    def webhook_url(self) -> str:
+        """The webhook in its classic form ``http://HOST:PORT/rest/USER/SECRET/`` (no ``api/``)."""
+        return f"{self.base_url}/rest/{self._user_id}/{self._secret}/"
+
+    @property
+    def oauth_endpoint(self) -> str:
+        """The OAuth client endpoint ``http://HOST:PORT/rest/``."""
+        return f"{self.base_url}/rest/"
+
+    @property
+    def user_id(self) -> int:
+        return self._user_id
+
+    @property
+    def secret(self) -> str:
+        return self._secret
+
+    @property
+    def access_token(self) -> str:
+        """The currently valid (or, after ``expire_token()``, expired) OAuth access token."""
+        with self._lock:
+            return self._access_token
+
+    def expire_token(self) -> None:
+        """Make the current access token answer 401 ``expired_token``."""
+        with self._lock:
+            self._tokens[self._access_token] = False
+
+    def refresh_token(self) -> str:
+        """Issue and return a new valid access token; every older token now answers expired."""
+        with self._lock:
+            for token in self._tokens:
+                self._tokens[token] = False
+            self._access_token = secrets.token_hex(32)
+            self._tokens[self._access_token] = True
+            return self._access_token
+
+    # -- data, methods, faults, records -----------------------------------------------------------
+
+    def add_task(self, **fields: Any) -> int:
+        """Seed a task directly (no request is recorded, nothing is counted); returns its id.
+
+        Accepts the writable task fields, plus ``id`` to choose the id.
+
+        Raises:
+            ValueError: A field is unknown, read-only, of the wrong type, or ``id`` is taken.
+        """
+        task_id = fields.pop("id", None)
+        if task_id is not None and (isinstance(task_id, bool) or not isinstance(task_id, int)):
+            raise ValueError(f"id must be an int, got {task_id!r}")
+        fields.setdefault("title", "Task")
+        try:
+            values = validate_fields(fields)
+        except CommandError as exc:
+            raise ValueError(f"{exc.message}: {exc.validation or exc.code}") from exc
+        with self._lock:
+            return self._store.create(values, now=self._wall_clock(), task_id=task_id)
+
+    @property
+    def tasks(self) -> dict[int, dict[str, Any]]:
+        """A deep-copied snapshot of the store: task id -> task fields."""
+        with self._lock:
+            return self._store.copy_tasks()
+
+    def register(self, method: str, handler: Handler) -> None:
+        """Serve ``method`` (case-insensitive) with ``handler``; replaces a built-in of that name.
+
+        The handler receives the command's query (references already substituted) and returns
+        its result entry, any JSON value (``{"item": ...}`` and ``{"items": [...]}`` become
+        referenceable). Raise ``FakePortal.CommandError`` to fail the batch with that error;
+        any other exception answers 500 ``INTERNAL_SERVER_ERROR``. Both roll the store back;
+        state the handler keeps itself is not rolled back.
+        """
+        if not isinstance(method, str) or not method or method.lower() == "batch":
+            raise ValueError(f"cannot register method {method!r}")
+        if not callable(handler):
+            raise TypeError("handler must be callable")
+        with self._lock:
+            self._handlers[method.lower()] = handler
+
+    def inject(self, fault: Fault, times: int = 1) -> None:
+        """Apply ``fault`` to the next ``times`` requests, after any faults already queued."""
+        if not isinstance(fault, Fault):
+            raise TypeError(f"expected a Fault, got {type(fault).__name__}")
+        if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+            raise ValueError(f"times must be a positive int, got {times!r}")
+        with self._lock:
+            self._faults.append((fault, times))
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request received so far, in arrival order (a copy)."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def executed_commands(self) -> int:
+        """Commands that executed in committed batches (replays and failed batches add none)."""
+        with self._lock:
+            return self._executed
+
+    def reset(self) -> None:
+        """Clear tasks, recordings, queued faults, limiter state and stored idempotent replies.
+
+        Registered handlers and credentials are kept.
+        """
+        with self._lock:
+            self._store.clear()
+            self._requests.clear()
+            self._faults.clear()
+            if self._bucket is not None:
+                self._bucket.reset()
+            self._meter.reset()
+            self._idempotent.clear()
+            self._executed = 0
+
+    # -- request processing (called from server threads) ------------------------------------------
+
+    def _receive(self, request: RecordedRequest) -> Fault | None:
+        """Record ``request`` and take the next queued fault, if any."""
+        with self._lock:
+            self._requests.append(request)
+            if not self._faults:
+                return None
+            fault, times = self._faults.popleft()
+            if times > 1:
+                self._faults.appendleft((fault, times - 1))
+            return fault
+
+    def _redact(self, path: str) -> str:
+        """Mask the secret segment of a webhook path, the portal's own or a wrong one."""
+        return redact(path, (self._secret,))
+
+    def _process(self, request: RecordedRequest) -> _Reply:
+        if _CLASSIC_BATCH.fullmatch(request.path):
+            return _Reply.of(
+                400,
+                _classic(
+                    "ERROR_BATCH_METHOD_NOT_ALLOWED",
+                    "REST 3.0 batch is served under /rest/api/; this is the classic path",
+                ),
+            )
+        webhook = _WEBHOOK_BATCH.fullmatch(request.path)
+        if webhook is None and request.path != "/rest/api/batch":
+            return _Reply.of(404, _classic("ERROR_METHOD_NOT_FOUND", "Method not found!"))
+        if request.method != "POST":
+            return _Reply.of(
+                405,
+                _classic("INVALID_REQUEST", "The batch method accepts POST only"),
+                ("Allow", "POST"),
+            )
+        if webhook is not None:
+            credential, refusal = self._webhook_auth(*webhook.groups())
+        else:
+            credential, refusal = self._oauth_auth(request.headers.get("Authorization", ""))
+        if refusal is not None:
+            return refusal
+        with self._lock:
+            return self._run(request, credential)
+
+    def _webhook_auth(self, user: str, secret: str) -> tuple[str, _Reply | None]:
+        ok = user == str(self._user_id) and hmac.compare_digest(
+            secret.encode("utf-8"), self._secret.encode("utf-8")
+        )
+        return f"webhook:{user}", None if ok else _Reply.of(401, _NO_AUTH)
+
+    def _oauth_auth(self, authorization: str) -> tuple[str, _Reply | None]:
+        scheme, _, token = authorization.strip().partition(" ")
+        with self._lock:
+            valid = self._tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        if valid is None:
+            return "oauth", _Reply.of(401, _NO_AUTH)
+        # One application per portal: its idempotency store survives a token refresh.
+        return "oauth", None if valid else _Reply.of(401, _EXPIRED)
+
+    def _run(self, request: RecordedRequest, credential: str) -> _Reply:
+        """Everything after authentication, under the portal lock."""
+        if self._bucket is not None and not self._bucket.admit():
+            return _Reply.of(503, _QUERY_LIMIT)
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+            return _command_error(
+                CommandError(
+                    "Idempotency-Key must be 1 to 255 printable ASCII characters",
+                    code=_INVALID_KEY,
+                )
+            )
+        content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type and not (
+            content_type == "application/json" or content_type.endswith("+json")
+        ):
+            return _command_error(CommandError("Request body is not JSON", code=_INVALID_JSON))
+        try:
+            body = json.loads(request.raw.decode("utf-8"))
+        except ValueError:
+            return _command_error(
+                CommandError("Request body is not valid JSON", code=_INVALID_JSON)
+            )
+        try:
+            rows = parse_batch(body)
+        except CommandError as exc:
+            return _command_error(exc)
+
+        fingerprint = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        wall_now = self._wall_clock()
+        if key is not None:
+            stored = self._idempotent.get((credential, key))
+            if stored is not None and stored.expires <= wall_now:
+                del self._idempotent[credential, key]
+                stored = None
+            if stored is not None:
+                if stored.fingerprint != fingerprint:
+                    return _command_error(
+                        CommandError(
+                            "Idempotency-Key was already used with a different request",
+                            code=_KEY_REUSED,
+                            status=422,
+                        )
+                    )
+                replay = stored.reply
+                return attrs.evolve(
+                    replay, headers=(*replay.headers, ("Idempotent-Replayed", "true"))
+                )
+
+        blocked = self._operating_block(rows)
+        if blocked is not None:
+            return blocked
+        reply = self._execute(rows, wall_now)
+        if key is not None and reply.status == 200:
+            self._idempotent[credential, key] = _Stored(
+                fingerprint=fingerprint, reply=reply, expires=wall_now + IDEMPOTENCY_TTL
+            )
+        return reply
+
+    def _operating_block(self, rows: tuple[Row, ...]) -> _Reply | None:
+        if self._operating_limit is None:
+            return None
+        methods = {row.method.lower() for row in rows} | {"batch"}
+        if any(self._meter.total(method) >= self._operating_limit for method in methods):
+            return _Reply.of(429, _OPERATION_LIMIT)
+        return None
+
+    def _charge(self, method: str) -> None:
+        self._meter.charge(method, self._command_cost)
+        self._meter.charge("batch", self._command_cost)
+
+    def _execute(self, rows: tuple[Row, ...], start: float) -> _Reply:
+        try:
+            results = execute_batch(
+                rows, self._store, self._handlers, now=start, on_command=self._charge
+            )
+        except CommandError as exc:
+            return _command_error(exc)
+        except Exception:
+            logger.exception("a registered handler failed; the batch was rolled back")
+            return _Reply.of(500, _classic("INTERNAL_SERVER_ERROR", "Internal server error"))
+        self._executed += len(rows)
+        finish = self._wall_clock()
+        duration = max(0.0, finish - start)
+        timing = {
+            "start": start,
+            "finish": finish,
+            "duration": duration,
+            "processing": duration,
+            "date_start": format_datetime(start),
+            "date_finish": format_datetime(finish),
+            "operating_reset_at": int(self._meter.reset_at("batch", finish)),
+            "operating": round(self._meter.total("batch"), 6),
+        }
+        return _Reply.of(200, {"result": results, "time": timing})
+
+
+def _command_error(exc: CommandError) -> _Reply:
+    return _Reply.of(exc.status, exc.envelope())
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP server
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], portal: FakePortal) -> None:
+        self.portal = portal
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.address_family = family
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves a FQDN for the host: a DNS lookup we never need.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def track(self, connection: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.add(connection)
+
+    def untrack(self, connection: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.discard(connection)
+
+    def close_connections(self) -> None:
+        """Shut down idle keep-alive connections so their handler threads end now."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    server_version = "FakePortal"
+    sys_version = ""
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.track(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.untrack(self.connection)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the default stderr access log; ``_send`` logs at DEBUG instead."""
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    do_GET = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = do_POST
+
+    def _read_body(self) -> bytes | None:
+        """The request body, or None when its framing is broken."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return b"".join(self._chunks())
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            return None
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _chunks(self) -> Iterator[bytes]:
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return
+            yield self.rfile.read(size)
+            self.rfile.readline()
+
+    def _handle(self) -> None:
+        portal = self.server.portal
+        try:
+            raw = self._read_body()
+        except ValueError:
+            raw = None
+        if raw is None:
+            self.close_connection = True
+            self._send(_Reply.of(400, _classic("INVALID_REQUEST", "Malformed request body")))
+            return
+        url = urlsplit(self.path)
+        try:
+            body = json.loads(raw.decode("utf-8")) if raw else None
+        except ValueError:
+            body = None
+        request = RecordedRequest(
+            method=self.command,
+            path=url.path,
+            query=dict(parse_qsl(url.query, keep_blank_values=True)),
+            headers=CaseInsensitiveDict(dict(self.headers.items())),
+            body=body,
+            raw=raw,
+        )
+        fault = portal._receive(request)
+        kind = fault.kind if fault is not None else None
+        if fault is not None and fault.kind == "delay" and portal._stopping.wait(fault.seconds):
+            kind = "drop_before"  # the portal is stopping: give up on the request
+        if kind == "drop_before":
+            self._drop(request)
+            return
+        if fault is not None and kind == "html":
+            self._send(_html_page(fault.status, request.path))
+            return
+        if fault is not None and kind == "response":
+            self._send(_Reply(fault.status, fault.body, fault.headers))
+            return
+        try:
+            reply = portal._process(request)
+        except Exception:
+            logger.exception("FakePortal failed on %s", portal._redact(request.path))
+            reply = _Reply.of(500, _classic("INTERNAL_SERVER_ERROR", "Internal server error"))
+        if kind == "drop_after":
+            self._drop(request)
+            return
+        if kind == "truncated":
+            reply = attrs.evolve(reply, body=reply.body[: len(reply.body) // 2])
+        self._send(reply)
+
+    def _drop(self, request: RecordedRequest) -> None:
+        logger.debug("%s %s -> dropped", request.method, self.server.portal._redact(request.path))
+        self.close_connection = True
+
+    def _send(self, reply: _Reply) -> None:
+        """Write the whole response in one send, so no client waits on Nagle or delayed ACK."""
+        try:
+            reason = HTTPStatus(reply.status).phrase
+        except ValueError:
+            reason = "Unknown"
+        head = [
+            f"HTTP/1.1 {reply.status} {reason}",
+            f"Server: {self.server_version}",
+            f"Date: {email.utils.formatdate(usegmt=True)}",
+            *(f"{name}: {value}" for name, value in reply.headers),
+            f"Content-Length: {len(reply.body)}",
+        ]
+        if self.close_connection:
+            head.append("Connection: close")
+        data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+        if self.command != "HEAD":
+            data += reply.body
+        # Logged before sending, so a client that has its answer also finds the log line.
+        logger.debug(
+            "%s %s -> %d",
+            self.command,
+            self.server.portal._redact(urlsplit(self.path).path),
+            reply.status,
+        )
+        self.wfile.write(data)
+
+
+def _html_page(status: int, path: str) -> _Reply:
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Error"
+    page = (
+        f"<html><head><title>{status} {reason}</title></head><body>"
+        f"<h1>{status} {reason}</h1><p>The proxy could not serve {html.escape(path)}</p>"
+        "<hr><center>nginx</center></body></html>\n"
+    )
+    return _Reply(status, page.encode("utf-8"), (("Content-Type", "text/html; charset=utf-8"),))

@@ -1,0 +1,41 @@
+"""pytest fixtures for code that talks to Bitrix24: a started FakePortal and a client bound to it.
+
+Registered through the ``pytest11`` entry point, so installing b24batch makes ``b24_portal`` and
+``b24_client`` available to every test suite. Fixtures only; no hooks, no options.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+from b24batch.testing.portal import FakePortal
+
+if TYPE_CHECKING:
+    from b24batch import B24Hook
+
+__all__ = ["b24_client", "b24_portal"]
+
+
+@pytest.fixture
+def b24_portal() -> Iterator[FakePortal]:
+    """A started FakePortal with default settings, stopped after the test.
+
+    Example:
+        >>> def test_add(b24_portal):  # doctest: +SKIP
+        ...     task_id = b24_portal.add_task(title="Seeded")
+    """
+    with FakePortal() as portal:
+        yield portal
+
+
+@pytest.fixture
+def b24_client(b24_portal: FakePortal) -> Iterator[B24Hook]:
+    """A ``B24Hook`` for ``b24_portal``'s webhook URL, closed after the test."""
+    # Imported here so the plugin loads even where the client package fails to import.
+    from b24batch import B24Hook
+
+    with B24Hook.from_webhook_url(b24_portal.webhook_url) as client:
+        yield client
