@@ -1,0 +1,47 @@
+"""b24batch: a synchronous Python SDK for the Bitrix24 REST 3.0 ``batch`` method.
+
+Up to 50 REST calls in one HTTP request, results decoded into attrs classes keyed by position
+or by command name::
+
+    from b24batch import B24Hook, BatchV3
+
+    with B24Hook.from_webhook_url("https://example.bitrix24.com/rest/1/SECRET/") as b24:
+        result = BatchV3(b24).make([("tasks.task.get", {"id": 1}), ("tasks.task.get", {"id": 2})])
+        if result.is_success:
+            print(result.data)
+
+Import public names from here only; the submodules' layout may change.
+"""
+
+from b24batch._version import __version__
+from b24batch.batch import BatchV3
+from b24batch.client import B24Hook
+from b24batch.commands import Command
+from b24batch.errors import (
+    AjaxError,
+    AuthError,
+    B24Error,
+    DecodeError,
+    SdkError,
+    SdkTypeError,
+    TransportError,
+)
+from b24batch.results import AjaxResult, BatchResult, FieldError, Time
+
+__all__ = [
+    "AjaxError",
+    "AjaxResult",
+    "AuthError",
+    "B24Error",
+    "B24Hook",
+    "BatchResult",
+    "BatchV3",
+    "Command",
+    "DecodeError",
+    "FieldError",
+    "SdkError",
+    "SdkTypeError",
+    "Time",
+    "TransportError",
+    "__version__",
+]

@@ -1,0 +1,269 @@
+"""The command line: ``python -m b24batch demo | run FILE | serve`` (also the ``b24batch`` script).
+
+``demo`` runs example batches against the built-in FakePortal; ``run`` sends the commands of a
+JSON file to a portal (or the FakePortal); ``serve`` keeps a FakePortal running in the
+foreground. Uses only the public API and b24batch.testing; prints to stdout, errors to stderr,
+one line, never a traceback or a secret. Exit status: 0 success, 1 failed batch, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import attrs
+
+from b24batch import (
+    AjaxError,
+    B24Error,
+    B24Hook,
+    BatchResult,
+    BatchV3,
+    Command,
+    SdkError,
+)
+from b24batch.redaction import redact
+from b24batch.testing import FakePortal
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_OK", "main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+WEBHOOK_ENV = "B24_WEBHOOK_URL"
+_PREVIEW = 70
+
+
+@attrs.frozen
+class DemoTask:
+    """A task as the demo types it: snake_case fields read from camelCase wire keys."""
+
+    id: int
+    title: str
+    responsible_id: int | None = attrs.field(default=None, alias="responsibleId")
+
+
+@attrs.frozen
+class DemoTaskItem:
+    """The answer of ``tasks.task.get``: ``{"item": {...}}``."""
+
+    item: DemoTask
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse's usage errors are bad input: exit 2
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit status.
+
+    Example:
+        >>> main(["run", "--fake", "calls.json"])  # doctest: +SKIP
+        0
+    """
+    parser = _Parser(prog="b24batch", description="Bitrix24 REST 3.0 batch from the command line.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("demo", help="run example batches against the built-in FakePortal")
+
+    run = commands.add_parser(
+        "run",
+        help="run the commands in a JSON file as one batch",
+        description="FILE holds a list of [method, params] or {method, params, as} rows, or an "
+        "object of named rows; '-' reads standard input.",
+    )
+    run.add_argument("file", metavar="FILE")
+    target = run.add_mutually_exclusive_group()
+    target.add_argument("--webhook", metavar="URL", help=f"webhook URL (default: ${WEBHOOK_ENV})")
+    target.add_argument("--fake", action="store_true", help="use the built-in FakePortal")
+    run.add_argument("--no-halt", action="store_true", help="send parallel=true on every row")
+    run.add_argument("--request-id", metavar="ID", help="bx24_request_id to send")
+    run.add_argument("--json", action="store_true", help="print the whole result as JSON")
+
+    serve = commands.add_parser("serve", help="run a FakePortal in the foreground")
+    serve.add_argument("--port", type=int, default=0, help="port to bind (default: any free one)")
+    serve.add_argument(
+        "--rate-limit", metavar="B/S", type=_rate, help="leaky bucket: burst B, S per second"
+    )
+
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        return _demo()
+    if args.command == "run":
+        return _run(args)
+    return _serve(args.port, args.rate_limit)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        calls = _read_calls(args.file)
+    except (OSError, ValueError) as exc:
+        return _fail(EXIT_BAD_INPUT, f"cannot read {args.file}: {exc}")
+    try:
+        with _client(args) as b24:
+            result = BatchV3(b24).make(
+                calls, halt_on_error=not args.no_halt, request_id=args.request_id
+            )
+    except SdkError as exc:
+        return _fail(EXIT_BAD_INPUT, str(exc))
+    except B24Error as exc:
+        return _fail(EXIT_FAILED, f"{type(exc).__name__}: {exc}")
+    if args.json:
+        print(json.dumps(_result_json(result), ensure_ascii=False, indent=2))
+    else:
+        _show(f"{len(result.data) if result.is_success else 'no'} results", result)
+    return EXIT_OK if result.is_success else EXIT_FAILED
+
+
+@contextmanager
+def _client(args: argparse.Namespace) -> Iterator[B24Hook]:
+    if args.fake:
+        with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
+            yield b24
+        return
+    url = args.webhook or os.environ.get(WEBHOOK_ENV)
+    if not url:
+        raise SdkError(f"no portal: pass --webhook URL, set ${WEBHOOK_ENV}, or use --fake")
+    with B24Hook.from_webhook_url(url) as b24:
+        yield b24
+
+
+def _read_calls(path: str) -> Any:
+    if path == "-":
+        return json.load(sys.stdin)
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
+
+
+def _serve(port: int, rate_limit: tuple[float, float] | None) -> int:
+    portal = FakePortal(port=port, rate_limit=rate_limit)
+    try:
+        portal.start()
+    except OSError as exc:
+        return _fail(EXIT_BAD_INPUT, f"cannot listen on port {port}: {exc.strerror or exc}")
+    print(f"FakePortal serving on {portal.base_url}", flush=True)
+    print(f"webhook URL:    {portal.webhook_url}", flush=True)
+    print(f"OAuth endpoint: {portal.oauth_endpoint}  token: {portal.access_token}", flush=True)
+    print("Press Ctrl+C to stop.", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        portal.stop()
+    return EXIT_OK
+
+
+def _rate(text: str) -> tuple[float, float]:
+    try:
+        burst, per_second = (float(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not BURST/PER_SECOND, e.g. 50/2") from None
+    if burst <= 0 or per_second <= 0:
+        raise argparse.ArgumentTypeError("burst and per-second rate must be positive")
+    return burst, per_second
+
+
+def _fail(status: int, message: str) -> int:
+    print(f"b24batch: {redact(message)}", file=sys.stderr)
+    return status
+
+
+def _demo() -> int:
+    with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
+        ids = [
+            portal.add_task(title=title, responsibleId=responsible)
+            for title, responsible in (("Write the spec", 1), ("Review it", 2), ("Ship", 1))
+        ]
+        batch = BatchV3(b24)
+        print(f"FakePortal at {b24.url} with tasks {ids}\n")
+
+        _show(
+            "1. A list of (method, params) tuples: results in call order",
+            batch.make([("tasks.task.get", {"id": i, "select": ["id", "title"]}) for i in ids]),
+        )
+        _show(
+            "2. Dict rows with 'as', and a $ref to an earlier command's output",
+            batch.make(
+                [
+                    {
+                        "method": "tasks.task.add",
+                        "params": {"fields": {"title": "From a batch"}},
+                        "as": "created",
+                    },
+                    {
+                        "method": "tasks.task.get",
+                        "params": {"id": {"$ref": "created.item.id"}, "select": ["id", "title"]},
+                    },
+                ]
+            ),
+        )
+        _show(
+            "3. Named commands: results keyed by your names",
+            batch.make(
+                {
+                    "first": ("tasks.task.get", {"id": ids[0], "select": ["title"]}),
+                    "open": (
+                        "tasks.task.list",
+                        {"select": ["id"], "filter": [["responsibleId", "=", 1]]},
+                    ),
+                }
+            ),
+        )
+        typed = batch.make(
+            [Command("tasks.task.get", {"id": i}) for i in ids[:2]], result_type=DemoTaskItem
+        )
+        _show("4. Typed results: result_type=DemoTaskItem (attrs, camelCase mapped)", typed)
+        _show(
+            "5. A failing batch is returned, not raised: check is_success",
+            batch.make([("tasks.task.get", {"id": ids[0]}), ("tasks.task.get", {"id": 999})]),
+        )
+    return EXIT_OK
+
+
+def _show(title: str, result: BatchResult) -> None:
+    print(title)
+    print(f"   is_success={result.is_success}  request_id={result.request_id}")
+    for message in result.error_messages:
+        print(f"   error: {message}")
+    data = result.data
+    items: list[tuple[Any, Any]] = (
+        list(data.items()) if isinstance(data, dict) else list(enumerate(data))
+    )
+    for key, value in items:
+        print(f"   {key!s:>6}  {_preview(value)}")
+    print()
+
+
+def _preview(value: Any) -> str:
+    text = repr(value) if attrs.has(type(value)) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= _PREVIEW else text[: _PREVIEW - 1] + "…"
+
+
+def _result_json(result: BatchResult) -> dict[str, Any]:
+    """The whole ``BatchResult`` as JSON-ready data, for ``run --json``."""
+
+    return {
+        "is_success": result.is_success,
+        "status": result.status,
+        "request_id": result.request_id,
+        "time": attrs.asdict(result.time) if result.time else None,
+        "data": result.data,  # run sends no result_type: the results are the portal's JSON
+        "errors": [_error_json(error) for error in result.errors],
+    }
+
+
+def _error_json(error: AjaxError) -> dict[str, Any]:
+    return {
+        "code": error.code,
+        "message": error.message,
+        "status": error.status,
+        "validation": [attrs.asdict(row) for row in error.validation],
+    }

@@ -1,0 +1,26 @@
+"""Shared fixtures: a FakePortal on loopback and a client bound to it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from b24batch import B24Hook
+from b24batch.testing import FakePortal
+
+SECRET = "s3cr3tWebhookValue42"
+
+
+@pytest.fixture
+def portal() -> Iterator[FakePortal]:
+    """A started FakePortal with a known secret, stopped after the test."""
+    with FakePortal(secret=SECRET) as fake:
+        yield fake
+
+
+@pytest.fixture
+def client(portal: FakePortal) -> Iterator[B24Hook]:
+    """A webhook client for ``portal``, with short timeouts so failures stay fast."""
+    with B24Hook.from_webhook_url(portal.webhook_url, timeout=(2.0, 5.0)) as hook:
+        yield hook

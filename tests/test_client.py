@@ -1,0 +1,183 @@
+"""The HTTP client (b24batch.client): webhook URL rules, session setup, transport errors."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import traceback
+
+import pytest
+import requests
+from urllib3.util.retry import Retry
+
+from b24batch import B24Hook, BatchV3, SdkError, SdkTypeError, TransportError
+from b24batch.client import CONNECT_RETRIES, DEFAULT_TIMEOUT, USER_AGENT
+
+SECRET = "abc123secretXYZ"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param(f"https://example.bitrix24.com/rest/1/{SECRET}/", id="classic"),
+        pytest.param(f"https://example.bitrix24.com/rest/1/{SECRET}", id="classic-no-slash"),
+        pytest.param(f"https://example.bitrix24.com/rest/api/1/{SECRET}/", id="v3"),
+        pytest.param(f"https://example.bitrix24.com/rest/api/1/{SECRET}", id="v3-no-slash"),
+        pytest.param(f"  HTTPS://Example.Bitrix24.com/rest/1/{SECRET}/ ", id="case-and-spaces"),
+    ],
+)
+def test_webhook_url_forms_all_post_to_the_v3_batch(url: str) -> None:
+    """Classic and REST 3.0 forms, with or without slash, give the same REST 3.0 batch URL."""
+    client = B24Hook.from_webhook_url(url)
+    assert client._batch_url == f"https://example.bitrix24.com/rest/api/1/{SECRET}/batch"
+
+
+def test_port_and_ipv6_loopback_are_kept() -> None:
+    """An explicit port survives, and an IPv6 loopback host is bracketed again."""
+    client = B24Hook.from_webhook_url(f"http://[::1]:8080/rest/7/{SECRET}/")
+    assert client._batch_url == f"http://[::1]:8080/rest/api/7/{SECRET}/batch"
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        pytest.param(
+            "https://example.bitrix24.com/rest/", "needs a user id and a secret", id="no-user"
+        ),
+        pytest.param("https://example.bitrix24.com/rest/1/", "needs a user id", id="no-secret"),
+        pytest.param(
+            "https://example.bitrix24.com/rest/x/abc/", "needs a user id", id="user-not-number"
+        ),
+        pytest.param(
+            f"https://example.bitrix24.com/rest/1/{SECRET}/tasks.task.get",
+            "needs a user id",
+            id="method-path",
+        ),
+        pytest.param(
+            f"https://example.bitrix24.com/api/1/{SECRET}/", "needs a user id", id="other-path"
+        ),
+        pytest.param(
+            f"https://example.bitrix24.com/rest/1/{SECRET}/?x=1", "no query string", id="query"
+        ),
+        pytest.param(
+            f"https://example.bitrix24.com/rest/1/{SECRET}/#f", "no query string", id="fragment"
+        ),
+        pytest.param(f"ftp://example.bitrix24.com/rest/1/{SECRET}/", "not a webhook URL", id="ftp"),
+        pytest.param(f"example.bitrix24.com/rest/1/{SECRET}/", "not a webhook URL", id="no-scheme"),
+        pytest.param(
+            f"https://u:p@example.bitrix24.com/rest/1/{SECRET}/", "user:password", id="userinfo"
+        ),
+        pytest.param(
+            f"http://example.bitrix24.com/rest/1/{SECRET}/", "requires https", id="plain-http"
+        ),
+        pytest.param(f"http://10.0.0.1/rest/1/{SECRET}/", "requires https", id="http-private"),
+    ],
+)
+def test_bad_webhook_urls_are_refused_without_echoing_the_secret(url: str, fragment: str) -> None:
+    """Anything but a webhook URL raises SdkError (a ValueError) saying what one looks like."""
+    with pytest.raises(SdkError, match=fragment) as info:
+        B24Hook.from_webhook_url(url)
+    assert isinstance(info.value, ValueError)
+    assert SECRET not in str(info.value)
+    assert "https://PORTAL/rest/USER_ID/SECRET/" in str(info.value) or "https" in str(info.value)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "localhost", "LOCALHOST", "[::1]"])
+def test_plain_http_is_allowed_for_loopback(host: str) -> None:
+    """http:// works for loopback hosts only, so tests and the FakePortal can use it."""
+    assert B24Hook.from_webhook_url(f"http://{host}:1/rest/1/{SECRET}/")._batch_url.startswith(
+        "http://"
+    )
+
+
+def test_non_str_url_is_a_type_error() -> None:
+    """A URL of the wrong type is an SdkTypeError."""
+    with pytest.raises(SdkTypeError):
+        B24Hook.from_webhook_url(b"https://x/rest/1/s/")  # type: ignore[arg-type]
+
+
+def test_repr_and_str_hide_the_secret() -> None:
+    """repr() and str() show the portal and user, never the secret."""
+    client = B24Hook.from_webhook_url(f"https://example.bitrix24.com/rest/1/{SECRET}/")
+    for text in (repr(client), str(client), client.url):
+        assert SECRET not in text
+    assert repr(client) == "<B24Hook https://example.bitrix24.com/rest/api/1/***/>"
+
+
+def test_own_session_has_connect_only_retry_timeout_and_user_agent() -> None:
+    """The client's own Session retries connect errors only, never a POST that was sent."""
+    client = B24Hook.from_webhook_url(f"https://example.bitrix24.com/rest/1/{SECRET}/")
+    adapter = client._session.get_adapter("https://example.bitrix24.com/")
+    retry = adapter.max_retries
+    assert isinstance(retry, Retry)
+    assert retry.connect == CONNECT_RETRIES
+    assert (retry.read, retry.status, retry.redirect, retry.other) == (0, 0, 0, 0)
+    assert "POST" not in (retry.allowed_methods or ())
+    assert retry.allowed_methods  # empty would mean "any method" to urllib3 2.x
+    assert client._session.headers["User-Agent"] == USER_AGENT
+    assert client.timeout == DEFAULT_TIMEOUT
+    assert DEFAULT_TIMEOUT[1] >= 60
+
+
+def test_callers_session_is_used_as_given_and_not_closed() -> None:
+    """A session passed in is neither reconfigured nor closed by close()."""
+    session = requests.Session()
+    closed = []
+    session.close = lambda: closed.append(True)  # type: ignore[method-assign]
+    with B24Hook.from_webhook_url(f"https://x.bitrix24.com/rest/1/{SECRET}/", session=session) as c:
+        assert c._session is session
+    assert closed == []
+    assert session.headers["User-Agent"] != USER_AGENT
+
+
+@pytest.mark.parametrize(
+    ("timeout", "expected"),
+    [(3, 3.0), (2.5, 2.5), ((1, 70), (1.0, 70.0))],
+)
+def test_timeouts_are_accepted(timeout: object, expected: object) -> None:
+    """A positive number or a (connect, read) pair is accepted."""
+    client = B24Hook.from_webhook_url(
+        f"https://x.bitrix24.com/rest/1/{SECRET}/",
+        timeout=timeout,  # type: ignore[arg-type]
+    )
+    assert client.timeout == expected
+
+
+@pytest.mark.parametrize("timeout", [None, 0, -1, (1,), (1, None), "5", True, (0, 5)])
+def test_bad_timeouts_are_refused(timeout: object) -> None:
+    """No timeout, a zero or a malformed one fails at construction."""
+    with pytest.raises(SdkError, match="timeout="):
+        B24Hook.from_webhook_url(
+            f"https://x.bitrix24.com/rest/1/{SECRET}/",
+            timeout=timeout,  # type: ignore[arg-type]
+        )
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_refused_connection_is_a_transport_error_that_surely_did_not_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A refused connection raises TransportError, outcome known, secret absent everywhere."""
+    caplog.set_level(logging.DEBUG)
+    url = f"http://127.0.0.1:{_closed_port()}/rest/1/{SECRET}/"
+    with B24Hook.from_webhook_url(url) as client, pytest.raises(TransportError) as info:
+        BatchV3(client).make([("tasks.task.get", {"id": 1})], request_id="rid-1")
+    error = info.value
+    assert error.outcome_unknown is False
+    assert error.request_id == "rid-1"
+    assert "could not connect" in str(error)
+    assert isinstance(error.__cause__, requests.ConnectionError)
+    formatted = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    assert "could not connect" in formatted
+    assert SECRET not in formatted
+    assert SECRET not in str(error.__cause__)
+    assert error.__context__ is None
+    # urllib3 logged the connect retries (WARNING) with the URL; the filter masked it
+    retries = [r for r in caplog.records if r.name.startswith("urllib3")]
+    assert len([r for r in retries if "Retrying" in r.getMessage()]) == CONNECT_RETRIES
+    assert all(SECRET not in r.getMessage() for r in caplog.records)

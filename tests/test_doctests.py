@@ -1,0 +1,26 @@
+"""The docstring examples run, so they cannot rot."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "b24batch.batch",
+    "b24batch.client",
+    "b24batch.commands",
+    "b24batch.redaction",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name: str) -> None:
+    """Every example in the module's docstrings gives the output it shows."""
+    module = importlib.import_module(name)
+    globs = {"B24Hook": importlib.import_module("b24batch").B24Hook}
+    globs.update(vars(module))
+    result = doctest.testmod(module, globs=globs, optionflags=doctest.ELLIPSIS, verbose=False)
+    assert result.attempted > 0
+    assert result.failed == 0
