@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -28,3 +30,16 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
         if line.strip() and not line.lstrip().startswith("#")
     ]
     assert ci_lines[-1] == test_command
+
+
+pytest_plugins = ["pytester"]
+
+
+def test_readme_testing_example_passes(pytester: pytest.Pytester) -> None:
+    """The README's pytest example, run as a user's test file with the plugin's fixtures."""
+    text = (ROOT / "README.md").read_text()
+    (example,) = re.findall(r"```python\n(# test_sync\.py.*?)```", text, flags=re.S)
+    pytester.makeconftest("pytest_plugins = ['b24batch.testing.pytest_plugin']")
+    pytester.makepyfile(test_sync=example)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:b24batch")
+    result.assert_outcomes(passed=3)
