@@ -15,18 +15,22 @@ Import public names from here only; the submodules' layout may change.
 
 from b24batch._version import __version__
 from b24batch.batch import BatchV3
-from b24batch.client import B24Hook
+from b24batch.client import B24Hook, B24OAuth
 from b24batch.commands import Command
 from b24batch.errors import (
     AjaxError,
     AuthError,
     B24Error,
     DecodeError,
+    OperatingLimitError,
+    RateLimitError,
     SdkError,
     SdkTypeError,
     TransportError,
 )
+from b24batch.limits import LimitState, RateLimit
 from b24batch.results import AjaxResult, BatchResult, FieldError, Time
+from b24batch.retry import RetryPolicy
 
 __all__ = [
     "AjaxError",
@@ -34,11 +38,17 @@ __all__ = [
     "AuthError",
     "B24Error",
     "B24Hook",
+    "B24OAuth",
     "BatchResult",
     "BatchV3",
     "Command",
     "DecodeError",
     "FieldError",
+    "LimitState",
+    "OperatingLimitError",
+    "RateLimit",
+    "RateLimitError",
+    "RetryPolicy",
     "SdkError",
     "SdkTypeError",
     "Time",

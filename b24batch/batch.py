@@ -1,26 +1,40 @@
-"""``BatchV3``: validate, encode, send, decode, build the ``BatchResult``.
+"""``BatchV3``: validate, wait for the limiters, send (and repeat what is safe), decode, build.
 
-The one place that decides what is raised and what is returned: a 4xx error envelope (other
+The one place that decides what is raised and what is returned — a 4xx error envelope (other
 than 401 and 429) comes back in ``BatchResult.errors``, as the JS SDK's ``isSuccess``; 401,
-429, 5xx, transport and decoding failures are raised. No HTTP and no parsing of its own.
+429, 5xx, transport and decoding failures are raised — and the one place that decides whether a
+failed batch is sent again (``retry.py`` classifies). No HTTP and no parsing of its own.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from b24batch.commands import Commands, normalize
-from b24batch.errors import AjaxError, SdkError, SdkTypeError
+from b24batch.errors import (
+    AjaxError,
+    AuthError,
+    B24Error,
+    DecodeError,
+    OperatingLimitError,
+    SdkError,
+    SdkTypeError,
+    TransportError,
+)
 from b24batch.results import AjaxResult, BatchResult, structure
+from b24batch.retry import RetryKind, is_read_only, retry_kind
 from b24batch.wire import Envelope, encode_batch
 
 if TYPE_CHECKING:
-    from b24batch.client import B24Hook
+    from b24batch.client import _Client
 
 __all__ = ["Actions", "BatchV3"]
 
 _MAX_REQUEST_ID = 255
+_IDEMPOTENCY_KEY_MAX = 255
+log = logging.getLogger("b24batch")
 
 
 class BatchV3:
@@ -35,8 +49,8 @@ class BatchV3:
         [{'item': {'title': 'Write docs'}}]
     """
 
-    def __init__(self, client: B24Hook) -> None:
-        """Args: client: the portal client the batches are sent through."""
+    def __init__(self, client: _Client) -> None:
+        """Args: client: the portal client (B24Hook or B24OAuth) the batches go through."""
         self._client = client
 
     def make(
@@ -47,6 +61,7 @@ class BatchV3:
         return_ajax_result: bool = False,
         request_id: str | None = None,
         result_type: Any = None,
+        idempotency_key: str | bool | None = None,
     ) -> BatchResult:
         """Send ``calls`` as one batch and decode every command's result.
 
@@ -62,6 +77,9 @@ class BatchV3:
             result_type: What to structure each command's result into (an attrs class,
                 ``dict[str, Any]``, ...); a :class:`Command` may set its own. None keeps JSON.
                 A ``null`` result stays None whatever the type.
+            idempotency_key: Sent as ``Idempotency-Key`` on every attempt of this call, so the
+                portal executes the batch at most once and a repeat after a lost answer is
+                safe; True generates one. A string must be 1 to 255 printable ASCII characters.
 
         Returns:
             A :class:`BatchResult`. Check ``is_success``: a 4xx error envelope, such as a
@@ -77,38 +95,116 @@ class BatchV3:
         commands = normalize(calls)
         _check_options(halt_on_error, return_ajax_result)
         request_id = _checked_request_id(request_id)
+        key = _checked_idempotency_key(idempotency_key)
         body = encode_batch(commands, halt_on_error=halt_on_error)
-        envelope = self._client.send(body, keys=commands.keys, request_id=request_id)
+        envelope, attempts, waited = _send(self._client, commands, body, request_id, key)
         if envelope.error is not None:
-            return _failed(commands, envelope, envelope.error, request_id)
-        return _succeeded(commands, envelope, request_id, result_type, return_ajax_result)
+            return BatchResult(
+                data={} if commands.named else [],
+                errors=(envelope.error,),
+                time=envelope.time,
+                request_id=request_id,
+                status=envelope.status,
+                attempts=attempts,
+                waited=waited,
+            )
+        return _succeeded(
+            commands, envelope, request_id, result_type, return_ajax_result, attempts, waited
+        )
 
 
 class _V3:
-    def __init__(self, client: B24Hook) -> None:
+    def __init__(self, client: _Client) -> None:
         self.batch = BatchV3(client)
 
 
 class Actions:
     """``client.actions.v3.batch``: the JS SDK's path to :class:`BatchV3`."""
 
-    def __init__(self, client: B24Hook) -> None:
+    def __init__(self, client: _Client) -> None:
         self.v3 = _V3(client)
 
 
-def _failed(
-    commands: Commands, envelope: Envelope, error: AjaxError, request_id: str
-) -> BatchResult:
-    status = envelope.status
-    if status == 401 or status == 429 or status >= 500:
-        raise error  # the batch could not run as asked: no caller should go on silently
-    return BatchResult(
-        data={} if commands.named else [],
-        errors=(error,),
-        time=envelope.time,
-        request_id=request_id,
-        status=status,
+def _send(
+    client: _Client, commands: Commands, body: bytes, request_id: str, key: str | None
+) -> tuple[Envelope, int, float]:
+    """Send until the batch has an answer to return, or raise; ``(envelope, sends, waited)``.
+
+    Repeats what the policy allows: refusals before execution always, failures that may have
+    executed only for read-only batches or with an idempotency key. One credential renewal
+    (OAuth) is re-sent outside the budget. Never sleeps after the last attempt.
+    """
+    policy = client.retry
+    limiter = client.limiter
+    repeatable = key is not None or all(
+        is_read_only(c.method) if c.read_only is None else c.read_only for c in commands.items
     )
+    sends = budgeted = 0
+    waited = 0.0
+    renewed = False
+    while True:
+        waited += limiter.before_send(policy.max_wait - waited)
+        version = client.credential_version()
+        sends += 1
+        budgeted += 1
+        failure: B24Error
+        try:
+            envelope = client.send(
+                body, keys=commands.keys, request_id=request_id, idempotency_key=key
+            )
+        except (TransportError, DecodeError) as exc:
+            failure = exc
+        else:
+            error = envelope.error
+            if error is None or not _raised(error.status):
+                return envelope, sends, waited
+            failure = error
+        if isinstance(failure, AuthError) and not renewed and client.renew(failure, version):
+            renewed = True
+            budgeted -= 1  # the re-send after a renewal is outside the retry budget
+            continue
+        delay = _retry_delay(client, failure, repeatable, budgeted, waited)
+        if delay is None:
+            failure.attempts = sends
+            raise failure
+        log.warning(
+            "batch %s: attempt %d of %d in %.2f s after %s",
+            request_id,
+            budgeted + 1,
+            policy.max_attempts,
+            delay,
+            _cause(failure),
+        )
+        limiter.sleep(delay)
+        waited += delay
+
+
+def _retry_delay(
+    client: _Client, error: B24Error, repeatable: bool, attempts: int, waited: float
+) -> float | None:
+    """Seconds to wait before repeating after ``error``, or None to raise it now."""
+    policy = client.retry
+    kind = retry_kind(error)
+    if isinstance(error, OperatingLimitError):
+        error.retry_at, delay = client.limiter.operating_retry()
+    elif isinstance(error, AjaxError) and error.retry_after is not None:
+        delay = error.retry_after
+    else:
+        delay = client.backoff(attempts)
+    if kind is None or (kind is RetryKind.AMBIGUOUS and not repeatable):
+        return None
+    if attempts >= policy.max_attempts or waited + delay > policy.max_wait:
+        return None
+    return delay
+
+
+def _raised(status: int) -> bool:
+    """Whether an error envelope with ``status`` is raised rather than returned."""
+    return status == 401 or status == 429 or status >= 500
+
+
+def _cause(error: B24Error) -> str:
+    return error.code if isinstance(error, AjaxError) else type(error).__name__
 
 
 def _succeeded(
@@ -117,6 +213,8 @@ def _succeeded(
     request_id: str,
     result_type: Any,
     return_ajax_result: bool,
+    attempts: int,
+    waited: float,
 ) -> BatchResult:
     entries = envelope.result
     assert entries is not None  # decode_response sets result when error is None
@@ -149,7 +247,15 @@ def _succeeded(
     data = (
         dict(zip(map(str, commands.keys), values, strict=True)) if commands.named else list(values)
     )
-    return BatchResult(data=data, time=envelope.time, request_id=request_id, status=envelope.status)
+    return BatchResult(
+        data=data,
+        time=envelope.time,
+        request_id=request_id,
+        status=envelope.status,
+        attempts=attempts,
+        waited=waited,
+        replayed=envelope.replayed,
+    )
 
 
 def _typed(entry: Any, type_: Any, position: int, key: object, method: str, request_id: str) -> Any:
@@ -179,3 +285,20 @@ def _checked_request_id(request_id: object) -> str:
             f"leave it None for a generated one"
         )
     return request_id
+
+
+def _checked_idempotency_key(key: object) -> str | None:
+    if key is None or key is False:
+        return None
+    if key is True:
+        return uuid.uuid4().hex
+    if not isinstance(key, str):
+        raise SdkTypeError(
+            f"idempotency_key is a {type(key).__name__}; pass a str, True to generate one, or None"
+        )
+    if not 1 <= len(key) <= _IDEMPOTENCY_KEY_MAX or not all(" " <= ch <= "~" for ch in key):
+        raise SdkError(
+            f"idempotency_key must be 1 to {_IDEMPOTENCY_KEY_MAX} printable ASCII characters "
+            f"(got {len(key)} characters); pass True to have one generated"
+        )
+    return key

@@ -1,8 +1,10 @@
-"""The HTTP client: webhook URL rules, the ``requests.Session`` and its urllib3 ``Retry``.
+"""The HTTP clients: URL rules, credentials, the ``requests.Session`` and its urllib3 ``Retry``.
 
-``B24Hook.send`` posts one encoded batch body and returns a decoded ``Envelope`` or raises
-``TransportError`` / ``DecodeError``; requests' exceptions are translated here and only here.
-No batch logic lives here, and the webhook secret never leaves this object unredacted.
+``B24Hook`` (inbound webhook) and ``B24OAuth`` (application token) share one ``send()`` that
+posts an encoded batch and returns a decoded ``Envelope`` or raises ``TransportError`` /
+``DecodeError``; requests' exceptions are translated here and only here. Each client holds its
+retry policy and limiters for the batch layer, but no batch logic. Secrets never leave a client
+unredacted.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+import random
 import re
+import threading
 import time
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+from urllib.parse import SplitResult, quote, urlsplit
 
 import requests
 import urllib3.exceptions
@@ -22,21 +27,23 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from b24batch._version import __version__
-from b24batch.errors import SdkError, SdkTypeError, TransportError
+from b24batch.errors import AuthError, SdkError, SdkTypeError, TransportError
+from b24batch.limits import LeakyBucket, Limiter, LimitState, OperatingMeter, RateLimit
+from b24batch.limits import shared_bucket as _shared_bucket
 from b24batch.redaction import install_log_filter, redact
 from b24batch.results import Key
+from b24batch.retry import RetryPolicy, backoff
 from b24batch.wire import Envelope, decode_response
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from b24batch.batch import Actions
 
 __all__ = [
-    "CONNECT_RETRIES",
+    "DEFAULT_RATE_LIMIT",
     "DEFAULT_TIMEOUT",
     "USER_AGENT",
     "B24Hook",
+    "B24OAuth",
     "Timeout",
 ]
 
@@ -46,126 +53,77 @@ Timeout = float | tuple[float, float]
 DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 65.0)
 """Connect 5 s; read 65 s, since the cloud cuts a request at 60 s and a full batch can need it."""
 
-CONNECT_RETRIES = 2
-"""urllib3 retries of a connection that could not be opened: the request never left, so a
-repeat is always safe. Nothing that may have reached the portal is retried at this layer."""
+
+class _SharedDefault:
+    """The type of :data:`DEFAULT_RATE_LIMIT`."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT_RATE_LIMIT"
+
+
+DEFAULT_RATE_LIMIT: Final = _SharedDefault()
+"""``rate_limit=`` default: ``RateLimit()`` in one bucket shared by every client of the same
+portal origin in the process, as the portal counts requests per portal and source IP."""
+
+RateLimitArg = RateLimit | _SharedDefault | None
 
 USER_AGENT = f"b24batch/{__version__}"
 SDK_TYPE = "b24batch"
+_RENEWABLE = frozenset({"expired_token", "invalid_token"})
 
 log = logging.getLogger("b24batch")
 install_log_filter()  # urllib3 logs request URLs, and a webhook URL holds the secret
 
 _WEBHOOK_PATH = re.compile(r"^/rest/(?:api/)?(?P<user>\d+)/(?P<secret>[^/]+)/?$")
 _WEBHOOK_SHAPE = "https://PORTAL/rest/USER_ID/SECRET/ (or https://PORTAL/rest/api/USER_ID/SECRET/)"
+_ENDPOINT_PATH = re.compile(r"^(?:/rest(?:/api)?)?/?$")
+_ENDPOINT_SHAPE = "https://PORTAL/rest/ (the client endpoint) or https://PORTAL"
 
 
-class B24Hook:
-    """A client for one inbound webhook of one portal.
+_C = TypeVar("_C", bound="_Client")
 
-    Create it with :meth:`from_webhook_url`, once per portal, and share it: it holds one
-    ``requests.Session`` (connection pool) and is safe to use from several threads.
 
-    Example:
-        >>> with B24Hook.from_webhook_url("https://example.bitrix24.com/rest/1/abc123/") as b24:
-        ...     b24
-        <B24Hook https://example.bitrix24.com/rest/api/1/***/>
-    """
+class _Client:
+    """What both clients share: session, timeouts, limits, retries, redaction, ``send()``."""
 
     def __init__(
         self,
         origin: str,
-        user_id: int,
-        secret: str,
+        batch_url: str,
         *,
         timeout: Timeout = DEFAULT_TIMEOUT,
         session: requests.Session | None = None,
+        retry: RetryPolicy | None = RetryPolicy(),  # noqa: B008 - immutable
+        rate_limit: RateLimitArg = DEFAULT_RATE_LIMIT,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        rand: Callable[[], float] = random.random,
     ) -> None:
-        """Prefer :meth:`from_webhook_url`, which checks the URL and builds these arguments.
-
-        Args:
-            origin: ``scheme://host[:port]`` of the portal.
-            user_id: The webhook's user id.
-            secret: The webhook's secret.
-            timeout: Seconds, or ``(connect, read)``; see :data:`DEFAULT_TIMEOUT`.
-            session: A ``requests.Session`` to use as given (its adapters, headers, proxies);
-                the client then neither configures nor closes it. None makes one of its own.
-        """
+        """The options both clients take (see :class:`B24Hook` for each one)."""
         self._origin = origin
-        self._user_id = user_id
-        self._secret = secret
+        self._batch_url = batch_url
         self._timeout = _checked_timeout(timeout)
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise SdkTypeError(f"retry={retry!r}: pass a RetryPolicy, or None for no retries")
+        self.retry: RetryPolicy = retry if retry is not None else RetryPolicy(max_attempts=1)
+        """The retry policy the batch layer applies to this client's calls."""
+        self._rand = rand
+        self.limiter = Limiter(
+            _bucket(origin, rate_limit, clock),
+            OperatingMeter(_policy(rate_limit), wall_clock),
+            sleep=sleep,
+            wall_clock=wall_clock,
+        )
+        """The client's rate and operating-time limiters, shared by its threads."""
         self._own_session = session is None
-        self._session = session if session is not None else _new_session()
-        self._batch_url = f"{origin}/rest/api/{user_id}/{secret}/batch"
+        self._session = session if session is not None else _new_session(self.retry)
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
-
-    @classmethod
-    def from_webhook_url(
-        cls,
-        url: str,
-        *,
-        timeout: Timeout = DEFAULT_TIMEOUT,
-        session: requests.Session | None = None,
-    ) -> B24Hook:
-        """Make a client from an inbound webhook URL, as the portal hands it out.
-
-        Args:
-            url: ``https://PORTAL/rest/USER_ID/SECRET/`` (classic form) or
-                ``https://PORTAL/rest/api/USER_ID/SECRET/`` (REST 3.0 form), with or without
-                the trailing slash. ``http://`` only for loopback hosts (tests, FakePortal).
-            timeout: Seconds, or a ``(connect, read)`` pair.
-            session: A ``requests.Session`` to use as given; None makes one.
-
-        Raises:
-            SdkError: The URL is not a webhook URL; the message says what one looks like.
-
-        Example:
-            >>> B24Hook.from_webhook_url("https://example.bitrix24.com/rest/1/abc123/")
-            <B24Hook https://example.bitrix24.com/rest/api/1/***/>
-        """
-        if not isinstance(url, str):
-            raise SdkTypeError(f"the webhook URL is a {type(url).__name__}; pass a str")
-        parts = urlsplit(url.strip())
-        scheme = parts.scheme.lower()
-        try:
-            host = parts.hostname
-            port = parts.port
-        except ValueError:
-            host = None
-            port = None
-        if scheme not in ("https", "http") or not host:
-            raise SdkError(f"this is not a webhook URL: expected {_WEBHOOK_SHAPE}")
-        if parts.username is not None or parts.password is not None:
-            raise SdkError(f"a webhook URL has no user:password@ part: expected {_WEBHOOK_SHAPE}")
-        if parts.query or parts.fragment:
-            raise SdkError(
-                f"a webhook URL has no query string or fragment: expected {_WEBHOOK_SHAPE}"
-            )
-        match = _WEBHOOK_PATH.match(parts.path)
-        if match is None:
-            raise SdkError(
-                f"the URL for {host} is not a webhook URL (it needs a user id and a secret "
-                f"after /rest/): expected {_WEBHOOK_SHAPE}"
-            )
-        if scheme == "http" and not _is_loopback(host):
-            raise SdkError(
-                f"{host} is reached over plain http; Bitrix24 requires https (http is allowed "
-                f"only for loopback hosts such as the FakePortal)"
-            )
-        netloc = f"[{host}]" if ":" in host else host
-        origin = f"{scheme}://{netloc}" + (f":{port}" if port is not None else "")
-        return cls(origin, int(match["user"]), match["secret"], timeout=timeout, session=session)
 
     @property
     def timeout(self) -> Timeout:
         """The timeout every request uses."""
         return self._timeout
-
-    @property
-    def url(self) -> str:
-        """The webhook's REST 3.0 base URL with the secret masked, for display."""
-        return f"{self._origin}/rest/api/{self._user_id}/***/"
 
     @functools.cached_property
     def actions(self) -> Actions:
@@ -174,17 +132,41 @@ class B24Hook:
 
         return Actions(self)
 
-    def redact(self, text: str) -> str:
-        """Mask this client's secret, and any webhook secret or token, in ``text``."""
-        return redact(text, (self._secret,))
+    def limit_state(self) -> LimitState:
+        """What the client's limiters know now: requests available, operating time, reset."""
+        return self.limiter.state()
 
-    def send(self, body: bytes, *, keys: Sequence[Key], request_id: str) -> Envelope:
-        """POST one encoded batch and decode the answer.
+    def backoff(self, retry: int) -> float:
+        """Seconds to wait before the ``retry``-th repeat, by the policy, with jitter."""
+        return backoff(self.retry, retry, self._rand)
+
+    def redact(self, text: str) -> str:
+        """Mask this client's secrets, and any webhook secret or token, in ``text``."""
+        return redact(text, self._secrets())
+
+    def credential_version(self) -> int:
+        """A number that changes whenever the credential is renewed."""
+        return 0
+
+    def renew(self, error: AuthError, version: int) -> bool:
+        """Renew the credential after ``error``; True when a re-send may now succeed."""
+        return False
+
+    def send(
+        self,
+        body: bytes,
+        *,
+        keys: Sequence[Key],
+        request_id: str,
+        idempotency_key: str | None = None,
+    ) -> Envelope:
+        """POST one encoded batch and decode the answer. One HTTP request, no retries here.
 
         Args:
             body: The JSON body from :func:`b24batch.wire.encode_batch`.
             keys: The commands' keys, in order (the answer must have one entry per key).
             request_id: Sent as ``bx24_request_id`` and put on every error.
+            idempotency_key: Sent as ``Idempotency-Key`` when given.
 
         Returns:
             The decoded envelope: results, or the portal's error envelope.
@@ -197,15 +179,18 @@ class B24Hook:
             f"{self._batch_url}?bx24_request_id={quote(request_id, safe='')}"
             f"&bx24_sdk_ver={__version__}&bx24_sdk_type={SDK_TYPE}"
         )
+        headers = self._request_headers()
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
         started = time.perf_counter()
         error: TransportError | None = None
         try:
             response = self._session.post(
                 url,
                 data=body,
-                headers=self._headers,
+                headers=headers,
                 timeout=self._timeout,
-                allow_redirects=False,  # never carry the secret, or the body, elsewhere
+                allow_redirects=False,  # never carry the credential, or the body, elsewhere
             )
         except requests.RequestException as exc:
             error = self._transport_error(exc, request_id)
@@ -234,24 +219,26 @@ class B24Hook:
             location = self.redact(response.headers.get("Location", "nowhere"))
             raise TransportError(
                 f"the portal answered HTTP {status}, redirecting to {location}; a batch is never "
-                f"sent across a redirect: use the portal's final URL in the webhook",
+                f"sent across a redirect: use the portal's final URL",
                 request_id=request_id,
             )
-        return decode_response(
+        envelope = decode_response(
             status,
             response.content,
             keys=keys,
             request_id=request_id,
-            content_type=response.headers.get("Content-Type", ""),
+            headers=response.headers,
             redact=self.redact,
         )
+        self.limiter.meter.record(envelope.time)
+        return envelope
 
     def close(self) -> None:
         """Close the connection pool (a session passed in by the caller is left open)."""
         if self._own_session:
             self._session.close()
 
-    def __enter__(self) -> B24Hook:
+    def __enter__(self: _C) -> _C:
         return self
 
     def __exit__(
@@ -262,43 +249,39 @@ class B24Hook:
     ) -> None:
         self.close()
 
-    def __repr__(self) -> str:
-        return f"<B24Hook {self.url}>"
+    def _secrets(self) -> tuple[str, ...]:
+        raise NotImplementedError
 
-    __str__ = __repr__
+    def _request_headers(self) -> dict[str, str]:
+        return dict(self._headers)
 
     def _transport_error(self, exc: requests.RequestException, request_id: str) -> TransportError:
         """Translate a requests exception: what happened, and whether the batch may have run."""
-        where = self.url
+        where = repr(self)
         inner = exc.args[0] if exc.args else None
         reason = getattr(inner, "reason", inner)
+        unknown = True
         if isinstance(exc, requests.ConnectTimeout):
             message, unknown = (
                 f"could not connect to {where} in time; the batch was not sent",
                 False,
             )
         elif isinstance(exc, requests.ReadTimeout):
-            message = (
-                f"{where} sent no answer within {self._read_timeout()} s; the batch may have "
-                f"been executed"
-            )
-            unknown = True
+            read = self._timeout[1] if isinstance(self._timeout, tuple) else self._timeout
+            message = f"{where} sent no answer within {read} s; the batch may have been executed"
         elif isinstance(exc, requests.exceptions.SSLError):
             message, unknown = f"TLS with {where} failed; the batch was not sent", False
         elif isinstance(exc, requests.ConnectionError) and isinstance(
             reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.NameResolutionError
         ):
-            message = f"could not connect to {where}; the batch was not sent"
-            unknown = False
+            message, unknown = f"could not connect to {where}; the batch was not sent", False
         elif isinstance(exc, requests.ConnectionError):
             message = (
                 f"the connection to {where} broke before an answer came; the batch may have "
                 f"been executed"
             )
-            unknown = True
         else:
             message = f"the request to {where} failed; the batch may have been executed"
-            unknown = True
         detail = self.redact(str(reason if isinstance(reason, BaseException) else exc))
         error = TransportError(
             f"{message} ({detail})", request_id=request_id, outcome_unknown=unknown
@@ -306,9 +289,256 @@ class B24Hook:
         error.__cause__ = _redacted_copy(exc, detail)
         return error
 
-    def _read_timeout(self) -> float:
-        timeout = self._timeout
-        return timeout[1] if isinstance(timeout, tuple) else timeout
+
+class B24Hook(_Client):
+    """A client for one inbound webhook of one portal.
+
+    Create it with :meth:`from_webhook_url`, once per portal, and share it: it holds one
+    ``requests.Session`` (connection pool) and its limiters, and is safe to use from several
+    threads.
+
+    Example:
+        >>> with B24Hook.from_webhook_url("https://example.bitrix24.com/rest/1/abc123/") as b24:
+        ...     b24
+        <B24Hook https://example.bitrix24.com/rest/api/1/***/>
+    """
+
+    def __init__(self, origin: str, user_id: int, secret: str, **options: Any) -> None:
+        """Prefer :meth:`from_webhook_url`, which checks the URL and builds these arguments.
+
+        Args:
+            origin: ``scheme://host[:port]`` of the portal.
+            user_id: The webhook's user id.
+            secret: The webhook's secret.
+            **options: Keyword-only, all optional:
+
+                - ``timeout``: seconds, or ``(connect, read)``; see :data:`DEFAULT_TIMEOUT`.
+                - ``session``: a ``requests.Session`` to use as given (its adapters, headers,
+                  proxies); the client neither configures nor closes it. None makes one.
+                - ``retry``: the :class:`RetryPolicy` (default ``RetryPolicy()``); None sends
+                  every batch once.
+                - ``rate_limit``: a :class:`RateLimit` for this client alone, None for no
+                  client-side limits, or the default: the common plan's limits in one bucket
+                  per portal origin (:data:`DEFAULT_RATE_LIMIT`).
+                - ``clock``, ``wall_clock``, ``sleep``, ``rand``: monotonic seconds, Unix
+                  seconds, a sleep and a float in [0, 1) for jitter; injectable for tests.
+        """
+        self._user_id = user_id
+        self._secret = secret
+        super().__init__(origin, f"{origin}/rest/api/{user_id}/{secret}/batch", **options)
+
+    @classmethod
+    def from_webhook_url(cls, url: str, **options: Any) -> B24Hook:
+        """Make a client from an inbound webhook URL, as the portal hands it out.
+
+        Args:
+            url: ``https://PORTAL/rest/USER_ID/SECRET/`` (classic form) or
+                ``https://PORTAL/rest/api/USER_ID/SECRET/`` (REST 3.0 form), with or without
+                the trailing slash. ``http://`` only for loopback hosts (tests, FakePortal).
+            **options: The keyword arguments of :class:`B24Hook` (``timeout``, ``session``,
+                ``retry``, ``rate_limit``, ...).
+
+        Raises:
+            SdkError: The URL is not a webhook URL; the message says what one looks like.
+
+        Example:
+            >>> B24Hook.from_webhook_url("https://example.bitrix24.com/rest/1/abc123/")
+            <B24Hook https://example.bitrix24.com/rest/api/1/***/>
+        """
+        parts = _split_url(url, "webhook URL", _WEBHOOK_SHAPE)
+        match = _WEBHOOK_PATH.match(parts.path)
+        if match is None:
+            raise SdkError(
+                f"the URL for {parts.hostname} is not a webhook URL (it needs a user id and a "
+                f"secret after /rest/): expected {_WEBHOOK_SHAPE}"
+            )
+        return cls(_origin(parts), int(match["user"]), match["secret"], **options)
+
+    @property
+    def url(self) -> str:
+        """The webhook's REST 3.0 base URL with the secret masked, for display."""
+        return f"{self._origin}/rest/api/{self._user_id}/***/"
+
+    def __repr__(self) -> str:
+        return f"<B24Hook {self.url}>"
+
+    __str__ = __repr__
+
+    def _secrets(self) -> tuple[str, ...]:
+        return (self._secret,)
+
+
+class B24OAuth(_Client):
+    """A client for an OAuth application: ``Authorization: Bearer`` to ``/rest/api/batch``.
+
+    The token goes only in the header (never in the body, protocol §1) and never across a
+    redirect. On 401 ``expired_token`` / ``invalid_token`` the client calls ``refresh`` once —
+    one call however many threads hit the 401 together — hands the new token to ``on_token``
+    so the application can store it, and re-sends once, outside the retry budget. A second
+    401 raises :class:`AuthError`.
+
+    Args:
+        endpoint: The portal's client endpoint as Bitrix24 hands it to applications
+            (``https://PORTAL/rest/``), or the bare portal URL.
+        access_token: The current access token.
+        refresh: Returns a fresh access token (the application owns its OAuth credentials);
+            None: a 401 is raised as it is.
+        on_token: Receives each new token.
+        **options: ``timeout``, ``session``, ``retry``, ``rate_limit``, ``clock``,
+            ``wall_clock``, ``sleep``, ``rand``, as for :class:`B24Hook`.
+
+    Example:
+        >>> B24OAuth("https://example.bitrix24.com/rest/", "token-value")
+        <B24OAuth https://example.bitrix24.com/rest/api/batch>
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        access_token: str,
+        *,
+        refresh: Callable[[], str] | None = None,
+        on_token: Callable[[str], object] | None = None,
+        **options: Any,
+    ) -> None:
+        parts = _split_url(endpoint, "client endpoint", _ENDPOINT_SHAPE)
+        if not _ENDPOINT_PATH.match(parts.path):
+            raise SdkError(
+                f"the endpoint for {parts.hostname} has the path {parts.path!r}: "
+                f"expected {_ENDPOINT_SHAPE}"
+            )
+        _check_token(access_token)
+        if refresh is not None and not callable(refresh):
+            raise SdkTypeError("refresh must be a callable that returns a new access token")
+        if on_token is not None and not callable(on_token):
+            raise SdkTypeError("on_token must be a callable that takes the new access token")
+        self._token = access_token
+        self._version = 0
+        self._old_tokens: tuple[str, ...] = ()
+        self._refresh = refresh
+        self._on_token = on_token
+        self._token_lock = threading.Lock()
+        origin = _origin(parts)
+        super().__init__(origin, f"{origin}/rest/api/batch", **options)
+
+    @property
+    def url(self) -> str:
+        """The batch URL (it holds no secret)."""
+        return self._batch_url
+
+    def credential_version(self) -> int:
+        """How many times the token has been refreshed."""
+        return self._version
+
+    def renew(self, error: AuthError, version: int) -> bool:
+        """Refresh the token after an expired/invalid-token 401, once for all threads.
+
+        Args:
+            error: The 401 the batch got.
+            version: :meth:`credential_version` as it was when that batch was sent.
+
+        Returns:
+            True when a fresh token is in place (refreshed now, or by another thread since).
+
+        Raises:
+            AuthError: ``refresh`` itself failed or returned no token.
+        """
+        if self._refresh is None or error.code not in _RENEWABLE:
+            return False
+        with self._token_lock:
+            if self._version != version:
+                return True  # another thread refreshed while this batch was in flight
+            failure: AuthError | None = None
+            try:
+                token = self._refresh()
+                _check_token(token)
+            except Exception as exc:
+                failure = AuthError(
+                    self.redact(f"refreshing the access token failed: {exc!r}"),
+                    code=error.code,
+                    status=error.status,
+                    request_id=error.request_id,
+                )
+            else:
+                self._old_tokens = (*self._old_tokens[-3:], self._token)
+                self._token = token
+                self._version += 1
+        if failure is not None:
+            raise failure  # outside the except block: the refresh error may name the token
+        if self._on_token is not None:
+            self._on_token(token)
+        log.info("access token refreshed after %s", error.code)
+        return True
+
+    def __repr__(self) -> str:
+        return f"<B24OAuth {self._batch_url}>"
+
+    __str__ = __repr__
+
+    def _secrets(self) -> tuple[str, ...]:
+        return (self._token, *self._old_tokens)
+
+    def _request_headers(self) -> dict[str, str]:
+        headers = dict(self._headers)
+        headers["Authorization"] = f"Bearer {self._token}"
+        return headers
+
+
+def _split_url(url: object, what: str, shape: str) -> SplitResult:
+    """Check scheme, host, userinfo, query and http-only-on-loopback; return the parts."""
+    if not isinstance(url, str):
+        raise SdkTypeError(f"the {what} is a {type(url).__name__}; pass a str")
+    parts = urlsplit(url.strip())
+    try:
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        host = None
+    if parts.scheme.lower() not in ("https", "http") or not host:
+        raise SdkError(f"this is not a {what}: expected {shape}")
+    if parts.username is not None or parts.password is not None:
+        raise SdkError(f"a {what} has no user:password@ part: expected {shape}")
+    if parts.query or parts.fragment:
+        raise SdkError(f"a {what} has no query string or fragment: expected {shape}")
+    if parts.scheme.lower() == "http" and not _is_loopback(host):
+        raise SdkError(
+            f"{host} is reached over plain http; Bitrix24 requires https (http is allowed "
+            f"only for loopback hosts such as the FakePortal)"
+        )
+    return parts
+
+
+def _origin(parts: SplitResult) -> str:
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    port = parts.port
+    return f"{parts.scheme.lower()}://{netloc}" + (f":{port}" if port is not None else "")
+
+
+def _check_token(token: object) -> None:
+    if not isinstance(token, str) or not token.strip() or not token.isprintable():
+        raise SdkError("the access token must be a non-empty string of printable characters")
+
+
+def _bucket(
+    origin: str, rate_limit: RateLimitArg, clock: Callable[[], float]
+) -> LeakyBucket | None:
+    if rate_limit is None:
+        return None
+    if isinstance(rate_limit, RateLimit):
+        return LeakyBucket(rate_limit, clock)
+    if isinstance(rate_limit, _SharedDefault):
+        return _shared_bucket(origin, clock)
+    raise SdkTypeError(
+        f"rate_limit={rate_limit!r}: pass a RateLimit, None for no client-side limit, "
+        f"or leave the default"
+    )
+
+
+def _policy(rate_limit: RateLimitArg) -> RateLimit | None:
+    if isinstance(rate_limit, RateLimit):
+        return rate_limit
+    return RateLimit() if isinstance(rate_limit, _SharedDefault) else None
 
 
 def _redacted_copy(exc: requests.RequestException, text: str) -> BaseException:
@@ -321,18 +551,26 @@ def _redacted_copy(exc: requests.RequestException, text: str) -> BaseException:
     return copy
 
 
-def _new_session() -> requests.Session:
+def _new_session(policy: RetryPolicy) -> requests.Session:
+    """A Session whose urllib3 Retry repeats only connections that could not be opened.
+
+    A connection that never opened carried no request, so repeating it is always safe; it is
+    urllib3's to repeat, and the batch layer never retries it again. Anything that may have
+    reached the portal (read errors, statuses) is left to the batch layer, which knows whether
+    the batch is safe to repeat.
+    """
     session = requests.Session()
     retry = Retry(
         total=None,
-        connect=CONNECT_RETRIES,
-        read=0,  # a read error means the batch may have run: never repeated here
+        connect=policy.max_attempts - 1,
+        read=0,
         redirect=0,
         status=0,
         other=0,
         # POST is left out on purpose. (An empty set would mean "every method" to urllib3 2.x.)
         allowed_methods=frozenset({"GET", "HEAD", "OPTIONS"}),
-        backoff_factor=0.1,
+        backoff_factor=policy.base_delay,
+        backoff_max=policy.max_delay,
         raise_on_redirect=False,
         raise_on_status=False,
         respect_retry_after_header=False,

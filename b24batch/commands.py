@@ -22,7 +22,7 @@ __all__ = ["MAX_COMMANDS", "Command", "Commands", "explain_unencodable", "normal
 MAX_COMMANDS = 50
 """The most commands one REST 3.0 batch may carry."""
 
-_ROW_KEYS = frozenset({"method", "params", "as", "parallel"})
+_ROW_KEYS = frozenset({"method", "params", "as", "parallel", "read_only"})
 _EMPTY: Mapping[str, Any] = {}
 
 
@@ -40,6 +40,9 @@ class Command:
             ``{"$ref": "alias.item.id"}`` in later commands.
         parallel: The row's ``parallel`` flag; None takes ``not halt_on_error`` from ``make``.
         result_type: What to structure this command's result into; None takes ``make``'s.
+        read_only: Whether the method only reads, which makes a batch safe to repeat after a
+            failure that may have executed it; None applies the name rule
+            (:func:`b24batch.retry.is_read_only`: ``*.get``, ``*.list``, ...).
 
     Example:
         >>> Command("tasks.task.get", {"id": 1}, as_="task").as_
@@ -51,6 +54,7 @@ class Command:
     as_: str | None = attrs.field(default=None, kw_only=True)
     parallel: bool | None = attrs.field(default=None, kw_only=True)
     result_type: Any = attrs.field(default=None, kw_only=True)
+    read_only: bool | None = attrs.field(default=None, kw_only=True)
 
     @classmethod
     def from_row(cls, row: object, where: str = "row") -> Command:
@@ -213,6 +217,7 @@ def _from_mapping(row: Mapping[Any, Any], where: str) -> Command:
         row.get("params"),
         as_=row.get("as"),
         parallel=row.get("parallel"),
+        read_only=row.get("read_only"),
     )
 
 
@@ -245,10 +250,12 @@ def _checked(command: Command, where: str) -> Command:
         command = attrs.evolve(command, params=dict(params))  # json only encodes real dicts
     if command.as_ is not None and not isinstance(command.as_, str):
         raise SdkTypeError(f"{where} has 'as' of type {type(command.as_).__name__}; use a str")
-    if command.parallel is not None and not isinstance(command.parallel, bool):
-        raise SdkTypeError(
-            f"{where} has 'parallel' of type {type(command.parallel).__name__}; use True or False"
-        )
+    for name in ("parallel", "read_only"):
+        value = getattr(command, name)
+        if value is not None and not isinstance(value, bool):
+            raise SdkTypeError(
+                f"{where} has '{name}' of type {type(value).__name__}; use True or False"
+            )
     return command
 
 

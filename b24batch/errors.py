@@ -6,7 +6,9 @@
     ├── SdkError (ValueError)     misuse, raised before any request is sent
     │   └── SdkTypeError (TypeError)   misuse of a type
     ├── AjaxError                 the portal answered with an error envelope
-    │   └── AuthError             401: bad, expired or missing credential
+    │   ├── AuthError             401: bad, expired or missing credential
+    │   ├── RateLimitError        503 QUERY_LIMIT_EXCEEDED: refused before execution
+    │   └── OperatingLimitError   429 OPERATION_TIME_LIMIT: the method's time budget is used up
     ├── TransportError            no usable HTTP answer: refused, timeout, TLS, reset, redirect
     └── DecodeError               an answer that cannot be decoded: HTML, truncated JSON,
                                   a missing result entry, a result that does not fit result_type
@@ -27,6 +29,8 @@ __all__ = [
     "AuthError",
     "B24Error",
     "DecodeError",
+    "OperatingLimitError",
+    "RateLimitError",
     "SdkError",
     "SdkTypeError",
     "TransportError",
@@ -39,8 +43,9 @@ class B24Error(Exception):
     Attributes:
         request_id: The batch's request id (``bx24_request_id``), when one was assigned.
         outcome_unknown: True when the batch may have run on the portal although no answer says
-            so (a timeout or a lost connection after sending). False when it surely did not run,
-            or the answer says what happened.
+            so (a timeout or a lost connection after sending, a 5xx, an answer cut short). False
+            when it surely did not run, or the answer says what happened.
+        attempts: How many times the call sent the batch before giving up with this error.
     """
 
     def __init__(
@@ -50,6 +55,7 @@ class B24Error(Exception):
         self.message = message
         self.request_id = request_id
         self.outcome_unknown = outcome_unknown
+        self.attempts = 1
 
     def __str__(self) -> str:
         return self.message
@@ -93,9 +99,13 @@ class AjaxError(B24Error):
         self.status = status
         self.validation: tuple[FieldError, ...] = tuple(validation)
         self.others: tuple[B24Error, ...] = ()
+        self.retry_after: float | None = None
+        """Seconds from the answer's ``Retry-After`` header, when it had one."""
 
     def __str__(self) -> str:
         text = f"{self.code} (HTTP {self.status}): {self.message}"
+        if self.outcome_unknown:
+            text += " (the batch may have been executed)"
         if self.validation:
             # JS SDK #423 glued the rows together and lost the field: keep both, separated.
             rows = "; ".join(
@@ -111,6 +121,24 @@ class AjaxError(B24Error):
 
 class AuthError(AjaxError):
     """HTTP 401: the webhook secret or token is wrong, missing or expired."""
+
+
+class RateLimitError(AjaxError):
+    """503 ``QUERY_LIMIT_EXCEEDED``: the portal's request-rate limit; refused before execution.
+
+    Raised only once the retry policy is exhausted; ``attempts`` says how many were made.
+    """
+
+
+class OperatingLimitError(AjaxError):
+    """429 ``OPERATION_TIME_LIMIT``: the method's operating-time budget is used up.
+
+    Attributes:
+        retry_at: Unix seconds when the portal should accept the method again (its
+            ``operating_reset_at``, or an estimate), when known.
+    """
+
+    retry_at: float | None = None
 
 
 class TransportError(B24Error):

@@ -133,6 +133,10 @@ class BatchResult:
         time: The batch's timing block, when the portal sent one.
         request_id: The id sent as ``bx24_request_id``.
         status: The HTTP status of the answer.
+        attempts: How many times this call sent the batch (1 without retries).
+        waited: Seconds spent waiting in backoff and for the limiters.
+        replayed: The portal answered from its idempotency store: the batch had already run
+            under this ``Idempotency-Key`` and was not executed again.
     """
 
     data: list[Any] | dict[str, Any]
@@ -140,6 +144,9 @@ class BatchResult:
     time: Time | None = None
     request_id: str
     status: int
+    attempts: int = 1
+    waited: float = 0.0
+    replayed: bool = False
 
     @property
     def is_success(self) -> bool:

@@ -7,20 +7,33 @@ requires; ``decode_response`` reads either answer envelope and maps an error env
 
 from __future__ import annotations
 
+import email.utils
 import json
 import re
-from collections.abc import Callable, Sequence
+import time as _time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from b24batch.commands import Commands, explain_unencodable
-from b24batch.errors import AjaxError, AuthError, DecodeError
+from b24batch.errors import (
+    AjaxError,
+    AuthError,
+    DecodeError,
+    OperatingLimitError,
+    RateLimitError,
+)
 from b24batch.redaction import redact as _redact_default
 from b24batch.results import FieldError, Key, Time
 
 __all__ = ["Envelope", "decode_response", "encode_batch", "error_from_payload"]
 
+_ERROR_TYPES: dict[str, type[AjaxError]] = {
+    "QUERY_LIMIT_EXCEEDED": RateLimitError,
+    "OPERATION_TIME_LIMIT": OperatingLimitError,
+}
+_NO_HEADERS: Mapping[str, str] = {}
 _encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 _SNIPPET = 160
 
@@ -34,12 +47,15 @@ class Envelope:
         result: One JSON value per command, in call order; None when ``error`` is set.
         time: The ``time`` block, if any.
         error: The portal's error, if it answered with one.
+        replayed: The answer came from the portal's idempotency store
+            (``Idempotent-Replayed: true``): the batch was not executed again.
     """
 
     status: int
     result: list[Any] | None
     time: Time | None
     error: AjaxError | None = None
+    replayed: bool = False
 
 
 def encode_batch(commands: Commands, *, halt_on_error: bool) -> bytes:
@@ -75,17 +91,22 @@ def decode_response(
     *,
     keys: Sequence[Key],
     request_id: str | None,
-    content_type: str = "",
+    headers: Mapping[str, str] = _NO_HEADERS,
     redact: Callable[[str], str] = _redact_default,
 ) -> Envelope:
     """Decode an HTTP answer to a batch of ``len(keys)`` commands.
+
+    Errors are marked ``outcome_unknown`` where the batch may have run although the answer does
+    not say so: a body that is not JSON on a 2xx or 5xx (but 503) status, and 5xx envelopes
+    other than 503 (503 means refused before execution).
 
     Args:
         status: HTTP status.
         content: The raw body.
         keys: The commands' keys, in call order (for the count and for messages).
         request_id: The batch's request id, put on every error.
-        content_type: The answer's Content-Type, for messages.
+        headers: The answer's headers (``Content-Type``, ``Retry-After``,
+            ``Idempotent-Replayed``); a case-insensitive mapping such as requests gives.
         redact: Masks secrets in any text taken from the answer.
 
     Returns:
@@ -98,9 +119,12 @@ def decode_response(
     try:
         payload = json.loads(content)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both are ValueErrors
+        unknown = _may_have_run(status)
+        message = _not_json_message(status, content, headers.get("Content-Type", ""), exc, redact)
         raise DecodeError(
-            _not_json_message(status, content, content_type, exc, redact),
+            message + ("; the batch may have been executed" if unknown else ""),
             request_id=request_id,
+            outcome_unknown=unknown,
         ) from None
     if not isinstance(payload, dict):
         raise DecodeError(
@@ -111,6 +135,7 @@ def decode_response(
     time = Time.from_json(payload.get("time"))
     if payload.get("error"):
         error = error_from_payload(payload, status=status, request_id=request_id, redact=redact)
+        error.retry_after = _retry_after(headers.get("Retry-After"))
         return Envelope(status=status, result=None, time=time, error=error)
     if "result" not in payload or not 200 <= status < 300:
         raise DecodeError(
@@ -119,7 +144,8 @@ def decode_response(
             request_id=request_id,
         )
     result = _positional(payload["result"], keys, request_id)
-    return Envelope(status=status, result=result, time=time)
+    replayed = headers.get("Idempotent-Replayed", "").strip().lower() == "true"
+    return Envelope(status=status, result=result, time=time, replayed=replayed)
 
 
 def error_from_payload(
@@ -129,7 +155,10 @@ def error_from_payload(
     request_id: str | None,
     redact: Callable[[str], str] = _redact_default,
 ) -> AjaxError:
-    """Map either error envelope to an ``AjaxError`` (``AuthError`` for HTTP 401).
+    """Map either error envelope to an ``AjaxError`` or the subclass its status or code names.
+
+    ``AuthError`` for HTTP 401, ``RateLimitError`` for ``QUERY_LIMIT_EXCEEDED``,
+    ``OperatingLimitError`` for ``OPERATION_TIME_LIMIT``.
 
     REST 3.0: ``{"error": {"code", "message", "validation": [{"field", "message"}]}}``.
     Classic: ``{"error": "CODE", "error_description": "..."}``.
@@ -154,14 +183,35 @@ def error_from_payload(
     else:
         code = str(error)
         message = str(payload.get("error_description") or "")
-    error_type = AuthError if status == 401 else AjaxError
+    error_type = AuthError if status == 401 else _ERROR_TYPES.get(code, AjaxError)
     return error_type(
         redact(message or code),
         code=redact(code),
         status=status,
         validation=validation,
         request_id=request_id,
+        outcome_unknown=_may_have_run(status) and status >= 500,
     )
+
+
+def _may_have_run(status: int) -> bool:
+    """Whether an answer with ``status`` leaves open that the batch ran (protocol §5)."""
+    return 200 <= status < 300 or (status >= 500 and status != 503)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header: a number, or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - _time.time())
 
 
 def _positional(value: object, keys: Sequence[Key], request_id: str | None) -> list[Any]:

@@ -21,6 +21,9 @@ def portal() -> Iterator[FakePortal]:
 
 @pytest.fixture
 def client(portal: FakePortal) -> Iterator[B24Hook]:
-    """A webhook client for ``portal``, with short timeouts so failures stay fast."""
-    with B24Hook.from_webhook_url(portal.webhook_url, timeout=(2.0, 5.0)) as hook:
+    """A webhook client for ``portal`` that sends each batch once, with short timeouts.
+
+    Retries are tested on their own (test_resilience.py); here one call is one request.
+    """
+    with B24Hook.from_webhook_url(portal.webhook_url, timeout=(2.0, 5.0), retry=None) as hook:
         yield hook

@@ -22,6 +22,8 @@ from b24batch import (
     Command,
     DecodeError,
     FieldError,
+    OperatingLimitError,
+    RateLimitError,
     SdkError,
     SdkTypeError,
     Time,
@@ -342,28 +344,39 @@ def test_wrong_secret_raises_auth_error(portal: FakePortal) -> None:
 
 
 @pytest.mark.parametrize(
-    ("fault", "status", "code"),
+    ("fault", "status", "code", "error_type"),
     [
-        pytest.param(Fault.operating_limited(), 429, "OPERATION_TIME_LIMIT", id="429"),
-        pytest.param(Fault.rate_limited(), 503, "QUERY_LIMIT_EXCEEDED", id="503-rate"),
-        pytest.param(Fault.overload(), 503, "OVERLOAD_LIMIT", id="503-overload"),
+        pytest.param(
+            Fault.operating_limited(), 429, "OPERATION_TIME_LIMIT", OperatingLimitError, id="429"
+        ),
+        pytest.param(
+            Fault.rate_limited(), 503, "QUERY_LIMIT_EXCEEDED", RateLimitError, id="503-rate"
+        ),
+        pytest.param(Fault.overload(), 503, "OVERLOAD_LIMIT", AjaxError, id="503-overload"),
         pytest.param(
             Fault.response(500, {"error": "INTERNAL_SERVER_ERROR", "error_description": "boom"}),
             500,
             "INTERNAL_SERVER_ERROR",
+            AjaxError,
             id="500",
         ),
     ],
 )
 def test_limit_and_server_envelopes_are_raised(
-    portal: FakePortal, client: B24Hook, fault: Fault, status: int, code: str
+    portal: FakePortal,
+    client: B24Hook,
+    fault: Fault,
+    status: int,
+    code: str,
+    error_type: type[AjaxError],
 ) -> None:
     """429, 503 and 5xx envelopes are raised as AjaxError, never returned."""
     portal.inject(fault)
     with pytest.raises(AjaxError) as info:
         BatchV3(client).make([("tasks.task.list",)])
     assert (info.value.status, info.value.code) == (status, code)
-    assert type(info.value) is AjaxError
+    assert type(info.value) is error_type
+    assert info.value.attempts == 1
     assert len(portal.requests) == 1
 
 

@@ -10,8 +10,10 @@ import pytest
 import requests
 from urllib3.util.retry import Retry
 
-from b24batch import B24Hook, BatchV3, SdkError, SdkTypeError, TransportError
-from b24batch.client import CONNECT_RETRIES, DEFAULT_TIMEOUT, USER_AGENT
+from b24batch import B24Hook, BatchV3, RetryPolicy, SdkError, SdkTypeError, TransportError
+from b24batch.client import DEFAULT_TIMEOUT, USER_AGENT
+
+CONNECT_RETRIES = RetryPolicy().max_attempts - 1
 
 SECRET = "abc123secretXYZ"
 
@@ -165,11 +167,16 @@ def test_refused_connection_is_a_transport_error_that_surely_did_not_run(
     """A refused connection raises TransportError, outcome known, secret absent everywhere."""
     caplog.set_level(logging.DEBUG)
     url = f"http://127.0.0.1:{_closed_port()}/rest/1/{SECRET}/"
-    with B24Hook.from_webhook_url(url) as client, pytest.raises(TransportError) as info:
+    policy = RetryPolicy(base_delay=0.0)  # urllib3 sleeps for real between connect retries
+    with (
+        B24Hook.from_webhook_url(url, retry=policy) as client,
+        pytest.raises(TransportError) as info,
+    ):
         BatchV3(client).make([("tasks.task.get", {"id": 1})], request_id="rid-1")
     error = info.value
     assert error.outcome_unknown is False
     assert error.request_id == "rid-1"
+    assert error.attempts == 1  # urllib3's connect retries of a request that never left
     assert "could not connect" in str(error)
     assert isinstance(error.__cause__, requests.ConnectionError)
     formatted = "".join(traceback.format_exception(type(error), error, error.__traceback__))

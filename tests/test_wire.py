@@ -218,14 +218,14 @@ def test_undecodable_answers_raise_decode_error(
 ) -> None:
     """Non-JSON, truncated and shapeless answers raise DecodeError with a clear message."""
     with pytest.raises(DecodeError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
-        _decode(content, status=status, content_type=content_type)
+        _decode(content, status=status, headers={"Content-Type": content_type})
 
 
 def test_html_snippet_is_redacted() -> None:
     """An error page that echoes the URL does not leak the secret into the message."""
     page = b"<html><body>Bad gateway for /rest/api/1/topsecret42/batch</body></html>"
     with pytest.raises(DecodeError) as info:
-        _decode(page, status=502, content_type="text/html")
+        _decode(page, status=502, headers={"Content-Type": "text/html"})
     assert "topsecret42" not in str(info.value)
     assert "/rest/api/1/***/batch" in str(info.value)
 

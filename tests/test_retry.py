@@ -1,0 +1,108 @@
+"""Retry policy, the read-only rule and failure classification (b24batch.retry), no I/O."""
+
+from __future__ import annotations
+
+import pytest
+
+from b24batch import (
+    AjaxError,
+    AuthError,
+    DecodeError,
+    OperatingLimitError,
+    RateLimitError,
+    RetryPolicy,
+    TransportError,
+)
+from b24batch.retry import RetryKind, backoff, is_read_only, retry_kind
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [
+        ("tasks.task.get", True),
+        ("crm.item.list", True),
+        ("tasks.task.history.tail", True),
+        ("crm.deal.count", True),
+        ("user.search", True),
+        ("crm.deal.fields", True),
+        ("TASKS.TASK.GET", True),
+        ("user.current", True),
+        ("tasks.task.add", False),
+        ("tasks.task.update", False),
+        ("tasks.task.delete", False),
+        ("crm.deal.userfield.add", False),
+        ("im.message.send", False),
+        ("tasks.task.getaccess", False),
+    ],
+)
+def test_read_only_rule(method: str, expected: bool) -> None:
+    """The name rule: read verbs are read-only, everything else is a write."""
+    assert is_read_only(method) is expected
+
+
+def test_policy_defaults() -> None:
+    """Three attempts in all, with a bounded backoff and a total wait budget."""
+    policy = RetryPolicy()
+    assert (policy.max_attempts, policy.base_delay, policy.max_delay, policy.max_wait) == (
+        3,
+        0.5,
+        10.0,
+        60.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"max_attempts": 0}, "max_attempts=0"),
+        ({"max_attempts": 2.5}, "max_attempts=2.5"),
+        ({"max_attempts": True}, "max_attempts=True"),
+        ({"base_delay": -1}, "base_delay=-1"),
+        ({"max_wait": float("nan")}, "max_wait=nan"),
+        ({"base_delay": 5, "max_delay": 1}, "base_delay=5 is above max_delay=1"),
+    ],
+)
+def test_bad_policies_fail_at_construction(options: dict[str, float], fragment: str) -> None:
+    """Contradictory or impossible settings are refused with a message saying what to do."""
+    with pytest.raises(ValueError, match=fragment):
+        RetryPolicy(**options)  # type: ignore[arg-type]
+
+
+def test_policy_is_immutable() -> None:
+    """A policy cannot be changed after construction."""
+    policy = RetryPolicy()
+    with pytest.raises(AttributeError):
+        policy.max_attempts = 9  # type: ignore[misc]
+
+
+def test_backoff_is_full_jitter_under_an_exponential_cap() -> None:
+    """The n-th delay is rand() times min(max_delay, base * 2**(n-1))."""
+    policy = RetryPolicy(base_delay=0.5, max_delay=3.0)
+    assert [backoff(policy, n, lambda: 1.0) for n in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    assert backoff(policy, 2, lambda: 0.25) == 0.25
+    assert backoff(policy, 1, lambda: 0.0) == 0.0
+
+
+def _ajax(error_type: type[AjaxError], status: int, *, unknown: bool = False) -> AjaxError:
+    return error_type("m", code="C", status=status, outcome_unknown=unknown)
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        pytest.param(_ajax(RateLimitError, 503), RetryKind.RATE, id="query-limit"),
+        pytest.param(_ajax(OperatingLimitError, 429), RetryKind.OPERATING, id="operating"),
+        pytest.param(_ajax(AjaxError, 500, unknown=True), RetryKind.AMBIGUOUS, id="500"),
+        pytest.param(_ajax(AjaxError, 503), None, id="overload"),
+        pytest.param(_ajax(AuthError, 401), None, id="401"),
+        pytest.param(TransportError("t", outcome_unknown=True), RetryKind.AMBIGUOUS, id="timeout"),
+        pytest.param(TransportError("t"), None, id="refused"),
+        pytest.param(DecodeError("d", outcome_unknown=True), RetryKind.AMBIGUOUS, id="truncated"),
+        pytest.param(DecodeError("d"), None, id="missing-entry"),
+    ],
+)
+def test_failures_are_classified_by_what_their_error_says(
+    error: AjaxError | TransportError | DecodeError, kind: RetryKind | None
+) -> None:
+    """Refusals before execution repeat always, ambiguous failures conditionally, others never."""
+    assert retry_kind(error) is kind
