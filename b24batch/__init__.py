@@ -15,8 +15,9 @@ Import public names from here only; the submodules' layout may change.
 
 from b24batch._version import __version__
 from b24batch.batch import BatchV3
+from b24batch.chunks import BatchByChunkV3
 from b24batch.client import B24Hook, B24OAuth
-from b24batch.commands import Command
+from b24batch.commands import Command, ref, ref_array
 from b24batch.errors import (
     AjaxError,
     AuthError,
@@ -29,7 +30,7 @@ from b24batch.errors import (
     TransportError,
 )
 from b24batch.limits import LimitState, RateLimit
-from b24batch.results import AjaxResult, BatchResult, FieldError, Time
+from b24batch.results import AjaxResult, BatchResult, ChunkedResult, ChunkError, FieldError, Time
 from b24batch.retry import RetryPolicy
 
 __all__ = [
@@ -39,8 +40,11 @@ __all__ = [
     "B24Error",
     "B24Hook",
     "B24OAuth",
+    "BatchByChunkV3",
     "BatchResult",
     "BatchV3",
+    "ChunkError",
+    "ChunkedResult",
     "Command",
     "DecodeError",
     "FieldError",
@@ -54,4 +58,6 @@ __all__ = [
     "Time",
     "TransportError",
     "__version__",
+    "ref",
+    "ref_array",
 ]

@@ -12,7 +12,7 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from b24batch.commands import Commands, normalize
+from b24batch.commands import Commands, check_references, normalize
 from b24batch.errors import (
     AjaxError,
     AuthError,
@@ -30,7 +30,7 @@ from b24batch.wire import Envelope, encode_batch
 if TYPE_CHECKING:
     from b24batch.client import _Client
 
-__all__ = ["Actions", "BatchV3"]
+__all__ = ["BatchV3", "check_options", "checked_idempotency_key", "checked_request_id", "execute"]
 
 _MAX_REQUEST_ID = 255
 _IDEMPOTENCY_KEY_MAX = 255
@@ -93,36 +93,61 @@ class BatchV3:
             DecodeError: An answer that cannot be decoded, or does not fit ``result_type``.
         """
         commands = normalize(calls)
-        _check_options(halt_on_error, return_ajax_result)
-        request_id = _checked_request_id(request_id)
-        key = _checked_idempotency_key(idempotency_key)
+        check_options(halt_on_error, return_ajax_result)
+        request_id = checked_request_id(request_id)
+        key = checked_idempotency_key(idempotency_key)
         body = encode_batch(commands, halt_on_error=halt_on_error)
-        envelope, attempts, waited = _send(self._client, commands, body, request_id, key)
-        if envelope.error is not None:
-            return BatchResult(
-                data={} if commands.named else [],
-                errors=(envelope.error,),
-                time=envelope.time,
-                request_id=request_id,
-                status=envelope.status,
-                attempts=attempts,
-                waited=waited,
-            )
-        return _succeeded(
-            commands, envelope, request_id, result_type, return_ajax_result, attempts, waited
+        if b'"$ref' in body:  # a C-speed scan keeps the walk off the common path
+            check_references(commands)
+        return execute(
+            self._client,
+            commands,
+            body,
+            request_id=request_id,
+            idempotency_key=key,
+            result_type=result_type,
+            return_ajax_result=return_ajax_result,
         )
 
 
-class _V3:
-    def __init__(self, client: _Client) -> None:
-        self.batch = BatchV3(client)
+def execute(
+    client: _Client,
+    commands: Commands,
+    body: bytes,
+    *,
+    request_id: str,
+    idempotency_key: str | None,
+    result_type: Any,
+    return_ajax_result: bool,
+    positions: range | None = None,
+) -> BatchResult:
+    """Send one validated, encoded batch and build its result (for BatchV3 and the chunker).
 
-
-class Actions:
-    """``client.actions.v3.batch``: the JS SDK's path to :class:`BatchV3`."""
-
-    def __init__(self, client: _Client) -> None:
-        self.v3 = _V3(client)
+    Raises:
+        B24Error: As :meth:`BatchV3.make`.
+    """
+    envelope, attempts, waited = _send(client, commands, body, request_id, idempotency_key)
+    if envelope.error is not None:
+        return BatchResult(
+            data={} if commands.named else [],
+            errors=(envelope.error,),
+            time=envelope.time,
+            request_id=request_id,
+            status=envelope.status,
+            attempts=attempts,
+            waited=waited,
+            positions=positions,
+        )
+    return _succeeded(
+        commands,
+        envelope,
+        request_id,
+        result_type,
+        return_ajax_result,
+        attempts,
+        waited,
+        positions,
+    )
 
 
 def _send(
@@ -215,6 +240,7 @@ def _succeeded(
     return_ajax_result: bool,
     attempts: int,
     waited: float,
+    positions: range | None,
 ) -> BatchResult:
     entries = envelope.result
     assert entries is not None  # decode_response sets result when error is None
@@ -255,6 +281,7 @@ def _succeeded(
         attempts=attempts,
         waited=waited,
         replayed=envelope.replayed,
+        positions=positions,
     )
 
 
@@ -265,7 +292,7 @@ def _typed(entry: Any, type_: Any, position: int, key: object, method: str, requ
     return structure(entry, type_, path=f"$.result[{position}]", label=label, request_id=request_id)
 
 
-def _check_options(halt_on_error: object, return_ajax_result: object) -> None:
+def check_options(halt_on_error: object, return_ajax_result: object) -> None:
     for name, value in (
         ("halt_on_error", halt_on_error),
         ("return_ajax_result", return_ajax_result),
@@ -274,7 +301,7 @@ def _check_options(halt_on_error: object, return_ajax_result: object) -> None:
             raise SdkTypeError(f"{name}={value!r}: pass True or False")
 
 
-def _checked_request_id(request_id: object) -> str:
+def checked_request_id(request_id: object) -> str:
     if request_id is None:
         return str(uuid.uuid4())
     if not isinstance(request_id, str):
@@ -287,7 +314,7 @@ def _checked_request_id(request_id: object) -> str:
     return request_id
 
 
-def _checked_idempotency_key(key: object) -> str | None:
+def checked_idempotency_key(key: object) -> str | None:
     if key is None or key is False:
         return None
     if key is True:

@@ -36,7 +36,7 @@ from b24batch.retry import RetryPolicy, backoff
 from b24batch.wire import Envelope, decode_response
 
 if TYPE_CHECKING:
-    from b24batch.batch import Actions
+    from b24batch.actions import Actions
 
 __all__ = [
     "DEFAULT_RATE_LIMIT",
@@ -128,7 +128,7 @@ class _Client:
     @functools.cached_property
     def actions(self) -> Actions:
         """The JS SDK's path to the same objects: ``b24.actions.v3.batch.make(calls)``."""
-        from b24batch.batch import Actions  # the facade sits above the client: import late
+        from b24batch.actions import Actions  # the facade sits above the client: import late
 
         return Actions(self)
 

@@ -17,7 +17,18 @@ import attrs
 from b24batch.errors import SdkError, SdkTypeError
 from b24batch.results import Key
 
-__all__ = ["MAX_COMMANDS", "Command", "Commands", "explain_unencodable", "normalize"]
+__all__ = [
+    "MAX_COMMANDS",
+    "Command",
+    "Commands",
+    "check_references",
+    "command_alias",
+    "explain_unencodable",
+    "normalize",
+    "ref",
+    "ref_array",
+    "references",
+]
 
 MAX_COMMANDS = 50
 """The most commands one REST 3.0 batch may carry."""
@@ -162,15 +173,7 @@ def normalize(calls: object, *, limit: int = MAX_COMMANDS) -> Commands:
     for key, row in pairs:
         where = f"calls[{key!r}]"
         command = Command.from_row(row, where)
-        alias = command.as_ if command.as_ is not None else (str(key) if named else None)
-        if alias is not None:
-            _check_alias(alias, where, from_name=command.as_ is None)
-            if alias in seen:
-                raise SdkError(
-                    f"{where} uses the alias {alias!r}, as {seen[alias]} does; "
-                    f"each 'as' must be unique in a batch"
-                )
-            seen[alias] = where
+        alias = command_alias(command, str(key) if named else None, where, seen)
         items.append(command)
         aliases.append(alias)
     return Commands(
@@ -179,6 +182,150 @@ def normalize(calls: object, *, limit: int = MAX_COMMANDS) -> Commands:
         aliases=tuple(aliases),
         named=named,
     )
+
+
+def command_alias(
+    command: Command, name: str | None, where: str, seen: dict[str, str]
+) -> str | None:
+    """The ``as`` a command sends (its own, else its name), checked and recorded in ``seen``.
+
+    Raises:
+        SdkError: The alias is empty, dotted, numeric, or already in ``seen``.
+    """
+    alias = command.as_ if command.as_ is not None else name
+    if alias is None:
+        return None
+    _check_alias(alias, where, from_name=command.as_ is None)
+    if alias in seen:
+        raise SdkError(
+            f"{where} uses the alias {alias!r}, as {seen[alias]} does; "
+            f"each 'as' must be unique in a batch"
+        )
+    seen[alias] = where
+    return alias
+
+
+def ref(path: str) -> dict[str, str]:
+    """A reference to one value of an earlier command's output, for a later command's params.
+
+    Args:
+        path: ``alias.item.field`` (or ``alias.items.0.field``): the earlier command's ``as``
+            (or name), then the path into its output.
+
+    Raises:
+        SdkError: The path is not a non-empty dotted path.
+
+    Example:
+        >>> ref("created.item.id")
+        {'$ref': 'created.item.id'}
+    """
+    return {"$ref": _checked_path(path, "ref")}
+
+
+def ref_array(path: str) -> dict[str, str]:
+    """A reference to one field collected over an earlier list command's ``items``.
+
+    Args:
+        path: ``alias.field``, e.g. ``tasks.id`` for every ``id`` in ``tasks``'s items.
+
+    Example:
+        >>> ref_array("tasks.id")
+        {'$refArray': 'tasks.id'}
+    """
+    return {"$refArray": _checked_path(path, "ref_array")}
+
+
+def _checked_path(path: object, what: str) -> str:
+    if not isinstance(path, str):
+        raise SdkTypeError(f"{what}() takes a str path, not {type(path).__name__}")
+    parts = path.split(".")
+    if len(parts) < 2 or not all(part.strip() for part in parts):
+        raise SdkError(
+            f"{what}({path!r}): a reference path is 'alias.field' or 'alias.item.field', "
+            f"dot-separated with no empty part"
+        )
+    return path
+
+
+_REF_KEYS = ("$ref", "$refArray")
+
+
+def references(value: object) -> list[str]:
+    """Every reference path (``$ref`` / ``$refArray``) inside ``value``, at any depth."""
+    found: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if len(item) == 1:
+                for marker in _REF_KEYS:
+                    path = item.get(marker)
+                    if isinstance(path, str):
+                        found.append(path)
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return found
+
+
+def check_references(commands: Commands, *, positional: bool = True) -> list[int]:
+    """Check that every reference points back to an earlier command of the batch.
+
+    Args:
+        commands: The batch.
+        positional: Whether ``"3.item.id"`` (by position) is allowed; chunked calls forbid it,
+            as positions change meaning when the input is split.
+
+    Returns:
+        For each command, the lowest position it references (its own when none).
+
+    Raises:
+        SdkError: A reference names an alias defined later or nowhere, or a position at or
+            after its own, or a position where those are forbidden.
+    """
+    defined: dict[str, int] = {}
+    earliest: list[int] = []
+    for index, (key, command, alias) in enumerate(
+        zip(commands.keys, commands.items, commands.aliases, strict=True)
+    ):
+        low = index
+        for path in references(command.params) if command.params else ():
+            low = min(low, reference_target(path, defined, index, f"calls[{key!r}]", positional))
+        earliest.append(low)
+        if alias is not None:
+            defined[alias] = index
+    return earliest
+
+
+def reference_target(
+    path: str, defined: Mapping[str, int], index: int, where: str, positional: bool
+) -> int:
+    """The position of the command that ``path`` references, from ``index`` at ``where``.
+
+    Raises:
+        SdkError: The reference cannot be resolved within the batch.
+    """
+    head = path.split(".", 1)[0]
+    if head.isdigit():
+        if not positional:
+            raise SdkError(
+                f"{where} references {path!r} by position; positions change meaning when "
+                f"calls are split into chunks: give the command it means an 'as' and "
+                f"reference that"
+            )
+        if int(head) >= index:
+            raise SdkError(
+                f"{where} references {path!r}, but command {head} does not run before it; "
+                f"a reference points back to an earlier command"
+            )
+        return int(head)
+    target = defined.get(head)
+    if target is None:
+        raise SdkError(
+            f"{where} references {path!r}, but no earlier command has the alias {head!r}; "
+            f"a reference points back to an earlier command's 'as' (or name)"
+        )
+    return target
 
 
 def explain_unencodable(commands: Commands) -> SdkError:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from b24batch.results import FieldError
+    from b24batch.results import ChunkedResult, FieldError
 
 __all__ = [
     "AjaxError",
@@ -46,7 +46,12 @@ class B24Error(Exception):
             so (a timeout or a lost connection after sending, a 5xx, an answer cut short). False
             when it surely did not run, or the answer says what happened.
         attempts: How many times the call sent the batch before giving up with this error.
+        partial: For an error raised in the middle of a chunked call, what the chunks before
+            it returned (a ``ChunkedResult``), so nothing already fetched is lost.
+        others: When ``raise_for_errors()`` raised this error, the result's other errors.
     """
+
+    partial: ChunkedResult | None = None
 
     def __init__(
         self, message: str, *, request_id: str | None = None, outcome_unknown: bool = False
@@ -56,6 +61,7 @@ class B24Error(Exception):
         self.request_id = request_id
         self.outcome_unknown = outcome_unknown
         self.attempts = 1
+        self.others: tuple[B24Error, ...] = ()
 
     def __str__(self) -> str:
         return self.message
@@ -98,7 +104,6 @@ class AjaxError(B24Error):
         self.code = code
         self.status = status
         self.validation: tuple[FieldError, ...] = tuple(validation)
-        self.others: tuple[B24Error, ...] = ()
         self.retry_after: float | None = None
         """Seconds from the answer's ``Retry-After`` header, when it had one."""
 

@@ -13,9 +13,18 @@ from typing import Any
 import attrs
 import cattrs
 
-from b24batch.errors import AjaxError, DecodeError
+from b24batch.errors import AjaxError, B24Error, DecodeError
 
-__all__ = ["AjaxResult", "BatchResult", "FieldError", "Key", "Time", "structure"]
+__all__ = [
+    "AjaxResult",
+    "BatchResult",
+    "ChunkError",
+    "ChunkedResult",
+    "FieldError",
+    "Key",
+    "Time",
+    "structure",
+]
 
 Key = int | str
 """A command's key: its position in a list of calls, or its name in a dict of calls."""
@@ -137,6 +146,8 @@ class BatchResult:
         waited: Seconds spent waiting in backoff and for the limiters.
         replayed: The portal answered from its idempotency store: the batch had already run
             under this ``Idempotency-Key`` and was not executed again.
+        positions: For one chunk of a chunked call, the positions in the whole input that it
+            covered; None for a plain batch.
     """
 
     data: list[Any] | dict[str, Any]
@@ -147,6 +158,7 @@ class BatchResult:
     attempts: int = 1
     waited: float = 0.0
     replayed: bool = False
+    positions: range | None = None
 
     @property
     def is_success(self) -> bool:
@@ -170,6 +182,70 @@ class BatchResult:
             return self
         first, *rest = self.errors
         first.others = tuple(rest)
+        raise first
+
+
+@attrs.frozen
+class ChunkError:
+    """The error of one chunk of a chunked call, naming the commands it covered.
+
+    A REST 3.0 batch is all-or-nothing, so every command of the chunk shares the error.
+
+    Attributes:
+        chunk: The chunk's index, from 0.
+        keys: The keys of the chunk's commands: positions in the whole input, or names.
+        error: The portal's error for the chunk (or the error raised while sending it).
+    """
+
+    chunk: int
+    keys: tuple[Key, ...]
+    error: B24Error
+
+    def __str__(self) -> str:
+        first, last = self.keys[0], self.keys[-1]
+        span = f"{first!r}" if len(self.keys) == 1 else f"{first!r} to {last!r}"
+        return f"chunk {self.chunk} (commands {span}): {self.error}"
+
+
+@attrs.frozen(kw_only=True)
+class ChunkedResult:
+    """What ``BatchByChunkV3.make`` returns.
+
+    Attributes:
+        data: The results of every command that succeeded, in call order for list calls (a
+            list) or by name for dict calls (a dict), as in ``BatchV3``; commands of failed
+            or unsent chunks are absent (``chunks`` maps list results back to positions).
+        errors: One :class:`ChunkError` per failed chunk; errors of different chunks never
+            overwrite one another.
+        chunks: One :class:`BatchResult` per chunk sent, each with its ``positions``.
+        not_executed: Keys of the commands never sent, after a halt.
+    """
+
+    data: list[Any] | dict[str, Any]
+    errors: tuple[ChunkError, ...] = ()
+    chunks: tuple[BatchResult, ...] = ()
+    not_executed: tuple[Key, ...] = ()
+
+    @property
+    def is_success(self) -> bool:
+        """True when every command was sent and every chunk succeeded."""
+        return not self.errors and not self.not_executed
+
+    @property
+    def error_messages(self) -> list[str]:
+        """One readable line per failed chunk, naming its commands."""
+        return [str(error) for error in self.errors]
+
+    def raise_for_errors(self) -> ChunkedResult:
+        """Return ``self`` when every chunk succeeded; else raise the first chunk's error.
+
+        The other chunks' errors are attached to it as ``others``; this result as ``partial``.
+        """
+        if not self.errors:
+            return self
+        first, *rest = (error.error for error in self.errors)
+        first.others = tuple(rest)
+        first.partial = self
         raise first
 
 

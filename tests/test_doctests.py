@@ -9,9 +9,12 @@ import pytest
 
 MODULES = [
     "b24batch.batch",
+    "b24batch.chunks",
     "b24batch.client",
     "b24batch.commands",
     "b24batch.redaction",
+    "b24batch.retry",
+    "b24batch.limits",
 ]
 
 

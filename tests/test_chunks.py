@@ -1,0 +1,399 @@
+"""BatchByChunkV3 over real HTTP: chunking, order, halting, references, laziness, progress."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tracemalloc
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from b24batch import (
+    AjaxError,
+    B24Hook,
+    BatchByChunkV3,
+    BatchV3,
+    ChunkedResult,
+    Command,
+    SdkError,
+    SdkTypeError,
+    ref,
+    ref_array,
+)
+from b24batch.chunks import _plan, _Settings
+from b24batch.testing import FakePortal, Fault
+
+
+@pytest.fixture
+def echo(portal: FakePortal) -> FakePortal:
+    """The portal with ``test.echo`` (answers its ``n``) and ``test.fail`` (fails the batch)."""
+
+    def fail(query: dict[str, Any]) -> Any:
+        raise FakePortal.CommandError("boom", code="TEST_FAILURE", status=400)
+
+    portal.register("test.echo", lambda query: {"item": {"n": query["n"]}})
+    portal.register("test.fail", fail)
+    return portal
+
+
+def _list_calls(count: int) -> list[tuple[str, dict[str, int]]]:
+    return [("test.echo", {"n": n}) for n in range(count)]
+
+
+def _named_calls(count: int) -> dict[str, tuple[str, dict[str, int]]]:
+    return {f"c{n}": ("test.echo", {"n": n}) for n in range(count)}
+
+
+@pytest.mark.parametrize("count", [1, 50, 51, 120, 1000])
+def test_list_calls_keep_order_across_chunks(echo: FakePortal, client: B24Hook, count: int) -> None:
+    """Any number of list calls: results in call order, chunks of 50 covering every position."""
+    result = BatchByChunkV3(client).make(_list_calls(count))
+    assert result.is_success
+    assert result.data == [{"item": {"n": n}} for n in range(count)]
+    assert [chunk.positions for chunk in result.chunks] == [
+        range(start, min(start + 50, count)) for start in range(0, count, 50)
+    ]
+    assert len(echo.requests) == -(-count // 50)
+    assert all(len(request.body) <= 50 for request in echo.requests)
+
+
+@pytest.mark.parametrize("count", [1, 50, 51, 120, 1000])
+def test_named_calls_keep_their_names(echo: FakePortal, client: B24Hook, count: int) -> None:
+    """Any number of named calls: a dict keyed by the caller's names, in input order."""
+    result = BatchByChunkV3(client).make(_named_calls(count))
+    assert result.is_success
+    assert isinstance(result.data, dict)
+    assert list(result.data) == [f"c{n}" for n in range(count)]
+    assert result.data[f"c{count - 1}"] == {"item": {"n": count - 1}}
+    assert [row["as"] for row in echo.requests[-1].body][-1] == f"c{count - 1}"
+
+
+@pytest.mark.parametrize("calls", [[], {}, iter(())], ids=["list", "dict", "iterator"])
+def test_zero_commands_are_refused(echo: FakePortal, client: B24Hook, calls: Any) -> None:
+    """No commands raise SdkError, never an empty success; nothing is sent."""
+    with pytest.raises(SdkError, match="calls is empty"):
+        BatchByChunkV3(client).make(calls)
+    with pytest.raises(SdkError, match="calls is empty"):
+        list(BatchByChunkV3(client).iter([]))
+    assert echo.requests == []
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"chunk_size": 0}, SdkError),
+        ({"chunk_size": 51}, SdkError),
+        ({"chunk_size": 2.0}, SdkTypeError),
+        ({"halt_on_error": "no"}, SdkTypeError),
+        ({"progress": "yes"}, SdkTypeError),
+        ({"request_id": "x" * 250}, SdkError),
+    ],
+)
+def test_bad_options_fail_before_sending(
+    echo: FakePortal, client: B24Hook, options: dict[str, Any], error: type[Exception]
+) -> None:
+    """Impossible options are refused before any request."""
+    with pytest.raises(error):
+        BatchByChunkV3(client).make(_list_calls(3), **options)
+    assert echo.requests == []
+
+
+def test_not_understood_input_is_refused(client: B24Hook) -> None:
+    """A string or a number is not a list of calls."""
+    with pytest.raises(SdkTypeError, match="calls is a str"):
+        BatchByChunkV3(client).make("tasks.task.get")
+
+
+def test_bad_row_anywhere_fails_before_the_first_request(echo: FakePortal, client: B24Hook) -> None:
+    """make() checks every row and encodes every chunk before sending any."""
+    calls: list[Any] = _list_calls(120)
+    calls[110] = ("test.echo", {"n": float("nan")})
+    with pytest.raises(SdkError, match=r"calls\[110\] params\['n'\] is nan"):
+        BatchByChunkV3(client).make(calls)
+    assert echo.requests == []
+
+
+def _failing_middle(count: int = 120, bad: int = 70) -> list[Any]:
+    calls: list[Any] = _list_calls(count)
+    calls[bad] = ("test.fail",)
+    return calls
+
+
+def test_halt_stops_after_the_failed_chunk(echo: FakePortal, client: B24Hook) -> None:
+    """halt_on_error=True: the failed chunk's commands share its error; later ones are listed."""
+    result = BatchByChunkV3(client).make(_failing_middle(), halt_on_error=True)
+    assert not result.is_success
+    assert result.data == [{"item": {"n": n}} for n in range(50)]
+    (error,) = result.errors
+    assert error.chunk == 1
+    assert error.keys == tuple(range(50, 100))
+    assert isinstance(error.error, AjaxError)
+    assert error.error.code == "TEST_FAILURE"
+    assert result.not_executed == tuple(range(100, 120))
+    assert len(result.chunks) == 2
+    assert len(echo.requests) == 2
+    assert all(row["parallel"] is False for row in echo.requests[0].body)
+    assert result.error_messages == [f"chunk 1 (commands 50 to 99): {error.error}"]
+
+
+def test_no_halt_sends_every_chunk_and_collects_errors(echo: FakePortal, client: B24Hook) -> None:
+    """halt_on_error=False: every chunk goes; each error names its own chunk's commands."""
+    calls = _failing_middle(bad=70)
+    calls[110] = ("test.fail",)
+    result = BatchByChunkV3(client).make(calls, halt_on_error=False)
+    assert [(e.chunk, e.keys[0], e.keys[-1]) for e in result.errors] == [(1, 50, 99), (2, 100, 119)]
+    assert result.data == [{"item": {"n": n}} for n in range(50)]
+    assert result.not_executed == ()
+    assert len(result.chunks) == 3
+    assert all(row["parallel"] is True for row in echo.requests[0].body)
+
+
+def test_named_errors_name_the_commands(echo: FakePortal, client: B24Hook) -> None:
+    """In named calls the error and not_executed carry names."""
+    calls: dict[str, Any] = _named_calls(120)
+    calls["c60"] = ("test.fail",)
+    result = BatchByChunkV3(client).make(calls)
+    assert result.errors[0].keys[0] == "c50"
+    assert result.not_executed[0] == "c100"
+    assert "c0" in result.data
+    assert "c50" not in result.data
+
+
+def test_raise_for_errors_raises_the_chunk_error(echo: FakePortal, client: B24Hook) -> None:
+    """raise_for_errors raises the first chunk's error with this result as partial."""
+    result = BatchByChunkV3(client).make(_failing_middle(), halt_on_error=False)
+    with pytest.raises(AjaxError) as info:
+        result.raise_for_errors()
+    assert info.value.partial is result
+    ok = BatchByChunkV3(client).make(_list_calls(3))
+    assert ok.raise_for_errors() is ok
+
+
+def test_raised_error_keeps_earlier_chunks_in_partial(echo: FakePortal, client: B24Hook) -> None:
+    """A chunk that raises (OVERLOAD) carries the chunks before it: nothing fetched is lost."""
+    echo.inject(Fault.delay(0))  # the first request goes through untouched
+    echo.inject(Fault.overload())
+    with pytest.raises(AjaxError, match="OVERLOAD_LIMIT") as info:
+        BatchByChunkV3(client).make(_list_calls(120))
+    partial = info.value.partial
+    assert isinstance(partial, ChunkedResult)
+    assert partial.data == [{"item": {"n": n}} for n in range(50)]
+    assert len(partial.chunks) == 1
+    assert partial.errors[0].keys == tuple(range(50, 100))
+    assert partial.errors[0].error is info.value
+    assert partial.not_executed == tuple(range(100, 120))
+
+
+def test_request_ids_and_keys_get_chunk_suffixes(echo: FakePortal, client: B24Hook) -> None:
+    """Chunk k is sent as request_id.k, with Idempotency-Key key.k."""
+    result = BatchByChunkV3(client).make(_list_calls(60), request_id="job", idempotency_key="kk")
+    assert [chunk.request_id for chunk in result.chunks] == ["job.0", "job.1"]
+    assert [r.headers["Idempotency-Key"] for r in echo.requests] == ["kk.0", "kk.1"]
+
+
+def test_actions_path(echo: FakePortal, client: B24Hook) -> None:
+    """client.actions.v3.batch_by_chunk.make is BatchByChunkV3.make."""
+    result = client.actions.v3.batch_by_chunk.make(_list_calls(51), chunk_size=10)
+    assert len(result.chunks) == 6
+    assert result.data[-1] == {"item": {"n": 50}}
+
+
+# -- references --------------------------------------------------------------------------------
+
+
+def test_ref_builders_validate_paths() -> None:
+    """ref and ref_array build markers and refuse paths that are not dotted."""
+    assert ref("t.item.id") == {"$ref": "t.item.id"}
+    assert ref_array("tasks.id") == {"$refArray": "tasks.id"}
+    for bad in ("", "alias", "a..b", ".a", "a."):
+        with pytest.raises(SdkError, match="dot-separated"):
+            ref(bad)
+        with pytest.raises(SdkError, match="dot-separated"):
+            ref_array(bad)
+    with pytest.raises(SdkTypeError):
+        ref(5)  # type: ignore[arg-type]
+
+
+def _with_group(count: int, alias_at: int, ref_at: int) -> list[Any]:
+    calls: list[Any] = _list_calls(count)
+    calls[alias_at] = Command("tasks.task.add", {"fields": {"title": "Grouped"}}, as_="made")
+    calls[ref_at] = Command(
+        "tasks.task.get", {"id": ref("made.item.id"), "select": ["id", "title"]}
+    )
+    return calls
+
+
+def test_reference_groups_move_the_boundary(echo: FakePortal, client: B24Hook) -> None:
+    """A command and the alias it references stay in one batch: the chunk ends early."""
+    result = BatchByChunkV3(client).make(_with_group(120, alias_at=48, ref_at=52))
+    assert result.is_success
+    assert [chunk.positions for chunk in result.chunks] == [
+        range(0, 48),
+        range(48, 98),
+        range(98, 120),
+    ]
+    assert result.data[52] == {"item": {"id": 1, "title": "Grouped"}}
+
+
+def test_ref_array_group(echo: FakePortal, client: B24Hook) -> None:
+    """$refArray groups are kept together too."""
+    echo.add_task(title="A")
+    echo.add_task(title="B")
+    calls: list[Any] = _list_calls(49)
+    calls.append(Command("tasks.task.list", {"select": ["id"]}, as_="all"))
+    calls.append(("tasks.task.list", {"filter": [["id", "in", ref_array("all.id")]]}))
+    result = BatchByChunkV3(client).make(calls)
+    assert [c.positions for c in result.chunks] == [range(0, 49), range(49, 51)]
+    assert result.data[-1] == {"items": [{"id": 1}, {"id": 2}]}
+
+
+@pytest.mark.parametrize(
+    ("calls", "fragment"),
+    [
+        pytest.param(
+            _with_group(20, alias_at=0, ref_at=6), "chain longer than chunk_size=5", id="too-long"
+        ),
+        pytest.param(
+            [
+                ("test.echo", {"n": ref("later.item.n")}),
+                Command("test.echo", {"n": 1}, as_="later"),
+            ],
+            "no earlier command has the alias 'later'",
+            id="defined-later",
+        ),
+        pytest.param(
+            [("test.echo", {"n": ref("ghost.item.n")})],
+            "no earlier command has the alias 'ghost'",
+            id="nowhere",
+        ),
+        pytest.param(
+            [("test.echo", {"n": 1}), ("test.echo", {"n": ref("0.item.n")})],
+            "by position",
+            id="positional",
+        ),
+    ],
+)
+def test_impossible_references_fail_before_any_request(
+    echo: FakePortal, client: B24Hook, calls: list[Any], fragment: str
+) -> None:
+    """References that cannot share a batch with their alias are refused up front."""
+    with pytest.raises(SdkError, match=fragment):
+        BatchByChunkV3(client).make(calls, chunk_size=5)
+    assert echo.requests == []
+
+
+def test_batchv3_checks_references_too(echo: FakePortal, client: B24Hook) -> None:
+    """A plain batch refuses unknown aliases and forward positions, but allows back positions."""
+    with pytest.raises(SdkError, match="no earlier command has the alias 'x'"):
+        BatchV3(client).make([("test.echo", {"n": ref("x.item.n")})])
+    with pytest.raises(SdkError, match="does not run before it"):
+        BatchV3(client).make([("test.echo", {"n": {"$ref": "0.item.n"}})])
+    assert echo.requests == []
+    result = BatchV3(client).make([("test.echo", {"n": 7}), ("test.echo", {"n": ref("0.item.n")})])
+    assert result.data == [{"item": {"n": 7}}, {"item": {"n": 7}}]
+
+
+# -- streaming -------------------------------------------------------------------------------
+
+
+def test_iter_reads_a_generator_lazily(echo: FakePortal, client: B24Hook) -> None:
+    """iter() yields chunk by chunk and never reads more than two chunks ahead of what it sent."""
+    pulled: list[int] = []
+
+    def rows() -> Iterator[tuple[str, dict[str, int]]]:
+        for n in range(230):
+            pulled.append(n)
+            yield ("test.echo", {"n": n})
+
+    chunks = BatchByChunkV3(client).iter(rows())
+    assert pulled == []  # nothing is read before iteration starts
+    seen = []
+    for chunk in chunks:
+        sent = chunk.positions.stop
+        assert len(pulled) - sent <= 2 * 50
+        seen.extend(item["item"]["n"] for item in chunk.data)
+    assert seen == list(range(230))
+    assert len(echo.requests) == 5
+
+
+def test_iter_halts_after_a_failed_chunk(echo: FakePortal, client: B24Hook) -> None:
+    """With halt_on_error, iteration ends after yielding the failed chunk."""
+    results = list(BatchByChunkV3(client).iter(_failing_middle()))
+    assert [r.is_success for r in results] == [True, False]
+    results = list(BatchByChunkV3(client).iter(_failing_middle(), halt_on_error=False))
+    assert [r.is_success for r in results] == [True, False, True]
+
+
+def test_iter_bad_row_raises_when_reached(echo: FakePortal, client: B24Hook) -> None:
+    """A bad row in a stream raises when its chunk is planned; earlier chunks were yielded."""
+    calls: list[Any] = _list_calls(200)
+    calls[180] = ("",)
+    chunks = BatchByChunkV3(client).iter(iter(calls))
+    assert [next(chunks).positions, next(chunks).positions] == [range(0, 50), range(50, 100)]
+    with pytest.raises(SdkError, match=r"calls\[180\] has an empty method"):
+        next(chunks)
+
+
+def _planned_peak(count: int) -> int:
+    settings = _Settings.checked(50, True, "r", None, None)
+    rows = ((n, ("test.echo", {"n": n})) for n in range(count))
+    tracemalloc.start()
+    try:
+        for _ in _plan(rows, named=False, settings=settings):
+            pass
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_planning_memory_is_flat() -> None:
+    """Planning 100 000 streamed commands peaks within 1 MB of planning 1 000."""
+    small, large = _planned_peak(1_000), _planned_peak(100_000)
+    assert large - small < 1_000_000, (small, large)
+
+
+# -- progress --------------------------------------------------------------------------------
+
+
+def test_progress_callback_gets_done_and_total(echo: FakePortal, client: B24Hook) -> None:
+    """The callback is called after every chunk with (done, total)."""
+    calls: list[tuple[int, int | None]] = []
+    BatchByChunkV3(client).make(_list_calls(120), progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(50, 120), (100, 120), (120, 120)]
+    calls.clear()
+    list(
+        BatchByChunkV3(client).iter(
+            iter(_list_calls(60)), progress=lambda d, t: calls.append((d, t))
+        )
+    )
+    assert calls == [(50, None), (60, None)]
+
+
+def test_progress_true_uses_tqdm(
+    echo: FakePortal, client: B24Hook, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """progress=True draws a tqdm bar when tqdm is installed."""
+    pytest.importorskip("tqdm")
+    BatchByChunkV3(client).make(_list_calls(60), progress=True)
+    assert "60/60" in capsys.readouterr().err
+
+
+def test_progress_true_without_tqdm_says_how_once(
+    echo: FakePortal,
+    client: B24Hook,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Without tqdm it runs without a bar and says once how to get one."""
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    monkeypatch.setattr("b24batch.chunks._tqdm_hint_given", False)
+    caplog.set_level(logging.WARNING, logger="b24batch")
+    for _ in range(2):
+        assert BatchByChunkV3(client).make(_list_calls(3), progress=True).is_success
+    hints = [r.getMessage() for r in caplog.records if "b24batch[progress]" in r.getMessage()]
+    assert hints == [
+        "progress=True needs tqdm: pip install 'b24batch[progress]' "
+        "(running without a progress bar)"
+    ]
