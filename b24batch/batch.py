@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from b24batch.commands import Commands, check_references, normalize
 from b24batch.errors import (
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BatchV3", "check_options", "checked_idempotency_key", "checked_request_id", "execute"]
 
+T = TypeVar("T")
 _MAX_REQUEST_ID = 255
 _IDEMPOTENCY_KEY_MAX = 255
 log = logging.getLogger("b24batch")
@@ -53,6 +55,42 @@ class BatchV3:
         """Args: client: the portal client (B24Hook or B24OAuth) the batches go through."""
         self._client = client
 
+    @overload
+    def make(
+        self,
+        calls: Mapping[str, Any],
+        *,
+        halt_on_error: bool = ...,
+        return_ajax_result: Literal[False] = ...,
+        request_id: str | None = ...,
+        result_type: type[T],
+        idempotency_key: str | bool | None = ...,
+    ) -> BatchResult[dict[str, T]]: ...
+
+    @overload
+    def make(
+        self,
+        calls: Iterable[Any],
+        *,
+        halt_on_error: bool = ...,
+        return_ajax_result: Literal[False] = ...,
+        request_id: str | None = ...,
+        result_type: type[T],
+        idempotency_key: str | bool | None = ...,
+    ) -> BatchResult[list[T]]: ...
+
+    @overload
+    def make(
+        self,
+        calls: object,
+        *,
+        halt_on_error: bool = ...,
+        return_ajax_result: bool = ...,
+        request_id: str | None = ...,
+        result_type: Any = ...,
+        idempotency_key: str | bool | None = ...,
+    ) -> BatchResult[Any]: ...
+
     def make(
         self,
         calls: object,
@@ -62,7 +100,7 @@ class BatchV3:
         request_id: str | None = None,
         result_type: Any = None,
         idempotency_key: str | bool | None = None,
-    ) -> BatchResult:
+    ) -> BatchResult[Any]:
         """Send ``calls`` as one batch and decode every command's result.
 
         Args:
@@ -120,7 +158,7 @@ def execute(
     result_type: Any,
     return_ajax_result: bool,
     positions: range | None = None,
-) -> BatchResult:
+) -> BatchResult[Any]:
     """Send one validated, encoded batch and build its result (for BatchV3 and the chunker).
 
     Raises:
@@ -137,6 +175,8 @@ def execute(
             attempts=attempts,
             waited=waited,
             positions=positions,
+            keys=commands.keys,
+            methods=tuple(command.method for command in commands.items),
         )
     return _succeeded(
         commands,
@@ -241,7 +281,7 @@ def _succeeded(
     attempts: int,
     waited: float,
     positions: range | None,
-) -> BatchResult:
+) -> BatchResult[Any]:
     entries = envelope.result
     assert entries is not None  # decode_response sets result when error is None
     typed = result_type is not None or any(c.result_type is not None for c in commands.items)
@@ -282,6 +322,8 @@ def _succeeded(
         waited=waited,
         replayed=envelope.replayed,
         positions=positions,
+        keys=commands.keys,
+        methods=tuple(command.method for command in commands.items),
     )
 
 

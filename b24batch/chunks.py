@@ -113,7 +113,7 @@ class BatchByChunkV3:
         plan = list(_plan(iter(rows), named=named, settings=settings))
         report = _progress(progress, len(rows))
         data: list[Any] | dict[str, Any] = {} if named else []
-        done: list[BatchResult] = []
+        done: list[BatchResult[Any]] = []
         errors: list[ChunkError] = []
         not_executed: list[Key] = []
         for chunk in plan:
@@ -150,7 +150,7 @@ class BatchByChunkV3:
         request_id: str | None = None,
         progress: Progress = None,
         idempotency_key: str | bool | None = None,
-    ) -> Iterator[BatchResult]:
+    ) -> Iterator[BatchResult[Any]]:
         """Yield one :class:`BatchResult` per chunk as it arrives, reading ``calls`` lazily.
 
         Takes any iterable, a generator included, and reads at most two chunks ahead of what
@@ -177,7 +177,7 @@ class BatchByChunkV3:
         named: bool,
         settings: _Settings,
         report: Callable[[int], None],
-    ) -> Iterator[BatchResult]:
+    ) -> Iterator[BatchResult[Any]]:
         for chunk in _plan(pairs, named=named, settings=settings):
             result = _send(self._client, chunk, settings)
             yield result
@@ -227,7 +227,7 @@ class _Settings:
         )
 
 
-def _send(client: _Client, chunk: _Chunk, settings: _Settings) -> BatchResult:
+def _send(client: _Client, chunk: _Chunk, settings: _Settings) -> BatchResult[Any]:
     key = settings.idempotency_key
     return execute(
         client,
@@ -252,7 +252,7 @@ def _pairs(calls: object) -> tuple[bool, Iterator[tuple[Key, object]]]:
     return False, enumerate(calls)
 
 
-def _merge(data: list[Any] | dict[str, Any], result: BatchResult) -> None:
+def _merge(data: list[Any] | dict[str, Any], result: BatchResult[Any]) -> None:
     if isinstance(data, dict):
         data.update(result.data)
     else:

@@ -228,7 +228,7 @@ def _demo() -> int:
     return EXIT_OK
 
 
-def _show(title: str, result: BatchResult) -> None:
+def _show(title: str, result: BatchResult[Any]) -> None:
     print(title)
     print(f"   is_success={result.is_success}  request_id={result.request_id}")
     for message in result.error_messages:
@@ -247,7 +247,7 @@ def _preview(value: Any) -> str:
     return text if len(text) <= _PREVIEW else text[: _PREVIEW - 1] + "…"
 
 
-def _result_json(result: BatchResult) -> dict[str, Any]:
+def _result_json(result: BatchResult[Any]) -> dict[str, Any]:
     """The whole ``BatchResult`` as JSON-ready data, for ``run --json``."""
 
     return {

@@ -11,8 +11,16 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
+from typing import Any
 
-__all__ = ["MASK", "UrlRedactingFilter", "install_log_filter", "redact"]
+__all__ = [
+    "MASK",
+    "SENSITIVE_KEYS",
+    "UrlRedactingFilter",
+    "install_log_filter",
+    "redact",
+    "redact_data",
+]
 
 MASK = "***"
 
@@ -44,6 +52,34 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     if "earer" in text or "EARER" in text:
         text = _BEARER.sub(rf"\g<1>{MASK}", text)
     return _TOKEN_PARAM.sub(rf"\g<1>{MASK}", text)
+
+
+SENSITIVE_KEYS = frozenset(
+    {"auth", "access_token", "refresh_token", "client_secret", "password", "authorization"}
+)
+"""Keys whose values are masked at any depth of params, bodies and results shown to people."""
+
+
+def redact_data(value: Any) -> Any:
+    """A copy of JSON-like ``value`` with the values of :data:`SENSITIVE_KEYS` masked.
+
+    Works at any depth, in dicts and in lists (a batch body is a list). Other values are kept
+    as they are (the same objects, not copies).
+
+    Example:
+        >>> redact_data([{"method": "x", "query": {"auth": "t0ken", "id": 1}}])
+        [{'method': 'x', 'query': {'auth': '***', 'id': 1}}]
+    """
+    if isinstance(value, dict):
+        return {
+            key: MASK
+            if isinstance(key, str) and key.lower() in SENSITIVE_KEYS
+            else redact_data(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact_data(item) for item in value]
+    return value
 
 
 class UrlRedactingFilter(logging.Filter):

@@ -8,11 +8,12 @@ structuring errors become :class:`~b24batch.errors.DecodeError` naming the comma
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import attrs
 import cattrs
 
+from b24batch import display
 from b24batch.errors import AjaxError, B24Error, DecodeError
 
 __all__ = [
@@ -28,6 +29,9 @@ __all__ = [
 
 Key = int | str
 """A command's key: its position in a list of calls, or its name in a dict of calls."""
+
+D = TypeVar("D")
+"""The type of ``BatchResult.data``: ``list[T]`` for list calls, ``dict[str, T]`` for named."""
 
 # Private, as cattrs advises for libraries: users' own hooks on the global converter never
 # change how b24batch decodes, and ours never leak into theirs. use_alias lets an attrs field
@@ -101,7 +105,7 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class AjaxResult:
     """One command's answer, as the JS SDK's ``AjaxResult``.
 
@@ -128,10 +132,19 @@ class AjaxResult:
         """True when the command has a result and no error."""
         return self.error is None
 
+    def __repr__(self) -> str:
+        return display.ajax_repr(self)
 
-@attrs.frozen(kw_only=True)
-class BatchResult:
+    def _repr_html_(self) -> str:
+        """A one-row HTML table for Jupyter."""
+        return display.ajax_html(self)
+
+
+@attrs.frozen(kw_only=True, repr=False)
+class BatchResult(Generic[D]):
     """What ``BatchV3.make`` returns.
+
+    In a notebook it renders as a table, one row per command; ``repr()`` is one short line.
 
     Attributes:
         data: List calls give a list in call order, dict calls a dict keyed by the caller's
@@ -148,9 +161,16 @@ class BatchResult:
             under this ``Idempotency-Key`` and was not executed again.
         positions: For one chunk of a chunked call, the positions in the whole input that it
             covered; None for a plain batch.
+        keys: The commands' keys (positions or names), in call order.
+        methods: The commands' methods, in call order.
+
+    Example:
+        >>> result = BatchV3(b24).make([("tasks.task.get", {"id": 1})])  # doctest: +SKIP
+        >>> result  # doctest: +SKIP
+        <BatchResult ok: 1 command, HTTP 200, request_id='0f4b…'>
     """
 
-    data: list[Any] | dict[str, Any]
+    data: D
     errors: tuple[AjaxError, ...] = ()
     time: Time | None = None
     request_id: str
@@ -159,18 +179,35 @@ class BatchResult:
     waited: float = 0.0
     replayed: bool = False
     positions: range | None = None
+    keys: tuple[Key, ...] = ()
+    methods: tuple[str, ...] = ()
 
     @property
     def is_success(self) -> bool:
         """True when the batch ran and every command has its result."""
         return not self.errors
 
+    def to_records(self) -> list[dict[str, Any]]:
+        """One flat dict per command, for ``pandas.DataFrame(result.to_records())``.
+
+        Columns: ``key``, ``method``, ``ok``, then the result's fields flattened with dots
+        (``item.id``, ``item.title``); a failed batch gives ``ok=False`` and ``error``.
+        """
+        return display.batch_records(self)
+
+    def __repr__(self) -> str:
+        return display.batch_repr(self)
+
+    def _repr_html_(self) -> str:
+        """An HTML table for Jupyter: key, method, status and a short preview per command."""
+        return display.batch_html(self)
+
     @property
     def error_messages(self) -> list[str]:
         """One readable line per error (code, status, message and validation rows)."""
         return [str(error) for error in self.errors]
 
-    def raise_for_errors(self) -> BatchResult:
+    def raise_for_errors(self) -> BatchResult[D]:
         """Return ``self`` on success; otherwise raise the first error.
 
         The other errors, if any, are attached to the raised one as ``others``.
@@ -207,7 +244,7 @@ class ChunkError:
         return f"chunk {self.chunk} (commands {span}): {self.error}"
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class ChunkedResult:
     """What ``BatchByChunkV3.make`` returns.
 
@@ -223,8 +260,19 @@ class ChunkedResult:
 
     data: list[Any] | dict[str, Any]
     errors: tuple[ChunkError, ...] = ()
-    chunks: tuple[BatchResult, ...] = ()
+    chunks: tuple[BatchResult[Any], ...] = ()
     not_executed: tuple[Key, ...] = ()
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """The records of every chunk sent, in order (see :meth:`BatchResult.to_records`)."""
+        return [record for chunk in self.chunks for record in chunk.to_records()]
+
+    def __repr__(self) -> str:
+        return display.chunked_repr(self)
+
+    def _repr_html_(self) -> str:
+        """An HTML table for Jupyter: one row per chunk."""
+        return display.chunked_html(self)
 
     @property
     def is_success(self) -> bool:

@@ -23,7 +23,10 @@ def portal() -> Iterator[FakePortal]:
 def client(portal: FakePortal) -> Iterator[B24Hook]:
     """A webhook client for ``portal`` that sends each batch once, with short timeouts.
 
-    Retries are tested on their own (test_resilience.py); here one call is one request.
+    Retries and limits are tested on their own (test_resilience.py); here one call is one
+    request, sent at once.
     """
-    with B24Hook.from_webhook_url(portal.webhook_url, timeout=(2.0, 5.0), retry=None) as hook:
+    with B24Hook.from_webhook_url(
+        portal.webhook_url, timeout=(2.0, 5.0), retry=None, rate_limit=None
+    ) as hook:
         yield hook

@@ -1,0 +1,205 @@
+"""How results look to a person: short reprs, notebook HTML tables, flat records for pandas.
+
+Pure functions over the result models (duck-typed, so this module imports none of them). Every
+preview is redacted (webhook secrets, tokens, and ``auth``/``password``-like keys at any depth)
+and truncated, and all HTML is escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from b24batch.redaction import redact, redact_data
+
+if TYPE_CHECKING:
+    from b24batch.results import AjaxResult, BatchResult, ChunkedResult
+
+__all__ = [
+    "PREVIEW_CHARS",
+    "ROWS_SHOWN",
+    "ajax_html",
+    "ajax_repr",
+    "batch_html",
+    "batch_records",
+    "batch_repr",
+    "chunked_html",
+    "chunked_repr",
+    "preview",
+]
+
+PREVIEW_CHARS = 80
+"""The longest preview of one result, in characters."""
+ROWS_SHOWN = 50
+"""The most table rows an HTML view shows before it says how many more there are."""
+
+_STYLE = "border-collapse:collapse;font-size:90%"
+_CELL = "text-align:left;vertical-align:top;padding:2px 8px"
+
+
+def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
+    """A one-line, redacted, truncated text of ``value`` (JSON, or repr for other objects)."""
+    if attrs.has(type(value)):
+        text = repr(value)
+    else:
+        try:
+            text = json.dumps(redact_data(value), ensure_ascii=False, default=repr)
+        except ValueError:  # a cycle, in a caller's own object
+            text = repr(value)
+    text = redact(" ".join(text.split()))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def batch_repr(result: BatchResult[Any]) -> str:
+    """``<BatchResult ok: 3 commands, HTTP 200, request_id='…'>``."""
+    return f"<BatchResult {_summary(result)}, request_id={result.request_id!r}>"
+
+
+def ajax_repr(result: AjaxResult) -> str:
+    """``<AjaxResult 0 tasks.task.get ok: {"item": …}>``."""
+    state = "ok" if result.error is None else f"failed: {result.error.code}"
+    return f"<AjaxResult {result.key!r} {result.method} {state}: {preview(result.result, 60)}>"
+
+
+def chunked_repr(result: ChunkedResult) -> str:
+    """``<ChunkedResult ok: 120 results in 3 chunks>``."""
+    return f"<ChunkedResult {_chunked_summary(result)}>"
+
+
+def batch_html(result: BatchResult[Any]) -> str:
+    """A compact table: one row per command with key, method, status and a result preview."""
+    if result.errors:
+        status = "failed"
+        rows = [
+            (key, method, status, "")
+            for key, method in zip(result.keys, result.methods, strict=False)
+        ]
+        notes = [f"error: {message}" for message in result.error_messages]
+    else:
+        rows = [
+            (key, method, "ok", preview(value))
+            for key, method, value in zip(
+                result.keys, result.methods, _values(result.data), strict=False
+            )
+        ]
+        notes = []
+    caption = f"BatchResult {_summary(result)}, request_id {result.request_id}"
+    return _table(caption, ("key", "method", "status", "result"), rows, notes)
+
+
+def ajax_html(result: AjaxResult) -> str:
+    """One command's answer as a one-row table."""
+    status = "ok" if result.error is None else "failed"
+    shown = preview(result.result) if result.error is None else str(result.error)
+    row = (result.key, result.method, status, shown)
+    return _table("AjaxResult", ("key", "method", "status", "result"), [row], [])
+
+
+def chunked_html(result: ChunkedResult) -> str:
+    """One row per chunk: its commands, its status, and the first result or the error."""
+    failed = {error.chunk: error for error in result.errors}
+    rows = []
+    for number, chunk in enumerate(result.chunks):
+        keys = chunk.keys
+        span = f"{keys[0]!r} to {keys[-1]!r}" if len(keys) > 1 else repr(keys[0]) if keys else ""
+        if number in failed:
+            rows.append((number, span, "failed", str(failed[number].error)))
+        else:
+            first = next(iter(_values(chunk.data)), None)
+            rows.append((number, span, "ok", f"{len(chunk.data)} results; first: {preview(first)}"))
+    for error in result.errors:  # a chunk that raised has no BatchResult of its own
+        if error.chunk >= len(result.chunks):
+            rows.append(
+                (
+                    error.chunk,
+                    f"{error.keys[0]!r} to {error.keys[-1]!r}",
+                    "raised",
+                    str(error.error),
+                )
+            )
+    notes = [f"{len(result.not_executed)} commands not executed"] if result.not_executed else []
+    caption = f"ChunkedResult {_chunked_summary(result)}"
+    return _table(caption, ("chunk", "commands", "status", "detail"), rows, notes)
+
+
+def batch_records(result: BatchResult[Any]) -> list[dict[str, Any]]:
+    """One flat dict per command: ``key``, ``method``, ``ok``, then the result's fields.
+
+    Nested objects are flattened with dotted column names (``item.id``, ``item.title``); lists
+    stay whole. A failed batch gives one record per command with ``ok=False`` and ``error``.
+    """
+    if result.errors:
+        message = result.error_messages[0]
+        return [
+            {"key": key, "method": method, "ok": False, "error": message}
+            for key, method in zip(result.keys, result.methods, strict=False)
+        ]
+    records = []
+    for key, method, value in zip(result.keys, result.methods, _values(result.data), strict=False):
+        record: dict[str, Any] = {"key": key, "method": method, "ok": True}
+        if hasattr(value, "result") and hasattr(value, "is_success"):  # an AjaxResult
+            value = value.result
+        if attrs.has(type(value)):
+            value = attrs.asdict(value)
+        if isinstance(value, Mapping):
+            _flatten(value, "", record)
+        else:
+            record["result"] = value
+        records.append(record)
+    return records
+
+
+def _flatten(value: Mapping[str, Any], prefix: str, into: dict[str, Any]) -> None:
+    for name, item in value.items():
+        column = f"{prefix}{name}"
+        if isinstance(item, Mapping) and item:
+            _flatten(item, f"{column}.", into)
+        else:
+            into[column] = item
+
+
+def _values(data: Any) -> Iterable[Any]:
+    return data.values() if isinstance(data, Mapping) else data
+
+
+def _summary(result: BatchResult[Any]) -> str:
+    count = len(result.keys)
+    noun = "command" if count == 1 else "commands"
+    if result.errors:
+        return f"failed: {count} {noun}, {result.errors[0].code} (HTTP {result.status})"
+    extra = f", {result.attempts} attempts" if result.attempts > 1 else ""
+    return f"ok: {count} {noun}, HTTP {result.status}{extra}"
+
+
+def _chunked_summary(result: ChunkedResult) -> str:
+    chunks = len(result.chunks)
+    if result.is_success:
+        return f"ok: {len(result.data)} results in {chunks} chunks"
+    left = f", {len(result.not_executed)} not executed" if result.not_executed else ""
+    return f"failed: {len(result.errors)} of {chunks} chunks failed{left}"
+
+
+def _table(
+    caption: str, head: tuple[str, ...], rows: list[tuple[Any, ...]], notes: list[str]
+) -> str:
+    def cell(tag: str, value: Any) -> str:
+        return f'<{tag} style="{_CELL}">{html.escape(redact(str(value)))}</{tag}>'
+
+    shown = rows[:ROWS_SHOWN]
+    parts = [f'<table class="b24batch" style="{_STYLE}">']
+    parts.append(f'<caption style="text-align:left">{html.escape(redact(caption))}</caption>')
+    parts.append("<thead><tr>" + "".join(cell("th", name) for name in head) + "</tr></thead>")
+    parts.append("<tbody>")
+    parts.extend("<tr>" + "".join(cell("td", value) for value in row) + "</tr>" for row in shown)
+    if len(rows) > len(shown):
+        notes = [f"… {len(rows) - len(shown)} more rows", *notes]
+    parts.extend(
+        f'<tr><td colspan="{len(head)}" style="{_CELL}">{html.escape(redact(note))}</td></tr>'
+        for note in notes
+    )
+    parts.append("</tbody></table>")
+    return "".join(parts)

@@ -1,0 +1,171 @@
+"""What results look like: short reprs, notebook HTML, flat records (b24batch.display)."""
+
+from __future__ import annotations
+
+import re
+from html import unescape
+from typing import Any
+
+import attrs
+import pytest
+
+from b24batch import AjaxResult, B24Hook, BatchByChunkV3, BatchV3
+from b24batch.display import PREVIEW_CHARS, ROWS_SHOWN, preview
+from b24batch.testing import FakePortal
+
+from .conftest import SECRET
+
+
+def _cells(html: str) -> list[str]:
+    return re.findall(r"<td[^>]*>(.*?)</td>", html)
+
+
+def test_batch_html_has_one_row_per_command(portal: FakePortal, client: B24Hook) -> None:
+    """Each command is a row with key, method, status and an escaped preview."""
+    portal.add_task(title="<script>alert(1)</script> & more")
+    result = BatchV3(client).make(
+        {"first": ("tasks.task.get", {"id": 1, "select": ["title"]}), "all": ("tasks.task.list",)}
+    )
+    html = result._repr_html_()
+    assert html.startswith('<table class="b24batch"')
+    cells = _cells(html)
+    assert cells[:3] == ["first", "tasks.task.get", "ok"]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in cells[3]
+    assert "<script>" not in html
+    assert cells[4:7] == ["all", "tasks.task.list", "ok"]
+    assert "ok: 2 commands, HTTP 200" in html
+
+
+def test_long_results_are_truncated(portal: FakePortal, client: B24Hook) -> None:
+    """A long result is cut to PREVIEW_CHARS characters with an ellipsis."""
+    portal.add_task(title="x" * 500)
+    html = BatchV3(client).make([("tasks.task.get", {"id": 1})])._repr_html_()
+    shown = unescape(_cells(html)[3])
+    assert len(shown) == PREVIEW_CHARS
+    assert shown.endswith("…")
+
+
+def test_failed_batch_rows_and_error(portal: FakePortal, client: B24Hook) -> None:
+    """A failed batch shows every command as failed and the portal's error once."""
+    result = BatchV3(client).make([("tasks.task.get", {"id": 1}), ("tasks.task.get", {"id": 2})])
+    html = result._repr_html_()
+    cells = _cells(html)
+    assert cells[2] == "failed"
+    assert cells[6] == "failed"
+    assert "error: BITRIX_REST_V3_EXCEPTION_ENTITYNOTFOUNDEXCEPTION (HTTP 400)" in html
+    assert repr(result).startswith(
+        "<BatchResult failed: 2 commands, BITRIX_REST_V3_EXCEPTION_ENTITYNOTFOUNDEXCEPTION"
+    )
+
+
+def test_reprs_are_short(portal: FakePortal, client: B24Hook) -> None:
+    """repr() is one short line, whatever the size of the results."""
+    for n in range(30):
+        portal.add_task(title=f"Task {n} " + "y" * 100)
+    result = BatchV3(client).make(
+        [("tasks.task.get", {"id": n}) for n in range(1, 31)],
+        request_id="r-1",
+        return_ajax_result=True,
+    )
+    assert repr(result) == "<BatchResult ok: 30 commands, HTTP 200, request_id='r-1'>"
+    item = result.data[0]
+    assert isinstance(item, AjaxResult)
+    assert repr(item).startswith("<AjaxResult 0 tasks.task.get ok: {")
+    assert len(repr(item)) < 120
+    assert "<table" in item._repr_html_()
+
+
+def test_secrets_never_reach_previews(portal: FakePortal, client: B24Hook) -> None:
+    """Webhook URLs and auth-like keys in results are masked in repr, HTML and previews."""
+    portal.register(
+        "custom.leaky",
+        lambda q: {"hook": f"https://p.example/rest/1/{SECRET}/", "auth": "tok123", "x": 1},
+    )
+    result = BatchV3(client).make([("custom.leaky",)], return_ajax_result=True)
+    shown = [result._repr_html_(), repr(result), repr(result.data[0]), result.data[0]._repr_html_()]
+    assert not [text for text in shown if SECRET in text or "tok123" in text]
+    assert result.data[0].result["auth"] == "tok123"  # the data itself is untouched
+
+
+def test_many_rows_are_cut_with_a_note(portal: FakePortal, client: B24Hook) -> None:
+    """Past ROWS_SHOWN rows the table says how many more there are."""
+    portal.register("test.echo", lambda q: q)
+    result = BatchByChunkV3(client).make([("test.echo", {"n": n}) for n in range(60)], chunk_size=1)
+    html = result._repr_html_()
+    assert html.count("<tr>") == 1 + ROWS_SHOWN + 1  # head, rows, note
+    assert f"… {60 - ROWS_SHOWN} more rows" in html
+    assert repr(result) == "<ChunkedResult ok: 60 results in 60 chunks>"
+
+
+def test_chunked_html_names_failed_chunks(portal: FakePortal, client: B24Hook) -> None:
+    """A chunked result shows one row per chunk, with the failed chunk's error."""
+
+    def fail(query: dict[str, Any]) -> Any:
+        raise FakePortal.CommandError("boom", code="TEST_FAILURE", status=400)
+
+    portal.register("test.echo", lambda q: q)
+    portal.register("test.fail", fail)
+    calls: list[Any] = [("test.echo", {"n": n}) for n in range(120)]
+    calls[60] = ("test.fail",)
+    result = BatchByChunkV3(client).make(calls)
+    cells = _cells(result._repr_html_())
+    assert cells[:3] == ["0", "0 to 49", "ok"]
+    assert cells[4:7] == ["1", "50 to 99", "failed"]
+    assert "TEST_FAILURE" in cells[7]
+    assert "20 commands not executed" in result._repr_html_()
+    assert repr(result) == "<ChunkedResult failed: 1 of 2 chunks failed, 20 not executed>"
+
+
+@attrs.frozen
+class Task:
+    id: int
+    title: str
+
+
+@attrs.frozen
+class TaskItem:
+    item: Task
+
+
+def test_to_records_flattens_results(portal: FakePortal, client: B24Hook) -> None:
+    """Records are flat dicts with dotted columns, ready for pandas.DataFrame."""
+    portal.add_task(title="One")
+    portal.add_task(title="Two")
+    result = BatchV3(client).make(
+        [("tasks.task.get", {"id": n, "select": ["id", "title"]}) for n in (1, 2)]
+    )
+    assert result.to_records() == [
+        {"key": 0, "method": "tasks.task.get", "ok": True, "item.id": 1, "item.title": "One"},
+        {"key": 1, "method": "tasks.task.get", "ok": True, "item.id": 2, "item.title": "Two"},
+    ]
+    typed = BatchV3(client).make([("tasks.task.get", {"id": 2})], result_type=TaskItem)
+    assert typed.to_records() == [
+        {"key": 0, "method": "tasks.task.get", "ok": True, "item.id": 2, "item.title": "Two"}
+    ]
+    listed = BatchV3(client).make({"all": ("tasks.task.list",)})
+    assert listed.to_records() == [
+        {"key": "all", "method": "tasks.task.list", "ok": True, "items": [{"id": 1}, {"id": 2}]}
+    ]
+
+
+def test_to_records_of_a_failure(portal: FakePortal, client: B24Hook) -> None:
+    """A failed batch gives one record per command, with the error."""
+    result = BatchV3(client).make([("tasks.task.get", {"id": 9})])
+    (record,) = result.to_records()
+    assert record["ok"] is False
+    assert record["key"] == 0
+    assert "ENTITYNOTFOUND" in record["error"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"a": 1}, '{"a": 1}'),
+        (None, "null"),
+        ({"password": "p", "n": {"Auth": "t"}}, '{"password": "***", "n": {"Auth": "***"}}'),
+        ("line\nbreak", '"line\\nbreak"'),
+    ],
+)
+def test_preview(value: Any, expected: str) -> None:
+    """Previews are one-line JSON with sensitive keys masked."""
+    assert preview(value) == expected
