@@ -453,12 +453,17 @@ class B24OAuth(_Client):
                 token = self._refresh()
                 _check_token(token)
             except Exception as exc:
+                # Only the type goes in the message: the application's own text may carry a
+                # token this client never saw, so it cannot be redacted. The exception itself
+                # stays reachable as refresh_error, outside str() and tracebacks.
                 failure = AuthError(
-                    self.redact(f"refreshing the access token failed: {exc!r}"),
+                    f"refreshing the access token failed with {type(exc).__name__}; "
+                    f"see the error's refresh_error",
                     code=error.code,
                     status=error.status,
                     request_id=error.request_id,
                 )
+                failure.refresh_error = exc
             else:
                 self._old_tokens = (*self._old_tokens[-3:], self._token)
                 self._token = token

@@ -125,7 +125,14 @@ class AjaxError(B24Error):
 
 
 class AuthError(AjaxError):
-    """HTTP 401: the webhook secret or token is wrong, missing or expired."""
+    """HTTP 401: the webhook secret or token is wrong, missing or expired.
+
+    Attributes:
+        refresh_error: When ``B24OAuth``'s ``refresh`` callable failed, its exception. It is
+            kept out of the message and the traceback chain, as it may name a token.
+    """
+
+    refresh_error: BaseException | None = None
 
 
 class RateLimitError(AjaxError):

@@ -640,6 +640,8 @@ def test_failing_refresh_raises_auth_error_without_the_token(
             BatchV3(oauth).make(READ)
     text = "".join(traceback.format_exception(info.value))
     assert old not in text
+    assert "RuntimeError" in text
+    assert isinstance(info.value.refresh_error, RuntimeError)
 
 
 def test_redirect_is_never_followed(portal: FakePortal, fake_time: FakeTime) -> None:

@@ -1,0 +1,203 @@
+"""No webhook secret or token leaks: a property over every error path, every log level."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from b24batch import (
+    B24Error,
+    B24Hook,
+    B24OAuth,
+    BatchByChunkV3,
+    BatchV3,
+    RetryPolicy,
+)
+from b24batch.redaction import redact, redact_data
+from b24batch.testing import FakePortal, Fault
+
+secrets = st.from_regex(r"[A-Za-z0-9]{16,40}", fullmatch=True)
+
+
+class Collect(logging.Handler):
+    """Keeps every formatted record, of every logger and level."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture(scope="module")
+def shared_portal() -> Iterator[FakePortal]:
+    with FakePortal() as portal:
+        portal.add_task(title="Seed")
+        yield portal
+
+
+@pytest.fixture
+def collect() -> Iterator[Collect]:
+    handler = Collect()
+    root = logging.getLogger()
+    old = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _shown(error: B24Error) -> list[str]:
+    """Everything a person could see of an error: str, repr, the formatted chain."""
+    texts = [str(error), repr(error)]
+    texts.append("".join(traceback.format_exception(type(error), error, error.__traceback__)))
+    cause = error.__cause__
+    while cause is not None:
+        texts.extend([str(cause), repr(cause)])
+        cause = cause.__cause__
+    return texts
+
+
+def _run(client: Any, calls: Any, **options: Any) -> list[str]:
+    try:
+        result = BatchV3(client).make(calls, **options)
+    except B24Error as error:
+        return _shown(error)
+    texts = [repr(result), result._repr_html_(), *result.error_messages]
+    for error in result.errors:
+        texts.extend(_shown(error))
+    return texts
+
+
+FAULTS = [
+    lambda s: Fault.html(502),  # echoes the request path, secret included
+    lambda s: Fault.truncated(),
+    lambda s: Fault.drop_after(),
+    lambda s: Fault.response(500, {"error": {"code": "X", "message": f"/rest/api/1/{s}/batch"}}),
+    lambda s: Fault.response(
+        400,
+        {"error": {"code": "Y", "message": f"bad {s}", "validation": [{"field": s, "message": s}]}},
+    ),
+    lambda s: Fault.response(401, {"error": "NO_AUTH_FOUND", "error_description": f"hook {s}"}),
+    lambda s: Fault.response(503, "<html>Service unavailable for " + s + "</html>"),
+    lambda s: Fault.response(302, "", headers={"Location": f"https://x.example/rest/1/{s}/"}),
+]
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(secret=secrets, fault=st.sampled_from(range(len(FAULTS))))
+def test_webhook_secret_never_leaks(
+    shared_portal: FakePortal, collect: Collect, secret: str, fault: int
+) -> None:
+    """Any secret, any failure: no message, repr, traceback or log line shows it."""
+    collect.lines.clear()
+    url = shared_portal.webhook_url.replace(shared_portal.secret, secret)
+    policy = RetryPolicy(max_attempts=2, base_delay=0.0)
+    with B24Hook.from_webhook_url(url, retry=policy, rate_limit=None) as client:
+        shared_portal.inject(FAULTS[fault](secret), times=2)
+        shown = _run(client, [("tasks.task.add", {"fields": {"title": "x"}})])
+        shown += _run(client, [("tasks.task.get", {"id": 1})])  # the portal says 401 itself
+        shown.append(repr(client))
+    shown += collect.lines
+    assert collect.lines  # the calls did log
+    assert not [text for text in shown if secret in text]
+
+
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(secret=secrets)
+def test_secret_never_leaks_on_transport_failures(collect: Collect, secret: str) -> None:
+    """Refused connections (with urllib3's own retry logging) and bad URLs stay secret-free."""
+    collect.lines.clear()
+    url = f"http://127.0.0.1:{_closed_port()}/rest/1/{secret}/"
+    with B24Hook.from_webhook_url(url, retry=RetryPolicy(base_delay=0.0), rate_limit=None) as c:
+        shown = _run(c, [("tasks.task.get", {"id": 1})])
+    for bad in (f"https://h.example/rest/1/{secret}/x", f"http://h.example/rest/1/{secret}/"):
+        with pytest.raises(B24Error) as info:
+            B24Hook.from_webhook_url(bad)
+        shown += _shown(info.value)
+    shown += collect.lines
+    assert any("Retrying" in line for line in collect.lines)
+    assert not [text for text in shown if secret in text]
+
+
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(token=secrets)
+def test_oauth_tokens_never_leak(shared_portal: FakePortal, collect: Collect, token: str) -> None:
+    """A refused token, a failing refresh and a chunked failure never show either token."""
+    collect.lines.clear()
+    fresh = token[::-1]
+
+    def refresh() -> str:
+        raise RuntimeError(f"refresh failed for {token}, would have been {fresh}")
+
+    policy = RetryPolicy(base_delay=0.0)
+    with B24OAuth(
+        shared_portal.oauth_endpoint, token, refresh=refresh, rate_limit=None, retry=policy
+    ) as c:
+        shared_portal.inject(
+            Fault.response(401, {"error": "expired_token", "error_description": f"{token} old"})
+        )
+        shown = _run(c, [("tasks.task.get", {"id": 1})])
+        shared_portal.inject(Fault.html(502), times=3)
+        try:
+            BatchByChunkV3(c).make([("tasks.task.get", {"id": 1})] * 60)
+        except B24Error as error:
+            shown += _shown(error)
+        shown.append(repr(c))
+    shown += collect.lines
+    assert not [text for text in shown if token in text or fresh in text]
+
+
+@given(secret=secrets)
+def test_redact_masks_by_shape_and_by_value(secret: str) -> None:
+    """redact() masks a secret in webhook paths, Bearer headers, token parameters and literally."""
+    texts = [
+        f"https://p.example/rest/1/{secret}/batch",
+        f"/rest/api/12/{secret}",
+        f"Authorization: Bearer {secret}",
+        f"access_token={secret}&x=1",
+        f'{{"refresh_token": "{secret}"}}',
+        f"password: {secret}",
+    ]
+    for text in texts:
+        assert secret not in redact(text), text
+    assert secret not in redact(f"anything {secret} else", (secret,))
+
+
+def test_redact_data_masks_sensitive_keys_at_any_depth() -> None:
+    """Body-like data keeps its shape; auth-like values are masked, in lists too."""
+    body = [
+        {"method": "a", "query": {"AUTH": "x1", "n": [{"client_secret": "x2", "keep": 1}]}},
+        {"access_token": "x3", "refresh_token": "x4", "password": "x5", "Authorization": "x6"},
+    ]
+    masked = redact_data(body)
+    assert masked == [
+        {"method": "a", "query": {"AUTH": "***", "n": [{"client_secret": "***", "keep": 1}]}},
+        {"access_token": "***", "refresh_token": "***", "password": "***", "Authorization": "***"},
+    ]
+    assert body[0]["query"]["AUTH"] == "x1"  # a copy: the original is untouched
