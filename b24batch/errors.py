@@ -49,6 +49,13 @@ class B24Error(Exception):
         partial: For an error raised in the middle of a chunked call, what the chunks before
             it returned (a ``ChunkedResult``), so nothing already fetched is lost.
         others: When ``raise_for_errors()`` raised this error, the result's other errors.
+
+    Example:
+        >>> try:
+        ...     BatchV3(B24Hook.from_webhook_url("https://example.bitrix24.com/rest/1/s/")).make([])
+        ... except B24Error as error:
+        ...     print(type(error).__name__, error.outcome_unknown)
+        SdkError False
     """
 
     partial: ChunkedResult | None = None
@@ -71,11 +78,25 @@ class SdkError(B24Error, ValueError):
     """The SDK was used wrongly; raised before any request is sent.
 
     Also a :class:`ValueError`, so ``except ValueError`` catches it as it would any bad argument.
+
+    Example:
+        >>> b24 = B24Hook.from_webhook_url("https://example.bitrix24.com/rest/1/s/")
+        >>> BatchV3(b24).make([{"method": "tasks.task.get", "query": {"id": 1}}])
+        Traceback (most recent call last):
+        ...
+        b24batch.errors.SdkError: calls[0] has the unknown key 'query'; use 'params' ...
     """
 
 
 class SdkTypeError(SdkError, TypeError):
-    """An argument of the wrong type; also a :class:`TypeError`."""
+    """An argument of the wrong type; also a :class:`TypeError`.
+
+    Example:
+        >>> B24Hook.from_webhook_url(b"https://example.bitrix24.com/rest/1/s/")
+        Traceback (most recent call last):
+        ...
+        b24batch.errors.SdkTypeError: the webhook URL is a bytes; pass a str
+    """
 
 
 class AjaxError(B24Error):
@@ -88,6 +109,10 @@ class AjaxError(B24Error):
         validation: One :class:`FieldError` per ``validation`` row, in the portal's order.
 
     ``str(error)`` joins all of them into one readable line.
+
+    Example:
+        >>> print(AjaxError("Record with ID = `2` not found", code="NOT_FOUND", status=400))
+        NOT_FOUND (HTTP 400): Record with ID = `2` not found
     """
 
     def __init__(
@@ -130,6 +155,11 @@ class AuthError(AjaxError):
     Attributes:
         refresh_error: When ``B24OAuth``'s ``refresh`` callable failed, its exception. It is
             kept out of the message and the traceback chain, as it may name a token.
+
+    Example:
+        >>> error = AuthError("expired", code="expired_token", status=401)
+        >>> isinstance(error, AjaxError), error.refresh_error
+        (True, None)
     """
 
     refresh_error: BaseException | None = None
@@ -139,6 +169,10 @@ class RateLimitError(AjaxError):
     """503 ``QUERY_LIMIT_EXCEEDED``: the portal's request-rate limit; refused before execution.
 
     Raised only once the retry policy is exhausted; ``attempts`` says how many were made.
+
+    Example:
+        >>> issubclass(RateLimitError, AjaxError)
+        True
     """
 
 
@@ -148,6 +182,9 @@ class OperatingLimitError(AjaxError):
     Attributes:
         retry_at: Unix seconds when the portal should accept the method again (its
             ``operating_reset_at``, or an estimate), when known.
+
+    Example:
+        >>> OperatingLimitError("blocked", code="OPERATION_TIME_LIMIT", status=429).retry_at
     """
 
     retry_at: float | None = None
@@ -158,6 +195,10 @@ class TransportError(B24Error):
 
     The underlying ``requests`` exception is kept as ``__cause__``, as a redacted copy: the
     original names the URL, and the URL holds the webhook secret.
+
+    Example:
+        >>> TransportError("no answer", outcome_unknown=True).outcome_unknown
+        True
     """
 
 
@@ -167,4 +208,8 @@ class DecodeError(B24Error):
     Raised for a body that is not JSON (an HTML error page, truncated JSON), JSON with neither
     ``result`` nor ``error``, a ``result`` with a missing entry, and a result that does not fit
     the ``result_type`` asked for.
+
+    Example:
+        >>> str(DecodeError("the portal answered HTTP 502 with an HTML page"))
+        'the portal answered HTTP 502 with an HTML page'
     """

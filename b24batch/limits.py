@@ -86,6 +86,11 @@ class LimitState:
         requests_available: Requests that could go out now without waiting (None: no limiter).
         operating: The last ``time.operating`` the portal reported, in seconds.
         operating_reset_at: Unix seconds when its oldest basket expires, as last reported.
+
+    Example:
+        >>> b24 = B24Hook.from_webhook_url("https://example.bitrix24.com/rest/1/s/")
+        >>> b24.limit_state().requests_available
+        50.0
     """
 
     requests_available: float | None

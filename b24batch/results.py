@@ -41,7 +41,12 @@ _converter = cattrs.Converter(use_alias=True, forbid_extra_keys=False)
 
 @attrs.frozen
 class FieldError:
-    """One row of a REST 3.0 ``validation`` list: which field, and what is wrong with it."""
+    """One row of a REST 3.0 ``validation`` list: which field, and what is wrong with it.
+
+    Example:
+        >>> FieldError("id", "Required field `id` is not specified").field
+        'id'
+    """
 
     field: str
     message: str
@@ -62,6 +67,11 @@ class Time:
         date_finish: ``finish`` likewise.
         operating_reset_at: Unix seconds when the oldest operating-time basket expires.
         operating: Seconds of operating time accumulated by the method (protocol §5).
+
+    Example:
+        >>> time = Time.from_json({"start": 1787219542, "duration": 0.89, "operating": "n/a"})
+        >>> time.start, time.duration, time.operating
+        (1787219542.0, 0.89, None)
     """
 
     start: float | None = None
@@ -117,6 +127,12 @@ class AjaxResult:
         time: The batch's ``Time``; REST 3.0 has no per-command time.
         status: The HTTP status of the batch's answer.
         error: None on success, else the batch's error (a REST 3.0 batch fails as a whole).
+
+    Example:
+        >>> r = AjaxResult(key=0, method="tasks.task.get", params={"id": 1},
+        ...                result={"item": {"id": 1}}, time=None, status=200)
+        >>> r.is_success, r
+        (True, <AjaxResult 0 tasks.task.get ok: {"item": {"id": 1}}>)
     """
 
     key: Key
@@ -232,6 +248,11 @@ class ChunkError:
         chunk: The chunk's index, from 0.
         keys: The keys of the chunk's commands: positions in the whole input, or names.
         error: The portal's error for the chunk (or the error raised while sending it).
+
+    Example:
+        >>> error = AjaxError("boom", code="X", status=400)
+        >>> print(ChunkError(1, (50, 51, 52), error))
+        chunk 1 (commands 50 to 52): X (HTTP 400): boom
     """
 
     chunk: int
@@ -256,6 +277,10 @@ class ChunkedResult:
             overwrite one another.
         chunks: One :class:`BatchResult` per chunk sent, each with its ``positions``.
         not_executed: Keys of the commands never sent, after a halt.
+
+    Example:
+        >>> ChunkedResult(data=[1, 2], not_executed=(2, 3))
+        <ChunkedResult failed: 0 of 0 chunks failed, 2 not executed>
     """
 
     data: list[Any] | dict[str, Any]

@@ -12,6 +12,8 @@ MODULES = [
     "b24batch.chunks",
     "b24batch.client",
     "b24batch.commands",
+    "b24batch.errors",
+    "b24batch.results",
     "b24batch.redaction",
     "b24batch.retry",
     "b24batch.limits",
@@ -22,7 +24,8 @@ MODULES = [
 def test_docstring_examples(name: str) -> None:
     """Every example in the module's docstrings gives the output it shows."""
     module = importlib.import_module(name)
-    globs = {"B24Hook": importlib.import_module("b24batch").B24Hook}
+    package = importlib.import_module("b24batch")
+    globs = {name: getattr(package, name) for name in package.__all__}
     globs.update(vars(module))
     result = doctest.testmod(module, globs=globs, optionflags=doctest.ELLIPSIS, verbose=False)
     assert result.attempted > 0

@@ -77,3 +77,13 @@ def test_misuse_errors_are_builtin_compatible() -> None:
     assert issubclass(b24batch.AuthError, b24batch.AjaxError)
     for name in ("SdkError", "AjaxError", "TransportError", "DecodeError"):
         assert issubclass(getattr(b24batch, name), b24batch.B24Error)
+
+
+def test_every_public_name_has_a_docstring_with_an_example() -> None:
+    """Each exported class and function documents itself with at least one example."""
+    missing = [
+        name
+        for name in b24batch.__all__
+        if name != "__version__" and ">>>" not in (getattr(b24batch, name).__doc__ or "")
+    ]
+    assert missing == []
