@@ -24,14 +24,21 @@ from b24batch.errors import (
     SdkTypeError,
     TransportError,
 )
-from b24batch.results import AjaxResult, BatchResult, structure
+from b24batch.results import AjaxResult, BatchResult, check_type, structure
 from b24batch.retry import RetryKind, is_read_only, retry_kind
 from b24batch.wire import Envelope, encode_batch
 
 if TYPE_CHECKING:
     from b24batch.client import _Client
 
-__all__ = ["BatchV3", "check_options", "checked_idempotency_key", "checked_request_id", "execute"]
+__all__ = [
+    "BatchV3",
+    "check_options",
+    "check_result_types",
+    "checked_idempotency_key",
+    "checked_request_id",
+    "execute",
+]
 
 T = TypeVar("T")
 _MAX_REQUEST_ID = 255
@@ -132,6 +139,7 @@ class BatchV3:
         """
         commands = normalize(calls)
         check_options(halt_on_error, return_ajax_result)
+        check_result_types(commands, result_type)
         request_id = checked_request_id(request_id)
         key = checked_idempotency_key(idempotency_key)
         body = encode_batch(commands, halt_on_error=halt_on_error)
@@ -332,6 +340,15 @@ def _typed(entry: Any, type_: Any, position: int, key: object, method: str, requ
         return entry
     label = f"the result of command {key!r} ({method})"
     return structure(entry, type_, path=f"$.result[{position}]", label=label, request_id=request_id)
+
+
+def check_result_types(commands: Commands, result_type: Any) -> None:
+    """Check ``make``'s and every command's ``result_type`` before anything is sent."""
+    if result_type is not None:
+        check_type(result_type, "result_type")
+    for key, command in zip(commands.keys, commands.items, strict=True):
+        if command.result_type is not None:
+            check_type(command.result_type, f"calls[{key!r}] result_type")
 
 
 def check_options(halt_on_error: object, return_ajax_result: object) -> None:

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from b24batch.batch import check_options, checked_idempotency_key, checked_request_id, execute
+from b24batch.batch import (
+    check_options,
+    check_result_types,
+    checked_idempotency_key,
+    checked_request_id,
+    execute,
+)
 from b24batch.commands import (
     MAX_COMMANDS,
     Command,
@@ -342,6 +348,7 @@ def _encoded(number: int, entries: list[_Entry], named: bool, settings: _Setting
         aliases=tuple(entry[3] for entry in entries),
         named=named,
     )
+    check_result_types(commands, settings.result_type)
     start = entries[0][0]
     return _Chunk(
         index=number,

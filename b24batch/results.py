@@ -14,7 +14,7 @@ import attrs
 import cattrs
 
 from b24batch import display
-from b24batch.errors import AjaxError, B24Error, DecodeError
+from b24batch.errors import AjaxError, B24Error, DecodeError, SdkTypeError
 
 __all__ = [
     "AjaxResult",
@@ -24,6 +24,7 @@ __all__ = [
     "FieldError",
     "Key",
     "Time",
+    "check_type",
     "structure",
 ]
 
@@ -320,6 +321,26 @@ class ChunkedResult:
         first.others = tuple(rest)
         first.partial = self
         raise first
+
+
+def check_type(type_: Any, where: str) -> None:
+    """Check, before anything is sent, that cattrs can structure into ``type_``.
+
+    cattrs builds a class's hook on first use, resolving its annotations; a class whose
+    annotations cannot be resolved would otherwise fail only when the answer arrives, and look
+    like a bad answer from the portal. Hooks are cached, so later checks cost a dict lookup.
+
+    Raises:
+        SdkTypeError: ``type_`` cannot be structured; the message names ``where``.
+    """
+    try:
+        _converter.get_structure_hook(type_)
+    except Exception as exc:
+        raise SdkTypeError(
+            f"{where}={_type_name(type_)} cannot be used: cattrs cannot structure it "
+            f"({type(exc).__name__}: {exc}); pass an attrs class, dataclass or typing type "
+            f"whose annotations resolve at module level"
+        ) from exc
 
 
 def structure(

@@ -69,9 +69,11 @@ class RetryPolicy:
         base_delay: Seconds; the n-th retry waits a random time up to
             ``min(max_delay, base_delay * 2 ** (n - 1))`` ("full jitter").
         max_delay: The cap on one backoff delay.
-        max_wait: The most seconds one call may spend waiting in all: backoff, ``Retry-After``,
-            operating-time resets and rate-limiter waits. A wait that would pass it is not
-            started; the error is raised at once.
+        max_wait: The most seconds one call may spend waiting before a repeat or for an
+            operating-time reset: a wait that would take the call's total past it is not started
+            (the error is raised at once, or the batch is sent and the portal decides). Waits
+            for the request-rate bucket count toward the total but are always made, since
+            sending early would only collect a 503.
 
     Example:
         >>> RetryPolicy(max_attempts=5, max_wait=120.0).max_attempts

@@ -505,3 +505,21 @@ def test_secret_never_leaks(
     records = [record.getMessage() for record in caplog.records]
     assert records  # urllib3 and b24batch did log these calls
     assert not [line for line in records if SECRET in line or SECRET[::-1] in line]
+
+
+def test_unusable_result_type_fails_before_sending(portal: FakePortal, client: B24Hook) -> None:
+    """A result_type cattrs cannot resolve is our caller's mistake: SdkTypeError, no request."""
+
+    @attrs.frozen
+    class Local:
+        value: int
+
+    @attrs.frozen
+    class Wrapper:
+        item: Local  # a string annotation (PEP 563) naming a class local to this function
+
+    with pytest.raises(SdkTypeError, match=r"result_type=.*Wrapper cannot be used"):
+        BatchV3(client).make([("tasks.task.get", {"id": 1})], result_type=Wrapper)
+    with pytest.raises(SdkTypeError, match=r"calls\[0\] result_type"):
+        BatchV3(client).make([Command("tasks.task.get", {"id": 1}, result_type=Wrapper)])
+    assert portal.requests == []

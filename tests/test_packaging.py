@@ -1,0 +1,139 @@
+"""The built wheel and sdist are complete, and the wheel works in a fresh virtual environment.
+
+SLOW, and needs a package index: ``python -m build`` fetches setuptools into its isolated
+environment, and the fresh venv fetches b24batch's dependencies (about 10 s with a local wheel
+cache, up to a minute from PyPI). Run everything else with
+``pytest --deselect tests/test_packaging.py``. The build runs on a copy of the source in a
+temporary directory, so no ``build/`` or ``*.egg-info`` is left in the work tree.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("build")
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = "Scripts" if sys.platform == "win32" else "bin"
+# Never copied: what a build or an editable install leaves behind, and VCS/tool state.
+LEFTOVERS = shutil.ignore_patterns(
+    ".git", "build", "dist", "*.egg-info", "__pycache__", "*.py[cod]", ".*_cache", ".venv"
+)
+POINTERS = frozenset({"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "VIRTUAL_ENV"})
+EXPECTED_ENTRY_POINTS = {
+    "console_scripts": {"b24batch": "b24batch.cli:main"},
+    "pytest11": {"b24batch": "b24batch.testing.pytest_plugin"},
+}
+SMOKE = """
+import b24batch
+missing = [name for name in b24batch.__all__ if not hasattr(b24batch, name)]
+assert not missing, missing
+from b24batch.testing import FakePortal
+with FakePortal() as portal, b24batch.B24Hook.from_webhook_url(portal.webhook_url) as b24:
+    task = portal.add_task(title="From the wheel")
+    result = b24batch.BatchV3(b24).make([("tasks.task.get", {"id": task})])
+    assert result.data[0]["item"]["title"] == "From the wheel", result
+print(b24batch.__file__)
+"""
+
+
+def _copy_source(target: Path) -> None:
+    """Copy the work tree to ``target``: the files git would track, or all but LEFTOVERS."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):  # no git, or not a checkout (an sdist)
+        shutil.copytree(ROOT, target, ignore=LEFTOVERS)
+        return
+    for name in filter(None, listed.decode("utf-8").split("\0")):
+        source = ROOT / name
+        if source.is_file():  # --cached also lists files deleted in the work tree
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+
+
+def _run(command: list[str | Path], cwd: Path, env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [str(part) for part in command],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, (
+        f"{command} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    )
+    return done.stdout
+
+
+def _clean_env() -> dict[str, str]:
+    """The environment less what would point Python at this checkout or the current venv.
+
+    PIP_* settings stay: an index mirror or a CA bundle may be what lets pip reach PyPI.
+    """
+    env = {name: value for name, value in os.environ.items() if name not in POINTERS}
+    env.update(PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1", PYTHONNOUSERSITE="1")
+    return env
+
+
+def test_wheel_and_sdist_build_and_the_wheel_runs_in_a_fresh_venv(tmp_path: Path) -> None:
+    """Build both, check their contents, install the wheel in a new venv and run the demo."""
+    before = {path.name for path in ROOT.iterdir()}
+    source, dist, work = tmp_path / "src", tmp_path / "dist", tmp_path / "work"
+    source.mkdir()
+    work.mkdir()
+    _copy_source(source)
+    env = _clean_env()
+
+    # No --sdist/--wheel: the wheel is built from the sdist, which proves the sdist is complete.
+    _run([sys.executable, "-m", "build", "--outdir", dist, source], work, env)
+
+    [wheel] = dist.glob("b24batch-*.whl")
+    [sdist] = dist.glob("b24batch-*.tar.gz")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        [entry_points] = [name for name in names if name.endswith(".dist-info/entry_points.txt")]
+        parser = configparser.ConfigParser()
+        parser.read_string(archive.read(entry_points).decode("utf-8"))
+    assert {"b24batch/py.typed", "b24batch/testing/portal.py"} <= names
+    assert "b24batch/testing/pytest_plugin.py" in names
+    assert all(name.startswith(("b24batch/", "b24batch-")) for name in names), sorted(names)
+    for section, entries in EXPECTED_ENTRY_POINTS.items():
+        assert dict(parser[section]) == entries
+    with tarfile.open(sdist) as archive:
+        members = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    assert {"LICENSE", "README.md", "setup.cfg", "pyproject.toml", "b24batch/py.typed"} <= members
+
+    environment = tmp_path / "venv"
+    venv.create(environment, with_pip=True)
+    python = environment / BIN / "python"
+    _run([python, "-m", "pip", "install", "--quiet", wheel], work, env)
+
+    # Run from outside the checkout, so only the installed copy can be imported.
+    imported = _run([python, "-c", SMOKE], work, env).strip()
+    assert Path(imported).is_relative_to(environment), imported
+    demo = _run([python, "-m", "b24batch", "demo"], work, env)
+    assert "is_success=True" in demo
+    assert "is_success=False" in demo  # the demo's failing batch is shown, not raised
+    script = environment / BIN / ("b24batch.exe" if sys.platform == "win32" else "b24batch")
+    assert "is_success=True" in _run([script, "demo"], work, env)
+
+    left = {path.name for path in ROOT.iterdir()} - before
+    assert not {name for name in left if name in ("build", "dist") or ".egg-info" in name}
