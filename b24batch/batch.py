@@ -209,9 +209,6 @@ def _send(
     """
     policy = client.retry
     limiter = client.limiter
-    repeatable = key is not None or all(
-        is_read_only(c.method) if c.read_only is None else c.read_only for c in commands.items
-    )
     sends = budgeted = 0
     waited = 0.0
     renewed = False
@@ -236,6 +233,7 @@ def _send(
             renewed = True
             budgeted -= 1  # the re-send after a renewal is outside the retry budget
             continue
+        repeatable = key is not None or _read_only(commands)
         delay = _retry_delay(client, failure, repeatable, budgeted, waited)
         if delay is None:
             failure.attempts = sends
@@ -269,6 +267,13 @@ def _retry_delay(
     if attempts >= policy.max_attempts or waited + delay > policy.max_wait:
         return None
     return delay
+
+
+def _read_only(commands: Commands) -> bool:
+    """Whether every command only reads (its ``read_only``, else the name rule)."""
+    return all(
+        is_read_only(c.method) if c.read_only is None else c.read_only for c in commands.items
+    )
 
 
 def _raised(status: int) -> bool:
