@@ -118,33 +118,10 @@ class BatchByChunkV3:
         )
         plan = list(_plan(iter(rows), named=named, settings=settings))
         report = _progress(progress, len(rows))
-        data: list[Any] | dict[str, Any] = {} if named else []
-        done: list[BatchResult[Any]] = []
-        errors: list[ChunkError] = []
-        not_executed: list[Key] = []
-        for chunk in plan:
-            try:
-                result = _send(self._client, chunk, settings)
-            except B24Error as error:
-                errors.append(ChunkError(chunk.index, chunk.commands.keys, error))
-                later = [key for rest in plan[chunk.index + 1 :] for key in rest.commands.keys]
-                error.partial = ChunkedResult(
-                    data=data, errors=tuple(errors), chunks=tuple(done), not_executed=tuple(later)
-                )
-                raise
-            done.append(result)
-            _merge(data, result)
-            if result.errors:
-                errors.append(ChunkError(chunk.index, chunk.commands.keys, result.errors[0]))
-                if settings.halt_on_error:
-                    not_executed = [
-                        key for rest in plan[chunk.index + 1 :] for key in rest.commands.keys
-                    ]
-                    break
-            report(len(chunk.commands))
-        return ChunkedResult(
-            data=data, errors=tuple(errors), chunks=tuple(done), not_executed=tuple(not_executed)
-        )
+        try:
+            return _run(self._client, plan, settings, report, {} if named else [])
+        finally:
+            report.close()
 
     def iter(
         self,
@@ -182,14 +159,17 @@ class BatchByChunkV3:
         pairs: Iterator[tuple[Key, object]],
         named: bool,
         settings: _Settings,
-        report: Callable[[int], None],
+        report: _Report,
     ) -> Iterator[BatchResult[Any]]:
-        for chunk in _plan(pairs, named=named, settings=settings):
-            result = _send(self._client, chunk, settings)
-            yield result
-            report(len(chunk.commands))
-            if result.errors and settings.halt_on_error:
-                return
+        try:
+            for chunk in _plan(pairs, named=named, settings=settings):
+                result = _send(self._client, chunk, settings)
+                report(len(chunk.commands))
+                yield result
+                if result.errors and settings.halt_on_error:
+                    return
+        finally:
+            report.close()
 
 
 @attrs.frozen(kw_only=True)
@@ -231,6 +211,38 @@ class _Settings:
             idempotency_key=key,
             result_type=result_type,
         )
+
+
+def _run(
+    client: _Client,
+    plan: list[_Chunk],
+    settings: _Settings,
+    report: _Report,
+    data: list[Any] | dict[str, Any],
+) -> ChunkedResult:
+    """Send the planned chunks in order and merge what they return (``make``'s loop)."""
+    done: list[BatchResult[Any]] = []
+    errors: list[ChunkError] = []
+    for chunk in plan:
+        unsent = (key for later in plan[chunk.index + 1 :] for key in later.commands.keys)
+        try:
+            result = _send(client, chunk, settings)
+        except B24Error as error:
+            errors.append(ChunkError(chunk.index, chunk.commands.keys, error))
+            error.partial = ChunkedResult(
+                data=data, errors=tuple(errors), chunks=tuple(done), not_executed=tuple(unsent)
+            )
+            raise
+        done.append(result)
+        _merge(data, result)
+        report(len(chunk.commands))
+        if result.errors:
+            errors.append(ChunkError(chunk.index, chunk.commands.keys, result.errors[0]))
+            if settings.halt_on_error:
+                return ChunkedResult(
+                    data=data, errors=tuple(errors), chunks=tuple(done), not_executed=tuple(unsent)
+                )
+    return ChunkedResult(data=data, errors=tuple(errors), chunks=tuple(done))
 
 
 def _send(client: _Client, chunk: _Chunk, settings: _Settings) -> BatchResult[Any]:
@@ -358,18 +370,39 @@ def _encoded(number: int, entries: list[_Entry], named: bool, settings: _Setting
     )
 
 
-def _progress(progress: Progress, total: int | None) -> Callable[[int], None]:
-    """A function told how many more commands are done after each chunk."""
+class _Report:
+    """Told after every chunk how many more commands are done; closed at the end."""
+
+    def __init__(
+        self,
+        update: Callable[[int], object] | None = None,
+        close: Callable[[], object] | None = None,
+    ) -> None:
+        self._update = update
+        self._close = close
+
+    def __call__(self, done: int) -> None:
+        if self._update is not None:
+            self._update(done)
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
+
+
+def _progress(progress: Progress, total: int | None) -> _Report:
+    """The reporter for ``progress``: nothing, the caller's callback, or a tqdm bar."""
     if progress is None or progress is False:
-        return lambda done: None
+        return _Report()
     if callable(progress):
+        callback = progress
         counter = [0]
 
         def report(done: int) -> None:
             counter[0] += done
-            progress(counter[0], total)
+            callback(counter[0], total)
 
-        return report
+        return _Report(report)
     if progress is not True:
         raise SdkTypeError(f"progress={progress!r}: pass True, a callable (done, total), or None")
     try:
@@ -382,12 +415,6 @@ def _progress(progress: Progress, total: int | None) -> Callable[[int], None]:
                 "progress=True needs tqdm: pip install 'b24batch[progress]' "
                 "(running without a progress bar)"
             )
-        return lambda done: None
+        return _Report()
     bar = tqdm(total=total, unit="cmd", desc="b24batch")
-
-    def advance(done: int) -> None:
-        bar.update(done)
-        if total is not None and bar.n >= total:
-            bar.close()
-
-    return advance
+    return _Report(bar.update, bar.close)
