@@ -188,3 +188,18 @@ def test_refused_connection_is_a_transport_error_that_surely_did_not_run(
     retries = [r for r in caplog.records if r.name.startswith("urllib3")]
     assert len([r for r in retries if "Retrying" in r.getMessage()]) == CONNECT_RETRIES
     assert all(SECRET not in r.getMessage() for r in caplog.records)
+
+
+def test_environment_is_read_once_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Proxy and CA-bundle variables are taken when the client is made; NO_PROXY is honoured."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/corporate.pem")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    client = B24Hook.from_webhook_url(f"https://x.bitrix24.com/rest/1/{SECRET}/")
+    assert client._session.trust_env is False
+    assert client._session.proxies["https"] == "http://proxy.example:3128"
+    assert client._session.verify == "/etc/ssl/corporate.pem"
+    monkeypatch.setenv("NO_PROXY", "x.bitrix24.com")
+    bypass = B24Hook.from_webhook_url(f"https://x.bitrix24.com/rest/1/{SECRET}/")
+    assert "https" not in bypass._session.proxies

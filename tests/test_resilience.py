@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 import pytest
+import requests
 
 from b24batch import (
     AjaxError,
@@ -672,3 +673,20 @@ def test_tokens_never_leak(
     shown += [r.getMessage() for r in caplog.records]
     shown.append("".join(traceback.format_exception(info.value)))
     assert not [text for text in shown if old in text or new in text]
+
+
+def test_netrc_never_replaces_the_bearer_token(
+    portal: FakePortal, fake_time: FakeTime, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ~/.netrc entry for the portal does not turn Bearer into Basic auth, even with a
+    caller's own Session that trusts the environment."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password other\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    session = requests.Session()
+    assert session.trust_env
+    with _oauth(portal, fake_time, session=session) as oauth:
+        assert BatchV3(oauth).make(READ).is_success
+    assert portal.requests[0].headers["Authorization"] == f"Bearer {portal.access_token}"
+    session.close()
