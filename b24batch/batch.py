@@ -24,7 +24,7 @@ from b24batch.errors import (
     SdkTypeError,
     TransportError,
 )
-from b24batch.results import AjaxResult, BatchResult, check_type, structure
+from b24batch.results import AjaxResult, BatchResult, check_type, structure, structure_quick
 from b24batch.retry import RetryKind, is_read_only, retry_kind
 from b24batch.wire import Envelope, encode_batch
 
@@ -343,8 +343,13 @@ def _succeeded(
 def _typed(entry: Any, type_: Any, position: int, key: object, method: str, request_id: str) -> Any:
     if entry is None or type_ is None:
         return entry
-    label = f"the result of command {key!r} ({method})"
-    return structure(entry, type_, path=f"$.result[{position}]", label=label, request_id=request_id)
+    try:
+        return structure_quick(entry, type_)
+    except Exception:  # structured again only to say where and why
+        label = f"the result of command {key!r} ({method})"
+        return structure(
+            entry, type_, path=f"$.result[{position}]", label=label, request_id=request_id
+        )
 
 
 def check_result_types(commands: Commands, result_type: Any) -> None:

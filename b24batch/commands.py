@@ -171,6 +171,11 @@ def normalize(calls: object, *, limit: int = MAX_COMMANDS) -> Commands:
     aliases: list[str | None] = []
     seen: dict[str, str] = {}
     for key, row in pairs:
+        if not named and _plain(row):
+            # The common row, (method, params-dict), passes every check below: build it directly.
+            items.append(Command(*row))  # type: ignore[misc]
+            aliases.append(None)
+            continue
         where = f"calls[{key!r}]"
         command = Command.from_row(row, where)
         alias = command_alias(command, str(key) if named else None, where, seen)
@@ -343,6 +348,19 @@ def explain_unencodable(commands: Commands) -> SdkError:
             error_type = SdkTypeError if is_type else SdkError
             return error_type(f"calls[{key!r}] {path} {message}")
     return SdkError("the batch cannot be encoded as JSON")
+
+
+def _plain(row: object) -> bool:
+    """Whether ``row`` is a ``(method, dict)`` tuple that needs no further checking."""
+    if type(row) is not tuple or len(row) != 2:
+        return False
+    method, params = row
+    return (
+        type(method) is str
+        and type(params) is dict
+        and method.strip() == method != ""
+        and method.lower() != "batch"
+    )
 
 
 def _from_mapping(row: Mapping[Any, Any], where: str) -> Command:

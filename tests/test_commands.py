@@ -10,6 +10,8 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from b24batch import Command, SdkError, SdkTypeError
 from b24batch.commands import MAX_COMMANDS, explain_unencodable, normalize
@@ -203,3 +205,26 @@ def test_cycles_are_explained() -> None:
     cyclic["a"].append(cyclic)
     error = _explain(cyclic)
     assert "calls[1] params['a'][0] contains itself" in str(error)
+
+
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["tasks.task.get", " a.get", "", "batch", "BATCH", "x.list "]),
+            st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+        ),
+        min_size=1,
+        max_size=50,
+    )
+)
+def test_fast_path_for_plain_tuples_agrees_with_the_full_checks(
+    rows: list[tuple[str, dict[str, int]]],
+) -> None:
+    """(method, dict) rows built on the fast path equal, or fail as, the row-by-row checks."""
+    try:
+        expected = [Command.from_row(row, f"calls[{i}]") for i, row in enumerate(rows)]
+    except SdkError as error:
+        with pytest.raises(SdkError, match=re.escape(str(error))):
+            normalize(rows)
+        return
+    assert list(normalize(rows).items) == expected
