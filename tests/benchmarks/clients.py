@@ -1,0 +1,281 @@
+"""One measured client in one process: ``python tests/benchmarks/clients.py MODE CLIENT ...``.
+
+Run by the harness with the interpreter of the client's own virtual environment (a peer's, or
+the one b24batch is installed in), so every client is measured alone and nothing of the
+harness or of another client is imported. Stdlib at the top; each client's library is imported
+only when that client is built. The last line of stdout is ``BENCH-RESULT <json>``.
+
+Modes:
+    overhead: warm up, then time N sequential 50-command batches (``perf_counter_ns`` each).
+    throughput: send C commands in 50-command batches under the client's own rate limiter.
+    memory: b24batch's chunked iterator over C commands from a generator; peak RSS.
+    profile: cProfile over N b24batch batches; the top functions by own time, as text.
+"""
+
+# No ``from __future__ import annotations``: the typed model below is built inside a function,
+# and cattrs must see its annotations as real objects.
+
+import argparse
+import gc
+import importlib
+import importlib.metadata
+import json
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import quote
+
+SECRET = "benchSecret42"  # the server's (tests/benchmarks/server.py); not a credential
+BATCH_SIZE = 50
+TASK_SELECT = [
+    "id", "title", "description", "creatorId", "responsibleId", "groupId", "status", "priority",
+    "deadline", "created", "changed", "closed", "stageId", "timeEstimate", "allowChangeDeadline",
+]  # fmt: skip
+
+OneBatch = Callable[[], int]
+"""Sends one batch and returns how many command results came back."""
+
+
+def rest3_calls(start: int, count: int) -> list[tuple[str, dict[str, Any]]]:
+    """``count`` REST 3.0 ``tasks.task.list`` commands, one task id each."""
+    return [
+        ("tasks.task.list", {"select": TASK_SELECT, "filter": [["id", "=", start + i]]})
+        for i in range(count)
+    ]
+
+
+def classic_cmd(start: int, count: int) -> dict[str, str]:
+    """The same commands as a classic ``cmd`` mapping of ``"method?query"`` strings."""
+    select = "&".join(f"select[{i}]={quote(f)}" for i, f in enumerate(TASK_SELECT))
+    return {f"t{i}": f"tasks.task.list?{select}&filter[ID]={start + i}" for i in range(count)}
+
+
+def _typed_page() -> type:
+    """attrs classes for one ``tasks.task.list`` entry, camelCase wire keys read via alias."""
+    import attrs
+
+    @attrs.frozen
+    class Task:
+        id: int
+        title: str
+        description: str
+        creator_id: int = attrs.field(alias="creatorId")
+        responsible_id: int = attrs.field(alias="responsibleId")
+        group_id: int | None = attrs.field(alias="groupId")
+        status: str
+        priority: str
+        deadline: str | None
+        created: str
+        changed: str
+        closed: str | None
+        stage_id: int = attrs.field(alias="stageId")
+        time_estimate: int = attrs.field(alias="timeEstimate")
+        allow_change_deadline: bool = attrs.field(alias="allowChangeDeadline")
+
+    @attrs.frozen
+    class TaskPage:
+        items: list[Task]
+
+    return TaskPage
+
+
+def build(client: str, base: str, *, limited: bool, burst: int, per_second: float) -> OneBatch:
+    """Make ``client`` bound to the server at ``base`` (``http://127.0.0.1:PORT/``).
+
+    ``limited`` turns the client's own rate limiter on at ``burst`` / ``per_second`` (for
+    the throughput figure) where it has one; otherwise it is off (or out of reach).
+    """
+    if client in ("requests", "requests-no-env"):
+        requests = importlib.import_module("requests")
+        session = requests.Session()
+        # The reference row: requests without its per-request environment look-ups
+        # (proxy variables, ~/.netrc, CA-bundle variables).
+        session.trust_env = client == "requests"
+        url = f"{base}rest/api/1/{SECRET}/batch"
+        body = [{"method": m, "query": q, "parallel": False} for m, q in rest3_calls(1, BATCH_SIZE)]
+
+        def floor() -> int:
+            return len(session.post(url, json=body).json()["result"])
+
+        return floor
+    if client in ("b24batch", "b24batch-typed"):
+        b24batch = importlib.import_module("b24batch")
+        rate = b24batch.RateLimit(burst=burst, per_second=per_second) if limited else None
+        hook = b24batch.B24Hook.from_webhook_url(
+            f"{base}rest/1/{SECRET}/", rate_limit=rate, retry=b24batch.RetryPolicy()
+        )
+        batch = b24batch.BatchV3(hook)
+        calls = rest3_calls(1, BATCH_SIZE)
+        result_type = _typed_page() if client == "b24batch-typed" else None
+
+        def b24() -> int:
+            return len(batch.make(calls, result_type=result_type).data)
+
+        return b24
+    if client == "fast_bitrix24":
+        fast = importlib.import_module("fast_bitrix24")
+        # Its leaky bucket cannot be switched off; a pool it never fills takes it out of the
+        # way. respect_velocity_policy stays on: off, it fails on answers that report
+        # time.operating (a KeyError in add_throttler_records).
+        bitrix = fast.Bitrix(
+            f"{base}rest/1/{SECRET}/",
+            verbose=False,
+            request_pool_size=burst if limited else 10**9,
+            requests_per_second=per_second if limited else 10.0**9,
+        )
+        params = {"halt": 0, "cmd": classic_cmd(1, BATCH_SIZE)}
+
+        def fast_batch() -> int:
+            return len(bitrix.call_batch(params))
+
+        return fast_batch
+    if client == "bitrix24-api-client":
+        module = importlib.import_module("bitrix24_client")
+        api = module.Bitrix24Client(base_url=base, access_token=SECRET, user_id=1)
+        api.open_session()
+        params = {"halt": 0, "cmd": classic_cmd(1, BATCH_SIZE)}
+
+        def api_batch() -> int:
+            return len(api.call_method("batch", params))
+
+        return api_batch
+    raise SystemExit(f"unknown client {client!r}")
+
+
+DISTRIBUTIONS = {
+    "requests": ("requests", "urllib3"),
+    "requests-no-env": ("requests", "urllib3"),
+    "b24batch": ("b24batch", "requests", "urllib3", "attrs", "cattrs"),
+    "b24batch-typed": ("b24batch", "requests", "urllib3", "attrs", "cattrs"),
+    "fast_bitrix24": ("fast_bitrix24", "aiohttp"),
+    "bitrix24-api-client": ("bitrix24-api-client", "requests", "urllib3"),
+}
+
+
+def versions(client: str) -> dict[str, str]:
+    """The installed versions of the distributions that make up ``client``."""
+    found = {"python": sys.version.split()[0]}
+    for name in DISTRIBUTIONS.get(client, ()):
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "?"
+    return found
+
+
+def overhead(one: OneBatch, batches: int, warmup: int) -> dict[str, Any]:
+    """Time ``batches`` sequential batches after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        _check(one())
+    gc.collect()
+    samples = []
+    clock = time.perf_counter_ns
+    for _ in range(batches):
+        started = clock()
+        got = one()
+        samples.append(clock() - started)
+        _check(got)
+    return {"samples_ns": samples}
+
+
+def throughput(one: OneBatch, commands: int) -> dict[str, Any]:
+    """Send ``commands`` in full batches back to back; wall time of the whole run."""
+    batches = -(-commands // BATCH_SIZE)
+    started = time.perf_counter_ns()
+    for _ in range(batches):
+        _check(one())
+    return {"wall_s": (time.perf_counter_ns() - started) / 1e9, "batches": batches}
+
+
+def memory(base: str, commands: int) -> dict[str, Any]:
+    """Peak RSS while b24batch's chunked iterator runs ``commands`` commands from a generator."""
+    b24batch = importlib.import_module("b24batch")
+    chunked = getattr(b24batch, "BatchByChunkV3", None)
+    if chunked is None:
+        return {"skipped": "b24batch has no BatchByChunkV3 yet"}
+    hook = b24batch.B24Hook.from_webhook_url(
+        f"{base}rest/1/{SECRET}/", rate_limit=None, retry=b24batch.RetryPolicy()
+    )
+
+    def calls(count: int) -> Iterator[tuple[str, dict[str, Any]]]:
+        for i in range(count):
+            yield ("tasks.task.list", {"select": TASK_SELECT, "filter": [["id", "=", i + 1]]})
+
+    for result in chunked(hook).iter(calls(BATCH_SIZE), chunk_size=BATCH_SIZE):  # warm-up
+        _check(len(result.data))
+    gc.collect()
+    baseline = _max_rss_kb()
+    done = 0
+    started = time.perf_counter_ns()
+    for result in chunked(hook).iter(calls(commands), chunk_size=BATCH_SIZE):
+        done += len(result.data)
+    wall = (time.perf_counter_ns() - started) / 1e9
+    if done != commands:
+        raise SystemExit(f"the iterator returned {done} results for {commands} commands")
+    return {"baseline_kb": baseline, "peak_kb": _max_rss_kb(), "wall_s": wall}
+
+
+def profile(one: OneBatch, batches: int, top: int) -> dict[str, Any]:
+    """cProfile over ``batches`` batches; the ``top`` functions by own time, and by cumulative."""
+    import cProfile
+    import io
+    import pstats
+
+    for _ in range(20):
+        _check(one())
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(batches):
+        one()
+    profiler.disable()
+    text = io.StringIO()
+    stats = pstats.Stats(profiler, stream=text).strip_dirs()
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    return {"report": text.getvalue()}
+
+
+def _max_rss_kb() -> int:
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
+
+
+def _check(got: int) -> None:
+    if got != BATCH_SIZE:
+        raise SystemExit(f"a batch returned {got} results, expected {BATCH_SIZE}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the arguments, run one mode, print ``BENCH-RESULT <json>``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["overhead", "throughput", "memory", "profile"])
+    parser.add_argument("client")
+    parser.add_argument("--base", required=True, help="http://127.0.0.1:PORT/")
+    parser.add_argument("--batches", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--commands", type=int, default=10_000)
+    parser.add_argument("--burst", type=int, default=50)
+    parser.add_argument("--per-second", type=float, default=20.0)
+    parser.add_argument("--top", type=int, default=30)
+    args = parser.parse_args(argv)
+    result: dict[str, Any]
+    if args.mode == "memory":
+        result = memory(args.base, args.commands)
+    else:
+        limited = args.mode == "throughput"
+        one = build(
+            args.client, args.base, limited=limited, burst=args.burst, per_second=args.per_second
+        )
+        if args.mode == "overhead":
+            result = overhead(one, args.batches, args.warmup)
+        elif args.mode == "throughput":
+            result = throughput(one, args.commands)
+        else:
+            result = profile(one, args.batches, args.top)
+    result["versions"] = versions(args.client)
+    print("BENCH-RESULT " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

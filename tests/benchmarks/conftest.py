@@ -1,0 +1,3 @@
+"""Keep pytest out of this folder: the benchmarks run as ``python -m tests.benchmarks``."""
+
+collect_ignore_glob = ["*"]

@@ -1,0 +1,326 @@
+"""The benchmark portal: a fast loopback HTTP server for REST 3.0 and classic ``batch`` calls.
+
+Run on its own (``python tests/benchmarks/server.py``), in its own process, so the client being
+measured shares no GIL with it. It prints ``PORT <n>`` once it listens. Stdlib only: peers'
+virtual environments never import it. It answers from pre-encoded bytes, writes each response
+in one ``send`` and sets TCP_NODELAY, so no client waits on Nagle or delayed ACKs. It does not
+execute anything: every command answers the same page of task items.
+
+Routes (``SECRET`` below is :data:`SECRET`, user 1):
+
+- ``POST /rest/api/1/SECRET/batch``: REST 3.0, a bare JSON array of ``{method, query, ...}``
+  rows (or an object keyed "0".."n-1"); answers ``{"result": [entry, ...], "time": {...}}``.
+- ``POST /rest/1/SECRET/batch`` (``.json`` optional): classic, JSON ``{"halt", "cmd": {key:
+  "method?query"}}`` or the same form-encoded; answers ``{"result": {"result": {key: entry},
+  "result_error": [], "result_total", "result_next", "result_time"}, "time": {...}}``.
+- ``POST /_bench/reset`` with ``{"burst": int | null, "per_second": float}``: zero the counters
+  and install (or remove) the leaky bucket; ``GET /_bench/stats``: the counters.
+
+With a bucket installed, a batch that finds the counter at ``burst`` or above is refused with
+503 ``QUERY_LIMIT_EXCEEDED``; an admitted one raises it by one; it drains at ``per_second``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import sys
+import time
+from typing import Any, Final
+from urllib.parse import parse_qsl
+
+SECRET: Final = "benchSecret42"
+USER_ID: Final = 1
+FIELDS_PER_TASK: Final = 15
+
+_REST3_PATH: Final = f"/rest/api/{USER_ID}/{SECRET}/batch"
+_CLASSIC_PATHS: Final = frozenset(
+    {f"/rest/{USER_ID}/{SECRET}/batch", f"/rest/{USER_ID}/{SECRET}/batch.json"}
+)
+_MAX_COMMANDS: Final = 50
+_REASONS: Final = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    411: "Length Required",
+    503: "Service Unavailable",
+}
+
+
+def task_item(task_id: int) -> dict[str, Any]:
+    """One REST 3.0 task as ``tasks.task.list`` returns it: 15 fields, camelCase keys."""
+    return {
+        "id": task_id,
+        "title": f"Prepare the quarterly report for department {task_id % 17}",
+        "description": "Collect the figures from every branch, check them against the ledger "
+        "and send the summary to the board before the meeting.",
+        "creatorId": 1,
+        "responsibleId": 10 + task_id % 7,
+        "groupId": 3 if task_id % 2 else None,
+        "status": "pending",
+        "priority": "average",
+        "deadline": "2026-09-30T18:00:00+03:00",
+        "created": "2026-08-20T11:52:22+03:00",
+        "changed": "2026-08-21T09:15:03+03:00",
+        "closed": None,
+        "stageId": 0,
+        "timeEstimate": 3600,
+        "allowChangeDeadline": True,
+    }
+
+
+def _dumps(value: object) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+class Bucket:
+    """The portal's request counter: +1 per admitted request, draining at ``per_second``."""
+
+    def __init__(self, burst: int, per_second: float) -> None:
+        self.burst = burst
+        self.per_second = per_second
+        self._level = 0.0
+        self._updated = time.monotonic()
+
+    def admit(self) -> bool:
+        """Count one request in, or refuse it (the counter is at ``burst`` or above)."""
+        now = time.monotonic()
+        level = max(0.0, self._level - (now - self._updated) * self.per_second)
+        self._updated = now
+        if level >= self.burst:
+            self._level = level
+            return False
+        self._level = level + 1.0
+        return True
+
+
+class Portal:
+    """Routing, the counters and the pre-encoded answers; one instance per server."""
+
+    def __init__(self, items_per_command: int) -> None:
+        items = [task_item(n + 1) for n in range(items_per_command)]
+        self._rest3_entry = _dumps({"items": items})
+        self._classic_entry = _dumps({"tasks": items})
+        self._classic_total = str(items_per_command).encode()
+        self._rest3_results: dict[int, bytes] = {}
+        self._classic_results: dict[tuple[str, ...], tuple[bytes, bytes, bytes]] = {}
+        self.bucket: Bucket | None = None
+        self.requests = self.refused = self.commands = 0
+
+    def handle(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes]:
+        """Answer one request: ``(status, JSON body)``."""
+        path = target.split("?", 1)[0]
+        if path == _REST3_PATH and method == "POST":
+            return self._rest3(body)
+        if path in _CLASSIC_PATHS and method == "POST":
+            return self._classic(body, headers.get("content-type", ""))
+        if path == "/_bench/reset" and method == "POST":
+            settings = json.loads(body or b"{}")
+            burst = settings.get("burst")
+            self.bucket = (
+                None if burst is None else Bucket(int(burst), float(settings["per_second"]))
+            )
+            self.requests = self.refused = self.commands = 0
+            return 200, b'{"ok":true}'
+        if path == "/_bench/stats":
+            return 200, _dumps(
+                {"requests": self.requests, "refused": self.refused, "commands": self.commands}
+            )
+        if path.startswith("/rest/"):
+            return 401, b'{"error":"NO_AUTH_FOUND","error_description":"Wrong authorization data"}'
+        return 404, b'{"error":"NOT_FOUND","error_description":"No such route"}'
+
+    def _limited(self) -> bool:
+        if self.bucket is not None and not self.bucket.admit():
+            self.refused += 1
+            return True
+        self.requests += 1
+        return False
+
+    def _rest3(self, body: bytes) -> tuple[int, bytes]:
+        try:
+            rows = json.loads(body)
+        except ValueError:
+            return 400, _error3("BITRIX_REST_V3_EXCEPTION_INVALIDJSONEXCEPTION", "Invalid JSON")
+        if isinstance(rows, dict) and list(rows) == [str(i) for i in range(len(rows))]:
+            rows = list(rows.values())
+        if (
+            not isinstance(rows, list)
+            or not 0 < len(rows) <= _MAX_COMMANDS
+            or not all(
+                isinstance(r, dict)
+                and isinstance(r.get("method"), str)
+                and isinstance(r.get("query"), dict)
+                for r in rows
+            )
+        ):
+            return 400, _error3(
+                "BITRIX_REST_V3_EXCEPTION_INVALIDSELECTEXCEPTION", "Malformed batch"
+            )
+        if self._limited():
+            return 503, _QUERY_LIMIT
+        count = len(rows)
+        self.commands += count
+        results = self._rest3_results.get(count)
+        if results is None:
+            results = self._rest3_results[count] = b",".join([self._rest3_entry] * count)
+        return 200, b'{"result":[' + results + b'],"time":' + _time_block() + b"}"
+
+    def _classic(self, body: bytes, content_type: str) -> tuple[int, bytes]:
+        keys: list[str]
+        if "json" in content_type:
+            try:
+                payload = json.loads(body)
+            except ValueError:
+                return 400, b'{"error":"INVALID_REQUEST","error_description":"Invalid JSON"}'
+            cmd = payload.get("cmd") if isinstance(payload, dict) else None
+            keys = [str(k) for k in cmd] if isinstance(cmd, dict) else []
+        else:
+            keys = [
+                k[4:-1]
+                for k, _ in parse_qsl(body.decode("utf-8"))
+                if k.startswith("cmd[") and k.endswith("]")
+            ]
+        if not 0 < len(keys) <= _MAX_COMMANDS:
+            return 400, b'{"error":"INVALID_REQUEST","error_description":"No or too many commands"}'
+        if self._limited():
+            return 503, _QUERY_LIMIT
+        self.commands += len(keys)
+        key_tuple = tuple(keys)
+        parts = self._classic_results.get(key_tuple)
+        if parts is None:
+            names = [_dumps(k) for k in keys]
+            timing = _dumps(
+                {
+                    "start": 1787219542.0,
+                    "finish": 1787219542.01,
+                    "duration": 0.01,
+                    "processing": 0.01,
+                    "date_start": "2026-08-20T11:52:22+03:00",
+                    "date_finish": "2026-08-20T11:52:22+03:00",
+                    "operating": 0,
+                }
+            )
+            parts = (
+                b",".join(n + b":" + self._classic_entry for n in names),
+                b",".join(n + b":" + self._classic_total for n in names),
+                b",".join(n + b":" + timing for n in names),
+            )
+            if len(self._classic_results) < 64:
+                self._classic_results[key_tuple] = parts
+        result, totals, times = parts
+        return 200, (
+            b'{"result":{"result":{'
+            + result
+            + b'},"result_error":[],"result_total":{'
+            + totals
+            + b'},"result_next":[],"result_time":{'
+            + times
+            + b'}},"time":'
+            + _time_block()
+            + b"}"
+        )
+
+
+_QUERY_LIMIT: Final = b'{"error":"QUERY_LIMIT_EXCEEDED","error_description":"Too many requests"}'
+
+
+def _error3(code: str, message: str) -> bytes:
+    return _dumps({"error": {"code": code, "message": message}})
+
+
+def _time_block() -> bytes:
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now))
+    return (
+        b'{"start":%.6f,"finish":%.6f,"duration":0.000100,"processing":0.0001,"date_start":"%s",'
+        b'"date_finish":"%s","operating_reset_at":%d,"operating":0.0001}'
+        % (now, now + 0.0001, stamp.encode(), stamp.encode(), int(now) + 600)
+    )
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection: parse, answer in one write, repeat."""
+
+    def __init__(self, portal: Portal) -> None:
+        self._portal = portal
+        self._buffer = bytearray()
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while self._transport is not None:
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            lines = bytes(self._buffer[:end]).decode("latin-1").split("\r\n")
+            method, target, version = [*lines[0].split(" ", 2), "", ""][:3]
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            if "chunked" in headers.get("transfer-encoding", "").lower():
+                self._reply(411, b'{"error":"LENGTH_REQUIRED"}', close=True)
+                return
+            size = int(headers.get("content-length") or 0)
+            if len(self._buffer) < end + 4 + size:
+                return
+            body = bytes(self._buffer[end + 4 : end + 4 + size])
+            del self._buffer[: end + 4 + size]
+            status, payload = self._portal.handle(method, target, headers, body)
+            close = headers.get("connection", "").lower() == "close" or version == "HTTP/1.0"
+            self._reply(status, payload, close=close)
+
+    def _reply(self, status: int, payload: bytes, *, close: bool) -> None:
+        transport = self._transport
+        assert transport is not None
+        head = (
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+            f"Content-Type: application/json; charset=utf-8\r\nContent-Length: {len(payload)}\r\n"
+            f"{'Connection: close' if close else 'Connection: keep-alive'}\r\n\r\n"
+        ).encode("latin-1")
+        transport.write(head + payload)  # one buffer, one send
+        if close:
+            transport.close()
+            self._transport = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+
+
+async def serve(port: int, items_per_command: int) -> None:
+    """Listen on 127.0.0.1:``port`` (0: any free port), print ``PORT <n>``, serve forever."""
+    portal = Portal(items_per_command)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _Connection(portal), "127.0.0.1", port, backlog=128)
+    print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python tests/benchmarks/server.py [--port N] [--items N]``; stops on SIGTERM/SIGINT."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--items", type=int, default=1, help="task items per command's answer")
+    args = parser.parse_args(argv)
+    try:
+        asyncio.run(serve(args.port, args.items))
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The benchmark harness runs end to end and writes its tables (it asserts no timing)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "benchmarks.md"
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
+    """One ``--smoke`` run (b24batch and the floor, a handful of batches, no peers)."""
+    where = tmp_path_factory.mktemp("bench")
+    out, raw = where / "results.md", where / "raw.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.benchmarks",
+            "--smoke",
+            "--out",
+            str(out),
+            "--json",
+            str(raw),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return out.read_text(encoding="utf-8"), json.loads(raw.read_text(encoding="utf-8"))
+
+
+def test_overhead_table_has_the_floor_and_b24batch(smoke: tuple[str, dict[str, Any]]) -> None:
+    """The overhead table has a row for the floor, the reference and both b24batch forms."""
+    table, _ = smoke
+    assert "| client | route | µs per batch | spread | IQR | × floor |" in table
+    for label in (
+        "| floor: `requests.Session().post(json=…)` + `.json()` | REST 3.0 |",
+        "| reference: the floor with `session.trust_env = False` | REST 3.0 |",
+        "| b24batch `BatchV3.make` (plain data) | REST 3.0 |",
+        "| b24batch `make(result_type=…)` (attrs via cattrs) | REST 3.0 |",
+    ):
+        assert label in table
+
+
+def test_every_timed_batch_is_recorded(smoke: tuple[str, dict[str, Any]]) -> None:
+    """Each client's raw samples hold one positive duration per timed batch (5 in a smoke run)."""
+    _, raw = smoke
+    overhead = raw["overhead"]
+    assert set(overhead["medians"]) == {"requests", "requests-no-env", "b24batch", "b24batch-typed"}
+    assert all(len(rounds) == 1 for rounds in overhead["medians"].values())
+    assert overhead["versions"]["b24batch"]["b24batch"] != "?"
+
+
+def test_throughput_and_memory_sections_are_written(smoke: tuple[str, dict[str, Any]]) -> None:
+    """The smoke run also goes through the limiter and the chunked iterator."""
+    table, raw = smoke
+    assert "| b24batch | `RateLimit(burst, per_second)` |" in table
+    (run,) = raw["throughput"]["runs"]["b24batch"]
+    assert run["batches"] == 6
+    assert run["requests"] == 6  # every batch admitted once by the server's bucket, in the end
+    assert "### Memory" in table
+    assert "| 300 |" in table or "Not measured" in table
+
+
+def test_peers_are_listed_not_run_in_a_smoke_run(smoke: tuple[str, dict[str, Any]]) -> None:
+    """Without peers the table still says which peers exist and why they were not measured."""
+    table, _ = smoke
+    assert "| fast_bitrix24 | 1.8.14 | not run (--smoke) |" in table
+    assert "| b24pysdk | 1.3.2 | hard-codes https://" in table
+
+
+def test_the_doc_names_the_command_and_holds_a_results_section() -> None:
+    """docs/benchmarks.md says how to regenerate it and has the section the harness rewrites."""
+    text = DOC.read_text(encoding="utf-8")
+    assert "python -m tests.benchmarks" in text
+    begin, end = text.index("<!-- results:begin -->"), text.index("<!-- results:end -->")
+    assert "### Overhead" in text[begin:end]
