@@ -174,6 +174,7 @@ def execute(
     """
     envelope, attempts, waited = _send(client, commands, body, request_id, idempotency_key)
     if envelope.error is not None:
+        envelope.error.attempts = attempts
         return BatchResult(
             data={} if commands.named else [],
             errors=(envelope.error,),
@@ -229,7 +230,11 @@ def _send(
             if error is None or not _raised(error.status):
                 return envelope, sends, waited
             failure = error
-        if isinstance(failure, AuthError) and not renewed and client.renew(failure, version):
+        if (
+            isinstance(failure, AuthError)
+            and not renewed
+            and _renew(client, failure, version, sends)
+        ):
             renewed = True
             budgeted -= 1  # the re-send after a renewal is outside the retry budget
             continue
@@ -250,6 +255,14 @@ def _send(
         waited += delay
 
 
+def _renew(client: _Client, error: AuthError, version: int, sends: int) -> bool:
+    try:
+        return client.renew(error, version)
+    except B24Error as failure:
+        failure.attempts = sends
+        raise
+
+
 def _retry_delay(
     client: _Client, error: B24Error, repeatable: bool, attempts: int, waited: float
 ) -> float | None:
@@ -257,16 +270,15 @@ def _retry_delay(
     policy = client.retry
     kind = retry_kind(error)
     if isinstance(error, OperatingLimitError):
-        error.retry_at, delay = client.limiter.operating_retry()
-    elif isinstance(error, AjaxError) and error.retry_after is not None:
-        delay = error.retry_after
-    else:
-        delay = client.backoff(attempts)
+        error.retry_at, delay = client.limiter.operating_retry()  # said even when giving up
     if kind is None or (kind is RetryKind.AMBIGUOUS and not repeatable):
         return None
-    if attempts >= policy.max_attempts or waited + delay > policy.max_wait:
+    if attempts >= policy.max_attempts:
         return None
-    return delay
+    if not isinstance(error, OperatingLimitError):  # that one waits for the reset, above
+        retry_after = error.retry_after if isinstance(error, AjaxError) else None
+        delay = client.backoff(attempts) if retry_after is None else retry_after
+    return None if waited + delay > policy.max_wait else delay
 
 
 def _read_only(commands: Commands) -> bool:
@@ -295,49 +307,55 @@ def _succeeded(
     waited: float,
     positions: range | None,
 ) -> BatchResult[Any]:
-    entries = envelope.result
-    assert entries is not None  # decode_response sets result when error is None
-    typed = result_type is not None or any(c.result_type is not None for c in commands.items)
-    if typed:
-        entries = [
+    raw = envelope.result
+    assert raw is not None  # decode_response sets result when error is None
+
+    def build(entries: list[Any], as_ajax: bool) -> BatchResult[Any]:
+        values: list[Any] = entries
+        if as_ajax:
+            values = [
+                AjaxResult(
+                    key=key,
+                    method=command.method,
+                    params=command.params or {},
+                    result=entry,
+                    time=envelope.time,
+                    status=envelope.status,
+                )
+                for entry, command, key in zip(entries, commands.items, commands.keys, strict=True)
+            ]
+        data = dict(zip(map(str, commands.keys), values, strict=True)) if commands.named else values
+        return BatchResult(
+            data=data,
+            time=envelope.time,
+            request_id=request_id,
+            status=envelope.status,
+            attempts=attempts,
+            waited=waited,
+            replayed=envelope.replayed,
+            positions=positions,
+            keys=commands.keys,
+            methods=tuple(command.method for command in commands.items),
+        )
+
+    if result_type is None and all(c.result_type is None for c in commands.items):
+        return build(raw, return_ajax_result)
+    try:
+        typed = [
             _typed(
                 entry, command.result_type or result_type, position, key, command.method, request_id
             )
             for position, (entry, command, key) in enumerate(
-                zip(entries, commands.items, commands.keys, strict=True)
+                zip(raw, commands.items, commands.keys, strict=True)
             )
         ]
-    values: list[Any]
-    if return_ajax_result:
-        values = [
-            AjaxResult(
-                key=key,
-                method=command.method,
-                params=command.params or {},
-                result=entry,
-                time=envelope.time,
-                status=envelope.status,
-            )
-            for entry, command, key in zip(entries, commands.items, commands.keys, strict=True)
-        ]
-    else:
-        values = entries
-    data: list[Any] | dict[str, Any]
-    data = (
-        dict(zip(map(str, commands.keys), values, strict=True)) if commands.named else list(values)
-    )
-    return BatchResult(
-        data=data,
-        time=envelope.time,
-        request_id=request_id,
-        status=envelope.status,
-        attempts=attempts,
-        waited=waited,
-        replayed=envelope.replayed,
-        positions=positions,
-        keys=commands.keys,
-        methods=tuple(command.method for command in commands.items),
-    )
+    except DecodeError as error:
+        # The batch ran: keep what it returned, untyped, rather than lose it with the error.
+        error.message += "; the batch was executed: its untyped results are on error.result"
+        error.result = build(list(raw), as_ajax=False)
+        error.attempts = attempts
+        raise
+    return build(typed, return_ajax_result)
 
 
 def _typed(entry: Any, type_: Any, position: int, key: object, method: str, request_id: str) -> Any:

@@ -8,8 +8,8 @@ retry policy) and merges the answers. Never sleeps on its own, never drops what 
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ from b24batch.commands import (
     command_alias,
     reference_target,
     references,
+    refuse_js_object,
 )
 from b24batch.errors import B24Error, SdkError, SdkTypeError
 from b24batch.results import BatchResult, ChunkedResult, ChunkError, Key
@@ -164,8 +165,8 @@ class BatchByChunkV3:
         try:
             for chunk in _plan(pairs, named=named, settings=settings):
                 result = _send(self._client, chunk, settings)
-                report(len(chunk.commands))
                 yield result
+                report(len(chunk.commands))
                 if result.errors and settings.halt_on_error:
                     return
         finally:
@@ -202,8 +203,6 @@ class _Settings:
                     f"{name} is {len(value)} characters; chunked calls append '.<chunk>', so "
                     f"keep it to {255 - _SUFFIX_ROOM}"
                 )
-        if idempotency_key is True:
-            key = uuid.uuid4().hex
         return cls(
             chunk_size=chunk_size,
             halt_on_error=bool(halt_on_error),
@@ -223,26 +222,41 @@ def _run(
     """Send the planned chunks in order and merge what they return (``make``'s loop)."""
     done: list[BatchResult[Any]] = []
     errors: list[ChunkError] = []
+
+    def so_far(unsent: tuple[Key, ...]) -> ChunkedResult:
+        return ChunkedResult(
+            data=data, errors=tuple(errors), chunks=tuple(done), not_executed=unsent
+        )
+
     for chunk in plan:
-        unsent = (key for later in plan[chunk.index + 1 :] for key in later.commands.keys)
+        unsent = tuple(key for later in plan[chunk.index + 1 :] for key in later.commands.keys)
         try:
             result = _send(client, chunk, settings)
         except B24Error as error:
             errors.append(ChunkError(chunk.index, chunk.commands.keys, error))
-            error.partial = ChunkedResult(
-                data=data, errors=tuple(errors), chunks=tuple(done), not_executed=tuple(unsent)
-            )
+            error.partial = so_far(unsent)
+            raise
+        except BaseException as error:  # from the caller's own on_token callback, say
+            _attach(error, so_far(unsent))
             raise
         done.append(result)
         _merge(data, result)
-        report(len(chunk.commands))
         if result.errors:
             errors.append(ChunkError(chunk.index, chunk.commands.keys, result.errors[0]))
-            if settings.halt_on_error:
-                return ChunkedResult(
-                    data=data, errors=tuple(errors), chunks=tuple(done), not_executed=tuple(unsent)
-                )
-    return ChunkedResult(data=data, errors=tuple(errors), chunks=tuple(done))
+        try:
+            report(len(chunk.commands))
+        except BaseException as error:  # the caller's progress callback
+            _attach(error, so_far(unsent))
+            raise
+        if result.errors and settings.halt_on_error:
+            return so_far(unsent)
+    return so_far(())
+
+
+def _attach(error: BaseException, partial: ChunkedResult) -> None:
+    """Put what was fetched on a foreign exception too, where it can hold an attribute."""
+    with contextlib.suppress(AttributeError):
+        error.partial = partial  # type: ignore[attr-defined]
 
 
 def _send(client: _Client, chunk: _Chunk, settings: _Settings) -> BatchResult[Any]:
@@ -262,6 +276,7 @@ def _send(client: _Client, chunk: _Chunk, settings: _Settings) -> BatchResult[An
 def _pairs(calls: object) -> tuple[bool, Iterator[tuple[Key, object]]]:
     """``(named, (key, row) pairs)`` for a dict of named rows or an iterable of rows."""
     if isinstance(calls, Mapping):
+        refuse_js_object(calls)
         return True, iter(calls.items())
     if isinstance(calls, str | bytes) or not isinstance(calls, Iterable):
         raise SdkTypeError(

@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,7 +31,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from b24batch._version import __version__
-from b24batch.errors import AuthError, SdkError, SdkTypeError, TransportError
+from b24batch.errors import AuthError, RateLimitError, SdkError, SdkTypeError, TransportError
 from b24batch.limits import LeakyBucket, Limiter, LimitState, OperatingMeter, RateLimit
 from b24batch.limits import shared_bucket as _shared_bucket
 from b24batch.redaction import install_log_filter, redact
@@ -235,6 +236,8 @@ class _Client:
             redact=self.redact,
         )
         self.limiter.meter.record(envelope.time)
+        if isinstance(envelope.error, RateLimitError) and self.limiter.bucket is not None:
+            self.limiter.bucket.saturate()
         return envelope
 
     def close(self) -> None:
@@ -276,8 +279,12 @@ class _Client:
         elif isinstance(exc, requests.ReadTimeout):
             read = self._timeout[1] if isinstance(self._timeout, tuple) else self._timeout
             message = f"{where} sent no answer within {read} s; the batch may have been executed"
+        elif isinstance(exc, requests.exceptions.SSLError) and _certificate_failure(exc):
+            message = f"the certificate of {where} was refused; the batch was not sent"
+            unknown = False
         elif isinstance(exc, requests.exceptions.SSLError):
-            message, unknown = f"TLS with {where} failed; the batch was not sent", False
+            # urllib3 also wraps TLS errors met while reading the answer, after the body went.
+            message = f"TLS with {where} failed; the batch may have been executed"
         elif isinstance(exc, requests.ConnectionError) and isinstance(
             reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.NameResolutionError
         ):
@@ -475,10 +482,11 @@ class B24OAuth(_Client):
                 self._old_tokens = (*self._old_tokens[-3:], self._token)
                 self._token = token
                 self._version += 1
+                if self._on_token is not None:
+                    # Under the lock, so tokens reach the application in the order issued.
+                    self._on_token(token)
         if failure is not None:
             raise failure  # outside the except block: the refresh error may name the token
-        if self._on_token is not None:
-            self._on_token(token)
         log.info("access token refreshed after %s", error.code)
         return True
 
@@ -565,6 +573,23 @@ def _policy(rate_limit: RateLimitArg) -> RateLimit | None:
     if isinstance(rate_limit, RateLimit):
         return rate_limit
     return RateLimit() if isinstance(rate_limit, _SharedDefault) else None
+
+
+def _certificate_failure(exc: BaseException) -> bool:
+    """Whether a TLS error is a refused certificate, which happens before anything is sent."""
+    seen: list[BaseException] = []
+    pending: list[object] = [exc]
+    while pending and len(seen) < 20:
+        item = pending.pop()
+        if not isinstance(item, BaseException) or any(item is s for s in seen):
+            continue
+        if isinstance(item, ssl.SSLCertVerificationError | ssl.CertificateError):
+            return True
+        seen.append(item)
+        pending.extend(
+            [*item.args, getattr(item, "reason", None), item.__cause__, item.__context__]
+        )
+    return False
 
 
 def _redacted_copy(exc: requests.RequestException, text: str) -> BaseException:

@@ -28,6 +28,7 @@ __all__ = [
     "ref",
     "ref_array",
     "references",
+    "refuse_js_object",
 ]
 
 MAX_COMMANDS = 50
@@ -132,12 +133,7 @@ def normalize(calls: object, *, limit: int = MAX_COMMANDS) -> Commands:
         (0,)
     """
     if isinstance(calls, Mapping):
-        if "calls" in calls and ("options" in calls or len(calls) == 1):
-            raise SdkTypeError(
-                "calls looks like the JS SDK's {calls, options} object: pass the commands as "
-                "the first argument and the options as keyword arguments, "
-                "make(calls, halt_on_error=..., request_id=...)"
-            )
+        refuse_js_object(calls)
         named = True
         pairs: list[tuple[Key, object]] = []
         for name, row in calls.items():
@@ -187,6 +183,21 @@ def normalize(calls: object, *, limit: int = MAX_COMMANDS) -> Commands:
         aliases=tuple(aliases),
         named=named,
     )
+
+
+def refuse_js_object(calls: Mapping[Any, Any]) -> None:
+    """Refuse the JS SDK's ``{calls, options}`` object passed as ``calls`` (JS SDK mistake 5:
+    options in the wrong place were ignored); a command may still be *named* "calls".
+
+    Raises:
+        SdkTypeError: ``calls`` has both a ``calls`` and an ``options`` key.
+    """
+    if "calls" in calls and "options" in calls:
+        raise SdkTypeError(
+            "calls looks like the JS SDK's {calls, options} object: pass the commands as "
+            "the first argument and the options as keyword arguments, "
+            "make(calls, halt_on_error=..., request_id=...)"
+        )
 
 
 def command_alias(
@@ -358,6 +369,7 @@ def _plain(row: object) -> bool:
     return (
         type(method) is str
         and type(params) is dict
+        and method.isascii()
         and method.strip() == method != ""
         and method.lower() != "batch"
     )
@@ -403,6 +415,10 @@ def _checked(command: Command, where: str) -> Command:
         raise SdkTypeError(f"{where} has a method of type {type(method).__name__}; use a str")
     if not method.strip():
         raise SdkError(f"{where} has an empty method name")
+    if method != method.strip():
+        raise SdkError(f"{where} has the method {method!r}, with spaces around it; remove them")
+    if not _utf8(method):
+        raise SdkError(f"{where} has a method that is not valid text (a lone surrogate)")
     if method.strip().lower() == "batch":
         raise SdkError(f"{where} calls 'batch'; a batch cannot contain another batch")
     params = command.params
@@ -444,8 +460,18 @@ def _check_alias(alias: str, where: str, *, from_name: bool) -> None:
 _SCALARS = (str, int, bool, type(None))
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _find_unencodable(value: object, path: str, active: set[int]) -> tuple[str, str, bool] | None:
     """Return (path, message, is_type_error) for the first value JSON cannot carry."""
+    if isinstance(value, str) and not _utf8(value):
+        return path, "is text with a lone surrogate, which UTF-8 cannot carry", False
     if isinstance(value, _SCALARS):
         return None
     if isinstance(value, float):

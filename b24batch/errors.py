@@ -19,10 +19,10 @@ Messages never contain a webhook secret or token: the code that raises them reda
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from b24batch.results import ChunkedResult, FieldError
+    from b24batch.results import BatchResult, ChunkedResult, FieldError
 
 __all__ = [
     "AjaxError",
@@ -209,7 +209,13 @@ class DecodeError(B24Error):
     ``result`` nor ``error``, a ``result`` with a missing entry, and a result that does not fit
     the ``result_type`` asked for.
 
+    Attributes:
+        result: When the batch ran but a result did not fit ``result_type``, the whole answer
+            as a ``BatchResult`` of untyped JSON, so nothing the portal returned is lost.
+
     Example:
         >>> str(DecodeError("the portal answered HTTP 502 with an HTML page"))
         'the portal answered HTTP 502 with an HTML page'
     """
+
+    result: BatchResult[Any] | None = None

@@ -9,12 +9,12 @@ themselves: the caller sleeps outside their locks.
 from __future__ import annotations
 
 import threading
-import weakref
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 
+from b24batch.errors import SdkError
 from b24batch.results import Time
 
 __all__ = [
@@ -31,7 +31,7 @@ __all__ = [
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"{attribute.name}={value!r}: pass a number > 0")
+        raise SdkError(f"{attribute.name}={value!r}: pass a number > 0")
 
 
 def _optional_positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -64,10 +64,10 @@ class RateLimit:
 
     def __attrs_post_init__(self) -> None:
         if isinstance(self.burst, bool) or not isinstance(self.burst, int):
-            raise ValueError(f"burst={self.burst!r}: pass a whole number of requests >= 1")
+            raise SdkError(f"burst={self.burst!r}: pass a whole number of requests >= 1")
         limit = self.operating_limit
         if limit is not None and not 0 <= self.operating_margin < limit:
-            raise ValueError(
+            raise SdkError(
                 f"operating_margin={self.operating_margin!r}: pass seconds from 0 to below "
                 f"operating_limit={limit}"
             )
@@ -121,6 +121,14 @@ class LeakyBucket:
             level = max(0.0, self._level - (now - self._updated) * rate) + 1.0
             self._level, self._updated = level, now
         return max(0.0, (level - burst) / rate)
+
+    def saturate(self) -> None:
+        """The portal said 503 ``QUERY_LIMIT_EXCEEDED``: take its counter as full, so the
+        next request waits for it to drain."""
+        with self._lock:
+            now = self._clock()
+            level = max(0.0, self._level - (now - self._updated) * self.limit.per_second)
+            self._level, self._updated = max(level, float(self.limit.burst)), now
 
     def available(self) -> float:
         """Requests that could be sent right now without waiting."""
@@ -180,16 +188,15 @@ class OperatingMeter:
 
 
 _shared_lock = threading.Lock()
-_shared: weakref.WeakValueDictionary[tuple[str, Callable[[], float]], LeakyBucket] = (
-    weakref.WeakValueDictionary()
-)
+_shared: dict[tuple[str, Callable[[], float]], LeakyBucket] = {}
 
 
 def shared_bucket(origin: str, clock: Callable[[], float]) -> LeakyBucket:
     """The one default-limit bucket for ``origin`` in this process, made on first use.
 
     The portal counts requests per portal and source IP, so every client of one portal in a
-    process must draw from one counter. The bucket lives as long as a client holds it.
+    process must draw from one counter. The bucket outlives its clients, as the portal's
+    counter does: a new client made right after another must not start with a full burst.
     """
     key = (origin, clock)
     with _shared_lock:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import attrs
 
-from b24batch.errors import B24Error, OperatingLimitError, RateLimitError
+from b24batch.errors import B24Error, OperatingLimitError, RateLimitError, SdkError
 
 __all__ = [
     "READ_ONLY_METHODS",
@@ -29,7 +29,7 @@ READ_ONLY_VERBS = frozenset({"get", "list", "tail", "count", "search", "fields",
 ``tasks.task.get``, ``crm.item.list``, ``crm.deal.fields``. Any other method is a write."""
 
 READ_ONLY_METHODS = frozenset(
-    {"user.current", "profile", "server.time", "app.info", "scope", "methods", "feature.get"}
+    {"user.current", "profile", "server.time", "app.info", "scope", "methods"}
 )
 """Read-only methods whose names the verb rule does not catch."""
 
@@ -47,12 +47,12 @@ def is_read_only(method: str) -> bool:
 
 def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise ValueError(f"{attribute.name}={value!r}: pass a number of seconds >= 0")
+        raise SdkError(f"{attribute.name}={value!r}: pass a number of seconds >= 0")
 
 
 def _attempts(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"max_attempts={value!r}: pass a whole number >= 1 (1 means no retry)")
+        raise SdkError(f"max_attempts={value!r}: pass a whole number >= 1 (1 means no retry)")
 
 
 @attrs.frozen(kw_only=True)
@@ -87,7 +87,7 @@ class RetryPolicy:
 
     def __attrs_post_init__(self) -> None:
         if self.base_delay > self.max_delay:
-            raise ValueError(
+            raise SdkError(
                 f"base_delay={self.base_delay} is above max_delay={self.max_delay}: "
                 f"raise max_delay or lower base_delay"
             )

@@ -126,11 +126,14 @@ def decode_response(
             request_id=request_id,
             outcome_unknown=unknown,
         ) from None
+    unknown = _may_have_run(status)
+    may_have_run = "; the batch may have been executed" if unknown else ""
     if not isinstance(payload, dict):
         raise DecodeError(
             f"the portal answered HTTP {status} with JSON {type(payload).__name__}, "
-            f"not an object with 'result' or 'error'",
+            f"not an object with 'result' or 'error'{may_have_run}",
             request_id=request_id,
+            outcome_unknown=unknown,
         )
     time = Time.from_json(payload.get("time"))
     if payload.get("error"):
@@ -138,12 +141,18 @@ def decode_response(
         error.retry_after = _retry_after(headers.get("Retry-After"))
         return Envelope(status=status, result=None, time=time, error=error)
     if "result" not in payload or not 200 <= status < 300:
+        keys = ", ".join(sorted(map(str, payload))[:8]) or "none"
         raise DecodeError(
             f"the portal answered HTTP {status} with JSON that has neither 'result' nor 'error' "
-            f"(keys: {', '.join(sorted(map(str, payload))[:8]) or 'none'})",
+            f"(keys: {keys}){may_have_run}",
             request_id=request_id,
+            outcome_unknown=unknown,
         )
-    result = _positional(payload["result"], keys, request_id)
+    try:
+        result = _positional(payload["result"], keys, request_id)
+    except DecodeError as error:
+        error.message += "; the batch was executed, but its answer does not match the commands"
+        raise
     replayed = headers.get("Idempotent-Replayed", "").strip().lower() == "true"
     return Envelope(status=status, result=result, time=time, replayed=replayed)
 

@@ -183,7 +183,12 @@ def test_type_mismatch_raises_decode_error_with_path(portal: FakePortal, client:
     message = str(info.value)
     assert "command 'bad' (custom.badtask)" in message
     assert "$.result[1].item.id" in message
+    assert "the batch was executed" in message
     assert info.value.request_id == "r-9"
+    kept = info.value.result  # nothing the portal returned is lost
+    assert kept is not None
+    assert kept.data["bad"] == {"item": {"id": "nope", "title": "x", "responsibleId": 1}}
+    assert kept.data["ok"]["item"]["id"] == 1
 
 
 def test_return_ajax_result_gives_ajax_results(portal: FakePortal, client: B24Hook) -> None:

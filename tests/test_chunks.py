@@ -397,3 +397,26 @@ def test_progress_true_without_tqdm_says_how_once(
         "progress=True needs tqdm: pip install 'b24batch[progress]' "
         "(running without a progress bar)"
     ]
+
+
+def test_js_style_object_is_refused_by_the_chunker_too(echo: FakePortal, client: B24Hook) -> None:
+    """{calls, options} is not a dict of named commands, chunked or not."""
+    with pytest.raises(SdkTypeError, match="JS SDK"):
+        BatchByChunkV3(client).make({"calls": _list_calls(3), "options": {}})
+
+
+def test_failing_progress_callback_keeps_what_was_fetched(
+    echo: FakePortal, client: B24Hook
+) -> None:
+    """An exception from the caller's callback still carries the chunks already fetched."""
+
+    def progress(done: int, total: int | None) -> None:
+        if done > 50:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as info:
+        BatchByChunkV3(client).make(_list_calls(120), progress=progress)
+    partial = info.value.partial  # type: ignore[attr-defined]
+    assert isinstance(partial, ChunkedResult)
+    assert len(partial.data) == 100
+    assert partial.not_executed == tuple(range(100, 120))

@@ -115,6 +115,8 @@ def test_more_than_fifty_stops_reading_a_generator() -> None:
         pytest.param([("  ",)], SdkError, "empty method", id="method-blank"),
         pytest.param([(5, {})], SdkTypeError, "method of type int", id="method-int"),
         pytest.param([("batch", {})], SdkError, "cannot contain another batch", id="nested"),
+        pytest.param([(" a.get", {})], SdkError, "with spaces around it", id="method-padded"),
+        pytest.param([("a.get\ud800", {})], SdkError, "lone surrogate", id="method-surrogate"),
         pytest.param([("a.get", [1])], SdkTypeError, "params of type list", id="params-list"),
         pytest.param([("a.get", "id=1")], SdkTypeError, "params of type str", id="params-str"),
         pytest.param([{"params": {}}], SdkError, "has no 'method'", id="dict-no-method"),
@@ -187,6 +189,9 @@ def _explain(params: dict[str, Any]) -> SdkError:
         pytest.param({"d": datetime.date(2026, 1, 2)}, "isoformat", True, id="date"),
         pytest.param({"d": decimal.Decimal("1.5")}, "str(value)", True, id="decimal"),
         pytest.param({"k": {(1, 2): 3}}, "key of type tuple", True, id="tuple-key"),
+        pytest.param(
+            {"t": ["ok", "a\ud800"]}, "params['t'][1] is text with a lone", False, id="surrogate"
+        ),
     ],
 )
 def test_unencodable_params_are_explained_with_path(
@@ -228,3 +233,8 @@ def test_fast_path_for_plain_tuples_agrees_with_the_full_checks(
             normalize(rows)
         return
     assert list(normalize(rows).items) == expected
+
+
+def test_a_command_may_be_named_calls() -> None:
+    """Only an object with both 'calls' and 'options' is taken for the JS SDK's argument."""
+    assert normalize({"calls": ("a.get",)}).keys == ("calls",)

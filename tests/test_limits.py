@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 
 import pytest
 
-from b24batch import RateLimit, Time
+from b24batch import RateLimit, SdkError, Time
 from b24batch.limits import (
     OPERATING_BASKET,
     OPERATING_FLOOR,
@@ -51,7 +52,7 @@ def test_rate_limit_defaults_and_enterprise() -> None:
 )
 def test_bad_rate_limits_fail_at_construction(options: dict[str, float]) -> None:
     """Impossible limits are refused when the policy is built."""
-    with pytest.raises(ValueError, match="pass"):
+    with pytest.raises(SdkError, match="pass"):
         RateLimit(**options)  # type: ignore[arg-type]
 
 
@@ -111,6 +112,29 @@ def test_bucket_is_thread_safe() -> None:
     for thread in threads:
         thread.join()
     assert sorted(round(w, 6) for w in waits) == [round(i / 10, 6) for i in range(400)]
+
+
+def test_saturated_bucket_waits_for_the_drain() -> None:
+    """After the portal's 503 the bucket counts as full: the next request waits."""
+    clock = Clock()
+    bucket = LeakyBucket(RateLimit(burst=10, per_second=4.0), clock)
+    assert bucket.reserve() == 0.0
+    bucket.saturate()
+    assert bucket.available() == 0.0
+    assert bucket.reserve() == pytest.approx(0.25)
+
+
+def test_shared_bucket_outlives_its_clients() -> None:
+    """A client made after another one was dropped still sees the same counter."""
+    clock = Clock()
+    first = shared_bucket("https://gone.example", clock)
+    first_id = id(first)
+    first.reserve()
+    del first
+    gc.collect()
+    again = shared_bucket("https://gone.example", clock)
+    assert id(again) == first_id
+    assert again.available() == pytest.approx(49.0)
 
 
 def test_shared_bucket_is_one_per_origin_and_clock() -> None:

@@ -346,6 +346,26 @@ def test_attempts_and_waited_are_reported(
     assert result.is_success
 
 
+def test_a_503_fills_the_client_bucket(portal: FakePortal, fake_time: FakeTime) -> None:
+    """After QUERY_LIMIT_EXCEEDED the client takes the portal's counter as full and lets it
+    drain before the repeat, on top of the backoff."""
+    limit = RateLimit(burst=5, per_second=2.0)
+    with _hook(portal.webhook_url, fake_time, rate_limit=limit) as hook:
+        portal.inject(Fault.rate_limited())
+        result = BatchV3(hook).make(READ)
+    assert result.attempts == 2
+    assert fake_time.sleeps == [0.25, 0.25]  # backoff, then what is left of one drain
+
+
+def test_returned_error_counts_its_attempts(portal: FakePortal, client: B24Hook) -> None:
+    """An error envelope returned after a retry says how many sends it took."""
+    portal.inject(Fault.rate_limited())
+    portal.inject(Fault.response(400, {"error": {"code": "BAD", "message": "no"}}))
+    result = BatchV3(client).make(READ)
+    assert result.attempts == 2
+    assert result.errors[0].attempts == 2
+
+
 def test_retry_after_is_honoured(portal: FakePortal, client: B24Hook, fake_time: FakeTime) -> None:
     """A 503 with Retry-After waits that long instead of the backoff."""
     portal.inject(Fault.response(503, QUERY_LIMIT, headers={"Retry-After": "7"}))

@@ -11,6 +11,7 @@ from b24batch import (
     OperatingLimitError,
     RateLimitError,
     RetryPolicy,
+    SdkError,
     TransportError,
 )
 from b24batch.retry import RetryKind, backoff, is_read_only, retry_kind
@@ -64,7 +65,7 @@ def test_policy_defaults() -> None:
 )
 def test_bad_policies_fail_at_construction(options: dict[str, float], fragment: str) -> None:
     """Contradictory or impossible settings are refused with a message saying what to do."""
-    with pytest.raises(ValueError, match=fragment):
+    with pytest.raises(SdkError, match=fragment):
         RetryPolicy(**options)  # type: ignore[arg-type]
 
 

@@ -263,3 +263,27 @@ def test_decode_round_trip(results: list[Any], keyed: bool) -> None:
     result: Any = {str(i): r for i, r in enumerate(results)} if keyed else results
     envelope = _decode({"result": result}, n=len(results))
     assert envelope.result == results
+
+
+@pytest.mark.parametrize(
+    ("status", "content", "unknown"),
+    [
+        pytest.param(502, b'{"message": "x"}', True, id="502-json"),
+        pytest.param(504, b"[1]", True, id="504-list"),
+        pytest.param(404, b'{"message": "x"}', False, id="404-json"),
+        pytest.param(503, b"<html>down</html>", False, id="503-html"),
+        pytest.param(200, b'{"result": [1', True, id="200-truncated"),
+    ],
+)
+def test_outcome_of_undecodable_answers(status: int, content: bytes, unknown: bool) -> None:
+    """A 2xx or 5xx (but 503) answer that cannot be read leaves open whether the batch ran."""
+    with pytest.raises(DecodeError) as info:
+        _decode(content, status=status)
+    assert info.value.outcome_unknown is unknown
+    assert ("may have been executed" in str(info.value)) is unknown
+
+
+def test_missing_entry_says_the_batch_ran() -> None:
+    """A 200 whose result does not match the commands says the batch was executed."""
+    with pytest.raises(DecodeError, match="the batch was executed"):
+        _decode({"result": [1]})
