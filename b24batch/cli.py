@@ -94,11 +94,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        return _demo()
-    if args.command == "run":
-        return _run(args)
-    return _serve(args.port, args.rate_limit)
+    try:
+        if args.command == "demo":
+            return _demo()
+        if args.command == "run":
+            return _run(args)
+        return _serve(args.port, args.rate_limit)
+    except BrokenPipeError:
+        # The reader went away (``b24batch demo | head``): stop quietly, as Unix tools do, and
+        # keep Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 def _run(args: argparse.Namespace) -> int:

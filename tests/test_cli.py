@@ -172,3 +172,18 @@ def test_serve_rate_limit_must_be_burst_per_second(capsys: pytest.CaptureFixture
         main(["serve", "--rate-limit", "fast"])
     assert info.value.code == EXIT_BAD_INPUT
     assert "BURST/PER_SECOND" in capsys.readouterr().err
+
+
+def test_demo_into_a_closed_pipe_exits_quietly() -> None:
+    """`b24batch demo | head -1` ends without a traceback."""
+    process = subprocess.run(
+        f"{sys.executable} -m b24batch demo | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        check=False,
+    )
+    assert process.stdout.startswith("FakePortal at http://127.0.0.1:")
+    assert "Traceback" not in process.stderr
+    assert "BrokenPipeError" not in process.stderr
