@@ -183,9 +183,9 @@ class _Client:
             f"{self._batch_url}?bx24_request_id={quote(request_id, safe='')}"
             f"&bx24_sdk_ver={__version__}&bx24_sdk_type={SDK_TYPE}"
         )
-        headers = self._request_headers()
+        headers = self._headers  # requests merges it into a new dict; it is never changed
         if idempotency_key is not None:
-            headers["Idempotency-Key"] = idempotency_key
+            headers = {**headers, "Idempotency-Key": idempotency_key}
         started = time.perf_counter()
         error: TransportError | None = None
         try:
@@ -235,9 +235,7 @@ class _Client:
             headers=response.headers,
             redact=self.redact,
         )
-        self.limiter.meter.record(envelope.time)
-        if isinstance(envelope.error, RateLimitError) and self.limiter.bucket is not None:
-            self.limiter.bucket.saturate()
+        self.limiter.after_answer(envelope.time, refused=isinstance(envelope.error, RateLimitError))
         return envelope
 
     def close(self) -> None:
@@ -258,9 +256,6 @@ class _Client:
 
     def _secrets(self) -> tuple[str, ...]:
         raise NotImplementedError
-
-    def _request_headers(self) -> dict[str, str]:
-        return dict(self._headers)
 
     def _auth(self) -> requests.auth.AuthBase | None:
         return None

@@ -284,33 +284,23 @@ def references(value: object) -> list[str]:
     return found
 
 
-def check_references(commands: Commands, *, positional: bool = True) -> list[int]:
-    """Check that every reference points back to an earlier command of the batch.
+def check_references(commands: Commands) -> None:
+    """Check that every reference of one batch points back to an earlier command in it.
 
-    Args:
-        commands: The batch.
-        positional: Whether ``"3.item.id"`` (by position) is allowed; chunked calls forbid it,
-            as positions change meaning when the input is split.
-
-    Returns:
-        For each command, the lowest position it references (its own when none).
+    (The chunker checks references itself, with :func:`reference_target`, as it plans.)
 
     Raises:
         SdkError: A reference names an alias defined later or nowhere, or a position at or
-            after its own, or a position where those are forbidden.
+            after its own.
     """
     defined: dict[str, int] = {}
-    earliest: list[int] = []
     for index, (key, command, alias) in enumerate(
         zip(commands.keys, commands.items, commands.aliases, strict=True)
     ):
-        low = index
         for path in references(command.params) if command.params else ():
-            low = min(low, reference_target(path, defined, index, f"calls[{key!r}]", positional))
-        earliest.append(low)
+            reference_target(path, defined, index, f"calls[{key!r}]", positional=True)
         if alias is not None:
             defined[alias] = index
-    return earliest
 
 
 def reference_target(

@@ -254,6 +254,13 @@ class Limiter:
                 waited += delay
         return waited
 
+    def after_answer(self, time: Time | None, *, refused: bool) -> None:
+        """Learn from an answer: its operating-time figures, and whether the portal refused it
+        for the request rate (then its counter is full, whatever the bucket thought)."""
+        self.meter.record(time)
+        if refused and self.bucket is not None:
+            self.bucket.saturate()
+
     def operating_retry(self) -> tuple[float, float]:
         """After a 429: ``(retry_at, seconds from now)`` until the portal's reset, at least
         :data:`OPERATING_FLOOR`; one basket ahead when no reset time was ever reported."""
