@@ -18,6 +18,9 @@ pytest_plugins = ["pytester"]
 
 SELECT = "BITRIX_REST_V3_EXCEPTION_INVALIDSELECTEXCEPTION"
 VALIDATION = "BITRIX_REST_V3_EXCEPTION_VALIDATION_REQUESTVALIDATIONEXCEPTION"
+NOT_FOUND = "BITRIX_REST_V3_EXCEPTION_ENTITYNOTFOUNDEXCEPTION"
+METHOD = "BITRIX_REST_V3_EXCEPTION_METHODNOTFOUNDEXCEPTION"
+PAGINATION = "BITRIX_REST_V3_EXCEPTION_INVALIDPAGINATIONEXCEPTION"
 TIMEOUT = 5.0
 
 
@@ -711,11 +714,12 @@ def test_ref_array_collects_a_field(portal: FakePortal) -> None:
     ],
 )
 def test_bad_reference_fails_the_batch(portal: FakePortal, marker: dict[str, Any]) -> None:
-    """An unresolvable reference answers INVALIDSELECTEXCEPTION and rolls back."""
+    """An unresolvable reference fails its row with INVALIDSELECTEXCEPTION; the row before stays."""
     rows = [add("made", **{"as": "made"}), cmd("tasks.task.get", {"id": marker})]
     response = post(portal, rows)
     assert (response.status_code, error_code(response)) == (400, SELECT)
-    assert portal.tasks == {}
+    assert [task["title"] for task in portal.tasks.values()] == ["made"]
+    assert portal.executed_commands == 1
 
 
 def test_forward_reference_fails(portal: FakePortal) -> None:
@@ -724,30 +728,77 @@ def test_forward_reference_fails(portal: FakePortal) -> None:
     assert error_code(post(portal, rows)) == SELECT
 
 
-# -- all or nothing ------------------------------------------------------------------------------
+# -- in order, stopping at the first failure, without rollback ---------------------------------
 
 
-def test_failure_rolls_back_every_write(portal: FakePortal) -> None:
-    """A failing command leaves the store and executed_commands exactly as before."""
+def test_failure_keeps_the_writes_before_it_and_runs_nothing_after(portal: FakePortal) -> None:
+    """Rows before the failing one stay written; rows after it never run; only the error answers."""
     portal.add_task(title="keep")
-    assert post(portal, [add("counted")]).status_code == 200
-    before = portal.tasks
+    portal.add_task(title="delete me")
     rows = [
-        add("rolled back"),
+        add("stays"),
         cmd("tasks.task.update", {"id": 1, "fields": {"title": "changed"}}),
         cmd("tasks.task.delete", {"id": 2}),
         cmd("tasks.task.get", {"id": 99}),
+        add("never"),
     ]
-    assert post(portal, rows).status_code == 400
-    assert (portal.tasks, portal.executed_commands) == (before, 1)
-    assert post(portal, [add("after")]).json()["result"][0]["item"]["id"] == 3
+    response = post(portal, rows)
+    assert (response.status_code, error_code(response)) == (400, NOT_FOUND)
+    assert "result" not in response.json()
+    titles = {task_id: task["title"] for task_id, task in portal.tasks.items()}
+    assert titles == {1: "changed", 3: "stays"}
+    assert portal.executed_commands == 3
+    assert post(portal, [add("after")]).json()["result"][0]["item"]["id"] == 4
 
 
-def test_executed_commands_counts_committed_commands(portal: FakePortal) -> None:
-    """executed_commands adds every command of each committed batch."""
+def test_unknown_method_fails_at_its_row(portal: FakePortal) -> None:
+    """An unknown method is an error of its row: the rows before it have run."""
+    response = post(portal, [add("first"), cmd("tasks.task.nope"), add("second")])
+    assert (response.status_code, error_code(response)) == (404, METHOD)
+    assert [task["title"] for task in portal.tasks.values()] == ["first"]
+
+
+def test_parallel_changes_nothing(portal: FakePortal) -> None:
+    """parallel=true still runs rows in order and stops at the first failure."""
+    rows = [
+        add("one", parallel=True),
+        cmd("tasks.task.get", {"id": 99}, parallel=True),
+        add("two", parallel=True),
+    ]
+    assert error_code(post(portal, rows)) == NOT_FOUND
+    assert [task["title"] for task in portal.tasks.values()] == ["one"]
+
+
+def test_executed_commands_counts_commands_that_ran(portal: FakePortal) -> None:
+    """executed_commands adds every command that succeeded, also before a failing row."""
     post(portal, [add("a"), add("b")])
     post(portal, [cmd("tasks.task.list")])
-    assert portal.executed_commands == 3
+    post(portal, [add("c"), cmd("tasks.task.get", {"id": 99})])
+    assert portal.executed_commands == 4
+
+
+@pytest.mark.parametrize(
+    ("limit", "status", "code"),
+    [
+        pytest.param(0, 400, PAGINATION, id="zero"),
+        pytest.param("10", 400, PAGINATION, id="string"),
+        pytest.param(-1, 500, "INTERNAL_SERVER_ERROR", id="minus-one"),
+    ],
+)
+def test_list_limit_errors_as_measured(
+    portal: FakePortal, limit: object, status: int, code: str
+) -> None:
+    """limit 0 or a non-number is INVALIDPAGINATION (400); -1 is a 500, as on a cloud portal."""
+    response = post(portal, [cmd("tasks.task.list", {"pagination": {"limit": limit}})])
+    assert (response.status_code, error_code(response)) == (status, code)
+
+
+def test_list_limit_is_clamped_to_fifty_silently(portal: FakePortal) -> None:
+    """A limit over 50 returns 50 items and no error."""
+    for n in range(60):
+        portal.add_task(title=f"t{n}")
+    response = post(portal, [cmd("tasks.task.list", {"pagination": {"limit": 1000}})])
+    assert len(response.json()["result"][0]["items"]) == 50
 
 
 # -- idempotency ---------------------------------------------------------------------------------
@@ -889,6 +940,35 @@ def test_operating_limit_blocks_then_recovers() -> None:
         clock.advance(600.0)
         assert post(portal, [add("c")]).status_code == 200
         assert portal.executed_commands == 3
+
+
+def test_operating_charge_batch_charges_every_method_to_batch() -> None:
+    """By default a batch of any methods adds to one figure, so one method's use blocks another."""
+    with FakePortal(operating_limit=1.0, command_cost=0.5, clock=FakeClock(1000.0)) as portal:
+        portal.add_task(title="t")
+        first = post(portal, [add("a"), add("b")]).json()["time"]
+        assert first["operating"] == 1.0
+        assert post(portal, [cmd("tasks.task.get", {"id": 1})]).status_code == 429
+
+
+def test_operating_charge_method_charges_each_method_on_its_own() -> None:
+    """With operating_charge="method", each command counts to its own method only."""
+    clock = FakeClock(1000.0)
+    with FakePortal(
+        operating_limit=1.0, command_cost=0.5, clock=clock, operating_charge="method"
+    ) as portal:
+        portal.add_task(title="t")
+        mixed = post(portal, [add("a"), add("b"), cmd("tasks.task.get", {"id": 1})]).json()
+        assert mixed["time"]["operating"] == 1.0  # the highest of the batch's methods: add
+        get = post(portal, [cmd("tasks.task.get", {"id": 1})])
+        assert (get.status_code, get.json()["time"]["operating"]) == (200, 1.0)
+        assert post(portal, [add("c")]).status_code == 429
+
+
+def test_operating_charge_is_checked() -> None:
+    """An unknown operating_charge is refused at construction."""
+    with pytest.raises(ValueError, match="operating_charge must be 'batch' or 'method'"):
+        FakePortal(operating_charge="inner")  # type: ignore[arg-type]
 
 
 # -- faults --------------------------------------------------------------------------------------
@@ -1042,7 +1122,7 @@ def test_registered_handler_may_return_null(portal: FakePortal) -> None:
 
 
 def test_registered_handler_error_fails_the_batch(portal: FakePortal) -> None:
-    """A handler raising CommandError answers that error and rolls back."""
+    """A handler raising CommandError answers that error; the write before it stays."""
 
     def handler(query: dict[str, Any]) -> Any:
         raise FakePortal.CommandError(
@@ -1064,22 +1144,21 @@ def test_registered_handler_error_fails_the_batch(portal: FakePortal) -> None:
             }
         },
     )
-    assert (portal.tasks, portal.executed_commands) == ({}, 0)
+    assert [task["title"] for task in portal.tasks.values()] == ["x"]
+    assert portal.executed_commands == 1
 
 
 def test_registered_handler_crash_is_500(portal: FakePortal) -> None:
-    """A handler raising anything else answers 500 INTERNAL_SERVER_ERROR and rolls back."""
+    """A handler raising anything else answers 500; the write before it stays, none after runs."""
 
     def handler(query: dict[str, Any]) -> Any:
         raise RuntimeError("bug")
 
     portal.register("app.crash", handler)
-    response = post(portal, [add("x"), cmd("app.crash")])
-    assert (response.status_code, error_code(response), portal.tasks) == (
-        500,
-        "INTERNAL_SERVER_ERROR",
-        {},
-    )
+    response = post(portal, [add("x"), cmd("app.crash"), add("never")])
+    assert (response.status_code, error_code(response)) == (500, "INTERNAL_SERVER_ERROR")
+    assert [task["title"] for task in portal.tasks.values()] == ["x"]
+    assert portal.executed_commands == 1
 
 
 def test_registered_handler_overrides_a_builtin(portal: FakePortal) -> None:

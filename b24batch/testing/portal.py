@@ -299,8 +299,12 @@ class FakePortal:
         rate_limit: ``(burst, per_second)`` to enforce the leaky bucket, or None.
         operating_limit: Seconds of operating time per method over the 10-minute window past
             which batches are refused with 429, or None.
-        command_cost: Seconds of operating time charged per executed command, to its own method
-            and to ``batch``.
+        command_cost: Seconds of operating time charged per command run.
+        operating_charge: Whom commands are charged to: ``"batch"`` (the default, as measured
+            on a cloud portal: the whole batch is charged to the method ``batch`` and the inner
+            methods read 0) or ``"method"`` (as the docs say: each command to its own method).
+            ``time.operating`` reports the figure the batch was charged to (with ``"method"``,
+            the highest of its methods), and the limit applies to it.
         clock: Monotonic seconds, for the limiters.
         wall_clock: Unix seconds, for ``time``, task dates and idempotency expiry.
         host: Interface to bind.
@@ -323,6 +327,7 @@ class FakePortal:
         rate_limit: tuple[float, float] | None = None,
         operating_limit: float | None = None,
         command_cost: float = DEFAULT_COMMAND_COST,
+        operating_charge: Literal["batch", "method"] = "batch",
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         host: str = "127.0.0.1",
@@ -339,11 +344,16 @@ class FakePortal:
             raise ValueError(f"operating_limit must be > 0 seconds, got {operating_limit!r}")
         if command_cost < 0:
             raise ValueError(f"command_cost must be >= 0, got {command_cost!r}")
+        if operating_charge not in ("batch", "method"):
+            raise ValueError(
+                f"operating_charge must be 'batch' or 'method', got {operating_charge!r}"
+            )
         self._user_id = user_id
         self._secret = secret
         self._rate_limit = rate_limit
         self._operating_limit = operating_limit
         self._command_cost = command_cost
+        self._operating_charge = operating_charge
         self._clock = clock
         self._wall_clock = wall_clock
         self._host = host
@@ -498,8 +508,8 @@ class FakePortal:
         The handler receives the command's query (references already substituted) and returns
         its result entry, any JSON value (``{"item": ...}`` and ``{"items": [...]}`` become
         referenceable). Raise ``FakePortal.CommandError`` to fail the batch with that error;
-        any other exception answers 500 ``INTERNAL_SERVER_ERROR``. Both roll the store back;
-        state the handler keeps itself is not rolled back.
+        any other exception answers 500 ``INTERNAL_SERVER_ERROR``. Either way the batch stops
+        at that row, and what the rows before it wrote stays, as on a real portal.
         """
         if not isinstance(method, str) or not method or method.lower() == "batch":
             raise ValueError(f"cannot register method {method!r}")
@@ -525,7 +535,10 @@ class FakePortal:
 
     @property
     def executed_commands(self) -> int:
-        """Commands that executed in committed batches (replays and failed batches add none)."""
+        """Commands that ran and succeeded, also those before a batch's failing row.
+
+        Replays add none; a failing command adds none (it did not execute).
+        """
         with self._lock:
             return self._executed
 
@@ -662,30 +675,46 @@ class FakePortal:
             )
         return reply
 
+    def _charged_to(self, rows: tuple[Row, ...]) -> set[str]:
+        """The meter's names that ``rows`` are charged to, under ``operating_charge``."""
+        if self._operating_charge == "batch":
+            return {"batch"}
+        return {row.method.lower() for row in rows}
+
     def _operating_block(self, rows: tuple[Row, ...]) -> _Reply | None:
         if self._operating_limit is None:
             return None
-        methods = {row.method.lower() for row in rows} | {"batch"}
-        if any(self._meter.total(method) >= self._operating_limit for method in methods):
+        if any(self._meter.total(name) >= self._operating_limit for name in self._charged_to(rows)):
             return _Reply.of(429, _OPERATION_LIMIT)
         return None
 
     def _charge(self, method: str) -> None:
-        self._meter.charge(method, self._command_cost)
-        self._meter.charge("batch", self._command_cost)
+        self._meter.charge(
+            "batch" if self._operating_charge == "batch" else method, self._command_cost
+        )
+
+    def _count_executed(self, method: str) -> None:
+        self._executed += 1
 
     def _execute(self, rows: tuple[Row, ...], start: float) -> _Reply:
+        # In order, without rollback: a failing row's error is the answer, and what the rows
+        # before it wrote stays (and counts in executed_commands).
         try:
             results = execute_batch(
-                rows, self._store, self._handlers, now=start, on_command=self._charge
+                rows,
+                self._store,
+                self._handlers,
+                now=start,
+                on_command=self._charge,
+                on_executed=self._count_executed,
             )
         except CommandError as exc:
             return _command_error(exc)
         except Exception:
-            logger.exception("a registered handler failed; the batch was rolled back")
+            logger.exception("a registered handler failed; the rows before it stay executed")
             return _Reply.of(500, _classic("INTERNAL_SERVER_ERROR", "Internal server error"))
-        self._executed += len(rows)
         finish = self._wall_clock()
+        charged = max(self._charged_to(rows), key=self._meter.total)
         duration = max(0.0, finish - start)
         timing = {
             "start": start,
@@ -694,8 +723,8 @@ class FakePortal:
             "processing": duration,
             "date_start": format_datetime(start),
             "date_finish": format_datetime(finish),
-            "operating_reset_at": int(self._meter.reset_at("batch", finish)),
-            "operating": round(self._meter.total("batch"), 6),
+            "operating_reset_at": int(self._meter.reset_at(charged, finish)),
+            "operating": round(self._meter.total(charged), 6),
         }
         return _Reply.of(200, {"result": results, "time": timing})
 

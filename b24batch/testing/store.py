@@ -1,8 +1,9 @@
 """The FakePortal's in-memory tasks store and batch executor. Pure: no I/O, no clocks, no locks.
 
-Parses a batch body into rows, substitutes ``$ref``/``$refArray`` markers, runs each row against
-the tasks store or a registered handler, and rolls the store back on the first failure. Time,
-locking, authentication, limits and faults belong to the HTTP layer (``portal.py``).
+Parses a batch body into rows, substitutes ``$ref``/``$refArray`` markers and runs each row
+against the tasks store or a registered handler, in order, stopping at the first failure without
+rolling anything back (as the portal's own dispatcher does, protocol §4). Time, locking,
+authentication, limits and faults belong to the HTTP layer (``portal.py``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ MAX_COMMANDS: Final = 50
 """Most commands one batch may carry (the documented client-side ceiling)."""
 DEFAULT_PAGE_SIZE: Final = 50
 MAX_PAGE_SIZE: Final = 50
-"""``tasks.task.list`` caps ``pagination.limit`` here (the docs say 1000; we keep one page)."""
+"""``tasks.task.list`` clamps ``pagination.limit`` here silently, as measured on a cloud portal
+(the docs say 1000). ``limit: 0`` or a non-number is ``INVALIDPAGINATIONEXCEPTION`` (400) and
+``limit: -1`` a 500 ``INTERNAL_SERVER_ERROR``, as measured too."""
 
 INVALID_SELECT: Final = "BITRIX_REST_V3_EXCEPTION_INVALIDSELECTEXCEPTION"
 VALIDATION: Final = "BITRIX_REST_V3_EXCEPTION_VALIDATION_REQUESTVALIDATIONEXCEPTION"
@@ -45,6 +48,7 @@ INVALID_FILTER: Final = "BITRIX_REST_V3_EXCEPTION_INVALIDFILTEREXCEPTION"
 INVALID_ORDER: Final = "BITRIX_REST_V3_EXCEPTION_INVALIDORDEREXCEPTION"
 INVALID_PAGINATION: Final = "BITRIX_REST_V3_EXCEPTION_INVALIDPAGINATIONEXCEPTION"
 METHOD_NOT_FOUND: Final = "BITRIX_REST_V3_EXCEPTION_METHODNOTFOUNDEXCEPTION"
+INTERNAL_ERROR: Final = "INTERNAL_SERVER_ERROR"
 
 VALIDATION_MESSAGE: Final = "Error validating request object"
 
@@ -83,7 +87,9 @@ _OPERATORS: Final = frozenset({"=", "!=", ">", ">=", "<", "<=", "in", "between"}
 
 
 class CommandError(Exception):
-    """A command failed; the whole batch answers this error and its writes are rolled back.
+    """A command failed; its error is the whole batch's answer, and the rows after it never run.
+
+    The rows before it have run and their writes stay (protocol §4: there is no rollback).
 
     Raise it from a handler given to ``FakePortal.register`` to fail the batch with a REST 3.0
     error envelope ``{"error": {"code", "message", "validation"?}}``.
@@ -547,6 +553,8 @@ def _page(query: Mapping[str, Any]) -> slice:
     if not all(isinstance(value, int) and not isinstance(value, bool) for value in values.values()):
         raise bad
     page, limit, offset = values["page"], values["limit"], values["offset"]
+    if limit == -1:  # measured on a cloud portal: an internal error, not a validation one
+        raise CommandError("Internal server error", code=INTERNAL_ERROR, status=500)
     if page < 1 or limit < 1 or offset < 0:
         raise bad
     limit = min(limit, MAX_PAGE_SIZE)
@@ -563,12 +571,6 @@ def _sort_key(field: str) -> Callable[[Mapping[str, Any]], tuple[bool, Any]]:
     return key
 
 
-@attrs.frozen
-class _Snapshot:
-    tasks: dict[int, dict[str, Any]]
-    next_id: int
-
-
 class TaskStore:
     """Tasks keyed by id, with the five ``tasks.task.*`` methods in their REST 3.0 shapes.
 
@@ -580,13 +582,6 @@ class TaskStore:
         self._user_id = user_id
         self._tasks: dict[int, dict[str, Any]] = {}
         self._next_id = 1
-
-    def snapshot(self) -> _Snapshot:
-        return _Snapshot(tasks=copy.deepcopy(self._tasks), next_id=self._next_id)
-
-    def restore(self, snapshot: _Snapshot) -> None:
-        self._tasks = copy.deepcopy(snapshot.tasks)
-        self._next_id = snapshot.next_id
 
     def clear(self) -> None:
         self._tasks = {}
@@ -684,44 +679,46 @@ def execute_batch(
     *,
     now: float,
     on_command: Callable[[str], None] = lambda method: None,
+    on_executed: Callable[[str], None] = lambda method: None,
 ) -> list[Any]:
-    """Run ``rows`` in order, all or nothing; returns one result entry per row.
+    """Run ``rows`` in order until one fails; returns one result entry per row.
+
+    As the portal's dispatcher does: no transaction, so the writes of the rows before a failing
+    one stay in ``store``; the rows after it never run.
 
     Args:
         rows: Validated commands.
-        store: The tasks store; restored to its prior state if any command fails.
+        store: The tasks store.
         handlers: Registered methods by lower-case name; they take precedence over built-ins.
         now: Wall time (unix seconds) stamped on created and changed tasks.
         on_command: Called with the lower-case method name just before each command runs, so
             the caller can charge operating time, also for commands of a batch that then fails.
+        on_executed: Called with the lower-case method name after each command succeeded.
 
     Raises:
-        CommandError: The first failing command's error; the store is unchanged.
-        Exception: Whatever a registered handler raised; the store is unchanged.
+        CommandError: The first failing command's error (an unknown method and an unresolved
+            reference fail at their row, like any other error).
+        Exception: Whatever a registered handler raised.
     """
-    snapshot = store.snapshot()
     context = _Context()
     results: list[Any] = []
-    try:
-        for position, row in enumerate(rows):
-            query = _substitute(row.query, context)
-            name = row.method.lower()
-            handler = handlers.get(name)
-            builtin = store.method(name)
-            if handler is None and builtin is None:
-                raise CommandError(
-                    f"Method `{row.method}` not found", code=METHOD_NOT_FOUND, status=404
-                )
-            on_command(name)
-            if handler is not None:
-                output = copy.deepcopy(handler(query))
-                json.dumps(output)  # fail here, inside the rollback, on a non-JSON result
-            else:
-                assert builtin is not None
-                output = builtin(query, now)
-            context.add(position, row.alias, output)
-            results.append(output)
-    except BaseException:
-        store.restore(snapshot)
-        raise
+    for position, row in enumerate(rows):
+        query = _substitute(row.query, context)
+        name = row.method.lower()
+        handler = handlers.get(name)
+        builtin = store.method(name)
+        if handler is None and builtin is None:
+            raise CommandError(
+                f"Method `{row.method}` not found", code=METHOD_NOT_FOUND, status=404
+            )
+        on_command(name)
+        if handler is not None:
+            output = copy.deepcopy(handler(query))
+            json.dumps(output)  # a non-JSON result fails its row, as a PHP fatal error would
+        else:
+            assert builtin is not None
+            output = builtin(query, now)
+        on_executed(name)
+        context.add(position, row.alias, output)
+        results.append(output)
     return results
