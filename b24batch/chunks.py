@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from b24batch.batch import (
+    check_isolation,
     check_options,
     check_result_types,
     checked_idempotency_key,
@@ -83,6 +84,7 @@ class BatchByChunkV3:
         request_id: str | None = None,
         progress: Progress = None,
         idempotency_key: str | bool | None = None,
+        isolate_errors: bool = False,
     ) -> ChunkedResult:
         """Send all of ``calls``, ``chunk_size`` at a time, and merge the results.
 
@@ -95,7 +97,9 @@ class BatchByChunkV3:
             chunk_size: Commands per batch, 1 to 50. A command is kept in the same batch as the
                 alias it references, so a chunk can end early.
             halt_on_error: True stops after the first failed chunk and lists the commands of
-                the chunks not sent in ``not_executed``; False sends every chunk.
+                the chunks not sent in ``not_executed``; False sends every chunk. Within a
+                chunk the portal always stops at the first failing command, without rollback:
+                the writes before it may have run (``maybe_executed``).
             result_type: As in :meth:`BatchV3.make`.
             request_id: Base id; chunk ``k`` is sent as ``{request_id}.{k}``. A new uuid4 when
                 None.
@@ -103,6 +107,8 @@ class BatchByChunkV3:
                 callable given ``(done_commands, total)`` after every chunk.
             idempotency_key: A base key (chunk ``k`` sends ``{key}.{k}``) or True for a
                 generated one; see :meth:`BatchV3.make`.
+            isolate_errors: As in :meth:`BatchV3.make`, for each failed chunk: one
+                :class:`ChunkError` per failing command. Every command must only read.
 
         Returns:
             A :class:`ChunkedResult`.
@@ -115,7 +121,7 @@ class BatchByChunkV3:
         named, pairs = _pairs(calls)
         rows = list(pairs)
         settings = _Settings.checked(
-            chunk_size, halt_on_error, request_id, idempotency_key, result_type
+            chunk_size, halt_on_error, request_id, idempotency_key, result_type, isolate_errors
         )
         plan = list(_plan(iter(rows), named=named, settings=settings))
         report = _progress(progress, len(rows))
@@ -134,6 +140,7 @@ class BatchByChunkV3:
         request_id: str | None = None,
         progress: Progress = None,
         idempotency_key: str | bool | None = None,
+        isolate_errors: bool = False,
     ) -> Iterator[BatchResult[Any]]:
         """Yield one :class:`BatchResult` per chunk as it arrives, reading ``calls`` lazily.
 
@@ -150,7 +157,7 @@ class BatchByChunkV3:
         """
         named, pairs = _pairs(calls)
         settings = _Settings.checked(
-            chunk_size, halt_on_error, request_id, idempotency_key, result_type
+            chunk_size, halt_on_error, request_id, idempotency_key, result_type, isolate_errors
         )
         total = len(calls) if isinstance(calls, Sized) else None
         return self._iter(pairs, named, settings, _progress(progress, total))
@@ -180,6 +187,7 @@ class _Settings:
     request_id: str
     idempotency_key: str | None
     result_type: Any
+    isolate_errors: bool
 
     @classmethod
     def checked(
@@ -189,12 +197,13 @@ class _Settings:
         request_id: object,
         idempotency_key: object,
         result_type: Any,
+        isolate_errors: object = False,
     ) -> _Settings:
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
             raise SdkTypeError(f"chunk_size={chunk_size!r}: pass a whole number from 1 to 50")
         if not 1 <= chunk_size <= MAX_COMMANDS:
             raise SdkError(f"chunk_size={chunk_size}: a REST 3.0 batch takes 1 to 50 commands")
-        check_options(halt_on_error, False)
+        check_options(halt_on_error, False, isolate_errors)
         base_id = checked_request_id(request_id)
         key = checked_idempotency_key(idempotency_key)
         for name, value in (("request_id", base_id), ("idempotency_key", key)):
@@ -209,6 +218,7 @@ class _Settings:
             request_id=base_id,
             idempotency_key=key,
             result_type=result_type,
+            isolate_errors=bool(isolate_errors),
         )
 
 
@@ -241,8 +251,7 @@ def _run(
             raise
         done.append(result)
         _merge(data, result)
-        if result.errors:
-            errors.append(ChunkError(chunk.index, chunk.commands.keys, result.errors[0]))
+        errors.extend(_chunk_errors(chunk, result))
         try:
             report(len(chunk.commands))
         except BaseException as error:  # the caller's progress callback
@@ -251,6 +260,14 @@ def _run(
         if result.errors and settings.halt_on_error:
             return so_far(unsent)
     return so_far(())
+
+
+def _chunk_errors(chunk: _Chunk, result: BatchResult[Any]) -> list[ChunkError]:
+    """The chunk's errors: one for the whole chunk, or one per command ``isolate_errors`` found."""
+    isolated = result.errors_by_key
+    if isolated:
+        return [ChunkError(chunk.index, (key,), error) for key, error in isolated.items()]
+    return [ChunkError(chunk.index, chunk.commands.keys, error) for error in result.errors[:1]]
 
 
 def _attach(error: BaseException, partial: ChunkedResult) -> None:
@@ -269,6 +286,8 @@ def _send(client: _Client, chunk: _Chunk, settings: _Settings) -> BatchResult[An
         idempotency_key=None if key is None else f"{key}.{chunk.index}",
         result_type=settings.result_type,
         return_ajax_result=False,
+        halt_on_error=settings.halt_on_error,
+        isolate_errors=settings.isolate_errors,
         positions=chunk.positions,
     )
 
@@ -376,6 +395,8 @@ def _encoded(number: int, entries: list[_Entry], named: bool, settings: _Setting
         named=named,
     )
     check_result_types(commands, settings.result_type)
+    if settings.isolate_errors:
+        check_isolation(commands)
     start = entries[0][0]
     return _Chunk(
         index=number,

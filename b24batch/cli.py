@@ -231,6 +231,25 @@ def _demo() -> int:
             "5. A failing batch is returned, not raised: check is_success",
             batch.make([("tasks.task.get", {"id": ids[0]}), ("tasks.task.get", {"id": 999})]),
         )
+        before = len(portal.tasks)
+        _show(
+            "6. A failing write batch: the portal stops at the failing command, without rollback",
+            batch.make(
+                [
+                    ("tasks.task.add", {"fields": {"title": "Added before the failure"}}),
+                    ("tasks.task.update", {"id": 999, "fields": {"title": "No such task"}}),
+                    ("tasks.task.add", {"fields": {"title": "Never runs"}}),
+                ]
+            ),
+        )
+        print(f"   the portal now has {len(portal.tasks) - before} new task: the first add ran\n")
+        _show(
+            "7. isolate_errors=True finds which command of a read-only batch failed",
+            batch.make(
+                [("tasks.task.get", {"id": i, "select": ["title"]}) for i in (ids[0], 999, ids[1])],
+                isolate_errors=True,
+            ),
+        )
     return EXIT_OK
 
 
@@ -239,6 +258,8 @@ def _show(title: str, result: BatchResult[Any]) -> None:
     print(f"   is_success={result.is_success}  request_id={result.request_id}")
     for message in result.error_messages:
         print(f"   error: {message}")
+    if result.maybe_executed:
+        print(f"   maybe_executed={result.maybe_executed}")
     data = result.data
     items: list[tuple[Any, Any]] = (
         list(data.items()) if isinstance(data, dict) else list(enumerate(data))

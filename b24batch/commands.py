@@ -114,6 +114,15 @@ class Commands:
     def __len__(self) -> int:
         return len(self.items)
 
+    def part(self, positions: range) -> Commands:
+        """The commands at ``positions`` as a batch of their own, keeping keys and aliases."""
+        return Commands(
+            items=self.items[positions.start : positions.stop],
+            keys=self.keys[positions.start : positions.stop],
+            aliases=self.aliases[positions.start : positions.stop],
+            named=self.named,
+        )
+
 
 def normalize(calls: object, *, limit: int = MAX_COMMANDS) -> Commands:
     """Validate ``calls`` in any accepted form and return them as :class:`Commands`.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -72,7 +72,7 @@ def chunked_repr(result: ChunkedResult) -> str:
 
 def batch_html(result: BatchResult[Any]) -> str:
     """A compact table: one row per command with key, method, status and a result preview."""
-    if result.errors:
+    if result.errors and not result.errors_by_key:  # failed as a whole, naming no command
         status = "failed"
         rows = [
             (key, method, status, "")
@@ -81,10 +81,8 @@ def batch_html(result: BatchResult[Any]) -> str:
         notes = [f"error: {message}" for message in result.error_messages]
     else:
         rows = [
-            (key, method, "ok", preview(value))
-            for key, method, value in zip(
-                result.keys, result.methods, _values(result.data), strict=False
-            )
+            (key, method, "ok", preview(value)) if error is None else (key, method, "failed", error)
+            for key, method, value, error in _commands(result)
         ]
         notes = []
     caption = f"BatchResult {_summary(result)}, request_id {result.request_id}"
@@ -132,14 +130,17 @@ def batch_records(result: BatchResult[Any]) -> list[dict[str, Any]]:
     Nested objects are flattened with dotted column names (``item.id``, ``item.title``); lists
     stay whole. A failed batch gives one record per command with ``ok=False`` and ``error``.
     """
-    if result.errors:
+    if result.errors and not result.errors_by_key:  # failed as a whole, naming no command
         message = result.error_messages[0]
         return [
             {"key": key, "method": method, "ok": False, "error": message}
             for key, method in zip(result.keys, result.methods, strict=False)
         ]
     records = []
-    for key, method, value in zip(result.keys, result.methods, _values(result.data), strict=False):
+    for key, method, value, error in _commands(result):
+        if error is not None:
+            records.append({"key": key, "method": method, "ok": False, "error": str(error)})
+            continue
         record: dict[str, Any] = {"key": key, "method": method, "ok": True}
         if hasattr(value, "result") and hasattr(value, "is_success"):  # an AjaxResult
             value = value.result
@@ -162,6 +163,15 @@ def _flatten(value: Mapping[str, Any], prefix: str, into: dict[str, Any]) -> Non
             into[column] = item
 
 
+def _commands(result: BatchResult[Any]) -> Iterator[tuple[Any, str, Any, Any]]:
+    """``(key, method, value, error)`` per command of a result that names its failures."""
+    errors = result.errors_by_key
+    data = result.data
+    for position, (key, method) in enumerate(zip(result.keys, result.methods, strict=False)):
+        value = data.get(str(key)) if isinstance(data, Mapping) else data[position]
+        yield key, method, value, errors.get(key)
+
+
 def _values(data: Any) -> Iterable[Any]:
     return data.values() if isinstance(data, Mapping) else data
 
@@ -169,6 +179,8 @@ def _values(data: Any) -> Iterable[Any]:
 def _summary(result: BatchResult[Any]) -> str:
     count = len(result.keys)
     noun = "command" if count == 1 else "commands"
+    if result.errors_by_key:
+        return f"failed: {len(result.errors)} of {count} {noun}, {result.errors[0].code}"
     if result.errors:
         return f"failed: {count} {noun}, {result.errors[0].code} (HTTP {result.status})"
     extra = f", {result.attempts} attempts" if result.attempts > 1 else ""

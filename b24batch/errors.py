@@ -2,7 +2,8 @@
 
 ::
 
-    B24Error                      root; every error carries ``request_id`` and ``outcome_unknown``
+    B24Error                      root; every error carries ``request_id``, ``outcome_unknown``
+                                  and ``maybe_executed``
     ├── SdkError (ValueError)     misuse, raised before any request is sent
     │   └── SdkTypeError (TypeError)   misuse of a type
     ├── AjaxError                 the portal answered with an error envelope
@@ -19,10 +20,10 @@ Messages never contain a webhook secret or token: the code that raises them reda
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from b24batch.results import BatchResult, ChunkedResult, FieldError
+    from b24batch.results import BatchResult, ChunkedResult, FieldError, Key
 
 __all__ = [
     "AjaxError",
@@ -46,8 +47,18 @@ class B24Error(Exception):
             so (a timeout or a lost connection after sending, a 5xx, an answer cut short). False
             when it surely did not run, or the answer says what happened.
         attempts: How many times the call sent the batch before giving up with this error.
+        maybe_executed: The keys of the batch's write commands that may have been executed
+            although no result says so, in call order; ``()`` when none can have run. A
+            REST 3.0 batch stops at its first failing command without rolling back the ones
+            before it, so a returned error lists every write but the batch's last command; an
+            error with ``outcome_unknown`` lists every write; a refusal before execution (503
+            ``QUERY_LIMIT_EXCEEDED``, 401, a connection that never opened) lists none.
+            Read-only commands are never listed: running them changes nothing.
         partial: For an error raised in the middle of a chunked call, what the chunks before
             it returned (a ``ChunkedResult``), so nothing already fetched is lost.
+        result: What this call had fetched when it failed, as a ``BatchResult``: for a
+            ``DecodeError`` the untyped answer, for an error raised while ``isolate_errors``
+            re-sent parts of a batch the results found until then.
         others: When ``raise_for_errors()`` raised this error, the result's other errors.
 
     Example:
@@ -59,6 +70,7 @@ class B24Error(Exception):
     """
 
     partial: ChunkedResult | None = None
+    result: BatchResult[Any] | None = None
 
     def __init__(
         self, message: str, *, request_id: str | None = None, outcome_unknown: bool = False
@@ -69,9 +81,25 @@ class B24Error(Exception):
         self.outcome_unknown = outcome_unknown
         self.attempts = 1
         self.others: tuple[B24Error, ...] = ()
+        self.maybe_executed: tuple[Key, ...] = ()
+        self._executed_note = ""
 
     def __str__(self) -> str:
-        return self.message
+        return self.message + self._executed_note
+
+    def set_maybe_executed(
+        self, keys: tuple[Key, ...], how: Literal["stopped", "unknown", "ran"]
+    ) -> None:
+        """Record which writes may have run, and say it in the message when any may have.
+
+        Args:
+            keys: The write commands' keys, in call order.
+            how: ``"stopped"``: the portal answered this error, so the batch stopped at a
+                failing command; ``"unknown"``: no answer says what ran; ``"ran"``: the
+                batch was executed (the message already says so).
+        """
+        self.maybe_executed = keys
+        self._executed_note = "" if how == "ran" else _executed_words(keys, how)
 
 
 class SdkError(B24Error, ValueError):
@@ -132,8 +160,14 @@ class AjaxError(B24Error):
         self.retry_after: float | None = None
         """Seconds from the answer's ``Retry-After`` header, when it had one."""
 
+    key: Key | None = None
+    """The failing command's key, when it is known: set on the errors ``isolate_errors`` finds
+    (a REST 3.0 batch's own error names no command)."""
+
     def __str__(self) -> str:
         text = f"{self.code} (HTTP {self.status}): {self.message}"
+        if self.key is not None:
+            text = f"command {self.key!r}: {text}"
         if self.outcome_unknown:
             text += " (the batch may have been executed)"
         if self.validation:
@@ -143,7 +177,7 @@ class AjaxError(B24Error):
                 for row in self.validation
             )
             text = f"{text} [{rows}]"
-        return text
+        return text + self._executed_note
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code!r}, status={self.status})"
@@ -211,11 +245,30 @@ class DecodeError(B24Error):
 
     Attributes:
         result: When the batch ran but a result did not fit ``result_type``, the whole answer
-            as a ``BatchResult`` of untyped JSON, so nothing the portal returned is lost.
+            as a ``BatchResult`` of untyped JSON, so nothing the portal returned is lost (its
+            writes ran: they are all in ``maybe_executed``).
 
     Example:
         >>> str(DecodeError("the portal answered HTTP 502 with an HTML page"))
         'the portal answered HTTP 502 with an HTML page'
     """
 
-    result: BatchResult[Any] | None = None
+
+_KEYS_SHOWN = 10
+
+
+def _executed_words(keys: tuple[Key, ...], how: Literal["stopped", "unknown"]) -> str:
+    """The words an error's message gets when writes may have run (empty when none may)."""
+    if not keys:
+        return ""
+    shown = ", ".join(repr(key) for key in keys[:_KEYS_SHOWN])
+    if len(keys) > _KEYS_SHOWN:
+        shown += f" and {len(keys) - _KEYS_SHOWN} more"
+    writes = "1 write" if len(keys) == 1 else f"{len(keys)} writes"
+    if how == "stopped":
+        return (
+            f"; a REST 3.0 batch stops at its first failing command without rollback: the "
+            f"commands before it were executed and their results are lost, so up to {writes} "
+            f"may have run (maybe_executed: {shown}); the portal does not say which command failed"
+        )
+    return f"; {writes} may have run (maybe_executed: {shown})"

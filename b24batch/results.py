@@ -131,7 +131,7 @@ class AjaxResult:
         result: The decoded result (typed when a ``result_type`` applied), or None.
         time: The batch's ``Time``; REST 3.0 has no per-command time.
         status: The HTTP status of the batch's answer.
-        error: None on success, else the batch's error (a REST 3.0 batch fails as a whole).
+        error: None on success, else this command's own error (found by ``isolate_errors``).
 
     Example:
         >>> r = AjaxResult(key=0, method="tasks.task.get", params={"id": 1},
@@ -170,9 +170,14 @@ class BatchResult(Generic[D]):
     Attributes:
         data: List calls give a list in call order, dict calls a dict keyed by the caller's
             names. Items are decoded results, or :class:`AjaxResult` objects when the call asked
-            for ``return_ajax_result=True``. Empty when the batch failed.
-        errors: The errors the portal answered with; empty on success. A REST 3.0 batch is
-            all-or-nothing, so a failed batch has one error and no results.
+            for ``return_ajax_result=True``. Empty when the batch failed: a REST 3.0 batch
+            stops at its first failing command and the portal answers only that error. With
+            ``isolate_errors=True`` a failed batch gives a partial result: a list holds None
+            where a command failed, a dict only the commands that succeeded, and
+            ``return_ajax_result=True`` gives an :class:`AjaxResult` for every command.
+        errors: The errors the portal answered with, in call order; empty on success. A failed
+            REST 3.0 batch has one error, naming no command; with ``isolate_errors=True`` there
+            is one per failing command, each with its ``key``.
         time: The batch's timing block, when the portal sent one.
         request_id: The id sent as ``bx24_request_id``.
         status: The HTTP status of the answer.
@@ -207,6 +212,23 @@ class BatchResult(Generic[D]):
     def is_success(self) -> bool:
         """True when the batch ran and every command has its result."""
         return not self.errors
+
+    @property
+    def errors_by_key(self) -> Mapping[Key, AjaxError]:
+        """Each failing command's error by its key; empty unless the failing commands are known.
+
+        A plain failed REST 3.0 batch names no command, so this is empty for it too; the
+        errors ``isolate_errors`` finds are here.
+        """
+        return {error.key: error for error in self.errors if error.key is not None}
+
+    @property
+    def maybe_executed(self) -> tuple[Key, ...]:
+        """Keys of the write commands that may have run although no result says so.
+
+        Empty on success (every result is in ``data``). See :attr:`B24Error.maybe_executed`.
+        """
+        return tuple(key for error in self.errors for key in error.maybe_executed)
 
     def to_records(self) -> list[dict[str, Any]]:
         """One flat dict per command, for ``pandas.DataFrame(result.to_records())``.
@@ -247,11 +269,12 @@ class BatchResult(Generic[D]):
 class ChunkError:
     """The error of one chunk of a chunked call, naming the commands it covered.
 
-    A REST 3.0 batch is all-or-nothing, so every command of the chunk shares the error.
+    A failed REST 3.0 batch names no command, so the error covers every command of the chunk;
+    with ``isolate_errors=True`` there is one ``ChunkError`` per failing command instead.
 
     Attributes:
         chunk: The chunk's index, from 0.
-        keys: The keys of the chunk's commands: positions in the whole input, or names.
+        keys: The keys of the commands the error covers: positions in the whole input, or names.
         error: The portal's error for the chunk (or the error raised while sending it).
 
     Example:
@@ -263,6 +286,11 @@ class ChunkError:
     chunk: int
     keys: tuple[Key, ...]
     error: B24Error
+
+    @property
+    def maybe_executed(self) -> tuple[Key, ...]:
+        """The chunk's writes that may have run, by global key (see ``B24Error.maybe_executed``)."""
+        return self.error.maybe_executed
 
     def __str__(self) -> str:
         first, last = self.keys[0], self.keys[-1]
@@ -278,8 +306,8 @@ class ChunkedResult:
         data: The results of every command that succeeded, in call order for list calls (a
             list) or by name for dict calls (a dict), as in ``BatchV3``; commands of failed
             or unsent chunks are absent (``chunks`` maps list results back to positions).
-        errors: One :class:`ChunkError` per failed chunk; errors of different chunks never
-            overwrite one another.
+        errors: One :class:`ChunkError` per failed chunk (per failing command with
+            ``isolate_errors``); errors of different chunks never overwrite one another.
         chunks: One :class:`BatchResult` per chunk sent, each with its ``positions``.
         not_executed: Keys of the commands never sent, after a halt.
 
@@ -308,6 +336,11 @@ class ChunkedResult:
     def is_success(self) -> bool:
         """True when every command was sent and every chunk succeeded."""
         return not self.errors and not self.not_executed
+
+    @property
+    def maybe_executed(self) -> tuple[Key, ...]:
+        """Writes of every failed chunk that may have run although no result says so, in order."""
+        return tuple(key for error in self.errors for key in error.maybe_executed)
 
     @property
     def error_messages(self) -> list[str]:

@@ -261,7 +261,7 @@ def test_misuse_fails_before_any_request(
 
 
 def test_not_found_is_returned_not_raised(portal: FakePortal, client: B24Hook) -> None:
-    """A 4xx error envelope comes back in errors; data is empty; nothing was written."""
+    """A 4xx error envelope comes back in errors; data is empty; the write before it ran."""
     _seed(portal, "One")
     result = BatchV3(client).make(
         [("tasks.task.add", {"fields": {"title": "New"}}), ("tasks.task.get", {"id": 99})],
@@ -277,7 +277,8 @@ def test_not_found_is_returned_not_raised(portal: FakePortal, client: B24Hook) -
     assert error.request_id == "nf-1"
     assert result.error_messages == [str(error)]
     assert "99" in result.error_messages[0]
-    assert sorted(portal.tasks) == [1]
+    assert sorted(portal.tasks) == [1, 2]
+    assert result.maybe_executed == error.maybe_executed == (0,)
 
 
 def test_named_failure_gives_empty_dict(portal: FakePortal, client: B24Hook) -> None:

@@ -29,8 +29,14 @@ def test_demo_runs_every_call_form_against_the_fake_portal(
     assert 'first  {"item": {"title": "Write the spec"}}' in out
     assert "DemoTaskItem(item=DemoTask(id=2, title='Review it', responsible_id=2))" in out
     assert out.count("is_success=True") == 4
-    assert "is_success=False" in out
+    assert out.count("is_success=False") == 3
     assert "ENTITYNOTFOUNDEXCEPTION (HTTP 400): Record with ID = `999` not found" in out
+    # The failing write batch, told honestly: the add before the failure ran.
+    assert "maybe_executed=(0, 1)" in out
+    assert "the portal now has 1 new task: the first add ran" in out
+    # isolate_errors names the failing command and keeps the others' results.
+    assert "error: command 1: BITRIX_REST_V3_EXCEPTION_ENTITYNOTFOUNDEXCEPTION" in out
+    assert '     2  {"item": {"title": "Review it"}}' in out
 
 
 def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -169,3 +169,31 @@ def test_to_records_of_a_failure(portal: FakePortal, client: B24Hook) -> None:
 def test_preview(value: Any, expected: str) -> None:
     """Previews are one-line JSON with sensitive keys masked."""
     assert preview(value) == expected
+
+
+def test_isolated_failures_show_per_command(portal: FakePortal, client: B24Hook) -> None:
+    """A partial result shows each command as ok with its preview or failed with its error."""
+    portal.add_task(title="Here")
+    calls = {
+        "here": ("tasks.task.get", {"id": 1, "select": ["title"]}),
+        "gone": ("tasks.task.get", {"id": 99}),
+    }
+    result = BatchV3(client).make(calls, isolate_errors=True)
+    cells = [unescape(cell) for cell in _cells(result._repr_html_())]
+    assert cells[:3] == ["here", "tasks.task.get", "ok"]
+    assert cells[3] == '{"item": {"title": "Here"}}'
+    assert cells[4:6] == ["gone", "tasks.task.get"]
+    assert cells[6] == "failed"
+    assert cells[7].startswith("command 'gone': BITRIX_REST_V3_EXCEPTION_ENTITYNOTFOUNDEXCEPTION")
+    assert repr(result).startswith(
+        "<BatchResult failed: 1 of 2 commands, BITRIX_REST_V3_EXCEPTION_ENTITYNOTFOUNDEXCEPTION,"
+    )
+    records = result.to_records()
+    assert records[0] == {
+        "key": "here",
+        "method": "tasks.task.get",
+        "ok": True,
+        "item.title": "Here",
+    }
+    assert (records[1]["key"], records[1]["ok"]) == ("gone", False)
+    assert "Record with ID = `99` not found" in records[1]["error"]

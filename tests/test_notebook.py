@@ -110,7 +110,7 @@ def test_records_cell_flattens_each_result(shown: dict[str, tuple[Any, str | Non
 
 
 def test_failing_cell_renders_the_error_code(shown: dict[str, tuple[Any, str | None]]) -> None:
-    """The failed batch shows as a table naming the portal's error code; nothing was written."""
+    """The failed batch shows as a table naming the error code; the update before it stays."""
     failed, page = shown["failing-batch"]
 
     assert not failed.is_success
@@ -119,7 +119,8 @@ def test_failing_cell_renders_the_error_code(shown: dict[str, tuple[Any, str | N
     assert "<table" in page
     assert "BITRIX_REST_V3_EXCEPTION_ENTITYNOTFOUNDEXCEPTION" in page
     assert "999999" in page
-    assert shown["rolled-back"] == ("Write the report", None)
+    assert "maybe_executed: 0" in page
+    assert shown["not-rolled-back"] == (((0,), "Renamed"), None)
 
 
 def test_chunked_cell_renders_one_row_per_chunk(shown: dict[str, tuple[Any, str | None]]) -> None:
