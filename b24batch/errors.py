@@ -61,6 +61,9 @@ class B24Error(Exception):
             re-sent parts of a batch the results found until then.
         others: When ``raise_for_errors()`` raised this error, the result's other errors.
 
+    Every error pickles (``multiprocessing``, ``ProcessPoolExecutor``, Celery) with all its
+    attributes; like any exception, its ``__cause__`` and traceback stay behind.
+
     Example:
         >>> try:
         ...     BatchV3(B24Hook.from_webhook_url("https://example.bitrix24.com/rest/1/s/")).make([])
@@ -100,6 +103,22 @@ class B24Error(Exception):
         """
         self.maybe_executed = keys
         self._executed_note = "" if how == "ran" else _executed_words(keys, how)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default rebuilds with cls(*args), which cannot pass AjaxError's keyword-only
+        # context. Rebuild from args without __init__, then restore every attribute: a field
+        # added later travels with no change here. The state is pickle's third item, applied
+        # after the error is memoised, so cycles (error -> partial -> its ChunkError -> error)
+        # pickle too. __cause__ and __traceback__ stay behind, as for every exception.
+        return (_restore, (type(self), self.args), self._pickled_state())
+
+    def _pickled_state(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _restore(cls: type[B24Error], args: tuple[Any, ...]) -> B24Error:
+    """Unpickle a B24Error: create it from ``args`` without ``__init__``; pickle sets the rest."""
+    return cls.__new__(cls, *args)
 
 
 class SdkError(B24Error, ValueError):
@@ -188,7 +207,10 @@ class AuthError(AjaxError):
 
     Attributes:
         refresh_error: When ``B24OAuth``'s ``refresh`` callable failed, its exception. It is
-            kept out of the message and the traceback chain, as it may name a token.
+            kept out of the message and the traceback chain, as it may name a token. A pickled
+            copy (another process, a Celery result backend) carries in its place a
+            :class:`B24Error` naming only the exception's type: the original may hold the
+            token or the client secret, and may not pickle at all.
 
     Example:
         >>> error = AuthError("expired", code="expired_token", status=401)
@@ -197,6 +219,17 @@ class AuthError(AjaxError):
     """
 
     refresh_error: BaseException | None = None
+
+    def _pickled_state(self) -> dict[str, Any]:
+        state = super()._pickled_state()
+        cause = state.get("refresh_error")
+        if cause is not None:
+            kind = type(cause)
+            state["refresh_error"] = B24Error(
+                f"the refresh callable raised {kind.__module__}.{kind.__qualname__}; its "
+                f"details stay in the process that caught it, as they may name a token"
+            )
+        return state
 
 
 class RateLimitError(AjaxError):

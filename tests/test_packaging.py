@@ -35,6 +35,9 @@ EXPECTED_ENTRY_POINTS = {
     "console_scripts": {"b24batch": "b24batch.cli:main"},
     "pytest11": {"b24batch": "b24batch.testing.pytest_plugin"},
 }
+# What the test suite reads besides the package: tests (with benchmarks), docs, and .ci/run
+# (test_readme.py compares it with the README).
+SUITE = ("tests", "docs", ".ci/run")
 SMOKE = """
 import b24batch
 missing = [name for name in b24batch.__all__ if not hasattr(b24batch, name)]
@@ -48,23 +51,54 @@ print(b24batch.__file__)
 """
 
 
-def _copy_source(target: Path) -> None:
-    """Copy the work tree to ``target``: the files git would track, or all but LEFTOVERS."""
+def _git_files(*paths: str) -> list[str] | None:
+    """The files git tracks or would track under ``paths``; None without a checkout at ROOT.
+
+    None also when ROOT is an untracked folder inside some other repository (a ``git archive``
+    export or an unpacked sdist placed in one), whose listing would say nothing about ROOT.
+    """
+    git = ["git", "-C", str(ROOT)]
     try:
+        top = subprocess.run(
+            [*git, "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        if Path(top).resolve() != ROOT:
+            return None
         listed = subprocess.run(
-            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-            cwd=ROOT,
+            [*git, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *paths],
             capture_output=True,
             check=True,
         ).stdout
     except (OSError, subprocess.CalledProcessError):  # no git, or not a checkout (an sdist)
-        shutil.copytree(ROOT, target, ignore=LEFTOVERS)
+        return None
+    # --cached also lists files deleted in the work tree
+    return [name for name in listed.decode("utf-8").split("\0") if name and (ROOT / name).is_file()]
+
+
+def _walked_files(*paths: str) -> list[str]:
+    """The files under ``paths`` less LEFTOVERS, for a copy without git."""
+    names: list[str] = []
+    for path in paths:
+        if (ROOT / path).is_file():
+            names.append(path)
+            continue
+        for folder, dirs, files in os.walk(ROOT / path):
+            dirs[:] = sorted(set(dirs) - LEFTOVERS(folder, dirs))
+            for name in sorted(set(files) - LEFTOVERS(folder, files)):
+                names.append((Path(folder) / name).relative_to(ROOT).as_posix())
+    return names
+
+
+def _copy_source(target: Path) -> None:
+    """Copy the work tree to ``target``: the files git would track, or all but LEFTOVERS."""
+    listed = _git_files()
+    if listed is None:
+        # target exists already (the caller made it): copy into it.
+        shutil.copytree(ROOT, target, ignore=LEFTOVERS, dirs_exist_ok=True)
         return
-    for name in filter(None, listed.decode("utf-8").split("\0")):
-        source = ROOT / name
-        if source.is_file():  # --cached also lists files deleted in the work tree
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
+    for name in listed:
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target / name)
 
 
 def _run(command: list[str | Path], cwd: Path, env: dict[str, str]) -> str:
@@ -120,6 +154,10 @@ def test_wheel_and_sdist_build_and_the_wheel_runs_in_a_fresh_venv(tmp_path: Path
     with tarfile.open(sdist) as archive:
         members = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     assert {"LICENSE", "README.md", "setup.cfg", "pyproject.toml", "b24batch/py.typed"} <= members
+    # Everything the test suite needs, so the README's test command runs from the sdist too.
+    needed = _git_files(*SUITE) or _walked_files(*SUITE)
+    assert {"tests/__init__.py", "tests/conftest.py", "docs/benchmarks.md"} <= set(needed)
+    assert set(needed) - members == set()
 
     environment = tmp_path / "venv"
     venv.create(environment, with_pip=True)

@@ -11,6 +11,7 @@ import contextlib
 import email.utils
 import hmac
 import html
+import ipaddress
 import json
 import logging
 import re
@@ -20,7 +21,7 @@ import socketserver
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -42,7 +43,16 @@ from b24batch.testing.store import (
     validate_fields,
 )
 
-__all__ = ["DEFAULT_COMMAND_COST", "IDEMPOTENCY_TTL", "FakePortal", "Fault", "RecordedRequest"]
+__all__ = [
+    "DEFAULT_COMMAND_COST",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_RECORDED",
+    "IDEMPOTENCY_TTL",
+    "FakePortal",
+    "Fault",
+    "RecordedRequest",
+]
 
 logger = logging.getLogger("b24batch.testing")
 
@@ -50,9 +60,20 @@ DEFAULT_COMMAND_COST: Final = 0.01
 """Seconds of operating time charged per executed command."""
 IDEMPOTENCY_TTL: Final = 24 * 3600.0
 """How long a stored ``Idempotency-Key`` response is replayed, in wall-clock seconds."""
+DEFAULT_MAX_BODY_BYTES: Final = 16 * 1024 * 1024
+"""The largest request body accepted; a larger one is answered 413 ``REQUEST_ENTITY_TOO_LARGE``."""
+DEFAULT_IDLE_TIMEOUT: Final = 30.0
+"""Seconds a connection may stay silent (between requests, or mid-request) before it is closed."""
+DEFAULT_MAX_RECORDED: Final = 1000
+"""How many requests ``FakePortal.requests`` keeps; older ones are dropped first."""
 OPERATING_BASKETS: Final = 10
 BASKET_SECONDS: Final = 60.0
 _POLL_INTERVAL: Final = 0.01  # also the worst-case latency of stop()
+_MAX_LINE: Final = 1024  # a chunk-size line, or a trailer line, longer than this is malformed
+# After refusing a body as too large, read and discard at most this much of what the client is
+# still sending before closing: closing with unread data resets the connection, and the client
+# would lose the 413 it has not read yet.
+_DRAIN_BYTES: Final = 64 * 1024 * 1024
 _JSON: Final = "application/json; charset=utf-8"
 
 _INVALID_JSON: Final = "BITRIX_REST_V3_EXCEPTION_INVALIDJSONEXCEPTION"
@@ -74,6 +95,7 @@ _OPERATION_LIMIT: Final = _classic(
     "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit."
 )
 _OVERLOAD: Final = _classic("OVERLOAD_LIMIT", "REST API is blocked due to overload.")
+_MALFORMED: Final = _classic("INVALID_REQUEST", "Malformed request body")
 
 
 @attrs.frozen
@@ -307,8 +329,19 @@ class FakePortal:
             the highest of its methods), and the limit applies to it.
         clock: Monotonic seconds, for the limiters.
         wall_clock: Unix seconds, for ``time``, task dates and idempotency expiry.
-        host: Interface to bind.
+        host: Loopback interface to bind: an address in 127.0.0.0/8, ``::1`` or
+            ``localhost``; any other raises ValueError.
         port: Port to bind; 0 picks a free one (kept across stop/start).
+        max_body_bytes: The largest request body accepted. A larger one (by its
+            Content-Length, or as its chunks add up) is answered 413 with the JSON envelope
+            ``REQUEST_ENTITY_TOO_LARGE`` and the connection closed, without being recorded.
+        idle_timeout: Seconds a connection may stay silent, between requests or in the middle
+            of one, before the portal closes it without an answer.
+        max_recorded: How many requests ``requests`` keeps (0 keeps none); the oldest go first.
+
+    Malformed requests (broken chunked framing, a bad Content-Length, JSON nested too deep)
+    are answered with the portal's error envelopes, 400 ``INVALID_REQUEST`` or
+    ``INVALIDJSONEXCEPTION``; the portal keeps serving.
 
     Example:
         >>> with FakePortal() as portal:  # doctest: +SKIP
@@ -332,6 +365,9 @@ class FakePortal:
         wall_clock: Callable[[], float] = time.time,
         host: str = "127.0.0.1",
         port: int = 0,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        max_recorded: int = DEFAULT_MAX_RECORDED,
     ) -> None:
         if isinstance(user_id, bool) or not isinstance(user_id, int) or user_id < 1:
             raise ValueError(f"user_id must be a positive int, got {user_id!r}")
@@ -358,6 +394,9 @@ class FakePortal:
         self._wall_clock = wall_clock
         self._host = host
         self._port = port
+        _check_http_options(host, max_body_bytes, idle_timeout, max_recorded)
+        self._max_body_bytes = max_body_bytes
+        self._idle_timeout = idle_timeout
 
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -368,7 +407,7 @@ class FakePortal:
         self._access_token = access_token or secrets.token_hex(32)
         # token -> still valid; a False token answers expired_token.
         self._tokens: dict[str, bool] = {self._access_token: True}
-        self._requests: list[RecordedRequest] = []
+        self._requests: deque[RecordedRequest] = deque(maxlen=max_recorded)
         self._faults: deque[tuple[Fault, int]] = deque()
         self._bucket = _LeakyBucket(*rate_limit, clock) if rate_limit else None
         self._meter = _OperatingMeter(clock)
@@ -529,7 +568,11 @@ class FakePortal:
 
     @property
     def requests(self) -> list[RecordedRequest]:
-        """Every request received so far, in arrival order (a copy)."""
+        """The most recent ``max_recorded`` requests, in arrival order (a copy).
+
+        Requests refused for their framing (malformed, or over ``max_body_bytes``) are not
+        recorded.
+        """
         with self._lock:
             return list(self._requests)
 
@@ -635,7 +678,7 @@ class FakePortal:
             return _command_error(CommandError("Request body is not JSON", code=_INVALID_JSON))
         try:
             body = json.loads(request.raw.decode("utf-8"))
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python goes
             return _command_error(
                 CommandError("Request body is not valid JSON", code=_INVALID_JSON)
             )
@@ -729,6 +772,39 @@ class FakePortal:
         return _Reply.of(200, {"result": results, "time": timing})
 
 
+def _check_http_options(
+    host: str, max_body_bytes: int, idle_timeout: float, max_recorded: int
+) -> None:
+    if not _is_loopback(host):
+        raise ValueError(
+            f"host={host!r}: the FakePortal binds to loopback only (an address in 127.0.0.0/8, "
+            f"'::1' or 'localhost'); it must never face a network"
+        )
+    for name, value, least in (
+        ("max_body_bytes", max_body_bytes, 1),
+        ("max_recorded", max_recorded, 0),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+    if (
+        isinstance(idle_timeout, bool)
+        or not isinstance(idle_timeout, int | float)
+        or not (0 < idle_timeout < float("inf"))
+    ):
+        raise ValueError(f"idle_timeout must be a number of seconds > 0, got {idle_timeout!r}")
+
+
+def _is_loopback(host: object) -> bool:
+    if not isinstance(host, str):
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _command_error(exc: CommandError) -> _Reply:
     return _Reply.of(exc.status, exc.envelope())
 
@@ -765,6 +841,12 @@ class _Server(ThreadingHTTPServer):
         with self._connections_lock:
             self._connections.discard(connection)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that resets or vanishes mid-answer is routine here: log, never print."""
+        logger.debug(
+            "FakePortal connection from %s ended in an error", client_address, exc_info=True
+        )
+
     def close_connections(self) -> None:
         """Shut down idle keep-alive connections so their handler threads end now."""
         with self._connections_lock:
@@ -782,6 +864,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # A silent client's reads end in TimeoutError, which handle_one_request answers by
+        # closing the connection: an idle keep-alive connection holds no thread for long.
+        self.connection.settimeout(self.server.portal._idle_timeout)
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.track(self.connection)
 
@@ -800,39 +885,83 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = do_POST
 
     def _read_body(self) -> bytes | None:
-        """The request body, or None when its framing is broken."""
+        """The request body; None when its framing is broken.
+
+        Raises:
+            _TooLarge: The body is longer than ``max_body_bytes``.
+        """
+        limit = self.server.portal._max_body_bytes
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return b"".join(self._chunks())
+            return self._read_chunks(limit)
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             return None
-        return self.rfile.read(length) if length > 0 else b""
+        if length < 0:
+            return None
+        if length > limit:
+            raise _TooLarge(length)
+        body = self.rfile.read(length) if length else b""
+        return body if len(body) == length else None
 
-    def _chunks(self) -> Iterator[bytes]:
+    def _read_chunks(self, limit: int) -> bytes | None:
+        parts: list[bytes] = []
+        total = 0
         while True:
-            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            line = self.rfile.readline(_MAX_LINE)
+            if not line.endswith(b"\n"):
+                return None
+            try:
+                size = int(line.split(b";")[0].strip(), 16)
+            except ValueError:
+                return None
+            if size < 0:
+                return None
             if size == 0:
-                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                    pass
-                return
-            yield self.rfile.read(size)
-            self.rfile.readline()
+                for _ in range(100):  # trailers: a bounded number of bounded lines
+                    line = self.rfile.readline(_MAX_LINE)
+                    if line in (b"\r\n", b"\n"):
+                        return b"".join(parts)
+                    if not line.endswith(b"\n"):
+                        return None
+                return None
+            total += size
+            if total > limit:
+                raise _TooLarge(None)
+            part = self.rfile.read(size)
+            if len(part) != size or self.rfile.readline(_MAX_LINE) not in (b"\r\n", b"\n"):
+                return None
+            parts.append(part)
 
     def _handle(self) -> None:
+        try:
+            self._serve()
+        except OSError:
+            raise  # the connection's own trouble (a timeout, a reset): nobody to answer
+        except Exception:
+            # A failure of the portal's own code: answer what a portal would, keep serving.
+            logger.exception("FakePortal failed on %s", self.server.portal._redact(self.path))
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self._send(
+                    _Reply.of(500, _classic("INTERNAL_SERVER_ERROR", "Internal server error"))
+                )
+
+    def _serve(self) -> None:
         portal = self.server.portal
         try:
             raw = self._read_body()
-        except ValueError:
-            raw = None
+        except _TooLarge as exc:
+            self._refuse_too_large(exc.length)
+            return
         if raw is None:
             self.close_connection = True
-            self._send(_Reply.of(400, _classic("INVALID_REQUEST", "Malformed request body")))
+            self._send(_Reply.of(400, _MALFORMED))
             return
         url = urlsplit(self.path)
         try:
             body = json.loads(raw.decode("utf-8")) if raw else None
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python goes
             body = None
         request = RecordedRequest(
             method=self.command,
@@ -867,6 +996,26 @@ class _Handler(BaseHTTPRequestHandler):
             reply = attrs.evolve(reply, body=reply.body[: len(reply.body) // 2])
         self._send(reply)
 
+    def _refuse_too_large(self, length: int | None) -> None:
+        """Answer 413 and close, draining (within bounds) what the client still sends."""
+        limit = self.server.portal._max_body_bytes
+        size = f"{length} bytes" if length is not None else "a chunked body past that"
+        self.close_connection = True
+        self._send(
+            _Reply.of(
+                413,
+                _classic(
+                    "REQUEST_ENTITY_TOO_LARGE",
+                    f"The request body may be at most {limit} bytes; got {size}",
+                ),
+            )
+        )
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_WR)
+            budget = _DRAIN_BYTES
+            while budget > 0 and (data := self.rfile.read1(65536)):
+                budget -= len(data)
+
     def _drop(self, request: RecordedRequest) -> None:
         logger.debug("%s %s -> dropped", request.method, self.server.portal._redact(request.path))
         self.close_connection = True
@@ -897,6 +1046,14 @@ class _Handler(BaseHTTPRequestHandler):
             reply.status,
         )
         self.wfile.write(data)
+
+
+class _TooLarge(Exception):
+    """A request body over ``max_body_bytes``; ``length`` is its Content-Length, if it has one."""
+
+    def __init__(self, length: int | None) -> None:
+        super().__init__(length)
+        self.length = length
 
 
 def _html_page(status: int, path: str) -> _Reply:
