@@ -302,3 +302,15 @@ def test_errors_and_failed_results_come_back_from_a_process_pool() -> None:
     assert info.value.code == error.code
     assert info.value.message == "Record with ID = `999` not found"
     assert info.value.request_id is not None
+
+
+def test_what_may_have_run_travels(portal: FakePortal, client: B24Hook) -> None:
+    """maybe_executed, its words in the message, and an isolated error's key survive pickling."""
+    failed = BatchV3(client).make(
+        [("tasks.task.add", {"fields": {"title": "a"}}), ("tasks.task.get", {"id": 99})]
+    )
+    copy = pickle.loads(pickle.dumps(failed))
+    assert copy.maybe_executed == failed.maybe_executed == (0,)
+    assert str(copy.errors[0]) == str(failed.errors[0])
+    isolated = BatchV3(client).make([("tasks.task.get", {"id": 99})] * 2, isolate_errors=True)
+    assert dict(pickle.loads(pickle.dumps(isolated)).errors_by_key).keys() == {0, 1}
