@@ -383,6 +383,8 @@ class B24Hook(_Client):
         return f"{self._origin}/rest/api/{self._user_id}/***/"
 
     def __repr__(self) -> str:
+        if "_batch_url" not in vars(self):  # shown in a traceback while construction failed
+            return "<B24Hook (not constructed)>"
         return f"<B24Hook {self.url}>"
 
     __str__ = __repr__
@@ -502,6 +504,8 @@ class B24OAuth(_Client):
         return True
 
     def __repr__(self) -> str:
+        if "_batch_url" not in vars(self):  # shown in a traceback while construction failed
+            return "<B24OAuth (not constructed)>"
         return f"<B24OAuth {self._batch_url.value}>"
 
     __str__ = __repr__
