@@ -12,17 +12,15 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
-import random
 import re
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import SplitResult, quote, urlsplit
 
-import attrs
 import requests
 import requests.auth
 
@@ -34,8 +32,15 @@ from b24batch.errors import (
     SdkError,
     SdkTypeError,
 )
-from b24batch.limits import LeakyBucket, Limiter, LimitState, OperatingMeter, RateLimit
-from b24batch.limits import shared_bucket as _shared_bucket
+from b24batch.limits import Limiter, LimitState, OperatingMeter
+from b24batch.options import (
+    DEFAULT_RATE_LIMIT,
+    DEFAULT_TIMEOUT,
+    Options,
+    bucket,
+    checked_options,
+    policy,
+)
 from b24batch.redaction import Secret, install_log_filter, redact
 from b24batch.results import Key
 from b24batch.retry import RetryPolicy, backoff
@@ -62,23 +67,6 @@ __all__ = [
     "Timeout",
 ]
 
-DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 65.0)
-"""Connect 5 s; read 65 s, since the cloud cuts a request at 60 s and a full batch can need it."""
-
-
-class _SharedDefault:
-    """The type of :data:`DEFAULT_RATE_LIMIT`."""
-
-    def __repr__(self) -> str:
-        return "DEFAULT_RATE_LIMIT"
-
-
-DEFAULT_RATE_LIMIT: Final = _SharedDefault()
-"""``rate_limit=`` default: ``RateLimit()`` in one bucket shared by every client of the same
-portal origin in the process, as the portal counts requests per portal and source IP."""
-
-RateLimitArg = RateLimit | _SharedDefault | None
-
 USER_AGENT = f"b24batch/{__version__}"
 SDK_TYPE = "b24batch"
 _RENEWABLE = frozenset({"expired_token", "invalid_token"})
@@ -94,32 +82,13 @@ _TOKEN = re.compile(r"[\x21-\x7e]+")
 _TOKEN_RULE = "a non-empty string of printable ASCII characters without spaces"  # noqa: S105 - a rule, not a token
 
 
-@attrs.frozen
-class _Options:
-    """The keyword options both clients take, each checked (see :class:`B24Hook`)."""
-
-    timeout: Timeout = DEFAULT_TIMEOUT
-    session: requests.Session | None = None
-    retry: RetryPolicy | None = RetryPolicy()  # noqa: RUF009 - immutable
-    rate_limit: RateLimitArg = DEFAULT_RATE_LIMIT
-    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
-    attempt_deadline: float | None = None
-    clock: Callable[[], float] = time.monotonic
-    wall_clock: Callable[[], float] = time.time
-    sleep: Callable[[float], None] = time.sleep
-    rand: Callable[[], float] = random.random
-
-
-_OPTION_NAMES: Final = tuple(field.name for field in attrs.fields(_Options))
-
-
 _C = TypeVar("_C", bound="_Client")
 
 
 class _Client:
     """What both clients share: transport, timeouts, limits, retries, redaction, ``send()``."""
 
-    def __init__(self, origin: str, batch_url: Secret[str], options: _Options) -> None:
+    def __init__(self, origin: str, batch_url: Secret[str], options: Options) -> None:
         """The options both clients take (see :class:`B24Hook` for each one), checked."""
         self._origin = origin
         self._batch_url = batch_url
@@ -128,8 +97,8 @@ class _Client:
         """The retry policy the batch layer applies to this client's calls."""
         self._rand = options.rand
         self.limiter = Limiter(
-            _bucket(origin, options.rate_limit, options.clock),
-            OperatingMeter(_policy(options.rate_limit), options.wall_clock),
+            bucket(origin, options.rate_limit, options.clock),
+            OperatingMeter(policy(options.rate_limit), options.wall_clock),
             sleep=options.sleep,
             wall_clock=options.wall_clock,
         )
@@ -340,7 +309,7 @@ class B24Hook(_Client):
         """
         hidden = Secret(secret)
         del secret  # a traceback's frames show their locals: keep only the masked holder
-        checked = _checked_options(options)
+        checked = checked_options(options)
         if not isinstance(hidden.value, str) or not hidden.value:
             raise SdkTypeError("the webhook secret must be a non-empty str")
         self._user_id = user_id
@@ -370,7 +339,7 @@ class B24Hook(_Client):
         """
         hidden = Secret(url)
         del url  # a traceback's frames show their locals: keep only the masked holder
-        _checked_options(options)  # before the URL is taken apart, so misuse names no secret
+        checked_options(options)  # before the URL is taken apart, so misuse names no secret
         parsed = _webhook_parts(hidden)
         if isinstance(parsed, SdkError):
             raise parsed
@@ -430,7 +399,7 @@ class B24OAuth(_Client):
         token = Secret(access_token)
         hidden = Secret(endpoint)  # a webhook URL passed by mistake holds a secret
         del access_token, endpoint  # a traceback's frames show their locals
-        checked = _checked_options(options)
+        checked = checked_options(options)
         if refresh is not None and not callable(refresh):
             raise SdkTypeError("refresh must be a callable that returns a new access token")
         if on_token is not None and not callable(on_token):
@@ -541,48 +510,6 @@ class _Bearer(requests.auth.AuthBase):
         return "<Bearer ***>"
 
 
-def _checked_options(options: Mapping[str, Any]) -> _Options:
-    """The options, each checked; SdkTypeError/SdkError naming the first one that is wrong."""
-    unknown = sorted(set(options) - set(_OPTION_NAMES))
-    if unknown:
-        raise SdkTypeError(
-            f"unknown option {unknown[0]}=: the options are {', '.join(_OPTION_NAMES)}"
-        )
-    checked = _Options(**options)
-    _checked_timeout(checked.timeout)
-    if checked.session is not None and not isinstance(checked.session, requests.Session):
-        raise SdkTypeError(
-            f"session={checked.session!r}: pass a requests.Session, or None for the client's own"
-        )
-    if checked.retry is not None and not isinstance(checked.retry, RetryPolicy):
-        raise SdkTypeError(f"retry={checked.retry!r}: pass a RetryPolicy, or None for no retries")
-    if not isinstance(checked.rate_limit, RateLimit | _SharedDefault | None):
-        raise SdkTypeError(
-            f"rate_limit={checked.rate_limit!r}: pass a RateLimit, None for no client-side "
-            f"limit, or leave the default"
-        )
-    size = checked.max_response_bytes
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise SdkError(
-            f"max_response_bytes={size!r}: pass a positive number of bytes (default "
-            f"{DEFAULT_MAX_RESPONSE_BYTES}, 64 MiB)"
-        )
-    deadline = checked.attempt_deadline
-    if deadline is not None and not _positive(deadline):
-        raise SdkError(
-            f"attempt_deadline={deadline!r}: pass seconds as a positive number, or None for "
-            f"connect + read timeout + {DEADLINE_MARGIN} s"
-        )
-    for name in ("clock", "wall_clock", "sleep", "rand"):
-        if not callable(getattr(checked, name)):
-            raise SdkTypeError(f"{name}=: pass a callable, or leave the default")
-    return attrs.evolve(
-        checked,
-        timeout=_checked_timeout(checked.timeout),
-        attempt_deadline=None if deadline is None else float(deadline),
-    )
-
-
 def _webhook_parts(url: Secret[Any]) -> tuple[str, int, Secret[str]] | SdkError:
     """``(origin, user id, secret)`` of a webhook URL, or the error to raise (not raised here,
     where the URL's parts are locals)."""
@@ -651,37 +578,6 @@ def _origin(parts: SplitResult) -> str:
 def _valid_token(token: Secret[Any]) -> bool:
     """Whether a token can go in a header as it is: printable ASCII, no spaces."""
     return isinstance(token.value, str) and _TOKEN.fullmatch(token.value) is not None
-
-
-def _bucket(
-    origin: str, rate_limit: RateLimitArg, clock: Callable[[], float]
-) -> LeakyBucket | None:
-    if rate_limit is None:
-        return None
-    if isinstance(rate_limit, RateLimit):
-        return LeakyBucket(rate_limit, clock)
-    return _shared_bucket(origin, clock)
-
-
-def _policy(rate_limit: RateLimitArg) -> RateLimit | None:
-    if isinstance(rate_limit, RateLimit):
-        return rate_limit
-    return RateLimit() if isinstance(rate_limit, _SharedDefault) else None
-
-
-def _positive(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1e6
-
-
-def _checked_timeout(timeout: Any) -> Timeout:
-    if isinstance(timeout, tuple) and len(timeout) == 2 and all(map(_positive, timeout)):
-        return (float(timeout[0]), float(timeout[1]))
-    if _positive(timeout):
-        return float(timeout)
-    raise SdkError(
-        f"timeout={timeout!r}: pass seconds as a positive number, or a (connect, read) pair; "
-        f"a request without a timeout could hang forever"
-    )
 
 
 def _is_loopback(host: str) -> bool:
