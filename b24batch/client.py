@@ -1,10 +1,10 @@
-"""The HTTP clients: URL rules, credentials, the ``requests.Session`` and its urllib3 ``Retry``.
+"""The clients: credentials (webhook, OAuth token), URL rules and options; no batch logic.
 
 ``B24Hook`` (inbound webhook) and ``B24OAuth`` (application token) share one ``send()`` that
-posts an encoded batch and returns a decoded ``Envelope`` or raises ``TransportError`` /
-``DecodeError``; requests' exceptions are translated here and only here. Each client holds its
-retry policy and limiters for the batch layer, but no batch logic. Secrets never leave a client
-unredacted.
+posts an encoded batch through their :class:`~b24batch.transport.Transport` and returns a
+decoded ``Envelope`` or raises ``TransportError`` / ``DecodeError``. Each client holds its retry
+policy and limiters for the batch layer. Secrets never leave a client unredacted, and live only
+inside a masked ``Secret``, so no frame of a traceback shows them among its locals.
 """
 
 from __future__ import annotations
@@ -12,37 +12,53 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
-import os
-import random
 import re
-import ssl
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import SplitResult, quote, urlsplit
 
 import requests
 import requests.auth
-import requests.utils
-import urllib3.exceptions
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from b24batch._version import __version__
-from b24batch.errors import AuthError, RateLimitError, SdkError, SdkTypeError, TransportError
-from b24batch.limits import LeakyBucket, Limiter, LimitState, OperatingMeter, RateLimit
-from b24batch.limits import shared_bucket as _shared_bucket
-from b24batch.redaction import install_log_filter, redact
+from b24batch.errors import (
+    AuthError,
+    B24Error,
+    RateLimitError,
+    SdkError,
+    SdkTypeError,
+)
+from b24batch.limits import Limiter, LimitState, OperatingMeter
+from b24batch.options import (
+    DEFAULT_RATE_LIMIT,
+    DEFAULT_TIMEOUT,
+    Options,
+    bucket,
+    checked_options,
+    policy,
+)
+from b24batch.redaction import Secret, install_log_filter, redact
 from b24batch.results import Key
 from b24batch.retry import RetryPolicy, backoff
+from b24batch.transport import (
+    DEADLINE_MARGIN,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    Timeout,
+    Transport,
+    new_session,
+)
 from b24batch.wire import Envelope, decode_response
 
 if TYPE_CHECKING:
     from b24batch.actions import Actions
 
 __all__ = [
+    "DEADLINE_MARGIN",
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_RATE_LIMIT",
     "DEFAULT_TIMEOUT",
     "USER_AGENT",
@@ -51,26 +67,6 @@ __all__ = [
     "Timeout",
 ]
 
-Timeout = float | tuple[float, float]
-"""Seconds: one number for connect and read, or a ``(connect, read)`` pair, as in requests."""
-
-DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 65.0)
-"""Connect 5 s; read 65 s, since the cloud cuts a request at 60 s and a full batch can need it."""
-
-
-class _SharedDefault:
-    """The type of :data:`DEFAULT_RATE_LIMIT`."""
-
-    def __repr__(self) -> str:
-        return "DEFAULT_RATE_LIMIT"
-
-
-DEFAULT_RATE_LIMIT: Final = _SharedDefault()
-"""``rate_limit=`` default: ``RateLimit()`` in one bucket shared by every client of the same
-portal origin in the process, as the portal counts requests per portal and source IP."""
-
-RateLimitArg = RateLimit | _SharedDefault | None
-
 USER_AGENT = f"b24batch/{__version__}"
 SDK_TYPE = "b24batch"
 _RENEWABLE = frozenset({"expired_token", "invalid_token"})
@@ -78,56 +74,70 @@ _RENEWABLE = frozenset({"expired_token", "invalid_token"})
 log = logging.getLogger("b24batch")
 install_log_filter()  # urllib3 logs request URLs, and a webhook URL holds the secret
 
-_WEBHOOK_PATH = re.compile(r"^/rest/(?:api/)?(?P<user>\d+)/(?P<secret>[^/]+)/?$")
+_WEBHOOK_PATH = re.compile(r"^/rest/(?:api/)?(?P<user>[0-9]{1,18})/(?P<secret>[^/]+)/?$")
 _WEBHOOK_SHAPE = "https://PORTAL/rest/USER_ID/SECRET/ (or https://PORTAL/rest/api/USER_ID/SECRET/)"
 _ENDPOINT_PATH = re.compile(r"^(?:/rest(?:/api)?)?/?$")
 _ENDPOINT_SHAPE = "https://PORTAL/rest/ (the client endpoint) or https://PORTAL"
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+_TOKEN_RULE = "a non-empty string of printable ASCII characters without spaces"  # noqa: S105 - a rule, not a token
 
 
 _C = TypeVar("_C", bound="_Client")
 
 
 class _Client:
-    """What both clients share: session, timeouts, limits, retries, redaction, ``send()``."""
+    """What both clients share: transport, timeouts, limits, retries, redaction, ``send()``."""
 
-    def __init__(
-        self,
-        origin: str,
-        batch_url: str,
-        *,
-        timeout: Timeout = DEFAULT_TIMEOUT,
-        session: requests.Session | None = None,
-        retry: RetryPolicy | None = RetryPolicy(),  # noqa: B008 - immutable
-        rate_limit: RateLimitArg = DEFAULT_RATE_LIMIT,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
-        rand: Callable[[], float] = random.random,
-    ) -> None:
-        """The options both clients take (see :class:`B24Hook` for each one)."""
+    def __init__(self, origin: str, batch_url: Secret[str], options: Options) -> None:
+        """The options both clients take (see :class:`B24Hook` for each one), checked."""
         self._origin = origin
         self._batch_url = batch_url
-        self._timeout = _checked_timeout(timeout)
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise SdkTypeError(f"retry={retry!r}: pass a RetryPolicy, or None for no retries")
+        retry = options.retry
         self.retry: RetryPolicy = retry if retry is not None else RetryPolicy(max_attempts=1)
         """The retry policy the batch layer applies to this client's calls."""
-        self._rand = rand
+        self._rand = options.rand
         self.limiter = Limiter(
-            _bucket(origin, rate_limit, clock),
-            OperatingMeter(_policy(rate_limit), wall_clock),
-            sleep=sleep,
-            wall_clock=wall_clock,
+            bucket(origin, options.rate_limit, options.clock),
+            OperatingMeter(policy(options.rate_limit), options.wall_clock),
+            sleep=options.sleep,
+            wall_clock=options.wall_clock,
         )
         """The client's rate and operating-time limiters, shared by its threads."""
-        self._own_session = session is None
-        self._session = session if session is not None else _new_session(self.retry, batch_url)
+        self._own_session = options.session is None
+        session = options.session
+        if session is None:
+            session = new_session(self.retry, batch_url, USER_AGENT)
+        timeout = options.timeout
+        deadline = options.attempt_deadline
+        if deadline is None:
+            connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+            deadline = connect + read + DEADLINE_MARGIN
+        self._transport = Transport(
+            session,
+            timeout=timeout,
+            max_response_bytes=options.max_response_bytes,
+            attempt_deadline=deadline,
+        )
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
 
     @property
     def timeout(self) -> Timeout:
         """The timeout every request uses."""
-        return self._timeout
+        return self._transport.timeout
+
+    @property
+    def max_response_bytes(self) -> int:
+        """The most an answer may hold, decoded; a bigger one is a ``TransportError``."""
+        return self._transport.max_response_bytes
+
+    @property
+    def attempt_deadline(self) -> float:
+        """Seconds one HTTP attempt may take in all, however slowly the answer comes."""
+        return self._transport.attempt_deadline
+
+    @property
+    def _session(self) -> requests.Session:
+        return self._transport.session
 
     @functools.cached_property
     def actions(self) -> Actions:
@@ -176,32 +186,48 @@ class _Client:
             The decoded envelope: results, or the portal's error envelope.
 
         Raises:
-            TransportError: No usable HTTP answer (refused, timeout, TLS, reset, redirect).
+            TransportError: No usable HTTP answer (refused, timeout, TLS, reset, redirect, an
+                interim 1xx answer, an answer past ``max_response_bytes`` or past the
+                attempt's deadline).
             DecodeError: An answer that is not a batch envelope.
         """
-        url = (
-            f"{self._batch_url}?bx24_request_id={quote(request_id, safe='')}"
-            f"&bx24_sdk_ver={__version__}&bx24_sdk_type={SDK_TYPE}"
-        )
         headers = self._headers  # requests merges it into a new dict; it is never changed
         if idempotency_key is not None:
             headers = {**headers, "Idempotency-Key": idempotency_key}
         started = time.perf_counter()
-        error: TransportError | None = None
         try:
-            response = self._session.post(
-                url,
-                data=body,
+            answer = self._transport.post(
+                self._batch_url,
+                f"?bx24_request_id={quote(request_id, safe='')}"
+                f"&bx24_sdk_ver={__version__}&bx24_sdk_type={SDK_TYPE}",
+                body,
                 headers=headers,
                 auth=self._auth(),
-                timeout=self._timeout,
-                allow_redirects=False,  # never carry the credential, or the body, elsewhere
+                where=repr(self),
+                redact=self.redact,
+                request_id=request_id,
             )
-        except requests.RequestException as exc:
-            error = self._transport_error(exc, request_id)
-        if error is not None:
-            # Raised outside the except block, so the original exception (URL and secret in
-            # its message) is not kept as __context__; __cause__ is a redacted copy.
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "batch %s: %d commands -> HTTP %d, %d bytes in %.1f ms",
+                    request_id,
+                    len(keys),
+                    answer.status,
+                    len(answer.content),
+                    (time.perf_counter() - started) * 1000,
+                )
+            envelope = decode_response(
+                answer.status,
+                answer.content,
+                keys=keys,
+                request_id=request_id,
+                headers=answer.headers,
+                redact=self.redact,
+            )
+        except B24Error as error:
+            # The frames below hold the answer's body, which may echo the secret: tracebacks
+            # shown with their locals (Sentry, Django's debug page) must not print them.
+            traceback.clear_frames(error.__traceback__)
             log.debug(
                 "batch %s: %d commands failed after %.1f ms: %s",
                 request_id,
@@ -209,39 +235,14 @@ class _Client:
                 (time.perf_counter() - started) * 1000,
                 error,
             )
-            raise error
-        status = response.status_code
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "batch %s: %d commands -> HTTP %d, %d bytes in %.1f ms",
-                request_id,
-                len(keys),
-                status,
-                len(response.content),
-                (time.perf_counter() - started) * 1000,
-            )
-        if 300 <= status < 400:
-            location = self.redact(response.headers.get("Location", "nowhere"))
-            raise TransportError(
-                f"the portal answered HTTP {status}, redirecting to {location}; a batch is never "
-                f"sent across a redirect: use the portal's final URL",
-                request_id=request_id,
-            )
-        envelope = decode_response(
-            status,
-            response.content,
-            keys=keys,
-            request_id=request_id,
-            headers=response.headers,
-            redact=self.redact,
-        )
+            raise
         self.limiter.after_answer(envelope.time, refused=isinstance(envelope.error, RateLimitError))
         return envelope
 
     def close(self) -> None:
         """Close the connection pool (a session passed in by the caller is left open)."""
         if self._own_session:
-            self._session.close()
+            self._transport.close()
 
     def __enter__(self: _C) -> _C:
         return self
@@ -259,44 +260,6 @@ class _Client:
 
     def _auth(self) -> requests.auth.AuthBase | None:
         return None
-
-    def _transport_error(self, exc: requests.RequestException, request_id: str) -> TransportError:
-        """Translate a requests exception: what happened, and whether the batch may have run."""
-        where = repr(self)
-        inner = exc.args[0] if exc.args else None
-        reason = getattr(inner, "reason", inner)
-        unknown = True
-        if isinstance(exc, requests.ConnectTimeout):
-            message, unknown = (
-                f"could not connect to {where} in time; the batch was not sent",
-                False,
-            )
-        elif isinstance(exc, requests.ReadTimeout):
-            read = self._timeout[1] if isinstance(self._timeout, tuple) else self._timeout
-            message = f"{where} sent no answer within {read} s; the batch may have been executed"
-        elif isinstance(exc, requests.exceptions.SSLError) and _certificate_failure(exc):
-            message = f"the certificate of {where} was refused; the batch was not sent"
-            unknown = False
-        elif isinstance(exc, requests.exceptions.SSLError):
-            # urllib3 also wraps TLS errors met while reading the answer, after the body went.
-            message = f"TLS with {where} failed; the batch may have been executed"
-        elif isinstance(exc, requests.ConnectionError) and isinstance(
-            reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.NameResolutionError
-        ):
-            message, unknown = f"could not connect to {where}; the batch was not sent", False
-        elif isinstance(exc, requests.ConnectionError):
-            message = (
-                f"the connection to {where} broke before an answer came; the batch may have "
-                f"been executed"
-            )
-        else:
-            message = f"the request to {where} failed; the batch may have been executed"
-        detail = self.redact(str(reason if isinstance(reason, BaseException) else exc))
-        error = TransportError(
-            f"{message} ({detail})", request_id=request_id, outcome_unknown=unknown
-        )
-        error.__cause__ = _redacted_copy(exc, detail)
-        return error
 
 
 class B24Hook(_Client):
@@ -319,22 +282,41 @@ class B24Hook(_Client):
             origin: ``scheme://host[:port]`` of the portal.
             user_id: The webhook's user id.
             secret: The webhook's secret.
-            **options: Keyword-only, all optional:
+            **options: Keyword-only, all optional, each checked here:
 
                 - ``timeout``: seconds, or ``(connect, read)``; see :data:`DEFAULT_TIMEOUT`.
                 - ``session``: a ``requests.Session`` to use as given (its adapters, headers,
-                  proxies); the client neither configures nor closes it. None makes one.
+                  proxies, cookies); the client neither configures nor closes it. None makes
+                  one, which stores no cookies and reads answers within the deadline.
                 - ``retry``: the :class:`RetryPolicy` (default ``RetryPolicy()``); None sends
                   every batch once.
                 - ``rate_limit``: a :class:`RateLimit` for this client alone, None for no
                   client-side limits, or the default: the common plan's limits in one bucket
                   per portal origin (:data:`DEFAULT_RATE_LIMIT`).
+                - ``max_response_bytes``: the most an answer may hold once decoded (default
+                  :data:`DEFAULT_MAX_RESPONSE_BYTES`, 64 MiB); a bigger one is dropped as a
+                  ``TransportError`` whose ``outcome_unknown`` is True.
+                - ``attempt_deadline``: seconds one HTTP attempt may take in all, from sending
+                  to the answer's last byte (default: connect + read timeout +
+                  :data:`DEADLINE_MARGIN`). With a ``session`` of your own it is checked only
+                  between reads of the body.
                 - ``clock``, ``wall_clock``, ``sleep``, ``rand``: monotonic seconds, Unix
                   seconds, a sleep and a float in [0, 1) for jitter; injectable for tests.
+
+        Raises:
+            SdkError: An option of the wrong value; SdkTypeError (also a TypeError) for one of
+                the wrong type or an unknown option.
         """
+        hidden = Secret(secret)
+        del secret  # a traceback's frames show their locals: keep only the masked holder
+        checked = checked_options(options)
+        if not isinstance(hidden.value, str) or not hidden.value:
+            raise SdkTypeError("the webhook secret must be a non-empty str")
         self._user_id = user_id
-        self._secret = secret
-        super().__init__(origin, f"{origin}/rest/api/{user_id}/{secret}/batch", **options)
+        super().__init__(
+            origin, Secret(f"{origin}/rest/api/{user_id}/{hidden.value}/batch"), checked
+        )
+        self._secret = hidden
 
     @classmethod
     def from_webhook_url(cls, url: str, **options: Any) -> B24Hook:
@@ -345,23 +327,24 @@ class B24Hook(_Client):
                 ``https://PORTAL/rest/api/USER_ID/SECRET/`` (REST 3.0 form), with or without
                 the trailing slash. ``http://`` only for loopback hosts (tests, FakePortal).
             **options: The keyword arguments of :class:`B24Hook` (``timeout``, ``session``,
-                ``retry``, ``rate_limit``, ...).
+                ``retry``, ``rate_limit``, ``max_response_bytes``, ``attempt_deadline``, ...).
 
         Raises:
-            SdkError: The URL is not a webhook URL; the message says what one looks like.
+            SdkError: The URL is not a webhook URL (the message says what one looks like), or
+                an option is wrong (SdkTypeError for a wrong type or an unknown option).
 
         Example:
             >>> B24Hook.from_webhook_url("https://example.bitrix24.com/rest/1/abc123/")
             <B24Hook https://example.bitrix24.com/rest/api/1/***/>
         """
-        parts = _split_url(url, "webhook URL", _WEBHOOK_SHAPE)
-        match = _WEBHOOK_PATH.match(parts.path)
-        if match is None:
-            raise SdkError(
-                f"the URL for {parts.hostname} is not a webhook URL (it needs a user id and a "
-                f"secret after /rest/): expected {_WEBHOOK_SHAPE}"
-            )
-        return cls(_origin(parts), int(match["user"]), match["secret"], **options)
+        hidden = Secret(url)
+        del url  # a traceback's frames show their locals: keep only the masked holder
+        checked_options(options)  # before the URL is taken apart, so misuse names no secret
+        parsed = _webhook_parts(hidden)
+        if isinstance(parsed, SdkError):
+            raise parsed
+        origin, user_id, secret = parsed
+        return cls(origin, user_id, secret.value, **options)
 
     @property
     def url(self) -> str:
@@ -369,12 +352,14 @@ class B24Hook(_Client):
         return f"{self._origin}/rest/api/{self._user_id}/***/"
 
     def __repr__(self) -> str:
+        if "_batch_url" not in vars(self):  # shown in a traceback while construction failed
+            return "<B24Hook (not constructed)>"
         return f"<B24Hook {self.url}>"
 
     __str__ = __repr__
 
     def _secrets(self) -> tuple[str, ...]:
-        return (self._secret,)
+        return (self._secret.value,)
 
 
 class B24OAuth(_Client):
@@ -389,12 +374,13 @@ class B24OAuth(_Client):
     Args:
         endpoint: The portal's client endpoint as Bitrix24 hands it to applications
             (``https://PORTAL/rest/``), or the bare portal URL.
-        access_token: The current access token.
+        access_token: The current access token: printable ASCII, no spaces.
         refresh: Returns a fresh access token (the application owns its OAuth credentials);
             None: a 401 is raised as it is.
         on_token: Receives each new token.
-        **options: ``timeout``, ``session``, ``retry``, ``rate_limit``, ``clock``,
-            ``wall_clock``, ``sleep``, ``rand``, as for :class:`B24Hook`.
+        **options: ``timeout``, ``session``, ``retry``, ``rate_limit``,
+            ``max_response_bytes``, ``attempt_deadline``, ``clock``, ``wall_clock``,
+            ``sleep``, ``rand``, as for :class:`B24Hook`.
 
     Example:
         >>> B24OAuth("https://example.bitrix24.com/rest/", "token-value")
@@ -410,30 +396,31 @@ class B24OAuth(_Client):
         on_token: Callable[[str], object] | None = None,
         **options: Any,
     ) -> None:
-        parts = _split_url(endpoint, "client endpoint", _ENDPOINT_SHAPE)
-        if not _ENDPOINT_PATH.match(parts.path):
-            raise SdkError(
-                f"the endpoint for {parts.hostname} has the path {parts.path!r}: "
-                f"expected {_ENDPOINT_SHAPE}"
-            )
-        _check_token(access_token)
+        token = Secret(access_token)
+        hidden = Secret(endpoint)  # a webhook URL passed by mistake holds a secret
+        del access_token, endpoint  # a traceback's frames show their locals
+        checked = checked_options(options)
         if refresh is not None and not callable(refresh):
             raise SdkTypeError("refresh must be a callable that returns a new access token")
         if on_token is not None and not callable(on_token):
             raise SdkTypeError("on_token must be a callable that takes the new access token")
-        self._token = access_token
+        origin = _endpoint_origin(hidden)
+        if isinstance(origin, SdkError):
+            raise origin
+        if not _valid_token(token):
+            raise SdkError(f"the access token must be {_TOKEN_RULE}")
+        self._token = token
         self._version = 0
-        self._old_tokens: tuple[str, ...] = ()
+        self._old_tokens: tuple[Secret[str], ...] = ()
         self._refresh = refresh
         self._on_token = on_token
         self._token_lock = threading.Lock()
-        origin = _origin(parts)
-        super().__init__(origin, f"{origin}/rest/api/batch", **options)
+        super().__init__(origin, Secret(f"{origin}/rest/api/batch"), checked)
 
     @property
     def url(self) -> str:
         """The batch URL (it holds no secret)."""
-        return self._batch_url
+        return self._batch_url.value
 
     def credential_version(self) -> int:
         """How many times the token has been refreshed."""
@@ -450,7 +437,7 @@ class B24OAuth(_Client):
             True when a fresh token is in place (refreshed now, or by another thread since).
 
         Raises:
-            AuthError: ``refresh`` itself failed or returned no token.
+            AuthError: ``refresh`` itself failed or returned no usable token.
         """
         if self._refresh is None or error.code not in _RENEWABLE:
             return False
@@ -459,39 +446,49 @@ class B24OAuth(_Client):
                 return True  # another thread refreshed while this batch was in flight
             failure: AuthError | None = None
             try:
-                token = self._refresh()
-                _check_token(token)
+                fresh = Secret(self._refresh())  # never a plain local: on_token may raise
             except Exception as exc:
                 # Only the type goes in the message: the application's own text may carry a
                 # token this client never saw, so it cannot be redacted. The exception itself
                 # stays reachable as refresh_error, outside str() and tracebacks.
-                failure = AuthError(
-                    f"refreshing the access token failed with {type(exc).__name__}; "
-                    f"see the error's refresh_error",
-                    code=error.code,
-                    status=error.status,
-                    request_id=error.request_id,
+                failure = self._refresh_failed(
+                    error, f"failed with {type(exc).__name__}; see the error's refresh_error"
                 )
                 failure.refresh_error = exc
             else:
-                self._old_tokens = (*self._old_tokens[-3:], self._token)
-                self._token = token
-                self._version += 1
-                if self._on_token is not None:
-                    # Under the lock, so tokens reach the application in the order issued.
-                    self._on_token(token)
+                if not _valid_token(fresh):
+                    failure = self._refresh_failed(
+                        error, f"returned no usable token (a token is {_TOKEN_RULE})"
+                    )
+                else:
+                    self._old_tokens = (*self._old_tokens[-3:], self._token)
+                    self._token = fresh
+                    self._version += 1
+                    if self._on_token is not None:
+                        # Under the lock, so tokens reach the application in the order issued.
+                        self._on_token(fresh.value)
         if failure is not None:
             raise failure  # outside the except block: the refresh error may name the token
         log.info("access token refreshed after %s", error.code)
         return True
 
     def __repr__(self) -> str:
-        return f"<B24OAuth {self._batch_url}>"
+        if "_batch_url" not in vars(self):  # shown in a traceback while construction failed
+            return "<B24OAuth (not constructed)>"
+        return f"<B24OAuth {self._batch_url.value}>"
 
     __str__ = __repr__
 
+    def _refresh_failed(self, error: AuthError, what: str) -> AuthError:
+        return AuthError(
+            f"refreshing the access token {what}",
+            code=error.code,
+            status=error.status,
+            request_id=error.request_id,
+        )
+
     def _secrets(self) -> tuple[str, ...]:
-        return (self._token, *self._old_tokens)
+        return tuple(token.value for token in (self._token, *self._old_tokens))
 
     def _auth(self) -> requests.auth.AuthBase:
         # Passed as auth=, not as a header: with a header, a caller's Session that trusts the
@@ -502,35 +499,69 @@ class B24OAuth(_Client):
 class _Bearer(requests.auth.AuthBase):
     """``Authorization: Bearer TOKEN`` on one request; repr without the token."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: Secret[str]) -> None:
         self._token = token
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self._token}"
+        request.headers["Authorization"] = f"Bearer {self._token.value}"
         return request
 
     def __repr__(self) -> str:
         return "<Bearer ***>"
 
 
-def _split_url(url: object, what: str, shape: str) -> SplitResult:
-    """Check scheme, host, userinfo, query and http-only-on-loopback; return the parts."""
-    if not isinstance(url, str):
-        raise SdkTypeError(f"the {what} is a {type(url).__name__}; pass a str")
-    parts = urlsplit(url.strip())
+def _webhook_parts(url: Secret[Any]) -> tuple[str, int, Secret[str]] | SdkError:
+    """``(origin, user id, secret)`` of a webhook URL, or the error to raise (not raised here,
+    where the URL's parts are locals)."""
+    parts = _split_url(url, "webhook URL", _WEBHOOK_SHAPE)
+    if isinstance(parts, SdkError):
+        return parts
+    match = _WEBHOOK_PATH.match(parts.path)
+    if match is None:
+        return SdkError(
+            f"the URL for {parts.hostname} is not a webhook URL (it needs a user id and a "
+            f"secret after /rest/): expected {_WEBHOOK_SHAPE}"
+        )
+    return _origin(parts), int(match["user"]), Secret(match["secret"])
+
+
+def _endpoint_origin(endpoint: Secret[Any]) -> str | SdkError:
+    """The origin of an OAuth client endpoint, or the error to raise (never with the path of a
+    webhook URL, which holds its secret)."""
+    parts = _split_url(endpoint, "client endpoint", _ENDPOINT_SHAPE)
+    if isinstance(parts, SdkError):
+        return parts
+    if _WEBHOOK_PATH.match(parts.path):
+        return SdkError(
+            f"the endpoint for {parts.hostname} is a webhook URL (a user id and a secret after "
+            f"/rest/), which B24Hook.from_webhook_url takes; expected {_ENDPOINT_SHAPE}"
+        )
+    if not _ENDPOINT_PATH.match(parts.path):
+        return SdkError(
+            f"the endpoint for {parts.hostname} has the path {redact(parts.path)[:80]!r}: "
+            f"expected {_ENDPOINT_SHAPE}"
+        )
+    return _origin(parts)
+
+
+def _split_url(url: Secret[Any], what: str, shape: str) -> SplitResult | SdkError:
+    """Check scheme, host, userinfo, query and http-only-on-loopback; the parts, or the error."""
+    if not isinstance(url.value, str):
+        return SdkTypeError(f"the {what} is a {type(url.value).__name__}; pass a str")
     try:
+        parts = urlsplit(url.value.strip())
         host = parts.hostname
         parts.port  # noqa: B018 - raises ValueError for a malformed port
-    except ValueError:
-        host = None
+    except ValueError:  # a malformed port or IPv6 address
+        return SdkError(f"this is not a {what}: expected {shape}")
     if parts.scheme.lower() not in ("https", "http") or not host:
-        raise SdkError(f"this is not a {what}: expected {shape}")
+        return SdkError(f"this is not a {what}: expected {shape}")
     if parts.username is not None or parts.password is not None:
-        raise SdkError(f"a {what} has no user:password@ part: expected {shape}")
+        return SdkError(f"a {what} has no user:password@ part: expected {shape}")
     if parts.query or parts.fragment:
-        raise SdkError(f"a {what} has no query string or fragment: expected {shape}")
+        return SdkError(f"a {what} has no query string or fragment: expected {shape}")
     if parts.scheme.lower() == "http" and not _is_loopback(host):
-        raise SdkError(
+        return SdkError(
             f"{host} is reached over plain http; Bitrix24 requires https (http is allowed "
             f"only for loopback hosts such as the FakePortal)"
         )
@@ -544,112 +575,9 @@ def _origin(parts: SplitResult) -> str:
     return f"{parts.scheme.lower()}://{netloc}" + (f":{port}" if port is not None else "")
 
 
-def _check_token(token: object) -> None:
-    if not isinstance(token, str) or not token.strip() or not token.isprintable():
-        raise SdkError("the access token must be a non-empty string of printable characters")
-
-
-def _bucket(
-    origin: str, rate_limit: RateLimitArg, clock: Callable[[], float]
-) -> LeakyBucket | None:
-    if rate_limit is None:
-        return None
-    if isinstance(rate_limit, RateLimit):
-        return LeakyBucket(rate_limit, clock)
-    if isinstance(rate_limit, _SharedDefault):
-        return _shared_bucket(origin, clock)
-    raise SdkTypeError(
-        f"rate_limit={rate_limit!r}: pass a RateLimit, None for no client-side limit, "
-        f"or leave the default"
-    )
-
-
-def _policy(rate_limit: RateLimitArg) -> RateLimit | None:
-    if isinstance(rate_limit, RateLimit):
-        return rate_limit
-    return RateLimit() if isinstance(rate_limit, _SharedDefault) else None
-
-
-def _certificate_failure(exc: BaseException) -> bool:
-    """Whether a TLS error is a refused certificate, which happens before anything is sent."""
-    seen: list[BaseException] = []
-    pending: list[object] = [exc]
-    while pending and len(seen) < 20:
-        item = pending.pop()
-        if not isinstance(item, BaseException) or any(item is s for s in seen):
-            continue
-        if isinstance(item, ssl.SSLCertVerificationError | ssl.CertificateError):
-            return True
-        seen.append(item)
-        pending.extend(
-            [*item.args, getattr(item, "reason", None), item.__cause__, item.__context__]
-        )
-    return False
-
-
-def _redacted_copy(exc: requests.RequestException, text: str) -> BaseException:
-    """The same kind of exception as ``exc``, with only a redacted message and no chain."""
-    try:
-        copy: BaseException = type(exc)(text)
-    except Exception:  # a subclass with another constructor: keep the family, lose the leaf
-        copy = requests.RequestException(text)
-    copy.__suppress_context__ = True
-    return copy
-
-
-def _new_session(policy: RetryPolicy, url: str) -> requests.Session:
-    """A Session whose urllib3 Retry repeats only connections that could not be opened.
-
-    A connection that never opened carried no request, so repeating it is always safe; it is
-    urllib3's to repeat, and the batch layer never retries it again. Anything that may have
-    reached the portal (read errors, statuses) is left to the batch layer, which knows whether
-    the batch is safe to repeat.
-
-    The environment (proxy variables and ``NO_PROXY``, ``REQUESTS_CA_BUNDLE`` /
-    ``CURL_CA_BUNDLE``) is read once, here, instead of on every request: requests' per-request
-    look-up cost about 170 µs a batch, and its ``~/.netrc`` look-up could replace an OAuth
-    Bearer header with Basic auth. ``~/.netrc`` is never used.
-    """
-    session = requests.Session()
-    session.trust_env = False
-    session.proxies.update(requests.utils.get_environ_proxies(url))
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    if bundle:
-        session.verify = bundle
-    retry = Retry(
-        total=None,
-        connect=policy.max_attempts - 1,
-        read=0,
-        redirect=0,
-        status=0,
-        other=0,
-        # POST is left out on purpose. (An empty set would mean "every method" to urllib3 2.x.)
-        allowed_methods=frozenset({"GET", "HEAD", "OPTIONS"}),
-        backoff_factor=policy.base_delay,
-        backoff_max=policy.max_delay,
-        raise_on_redirect=False,
-        raise_on_status=False,
-        respect_retry_after_header=False,
-    )
-    adapter = HTTPAdapter(max_retries=retry)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    session.headers["User-Agent"] = USER_AGENT
-    return session
-
-
-def _checked_timeout(timeout: Any) -> Timeout:
-    def positive(value: Any) -> bool:
-        return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1e6
-
-    if isinstance(timeout, tuple) and len(timeout) == 2 and all(map(positive, timeout)):
-        return (float(timeout[0]), float(timeout[1]))
-    if positive(timeout):
-        return float(timeout)
-    raise SdkError(
-        f"timeout={timeout!r}: pass seconds as a positive number, or a (connect, read) pair; "
-        f"a request without a timeout could hang forever"
-    )
+def _valid_token(token: Secret[Any]) -> bool:
+    """Whether a token can go in a header as it is: printable ASCII, no spaces."""
+    return isinstance(token.value, str) and _TOKEN.fullmatch(token.value) is not None
 
 
 def _is_loopback(host: str) -> bool:

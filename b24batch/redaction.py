@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 __all__ = [
     "MASK",
     "SENSITIVE_KEYS",
+    "Secret",
     "UrlRedactingFilter",
     "install_log_filter",
     "redact",
@@ -31,6 +32,37 @@ _TOKEN_PARAM = re.compile(
     r"(?i)((?:access_token|refresh_token|client_secret|auth|password)[\"']?\s*[=:]\s*[\"']?)"
     r"([^\s\"'&,;}]+)"
 )
+
+
+_T = TypeVar("_T")
+
+
+class Secret(Generic[_T]):
+    """A secret (webhook secret, token, a URL that holds one) whose ``repr`` and ``str`` are masked.
+
+    Tracebacks shown with their frames' locals (Django's technical 500 page, Sentry,
+    ``traceback.TracebackException(capture_locals=True)``) print every local variable; a secret
+    kept in one of these is printed as ``***``. Unwrap ``value`` only in the expression that
+    hands it on (to requests, to ``on_token``), never into a local variable.
+
+    Example:
+        >>> Secret("s3cr3t"), str(Secret("s3cr3t")), Secret("s3cr3t").value
+        (Secret(***), '***', 's3cr3t')
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: _T) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Secret({MASK})"
+
+    def __str__(self) -> str:
+        return MASK
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a Secret is not pickled")
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:

@@ -117,6 +117,26 @@ def decode_response(
             ``error``, or ``result`` lacks an entry.
     """
     try:
+        return _decode(status, content, keys, request_id, headers, redact)
+    except RecursionError:  # nested deeper than Python's stack: json or str() of a part
+        unknown = _may_have_run(status)
+        raise DecodeError(
+            f"the portal answered HTTP {status} with JSON nested too deeply to decode"
+            + ("; the batch may have been executed" if unknown else ""),
+            request_id=request_id,
+            outcome_unknown=unknown,
+        ) from None
+
+
+def _decode(
+    status: int,
+    content: bytes,
+    keys: Sequence[Key],
+    request_id: str | None,
+    headers: Mapping[str, str],
+    redact: Callable[[str], str],
+) -> Envelope:
+    try:
         payload = json.loads(content)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both are ValueErrors
         unknown = _may_have_run(status)
@@ -282,14 +302,15 @@ def _not_json_message(
     kind = content_type.split(";")[0].strip() or "no content type"
     if not content:
         return f"the portal answered HTTP {status} with an empty body, not JSON"
-    text = content[:4096].decode("utf-8", "replace")
-    title = _TITLE.search(text)
-    if "html" in kind or title or text.lstrip().startswith("<"):
-        shown = title.group(1) if title else text
-        snippet = _WHITESPACE.sub(" ", shown).strip()[:_SNIPPET]
+    head = content[:4096].decode("utf-8", "replace")
+    title = _TITLE.search(head)
+    if "html" in kind or title or head.lstrip().startswith("<"):
+        # Redacted whole, then cut: a cut first could leave part of a secret unrecognised.
+        shown = title.group(1) if title else content.decode("utf-8", "replace")
+        snippet = redact(_WHITESPACE.sub(" ", shown).strip())[:_SNIPPET]
         return (
             f"the portal (or a proxy before it) answered HTTP {status} with an HTML page, "
-            f"not JSON: {redact(snippet)!r}"
+            f"not JSON: {snippet!r}"
         )
     return (
         f"the portal answered HTTP {status} ({kind}, {len(content)} bytes) with a body that is "

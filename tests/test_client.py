@@ -31,13 +31,13 @@ SECRET = "abc123secretXYZ"
 def test_webhook_url_forms_all_post_to_the_v3_batch(url: str) -> None:
     """Classic and REST 3.0 forms, with or without slash, give the same REST 3.0 batch URL."""
     client = B24Hook.from_webhook_url(url)
-    assert client._batch_url == f"https://example.bitrix24.com/rest/api/1/{SECRET}/batch"
+    assert client._batch_url.value == f"https://example.bitrix24.com/rest/api/1/{SECRET}/batch"
 
 
 def test_port_and_ipv6_loopback_are_kept() -> None:
     """An explicit port survives, and an IPv6 loopback host is bracketed again."""
     client = B24Hook.from_webhook_url(f"http://[::1]:8080/rest/7/{SECRET}/")
-    assert client._batch_url == f"http://[::1]:8080/rest/api/7/{SECRET}/batch"
+    assert client._batch_url.value == f"http://[::1]:8080/rest/api/7/{SECRET}/batch"
 
 
 @pytest.mark.parametrize(
@@ -87,9 +87,9 @@ def test_bad_webhook_urls_are_refused_without_echoing_the_secret(url: str, fragm
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "localhost", "LOCALHOST", "[::1]"])
 def test_plain_http_is_allowed_for_loopback(host: str) -> None:
     """http:// works for loopback hosts only, so tests and the FakePortal can use it."""
-    assert B24Hook.from_webhook_url(f"http://{host}:1/rest/1/{SECRET}/")._batch_url.startswith(
-        "http://"
-    )
+    assert B24Hook.from_webhook_url(
+        f"http://{host}:1/rest/1/{SECRET}/"
+    )._batch_url.value.startswith("http://")
 
 
 def test_non_str_url_is_a_type_error() -> None:

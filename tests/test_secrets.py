@@ -13,15 +13,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from b24batch import (
+    AuthError,
     B24Error,
     B24Hook,
     B24OAuth,
     BatchByChunkV3,
     BatchV3,
+    DecodeError,
     RetryPolicy,
+    SdkError,
 )
 from b24batch.redaction import redact, redact_data
 from b24batch.testing import FakePortal, Fault
+from b24batch.wire import decode_response
 
 secrets = st.from_regex(r"[A-Za-z0-9]{16,40}", fullmatch=True)
 
@@ -201,3 +205,43 @@ def test_redact_data_masks_sensitive_keys_at_any_depth() -> None:
         {"access_token": "***", "refresh_token": "***", "password": "***", "Authorization": "***"},
     ]
     assert body[0]["query"]["AUTH"] == "x1"  # a copy: the original is untouched
+
+
+def test_html_page_is_redacted_before_it_is_cut() -> None:
+    """A secret straddling the 160-character cut of an HTML title is still masked whole."""
+    secret = "StraddlingSecretValue1234"
+    page = f"<html><title>{'x' * 150}{secret}</title></html>".encode()
+    with pytest.raises(DecodeError) as info:
+        decode_response(502, page, keys=[0], request_id="r", redact=lambda t: redact(t, (secret,)))
+    assert secret[:10] not in str(info.value)
+    assert "x" * 150 in str(info.value)
+
+
+def test_webhook_url_given_as_oauth_endpoint_is_refused_without_its_secret() -> None:
+    """B24OAuth("https://p/rest/1/SECRET/", token): the SdkError names neither."""
+    with pytest.raises(SdkError, match="webhook URL") as info:
+        B24OAuth("https://p.example/rest/1/WebhookSecret99/", "token-value")
+    assert "WebhookSecret99" not in str(info.value)
+
+
+@pytest.mark.parametrize("token", ["tökenValue", "token value", "tøken", "\u200btoken"])
+def test_tokens_outside_printable_ascii_are_refused_at_construction(token: str) -> None:
+    """A token that cannot go in a header fails at construction, not as a UnicodeEncodeError."""
+    with pytest.raises(SdkError, match="printable ASCII") as info:
+        B24OAuth("https://p.example/rest/", token)
+    assert token not in str(info.value)
+
+
+def test_unusable_refreshed_token_is_an_auth_error_without_it(shared_portal: FakePortal) -> None:
+    """refresh returning a non-ASCII token: AuthError naming neither token; nothing re-sent."""
+    shared_portal.expire_token()
+    old, fresh = shared_portal.access_token, "ţokenFromRefresh42"
+    sent = len(shared_portal.requests)
+    with B24OAuth(
+        shared_portal.oauth_endpoint, old, refresh=lambda: fresh, retry=None, rate_limit=None
+    ) as client:
+        with pytest.raises(AuthError, match="no usable token") as info:
+            BatchV3(client).make([("tasks.task.get", {"id": 1})])
+        assert client.credential_version() == 0
+    assert len(shared_portal.requests) == sent + 1  # the refused send only
+    assert not [text for text in _shown(info.value) if fresh in text or old in text]

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from b24batch import B24Hook, BatchV3, TransportError
+from tests.test_frames import assert_no_secret_in_frames
 
 WRITE = [("tasks.task.add", {"fields": {"title": "x"}})]
 
@@ -123,3 +124,25 @@ def test_tls_failure_after_sending_may_have_executed(
     assert "may have been executed" in str(info.value)
     assert len(received) == 1
     assert b"tasks.task.add" in received[0]
+
+
+@pytest.mark.parametrize("trusted", [False, True], ids=["refused-certificate", "broken-record"])
+def test_tls_failures_hold_no_secret_in_frames(
+    tls_server: tuple[int, list[bytes]],
+    certificate: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    trusted: bool,
+) -> None:
+    """Both TLS failures: no b24batch frame of the traceback shows the webhook secret."""
+    port, _ = tls_server
+    if trusted:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certificate[0]))
+    secret = "tlsFrameSecret4242"
+    url = f"https://localhost:{port}/rest/1/{secret}/"
+    with (
+        B24Hook.from_webhook_url(url, retry=None, timeout=(2, 5)) as b24,
+        pytest.raises(TransportError) as info,
+    ):
+        BatchV3(b24).make(WRITE)
+    assert ("certificate" in str(info.value)) is not trusted
+    assert assert_no_secret_in_frames(info.value, secret) >= 3
