@@ -187,6 +187,11 @@ def _key_text(key: object, where: str, seen: dict[str, object], *, top: bool) ->
         )
     if "\0" in text:
         raise SdkError(f"{where} has the key {text!r}; PHP cuts a key at a NUL character")
+    if not top and len(text) == 1 and text.isspace() and text in " \t\n\v\f\r":
+        raise SdkError(
+            f"{where} has the key {text!r}; PHP reads a key of one whitespace character "
+            f"as '[]', append: use another key"
+        )
     if top and (text[0] == " " or "." in text or " " in text):
         raise SdkError(
             f"{where} has the key {text!r}; PHP turns '.' and ' ' in a parameter's name "
