@@ -133,7 +133,7 @@ def _no_commands() -> CommandError:
 
 
 def substitute(value: Any, sections: Mapping[str, Mapping[PhpKey, Any]]) -> Any:
-    """Replace ``$result[KEY][a][b]`` (and the other kinds) in keys and string values.
+    """Replace ``$result[KEY][a][b]`` (and the other kinds) in string values.
 
     A value that is exactly one reference becomes what it points to (an array stays an array);
     a reference inside longer text becomes that value's text. A path that does not resolve to
@@ -145,10 +145,8 @@ def substitute(value: Any, sections: Mapping[str, Mapping[PhpKey, Any]]) -> Any:
     if isinstance(value, list):
         return [substitute(item, sections) for item in value]
     if isinstance(value, dict):
-        return {
-            php_text(_replace(key, sections)): substitute(item, sections)
-            for key, item in value.items()
-        }
+        # Keys are left alone: brackets nest in a PHP form, so no key can hold a reference.
+        return {key: substitute(item, sections) for key, item in value.items()}
     return value
 
 
