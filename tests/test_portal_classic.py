@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from b24batch.testing import CommandError, FakePortal, Fault
 from b24batch.testing.classic_store import Answer
 from b24batch.testing.phpform import parse_str_bytes
+from b24batch.wire_v2 import EntryV2, decode_response_v2, encode_batch_v2
 from tests.php import canon, php_parse
 
 TIMEOUT = 5.0
@@ -499,3 +500,39 @@ def test_parse_str_quirks_match_php() -> None:
         b"a[9223372036854775808]=1",
     ]
     assert [canon(parse_str_bytes(query)) for query in raw] == php_parse(raw)
+
+
+def test_encoder_portal_decoder_end_to_end(portal: FakePortal) -> None:
+    """wire_v2's body runs on the portal and its answer decodes into outcomes by key."""
+    entries = [
+        EntryV2("contact", "crm.contact.add", {"fields": {"NAME": "Ann & Co", "POST": None}}),
+        EntryV2(
+            "deal",
+            "crm.deal.add",
+            {"fields": {"TITLE": "50% off", "CONTACT_ID": "$result[contact]"}},
+        ),
+        EntryV2("missing", "crm.deal.get", {"id": 404}),
+        EntryV2("list", "crm.deal.list", {"select": ["ID", "TITLE"], "filter": {">=ID": 1}}),
+    ]
+    response = requests.post(
+        portal.webhook_url + "batch",
+        data=encode_batch_v2(entries, halt=False),
+        headers=FORM,
+        timeout=TIMEOUT,
+    )
+    keys = [entry.key for entry in entries]
+    envelope = decode_response_v2(
+        response.status_code, response.content, keys=keys, request_id="r1"
+    )
+    contact, deal, missing, listed = envelope.outcomes
+    assert (contact.result, deal.result) == (1, 1)
+    assert portal.deals[1]["CONTACT_ID"] == "1"
+    assert portal.contacts[1]["NAME"] == "Ann & Co"
+    assert missing.executed
+    assert missing.error is not None
+    assert missing.error.message == "Not found"
+    assert (listed.result, listed.total, listed.next) == (
+        [{"ID": "1", "TITLE": "50% off"}],
+        1,
+        None,
+    )
