@@ -11,8 +11,7 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from b24batch.testing import CommandError, FakePortal, Fault
-from b24batch.testing.classic_store import Answer
+from b24batch.testing import ClassicAnswer, CommandError, FakePortal, Fault
 from b24batch.testing.phpform import parse_str_bytes
 from b24batch.wire_v2 import EntryV2, decode_response_v2, encode_batch_v2
 from tests.php import canon, php_parse
@@ -384,7 +383,7 @@ def test_registered_handler_serves_the_classic_route(portal: FakePortal) -> None
             raise CommandError("denied", code="ACCESS_DENIED")
         if params.get("crash"):
             raise RuntimeError("bug")
-        return Answer({"got": params}, total=7)
+        return ClassicAnswer({"got": params}, total=7)
 
     portal.register("app.thing", handler)
     result = post(

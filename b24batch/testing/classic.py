@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import attrs
 
-from b24batch.testing.classic_store import Answer
+from b24batch.testing.classic_store import ClassicAnswer
 from b24batch.testing.phpform import PhpKey, parse_str, parse_str_bytes, php_key, php_text
 from b24batch.testing.store import CommandError
 
@@ -47,8 +47,8 @@ _REFERENCE: Final = re.compile(r"\$(result|error|total|next|time)((?:\[[^\]]+\])
 _SEGMENT: Final = re.compile(r"\[([^\]]+)\]")
 _NOT_IN_BATCH: Final = frozenset({"batch", "disk.file.upload", "disk.folder.uploadfile"})
 
-Method = Callable[[dict[str, Any]], Answer]
-"""A classic method: takes the decoded params, returns its :class:`Answer`."""
+Method = Callable[[dict[str, Any]], ClassicAnswer]
+"""A classic method: takes the decoded params, returns its :class:`ClassicAnswer`."""
 
 
 def _error(code: str, description: str) -> dict[str, str]:

@@ -18,7 +18,7 @@ import attrs
 
 from b24batch.testing.store import CommandError, format_datetime
 
-__all__ = ["CONTACT_FIELDS", "DEAL_FIELDS", "PAGE_SIZE", "Answer", "CrmSeeding", "CrmStore"]
+__all__ = ["CONTACT_FIELDS", "DEAL_FIELDS", "PAGE_SIZE", "ClassicAnswer", "CrmSeeding", "CrmStore"]
 
 PAGE_SIZE: Final = 50
 """Items per page of a classic list method."""
@@ -64,7 +64,7 @@ _BAD_ID: Final = "ID is not defined or invalid"
 
 
 @attrs.frozen
-class Answer:
+class ClassicAnswer:
     """What a classic method returns: its ``result``, and ``total``/``next`` for a list page."""
 
     result: Any
@@ -147,26 +147,26 @@ class _Entity:
             raise _error(_NOT_FOUND)
         return record
 
-    def add(self, params: Mapping[str, Any], now: float) -> Answer:
-        return Answer(self.create(params.get("FIELDS"), now))
+    def add(self, params: Mapping[str, Any], now: float) -> ClassicAnswer:
+        return ClassicAnswer(self.create(params.get("FIELDS"), now))
 
-    def get(self, params: Mapping[str, Any], now: float) -> Answer:
-        return Answer(copy.deepcopy(self.existing(params)))
+    def get(self, params: Mapping[str, Any], now: float) -> ClassicAnswer:
+        return ClassicAnswer(copy.deepcopy(self.existing(params)))
 
-    def update(self, params: Mapping[str, Any], now: float) -> Answer:
+    def update(self, params: Mapping[str, Any], now: float) -> ClassicAnswer:
         record = self.existing(params)
         values = self._accepted(params.get("FIELDS"))
         if "OPPORTUNITY" in values:
             values["OPPORTUNITY"] = _money(values["OPPORTUNITY"])
         record.update(values, MODIFY_BY_ID=self._user, DATE_MODIFY=format_datetime(now))
-        return Answer(True)
+        return ClassicAnswer(True)
 
-    def delete(self, params: Mapping[str, Any], now: float) -> Answer:
+    def delete(self, params: Mapping[str, Any], now: float) -> ClassicAnswer:
         self.existing(params)
         del self.records[_positive_id(params)]
-        return Answer(True)
+        return ClassicAnswer(True)
 
-    def list(self, params: Mapping[str, Any], now: float) -> Answer:
+    def list(self, params: Mapping[str, Any], now: float) -> ClassicAnswer:
         matches = [r for r in self.records.values() if _matches(r, params.get("FILTER"))]
         for field, descending in reversed(_order(params.get("ORDER"))):
             matches.sort(key=lambda record: _sort_key(record, field), reverse=descending)
@@ -174,10 +174,10 @@ class _Entity:
         select = _select(params.get("SELECT"), self._defaults)
         if start < 0:  # start=-1: no count, no next (the fast way through a large list)
             page = matches[:PAGE_SIZE]
-            return Answer([_project(record, select) for record in page])
+            return ClassicAnswer([_project(record, select) for record in page])
         page = matches[start : start + PAGE_SIZE]
         following = start + PAGE_SIZE if start + PAGE_SIZE < len(matches) else None
-        return Answer([_project(record, select) for record in page], len(matches), following)
+        return ClassicAnswer([_project(record, select) for record in page], len(matches), following)
 
 
 def _money(value: Any) -> Any:
@@ -285,9 +285,9 @@ class CrmStore:
         self.deals = _Entity(DEAL_FIELDS, self._user_id)
         self.contacts = _Entity(CONTACT_FIELDS, self._user_id)
 
-    def user_current(self, params: Mapping[str, Any], now: float) -> Answer:
+    def user_current(self, params: Mapping[str, Any], now: float) -> ClassicAnswer:
         user = str(self._user_id)
-        return Answer(
+        return ClassicAnswer(
             {
                 "ID": user,
                 "ACTIVE": True,
@@ -298,7 +298,7 @@ class CrmStore:
             }
         )
 
-    def method(self, name: str) -> Callable[[Mapping[str, Any], float], Answer] | None:
+    def method(self, name: str) -> Callable[[Mapping[str, Any], float], ClassicAnswer] | None:
         """The built-in classic method ``name`` (lower case); it takes the params, upper-cased."""
         if name == "user.current":
             return self.user_current
@@ -306,7 +306,7 @@ class CrmStore:
         entity = {"crm.deal": self.deals, "crm.contact": self.contacts}.get(entity_name)
         if entity is None or verb not in ("add", "get", "list", "update", "delete"):
             return None
-        run: Callable[[Mapping[str, Any], float], Answer] = getattr(entity, verb)
+        run: Callable[[Mapping[str, Any], float], ClassicAnswer] = getattr(entity, verb)
         return lambda params, now: run(_upper(params), now)
 
 

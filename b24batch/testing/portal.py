@@ -33,7 +33,7 @@ from requests.structures import CaseInsensitiveDict
 
 from b24batch.redaction import redact
 from b24batch.testing.classic import Method, execute_classic, parse_classic
-from b24batch.testing.classic_store import Answer, CrmSeeding, CrmStore
+from b24batch.testing.classic_store import ClassicAnswer, CrmSeeding, CrmStore
 from b24batch.testing.store import (
     CommandError,
     Handler,
@@ -511,7 +511,7 @@ class FakePortal(CrmSeeding):
 
         The same handler serves the classic batch: there it receives the decoded params (every
         scalar a string, as PHP's ``parse_str`` gives them), its return value is the command's
-        ``result`` (or a ``classic_store.Answer`` with ``total`` and ``next``), and a
+        ``result`` (or a ``testing.ClassicAnswer`` with ``total`` and ``next``), and a
         ``CommandError`` or any other exception fails only that command, in ``result_error``.
         """
         if not isinstance(method, str) or not method or method.lower() == "batch":
@@ -777,8 +777,8 @@ class FakePortal(CrmSeeding):
         return _Reply.of(200, {"result": results, "time": timing})
 
 
-def _answer(value: Any) -> Answer:
-    return value if isinstance(value, Answer) else Answer(value)
+def _answer(value: Any) -> ClassicAnswer:
+    return value if isinstance(value, ClassicAnswer) else ClassicAnswer(value)
 
 
 def _command_error(exc: CommandError) -> _Reply:
