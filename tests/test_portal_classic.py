@@ -124,6 +124,13 @@ def test_get_is_405(portal: FakePortal) -> None:
     assert response.status_code == 405
 
 
+@pytest.mark.parametrize("cmd", [5, "user.current", None], ids=["int", "str", "null"])
+def test_json_cmd_that_is_not_an_array_is_400(portal: FakePortal, cmd: Any) -> None:
+    """A JSON body whose cmd is not an object or array is refused whole."""
+    response = requests.post(portal.webhook_url + "batch", json={"cmd": cmd}, timeout=TIMEOUT)
+    assert (response.status_code, response.json()["error"]) == (400, "INVALID_REQUEST")
+
+
 def test_missing_cmd_is_400(portal: FakePortal) -> None:
     """A body without a cmd array is refused whole."""
     response = requests.post(
@@ -463,6 +470,8 @@ def test_seeding_helpers_and_reset(portal: FakePortal) -> None:
     assert portal.deals[11]["TITLE"] == "Deal"
     with pytest.raises(ValueError, match="taken"):
         portal.add_deal(id=10)
+    with pytest.raises(ValueError, match="unknown fields \\['TITEL'\\]"):
+        portal.add_deal(TITEL="typo")
     portal.reset()
     assert (portal.deals, portal.contacts) == ({}, {})
 

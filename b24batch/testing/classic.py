@@ -96,9 +96,9 @@ def parse_classic(content_type: str, raw: bytes, query: Mapping[str, str]) -> Cl
             )
         fields = data
         cmd = data.get("cmd")
-        entries = cmd.items() if isinstance(cmd, dict) else enumerate(cmd or ())
         if not isinstance(cmd, dict | list):
             raise _no_commands()
+        entries = cmd.items() if isinstance(cmd, dict) else enumerate(cmd)
         commands = tuple(
             (
                 php_key(str(key).encode("utf-8")),

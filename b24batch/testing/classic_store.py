@@ -55,7 +55,6 @@ CONTACT_FIELDS: Final[Mapping[str, str | None]] = {
     "ASSIGNED_BY_ID": None,
     "BIRTHDATE": None,
 }
-_READ_ONLY: Final = ("ID", "CREATED_BY_ID", "MODIFY_BY_ID", "DATE_CREATE", "DATE_MODIFY")
 _NUMERIC: Final = re.compile(r"ID|.*_ID|OPPORTUNITY|PROBABILITY")
 _DATES: Final = frozenset({"DATE_CREATE", "DATE_MODIFY", "BEGINDATE", "CLOSEDATE", "BIRTHDATE"})
 _PREFIXES: Final = (">=", "<=", "!=", "!%", "=", "!", ">", "<", "%")
@@ -103,7 +102,7 @@ class _Entity:
     """One CRM entity type's records: id -> fields, all values text."""
 
     def __init__(self, fields: Mapping[str, str | None], user_id: int) -> None:
-        self._defaults = fields
+        self.fields = fields
         self._user = str(user_id)
         self.records: dict[int, dict[str, Any]] = {}
         self._next_id = 1
@@ -115,7 +114,7 @@ class _Entity:
         return {
             key: _text(value)
             for key, value in _upper(fields).items()
-            if key in self._defaults or key.startswith("UF_")
+            if key in self.fields or key.startswith("UF_")
         }
 
     def create(self, fields: object, now: float, record_id: int | None = None) -> int:
@@ -127,7 +126,7 @@ class _Entity:
         self._next_id = max(self._next_id, record_id + 1)
         stamp = format_datetime(now)
         record: dict[str, Any] = {"ID": str(record_id)}
-        record.update({key: default for key, default in self._defaults.items()})
+        record.update({key: default for key, default in self.fields.items()})
         record.update(
             ASSIGNED_BY_ID=self._user,
             CREATED_BY_ID=self._user,
@@ -171,7 +170,7 @@ class _Entity:
         for field, descending in reversed(_order(params.get("ORDER"))):
             matches.sort(key=lambda record: _sort_key(record, field), reverse=descending)
         start = _start(params.get("START"))
-        select = _select(params.get("SELECT"), self._defaults)
+        select = _select(params.get("SELECT"), self.fields)
         if start < 0:  # start=-1: no count, no next (the fast way through a large list)
             page = matches[:PAGE_SIZE]
             return ClassicAnswer([_project(record, select) for record in page])
@@ -321,7 +320,8 @@ class CrmSeeding:
         """Seed a deal (upper-case classic fields, plus ``id`` to choose it); returns its id.
 
         Raises:
-            ValueError: ``id`` is not a positive int or is taken.
+            ValueError: ``id`` is not a positive int or is taken, or a field is unknown
+                (the portal would ignore it; a seed with a typo should not pass silently).
         """
         return self._seed(self._crm.deals, fields, {"TITLE": "Deal"})
 
@@ -347,5 +347,12 @@ class CrmSeeding:
             isinstance(record_id, bool) or not isinstance(record_id, int) or record_id < 1
         ):
             raise ValueError(f"id must be a positive int, got {record_id!r}")
+        unknown = sorted(
+            name
+            for name in _upper(fields)
+            if name not in entity.fields and not name.startswith("UF_")
+        )
+        if unknown:
+            raise ValueError(f"unknown fields {unknown}; known: {', '.join(entity.fields)}")
         with self._lock:
             return entity.create({**default, **fields}, self._wall_clock(), record_id)
