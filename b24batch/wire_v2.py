@@ -241,6 +241,10 @@ def check_key(key: object, where: str) -> str:
             f"{where} has the command key {text!r}; the classic batch sends it as cmd[KEY] "
             f"and references it as $result[KEY], so it cannot contain '[', ']' or NUL"
         )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SdkError(f"{where} has a command key with a lone surrogate") from None
     return text
 
 
@@ -279,8 +283,10 @@ def encode_batch_v2(entries: Sequence[EntryV2], *, halt: bool) -> bytes:
             )
         seen[text] = row
         method = entry.method
-        if not isinstance(method, str) or not method.strip():
-            raise SdkTypeError(f"{row} has the method {method!r}; a method is a non-empty str")
+        if not isinstance(method, str):
+            raise SdkTypeError(f"{row} has a method of type {type(method).__name__}; use a str")
+        if not method.strip():
+            raise SdkError(f"{row} has an empty method name")
         if "?" in method or method != method.strip():
             raise SdkError(
                 f"{row} has the method {method!r}; the portal splits METHOD?QUERY at the "

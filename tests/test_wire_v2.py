@@ -240,6 +240,8 @@ def test_body_without_params_sends_the_bare_method() -> None:
         pytest.param([EntryV2(-1, "x.y")], ["0 or more"], id="negative-position"),
         pytest.param([EntryV2("1", "x.y"), EntryV2(1, "x.y")], ["unique"], id="same-text"),
         pytest.param([EntryV2("a", "x.y?z")], ["'?'"], id="question-mark-method"),
+        pytest.param([EntryV2("a", " ")], ["empty method"], id="empty-method"),
+        pytest.param([EntryV2("\ud800", "x.y")], ["lone surrogate"], id="surrogate-key"),
         pytest.param(
             [EntryV2("a", "x.y", {"f": {"DONE": False}}, where="calls['row']")],
             ["calls['row'].params.f.DONE", "'Y'/'N'"],
@@ -255,6 +257,21 @@ def test_body_refuses(entries: list[EntryV2], fragments: list[str]) -> None:
         encode_batch_v2(entries, halt=True)
     for fragment in fragments:
         assert fragment in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        pytest.param(EntryV2(1.5, "x.y"), id="float-key"),  # type: ignore[arg-type]
+        pytest.param(EntryV2(True, "x.y"), id="bool-key"),
+        pytest.param(EntryV2("a", 7), id="int-method"),  # type: ignore[arg-type]
+        pytest.param(EntryV2("a", "x.y", ["id"]), id="list-params"),  # type: ignore[arg-type]
+    ],
+)
+def test_body_refuses_wrong_types(entry: EntryV2) -> None:
+    """A key, method or params of the wrong type is a TypeError naming the row."""
+    with pytest.raises(SdkTypeError, match=r"calls\["):
+        encode_batch_v2([entry], halt=True)
 
 
 # ---------------------------------------------------------------------------------------------
