@@ -8,6 +8,7 @@ PHP's JSON shapes (protocol §7). Authentication, limits and time belong to ``po
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
@@ -16,7 +17,7 @@ from typing import Any, Final
 
 import attrs
 
-from b24batch.testing.classic_store import ClassicAnswer
+from b24batch.testing.classic_store import ClassicAnswer, CrmStore
 from b24batch.testing.phpform import PhpKey, parse_str, parse_str_bytes, php_key, php_text
 from b24batch.testing.store import CommandError
 
@@ -25,6 +26,7 @@ __all__ = [
     "SECTIONS",
     "ClassicBatch",
     "Method",
+    "classic_methods",
     "execute_classic",
     "parse_classic",
     "php_truthy",
@@ -177,6 +179,33 @@ def _resolve(match: re.Match[str], sections: Mapping[str, Mapping[PhpKey, Any]])
         else:
             break  # as PHP's isset() walk: stop at what resolved
     return node
+
+
+def classic_methods(
+    handlers: Mapping[str, Callable[[dict[str, Any]], Any]],
+    crm: CrmStore,
+    clock: Callable[[], float],
+) -> Callable[[str], Method | None]:
+    """Find a method by lower-case name: a registered handler first, else a built-in.
+
+    A handler's return value is the command's ``result`` unless it is a ``ClassicAnswer``.
+    """
+
+    def find(name: str) -> Method | None:
+        handler = handlers.get(name)
+        if handler is not None:
+            found = handler
+            return lambda params: _answer(copy.deepcopy(found(params)))
+        builtin = crm.method(name)
+        if builtin is None:
+            return None
+        return lambda params: builtin(params, clock())
+
+    return find
+
+
+def _answer(value: Any) -> ClassicAnswer:
+    return value if isinstance(value, ClassicAnswer) else ClassicAnswer(value)
 
 
 def execute_classic(

@@ -8,7 +8,6 @@ binds to loopback and must never face a network.
 from __future__ import annotations
 
 import contextlib
-import copy
 import email.utils
 import hmac
 import html
@@ -32,8 +31,8 @@ import attrs
 from requests.structures import CaseInsensitiveDict
 
 from b24batch.redaction import redact
-from b24batch.testing.classic import Method, execute_classic, parse_classic
-from b24batch.testing.classic_store import ClassicAnswer, CrmSeeding, CrmStore
+from b24batch.testing.classic import classic_methods, execute_classic, parse_classic
+from b24batch.testing.classic_store import CrmSeeding, CrmStore
 from b24batch.testing.store import (
     CommandError,
     Handler,
@@ -626,7 +625,7 @@ class FakePortal(CrmSeeding):
             start = self._wall_clock()
             result, ran = execute_classic(
                 batch,
-                self._classic_method,
+                classic_methods(self._handlers, self._crm, self._wall_clock),
                 clock=self._wall_clock,
                 time_block=self._time_block,
                 on_command=self._charge,
@@ -634,17 +633,6 @@ class FakePortal(CrmSeeding):
             )
             self._executed += ran
             return _Reply.of(200, {"result": result, "time": self._time_block("batch", start)})
-
-    def _classic_method(self, name: str) -> Method | None:
-        """A registered handler (its return value is the result) or a built-in CRM method."""
-        handler = self._handlers.get(name)
-        if handler is not None:
-            found = handler
-            return lambda params: _answer(copy.deepcopy(found(params)))
-        builtin = self._crm.method(name)
-        if builtin is None:
-            return None
-        return lambda params: builtin(params, self._wall_clock())
 
     def _over_limit(self, method: str) -> bool:
         limit = self._operating_limit
@@ -775,10 +763,6 @@ class FakePortal(CrmSeeding):
             "operating": round(self._meter.total("batch"), 6),
         }
         return _Reply.of(200, {"result": results, "time": timing})
-
-
-def _answer(value: Any) -> ClassicAnswer:
-    return value if isinstance(value, ClassicAnswer) else ClassicAnswer(value)
 
 
 def _command_error(exc: CommandError) -> _Reply:
