@@ -27,7 +27,7 @@ from b24batch.errors import (
 from b24batch.redaction import redact as _redact_default
 from b24batch.results import FieldError, Key, Time
 
-__all__ = ["Envelope", "decode_response", "encode_batch", "error_from_payload"]
+__all__ = ["Envelope", "decode_payload", "decode_response", "encode_batch", "error_from_payload"]
 
 _ERROR_TYPES: dict[str, type[AjaxError]] = {
     "QUERY_LIMIT_EXCEEDED": RateLimitError,
@@ -116,8 +116,44 @@ def decode_response(
         DecodeError: The body is not JSON (HTML page, truncated), has neither ``result`` nor
             ``error``, or ``result`` lacks an entry.
     """
+    payload, failed = decode_payload(
+        status, content, request_id=request_id, headers=headers, redact=redact
+    )
+    if failed is not None:
+        return failed
     try:
-        return _decode(status, content, keys, request_id, headers, redact)
+        result = _positional(payload["result"], keys, request_id)
+    except DecodeError as error:
+        error.message += "; the batch was executed, but its answer does not match the commands"
+        raise
+    replayed = headers.get("Idempotent-Replayed", "").strip().lower() == "true"
+    time = Time.from_json(payload.get("time"))
+    return Envelope(status=status, result=result, time=time, replayed=replayed)
+
+
+def decode_payload(
+    status: int,
+    content: bytes,
+    *,
+    request_id: str | None,
+    headers: Mapping[str, str] = _NO_HEADERS,
+    redact: Callable[[str], str] = _redact_default,
+) -> tuple[dict[str, Any], Envelope | None]:
+    """Read an answer's JSON object; an error envelope comes back as an ``Envelope`` too.
+
+    The part both batch protocols share: REST 3.0 reads ``result`` positionally, the classic
+    batch by command key.
+
+    Returns:
+        ``(payload, None)`` for a 2xx answer with ``result``, ``(payload, envelope)`` when the
+        portal answered an error envelope (``envelope.error`` is set).
+
+    Raises:
+        DecodeError: The body is not JSON, not an object, or has neither ``result`` nor
+            ``error`` (or ``result`` on a non-2xx status).
+    """
+    try:
+        return _payload(status, content, request_id, headers, redact)
     except RecursionError:  # nested deeper than Python's stack: json or str() of a part
         unknown = _may_have_run(status)
         raise DecodeError(
@@ -128,14 +164,13 @@ def decode_response(
         ) from None
 
 
-def _decode(
+def _payload(
     status: int,
     content: bytes,
-    keys: Sequence[Key],
     request_id: str | None,
     headers: Mapping[str, str],
     redact: Callable[[str], str],
-) -> Envelope:
+) -> tuple[dict[str, Any], Envelope | None]:
     try:
         payload = json.loads(content)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both are ValueErrors
@@ -159,22 +194,16 @@ def _decode(
     if payload.get("error"):
         error = error_from_payload(payload, status=status, request_id=request_id, redact=redact)
         error.retry_after = _retry_after(headers.get("Retry-After"))
-        return Envelope(status=status, result=None, time=time, error=error)
+        return payload, Envelope(status=status, result=None, time=time, error=error)
     if "result" not in payload or not 200 <= status < 300:
-        keys = ", ".join(sorted(map(str, payload))[:8]) or "none"
+        names = ", ".join(sorted(map(str, payload))[:8]) or "none"
         raise DecodeError(
             f"the portal answered HTTP {status} with JSON that has neither 'result' nor 'error' "
-            f"(keys: {keys}){may_have_run}",
+            f"(keys: {names}){may_have_run}",
             request_id=request_id,
             outcome_unknown=unknown,
         )
-    try:
-        result = _positional(payload["result"], keys, request_id)
-    except DecodeError as error:
-        error.message += "; the batch was executed, but its answer does not match the commands"
-        raise
-    replayed = headers.get("Idempotent-Replayed", "").strip().lower() == "true"
-    return Envelope(status=status, result=result, time=time, replayed=replayed)
+    return payload, None
 
 
 def error_from_payload(

@@ -17,6 +17,8 @@ MODULES = [
     "b24batch.redaction",
     "b24batch.retry",
     "b24batch.limits",
+    "b24batch.form",
+    "b24batch.wire_v2",
 ]
 
 

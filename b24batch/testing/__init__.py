@@ -1,11 +1,12 @@
 """Test support: FakePortal, a real loopback HTTP server that behaves like a Bitrix24 portal's
-REST 3.0 ``batch`` method, with fault injection and request recording.
+``batch`` methods (REST 3.0 and classic), with fault injection and request recording.
 
 For tests, demos and users' own test suites; it never talks to a real portal. The pytest fixtures
 ``b24_portal`` and ``b24_client`` come from ``b24batch.testing.pytest_plugin``.
 """
 
+from b24batch.testing.classic_store import ClassicAnswer
 from b24batch.testing.portal import FakePortal, Fault, RecordedRequest
 from b24batch.testing.store import CommandError
 
-__all__ = ["CommandError", "FakePortal", "Fault", "RecordedRequest"]
+__all__ = ["ClassicAnswer", "CommandError", "FakePortal", "Fault", "RecordedRequest"]

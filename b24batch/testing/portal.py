@@ -32,6 +32,8 @@ import attrs
 from requests.structures import CaseInsensitiveDict
 
 from b24batch.redaction import redact
+from b24batch.testing.classic import classic_methods, execute_classic, parse_classic
+from b24batch.testing.classic_store import CrmSeeding, CrmStore
 from b24batch.testing.store import (
     CommandError,
     Handler,
@@ -81,7 +83,7 @@ _INVALID_KEY: Final = "BITRIX_REST_V3_EXCEPTION_INVALIDIDEMPOTENCYKEYEXCEPTION"
 _KEY_REUSED: Final = "BITRIX_REST_V3_EXCEPTION_IDEMPOTENCYKEYREUSEDEXCEPTION"
 _IDEMPOTENCY_KEY: Final = re.compile(r"[\x20-\x7e]{1,255}")
 _WEBHOOK_BATCH: Final = re.compile(r"/rest/api/([^/]+)/([^/]+)/batch")
-_CLASSIC_BATCH: Final = re.compile(r"/rest/(?!api/)(?:[^/]+/[^/]+/)?batch")
+_CLASSIC_BATCH: Final = re.compile(r"/rest/(?!api/)(?:([^/]+)/([^/]+)/)?batch(?:\.json)?")
 
 
 def _classic(code: str, description: str) -> dict[str, str]:
@@ -307,8 +309,12 @@ class _Stored:
     expires: float
 
 
-class FakePortal:
+class FakePortal(CrmSeeding):
     """A Bitrix24 portal on loopback that serves the REST 3.0 ``batch`` method over real HTTP.
+
+    It serves the classic (v2) ``batch`` too, on ``/rest/USER/SECRET/batch`` and (OAuth, the
+    token as ``auth`` in the body) ``/rest/batch``, over an in-memory CRM (``crm.deal.*``,
+    ``crm.contact.*``, ``user.current``), with the same credentials, limits and faults.
 
     Keeps tasks in memory (``tasks.task.add/get/list/update/delete``), accepts webhook and OAuth
     credentials, honours ``Idempotency-Key``, optionally enforces the request-rate and
@@ -403,6 +409,7 @@ class FakePortal:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._store = TaskStore(user_id=user_id)
+        self._crm = CrmStore(user_id=user_id)
         self._handlers: dict[str, Handler] = {}
         self._access_token = access_token or secrets.token_hex(32)
         # token -> still valid; a False token answers expired_token.
@@ -549,6 +556,11 @@ class FakePortal:
         referenceable). Raise ``FakePortal.CommandError`` to fail the batch with that error;
         any other exception answers 500 ``INTERNAL_SERVER_ERROR``. Either way the batch stops
         at that row, and what the rows before it wrote stays, as on a real portal.
+
+        The same handler serves the classic batch: there it receives the decoded params (every
+        scalar a string, as PHP's ``parse_str`` gives them), its return value is the command's
+        ``result`` (or a ``testing.ClassicAnswer`` with ``total`` and ``next``), and a
+        ``CommandError`` or any other exception fails only that command, in ``result_error``.
         """
         if not isinstance(method, str) or not method or method.lower() == "batch":
             raise ValueError(f"cannot register method {method!r}")
@@ -592,6 +604,7 @@ class FakePortal:
         """
         with self._lock:
             self._store.clear()
+            self._crm.clear()
             self._requests.clear()
             self._faults.clear()
             if self._bucket is not None:
@@ -618,14 +631,9 @@ class FakePortal:
         return redact(path, (self._secret,))
 
     def _process(self, request: RecordedRequest) -> _Reply:
-        if _CLASSIC_BATCH.fullmatch(request.path):
-            return _Reply.of(
-                400,
-                _classic(
-                    "ERROR_BATCH_METHOD_NOT_ALLOWED",
-                    "REST 3.0 batch is served under /rest/api/; this is the classic path",
-                ),
-            )
+        classic = _CLASSIC_BATCH.fullmatch(request.path)
+        if classic is not None:
+            return self._classic_batch(request, *classic.groups())
         webhook = _WEBHOOK_BATCH.fullmatch(request.path)
         if webhook is None and request.path != "/rest/api/batch":
             return _Reply.of(404, _classic("ERROR_METHOD_NOT_FOUND", "Method not found!"))
@@ -643,6 +651,63 @@ class FakePortal:
             return refusal
         with self._lock:
             return self._run(request, credential)
+
+    def _classic_batch(self, request: RecordedRequest, user: str | None, secret: str) -> _Reply:
+        """The classic ``batch`` (protocol §7): the commands run in ``classic.py``."""
+        if request.method != "POST":
+            return _Reply.of(
+                405,
+                _classic("INVALID_REQUEST", "The batch method accepts POST only"),
+                ("Allow", "POST"),
+            )
+        refusal = self._webhook_auth(user, secret)[1] if user is not None else None
+        if refusal is not None:
+            return refusal
+        try:
+            batch = parse_classic(
+                request.headers.get("Content-Type", ""), request.raw, request.query
+            )
+        except CommandError as exc:
+            return _Reply.of(400, _classic(exc.code, exc.message))
+        if user is None:
+            refusal = self._oauth_auth("Bearer " + (batch.auth or ""))[1]
+            if refusal is not None:
+                return refusal
+        with self._lock:
+            if self._bucket is not None and not self._bucket.admit():
+                return _Reply.of(503, _QUERY_LIMIT)
+            if self._over_limit("batch"):
+                return _Reply.of(429, _OPERATION_LIMIT)
+            start = self._wall_clock()
+            result, ran = execute_classic(
+                batch,
+                classic_methods(self._handlers, self._crm, self._wall_clock),
+                clock=self._wall_clock,
+                time_block=self._time_block,
+                on_command=self._charge,
+                blocked=lambda method: _OPERATION_LIMIT if self._over_limit(method) else None,
+            )
+            self._executed += ran
+            return _Reply.of(200, {"result": result, "time": self._time_block("batch", start)})
+
+    def _over_limit(self, method: str) -> bool:
+        limit = self._operating_limit
+        return limit is not None and self._meter.total(method) >= limit
+
+    def _time_block(self, method: str, start: float) -> dict[str, Any]:
+        """A ``time`` block from ``start`` to now, with ``method``'s operating time."""
+        finish = self._wall_clock()
+        duration = max(0.0, finish - start)
+        return {
+            "start": start,
+            "finish": finish,
+            "duration": duration,
+            "processing": duration,
+            "date_start": format_datetime(start),
+            "date_finish": format_datetime(finish),
+            "operating_reset_at": int(self._meter.reset_at(method, finish)),
+            "operating": round(self._meter.total(method), 6),
+        }
 
     def _webhook_auth(self, user: str, secret: str) -> tuple[str, _Reply | None]:
         ok = user == str(self._user_id) and hmac.compare_digest(
@@ -756,20 +821,8 @@ class FakePortal:
         except Exception:
             logger.exception("a registered handler failed; the rows before it stay executed")
             return _Reply.of(500, _classic("INTERNAL_SERVER_ERROR", "Internal server error"))
-        finish = self._wall_clock()
         charged = max(self._charged_to(rows), key=self._meter.total)
-        duration = max(0.0, finish - start)
-        timing = {
-            "start": start,
-            "finish": finish,
-            "duration": duration,
-            "processing": duration,
-            "date_start": format_datetime(start),
-            "date_finish": format_datetime(finish),
-            "operating_reset_at": int(self._meter.reset_at(charged, finish)),
-            "operating": round(self._meter.total(charged), 6),
-        }
-        return _Reply.of(200, {"result": results, "time": timing})
+        return _Reply.of(200, {"result": results, "time": self._time_block(charged, start)})
 
 
 def _check_http_options(

@@ -1,0 +1,172 @@
+"""PHP's bracket form: a dict of params to the query string ``parse_str`` reads back. No I/O.
+
+How the classic API's ``METHOD?QUERY`` commands carry their params (protocol §7): nested keys in
+brackets, list items by index, every name and value percent-encoded as UTF-8, each scalar as
+text. What a form cannot carry (booleans, empty arrays, dates, NaN, cycles) is refused with the
+path and the fix, before any request.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+from urllib.parse import quote
+
+from b24batch.errors import SdkError, SdkTypeError
+
+__all__ = ["MAX_DEPTH", "encode_query"]
+
+MAX_DEPTH: Final = 32
+"""The most levels of nesting below ``params``; PHP drops a variable nested past 64."""
+
+_IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BOOL_HINT: Final = (
+    "a form has no booleans and PHP reads 'false' as true: "
+    "send 'Y'/'N' or 1/0, as the method expects"
+)
+_TYPE_HINTS: Final = {
+    "set": "use a list",
+    "frozenset": "use a list",
+    "bytes": "decode it to str (or base64 it)",
+    "bytearray": "decode it to str (or base64 it)",
+    "datetime": "send value.isoformat()",
+    "date": "send value.isoformat()",
+    "time": "send value.isoformat()",
+    "Decimal": "send str(value)",
+}
+
+
+def encode_query(params: Mapping[Any, Any] | None, where: str = "params") -> str:
+    """Encode ``params`` as the query string PHP's ``parse_str`` decodes back into them.
+
+    Keys in brackets, list items by index, every name and value percent-encoded (UTF-8), so
+    that ``& = + % # ? : / [ ]`` and spaces arrive intact: ``{"filter": {">ID": 10}}`` gives
+    ``filter[%3EID]=10``. What arrives is text: an int as ``str(n)``, a float as ``repr(x)``,
+    None as an empty value (how the classic API clears a field).
+
+    Args:
+        params: A dict of str (or int) keys to str, int, float, None, lists, tuples and dicts.
+        where: How error messages name ``params``, e.g. ``calls[2].params``.
+
+    Raises:
+        SdkTypeError: A boolean, or a value or key of a type a form cannot carry; the message
+            names its path (``calls[2].params.fields.DONE``) and the fix.
+        SdkError: An empty list or dict, a key with ``[`` or ``]``, an empty key, keys that
+            collide as text, NaN or infinity, a cycle, nesting deeper than ``MAX_DEPTH``.
+
+    Example:
+        >>> encode_query({"fields": {"TITLE": "A & B"}, "select": ["ID"], "filter": {">ID": 10}})
+        'fields[TITLE]=A%20%26%20B&select[0]=ID&filter[%3EID]=10'
+    """
+    if params is None:
+        return ""
+    if not isinstance(params, Mapping):
+        raise SdkTypeError(f"{where} is a {type(params).__name__}; params must be a dict")
+    pairs: list[str] = []
+    seen: dict[str, object] = {}
+    for key, value in params.items():
+        text = _key_text(key, where, seen, top=True)
+        _encode_value(value, quote(text, safe=""), _child(where, key), pairs, set(), 0)
+    return "&".join(pairs)
+
+
+def _encode_value(
+    value: object, name: str, path: str, pairs: list[str], active: set[int], depth: int
+) -> None:
+    if isinstance(value, str):
+        try:
+            pairs.append(f"{name}={quote(str.__str__(value), safe='')}")
+        except UnicodeEncodeError:
+            raise SdkError(
+                f"{path} is text with a lone surrogate, which UTF-8 cannot carry"
+            ) from None
+    elif isinstance(value, bool):
+        raise SdkTypeError(f"{path} is {value!r}; {_BOOL_HINT}")
+    elif isinstance(value, int):
+        pairs.append(f"{name}={int.__repr__(value)}")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise SdkError(f"{path} is {value!r}; a form carries finite numbers only")
+        pairs.append(f"{name}={quote(float.__repr__(value), safe='')}")
+    elif value is None:
+        pairs.append(f"{name}=")
+    elif isinstance(value, Mapping | list | tuple):
+        if not value:
+            kind = "dict" if isinstance(value, Mapping) else "list"
+            raise SdkError(
+                f"{path} is an empty {kind}, which a form cannot carry (PHP's form syntax has "
+                f"no empty array): leave it out"
+            )
+        if id(value) in active:
+            raise SdkError(f"{path} contains itself (a reference cycle); a form cannot carry it")
+        if depth >= MAX_DEPTH:
+            raise SdkError(
+                f"{path} is nested more than {MAX_DEPTH} levels deep; the portal drops "
+                f"parameters nested that deep"
+            )
+        active.add(id(value))
+        if isinstance(value, Mapping):
+            seen: dict[str, object] = {}
+            for key, item in value.items():
+                text = _key_text(key, path, seen, top=False)
+                child = f"{name}[{quote(text, safe='')}]"
+                _encode_value(item, child, _child(path, key), pairs, active, depth + 1)
+        else:
+            for index, item in enumerate(value):
+                child = f"{name}[{index}]"
+                _encode_value(item, child, f"{path}[{index}]", pairs, active, depth + 1)
+        active.discard(id(value))
+    else:
+        type_name = type(value).__name__
+        hint = _TYPE_HINTS.get(type_name, "convert it to str, int, float, None, list or dict")
+        raise SdkTypeError(f"{path} is a {type_name}, which a form cannot carry: {hint}")
+
+
+def _key_text(key: object, where: str, seen: dict[str, object], *, top: bool) -> str:
+    """The text of a dict key as PHP will see it, checked; records it in ``seen``."""
+    if isinstance(key, bool) or not isinstance(key, str | int):
+        raise SdkTypeError(
+            f"{where} has the key {key!r} of type {type(key).__name__}; "
+            f"keys of a form are str or int"
+        )
+    text = int.__repr__(key) if isinstance(key, int) else str.__str__(key)
+    if not text:
+        raise SdkError(f"{where} has an empty key; PHP reads 'name[]' as 'append': name it")
+    if "[" in text or "]" in text:
+        raise SdkError(
+            f"{where} has the key {text!r}; a key cannot contain '[' or ']', "
+            f"which PHP's form syntax reserves for nesting"
+        )
+    if "\0" in text:
+        raise SdkError(f"{where} has the key {text!r}; PHP cuts a key at a NUL character")
+    if not top and len(text) == 1 and text.isspace() and text in " \t\n\v\f\r":
+        raise SdkError(
+            f"{where} has the key {text!r}; PHP reads a key of one whitespace character "
+            f"as '[]', append: use another key"
+        )
+    if top and (text[0] == " " or "." in text or " " in text):
+        raise SdkError(
+            f"{where} has the key {text!r}; PHP turns '.' and ' ' in a parameter's name "
+            f"into '_' (and drops leading spaces): use the name the method documents"
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SdkError(
+            f"{where} has a key with a lone surrogate, which UTF-8 cannot carry"
+        ) from None
+    if text in seen:
+        raise SdkError(
+            f"{where} has the keys {seen[text]!r} and {key!r}, which are the same key "
+            f"{text!r} in a form: keep one"
+        )
+    seen[text] = key
+    return text
+
+
+def _child(path: str, key: object) -> str:
+    if isinstance(key, str) and _IDENTIFIER.fullmatch(key):
+        return f"{path}.{key}"
+    return f"{path}[{key!r}]"

@@ -1,0 +1,358 @@
+"""The FakePortal's in-memory CRM for the classic methods. Pure: no I/O, no clocks, no locks.
+
+``crm.deal.*`` and ``crm.contact.*`` (``add``, ``get``, ``list``, ``update``, ``delete``) and
+``user.current``, in the classic shapes: upper-case field names, string ``ID``s, ``add``
+answering the new id as an int, ``list`` pages of 50 with ``total`` and ``next``. Errors are
+:class:`~b24batch.testing.store.CommandError`, which the classic batch reports per command.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import attrs
+
+from b24batch.testing.store import CommandError, format_datetime
+
+__all__ = ["CONTACT_FIELDS", "DEAL_FIELDS", "PAGE_SIZE", "ClassicAnswer", "CrmSeeding", "CrmStore"]
+
+PAGE_SIZE: Final = 50
+"""Items per page of a classic list method."""
+
+DEAL_FIELDS: Final[Mapping[str, str | None]] = {
+    "TITLE": "",
+    "TYPE_ID": "SALE",
+    "STAGE_ID": "NEW",
+    "CATEGORY_ID": "0",
+    "PROBABILITY": None,
+    "CURRENCY_ID": "USD",
+    "OPPORTUNITY": "0.00",
+    "COMPANY_ID": "0",
+    "CONTACT_ID": None,
+    "BEGINDATE": None,
+    "CLOSEDATE": None,
+    "OPENED": "Y",
+    "CLOSED": "N",
+    "COMMENTS": None,
+    "ASSIGNED_BY_ID": None,
+    "SOURCE_ID": None,
+}
+"""Writable deal fields and their defaults (None: empty); ``ASSIGNED_BY_ID`` is the user."""
+CONTACT_FIELDS: Final[Mapping[str, str | None]] = {
+    "NAME": "",
+    "SECOND_NAME": None,
+    "LAST_NAME": None,
+    "POST": None,
+    "TYPE_ID": "CLIENT",
+    "SOURCE_ID": None,
+    "COMPANY_ID": None,
+    "OPENED": "Y",
+    "COMMENTS": None,
+    "ASSIGNED_BY_ID": None,
+    "BIRTHDATE": None,
+}
+_NUMERIC: Final = re.compile(r"ID|.*_ID|OPPORTUNITY|PROBABILITY")
+_DATES: Final = frozenset({"DATE_CREATE", "DATE_MODIFY", "BEGINDATE", "CLOSEDATE", "BIRTHDATE"})
+_PREFIXES: Final = (">=", "<=", "!=", "!%", "=", "!", ">", "<", "%")
+_NOT_FOUND: Final = "Not found"
+_BAD_ID: Final = "ID is not defined or invalid"
+
+
+@attrs.frozen
+class ClassicAnswer:
+    """What a classic method returns: its ``result``, and ``total``/``next`` for a list page."""
+
+    result: Any
+    total: int | None = None
+    next: int | None = None
+
+
+def _error(description: str) -> CommandError:
+    # The CRM methods answer these with an empty error code (the docs' "Empty value").
+    return CommandError(description, code="", status=400)
+
+
+def _upper(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameter names are case-insensitive, as ``array_change_key_case`` makes them."""
+    return {str(key).upper(): value for key, value in params.items()}
+
+
+def _text(value: Any) -> Any:
+    """A field value as the classic API stores it: text (numbers as text), arrays kept."""
+    if value is None or isinstance(value, dict | list):
+        return value
+    if isinstance(value, bool):
+        return "Y" if value else "N"
+    return str(value)
+
+
+def _positive_id(params: Mapping[str, Any]) -> int:
+    value = params.get("ID")
+    text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
+    if not text.isdigit() or int(text) <= 0:
+        raise _error(_BAD_ID)
+    return int(text)
+
+
+class _Entity:
+    """One CRM entity type's records: id -> fields, all values text."""
+
+    def __init__(self, fields: Mapping[str, str | None], user_id: int) -> None:
+        self.fields = fields
+        self._user = str(user_id)
+        self.records: dict[int, dict[str, Any]] = {}
+        self._next_id = 1
+
+    def _accepted(self, fields: object) -> dict[str, Any]:
+        if not isinstance(fields, dict) or not fields:
+            raise _error("Parameter 'fields' must be array.")
+        # Like the portal, unknown fields are ignored; custom UF_ fields are kept.
+        return {
+            key: _text(value)
+            for key, value in _upper(fields).items()
+            if key in self.fields or key.startswith("UF_")
+        }
+
+    def create(self, fields: object, now: float, record_id: int | None = None) -> int:
+        values = self._accepted(fields)
+        if record_id is None:
+            record_id = self._next_id
+        elif record_id in self.records:
+            raise ValueError(f"id {record_id} is taken")
+        self._next_id = max(self._next_id, record_id + 1)
+        stamp = format_datetime(now)
+        record: dict[str, Any] = {"ID": str(record_id)}
+        record.update({key: default for key, default in self.fields.items()})
+        record.update(
+            ASSIGNED_BY_ID=self._user,
+            CREATED_BY_ID=self._user,
+            MODIFY_BY_ID=self._user,
+            DATE_CREATE=stamp,
+            DATE_MODIFY=stamp,
+        )
+        record.update(values)
+        if "OPPORTUNITY" in record:
+            record["OPPORTUNITY"] = _money(record["OPPORTUNITY"])
+        self.records[record_id] = record
+        return record_id
+
+    def existing(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        record = self.records.get(_positive_id(params))
+        if record is None:
+            raise _error(_NOT_FOUND)
+        return record
+
+    def add(self, params: Mapping[str, Any], now: float) -> ClassicAnswer:
+        return ClassicAnswer(self.create(params.get("FIELDS"), now))
+
+    def get(self, params: Mapping[str, Any], now: float) -> ClassicAnswer:
+        return ClassicAnswer(copy.deepcopy(self.existing(params)))
+
+    def update(self, params: Mapping[str, Any], now: float) -> ClassicAnswer:
+        record = self.existing(params)
+        values = self._accepted(params.get("FIELDS"))
+        if "OPPORTUNITY" in values:
+            values["OPPORTUNITY"] = _money(values["OPPORTUNITY"])
+        record.update(values, MODIFY_BY_ID=self._user, DATE_MODIFY=format_datetime(now))
+        return ClassicAnswer(True)
+
+    def delete(self, params: Mapping[str, Any], now: float) -> ClassicAnswer:
+        self.existing(params)
+        del self.records[_positive_id(params)]
+        return ClassicAnswer(True)
+
+    def list(self, params: Mapping[str, Any], now: float) -> ClassicAnswer:
+        matches = [r for r in self.records.values() if _matches(r, params.get("FILTER"))]
+        for field, descending in reversed(_order(params.get("ORDER"))):
+            matches.sort(key=lambda record: _sort_key(record, field), reverse=descending)
+        start = _start(params.get("START"))
+        select = _select(params.get("SELECT"), self.fields)
+        if start < 0:  # start=-1: no count, no next (the fast way through a large list)
+            page = matches[:PAGE_SIZE]
+            return ClassicAnswer([_project(record, select) for record in page])
+        page = matches[start : start + PAGE_SIZE]
+        following = start + PAGE_SIZE if start + PAGE_SIZE < len(matches) else None
+        return ClassicAnswer([_project(record, select) for record in page], len(matches), following)
+
+
+def _money(value: Any) -> Any:
+    try:
+        return f"{float(value):.2f}"
+    except (TypeError, ValueError):
+        return value
+
+
+def _start(value: Any) -> int:
+    """PHP's ``intval`` of ``start``: leading digits, else 0."""
+    match = re.match(r"\s*(-?\d+)", str(value)) if value is not None else None
+    return int(match.group(1)) if match else 0
+
+
+def _select(value: Any, defaults: Mapping[str, Any]) -> list[str] | None:
+    """The selected fields, or None for all (no select, or ``*``)."""
+    items = list(value.values()) if isinstance(value, dict) else value
+    if not isinstance(items, list) or not items:
+        return None
+    names = [str(item).upper() for item in items]
+    return None if "*" in names else names
+
+
+def _project(record: Mapping[str, Any], select: list[str] | None) -> dict[str, Any]:
+    if select is None:
+        return copy.deepcopy(dict(record))
+    wanted = set(select)
+    if "UF_*" in wanted:
+        wanted |= {key for key in record if key.startswith("UF_")}
+    return {key: copy.deepcopy(value) for key, value in record.items() if key in wanted}
+
+
+def _order(value: Any) -> list[tuple[str, bool]]:
+    if not isinstance(value, dict) or not value:
+        return [("ID", False)]
+    return [(str(field).upper(), str(way).upper() == "DESC") for field, way in value.items()]
+
+
+def _comparable(field: str, value: Any) -> tuple[int, Any]:
+    """A sortable, comparable form: numbers for numeric fields, text otherwise."""
+    if value is None or value == "":
+        return (0, "")
+    if field in _DATES:
+        return (1, str(value)[:19])
+    if _NUMERIC.fullmatch(field):
+        try:
+            return (1, float(value))
+        except (TypeError, ValueError):
+            pass
+    return (1, str(value).lower())
+
+
+def _sort_key(record: Mapping[str, Any], field: str) -> tuple[int, Any]:
+    return _comparable(field, record.get(field))
+
+
+def _matches(record: Mapping[str, Any], filters: Any) -> bool:
+    if not isinstance(filters, dict):
+        return True
+    for raw, wanted in filters.items():
+        key = str(raw)
+        prefix = next((p for p in _PREFIXES if key.startswith(p)), "")
+        field = key[len(prefix) :].upper()
+        if field not in record:
+            continue  # an unknown field filters nothing, as on the portal
+        if not _condition(prefix, field, record.get(field), wanted):
+            return False
+    return True
+
+
+def _condition(prefix: str, field: str, have: Any, wanted: Any) -> bool:
+    options = list(wanted.values()) if isinstance(wanted, dict) else wanted
+    if isinstance(options, list):
+        hit = any(_condition("=", field, have, option) for option in options)
+        return not hit if prefix in ("!", "!=") else hit
+    if prefix in ("%", "!%"):
+        found = str(wanted).lower() in str(have or "").lower()
+        return found if prefix == "%" else not found
+    left, right = _comparable(field, have), _comparable(field, wanted)
+    if left[0] != right[0] or type(left[1]) is not type(right[1]):
+        left, right = (left[0], str(left[1])), (right[0], str(right[1]))
+    compare: dict[str, Callable[[Any, Any], bool]] = {
+        "": lambda a, b: a == b,
+        "=": lambda a, b: a == b,
+        "!": lambda a, b: a != b,
+        "!=": lambda a, b: a != b,
+        ">": lambda a, b: a > b,
+        ">=": lambda a, b: a >= b,
+        "<": lambda a, b: a < b,
+        "<=": lambda a, b: a <= b,
+    }
+    return compare[prefix](left, right)
+
+
+class CrmStore:
+    """Deals and contacts of one portal, and its current user."""
+
+    def __init__(self, *, user_id: int) -> None:
+        self._user_id = user_id
+        self.deals = _Entity(DEAL_FIELDS, user_id)
+        self.contacts = _Entity(CONTACT_FIELDS, user_id)
+
+    def clear(self) -> None:
+        self.deals = _Entity(DEAL_FIELDS, self._user_id)
+        self.contacts = _Entity(CONTACT_FIELDS, self._user_id)
+
+    def user_current(self, params: Mapping[str, Any], now: float) -> ClassicAnswer:
+        user = str(self._user_id)
+        return ClassicAnswer(
+            {
+                "ID": user,
+                "ACTIVE": True,
+                "NAME": "Test",
+                "LAST_NAME": "User",
+                "EMAIL": f"user{user}@example.com",
+                "UF_DEPARTMENT": [1],
+            }
+        )
+
+    def method(self, name: str) -> Callable[[Mapping[str, Any], float], ClassicAnswer] | None:
+        """The built-in classic method ``name`` (lower case); it takes the params, upper-cased."""
+        if name == "user.current":
+            return self.user_current
+        entity_name, _, verb = name.rpartition(".")
+        entity = {"crm.deal": self.deals, "crm.contact": self.contacts}.get(entity_name)
+        if entity is None or verb not in ("add", "get", "list", "update", "delete"):
+            return None
+        run: Callable[[Mapping[str, Any], float], ClassicAnswer] = getattr(entity, verb)
+        return lambda params, now: run(_upper(params), now)
+
+
+class CrmSeeding:
+    """``FakePortal``'s public CRM helpers: seed records, read snapshots (nothing recorded)."""
+
+    _lock: threading.Lock
+    _crm: CrmStore
+    _wall_clock: Callable[[], float]
+
+    def add_deal(self, **fields: Any) -> int:
+        """Seed a deal (upper-case classic fields, plus ``id`` to choose it); returns its id.
+
+        Raises:
+            ValueError: ``id`` is not a positive int or is taken, or a field is unknown
+                (the portal would ignore it; a seed with a typo should not pass silently).
+        """
+        return self._seed(self._crm.deals, fields, {"TITLE": "Deal"})
+
+    def add_contact(self, **fields: Any) -> int:
+        """Seed a contact, as :meth:`add_deal` does a deal; returns its id."""
+        return self._seed(self._crm.contacts, fields, {"NAME": "Contact"})
+
+    @property
+    def deals(self) -> dict[int, dict[str, Any]]:
+        """A deep-copied snapshot: deal id -> its fields, as ``crm.deal.get`` answers them."""
+        with self._lock:
+            return copy.deepcopy(self._crm.deals.records)
+
+    @property
+    def contacts(self) -> dict[int, dict[str, Any]]:
+        """A deep-copied snapshot: contact id -> its fields."""
+        with self._lock:
+            return copy.deepcopy(self._crm.contacts.records)
+
+    def _seed(self, entity: _Entity, fields: dict[str, Any], default: dict[str, str]) -> int:
+        record_id = fields.pop("id", None)
+        if record_id is not None and (
+            isinstance(record_id, bool) or not isinstance(record_id, int) or record_id < 1
+        ):
+            raise ValueError(f"id must be a positive int, got {record_id!r}")
+        unknown = sorted(
+            name
+            for name in _upper(fields)
+            if name not in entity.fields and not name.startswith("UF_")
+        )
+        if unknown:
+            raise ValueError(f"unknown fields {unknown}; known: {', '.join(entity.fields)}")
+        with self._lock:
+            return entity.create({**default, **fields}, self._wall_clock(), record_id)
