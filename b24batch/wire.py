@@ -12,7 +12,7 @@ import json
 import re
 import time as _time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import attrs
 
@@ -27,7 +27,15 @@ from b24batch.errors import (
 from b24batch.redaction import redact as _redact_default
 from b24batch.results import FieldError, Key, Time
 
-__all__ = ["Envelope", "decode_payload", "decode_response", "encode_batch", "error_from_payload"]
+__all__ = [
+    "V3",
+    "Envelope",
+    "Wire",
+    "decode_payload",
+    "decode_response",
+    "encode_batch",
+    "error_from_payload",
+]
 
 _ERROR_TYPES: dict[str, type[AjaxError]] = {
     "QUERY_LIMIT_EXCEEDED": RateLimitError,
@@ -56,6 +64,40 @@ class Envelope:
     time: Time | None
     error: AjaxError | None = None
     replayed: bool = False
+
+    @property
+    def limit_time(self) -> Time | None:
+        """The time block the client's operating meter learns from: the batch's."""
+        return self.time
+
+
+E = TypeVar("E")
+
+
+@attrs.frozen
+class Wire(Generic[E]):
+    """What differs between the two batch protocols on the way to the portal and back.
+
+    ``V3`` (here) and ``wire_v2.V2`` are the two; the client posts and decodes by them, and
+    the batch engine reads ``stops_at_failure``. Everything else is shared.
+
+    Attributes:
+        name: ``"REST 3.0"`` or ``"classic"``, for messages.
+        api: The URL segment after ``/rest/``: ``"api/"`` selects REST 3.0, ``""`` classic.
+        content_type: The body's ``Content-Type``.
+        token_in_body: The OAuth token travels as the body's ``auth`` field (classic), not
+            as an ``Authorization: Bearer`` header (REST 3.0).
+        stops_at_failure: An error answer means the portal ran the commands before the
+            failing one and reported none of them (REST 3.0); a classic answer reports each.
+        decode: ``(status, content, *, keys, request_id, headers, redact) -> envelope``.
+    """
+
+    name: str
+    api: str
+    content_type: str
+    token_in_body: bool
+    stops_at_failure: bool
+    decode: Callable[..., E] = attrs.field(repr=False)
 
 
 def encode_batch(commands: Commands, *, halt_on_error: bool) -> bytes:
@@ -346,3 +388,14 @@ def _not_json_message(
         f"not valid JSON, perhaps truncated: {exc.__class__.__name__} at byte "
         f"{getattr(exc, 'pos', '?')}"
     )
+
+
+V3: Wire[Envelope] = Wire(
+    name="REST 3.0",
+    api="api/",
+    content_type="application/json",
+    token_in_body=False,
+    stops_at_failure=True,
+    decode=decode_response,
+)
+"""The REST 3.0 batch: a JSON array to ``/rest/api/…/batch``, one error for the whole batch."""

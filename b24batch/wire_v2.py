@@ -19,11 +19,12 @@ from b24batch.errors import AjaxError, DecodeError, SdkError, SdkTypeError
 from b24batch.form import MAX_DEPTH, encode_query
 from b24batch.redaction import redact as _redact_default
 from b24batch.results import Key, Time
-from b24batch.wire import decode_payload, error_from_payload
+from b24batch.wire import Wire, decode_payload, error_from_payload
 
 __all__ = [
     "MAX_COMMANDS",
     "MAX_DEPTH",
+    "V2",
     "EntryV2",
     "EnvelopeV2",
     "Outcome",
@@ -224,6 +225,14 @@ class EnvelopeV2:
     time: Time | None
     error: AjaxError | None = attrs.field(default=None, eq=False)
 
+    @property
+    def limit_time(self) -> Time | None:
+        """The time block the client's operating meter learns from: the one with the most
+        operating time, of the batch's and its commands' (the portal reports it per method)."""
+        times = [self.time, *(outcome.time for outcome in self.outcomes)]
+        known = [time for time in times if time is not None and time.operating is not None]
+        return max(known, key=lambda time: time.operating or 0.0) if known else self.time
+
 
 def decode_response_v2(
     status: int,
@@ -340,3 +349,14 @@ def _malformed(message: str, request_id: str | None) -> DecodeError:
         message + "; the batch was executed, but its answer does not match the commands",
         request_id=request_id,
     )
+
+
+V2: Wire[EnvelopeV2] = Wire(
+    name="classic",
+    api="",
+    content_type="application/x-www-form-urlencoded",
+    token_in_body=True,
+    stops_at_failure=False,
+    decode=decode_response_v2,
+)
+"""The classic batch: a form to ``/rest/…/batch``, an outcome for every command."""
