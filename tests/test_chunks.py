@@ -420,3 +420,46 @@ def test_failing_progress_callback_keeps_what_was_fetched(
     assert isinstance(partial, ChunkedResult)
     assert len(partial.data) == 100
     assert partial.not_executed == tuple(range(100, 120))
+
+
+class _CountingKeys(tuple[Any, ...]):
+    """A chunk's keys that count how often anything walks them."""
+
+    walks = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        type(self).walks += 1
+        return super().__iter__()
+
+
+def test_make_walks_each_chunks_keys_a_bounded_number_of_times(
+    echo: FakePortal, client: B24Hook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """make() touches each chunk's keys a few times, not once per earlier chunk (quadratic)."""
+    import b24batch.chunks as chunks
+
+    real = chunks.Commands
+
+    def counting(**fields: Any) -> Any:
+        return real(**{**fields, "keys": _CountingKeys(fields["keys"])})
+
+    monkeypatch.setattr(chunks, "Commands", counting)
+    _CountingKeys.walks = 0
+    count = 300
+    result = BatchByChunkV3(client).make(_list_calls(count), chunk_size=1)
+    assert result.data == [{"item": {"n": n}} for n in range(count)]
+    assert len(echo.requests) == count
+    # Gathering not_executed for every chunk walked all later chunks: 300 * 299 / 2 = 44 850.
+    assert _CountingKeys.walks <= 10 * count
+
+
+def test_not_executed_after_a_halt_lists_every_later_chunk_once(
+    echo: FakePortal, client: B24Hook
+) -> None:
+    """A halt in chunk 2 of 6 (chunk_size=10) lists commands 30 to 59 as not executed, in order."""
+    calls: list[Any] = _list_calls(60)
+    calls[25] = ("test.fail",)
+    result = BatchByChunkV3(client).make(calls, chunk_size=10)
+    assert result.not_executed == tuple(range(30, 60))
+    assert [error.keys for error in result.errors] == [tuple(range(20, 30))]
+    assert len(echo.requests) == 3
