@@ -19,8 +19,10 @@ from b24batch.results import Key
 
 __all__ = [
     "MAX_COMMANDS",
+    "MAX_PARAMS_DEPTH",
     "Command",
     "Commands",
+    "check_json_keys",
     "check_references",
     "command_alias",
     "explain_unencodable",
@@ -33,6 +35,10 @@ __all__ = [
 
 MAX_COMMANDS = 50
 """The most commands one REST 3.0 batch may carry."""
+
+MAX_PARAMS_DEPTH = 500
+"""The deepest nesting of dicts and lists in params that b24batch explains rather than encodes:
+the portal's JSON decoder stops at 512 levels, and the body wraps params in two more."""
 
 _ROW_KEYS = frozenset({"method", "params", "as", "parallel", "read_only"})
 _EMPTY: Mapping[str, Any] = {}
@@ -343,12 +349,76 @@ def explain_unencodable(commands: Commands) -> SdkError:
         The :class:`SdkError` (or :class:`SdkTypeError`) to raise, naming row and path.
     """
     for key, command in zip(commands.keys, commands.items, strict=True):
-        problem = _find_unencodable(command.params or _EMPTY, "params", set())
+        try:
+            problem = _find_unencodable(command.params or _EMPTY, "params", set(), 1)
+        except RecursionError:  # the caller's own stack was already deep
+            return SdkError(
+                f"calls[{key!r}] params are nested too deeply to be encoded as JSON from this "
+                f"point of the program; flatten them (the portal reads at most "
+                f"{MAX_PARAMS_DEPTH} levels)"
+            )
         if problem is not None:
             path, message, is_type = problem
             error_type = SdkTypeError if is_type else SdkError
             return error_type(f"calls[{key!r}] {path} {message}")
     return SdkError("the batch cannot be encoded as JSON")
+
+
+def check_json_keys(commands: Commands) -> None:
+    """Refuse params with two keys that JSON writes alike, such as ``1`` and ``"1"``.
+
+    JSON object keys are strings: ``json`` writes ``1`` as ``"1"``, ``True`` as ``"true"``,
+    ``None`` as ``"null"`` and ``1.5`` as ``"1.5"``, so ``{1: "a", "1": "b"}`` would go out
+    with a duplicate key, of which the portal silently keeps one. Only a dict with a key that is
+    not a str can collide, so the walk that finds one is cheap and the exact check rare.
+
+    Raises:
+        SdkError: Two keys of one dict collide; the message names the row, path and keys.
+    """
+    stack: list[Any] = [command.params for command in commands.items if command.params]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for name in item:
+                if type(name) is not str:
+                    _explain_collision(commands)
+                    return
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
+def _explain_collision(commands: Commands) -> None:
+    """Find the first dict whose keys collide as JSON and raise naming it (the slow path)."""
+    for key, command in zip(commands.keys, commands.items, strict=True):
+        stack: list[tuple[object, str]] = [(command.params or _EMPTY, "params")]
+        while stack:
+            item, path = stack.pop()
+            if isinstance(item, dict):
+                written: dict[str, object] = {}
+                for name, value in item.items():
+                    text = _json_key(name)
+                    if text in written:
+                        raise SdkError(
+                            f"calls[{key!r}] {path} has the keys {written[text]!r} and "
+                            f"{name!r}, which JSON writes alike, as {json.dumps(text)}; the "
+                            f"portal would keep only one of them: use one key"
+                        )
+                    written[text] = name
+                    stack.append((value, f"{path}[{name!r}]"))
+            elif isinstance(item, list | tuple):
+                stack.extend((value, f"{path}[{i}]") for i, value in enumerate(item))
+
+
+def _json_key(name: object) -> str:
+    """A dict key as ``json`` writes it (the encoder has accepted every key by now)."""
+    if isinstance(name, str):
+        return str(name)
+    if name is True or name is False or name is None:
+        return json.dumps(name)
+    if isinstance(name, float):
+        return float.__repr__(name)
+    return int.__repr__(name)
 
 
 def _plain(row: object) -> bool:
@@ -458,8 +528,17 @@ def _utf8(text: str) -> bool:
     return True
 
 
-def _find_unencodable(value: object, path: str, active: set[int]) -> tuple[str, str, bool] | None:
+def _find_unencodable(
+    value: object, path: str, active: set[int], depth: int
+) -> tuple[str, str, bool] | None:
     """Return (path, message, is_type_error) for the first value JSON cannot carry."""
+    if depth > MAX_PARAMS_DEPTH and isinstance(value, dict | list | tuple):
+        return (
+            _shortened(path),
+            f"is nested {depth} levels deep, beyond the {MAX_PARAMS_DEPTH} the portal reads "
+            f"(and deeper than Python's JSON encoder goes): flatten the structure",
+            False,
+        )
     if isinstance(value, str) and not _utf8(value):
         return path, "is text with a lone surrogate, which UTF-8 cannot carry", False
     if isinstance(value, _SCALARS):
@@ -481,12 +560,12 @@ def _find_unencodable(value: object, path: str, active: set[int]) -> tuple[str, 
                             f"has a key of type {type(k).__name__}; JSON keys are strings",
                             True,
                         )
-                    found = _find_unencodable(v, f"{path}[{k!r}]", active)
+                    found = _find_unencodable(v, f"{path}[{k!r}]", active, depth + 1)
                     if found:
                         return found
             else:
                 for i, v in enumerate(value):
-                    found = _find_unencodable(v, f"{path}[{i}]", active)
+                    found = _find_unencodable(v, f"{path}[{i}]", active, depth + 1)
                     if found:
                         return found
         finally:
@@ -508,3 +587,10 @@ def _find_unencodable(value: object, path: str, active: set[int]) -> tuple[str, 
     except (TypeError, ValueError):
         return path, f"is a {name}, which JSON cannot encode: {hint}", True
     return None
+
+
+def _shortened(path: str, room: int = 80) -> str:
+    """A path to a deeply nested value, its middle cut out so a message stays one line."""
+    if len(path) <= room:
+        return path
+    return f"{path[: room // 2]}…{path[-room // 2 :]}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import tracemalloc
 from collections.abc import Iterator
@@ -463,3 +464,31 @@ def test_not_executed_after_a_halt_lists_every_later_chunk_once(
     assert result.not_executed == tuple(range(30, 60))
     assert [error.keys for error in result.errors] == [tuple(range(20, 30))]
     assert len(echo.requests) == 3
+
+
+def _deep(depth: int) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    inner = params
+    for _ in range(depth):
+        inner["a"] = {}
+        inner = inner["a"]
+    return params
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        pytest.param(_deep(5000), "params['a']['a']", id="5000-deep"),
+        pytest.param({"filter": {1: "x", "1": "y"}}, "params['filter'] has the keys 1", id="keys"),
+    ],
+)
+def test_deep_or_colliding_params_send_nothing(
+    echo: FakePortal, client: B24Hook, params: dict[str, Any], fragment: str
+) -> None:
+    """BatchV3 and the chunker refuse them with an SdkError before the first request."""
+    calls: list[Any] = [*_list_calls(60), ("test.echo", params)]
+    with pytest.raises(SdkError, match=re.escape(f"calls[60] {fragment}")):
+        BatchByChunkV3(client).make(calls)
+    with pytest.raises(SdkError, match=re.escape(f"calls[1] {fragment}")):
+        BatchV3(client).make([("test.echo", {"n": 0}), ("test.echo", params)])
+    assert echo.requests == []
