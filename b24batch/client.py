@@ -266,11 +266,13 @@ class _Client:
         inner = exc.args[0] if exc.args else None
         reason = getattr(inner, "reason", inner)
         unknown = True
+        never_connected = False
         if isinstance(exc, requests.ConnectTimeout):
             message, unknown = (
                 f"could not connect to {where} in time; the batch was not sent",
                 False,
             )
+            never_connected = True
         elif isinstance(exc, requests.ReadTimeout):
             read = self._timeout[1] if isinstance(self._timeout, tuple) else self._timeout
             message = f"{where} sent no answer within {read} s; the batch may have been executed"
@@ -284,6 +286,7 @@ class _Client:
             reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.NameResolutionError
         ):
             message, unknown = f"could not connect to {where}; the batch was not sent", False
+            never_connected = True
         elif isinstance(exc, requests.ConnectionError):
             message = (
                 f"the connection to {where} broke before an answer came; the batch may have "
@@ -295,6 +298,7 @@ class _Client:
         error = TransportError(
             f"{message} ({detail})", request_id=request_id, outcome_unknown=unknown
         )
+        error.never_connected = never_connected  # the batch layer repeats these (max_wait)
         error.__cause__ = _redacted_copy(exc, detail)
         return error
 
@@ -598,12 +602,12 @@ def _redacted_copy(exc: requests.RequestException, text: str) -> BaseException:
 
 
 def _new_session(policy: RetryPolicy, url: str) -> requests.Session:
-    """A Session whose urllib3 Retry repeats only connections that could not be opened.
+    """A Session whose urllib3 Retry repeats nothing.
 
-    A connection that never opened carried no request, so repeating it is always safe; it is
-    urllib3's to repeat, and the batch layer never retries it again. Anything that may have
-    reached the portal (read errors, statuses) is left to the batch layer, which knows whether
-    the batch is safe to repeat.
+    Every repeat is the batch layer's, in one loop under the policy's ``max_wait``: a connection
+    that could not be opened comes back as a ``TransportError`` with ``never_connected`` and is
+    repeated there (urllib3's own connect retries slept outside that budget, and uncounted).
+    Anything that may have reached the portal is repeated only when the batch is safe to repeat.
 
     The environment (proxy variables and ``NO_PROXY``, ``REQUESTS_CA_BUNDLE`` /
     ``CURL_CA_BUNDLE``) is read once, here, instead of on every request: requests' per-request
@@ -618,7 +622,7 @@ def _new_session(policy: RetryPolicy, url: str) -> requests.Session:
         session.verify = bundle
     retry = Retry(
         total=None,
-        connect=policy.max_attempts - 1,
+        connect=0,
         read=0,
         redirect=0,
         status=0,
