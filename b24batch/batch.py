@@ -287,9 +287,14 @@ def _send(
     limiter = client.limiter
     sends = budgeted = 0
     waited = 0.0
+    connecting = 0.0  # the connect timeouts of repeats after a failed connect: waits too
     renewed = uncertain = False
     while True:
-        waited += limiter.before_send(policy.max_wait - waited)
+        try:
+            waited += limiter.before_send(policy.max_wait - waited - connecting)
+        except AjaxError as refused:  # a limiter's wait would not fit: nothing was sent
+            refused.request_id, refused.attempts = request_id, sends
+            raise
         version = client.credential_version()
         sends += 1
         budgeted += 1
@@ -314,12 +319,14 @@ def _send(
             budgeted -= 1  # the re-send after a renewal is outside the retry budget
             continue
         repeatable = _read_only(commands) or (key is not None and not _writes_before_last(commands))
-        delay = _retry_delay(client, failure, repeatable, budgeted, waited)
+        delay = _retry_delay(client, failure, repeatable, budgeted, waited + connecting)
         if delay is None:
             failure.attempts = sends
             _mark(failure, commands, returned=False, uncertain=uncertain)
             raise failure
         uncertain = uncertain or failure.outcome_unknown
+        if retry_kind(failure) is RetryKind.CONNECT:
+            connecting += _connect_timeout(client)
         log.warning(
             "batch %s: attempt %d of %d in %.2f s after %s",
             request_id,
@@ -396,7 +403,16 @@ def _retry_delay(
     if not isinstance(error, OperatingLimitError):  # that one waits for the reset, above
         retry_after = error.retry_after if isinstance(error, AjaxError) else None
         delay = client.backoff(attempts) if retry_after is None else retry_after
-    return None if waited + delay > policy.max_wait else delay
+    # Not started unless the whole way to the next send fits: this delay, the limiters' waits
+    # after it, and (after a failed connect) the connect timeout the repeat may spend again.
+    connect = _connect_timeout(client) if kind is RetryKind.CONNECT else 0.0
+    ahead = delay + client.limiter.wait_after(delay) + connect
+    return None if waited + ahead > policy.max_wait else delay
+
+
+def _connect_timeout(client: _Client) -> float:
+    timeout = client.timeout
+    return timeout[0] if isinstance(timeout, tuple) else timeout
 
 
 def _read_only(commands: Commands) -> bool:

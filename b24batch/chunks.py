@@ -233,21 +233,23 @@ def _run(
     done: list[BatchResult[Any]] = []
     errors: list[ChunkError] = []
 
-    def so_far(unsent: tuple[Key, ...]) -> ChunkedResult:
+    def so_far(after: int) -> ChunkedResult:
+        # The keys of the chunks after ``after``, gathered only when the run stops early:
+        # gathering them for every chunk made planning quadratic in the number of chunks.
+        unsent = tuple(key for later in plan[after + 1 :] for key in later.commands.keys)
         return ChunkedResult(
             data=data, errors=tuple(errors), chunks=tuple(done), not_executed=unsent
         )
 
     for chunk in plan:
-        unsent = tuple(key for later in plan[chunk.index + 1 :] for key in later.commands.keys)
         try:
             result = _send(client, chunk, settings)
         except B24Error as error:
             errors.append(ChunkError(chunk.index, chunk.commands.keys, error))
-            error.partial = so_far(unsent)
+            error.partial = so_far(chunk.index)
             raise
         except BaseException as error:  # from the caller's own on_token callback, say
-            _attach(error, so_far(unsent))
+            _attach(error, so_far(chunk.index))
             raise
         done.append(result)
         _merge(data, result)
@@ -255,11 +257,11 @@ def _run(
         try:
             report(len(chunk.commands))
         except BaseException as error:  # the caller's progress callback
-            _attach(error, so_far(unsent))
+            _attach(error, so_far(chunk.index))
             raise
         if result.errors and settings.halt_on_error:
-            return so_far(unsent)
-    return so_far(())
+            return so_far(chunk.index)
+    return so_far(len(plan))
 
 
 def _chunk_errors(chunk: _Chunk, result: BatchResult[Any]) -> list[ChunkError]:

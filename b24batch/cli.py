@@ -2,14 +2,19 @@
 
 ``demo`` runs example batches against the built-in FakePortal; ``run`` sends the commands of a
 JSON file to a portal (or the FakePortal); ``serve`` keeps a FakePortal running in the
-foreground. Uses only the public API and b24batch.testing; prints to stdout, errors to stderr,
-one line, never a traceback or a secret. Exit status: 0 success, 1 failed batch, 2 bad input.
+foreground. Uses only the public API and b24batch.testing; prints to stdout, errors and the
+library's warnings to stderr, one line each, never a traceback or a secret. Text that came from
+a portal is printed escaped (controls, ANSI sequences, newlines, lone surrogates), so a hostile
+answer can neither break a line, forge one, nor drive the terminal. Exit status: 0 success,
+1 failed batch, 2 bad input.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import math
 import os
 import sys
 import threading
@@ -38,6 +43,9 @@ EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 WEBHOOK_ENV = "B24_WEBHOOK_URL"
 _PREVIEW = 70
+_MAX_PORT = 65535
+_LOGGERS = ("b24batch", "urllib3")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 @attrs.frozen
@@ -89,17 +97,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     serve = commands.add_parser("serve", help="run a FakePortal in the foreground")
     serve.add_argument("--port", type=int, default=0, help="port to bind (default: any free one)")
-    serve.add_argument(
-        "--rate-limit", metavar="B/S", type=_rate, help="leaky bucket: burst B, S per second"
-    )
+    serve.add_argument("--rate-limit", metavar="B/S", help="leaky bucket: burst B, S per second")
 
     args = parser.parse_args(argv)
     try:
-        if args.command == "demo":
-            return _demo()
-        if args.command == "run":
-            return _run(args)
-        return _serve(args.port, args.rate_limit)
+        with _warnings_to_stderr():
+            if args.command == "demo":
+                return _demo()
+            if args.command == "run":
+                return _run(args)
+            return _serve(args.port, args.rate_limit)
     except BrokenPipeError:
         # The reader went away (``b24batch demo | head``): stop quietly, as Unix tools do, and
         # keep Python from complaining again when it flushes stdout at exit.
@@ -122,7 +129,7 @@ def _run(args: argparse.Namespace) -> int:
     except B24Error as exc:
         return _fail(EXIT_FAILED, f"{type(exc).__name__}: {exc}")
     if args.json:
-        print(json.dumps(_result_json(result), ensure_ascii=False, indent=2))
+        print(_json_text(_result_json(result)))
     else:
         _show(f"{len(result.data) if result.is_success else 'no'} results", result)
     return EXIT_OK if result.is_success else EXIT_FAILED
@@ -148,12 +155,21 @@ def _read_calls(path: str) -> Any:
         return json.load(file)
 
 
-def _serve(port: int, rate_limit: tuple[float, float] | None) -> int:
+def _serve(port: int, rate_text: str | None) -> int:
+    if not 0 <= port <= _MAX_PORT:
+        return _fail(
+            EXIT_BAD_INPUT, f"--port {port}: pass a port from 0 to {_MAX_PORT} (0: any free one)"
+        )
+    try:
+        rate_limit = None if rate_text is None else _rate(rate_text)
+    except ValueError as exc:
+        return _fail(EXIT_BAD_INPUT, f"--rate-limit {rate_text}: {exc}")
     portal = FakePortal(port=port, rate_limit=rate_limit)
     try:
         portal.start()
-    except OSError as exc:
-        return _fail(EXIT_BAD_INPUT, f"cannot listen on port {port}: {exc.strerror or exc}")
+    except (OSError, OverflowError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        return _fail(EXIT_BAD_INPUT, f"cannot listen on port {port}: {reason}")
     print(f"FakePortal serving on {portal.base_url}", flush=True)
     print(f"webhook URL:    {portal.webhook_url}", flush=True)
     print(f"OAuth endpoint: {portal.oauth_endpoint}  token: {portal.access_token}", flush=True)
@@ -168,18 +184,76 @@ def _serve(port: int, rate_limit: tuple[float, float] | None) -> int:
 
 
 def _rate(text: str) -> tuple[float, float]:
+    """``BURST/PER_SECOND`` as numbers, or ValueError saying what is wrong."""
     try:
         burst, per_second = (float(part) for part in text.split("/"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not BURST/PER_SECOND, e.g. 50/2") from None
-    if burst <= 0 or per_second <= 0:
-        raise argparse.ArgumentTypeError("burst and per-second rate must be positive")
+        raise ValueError("this is not BURST/PER_SECOND, e.g. 50/2") from None
+    if not (math.isfinite(burst) and math.isfinite(per_second)):
+        raise ValueError("burst and per-second rate must be finite numbers, e.g. 50/2")
+    if burst < 1 or per_second <= 0:
+        raise ValueError("pass a burst of at least 1 and a per-second rate above 0, e.g. 50/2")
     return burst, per_second
 
 
 def _fail(status: int, message: str) -> int:
-    print(f"b24batch: {redact(message)}", file=sys.stderr)
+    print(f"b24batch: {_clean(redact(message))}", file=sys.stderr)
     return status
+
+
+def _clean(text: str) -> str:
+    """``text`` as one inert line: every character a terminal could act on is escaped.
+
+    Control characters (ANSI escape sequences start with one), newlines, bidirectional and other
+    format characters, and lone surrogates (which cannot even be written as UTF-8) become
+    ``\\x1b``-style escapes; printable text, non-Latin scripts included, stays as it is.
+    """
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    if ch in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[ch]
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _json_text(data: Any) -> str:
+    """Indented JSON whose strings carry their controls, format characters and lone
+    surrogates as ``\\u`` escapes: the same JSON value, safe to print and always encodable."""
+    text = json.dumps(data, ensure_ascii=False, indent=2)
+    if text.isprintable():
+        return text
+    # json already escaped C0 controls inside strings: a raw newline here is the indentation's.
+    return "".join(ch if ch.isprintable() or ch == "\n" else json.dumps(ch)[1:-1] for ch in text)
+
+
+class _CleanFormatter(logging.Formatter):
+    """One line per record, secrets masked, portal text escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _clean(redact(super().format(record)))
+
+
+@contextmanager
+def _warnings_to_stderr() -> Iterator[None]:
+    """Send the library's WARNING lines (retries, say) to stderr as ``b24batch: warning: ...``
+    for the length of one command, instead of through Python's last-resort handler."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_CleanFormatter("b24batch: %(levelname)s: %(message)s"))
+    loggers = [logging.getLogger(name) for name in _LOGGERS]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
 
 
 def _demo() -> int:
@@ -255,22 +329,22 @@ def _demo() -> int:
 
 def _show(title: str, result: BatchResult[Any]) -> None:
     print(title)
-    print(f"   is_success={result.is_success}  request_id={result.request_id}")
+    print(f"   is_success={result.is_success}  request_id={_clean(result.request_id)}")
     for message in result.error_messages:
-        print(f"   error: {message}")
+        print(f"   error: {_clean(message)}")
     if result.maybe_executed:
-        print(f"   maybe_executed={result.maybe_executed}")
+        print(f"   maybe_executed={_clean(repr(result.maybe_executed))}")
     data = result.data
     items: list[tuple[Any, Any]] = (
         list(data.items()) if isinstance(data, dict) else list(enumerate(data))
     )
     for key, value in items:
-        print(f"   {key!s:>6}  {_preview(value)}")
+        print(f"   {_clean(str(key)):>6}  {_preview(value)}")
     print()
 
 
 def _preview(value: Any) -> str:
-    text = repr(value) if attrs.has(type(value)) else json.dumps(value, ensure_ascii=False)
+    text = _clean(repr(value) if attrs.has(type(value)) else json.dumps(value, ensure_ascii=False))
     return text if len(text) <= _PREVIEW else text[: _PREVIEW - 1] + "…"
 
 

@@ -7,14 +7,13 @@ All input validation lives here and runs before any I/O: a bad row raises
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 
 from b24batch.errors import SdkError, SdkTypeError
+from b24batch.params import is_utf8
 from b24batch.results import Key
 
 __all__ = [
@@ -23,7 +22,6 @@ __all__ = [
     "Commands",
     "check_references",
     "command_alias",
-    "explain_unencodable",
     "normalize",
     "ref",
     "ref_array",
@@ -35,7 +33,6 @@ MAX_COMMANDS = 50
 """The most commands one REST 3.0 batch may carry."""
 
 _ROW_KEYS = frozenset({"method", "params", "as", "parallel", "read_only"})
-_EMPTY: Mapping[str, Any] = {}
 
 
 @attrs.frozen
@@ -343,23 +340,6 @@ def reference_target(
     return target
 
 
-def explain_unencodable(commands: Commands) -> SdkError:
-    """Find the first parameter value that JSON cannot carry and describe it.
-
-    Called only after the encoder refused the body, so the fast path never walks params.
-
-    Returns:
-        The :class:`SdkError` (or :class:`SdkTypeError`) to raise, naming row and path.
-    """
-    for key, command in zip(commands.keys, commands.items, strict=True):
-        problem = _find_unencodable(command.params or _EMPTY, "params", set())
-        if problem is not None:
-            path, message, is_type = problem
-            error_type = SdkTypeError if is_type else SdkError
-            return error_type(f"calls[{key!r}] {path} {message}")
-    return SdkError("the batch cannot be encoded as JSON")
-
-
 def _plain(row: object) -> bool:
     """Whether ``row`` is a ``(method, dict)`` tuple that needs no further checking."""
     if type(row) is not tuple or len(row) != 2:
@@ -416,7 +396,7 @@ def _checked(command: Command, where: str) -> Command:
         raise SdkError(f"{where} has an empty method name")
     if method != method.strip():
         raise SdkError(f"{where} has the method {method!r}, with spaces around it; remove them")
-    if not _utf8(method):
+    if not is_utf8(method):
         raise SdkError(f"{where} has a method that is not valid text (a lone surrogate)")
     if method.strip().lower() == "batch":
         raise SdkError(f"{where} calls 'batch'; a batch cannot contain another batch")
@@ -454,66 +434,3 @@ def _check_alias(alias: str, where: str, *, from_name: bool) -> None:
             f"{where}: {origin} {alias!r} is a number; numbers already name commands by "
             f"position in references ('0.item.id'), so use a name with a letter{fix}"
         )
-
-
-_SCALARS = (str, int, bool, type(None))
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _find_unencodable(value: object, path: str, active: set[int]) -> tuple[str, str, bool] | None:
-    """Return (path, message, is_type_error) for the first value JSON cannot carry."""
-    if isinstance(value, str) and not _utf8(value):
-        return path, "is text with a lone surrogate, which UTF-8 cannot carry", False
-    if isinstance(value, _SCALARS):
-        return None
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return None
-        return path, f"is {value!r}; JSON has no NaN or Infinity: send null or a number", False
-    if isinstance(value, dict | list | tuple):
-        if id(value) in active:
-            return path, "contains itself (a reference cycle); JSON cannot encode it", False
-        active.add(id(value))
-        try:
-            if isinstance(value, dict):
-                for k, v in value.items():
-                    if not isinstance(k, str | int | float | bool) and k is not None:
-                        return (
-                            path,
-                            f"has a key of type {type(k).__name__}; JSON keys are strings",
-                            True,
-                        )
-                    found = _find_unencodable(v, f"{path}[{k!r}]", active)
-                    if found:
-                        return found
-            else:
-                for i, v in enumerate(value):
-                    found = _find_unencodable(v, f"{path}[{i}]", active)
-                    if found:
-                        return found
-        finally:
-            active.discard(id(value))
-        return None
-    hints = {
-        "set": "use a list",
-        "frozenset": "use a list",
-        "bytes": "decode it to str (or base64 it)",
-        "bytearray": "decode it to str (or base64 it)",
-        "datetime": "send value.isoformat()",
-        "date": "send value.isoformat()",
-        "Decimal": "send str(value) or float(value)",
-    }
-    name = type(value).__name__
-    hint = hints.get(name, "convert it to str, number, bool, None, list or dict")
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return path, f"is a {name}, which JSON cannot encode: {hint}", True
-    return None

@@ -235,12 +235,19 @@ class AuthError(AjaxError):
 class RateLimitError(AjaxError):
     """503 ``QUERY_LIMIT_EXCEEDED``: the portal's request-rate limit; refused before execution.
 
-    Raised only once the retry policy is exhausted; ``attempts`` says how many were made.
+    Raised only once the retry policy is exhausted; ``attempts`` says how many were made. Also
+    raised with ``status=0`` and nothing sent when the client's own request-rate bucket would
+    need a wait longer than what is left of the retry policy's ``max_wait``.
+
+    Attributes:
+        retry_at: For the client's own refusal, Unix seconds when its bucket has room again.
 
     Example:
         >>> issubclass(RateLimitError, AjaxError)
         True
     """
+
+    retry_at: float | None = None
 
 
 class OperatingLimitError(AjaxError):
@@ -263,10 +270,16 @@ class TransportError(B24Error):
     The underlying ``requests`` exception is kept as ``__cause__``, as a redacted copy: the
     original names the URL, and the URL holds the webhook secret.
 
+    Attributes:
+        never_connected: True when no connection could be opened (refused, DNS failure,
+            connect timeout): nothing was sent, so the batch layer may always repeat it.
+
     Example:
         >>> TransportError("no answer", outcome_unknown=True).outcome_unknown
         True
     """
+
+    never_connected: bool = False
 
 
 class DecodeError(B24Error):

@@ -8,18 +8,22 @@ themselves: the caller sleeps outside their locks.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 
-from b24batch.errors import SdkError
+from b24batch.errors import OperatingLimitError, RateLimitError, SdkError
 from b24batch.results import Time
 
 __all__ = [
+    "MAX_BURST",
+    "MAX_OPERATING_LIMIT",
     "OPERATING_BASKET",
     "OPERATING_FLOOR",
+    "PER_SECOND_RANGE",
     "LeakyBucket",
     "LimitState",
     "Limiter",
@@ -29,26 +33,64 @@ __all__ = [
 ]
 
 
-def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise SdkError(f"{attribute.name}={value!r}: pass a number > 0")
+MAX_BURST = 10_000
+"""The largest ``RateLimit.burst`` accepted (the portal's is 50, or 250 on Enterprise)."""
+PER_SECOND_RANGE = (0.01, 1000.0)
+"""The ``RateLimit.per_second`` accepted: from one request per 100 s to 1 000 per second."""
+MAX_OPERATING_LIMIT = 600.0
+"""The largest ``RateLimit.operating_limit``: the portal counts operating time over 600 s."""
 
 
-def _optional_positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None:
-        _positive(instance, attribute, value)
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _burst(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BURST:
+        raise SdkError(
+            f"burst={value!r}: pass a whole number of requests from 1 to {MAX_BURST} "
+            f"(the portal's is 50, or 250 on Enterprise plans)"
+        )
+
+
+def _per_second(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    low, high = PER_SECOND_RANGE
+    if not _number(value) or not low <= value <= high:
+        raise SdkError(
+            f"per_second={value!r}: pass requests per second from {low} to {high:g} "
+            f"(the portal's is 2, or 5 on Enterprise plans)"
+        )
+
+
+def _operating_limit(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (not _number(value) or not 0 < value <= MAX_OPERATING_LIMIT):
+        raise SdkError(
+            f"operating_limit={value!r}: pass seconds of operating time per ten minutes, above "
+            f"0 and at most {MAX_OPERATING_LIMIT:g} (the cloud's is 480), or None"
+        )
+
+
+def _operating_margin(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not _number(value) or value < 0:
+        raise SdkError(f"operating_margin={value!r}: pass seconds >= 0")
 
 
 @attrs.frozen(kw_only=True)
 class RateLimit:
     """The portal's limits, as the client keeps below them (protocol §5).
 
+    Every figure is checked at construction (a :class:`SdkError` says the accepted range), so a
+    slip such as ``per_second=1e-6`` cannot turn into a wait of days.
+
     Attributes:
         burst: The most requests sent back to back: the client's counter, counting the request
-            being sent, never exceeds it (the portal's X: 50, or 250 on Enterprise plans).
-        per_second: How fast the counter drains (the portal's Y: 2, or 5 on Enterprise).
+            being sent, never exceeds it (the portal's X: 50, or 250 on Enterprise plans);
+            1 to :data:`MAX_BURST`.
+        per_second: How fast the counter drains (the portal's Y: 2, or 5 on Enterprise);
+            within :data:`PER_SECOND_RANGE`.
         operating_limit: The method's operating-time budget in seconds over ten minutes (480 in
-            the cloud); None stops the client from waiting for an operating-time reset.
+            the cloud; at most :data:`MAX_OPERATING_LIMIT`); None stops the client from waiting
+            for an operating-time reset.
         operating_margin: Start waiting for the reset once ``time.operating`` comes this close
             to ``operating_limit``.
 
@@ -57,16 +99,14 @@ class RateLimit:
         250
     """
 
-    burst: int = attrs.field(default=50, validator=_positive)
-    per_second: float = attrs.field(default=2.0, validator=_positive)
-    operating_limit: float | None = attrs.field(default=480.0, validator=_optional_positive)
-    operating_margin: float = 30.0
+    burst: int = attrs.field(default=50, validator=_burst)
+    per_second: float = attrs.field(default=2.0, validator=_per_second)
+    operating_limit: float | None = attrs.field(default=480.0, validator=_operating_limit)
+    operating_margin: float = attrs.field(default=30.0, validator=_operating_margin)
 
     def __attrs_post_init__(self) -> None:
-        if isinstance(self.burst, bool) or not isinstance(self.burst, int):
-            raise SdkError(f"burst={self.burst!r}: pass a whole number of requests >= 1")
         limit = self.operating_limit
-        if limit is not None and not 0 <= self.operating_margin < limit:
+        if limit is not None and not self.operating_margin < limit:
             raise SdkError(
                 f"operating_margin={self.operating_margin!r}: pass seconds from 0 to below "
                 f"operating_limit={limit}"
@@ -113,14 +153,27 @@ class LeakyBucket:
         self._level = 0.0  # as of self._updated, booked requests included
         self._updated = clock()
 
-    def reserve(self) -> float:
-        """Book one request; return the seconds to wait before sending it."""
+    def reserve(self, budget: float = math.inf) -> float:
+        """Book one request if its wait fits in ``budget``; return the seconds to wait for it.
+
+        A wait longer than ``budget`` books nothing: the request is not going to be sent.
+        """
         rate, burst = self.limit.per_second, self.limit.burst
         with self._lock:
             now = self._clock()
             level = max(0.0, self._level - (now - self._updated) * rate) + 1.0
-            self._level, self._updated = level, now
-        return max(0.0, (level - burst) / rate)
+            delay = max(0.0, (level - burst) / rate)
+            if delay <= budget:
+                self._level, self._updated = level, now
+        return delay
+
+    def wait(self, after: float = 0.0) -> float:
+        """The seconds a request booked ``after`` seconds from now would wait; books nothing."""
+        rate = self.limit.per_second
+        with self._lock:
+            drained = (self._clock() + after - self._updated) * rate
+            level = max(0.0, self._level - drained) + 1.0
+        return max(0.0, (level - self.limit.burst) / rate)
 
     def saturate(self) -> None:
         """The portal said 503 ``QUERY_LIMIT_EXCEEDED``: take its counter as full, so the
@@ -239,20 +292,56 @@ class Limiter:
     def before_send(self, budget: float) -> float:
         """Wait until a batch may go out; return the seconds waited.
 
-        An operating-time reset is waited for only when it fits in ``budget`` (otherwise the
-        portal decides); the rate bucket is always waited for.
+        Both waits together — an operating-time reset, then the request-rate bucket — must fit
+        in ``budget`` (what is left of the policy's ``max_wait``); a wait that would not fit is
+        not started and nothing is booked.
+
+        Raises:
+            OperatingLimitError: The operating-time reset is further away than ``budget``.
+            RateLimitError: The bucket's wait does not fit in what ``budget`` leaves.
+            Both have ``status=0`` (no HTTP answer: the client refused before sending) and
+            ``retry_at``; the batch layer adds ``request_id`` and ``attempts``.
         """
-        waited = 0.0
-        delay = self.meter.delay()
-        if 0 < delay <= budget:
-            self.sleep(delay)
-            waited += delay
+        operating = self.meter.delay()
+        if operating > budget:
+            raise self._refusal(OperatingLimitError, operating, budget)
+        rate = 0.0 if self.bucket is None else self.bucket.wait(after=operating)
+        if operating + rate > budget:
+            raise self._refusal(RateLimitError, operating + rate, budget)
+        if operating > 0:
+            self.sleep(operating)
         if self.bucket is not None:
-            delay = self.bucket.reserve()
-            if delay > 0:
-                self.sleep(delay)
-                waited += delay
-        return waited
+            # Booked only now: another thread may have booked since, so check once more.
+            rate = self.bucket.reserve(budget - operating)
+            if rate > budget - operating:
+                raise self._refusal(RateLimitError, operating + rate, budget)
+            if rate > 0:
+                self.sleep(rate)
+        return operating + rate
+
+    def wait_after(self, delay: float) -> float:
+        """The seconds :meth:`before_send` would wait if called ``delay`` seconds from now."""
+        operating = max(0.0, self.meter.delay() - delay)
+        rate = 0.0 if self.bucket is None else self.bucket.wait(after=delay + operating)
+        return operating + rate
+
+    def _refusal(
+        self, kind: type[RateLimitError | OperatingLimitError], delay: float, budget: float
+    ) -> RateLimitError | OperatingLimitError:
+        what, code = (
+            ("request-rate bucket", "QUERY_LIMIT_EXCEEDED")
+            if kind is RateLimitError
+            else ("operating-time reset", "OPERATION_TIME_LIMIT")
+        )
+        error = kind(
+            f"the client's {what} needs a wait of {delay:.1f} s before this batch, more than "
+            f"the {max(budget, 0.0):.1f} s left of the retry policy's max_wait; nothing was "
+            f"sent: send it again at retry_at, or raise max_wait",
+            code=code,
+            status=0,
+        )
+        error.retry_at = self._wall_clock() + delay
+        return error
 
     def after_answer(self, time: Time | None, *, refused: bool) -> None:
         """Learn from an answer: its operating-time figures, and whether the portal refused it

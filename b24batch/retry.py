@@ -12,7 +12,13 @@ from collections.abc import Callable
 
 import attrs
 
-from b24batch.errors import B24Error, OperatingLimitError, RateLimitError, SdkError
+from b24batch.errors import (
+    B24Error,
+    OperatingLimitError,
+    RateLimitError,
+    SdkError,
+    TransportError,
+)
 
 __all__ = [
     "READ_ONLY_METHODS",
@@ -60,8 +66,9 @@ class RetryPolicy:
     """How often, and how patiently, a batch is sent again after a failure that allows it.
 
     A failure allows a repeat when the batch surely did not run (503 ``QUERY_LIMIT_EXCEEDED``,
-    429 ``OPERATION_TIME_LIMIT``), or when it may have run but repeating is harmless: every
-    command is read-only, or the call carries an idempotency key. ``OVERLOAD_LIMIT``, 4xx
+    429 ``OPERATION_TIME_LIMIT``, a connection that could not be opened), or when it may have
+    run but repeating is harmless: every command is read-only, or the call carries an
+    idempotency key. ``OVERLOAD_LIMIT``, 4xx
     answers and failures of a write batch that may have run are never repeated.
 
     Attributes:
@@ -69,11 +76,13 @@ class RetryPolicy:
         base_delay: Seconds; the n-th retry waits a random time up to
             ``min(max_delay, base_delay * 2 ** (n - 1))`` ("full jitter").
         max_delay: The cap on one backoff delay.
-        max_wait: The most seconds one call may spend waiting before a repeat or for an
-            operating-time reset: a wait that would take the call's total past it is not started
-            (the error is raised at once, or the batch is sent and the portal decides). Waits
-            for the request-rate bucket count toward the total but are always made, since
-            sending early would only collect a 503.
+        max_wait: The most seconds one batch may spend waiting: for the request-rate bucket,
+            for an operating-time reset, in backoff or ``Retry-After``, and for the connect
+            timeout of a repeat after a connection could not be opened. A wait that would take
+            the total past it is not started: the call raises at once (the limiters' refusals,
+            :class:`RateLimitError` and :class:`OperatingLimitError` with ``retry_at``, before
+            anything is sent). A chunked call gives each chunk its own ``max_wait``. A small
+            value makes a web view fail fast instead of holding its worker.
 
     Example:
         >>> RetryPolicy(max_attempts=5, max_wait=120.0).max_attempts
@@ -100,6 +109,8 @@ class RetryKind(enum.Enum):
     """Refused before execution by the request-rate limit: always safe after a delay."""
     OPERATING = "operating"
     """Refused before execution by the operating-time limit: safe after the reset."""
+    CONNECT = "connect"
+    """No connection could be opened, so nothing was sent: always safe after a delay."""
     AMBIGUOUS = "ambiguous"
     """The batch may have run: safe only for read-only batches or with an idempotency key."""
 
@@ -110,6 +121,8 @@ def retry_kind(error: B24Error) -> RetryKind | None:
         return RetryKind.RATE
     if isinstance(error, OperatingLimitError):
         return RetryKind.OPERATING
+    if isinstance(error, TransportError) and error.never_connected:
+        return RetryKind.CONNECT
     if error.outcome_unknown:
         return RetryKind.AMBIGUOUS
     return None

@@ -207,6 +207,7 @@ class Transport:
         inner = exc.args[0] if exc.args else None
         reason = getattr(inner, "reason", inner)
         unknown = True
+        never_connected = False
         timed_out = isinstance(exc, requests.ReadTimeout) or isinstance(
             reason, urllib3.exceptions.ReadTimeoutError | TimeoutError
         )
@@ -215,6 +216,7 @@ class Transport:
                 f"could not connect to {where} in time; the batch was not sent",
                 False,
             )
+            never_connected = True
         elif timed_out and time.monotonic() >= deadline:
             message = (
                 f"{where} did not send its whole answer within the attempt's deadline of "
@@ -237,6 +239,7 @@ class Transport:
             reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.NameResolutionError
         ):
             message, unknown = f"could not connect to {where}; the batch was not sent", False
+            never_connected = True
         elif isinstance(exc, requests.ConnectionError):
             message = (
                 f"the connection to {where} broke before an answer came; the batch may have "
@@ -248,17 +251,18 @@ class Transport:
         error = TransportError(
             f"{message} ({detail})", request_id=request_id, outcome_unknown=unknown
         )
+        error.never_connected = never_connected  # the batch layer repeats these (max_wait)
         error.__cause__ = _redacted_copy(exc, detail)
         return error
 
 
 def new_session(policy: RetryPolicy, url: Secret[str], user_agent: str) -> requests.Session:
-    """A Session whose urllib3 Retry repeats only connections that could not be opened.
+    """A Session whose urllib3 Retry repeats nothing.
 
-    A connection that never opened carried no request, so repeating it is always safe; it is
-    urllib3's to repeat, and the batch layer never retries it again. Anything that may have
-    reached the portal (read errors, statuses) is left to the batch layer, which knows whether
-    the batch is safe to repeat.
+    Every repeat is the batch layer's, in one loop under the policy's ``max_wait``: a connection
+    that could not be opened comes back as a ``TransportError`` with ``never_connected`` and is
+    repeated there (urllib3's own connect retries slept outside that budget, and uncounted).
+    Anything that may have reached the portal is repeated only when the batch is safe to repeat.
 
     The environment (proxy variables and ``NO_PROXY``, ``REQUESTS_CA_BUNDLE`` /
     ``CURL_CA_BUNDLE``) is read once, here, instead of on every request: requests' per-request
@@ -275,7 +279,7 @@ def new_session(policy: RetryPolicy, url: Secret[str], user_agent: str) -> reque
         session.verify = bundle
     retry = Retry(
         total=None,
-        connect=policy.max_attempts - 1,
+        connect=0,
         read=0,
         redirect=0,
         status=0,

@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 
-from b24batch.commands import Commands, explain_unencodable
+from b24batch.commands import Commands
 from b24batch.errors import (
     AjaxError,
     AuthError,
@@ -24,6 +24,7 @@ from b24batch.errors import (
     OperatingLimitError,
     RateLimitError,
 )
+from b24batch.params import check_json_keys, explain_unencodable
 from b24batch.redaction import redact as _redact_default
 from b24batch.results import FieldError, Key, Time
 
@@ -107,7 +108,9 @@ def encode_batch(commands: Commands, *, halt_on_error: bool) -> bytes:
     else ``not halt_on_error``, as the JS SDK sends it); ``as`` only when there is an alias.
 
     Raises:
-        SdkError: A parameter cannot be encoded as JSON; the message names the row and path.
+        SdkError: A parameter cannot be encoded as JSON (NaN, a set, nesting past
+            :data:`~b24batch.commands.MAX_PARAMS_DEPTH`, ...), or two keys of one dict would be
+            written alike (``1`` and ``"1"``); the message names the row and path.
     """
     default_parallel = not halt_on_error
     rows = []
@@ -121,10 +124,12 @@ def encode_batch(commands: Commands, *, halt_on_error: bool) -> bytes:
         row["parallel"] = default_parallel if command.parallel is None else command.parallel
         rows.append(row)
     try:
-        return _encode(rows).encode("utf-8")
+        body = _encode(rows).encode("utf-8")
     except (TypeError, ValueError, RecursionError):
         # The C encoder is fast but says little; only now walk the params to name the culprit.
         raise explain_unencodable(commands) from None
+    check_json_keys(commands)
+    return body
 
 
 def decode_response(

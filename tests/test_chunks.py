@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import tracemalloc
 from collections.abc import Iterator
@@ -420,3 +421,74 @@ def test_failing_progress_callback_keeps_what_was_fetched(
     assert isinstance(partial, ChunkedResult)
     assert len(partial.data) == 100
     assert partial.not_executed == tuple(range(100, 120))
+
+
+class _CountingKeys(tuple[Any, ...]):
+    """A chunk's keys that count how often anything walks them."""
+
+    walks = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        type(self).walks += 1
+        return super().__iter__()
+
+
+def test_make_walks_each_chunks_keys_a_bounded_number_of_times(
+    echo: FakePortal, client: B24Hook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """make() touches each chunk's keys a few times, not once per earlier chunk (quadratic)."""
+    import b24batch.chunks as chunks
+
+    real = chunks.Commands
+
+    def counting(**fields: Any) -> Any:
+        return real(**{**fields, "keys": _CountingKeys(fields["keys"])})
+
+    monkeypatch.setattr(chunks, "Commands", counting)
+    _CountingKeys.walks = 0
+    count = 300
+    result = BatchByChunkV3(client).make(_list_calls(count), chunk_size=1)
+    assert result.data == [{"item": {"n": n}} for n in range(count)]
+    assert len(echo.requests) == count
+    # Gathering not_executed for every chunk walked all later chunks: 300 * 299 / 2 = 44 850.
+    assert _CountingKeys.walks <= 10 * count
+
+
+def test_not_executed_after_a_halt_lists_every_later_chunk_once(
+    echo: FakePortal, client: B24Hook
+) -> None:
+    """A halt in chunk 2 of 6 (chunk_size=10) lists commands 30 to 59 as not executed, in order."""
+    calls: list[Any] = _list_calls(60)
+    calls[25] = ("test.fail",)
+    result = BatchByChunkV3(client).make(calls, chunk_size=10)
+    assert result.not_executed == tuple(range(30, 60))
+    assert [error.keys for error in result.errors] == [tuple(range(20, 30))]
+    assert len(echo.requests) == 3
+
+
+def _deep(depth: int) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    inner = params
+    for _ in range(depth):
+        inner["a"] = {}
+        inner = inner["a"]
+    return params
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        pytest.param(_deep(5000), "params['a']['a']", id="5000-deep"),
+        pytest.param({"filter": {1: "x", "1": "y"}}, "params['filter'] has the keys 1", id="keys"),
+    ],
+)
+def test_deep_or_colliding_params_send_nothing(
+    echo: FakePortal, client: B24Hook, params: dict[str, Any], fragment: str
+) -> None:
+    """BatchV3 and the chunker refuse them with an SdkError before the first request."""
+    calls: list[Any] = [*_list_calls(60), ("test.echo", params)]
+    with pytest.raises(SdkError, match=re.escape(f"calls[60] {fragment}")):
+        BatchByChunkV3(client).make(calls)
+    with pytest.raises(SdkError, match=re.escape(f"calls[1] {fragment}")):
+        BatchV3(client).make([("test.echo", {"n": 0}), ("test.echo", params)])
+    assert echo.requests == []

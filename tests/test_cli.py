@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import pytest
 
 from b24batch import B24Hook, BatchV3
 from b24batch.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, main
-from b24batch.testing import FakePortal
+from b24batch.testing import FakePortal, Fault
 
 
 def test_demo_runs_every_call_form_against_the_fake_portal(
@@ -140,16 +142,21 @@ def test_run_bad_input_exits_2_with_one_line(
 def test_run_transport_failure_exits_1_without_the_secret(
     tmp_path: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """An unreachable portal exits 1, one line, secret masked."""
+    """An unreachable portal exits 1 with one error line after the repeats' warnings, the
+    secret masked in all of them."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}/rest/1/cliSecretValue9/"
-    assert main(["run", "--webhook", url, _write(tmp_path, [["a.get"]])]) == EXIT_FAILED
+    args = ["run", "--webhook", url, "--request-id", "r1", _write(tmp_path, [["a.get"]])]
+    assert main(args) == EXIT_FAILED
     err = capsys.readouterr().err
-    assert "TransportError: could not connect" in err
+    *warnings, error = err.splitlines()
+    assert error.startswith("b24batch: TransportError: could not connect")
+    assert [re.sub(r"in \d\.\d\d s", "in D s", line) for line in warnings] == [
+        f"b24batch: WARNING: batch r1: attempt {n} of 3 in D s after TransportError" for n in (2, 3)
+    ]
     assert "cliSecretValue9" not in err
-    assert err.count("\n") == 1
 
 
 def test_serve_prints_a_webhook_that_works() -> None:
@@ -172,12 +179,137 @@ def test_serve_prints_a_webhook_that_works() -> None:
             assert process.wait(timeout=10) == EXIT_OK
 
 
-def test_serve_rate_limit_must_be_burst_per_second(capsys: pytest.CaptureFixture[str]) -> None:
-    """A malformed --rate-limit is a usage error (exit 2)."""
-    with pytest.raises(SystemExit) as info:
-        main(["serve", "--rate-limit", "fast"])
-    assert info.value.code == EXIT_BAD_INPUT
-    assert "BURST/PER_SECOND" in capsys.readouterr().err
+def _bounded_main(argv: list[str]) -> int | None:
+    """``main(argv)`` in a thread joined with a timeout: an accepted ``serve`` would block."""
+    outcome: list[int] = []
+    worker = threading.Thread(target=lambda: outcome.append(main(argv)), daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive(), f"{argv} started serving instead of refusing"
+    return outcome[0] if outcome else None
+
+
+@pytest.mark.parametrize(
+    ("rate", "fragment"),
+    [
+        pytest.param("fast", "not BURST/PER_SECOND", id="words"),
+        pytest.param("nan/1", "finite", id="nan-burst"),
+        pytest.param("1/nan", "finite", id="nan-rate"),
+        pytest.param("inf/1", "finite", id="inf"),
+        pytest.param("-1/2", "at least 1", id="negative"),
+        pytest.param("0/1", "at least 1", id="zero-burst"),
+        pytest.param("5/0", "above 0", id="zero-rate"),
+    ],
+)
+def test_serve_refuses_a_bad_rate_limit_in_one_line(
+    capsys: pytest.CaptureFixture[str], rate: str, fragment: str
+) -> None:
+    """A malformed or absurd --rate-limit exits 2 with one line naming it; nothing is served."""
+    assert _bounded_main(["serve", f"--rate-limit={rate}"]) == EXIT_BAD_INPUT
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"b24batch: --rate-limit {rate}: ")
+    assert fragment in captured.err
+    assert captured.err.count("\n") == 1
+    assert captured.out == ""
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "-1"])
+def test_serve_refuses_a_port_out_of_range_in_one_line(
+    capsys: pytest.CaptureFixture[str], port: str
+) -> None:
+    """--port outside 0-65535 exits 2 with one line, not a traceback."""
+    assert _bounded_main(["serve", f"--port={port}"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err == f"b24batch: --port {port}: pass a port from 0 to 65535 (0: any free one)\n"
+
+
+HOSTILE = "boom\x1b]0;owned\x07\x1b[2J\nb24batch: all good\u202e\x9b31m"
+HOSTILE_SHOWN = "boom\\x1b]0;owned\\x07\\x1b[2J\\nb24batch: all good\\u202e\\x9b31m"
+
+
+def _assert_inert(text: str) -> None:
+    """No control or format character, and no line but the CLI's own starts with b24batch:."""
+    assert all(ch.isprintable() or ch == "\n" for ch in text), repr(text)
+
+
+def test_a_hostile_raised_error_is_one_escaped_line(
+    portal: FakePortal, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ANSI sequences and newlines in a portal's 500 are escaped: one line, nothing forged."""
+    portal.inject(Fault.response(500, {"error": {"code": "E\x1b[31m", "message": HOSTILE}}))
+    calls = [["tasks.task.add", {"fields": {"title": "x"}}]]  # a write: not repeated
+    assert main(["run", "--webhook", portal.webhook_url, _write(tmp_path, calls)]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    _assert_inert(err)
+    assert err.count("\n") == 1
+    assert err.startswith("b24batch: AjaxError: E\\x1b[31m (HTTP 500): ")
+    assert HOSTILE_SHOWN in err
+
+
+def test_a_hostile_returned_error_and_result_are_escaped(
+    portal: FakePortal, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A returned error and a result carrying controls print escaped, one line each."""
+
+    def hostile(query: dict[str, Any]) -> Any:
+        raise FakePortal.CommandError(HOSTILE, code="HOSTILE", status=400)
+
+    portal.register("test.hostile", hostile)
+    calls = [["test.hostile"]]
+    assert main(["run", "--webhook", portal.webhook_url, _write(tmp_path, calls)]) == EXIT_FAILED
+    out = capsys.readouterr().out
+    _assert_inert(out)
+    (line,) = [line for line in out.splitlines() if "error:" in line]
+    assert line == f"   error: HOSTILE (HTTP 400): {HOSTILE_SHOWN}"
+    assert not [line for line in out.splitlines() if line.startswith("b24batch:")]
+
+
+def test_lone_surrogates_in_results_print_escaped(
+    portal: FakePortal, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A result with a lone surrogate prints (escaped) instead of crashing the CLI."""
+    portal.register("test.odd", lambda query: {"text": "a\ud800b", "bell": "\x07"})
+    path = _write(tmp_path, [["test.odd"]])
+    assert main(["run", "--webhook", portal.webhook_url, path]) == EXIT_OK
+    out = capsys.readouterr().out
+    _assert_inert(out)
+    assert '{"text": "a\\ud800b", "bell": "\\u0007"}' in out
+
+
+def test_json_output_escapes_but_keeps_every_value(
+    portal: FakePortal, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--json prints valid, printable JSON that reads back as exactly what the portal sent."""
+    sent = {
+        "text": "a\ud800b",
+        "c1": "\x9b2J",
+        "rtl": "\u202e",
+        "tag": "\U000e0001",
+        "ok": "Задача",
+    }
+    portal.register("test.odd", lambda query: sent)
+    path = _write(tmp_path, [["test.odd"]])
+    assert main(["run", "--json", "--webhook", portal.webhook_url, path]) == EXIT_OK
+    out = capsys.readouterr().out
+    _assert_inert(out)
+    assert "Задача" in out  # printable text is not escaped
+    assert json.loads(out)["data"] == [sent]
+
+
+def test_retry_warnings_are_formatted_single_lines_on_stderr(
+    portal: FakePortal, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A retried batch logs one 'b24batch: WARNING: ...' line, the portal's code escaped."""
+    body = {"error": {"code": "E\x1b[2J\nb24batch: forged", "message": "m"}}
+    portal.inject(Fault.response(500, body, headers={"Retry-After": "0"}))
+    path = _write(tmp_path, [["tasks.task.get", {"id": 1}]])  # read-only: repeated
+    args = ["run", "--webhook", portal.webhook_url, "--request-id", "r1", path]
+    assert main(args) == EXIT_FAILED  # task 1 does not exist: the repeat's 400 is returned
+    err = capsys.readouterr().err
+    assert err == (
+        "b24batch: WARNING: batch r1: attempt 2 of 3 in 0.00 s after E\\x1b[2J\\nb24batch: forged\n"
+    )
+    assert len(portal.requests) == 2
 
 
 def test_demo_into_a_closed_pipe_exits_quietly() -> None:

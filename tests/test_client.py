@@ -13,7 +13,7 @@ from urllib3.util.retry import Retry
 from b24batch import B24Hook, BatchV3, RetryPolicy, SdkError, SdkTypeError, TransportError
 from b24batch.client import DEFAULT_TIMEOUT, USER_AGENT
 
-CONNECT_RETRIES = RetryPolicy().max_attempts - 1
+CONNECT_RETRIES = RetryPolicy().max_attempts - 1  # made by the batch layer, under max_wait
 
 SECRET = "abc123secretXYZ"
 
@@ -107,12 +107,12 @@ def test_repr_and_str_hide_the_secret() -> None:
 
 
 def test_own_session_has_connect_only_retry_timeout_and_user_agent() -> None:
-    """The client's own Session retries connect errors only, never a POST that was sent."""
+    """The client's own Session repeats nothing: every repeat is the batch layer's."""
     client = B24Hook.from_webhook_url(f"https://example.bitrix24.com/rest/1/{SECRET}/")
     adapter = client._session.get_adapter("https://example.bitrix24.com/")
     retry = adapter.max_retries
     assert isinstance(retry, Retry)
-    assert retry.connect == CONNECT_RETRIES
+    assert retry.connect == 0
     assert (retry.read, retry.status, retry.redirect, retry.other) == (0, 0, 0, 0)
     assert "POST" not in (retry.allowed_methods or ())
     assert retry.allowed_methods  # empty would mean "any method" to urllib3 2.x
@@ -167,7 +167,7 @@ def test_refused_connection_is_a_transport_error_that_surely_did_not_run(
     """A refused connection raises TransportError, outcome known, secret absent everywhere."""
     caplog.set_level(logging.DEBUG)
     url = f"http://127.0.0.1:{_closed_port()}/rest/1/{SECRET}/"
-    policy = RetryPolicy(base_delay=0.0)  # urllib3 sleeps for real between connect retries
+    policy = RetryPolicy(base_delay=0.0)
     with (
         B24Hook.from_webhook_url(url, retry=policy) as client,
         pytest.raises(TransportError) as info,
@@ -176,7 +176,8 @@ def test_refused_connection_is_a_transport_error_that_surely_did_not_run(
     error = info.value
     assert error.outcome_unknown is False
     assert error.request_id == "rid-1"
-    assert error.attempts == 1  # urllib3's connect retries of a request that never left
+    assert error.never_connected is True
+    assert error.attempts == 1 + CONNECT_RETRIES  # a request that never left is repeated
     assert "could not connect" in str(error)
     assert isinstance(error.__cause__, requests.ConnectionError)
     formatted = "".join(traceback.format_exception(type(error), error, error.__traceback__))
@@ -184,9 +185,12 @@ def test_refused_connection_is_a_transport_error_that_surely_did_not_run(
     assert SECRET not in formatted
     assert SECRET not in str(error.__cause__)
     assert error.__context__ is None
-    # urllib3 logged the connect retries (WARNING) with the URL; the filter masked it
-    retries = [r for r in caplog.records if r.name.startswith("urllib3")]
-    assert len([r for r in retries if "Retrying" in r.getMessage()]) == CONNECT_RETRIES
+    # the batch layer logged each repeat (WARNING); urllib3 logged the URL, and it was masked
+    retries = [r for r in caplog.records if r.name == "b24batch" and r.levelname == "WARNING"]
+    assert [r.getMessage().split(": ", 1)[1] for r in retries] == [
+        "attempt 2 of 3 in 0.00 s after TransportError",
+        "attempt 3 of 3 in 0.00 s after TransportError",
+    ]
     assert all(SECRET not in r.getMessage() for r in caplog.records)
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
-import decimal
-import math
 import re
 from types import MappingProxyType
 from typing import Any
@@ -14,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from b24batch import Command, SdkError, SdkTypeError
-from b24batch.commands import MAX_COMMANDS, explain_unencodable, normalize
+from b24batch.commands import MAX_COMMANDS, normalize
 
 
 def test_tuple_rows_keep_order_and_positions() -> None:
@@ -172,44 +169,6 @@ def test_named_rows_are_named_in_errors() -> None:
     """An error in a named row names it by its key."""
     with pytest.raises(SdkError, match=re.escape("calls['second'] has an empty method")):
         normalize({"first": ("a.get",), "second": ("",)})
-
-
-def _explain(params: dict[str, Any]) -> SdkError:
-    return explain_unencodable(normalize([("ok.get", {}), ("a.get", params)]))
-
-
-@pytest.mark.parametrize(
-    ("params", "fragment", "is_type"),
-    [
-        pytest.param({"x": math.nan}, "params['x'] is nan", False, id="nan"),
-        pytest.param({"x": [1, math.inf]}, "params['x'][1] is inf", False, id="inf"),
-        pytest.param({"x": {1, 2}}, "params['x'] is a set", True, id="set"),
-        pytest.param({"x": b"ab"}, "params['x'] is a bytes", True, id="bytes"),
-        pytest.param({"x": object()}, "params['x'] is a object", True, id="object"),
-        pytest.param({"d": datetime.date(2026, 1, 2)}, "isoformat", True, id="date"),
-        pytest.param({"d": decimal.Decimal("1.5")}, "str(value)", True, id="decimal"),
-        pytest.param({"k": {(1, 2): 3}}, "key of type tuple", True, id="tuple-key"),
-        pytest.param(
-            {"t": ["ok", "a\ud800"]}, "params['t'][1] is text with a lone", False, id="surrogate"
-        ),
-    ],
-)
-def test_unencodable_params_are_explained_with_path(
-    params: dict[str, Any], fragment: str, is_type: bool
-) -> None:
-    """The explanation names the row and the path to the value JSON cannot carry."""
-    error = _explain(params)
-    assert str(error).startswith("calls[1] ")
-    assert fragment in str(error)
-    assert isinstance(error, TypeError) is is_type
-
-
-def test_cycles_are_explained() -> None:
-    """A params structure that contains itself is named as a cycle."""
-    cyclic: dict[str, Any] = {"a": []}
-    cyclic["a"].append(cyclic)
-    error = _explain(cyclic)
-    assert "calls[1] params['a'][0] contains itself" in str(error)
 
 
 @given(

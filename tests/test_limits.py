@@ -7,10 +7,12 @@ import threading
 
 import pytest
 
-from b24batch import RateLimit, SdkError, Time
+from b24batch import OperatingLimitError, RateLimit, RateLimitError, SdkError, Time
 from b24batch.limits import (
+    MAX_BURST,
     OPERATING_BASKET,
     OPERATING_FLOOR,
+    PER_SECOND_RANGE,
     LeakyBucket,
     Limiter,
     OperatingMeter,
@@ -39,21 +41,40 @@ def test_rate_limit_defaults_and_enterprise() -> None:
 
 
 @pytest.mark.parametrize(
-    "options",
+    ("options", "fragment"),
     [
-        {"burst": 0},
-        {"burst": 2.5},
-        {"per_second": 0},
-        {"per_second": -1},
-        {"operating_limit": 0},
-        {"operating_margin": 480},
-        {"operating_margin": -1},
+        pytest.param({"burst": 0}, "burst=0", id="burst-0"),
+        pytest.param({"burst": 2.5}, "burst=2.5", id="burst-fraction"),
+        pytest.param({"burst": True}, "burst=True", id="burst-bool"),
+        pytest.param({"burst": MAX_BURST + 1}, "burst=10001", id="burst-huge"),
+        pytest.param({"per_second": 0}, "per_second=0", id="rate-0"),
+        pytest.param({"per_second": -1}, "per_second=-1", id="rate-negative"),
+        pytest.param({"per_second": 1e-6}, "per_second=1e-06", id="rate-eleven-days"),
+        pytest.param({"per_second": 1e6}, "per_second=1000000.0", id="rate-huge"),
+        pytest.param({"per_second": float("nan")}, "per_second=nan", id="rate-nan"),
+        pytest.param({"per_second": float("inf")}, "per_second=inf", id="rate-inf"),
+        pytest.param({"operating_limit": 0}, "operating_limit=0", id="operating-0"),
+        pytest.param({"operating_limit": 601}, "operating_limit=601", id="operating-huge"),
+        pytest.param({"operating_limit": float("inf")}, "operating_limit=inf", id="operating-inf"),
+        pytest.param({"operating_margin": 480}, "operating_margin=480", id="margin-at-limit"),
+        pytest.param({"operating_margin": -1}, "operating_margin=-1", id="margin-negative"),
+        pytest.param({"operating_margin": float("nan")}, "operating_margin=nan", id="margin-nan"),
+        pytest.param({"operating_margin": "5"}, "operating_margin='5'", id="margin-str"),
     ],
 )
-def test_bad_rate_limits_fail_at_construction(options: dict[str, float]) -> None:
-    """Impossible limits are refused when the policy is built."""
-    with pytest.raises(SdkError, match="pass"):
+def test_bad_rate_limits_fail_at_construction(options: dict[str, float], fragment: str) -> None:
+    """Impossible or absurd limits are refused when the policy is built, naming the field."""
+    with pytest.raises(SdkError, match="pass") as info:
         RateLimit(**options)  # type: ignore[arg-type]
+    assert str(info.value).startswith(fragment + ":")
+
+
+def test_rate_limit_accepts_the_ends_of_its_ranges() -> None:
+    """burst 1 and MAX_BURST, per_second at both ends of PER_SECOND_RANGE are accepted."""
+    low, high = PER_SECOND_RANGE
+    assert RateLimit(burst=1, per_second=low).per_second == low
+    assert RateLimit(burst=MAX_BURST, per_second=high).burst == MAX_BURST
+    assert RateLimit(operating_limit=None, operating_margin=0).operating_margin == 0
 
 
 def test_bucket_lets_a_burst_through_then_spaces_requests() -> None:
@@ -176,22 +197,82 @@ def test_meter_without_limit_never_waits() -> None:
     assert meter.delay() == 0.0
 
 
-def test_limiter_sleeps_for_both_and_reports_state() -> None:
-    """before_send waits for the operating reset (within budget) and the bucket."""
-    clock, wall = Clock(), Clock(100.0)
-    slept: list[float] = []
+def _limiter(slept: list[float], clock: Clock, wall: Clock) -> Limiter:
     limit = RateLimit(burst=1, per_second=1.0, operating_limit=10.0, operating_margin=1.0)
-    limiter = Limiter(
+    return Limiter(
         LeakyBucket(limit, clock), OperatingMeter(limit, wall), sleep=slept.append, wall_clock=wall
     )
+
+
+def test_limiter_sleeps_for_both_and_reports_state() -> None:
+    """before_send waits for the operating reset, then the bucket, when both fit the budget."""
+    clock, wall = Clock(), Clock(100.0)
+    slept: list[float] = []
+    limiter = _limiter(slept, clock, wall)
     assert limiter.before_send(budget=60) == 0.0
     limiter.meter.record(Time(operating=9.5, operating_reset_at=104.0))
     assert limiter.before_send(budget=60) == pytest.approx(5.0)  # 4 s reset + 1 s bucket
     assert slept == [4.0, 1.0]
-    assert limiter.before_send(budget=1.0) == pytest.approx(2.0)  # reset too far: bucket only
     state = limiter.state()
     assert (state.operating, state.operating_reset_at) == (9.5, 104.0)
     assert state.requests_available == 0.0
+
+
+def test_operating_reset_beyond_the_budget_raises_without_waiting() -> None:
+    """A reset further than the budget: OperatingLimitError at once, retry_at the reset."""
+    clock, wall = Clock(), Clock(100.0)
+    slept: list[float] = []
+    limiter = _limiter(slept, clock, wall)
+    limiter.meter.record(Time(operating=9.5, operating_reset_at=104.0))
+    with pytest.raises(OperatingLimitError) as info:
+        limiter.before_send(budget=3.0)
+    assert info.value.retry_at == 104.0
+    assert (info.value.code, info.value.status) == ("OPERATION_TIME_LIMIT", 0)
+    assert "4.0 s" in str(info.value)
+    assert "nothing was sent" in str(info.value)
+    assert slept == []
+    assert limiter.state().requests_available == 1.0  # nothing was booked
+
+
+def test_bucket_wait_beyond_the_budget_raises_and_books_nothing() -> None:
+    """A bucket wait past the budget: RateLimitError with retry_at, no sleep, nothing booked."""
+    clock, wall = Clock(), Clock(100.0)
+    slept: list[float] = []
+    limiter = _limiter(slept, clock, wall)
+    assert limiter.before_send(budget=0.0) == 0.0  # the one request of the burst
+    for _ in range(3):  # refusals book nothing: each one sees the same 1 s wait
+        with pytest.raises(RateLimitError) as info:
+            limiter.before_send(budget=0.5)
+        assert info.value.retry_at == 101.0
+        assert (info.value.code, info.value.status) == ("QUERY_LIMIT_EXCEEDED", 0)
+    assert slept == []
+    assert limiter.before_send(budget=1.0) == 1.0
+    assert slept == [1.0]
+
+
+def test_both_waits_must_fit_together() -> None:
+    """A reset that fits but leaves no room for the bucket raises before either wait."""
+    clock, wall = Clock(), Clock(100.0)
+    slept: list[float] = []
+    limiter = _limiter(slept, clock, wall)
+    limiter.before_send(budget=0.0)
+    limiter.meter.record(Time(operating=9.5, operating_reset_at=100.5))
+    # 0.5 s to the reset; after it the bucket still needs 0.5 s: 1.0 s in all
+    with pytest.raises(RateLimitError) as info:
+        limiter.before_send(budget=0.9)
+    assert info.value.retry_at == pytest.approx(101.0)
+    assert slept == []
+
+
+def test_reserve_within_budget_books_only_what_fits() -> None:
+    """reserve(budget) books a wait that fits and leaves the counter alone otherwise."""
+    bucket = LeakyBucket(RateLimit(burst=1, per_second=2.0), Clock())
+    assert bucket.reserve(0.0) == 0.0
+    assert bucket.reserve(0.1) == 0.5  # too long: not booked
+    assert bucket.wait() == 0.5
+    assert bucket.reserve(0.5) == 0.5  # booked
+    assert bucket.wait() == 1.0
+    assert bucket.wait(after=1.0) == 0.0
 
 
 def test_operating_retry_uses_reset_or_one_basket() -> None:

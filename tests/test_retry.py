@@ -88,6 +88,12 @@ def _ajax(error_type: type[AjaxError], status: int, *, unknown: bool = False) ->
     return error_type("m", code="C", status=status, outcome_unknown=unknown)
 
 
+def _never_connected() -> TransportError:
+    error = TransportError("could not connect")
+    error.never_connected = True
+    return error
+
+
 @pytest.mark.parametrize(
     ("error", "kind"),
     [
@@ -97,7 +103,8 @@ def _ajax(error_type: type[AjaxError], status: int, *, unknown: bool = False) ->
         pytest.param(_ajax(AjaxError, 503), None, id="overload"),
         pytest.param(_ajax(AuthError, 401), None, id="401"),
         pytest.param(TransportError("t", outcome_unknown=True), RetryKind.AMBIGUOUS, id="timeout"),
-        pytest.param(TransportError("t"), None, id="refused"),
+        pytest.param(TransportError("t"), None, id="certificate-or-redirect"),
+        pytest.param(_never_connected(), RetryKind.CONNECT, id="refused-or-connect-timeout"),
         pytest.param(DecodeError("d", outcome_unknown=True), RetryKind.AMBIGUOUS, id="truncated"),
         pytest.param(DecodeError("d"), None, id="missing-entry"),
     ],

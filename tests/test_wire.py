@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import pytest
@@ -287,3 +288,27 @@ def test_missing_entry_says_the_batch_ran() -> None:
     """A 200 whose result does not match the commands says the batch was executed."""
     with pytest.raises(DecodeError, match="the batch was executed"):
         _decode({"result": [1]})
+
+
+def test_colliding_keys_are_refused_by_the_encoder() -> None:
+    """encode_batch refuses {1: ..., "1": ...} instead of writing a duplicate key."""
+    expected = "calls[0] params['filter'] has the keys 1 and '1'"
+    with pytest.raises(SdkError, match=re.escape(expected)):
+        encode_batch(normalize([("a.list", {"filter": {1: "a", "1": "b"}})]), halt_on_error=True)
+
+
+def test_non_str_keys_that_do_not_collide_are_written_as_json_does() -> None:
+    """Int, bool and None keys still go out, written as json.dumps writes them."""
+    rows = _rows([("a.list", {"filter": {1: "a", False: "b", None: "c", 2.5: "d"}})])
+    assert rows[0]["query"] == {"filter": {"1": "a", "false": "b", "null": "c", "2.5": "d"}}
+
+
+def test_params_nested_5000_deep_raise_sdk_error() -> None:
+    """The encoder's RecursionError becomes an SdkError naming the row and the depth."""
+    params: dict[str, Any] = {}
+    inner = params
+    for _ in range(5000):
+        inner["a"] = {}
+        inner = inner["a"]
+    with pytest.raises(SdkError, match=r"calls\[0\] params\['a'\]\['a'\].*levels deep"):
+        encode_batch(normalize([("a.get", params)]), halt_on_error=True)
