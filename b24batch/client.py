@@ -1,8 +1,9 @@
 """The clients: credentials (webhook, OAuth token), URL rules and options; no batch logic.
 
 ``B24Hook`` (inbound webhook) and ``B24OAuth`` (application token) share one ``send()`` that
-posts an encoded batch through their :class:`~b24batch.transport.Transport` and returns a
-decoded ``Envelope`` or raises ``TransportError`` / ``DecodeError``. Each client holds its retry
+posts an encoded batch of either protocol (its ``Wire``: REST 3.0 or classic) through their
+:class:`~b24batch.transport.Transport` and returns the decoded envelope or raises
+``TransportError`` / ``DecodeError``. Each client holds its retry
 policy and limiters for the batch layer. Secrets never leave a client unredacted, and live only
 inside a masked ``Secret``, so no frame of a traceback shows them among its locals.
 """
@@ -16,9 +17,9 @@ import re
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 from urllib.parse import SplitResult, quote, urlsplit
 
 import requests
@@ -51,7 +52,8 @@ from b24batch.transport import (
     Transport,
     new_session,
 )
-from b24batch.wire import Envelope, decode_response
+from b24batch.wire import V3, Answered, Envelope, Wire
+from b24batch.wire_v2 import V2
 
 if TYPE_CHECKING:
     from b24batch.actions import Actions
@@ -83,15 +85,21 @@ _TOKEN_RULE = "a non-empty string of printable ASCII characters without spaces" 
 
 
 _C = TypeVar("_C", bound="_Client")
+_E = TypeVar("_E", bound=Answered)
+_WIRES = (V3, V2)
 
 
 class _Client:
     """What both clients share: transport, timeouts, limits, retries, redaction, ``send()``."""
 
-    def __init__(self, origin: str, batch_url: Secret[str], options: Options) -> None:
-        """The options both clients take (see :class:`B24Hook` for each one), checked."""
+    def __init__(self, origin: str, urls: Mapping[str, Secret[str]], options: Options) -> None:
+        """The options both clients take (see :class:`B24Hook` for each one), checked.
+
+        ``urls`` maps each wire's ``api`` segment to the batch URL of that protocol.
+        """
         self._origin = origin
-        self._batch_url = batch_url
+        self._urls = dict(urls)
+        batch_url = self._batch_url = self._urls[V3.api]
         retry = options.retry
         self.retry: RetryPolicy = retry if retry is not None else RetryPolicy(max_attempts=1)
         """The retry policy the batch layer applies to this client's calls."""
@@ -118,7 +126,10 @@ class _Client:
             max_response_bytes=options.max_response_bytes,
             attempt_deadline=deadline,
         )
-        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        self._headers = {
+            wire.api: {"Content-Type": wire.content_type, "Accept": "application/json"}
+            for wire in _WIRES
+        }
 
     @property
     def timeout(self) -> Timeout:
@@ -166,6 +177,27 @@ class _Client:
         """Renew the credential after ``error``; True when a re-send may now succeed."""
         return False
 
+    @overload
+    def send(
+        self,
+        body: bytes,
+        *,
+        keys: Sequence[Key],
+        request_id: str,
+        idempotency_key: str | None = ...,
+    ) -> Envelope: ...
+
+    @overload
+    def send(
+        self,
+        body: bytes,
+        *,
+        keys: Sequence[Key],
+        request_id: str,
+        idempotency_key: str | None = ...,
+        wire: Wire[_E],
+    ) -> _E: ...
+
     def send(
         self,
         body: bytes,
@@ -173,14 +205,18 @@ class _Client:
         keys: Sequence[Key],
         request_id: str,
         idempotency_key: str | None = None,
-    ) -> Envelope:
+        wire: Wire[Any] = V3,
+    ) -> Any:
         """POST one encoded batch and decode the answer. One HTTP request, no retries here.
 
         Args:
-            body: The JSON body from :func:`b24batch.wire.encode_batch`.
+            body: The body from :func:`b24batch.wire.encode_batch` (REST 3.0, JSON) or
+                :func:`b24batch.wire_v2.encode_batch_v2` (classic, a form).
             keys: The commands' keys, in order (the answer must have one entry per key).
             request_id: Sent as ``bx24_request_id`` and put on every error.
-            idempotency_key: Sent as ``Idempotency-Key`` when given.
+            idempotency_key: Sent as ``Idempotency-Key`` when given (REST 3.0 only).
+            wire: The protocol: ``wire.V3`` (default) or ``wire_v2.V2``. It says where the
+                batch goes, as what, how an OAuth token travels, and how the answer decodes.
 
         Returns:
             The decoded envelope: results, or the portal's error envelope.
@@ -191,18 +227,18 @@ class _Client:
                 attempt's deadline).
             DecodeError: An answer that is not a batch envelope.
         """
-        headers = self._headers  # requests merges it into a new dict; it is never changed
+        headers = self._headers[wire.api]  # requests merges it into a new dict: never changed
         if idempotency_key is not None:
             headers = {**headers, "Idempotency-Key": idempotency_key}
         started = time.perf_counter()
         try:
             answer = self._transport.post(
-                self._batch_url,
+                self._urls[wire.api],
                 f"?bx24_request_id={quote(request_id, safe='')}"
                 f"&bx24_sdk_ver={__version__}&bx24_sdk_type={SDK_TYPE}",
                 body,
                 headers=headers,
-                auth=self._auth(),
+                auth=self._auth(wire),
                 where=repr(self),
                 redact=self.redact,
                 request_id=request_id,
@@ -216,7 +252,7 @@ class _Client:
                     len(answer.content),
                     (time.perf_counter() - started) * 1000,
                 )
-            envelope = decode_response(
+            envelope = wire.decode(
                 answer.status,
                 answer.content,
                 keys=keys,
@@ -236,7 +272,9 @@ class _Client:
                 error,
             )
             raise
-        self.limiter.after_answer(envelope.time, refused=isinstance(envelope.error, RateLimitError))
+        self.limiter.after_answer(
+            envelope.limit_time, refused=isinstance(envelope.error, RateLimitError)
+        )
         return envelope
 
     def close(self) -> None:
@@ -258,7 +296,7 @@ class _Client:
     def _secrets(self) -> tuple[str, ...]:
         raise NotImplementedError
 
-    def _auth(self) -> requests.auth.AuthBase | None:
+    def _auth(self, wire: Wire[Any]) -> requests.auth.AuthBase | None:
         return None
 
 
@@ -314,7 +352,9 @@ class B24Hook(_Client):
             raise SdkTypeError("the webhook secret must be a non-empty str")
         self._user_id = user_id
         super().__init__(
-            origin, Secret(f"{origin}/rest/api/{user_id}/{hidden.value}/batch"), checked
+            origin,
+            {w.api: Secret(f"{origin}/rest/{w.api}{user_id}/{hidden.value}/batch") for w in _WIRES},
+            checked,
         )
         self._secret = hidden
 
@@ -415,7 +455,9 @@ class B24OAuth(_Client):
         self._refresh = refresh
         self._on_token = on_token
         self._token_lock = threading.Lock()
-        super().__init__(origin, Secret(f"{origin}/rest/api/batch"), checked)
+        super().__init__(
+            origin, {wire.api: Secret(f"{origin}/rest/{wire.api}batch") for wire in _WIRES}, checked
+        )
 
     @property
     def url(self) -> str:
@@ -490,10 +532,11 @@ class B24OAuth(_Client):
     def _secrets(self) -> tuple[str, ...]:
         return tuple(token.value for token in (self._token, *self._old_tokens))
 
-    def _auth(self) -> requests.auth.AuthBase:
+    def _auth(self, wire: Wire[Any]) -> requests.auth.AuthBase:
         # Passed as auth=, not as a header: with a header, a caller's Session that trusts the
-        # environment would let a ~/.netrc entry for the portal replace it with Basic auth.
-        return _Bearer(self._token)
+        # environment would let a ~/.netrc entry for the portal replace it with Basic auth. The
+        # classic endpoint takes the token as the body's auth field instead (protocol §7).
+        return _BodyToken(self._token) if wire.token_in_body else _Bearer(self._token)
 
 
 class _Bearer(requests.auth.AuthBase):
@@ -508,6 +551,27 @@ class _Bearer(requests.auth.AuthBase):
 
     def __repr__(self) -> str:
         return "<Bearer ***>"
+
+
+class _BodyToken(requests.auth.AuthBase):
+    """``&auth=TOKEN`` appended to one request's form body; repr without the token.
+
+    The token joins the body only here, as requests prepares the request, so no frame of
+    b24batch's own holds a body with the token in it.
+    """
+
+    def __init__(self, token: Secret[str]) -> None:
+        self._token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        body = request.body
+        assert isinstance(body, bytes)  # the classic body is always encoded bytes
+        request.body = body + b"&auth=" + quote(self._token.value, safe="").encode("ascii")
+        request.prepare_content_length(request.body)
+        return request
+
+    def __repr__(self) -> str:
+        return "<auth field ***>"
 
 
 def _webhook_parts(url: Secret[Any]) -> tuple[str, int, Secret[str]] | SdkError:

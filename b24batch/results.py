@@ -129,9 +129,14 @@ class AjaxResult:
         method: The REST method the command called.
         params: The parameters it was called with.
         result: The decoded result (typed when a ``result_type`` applied), or None.
-        time: The batch's ``Time``; REST 3.0 has no per-command time.
+        time: The command's own ``Time`` in a classic batch (its ``result_time``); the
+            batch's in REST 3.0, which has no per-command time.
         status: The HTTP status of the batch's answer.
-        error: None on success, else this command's own error (found by ``isolate_errors``).
+        error: None on success, else this command's own error (a classic batch reports each
+            command's; in REST 3.0 the ones ``isolate_errors`` finds).
+        total: For a classic list method, the list's ``total`` (None when absent, as with
+            ``start=-1``).
+        next: For a classic list method, the ``start`` of the next page, when there is one.
 
     Example:
         >>> r = AjaxResult(key=0, method="tasks.task.get", params={"id": 1},
@@ -147,6 +152,8 @@ class AjaxResult:
     time: Time | None
     status: int
     error: AjaxError | None = None
+    total: int | None = None
+    next: int | None = None
 
     @property
     def is_success(self) -> bool:
@@ -189,6 +196,9 @@ class BatchResult(Generic[D]):
             covered; None for a plain batch.
         keys: The commands' keys (positions or names), in call order.
         methods: The commands' methods, in call order.
+        not_executed: Keys of the commands that did not run, in call order: in a classic
+            batch with ``halt_on_error=True``, those after the first failing command. They have
+            no result and no error. Always empty for REST 3.0, whose answer names no command.
 
     Example:
         >>> result = BatchV3(b24).make([("tasks.task.get", {"id": 1})])  # doctest: +SKIP
@@ -207,11 +217,12 @@ class BatchResult(Generic[D]):
     positions: range | None = None
     keys: tuple[Key, ...] = ()
     methods: tuple[str, ...] = ()
+    not_executed: tuple[Key, ...] = ()
 
     @property
     def is_success(self) -> bool:
         """True when the batch ran and every command has its result."""
-        return not self.errors
+        return not self.errors and not self.not_executed
 
     @property
     def errors_by_key(self) -> Mapping[Key, AjaxError]:

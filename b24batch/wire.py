@@ -12,7 +12,7 @@ import json
 import re
 import time as _time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
 
@@ -30,6 +30,7 @@ from b24batch.results import FieldError, Key, Time
 
 __all__ = [
     "V3",
+    "Answered",
     "Envelope",
     "Wire",
     "decode_payload",
@@ -72,7 +73,20 @@ class Envelope:
         return self.time
 
 
-E = TypeVar("E")
+class Answered(Protocol):
+    """What the engine reads of either protocol's decoded answer."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def error(self) -> AjaxError | None: ...
+
+    @property
+    def limit_time(self) -> Time | None: ...
+
+
+E = TypeVar("E", bound=Answered)
 
 
 @attrs.frozen

@@ -43,8 +43,11 @@ class Got:
 
 @pytest.fixture(scope="module")
 def shared() -> Iterator[tuple[FakePortal, B24Hook, list[int]]]:
-    """One portal with 60 tasks and a client without retries or client-side limits."""
-    with FakePortal() as portal:
+    """One portal with 60 tasks and a client without retries or client-side limits.
+
+    It records every request of the module (the tests count them), past the default bound.
+    """
+    with FakePortal(max_recorded=1_000_000) as portal:
         ids = [portal.add_task(title=f"T{n}") for n in range(60)]
         with B24Hook.from_webhook_url(portal.webhook_url, retry=None, rate_limit=None) as hook:
             yield portal, hook, ids
