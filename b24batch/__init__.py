@@ -1,4 +1,4 @@
-"""b24batch: a synchronous Python SDK for the Bitrix24 REST 3.0 ``batch`` method.
+"""b24batch: a synchronous Python SDK for the Bitrix24 ``batch`` method, REST 3.0 and classic.
 
 Up to 50 REST calls in one HTTP request, results decoded into attrs classes keyed by position
 or by command name::
@@ -15,7 +15,8 @@ Import public names from here only; the submodules' layout may change.
 
 from b24batch._version import __version__
 from b24batch.batch import BatchV3
-from b24batch.chunks import BatchByChunkV3
+from b24batch.batch_v2 import BatchV2
+from b24batch.chunks import BatchByChunkV2, BatchByChunkV3
 from b24batch.client import B24Hook, B24OAuth
 from b24batch.commands import Command, ref, ref_array
 from b24batch.errors import (
@@ -40,8 +41,10 @@ __all__ = [
     "B24Error",
     "B24Hook",
     "B24OAuth",
+    "BatchByChunkV2",
     "BatchByChunkV3",
     "BatchResult",
+    "BatchV2",
     "BatchV3",
     "ChunkError",
     "ChunkedResult",

@@ -1,4 +1,4 @@
-"""``client.actions.v3.batch`` and ``.batch_by_chunk``: the JS SDK's paths to the batch classes.
+"""``client.actions.v3.batch``, ``.v2.batch`` and their ``batch_by_chunk``: the JS SDK's paths.
 
 A facade only, above both batch modules, so neither the client nor the batch layer imports
 upward.
@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from b24batch.batch import BatchV3
-from b24batch.chunks import BatchByChunkV3
+from b24batch.batch_v2 import BatchV2
+from b24batch.chunks import BatchByChunkV2, BatchByChunkV3
 
 if TYPE_CHECKING:
     from b24batch.client import _Client
@@ -23,8 +24,15 @@ class _V3:
         self.batch_by_chunk = BatchByChunkV3(client)
 
 
+class _V2:
+    def __init__(self, client: _Client) -> None:
+        self.batch = BatchV2(client)
+        self.batch_by_chunk = BatchByChunkV2(client)
+
+
 class Actions:
-    """``client.actions.v3.batch`` and ``client.actions.v3.batch_by_chunk``."""
+    """``client.actions.v3.batch`` / ``.batch_by_chunk``, and the same under ``v2``."""
 
     def __init__(self, client: _Client) -> None:
         self.v3 = _V3(client)
+        self.v2 = _V2(client)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import attrs
 
-from b24batch.building import Builder
+from b24batch.building import Answers, Builder
 from b24batch.commands import Commands, check_references, normalize, references
 from b24batch.errors import (
     B24Error,
@@ -204,11 +204,11 @@ def execute(
     error = envelope.error
     if error is None:
         assert envelope.result is not None  # decode_response sets result when error is None
-        return build(envelope.result, {}, envelope, attempts=attempts, waited=waited)
+        return build(Answers.of(envelope, envelope.result), attempts=attempts, waited=waited)
     if not isolate_errors:
         error.attempts = attempts
         mark(error, commands, V3, returned=True, uncertain=uncertain)
-        return build(None, {0: error}, envelope, attempts=attempts, waited=waited)
+        return build(Answers.of(envelope, None, {0: error}), attempts=attempts, waited=waited)
     return _isolated(client, commands, envelope, build, halt_on_error, attempts, waited)
 
 
@@ -237,10 +237,8 @@ def _isolated(
         total = attempts + isolation.attempts
         for error in isolation.errors.values():
             error.attempts = total
-        last = attrs.evolve(first, time=isolation.time)
-        return build(
-            entries, isolation.errors, last, attempts=total, waited=waited + isolation.waited
-        )
+        answers = attrs.evolve(Answers.of(first, entries, isolation.errors), time=isolation.time)
+        return build(answers, attempts=total, waited=waited + isolation.waited)
 
     try:
         isolation.run(send_part)

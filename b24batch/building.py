@@ -8,19 +8,67 @@ protocols return. Pure: no I/O, no retries; a result that does not fit ``result_
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import attrs
 
 from b24batch.commands import Commands
 from b24batch.errors import AjaxError, DecodeError
 from b24batch.results import AjaxResult, BatchResult, Time, structure, structure_quick
-from b24batch.sending import writes
+from b24batch.sending import reads
 from b24batch.wire import Envelope
 
-__all__ = ["Builder"]
+__all__ = ["Answers", "Builder"]
+
+
+@attrs.frozen(kw_only=True)
+class Answers:
+    """What the portal's answers said about a batch, by position, for the :class:`Builder`.
+
+    Attributes:
+        status: The HTTP status of the (last) answer.
+        time: The batch's ``time`` block.
+        replayed: Answered from the idempotency store (REST 3.0).
+        entries: One raw result per command (None where a command has none), or None when
+            the batch failed as a whole.
+        errors: Position -> error: one per failing command, or ``{0: error}`` for the
+            batch's own error when ``entries`` is None.
+        not_run: Positions of the commands that did not run (classic ``halt``).
+        times: The commands' own ``time`` blocks (classic), by position; else the batch's.
+        totals: The commands' ``total`` (classic lists), by position.
+        nexts: The commands' ``next`` (classic lists), by position.
+    """
+
+    status: int
+    time: Time | None
+    replayed: bool = False
+    entries: list[Any] | None
+    errors: Mapping[int, AjaxError] = attrs.field(factory=dict)
+    not_run: frozenset[int] = frozenset()
+    times: Sequence[Time | None] | None = None
+    totals: Sequence[int | None] | None = None
+    nexts: Sequence[int | None] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        envelope: Envelope,
+        entries: list[Any] | None,
+        errors: Mapping[int, AjaxError] | None = None,
+    ) -> Answers:
+        """The answers of a REST 3.0 batch: ``envelope``'s status, time and replay flag."""
+        return cls(
+            status=envelope.status,
+            time=envelope.time,
+            replayed=envelope.replayed,
+            entries=entries,
+            errors=errors or {},
+        )
 
 
 class Builder:
-    """Builds a batch's ``BatchResult`` from its answers; one per call of :func:`execute`."""
+    """Builds a batch's ``BatchResult`` from its answers; one per call of a protocol's execute."""
 
     def __init__(
         self,
@@ -36,62 +84,64 @@ class Builder:
         self._as_ajax = return_ajax_result
         self._positions = positions
 
-    def __call__(
-        self,
-        entries: list[Any] | None,
-        errors: dict[int, AjaxError],
-        envelope: Envelope,
-        *,
-        attempts: int,
-        waited: float,
-    ) -> BatchResult[Any]:
-        """The result for ``entries`` (one raw result per command, None for a failed batch)
-        and the ``errors`` found, by position (``{0: error}`` for a batch's own error)."""
+    def __call__(self, answers: Answers, *, attempts: int, waited: float) -> BatchResult[Any]:
+        """The result: data as the call asked for it, errors in call order, what did not run."""
         commands = self.commands
+        entries = answers.entries
+        errors = answers.errors
         if entries is not None and (
             self._result_type is not None or any(c.result_type is not None for c in commands.items)
         ):
-            entries = self._typed(entries, errors, envelope, attempts, waited)
+            entries = self._typed(answers, entries, attempts, waited)
         data: Any
         if entries is None:  # the batch failed as a whole: no results
             data = {} if commands.named else []
         else:
-            values = entries
+            values: list[Any] = entries
             if self._as_ajax:
-                values = self._ajax(entries, errors, envelope.time, envelope.status)
+                values = self._ajax(answers, entries)
             if commands.named:
-                data = dict(zip(map(str, commands.keys), values, strict=True))
-                for position in errors if not self._as_ajax else ():
-                    del data[str(commands.keys[position])]
+                left_out = answers.not_run if self._as_ajax else {*errors, *answers.not_run}
+                data = {
+                    str(key): value
+                    for position, (key, value) in enumerate(zip(commands.keys, values, strict=True))
+                    if position not in left_out
+                }
             else:
                 data = values
+        keys = commands.keys
         return BatchResult(
             data=data,
             errors=tuple(errors[position] for position in sorted(errors)),
-            time=envelope.time,
+            time=answers.time,
             request_id=self.request_id,
-            status=envelope.status,
+            status=answers.status,
             attempts=attempts,
             waited=waited,
-            replayed=envelope.replayed,
+            replayed=answers.replayed,
             positions=self._positions,
-            keys=commands.keys,
+            keys=keys,
             methods=tuple(command.method for command in commands.items),
+            not_executed=tuple(keys[position] for position in sorted(answers.not_run)),
         )
 
-    def _ajax(
-        self, entries: list[Any], errors: dict[int, AjaxError], time: Time | None, status: int
-    ) -> list[AjaxResult]:
+    def _ajax(self, answers: Answers, entries: list[Any]) -> list[Any]:
         commands = self.commands
+        errors = answers.errors
+        times, totals, nexts = answers.times, answers.totals, answers.nexts
         return [
-            AjaxResult(
+            None
+            if position in answers.not_run
+            else AjaxResult(
                 key=key,
                 method=command.method,
                 params=command.params or {},
                 result=entry,
-                time=time,
-                status=status if position not in errors else errors[position].status,
+                time=answers.time if times is None else times[position],
+                status=answers.status if position not in errors else errors[position].status,
                 error=errors.get(position),
+                total=None if totals is None else totals[position],
+                next=None if nexts is None else nexts[position],
             )
             for position, (entry, command, key) in enumerate(
                 zip(entries, commands.items, commands.keys, strict=True)
@@ -99,12 +149,7 @@ class Builder:
         ]
 
     def _typed(
-        self,
-        entries: list[Any],
-        errors: dict[int, AjaxError],
-        envelope: Envelope,
-        attempts: int,
-        waited: float,
+        self, answers: Answers, entries: list[Any], attempts: int, waited: float
     ) -> list[Any]:
         commands = self.commands
         try:
@@ -125,9 +170,18 @@ class Builder:
             # The batch ran: keep what it returned, untyped, rather than lose it with the error.
             error.message += "; the batch was executed: its untyped results are on error.result"
             untyped = Builder(commands, self.request_id, None, False, self._positions)
-            error.result = untyped(entries, errors, envelope, attempts=attempts, waited=waited)
+            error.result = untyped(answers, attempts=attempts, waited=waited)
             error.attempts = attempts
-            error.set_maybe_executed(writes(commands), "ran")
+            ran = [
+                key
+                for position, (key, command) in enumerate(
+                    zip(commands.keys, commands.items, strict=True)
+                )
+                if position not in answers.not_run
+                and position not in answers.errors
+                and not reads(command)
+            ]
+            error.set_maybe_executed(tuple(ran), "ran")
             raise
 
 

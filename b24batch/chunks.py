@@ -1,9 +1,9 @@
-"""``BatchByChunkV3``: more than 50 commands, split into batches and sent one after another.
+"""``BatchByChunkV3`` and ``BatchByChunkV2``: any number of commands, sent in chunks of up to 50.
 
-Plans chunks from a stream of rows — validating each row, keeping every command in the same
-batch as the alias it references, encoding each chunk — reading at most two chunks ahead of
-what it has handed out; then sends them through ``batch.execute`` (the client's limiters and
-retry policy) and merges the answers. Never sleeps on its own, never drops what it fetched.
+One run loop for both protocols: ``planning.py`` cuts the rows into encoded chunks (reading at
+most two chunks ahead), each chunk goes through its protocol's execute — the client's limiters
+and retry policy — and the answers are merged in call order or by name. Never sleeps on its
+own, never drops what it fetched.
 """
 
 from __future__ import annotations
@@ -16,30 +16,21 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from b24batch.batch import (
-    check_isolation,
     check_options,
-    check_result_types,
     checked_idempotency_key,
     checked_request_id,
     execute,
 )
-from b24batch.commands import (
-    MAX_COMMANDS,
-    Command,
-    Commands,
-    command_alias,
-    reference_target,
-    references,
-    refuse_js_object,
-)
+from b24batch.batch_v2 import execute_v2
+from b24batch.commands import MAX_COMMANDS, refuse_js_object
 from b24batch.errors import B24Error, SdkError, SdkTypeError
+from b24batch.planning import CLASSIC, REST_V3, Chunk, Rules, plan
 from b24batch.results import BatchResult, ChunkedResult, ChunkError, Key
-from b24batch.wire import encode_batch
 
 if TYPE_CHECKING:
     from b24batch.client import _Client
 
-__all__ = ["BatchByChunkV3", "Progress"]
+__all__ = ["BatchByChunkV2", "BatchByChunkV3", "Progress", "Settings"]
 
 log = logging.getLogger("b24batch")
 
@@ -48,14 +39,6 @@ Progress = bool | Callable[[int, int | None], object] | None
 
 _SUFFIX_ROOM = 10  # ".<chunk number>" appended to request ids and idempotency keys
 _tqdm_hint_given = False
-
-
-@attrs.frozen
-class _Chunk:
-    index: int
-    commands: Commands
-    body: bytes
-    positions: range
 
 
 class BatchByChunkV3:
@@ -120,13 +103,13 @@ class BatchByChunkV3:
         """
         named, pairs = _pairs(calls)
         rows = list(pairs)
-        settings = _Settings.checked(
+        settings = Settings.checked(
             chunk_size, halt_on_error, request_id, idempotency_key, result_type, isolate_errors
         )
-        plan = list(_plan(iter(rows), named=named, settings=settings))
+        chunks = list(plan(iter(rows), named=named, settings=settings, rules=REST_V3))
         report = _progress(progress, len(rows))
         try:
-            return _run(self._client, plan, settings, report, {} if named else [])
+            return _run(self._client, chunks, settings, report, {} if named else [])
         finally:
             report.close()
 
@@ -156,32 +139,120 @@ class BatchByChunkV3:
             ...     save(chunk.data)
         """
         named, pairs = _pairs(calls)
-        settings = _Settings.checked(
+        settings = Settings.checked(
             chunk_size, halt_on_error, request_id, idempotency_key, result_type, isolate_errors
         )
         total = len(calls) if isinstance(calls, Sized) else None
-        return self._iter(pairs, named, settings, _progress(progress, total))
+        return _iter(self._client, pairs, named, settings, _progress(progress, total), REST_V3)
 
-    def _iter(
+
+class BatchByChunkV2:
+    """Runs any number of classic commands as consecutive batches of at most ``chunk_size``.
+
+    Every command is sent under its global key — your name, else its ``as``, else its position
+    in the whole input — so ``$result[KEY]`` references mean the same in every chunk, and a
+    command is kept in the same chunk as the commands it references.
+
+    Example:
+        >>> from b24batch.testing import FakePortal
+        >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
+        ...     calls = [("crm.deal.add", {"fields": {"TITLE": f"D{n}"}}) for n in range(120)]
+        ...     result = BatchByChunkV2(b24).make(calls)
+        ...     result.data[:3], [len(chunk.positions) for chunk in result.chunks]
+        ([1, 2, 3], [50, 50, 20])
+    """
+
+    def __init__(self, client: _Client) -> None:
+        """Args: client: the portal client (B24Hook or B24OAuth) the chunks go through."""
+        self._client = client
+
+    def make(
         self,
-        pairs: Iterator[tuple[Key, object]],
-        named: bool,
-        settings: _Settings,
-        report: _Report,
-    ) -> Iterator[BatchResult[Any]]:
+        calls: object,
+        *,
+        chunk_size: int = MAX_COMMANDS,
+        halt_on_error: bool = True,
+        result_type: Any = None,
+        request_id: str | None = None,
+        progress: Progress = None,
+    ) -> ChunkedResult:
+        """Send all of ``calls``, ``chunk_size`` at a time, and merge the results.
+
+        Every row is checked and every chunk planned and encoded before the first request.
+
+        Args:
+            calls: A list (or any iterable) of rows, or a dict of named rows, in the forms
+                :meth:`BatchV2.make` takes; any number of them.
+            chunk_size: Commands per batch, 1 to 50. A command is kept in the same batch as
+                the commands it references, so a chunk can end early.
+            halt_on_error: Each chunk is sent with ``halt=1``, and the first failed command
+                stops the call: the commands after it, in its chunk and in the chunks not
+                sent, are in ``not_executed``. False runs every command of every chunk.
+            result_type: As in :meth:`BatchV2.make`.
+            request_id: Base id; chunk ``k`` is sent as ``{request_id}.{k}``.
+            progress: True for a tqdm progress bar, or a callable ``(done_commands, total)``.
+
+        Returns:
+            A :class:`ChunkedResult`: one :class:`ChunkError` per failed command, with its
+            global key; results of every command that succeeded, in call order (None where a
+            command has none) or by name.
+
+        Raises:
+            SdkError: Bad input or options, found before anything is sent.
+            B24Error: What a chunk raised, with the chunks before it in ``error.partial``.
+        """
+        named, pairs = _pairs(calls)
+        rows = list(pairs)
+        settings = Settings.checked(chunk_size, halt_on_error, request_id, None, result_type)
+        chunks = list(plan(iter(rows), named=named, settings=settings, rules=CLASSIC))
+        report = _progress(progress, len(rows))
         try:
-            for chunk in _plan(pairs, named=named, settings=settings):
-                result = _send(self._client, chunk, settings)
-                yield result
-                report(len(chunk.commands))
-                if result.errors and settings.halt_on_error:
-                    return
+            return _run(self._client, chunks, settings, report, {} if named else [])
         finally:
             report.close()
 
+    def iter(
+        self,
+        calls: Iterable[object] | Mapping[str, object],
+        *,
+        chunk_size: int = MAX_COMMANDS,
+        halt_on_error: bool = True,
+        result_type: Any = None,
+        request_id: str | None = None,
+        progress: Progress = None,
+    ) -> Iterator[BatchResult[Any]]:
+        """Yield one :class:`BatchResult` per chunk as it arrives, reading ``calls`` lazily.
+
+        As :meth:`BatchByChunkV3.iter`; arguments as for :meth:`make`. With
+        ``halt_on_error`` iteration stops after the chunk with the first failed command.
+        """
+        named, pairs = _pairs(calls)
+        settings = Settings.checked(chunk_size, halt_on_error, request_id, None, result_type)
+        total = len(calls) if isinstance(calls, Sized) else None
+        return _iter(self._client, pairs, named, settings, _progress(progress, total), CLASSIC)
+
+
+def _iter(
+    client: _Client,
+    pairs: Iterator[tuple[Key, object]],
+    named: bool,
+    settings: Settings,
+    report: _Report,
+    rules: Rules,
+) -> Iterator[BatchResult[Any]]:
+    try:
+        for chunk in plan(pairs, named=named, settings=settings, rules=rules):
+            result = _send(client, chunk, settings)
+            yield result
+            report(len(chunk.commands))
+            if result.errors and settings.halt_on_error:
+                return
+    finally:
+        report.close()
+
 
 @attrs.frozen(kw_only=True)
-class _Settings:
+class Settings:
     chunk_size: int
     halt_on_error: bool
     request_id: str
@@ -198,11 +269,11 @@ class _Settings:
         idempotency_key: object,
         result_type: Any,
         isolate_errors: object = False,
-    ) -> _Settings:
+    ) -> Settings:
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
             raise SdkTypeError(f"chunk_size={chunk_size!r}: pass a whole number from 1 to 50")
         if not 1 <= chunk_size <= MAX_COMMANDS:
-            raise SdkError(f"chunk_size={chunk_size}: a REST 3.0 batch takes 1 to 50 commands")
+            raise SdkError(f"chunk_size={chunk_size}: a batch takes 1 to 50 commands")
         check_options(halt_on_error, False, isolate_errors)
         base_id = checked_request_id(request_id)
         key = checked_idempotency_key(idempotency_key)
@@ -224,8 +295,8 @@ class _Settings:
 
 def _run(
     client: _Client,
-    plan: list[_Chunk],
-    settings: _Settings,
+    chunks: list[Chunk],
+    settings: Settings,
     report: _Report,
     data: list[Any] | dict[str, Any],
 ) -> ChunkedResult:
@@ -236,12 +307,14 @@ def _run(
     def so_far(after: int) -> ChunkedResult:
         # The keys of the chunks after ``after``, gathered only when the run stops early:
         # gathering them for every chunk made planning quadratic in the number of chunks.
-        unsent = tuple(key for later in plan[after + 1 :] for key in later.commands.keys)
+        # A classic chunk's own not_executed (after a halt) comes first: it is earlier.
+        skipped = tuple(key for result in done for key in result.not_executed)
+        unsent = tuple(key for later in chunks[after + 1 :] for key in later.commands.keys)
         return ChunkedResult(
-            data=data, errors=tuple(errors), chunks=tuple(done), not_executed=unsent
+            data=data, errors=tuple(errors), chunks=tuple(done), not_executed=skipped + unsent
         )
 
-    for chunk in plan:
+    for chunk in chunks:
         try:
             result = _send(client, chunk, settings)
         except B24Error as error:
@@ -261,11 +334,12 @@ def _run(
             raise
         if result.errors and settings.halt_on_error:
             return so_far(chunk.index)
-    return so_far(len(plan))
+    return so_far(len(chunks))
 
 
-def _chunk_errors(chunk: _Chunk, result: BatchResult[Any]) -> list[ChunkError]:
-    """The chunk's errors: one for the whole chunk, or one per command ``isolate_errors`` found."""
+def _chunk_errors(chunk: Chunk, result: BatchResult[Any]) -> list[ChunkError]:
+    """The chunk's errors: one for the whole chunk, or one per command when the failing
+    commands are known (a classic chunk, or what ``isolate_errors`` found)."""
     isolated = result.errors_by_key
     if isolated:
         return [ChunkError(chunk.index, (key,), error) for key, error in isolated.items()]
@@ -278,13 +352,24 @@ def _attach(error: BaseException, partial: ChunkedResult) -> None:
         error.partial = partial  # type: ignore[attr-defined]
 
 
-def _send(client: _Client, chunk: _Chunk, settings: _Settings) -> BatchResult[Any]:
+def _send(client: _Client, chunk: Chunk, settings: Settings) -> BatchResult[Any]:
+    request_id = f"{settings.request_id}.{chunk.index}"
+    if chunk.planned is not None:
+        return execute_v2(
+            client,
+            chunk.planned,
+            request_id=request_id,
+            result_type=settings.result_type,
+            return_ajax_result=False,
+            positions=chunk.positions,
+        )
+    assert chunk.body is not None
     key = settings.idempotency_key
     return execute(
         client,
         chunk.commands,
         chunk.body,
-        request_id=f"{settings.request_id}.{chunk.index}",
+        request_id=request_id,
         idempotency_key=None if key is None else f"{key}.{chunk.index}",
         result_type=settings.result_type,
         return_ajax_result=False,
@@ -311,101 +396,6 @@ def _merge(data: list[Any] | dict[str, Any], result: BatchResult[Any]) -> None:
         data.update(result.data)
     else:
         data.extend(result.data)
-
-
-# (global index, key, command, alias, lowest index it references)
-_Entry = tuple[int, Key, Command, str | None, int]
-
-
-def _plan(
-    pairs: Iterator[tuple[Key, object]], *, named: bool, settings: _Settings
-) -> Iterator[_Chunk]:
-    """Validate rows as they are read and cut them into encoded chunks.
-
-    Holds at most ``2 * chunk_size`` unsent rows: enough to see every reference into the
-    chunk being cut, since a reference from further away could not share a batch anyway.
-    """
-    size = settings.chunk_size
-    buffer: list[_Entry] = []
-    defined: dict[str, int] = {}
-    seen: dict[str, str] = {}
-    first_unsent = 0
-    count = 0
-    chunks = 0
-    for index, (key, row) in enumerate(pairs):
-        if named and (not isinstance(key, str) or not key):
-            raise SdkTypeError(
-                f"calls has the key {key!r}; names of commands must be non-empty strings"
-            )
-        where = f"calls[{key!r}]"
-        command = Command.from_row(row, where)
-        alias = command_alias(command, str(key) if named else None, where, seen)
-        low = index
-        for path in references(command.params) if command.params else ():
-            target = reference_target(path, defined, index, where, positional=False)
-            if target < first_unsent:
-                raise SdkError(
-                    f"{where} references {path!r}, defined by a command more than chunk_size="
-                    f"{size} commands back, in a batch already planned; a command must share "
-                    f"a batch with the alias it references"
-                )
-            low = min(low, target)
-        if alias is not None:
-            defined[alias] = index
-        buffer.append((index, key, command, alias, low))
-        count = index + 1
-        if len(buffer) >= 2 * size:
-            chunk, buffer = _cut(buffer, size)
-            first_unsent = buffer[0][0]
-            yield _encoded(chunks, chunk, named, settings)
-            chunks += 1
-    if count == 0:
-        raise SdkError("calls is empty: pass at least one command")
-    while buffer:
-        chunk, buffer = _cut(buffer, size)
-        yield _encoded(chunks, chunk, named, settings)
-        chunks += 1
-
-
-def _cut(buffer: list[_Entry], size: int) -> tuple[list[_Entry], list[_Entry]]:
-    """Split off the longest head of at most ``size`` rows that no later row references into."""
-    if len(buffer) <= size:
-        return buffer, []
-    # lowest[r]: the lowest index referenced by any row from r on; a cut before r is allowed
-    # when nothing from r on reaches back before r.
-    lowest = [0] * (len(buffer) + 1)
-    lowest[-1] = buffer[-1][0] + 1
-    for r in range(len(buffer) - 1, -1, -1):
-        lowest[r] = min(lowest[r + 1], buffer[r][4])
-    for r in range(size, 0, -1):
-        if lowest[r] >= buffer[r][0]:
-            return buffer[:r], buffer[r:]
-    reaching = min(buffer[size:], key=lambda entry: entry[4])
-    first = buffer[0]
-    raise SdkError(
-        f"calls[{first[1]!r}] to calls[{reaching[1]!r}] reference one another in a chain longer "
-        f"than chunk_size={size}; a command must share a batch with the alias it references, "
-        f"so move them closer together or raise chunk_size (up to 50)"
-    )
-
-
-def _encoded(number: int, entries: list[_Entry], named: bool, settings: _Settings) -> _Chunk:
-    commands = Commands(
-        items=tuple(entry[2] for entry in entries),
-        keys=tuple(entry[1] for entry in entries),
-        aliases=tuple(entry[3] for entry in entries),
-        named=named,
-    )
-    check_result_types(commands, settings.result_type)
-    if settings.isolate_errors:
-        check_isolation(commands)
-    start = entries[0][0]
-    return _Chunk(
-        index=number,
-        commands=commands,
-        body=encode_batch(commands, halt_on_error=settings.halt_on_error),
-        positions=range(start, start + len(entries)),
-    )
 
 
 class _Report:

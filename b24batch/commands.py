@@ -121,7 +121,7 @@ class Commands:
         )
 
 
-def normalize(calls: object, *, limit: int = MAX_COMMANDS) -> Commands:
+def normalize(calls: object, *, limit: int = MAX_COMMANDS, what: str = "REST 3.0") -> Commands:
     """Validate ``calls`` in any accepted form and return them as :class:`Commands`.
 
     Args:
@@ -129,6 +129,7 @@ def normalize(calls: object, *, limit: int = MAX_COMMANDS) -> Commands:
             ``(method,)`` / ``(method, params)`` tuple, a dict with ``method`` and optional
             ``params``, ``as``, ``parallel``, or a :class:`Command`; a list may mix them.
         limit: The most commands allowed.
+        what: The protocol's name, for messages (``"REST 3.0"`` or ``"classic"``).
 
     Raises:
         SdkError: Too few or too many commands, a bad row, a duplicate alias.
@@ -165,7 +166,7 @@ def normalize(calls: object, *, limit: int = MAX_COMMANDS) -> Commands:
         raise SdkError(f"calls is empty: a batch takes 1 to {limit} commands")
     if len(pairs) > limit:
         raise SdkError(
-            f"calls has more than {limit} commands; one REST 3.0 batch takes at most {limit}: "
+            f"calls has more than {limit} commands; one {what} batch takes at most {limit}: "
             f"split them into several batches"
         )
 

@@ -61,7 +61,7 @@ def batch_repr(result: BatchResult[Any]) -> str:
 
 def ajax_repr(result: AjaxResult) -> str:
     """``<AjaxResult 0 tasks.task.get ok: {"item": …}>``."""
-    state = "ok" if result.error is None else f"failed: {result.error.code}"
+    state = "ok" if result.error is None else f"failed: {result.error.code or 'error'}"
     return f"<AjaxResult {result.key!r} {result.method} {state}: {preview(result.result, 60)}>"
 
 
@@ -179,8 +179,10 @@ def _values(data: Any) -> Iterable[Any]:
 def _summary(result: BatchResult[Any]) -> str:
     count = len(result.keys)
     noun = "command" if count == 1 else "commands"
-    if result.errors_by_key:
-        return f"failed: {len(result.errors)} of {count} {noun}, {result.errors[0].code}"
+    if result.errors_by_key or result.not_executed:
+        first = result.errors[0].code or result.errors[0].message if result.errors else ""
+        left = f", {len(result.not_executed)} not executed" if result.not_executed else ""
+        return f"failed: {len(result.errors)} of {count} {noun}{left}, {first}"
     if result.errors:
         return f"failed: {count} {noun}, {result.errors[0].code} (HTTP {result.status})"
     extra = f", {result.attempts} attempts" if result.attempts > 1 else ""

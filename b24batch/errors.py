@@ -184,7 +184,12 @@ class AjaxError(B24Error):
     (a REST 3.0 batch's own error names no command)."""
 
     def __str__(self) -> str:
-        text = f"{self.code} (HTTP {self.status}): {self.message}"
+        # A classic command's error comes inside an HTTP 200 answer, sometimes without a code
+        # ("Not found"): say only what there is.
+        label = self.code
+        if self.status != 200:
+            label = f"{label} (HTTP {self.status})" if label else f"HTTP {self.status}"
+        text = f"{label}: {self.message}" if label else self.message
         if self.key is not None:
             text = f"command {self.key!r}: {text}"
         if self.outcome_unknown:

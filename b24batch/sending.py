@@ -9,6 +9,7 @@ writes that may have run (``maybe_executed``). No encoding, no result building.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from b24batch.commands import Command, Commands
@@ -49,6 +50,8 @@ def send(
     request_id: str,
     key: str | None,
     wire: Wire[A],
+    *,
+    answer_keys: Sequence[Key] | None = None,
 ) -> tuple[A, int, float, bool]:
     """Send until the batch has an answer to return, or raise.
 
@@ -78,7 +81,11 @@ def send(
         failure: B24Error
         try:
             envelope = client.send(
-                body, keys=commands.keys, request_id=request_id, idempotency_key=key, wire=wire
+                body,
+                keys=commands.keys if answer_keys is None else answer_keys,
+                request_id=request_id,
+                idempotency_key=key,
+                wire=wire,
             )
         except (TransportError, DecodeError) as exc:
             failure = exc

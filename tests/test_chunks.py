@@ -23,7 +23,8 @@ from b24batch import (
     ref,
     ref_array,
 )
-from b24batch.chunks import _plan, _Settings
+from b24batch.chunks import Settings
+from b24batch.planning import REST_V3, plan
 from b24batch.testing import FakePortal, Fault
 
 
@@ -338,11 +339,11 @@ def test_iter_bad_row_raises_when_reached(echo: FakePortal, client: B24Hook) -> 
 
 
 def _planned_peak(count: int) -> int:
-    settings = _Settings.checked(50, True, "r", None, None)
+    settings = Settings.checked(50, True, "r", None, None)
     rows = ((n, ("test.echo", {"n": n})) for n in range(count))
     tracemalloc.start()
     try:
-        for _ in _plan(rows, named=False, settings=settings):
+        for _ in plan(rows, named=False, settings=settings, rules=REST_V3):
             pass
         return tracemalloc.get_traced_memory()[1]
     finally:
@@ -437,14 +438,14 @@ def test_make_walks_each_chunks_keys_a_bounded_number_of_times(
     echo: FakePortal, client: B24Hook, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """make() touches each chunk's keys a few times, not once per earlier chunk (quadratic)."""
-    import b24batch.chunks as chunks
+    import b24batch.planning as planning
 
-    real = chunks.Commands
+    real = planning.Commands
 
     def counting(**fields: Any) -> Any:
         return real(**{**fields, "keys": _CountingKeys(fields["keys"])})
 
-    monkeypatch.setattr(chunks, "Commands", counting)
+    monkeypatch.setattr(planning, "Commands", counting)
     _CountingKeys.walks = 0
     count = 300
     result = BatchByChunkV3(client).make(_list_calls(count), chunk_size=1)

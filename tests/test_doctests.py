@@ -9,6 +9,7 @@ import pytest
 
 MODULES = [
     "b24batch.batch",
+    "b24batch.batch_v2",
     "b24batch.chunks",
     "b24batch.client",
     "b24batch.commands",

@@ -12,6 +12,8 @@ import b24batch.testing
 ISSUE_CONTRACT = {
     "B24Hook",
     "BatchV3",
+    "BatchV2",
+    "BatchByChunkV2",
     "Command",
     "BatchResult",
     "AjaxResult",

@@ -120,6 +120,11 @@ class RecordedRequest:
     body: Any
     raw: bytes
 
+    def __repr__(self) -> str:
+        # The path holds the webhook secret, the headers a Bearer token and a classic body
+        # its auth field: a recorded request shows in a test's failure output, so none of them.
+        return f"<RecordedRequest {self.method} {redact(self.path)} {len(self.raw)} bytes>"
+
 
 FaultKind = Literal["delay", "drop_before", "drop_after", "html", "truncated", "response"]
 

@@ -1,0 +1,341 @@
+"""BatchV2: the classic batch end to end over real HTTP against the FakePortal's classic route."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+import attrs
+import pytest
+
+from b24batch import (
+    AjaxResult,
+    AuthError,
+    B24Hook,
+    B24OAuth,
+    BatchV2,
+    Command,
+    RetryPolicy,
+    SdkError,
+    SdkTypeError,
+    TransportError,
+)
+from b24batch.testing import FakePortal, Fault
+
+from .conftest import SECRET
+
+
+@attrs.frozen
+class Deal:
+    ID: str
+    TITLE: str
+
+
+def form(portal: FakePortal) -> dict[str, list[str]]:
+    """The last request's form, decoded once (cmd values are METHOD?QUERY strings)."""
+    return parse_qs(portal.requests[-1].raw.decode("ascii"))
+
+
+def test_named_calls_are_keyed_by_name_on_the_wire_and_in_data(
+    portal: FakePortal, client: B24Hook
+) -> None:
+    """A named call goes as cmd[NAME] to /rest/USER/SECRET/batch; data is keyed by the name."""
+    deal = portal.add_deal(TITLE="Big", OPPORTUNITY="100.00")
+    result = BatchV2(client).make(
+        {"deal": ("crm.deal.get", {"id": deal}), "me": ("user.current",)}, request_id="v2-1"
+    )
+    assert result.is_success
+    assert result.data["deal"]["TITLE"] == "Big"
+    assert result.data["me"]["ID"] == "1"
+    request = portal.requests[-1]
+    assert request.path == f"/rest/1/{SECRET}/batch"
+    assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert request.query["bx24_request_id"] == "v2-1"
+    assert form(portal) == {
+        "halt": ["1"],
+        "cmd[deal]": [f"crm.deal.get?id={deal}"],
+        "cmd[me]": ["user.current"],
+    }
+
+
+def test_list_calls_use_as_or_the_position(portal: FakePortal, client: B24Hook) -> None:
+    """A row's 'as' is its wire key, else its position; data stays a list in call order."""
+    portal.add_deal(TITLE="A")
+    calls: list[Any] = [
+        ("crm.deal.get", {"id": 1}),
+        {"method": "crm.deal.list", "params": {"select": ["ID"]}, "as": "all"},
+        Command("user.current"),
+    ]
+    result = BatchV2(client).make(calls, halt_on_error=False)
+    assert [type(entry) for entry in result.data] == [dict, list, dict]
+    assert result.data[1] == [{"ID": "1"}]
+    assert sorted(key for key in form(portal) if key.startswith("cmd")) == [
+        "cmd[0]",
+        "cmd[2]",
+        "cmd[all]",
+    ]
+    assert form(portal)["halt"] == ["0"]
+
+
+def test_params_arrive_as_php_reads_them(portal: FakePortal, client: B24Hook) -> None:
+    """Nested fields, lists and classic filter prefixes survive the form encoding."""
+    portal.register("test.echo", lambda params: params)
+    params = {
+        "fields": {"TITLE": "a&b=c?d/e %f#[x]"},
+        "select": ["ID", "TITLE"],
+        "filter": {">ID": 10},
+    }
+    result = BatchV2(client).make([("test.echo", params), ("test.echo", {"n": 1.5, "none": None})])
+    assert result.data == [
+        {
+            "fields": {"TITLE": "a&b=c?d/e %f#[x]"},
+            "select": ["ID", "TITLE"],
+            "filter": {">ID": "10"},
+        },
+        {"n": "1.5", "none": ""},
+    ]
+
+
+def test_result_references_resolve_within_the_batch(portal: FakePortal, client: B24Hook) -> None:
+    """$result[KEY] in a later command is the earlier command's result."""
+    result = BatchV2(client).make(
+        {
+            "new": ("crm.deal.add", {"fields": {"TITLE": "Made"}}),
+            "got": ("crm.deal.get", {"id": "$result[new]"}),
+        }
+    )
+    assert result.data["got"]["TITLE"] == "Made"
+    assert result.data["got"]["ID"] == str(result.data["new"])
+
+
+def test_a_reference_to_no_earlier_command_is_refused(portal: FakePortal, client: B24Hook) -> None:
+    """A $result[KEY] naming no earlier command fails before anything is sent."""
+    with pytest.raises(SdkError, match=r"calls\['got'\] references \$result\[later\]"):
+        BatchV2(client).make(
+            {"got": ("crm.deal.get", {"id": "$result[later]"}), "later": ("user.current",)}
+        )
+    assert portal.requests == []
+
+
+def test_halt_stops_at_the_failing_command(portal: FakePortal, client: B24Hook) -> None:
+    """halt=1: results before the failure, its error keyed right, the rest not executed."""
+    calls = [
+        ("crm.deal.add", {"fields": {"TITLE": "one"}}),
+        ("crm.deal.get", {"id": 999}),
+        ("crm.deal.add", {"fields": {"TITLE": "never"}}),
+    ]
+    result = BatchV2(client).make(calls)
+    assert not result.is_success
+    assert result.data == [1, None, None]
+    (error,) = result.errors
+    assert (error.key, error.message, str(error)) == (1, "Not found", "command 1: Not found")
+    assert result.errors_by_key == {1: error}
+    assert result.not_executed == (2,)
+    assert result.maybe_executed == ()  # the answer says what ran
+    assert [deal["TITLE"] for deal in portal.deals.values()] == ["one"]
+
+
+def test_without_halt_every_command_runs(portal: FakePortal, client: B24Hook) -> None:
+    """halt=0: the failing command's error, every other command's result."""
+    calls = {
+        "a": ("crm.deal.add", {"fields": {"TITLE": "one"}}),
+        "bad": ("crm.deal.get", {"id": 999}),
+        "b": ("crm.deal.add", {"fields": {"TITLE": "two"}}),
+    }
+    result = BatchV2(client).make(calls, halt_on_error=False)
+    assert result.data == {"a": 1, "b": 2}
+    assert list(result.errors_by_key) == ["bad"]
+    assert result.not_executed == ()
+    assert [deal["TITLE"] for deal in portal.deals.values()] == ["one", "two"]
+
+
+def test_ajax_results_carry_total_next_and_own_time(portal: FakePortal, client: B24Hook) -> None:
+    """return_ajax_result=True: each executed command's own time, total and next."""
+    for n in range(60):
+        portal.add_deal(TITLE=f"D{n}")
+    result = BatchV2(client).make(
+        {
+            "page": ("crm.deal.list", {"select": ["ID"]}),
+            "fast": ("crm.deal.list", {"select": ["ID"], "start": -1}),
+            "bad": ("crm.deal.get", {"id": 999}),
+            "skipped": ("user.current",),
+        },
+        return_ajax_result=True,
+    )
+    page, fast, bad = result.data["page"], result.data["fast"], result.data["bad"]
+    assert isinstance(page, AjaxResult)
+    assert (len(page.result), page.total, page.next) == (50, 60, 50)
+    assert (len(fast.result), fast.total, fast.next) == (50, None, None)
+    assert page.time is not None
+    assert page.time.start is not None
+    assert (bad.error, bad.result) == (result.errors[0], None)
+    assert "skipped" not in result.data
+    assert result.not_executed == ("skipped",)
+
+
+def test_typed_results(portal: FakePortal, client: B24Hook) -> None:
+    """result_type structures each successful result; failures stay out of a dict."""
+    portal.add_deal(TITLE="Typed")
+    result = BatchV2(client).make(
+        {"one": ("crm.deal.get", {"id": 1}), "gone": ("crm.deal.get", {"id": 2})},
+        result_type=Deal,
+        halt_on_error=False,
+    )
+    assert result.data == {"one": Deal(ID="1", TITLE="Typed")}
+
+
+@pytest.mark.parametrize(
+    ("calls", "options", "error", "message"),
+    [
+        pytest.param(
+            [("crm.deal.update", {"id": 1, "fields": {"CLOSED": True}})],
+            {},
+            SdkTypeError,
+            "send 'Y'/'N' or 1/0",
+            id="boolean",
+        ),
+        pytest.param(
+            [{"method": "crm.deal.get", "params": {"id": 1}, "parallel": True}],
+            {},
+            SdkError,
+            "sets 'parallel', which the classic batch does not have",
+            id="parallel",
+        ),
+        pytest.param(
+            [("crm.deal.get", {"id": 1})],
+            {"idempotency_key": "k"},
+            SdkError,
+            "the classic batch endpoint has no Idempotency-Key",
+            id="idempotency-key",
+        ),
+        pytest.param([("crm.deal.get", {"filter": {}})], {}, SdkError, "empty", id="empty-dict"),
+        pytest.param(
+            [("crm.deal.get",)] * 51, {}, SdkError, "one classic batch takes at most 50", id="51"
+        ),
+    ],
+)
+def test_misuse_fails_before_any_request(
+    portal: FakePortal,
+    client: B24Hook,
+    calls: Any,
+    options: dict[str, Any],
+    error: type[Exception],
+    message: str,
+) -> None:
+    """What a form cannot carry, and options the classic batch lacks, are refused up front."""
+    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
+        BatchV2(client).make(calls, **options)
+    assert portal.requests == []
+
+
+def test_a_limit_refusal_inside_the_answer_is_sent_again_and_merged(portal: FakePortal) -> None:
+    """A command refused by QUERY_LIMIT_EXCEEDED in result_error never ran: it is re-sent."""
+    calls_seen: list[str] = []
+
+    def flaky(params: dict[str, Any]) -> Any:
+        calls_seen.append(params["n"])
+        if len(calls_seen) == 2:
+            raise FakePortal.CommandError("Too many requests", code="QUERY_LIMIT_EXCEEDED")
+        return {"n": params["n"]}
+
+    portal.register("app.item.add", flaky)
+    policy = RetryPolicy(max_attempts=3, base_delay=0.0, max_delay=0.0)
+    with B24Hook.from_webhook_url(portal.webhook_url, retry=policy, rate_limit=None) as hook:
+        result = BatchV2(hook).make([("app.item.add", {"n": n}) for n in range(3)])
+    assert result.is_success
+    assert result.data == [{"n": "0"}, {"n": "1"}, {"n": "2"}]
+    assert calls_seen == ["0", "1", "1", "2"]  # the refused one and the one halt skipped
+    assert result.attempts == 2
+    assert form(portal) == {
+        "halt": ["1"],
+        "cmd[1]": ["app.item.add?n=1"],
+        "cmd[2]": ["app.item.add?n=2"],
+    }
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_an_operating_limit_inside_the_answer_waits_for_the_reset() -> None:
+    """A command refused by its method's operating time is re-sent after the reset."""
+    clock = _Clock()
+    with FakePortal(
+        operating_limit=0.025,
+        command_cost=0.01,
+        operating_charge="method",
+        clock=clock,
+        wall_clock=clock,
+    ) as portal:
+        policy = RetryPolicy(max_attempts=3, max_wait=3600.0)
+        with B24Hook.from_webhook_url(
+            portal.webhook_url,
+            retry=policy,
+            rate_limit=None,
+            clock=clock,
+            wall_clock=clock,
+            sleep=clock.sleep,
+        ) as hook:
+            calls = [("crm.deal.add", {"fields": {"TITLE": f"d{n}"}}) for n in range(4)]
+            result = BatchV2(hook).make(calls, halt_on_error=False)
+        assert result.is_success
+        assert result.data == [1, 2, 3, 4]
+        assert result.attempts == 2
+        assert 0 < result.waited <= 600.0
+        assert len(portal.deals) == 4
+
+
+def test_oauth_token_travels_in_the_body_and_nowhere_else(
+    portal: FakePortal, caplog: pytest.LogCaptureFixture
+) -> None:
+    """B24OAuth posts to /rest/batch with auth=TOKEN in the form; no repr or log shows it."""
+    token = portal.access_token
+    caplog.set_level(logging.DEBUG, logger="b24batch")
+    with B24OAuth(portal.oauth_endpoint, token, retry=None, rate_limit=None) as app:
+        result = BatchV2(app).make([("user.current",)])
+        portal.inject(Fault.drop_after())
+        with pytest.raises(TransportError) as info:
+            BatchV2(app).make([("crm.deal.add", {"fields": {"TITLE": "x"}})])
+    assert result.data[0]["ID"] == "1"
+    request = portal.requests[0]
+    assert request.path == "/rest/batch"
+    assert "Authorization" not in request.headers
+    assert parse_qs(request.raw.decode("ascii"))["auth"] == [token]
+    assert info.value.maybe_executed == (0,)
+    shown = [repr(result), repr(request), str(info.value), repr(info.value), caplog.text]
+    assert all(token not in text for text in shown)
+
+
+def test_an_expired_token_is_refreshed_for_the_classic_route(portal: FakePortal) -> None:
+    """401 expired_token on the classic route: one refresh, and the re-send carries the new one."""
+    portal.expire_token()
+    with B24OAuth(
+        portal.oauth_endpoint, portal.access_token, refresh=portal.refresh_token, rate_limit=None
+    ) as app:
+        result = BatchV2(app).make([("user.current",)])
+    assert (result.is_success, result.attempts) == (True, 2)
+    assert parse_qs(portal.requests[-1].raw.decode("ascii"))["auth"] == [portal.access_token]
+
+
+def test_a_wrong_secret_raises(portal: FakePortal) -> None:
+    """A 401 is raised as for REST 3.0, and nothing of the batch ran."""
+    url = portal.webhook_url.replace(portal.secret, "wrong")
+    with B24Hook.from_webhook_url(url, retry=None) as hook, pytest.raises(AuthError) as info:
+        BatchV2(hook).make([("crm.deal.add", {"fields": {"TITLE": "x"}})])
+    assert (info.value.maybe_executed, portal.deals) == ((), {})
+    assert SECRET not in str(info.value)
+
+
+def test_actions_path_mirrors_js_sdk(portal: FakePortal, client: B24Hook) -> None:
+    """client.actions.v2.batch.make is BatchV2.make."""
+    result = client.actions.v2.batch.make([("user.current",)])
+    assert result.data[0]["ID"] == "1"
+    assert client.actions.v2.batch_by_chunk.make([("user.current",)]).data[0]["ID"] == "1"

@@ -1,0 +1,130 @@
+"""BatchByChunkV2: any number of classic commands in chunks, over real HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs
+
+import pytest
+
+from b24batch import B24Hook, BatchByChunkV2, SdkError, TransportError
+from b24batch.testing import FakePortal, Fault
+
+
+def adds(count: int) -> list[Any]:
+    return [("crm.deal.add", {"fields": {"TITLE": f"D{n}"}}) for n in range(count)]
+
+
+def cmd_keys(raw: bytes) -> list[str]:
+    return sorted(
+        (key[4:-1] for key in parse_qs(raw.decode("ascii")) if key.startswith("cmd[")), key=int
+    )
+
+
+def test_many_commands_go_in_chunks_under_global_keys(portal: FakePortal, client: B24Hook) -> None:
+    """120 adds: chunks of 50, 50, 20, each command sent under its global position."""
+    result = BatchByChunkV2(client).make(adds(120))
+    assert result.is_success
+    assert result.data == list(range(1, 121))
+    assert [chunk.positions for chunk in result.chunks] == [
+        range(0, 50),
+        range(50, 100),
+        range(100, 120),
+    ]
+    assert cmd_keys(portal.requests[1].raw) == [str(n) for n in range(50, 100)]
+    assert len(portal.deals) == 120
+
+
+def test_a_reference_keeps_its_target_in_the_same_chunk(
+    portal: FakePortal, client: B24Hook
+) -> None:
+    """A command referencing $result[2] never lands in a chunk without command 2."""
+    calls = [*adds(3), ("crm.deal.get", {"id": "$result[2]"}), *adds(2)]
+    result = BatchByChunkV2(client).make(calls, chunk_size=3)
+    assert [chunk.positions for chunk in result.chunks] == [range(0, 2), range(2, 5), range(5, 6)]
+    assert result.data[3]["TITLE"] == "D2"
+
+
+def test_named_references_across_the_input(portal: FakePortal, client: B24Hook) -> None:
+    """Named calls: references by name, data by name, every chunk merged."""
+    calls = {}
+    for n in range(30):
+        calls[f"add{n}"] = ("crm.deal.add", {"fields": {"TITLE": f"D{n}"}})
+        calls[f"get{n}"] = ("crm.deal.get", {"id": f"$result[add{n}]"})
+    result = BatchByChunkV2(client).make(calls, chunk_size=10)
+    assert len(result.chunks) == 6
+    assert result.data["get29"]["TITLE"] == "D29"
+    assert list(result.data) == list(calls)
+
+
+def test_a_reference_too_far_back_is_refused(portal: FakePortal, client: B24Hook) -> None:
+    """A reference to a command in an already planned chunk fails before anything is sent."""
+    calls = [*adds(10), ("crm.deal.get", {"id": "$result[0]"})]
+    with pytest.raises(SdkError, match="more than chunk_size=3 commands back"):
+        BatchByChunkV2(client).make(calls, chunk_size=3)
+    assert portal.requests == []
+
+
+def test_a_reference_to_nothing_is_refused(portal: FakePortal, client: B24Hook) -> None:
+    """A reference naming no earlier command is refused with the row."""
+    with pytest.raises(SdkError, match=r"calls\[0\] references \$result\[nope\]"):
+        BatchByChunkV2(client).make([("crm.deal.get", {"id": "$result[nope]"})])
+
+
+def test_halt_stops_the_call_at_the_first_failed_command(
+    portal: FakePortal, client: B24Hook
+) -> None:
+    """A failure at position 4 (chunk 1): its error, and 5 to 8 not executed, in order."""
+    calls = adds(9)
+    calls[4] = ("crm.deal.get", {"id": 999})
+    result = BatchByChunkV2(client).make(calls, chunk_size=3)
+    assert [(error.chunk, error.keys) for error in result.errors] == [(1, (4,))]
+    assert result.not_executed == (5, 6, 7, 8)
+    assert result.data == [1, 2, 3, 4, None, None]
+    assert len(portal.requests) == 2
+    assert result.maybe_executed == ()
+
+
+def test_without_halt_every_failed_command_is_one_error(
+    portal: FakePortal, client: B24Hook
+) -> None:
+    """halt_on_error=False: one ChunkError per failed command, by global key."""
+    calls = adds(9)
+    calls[1] = calls[7] = ("crm.deal.get", {"id": 999})
+    result = BatchByChunkV2(client).make(calls, chunk_size=3, halt_on_error=False)
+    assert [(error.chunk, error.keys) for error in result.errors] == [(0, (1,)), (2, (7,))]
+    assert result.not_executed == ()
+    assert [n for n, value in enumerate(result.data) if value is None] == [1, 7]
+
+
+def test_iter_is_lazy_and_in_order(portal: FakePortal, client: B24Hook) -> None:
+    """iter() yields chunk results as they come, reading rows as it goes."""
+    read: list[int] = []
+
+    def rows() -> Any:
+        for n in range(7):
+            read.append(n)
+            yield ("crm.deal.add", {"fields": {"TITLE": f"D{n}"}})
+
+    chunks = BatchByChunkV2(client).iter(rows(), chunk_size=3)
+    first = next(chunks)
+    assert first.data == [1, 2, 3]
+    assert len(read) == 6  # two chunks ahead at most
+    assert [chunk.data for chunk in chunks] == [[4, 5, 6], [7]]
+
+
+def test_a_raised_error_keeps_the_chunks_before_it(portal: FakePortal, client: B24Hook) -> None:
+    """A chunk that raises names its writes, and partial lists the chunks never sent."""
+    portal.inject(Fault.drop_after())
+    with pytest.raises(TransportError) as info:
+        BatchByChunkV2(client).make(adds(4), chunk_size=2)
+    assert info.value.maybe_executed == (0, 1)
+    assert info.value.partial is not None
+    assert info.value.partial.not_executed == (2, 3)
+
+
+def test_options_are_checked(portal: FakePortal, client: B24Hook) -> None:
+    """chunk_size out of range is refused before any request."""
+    with pytest.raises(SdkError, match="chunk_size=51: a batch takes 1 to 50 commands"):
+        BatchByChunkV2(client).make(adds(2), chunk_size=51)
+    assert portal.requests == []
