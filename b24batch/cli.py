@@ -29,6 +29,7 @@ from b24batch import (
     B24Error,
     B24Hook,
     BatchResult,
+    BatchV2,
     BatchV3,
     Command,
     SdkError,
@@ -91,7 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     target = run.add_mutually_exclusive_group()
     target.add_argument("--webhook", metavar="URL", help=f"webhook URL (default: ${WEBHOOK_ENV})")
     target.add_argument("--fake", action="store_true", help="use the built-in FakePortal")
-    run.add_argument("--no-halt", action="store_true", help="send parallel=true on every row")
+    run.add_argument("--v2", action="store_true", help="send a classic batch (CRM, users, ...)")
+    run.add_argument(
+        "--no-halt", action="store_true", help="run every command (parallel=true, or halt=0)"
+    )
     run.add_argument("--request-id", metavar="ID", help="bx24_request_id to send")
     run.add_argument("--json", action="store_true", help="print the whole result as JSON")
 
@@ -121,9 +125,8 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(EXIT_BAD_INPUT, f"cannot read {args.file}: {exc}")
     try:
         with _client(args) as b24:
-            result = BatchV3(b24).make(
-                calls, halt_on_error=not args.no_halt, request_id=args.request_id
-            )
+            batch = BatchV2(b24) if args.v2 else BatchV3(b24)
+            result = batch.make(calls, halt_on_error=not args.no_halt, request_id=args.request_id)
     except SdkError as exc:
         return _fail(EXIT_BAD_INPUT, str(exc))
     except B24Error as exc:
@@ -324,6 +327,18 @@ def _demo() -> int:
                 isolate_errors=True,
             ),
         )
+        deal = portal.add_deal(TITLE="Acme renewal", OPPORTUNITY="1200.00")
+        _show(
+            "8. A classic batch (CRM): every command reports on its own; halt=0 runs them all",
+            BatchV2(b24).make(
+                {
+                    "deal": ("crm.deal.get", {"id": deal}),
+                    "missing": ("crm.deal.get", {"id": 999}),
+                    "new": ("crm.deal.add", {"fields": {"TITLE": "Upsell", "OPPORTUNITY": 300}}),
+                },
+                halt_on_error=False,
+            ),
+        )
     return EXIT_OK
 
 
@@ -358,11 +373,14 @@ def _result_json(result: BatchResult[Any]) -> dict[str, Any]:
         "time": attrs.asdict(result.time) if result.time else None,
         "data": result.data,  # run sends no result_type: the results are the portal's JSON
         "errors": [_error_json(error) for error in result.errors],
+        "not_executed": list(result.not_executed),
+        "maybe_executed": list(result.maybe_executed),
     }
 
 
 def _error_json(error: AjaxError) -> dict[str, Any]:
     return {
+        "key": error.key,
         "code": error.code,
         "message": error.message,
         "status": error.status,

@@ -72,7 +72,7 @@ def chunked_repr(result: ChunkedResult) -> str:
 
 def batch_html(result: BatchResult[Any]) -> str:
     """A compact table: one row per command with key, method, status and a result preview."""
-    if result.errors and not result.errors_by_key:  # failed as a whole, naming no command
+    if result.errors and not result.errors_by_key and not result.not_executed:  # as a whole
         status = "failed"
         rows = [
             (key, method, status, "")
@@ -81,7 +81,11 @@ def batch_html(result: BatchResult[Any]) -> str:
         notes = [f"error: {message}" for message in result.error_messages]
     else:
         rows = [
-            (key, method, "ok", preview(value)) if error is None else (key, method, "failed", error)
+            (key, method, _NOT_RUN, "")
+            if error is _NOT_RUN
+            else (key, method, "ok", preview(value))
+            if error is None
+            else (key, method, "failed", error)
             for key, method, value, error in _commands(result)
         ]
         notes = []
@@ -163,11 +167,19 @@ def _flatten(value: Mapping[str, Any], prefix: str, into: dict[str, Any]) -> Non
             into[column] = item
 
 
+_NOT_RUN = "not executed"
+
+
 def _commands(result: BatchResult[Any]) -> Iterator[tuple[Any, str, Any, Any]]:
-    """``(key, method, value, error)`` per command of a result that names its failures."""
+    """``(key, method, value, error)`` per command of a result that names its failures; the
+    error is ``_NOT_RUN`` for a command that did not run."""
     errors = result.errors_by_key
+    skipped = set(result.not_executed)
     data = result.data
     for position, (key, method) in enumerate(zip(result.keys, result.methods, strict=False)):
+        if key in skipped:
+            yield key, method, None, _NOT_RUN
+            continue
         value = data.get(str(key)) if isinstance(data, Mapping) else data[position]
         yield key, method, value, errors.get(key)
 

@@ -31,11 +31,13 @@ def test_demo_runs_every_call_form_against_the_fake_portal(
     assert 'first  {"item": {"title": "Write the spec"}}' in out
     assert "DemoTaskItem(item=DemoTask(id=2, title='Review it', responsible_id=2))" in out
     assert out.count("is_success=True") == 4
-    assert out.count("is_success=False") == 3
+    assert out.count("is_success=False") == 4
     assert "ENTITYNOTFOUNDEXCEPTION (HTTP 400): Record with ID = `999` not found" in out
     # The failing write batch, told honestly: the add before the failure ran.
     assert "maybe_executed=(0, 1)" in out
     assert "the portal now has 1 new task: the first add ran" in out
+    # The classic batch reports each command on its own.
+    assert "error: command 'missing': Not found" in out
     # isolate_errors names the failing command and keeps the others' results.
     assert "error: command 1: BITRIX_REST_V3_EXCEPTION_ENTITYNOTFOUNDEXCEPTION" in out
     assert '     2  {"item": {"title": "Review it"}}' in out
@@ -66,6 +68,30 @@ def test_run_fake_prints_results_and_exits_0(
     assert main(["run", "--fake", _write(tmp_path, calls)]) == EXIT_OK
     out = capsys.readouterr().out
     assert '1  {"item": {"title": "From CLI"}}' in out
+
+
+def test_run_v2_sends_a_classic_batch(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """`run --v2` sends the rows as a classic batch; a failed command exits 1 and is named."""
+    calls = {
+        "new": ["crm.deal.add", {"fields": {"TITLE": "From CLI"}}],
+        "got": ["crm.deal.get", {"id": "$result[new]"}],
+        "gone": ["crm.deal.get", {"id": 999}],
+    }
+    assert main(["run", "--fake", "--v2", "--no-halt", _write(tmp_path, calls)]) == EXIT_FAILED
+    out = capsys.readouterr().out
+    assert "error: command 'gone': Not found" in out
+    assert '   got  {"ID": "1", "TITLE": "From CLI"' in out
+
+
+def test_run_v2_json_lists_errors_with_their_keys(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run --v2 --json` keeps the per-command errors and what a halt skipped."""
+    calls = [["crm.deal.get", {"id": 999}], ["user.current"]]
+    assert main(["run", "--fake", "--v2", "--json", _write(tmp_path, calls)]) == EXIT_FAILED
+    printed = json.loads(capsys.readouterr().out)
+    assert [(error["key"], error["message"]) for error in printed["errors"]] == [(0, "Not found")]
+    assert (printed["data"], printed["not_executed"]) == ([None, None], [1])
 
 
 def test_run_json_prints_the_whole_result(

@@ -197,3 +197,28 @@ def test_isolated_failures_show_per_command(portal: FakePortal, client: B24Hook)
     }
     assert (records[1]["key"], records[1]["ok"]) == ("gone", False)
     assert "Record with ID = `99` not found" in records[1]["error"]
+
+
+def test_classic_failures_and_skipped_commands_show_per_command(
+    portal: FakePortal, client: B24Hook
+) -> None:
+    """A classic batch shows each command as ok, failed with its error, or not executed."""
+    from b24batch import BatchV2
+
+    deal = portal.add_deal(TITLE="Here")
+    calls = [
+        ("crm.deal.get", {"id": deal}),
+        ("crm.deal.get", {"id": 999}),
+        ("crm.deal.add", {"fields": {"TITLE": "never"}}),
+    ]
+    result = BatchV2(client).make(calls)
+    cells = [unescape(cell) for cell in _cells(result._repr_html_())]
+    assert cells[2] == "ok"
+    assert cells[4:8] == ["1", "crm.deal.get", "failed", "command 1: Not found"]
+    assert cells[8:12] == ["2", "crm.deal.add", "not executed", ""]
+    assert repr(result).startswith(
+        "<BatchResult failed: 1 of 3 commands, 1 not executed, Not found"
+    )
+    records = result.to_records()
+    assert [record["ok"] for record in records] == [True, False, False]
+    assert records[2]["error"] == "not executed"
