@@ -57,7 +57,14 @@ def test_every_timed_batch_is_recorded(smoke: tuple[str, dict[str, Any]]) -> Non
     """Each client's raw samples hold one positive duration per timed batch (5 in a smoke run)."""
     _, raw = smoke
     overhead = raw["overhead"]
-    assert set(overhead["medians"]) == {"requests", "requests-no-env", "b24batch", "b24batch-typed"}
+    assert set(overhead["medians"]) == {
+        "requests",
+        "requests-no-env",
+        "b24batch",
+        "b24batch-typed",
+        "requests-form",
+        "b24batch-v2",
+    }
     assert all(len(rounds) == 1 for rounds in overhead["medians"].values())
     assert overhead["versions"]["b24batch"]["b24batch"] != "?"
 

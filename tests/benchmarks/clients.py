@@ -100,6 +100,37 @@ def build(client: str, base: str, *, limited: bool, burst: int, per_second: floa
             return len(session.post(url, json=body).json()["result"])
 
         return floor
+    if client == "requests-form":
+        # The classic floor: one form POST of the same commands, and .json().
+        requests = importlib.import_module("requests")
+        session = requests.Session()
+        url = f"{base}rest/1/{SECRET}/batch"
+        form = "&".join(
+            ["halt=1"]
+            + [f"cmd[{k}]={quote(v, safe='')}" for k, v in classic_cmd(1, BATCH_SIZE).items()]
+        ).encode("ascii")
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+
+        def form_floor() -> int:
+            return len(session.post(url, data=form, headers=headers).json()["result"]["result"])
+
+        return form_floor
+    if client == "b24batch-v2":
+        b24batch = importlib.import_module("b24batch")
+        rate = b24batch.RateLimit(burst=burst, per_second=per_second) if limited else None
+        hook = b24batch.B24Hook.from_webhook_url(
+            f"{base}rest/1/{SECRET}/", rate_limit=rate, retry=b24batch.RetryPolicy()
+        )
+        classic = b24batch.BatchV2(hook)
+        named = {
+            f"t{i}": ("tasks.task.list", {"select": TASK_SELECT, "filter": {"ID": 1 + i}})
+            for i in range(BATCH_SIZE)
+        }
+
+        def b24_v2() -> int:
+            return len(classic.make(named).data)
+
+        return b24_v2
     if client in ("b24batch", "b24batch-typed"):
         b24batch = importlib.import_module("b24batch")
         rate = b24batch.RateLimit(burst=burst, per_second=per_second) if limited else None
@@ -147,6 +178,8 @@ def build(client: str, base: str, *, limited: bool, burst: int, per_second: floa
 DISTRIBUTIONS = {
     "requests": ("requests", "urllib3"),
     "requests-no-env": ("requests", "urllib3"),
+    "requests-form": ("requests", "urllib3"),
+    "b24batch-v2": ("b24batch", "requests", "urllib3", "attrs", "cattrs"),
     "b24batch": ("b24batch", "requests", "urllib3", "attrs", "cattrs"),
     "b24batch-typed": ("b24batch", "requests", "urllib3", "attrs", "cattrs"),
     "fast_bitrix24": ("fast_bitrix24", "aiohttp"),

@@ -36,6 +36,8 @@ COMMAND = "python -m tests.benchmarks"
 FLOOR = "requests"
 REFERENCE = "requests-no-env"
 OURS = ("b24batch", "b24batch-typed")
+FLOOR_V2 = "requests-form"
+OURS_V2 = ("b24batch-v2",)
 BATCH = 50
 MEMORY_TARGET_MIB = 10.0
 LABELS = {
@@ -43,6 +45,8 @@ LABELS = {
     REFERENCE: "reference: the floor with `session.trust_env = False`",
     "b24batch": "b24batch `BatchV3.make` (plain data)",
     "b24batch-typed": "b24batch `make(result_type=…)` (attrs via cattrs)",
+    FLOOR_V2: "classic floor: `requests.Session().post(data=form)` + `.json()`",
+    "b24batch-v2": "b24batch `BatchV2.make` (classic, plain data)",
 }
 LIMITERS = {
     "b24batch": "`RateLimit(burst, per_second)`",
@@ -318,11 +322,11 @@ def _overhead_table(settings: Settings, figure: dict[str, Any], peers: Sequence[
     return [*lines, ""]
 
 
-def _ratio(figure: dict[str, Any], name: str) -> float | None:
+def _ratio(figure: dict[str, Any], name: str, floor: str = FLOOR) -> float | None:
     medians: dict[str, list[float]] = figure["medians"]
-    if name not in medians:
+    if name not in medians or floor not in medians:
         return None
-    pairs = zip(medians[name], medians[FLOOR], strict=True)
+    pairs = zip(medians[name], medians[floor], strict=True)
     return statistics.median(value / base for value, base in pairs)
 
 
@@ -336,8 +340,15 @@ def _targets_table(settings: Settings, results: dict[str, Any]) -> list[str]:
         )
     if typed is not None:
         rows.append(("typed decoding within 25 % of the floor", f"× {typed:.2f}", typed <= 1.25))
+    classic = _ratio(figure, "b24batch-v2", FLOOR_V2)
+    if classic is not None:
+        rows.append((
+            "classic batch within 10 % of the classic floor (a bare form POST)",
+            f"× {classic:.2f}",
+            classic <= 1.10,
+        ))  # fmt: skip
     medians: dict[str, list[float]] = figure["medians"]
-    peers = [n for n in medians if n not in (FLOOR, REFERENCE, *OURS)]
+    peers = [n for n in medians if n not in (FLOOR, REFERENCE, *OURS, FLOOR_V2, *OURS_V2)]
     if peers and "b24batch" in medians:
         ours = statistics.median(medians["b24batch"])
         fastest = min(peers, key=lambda n: statistics.median(medians[n]))
@@ -495,7 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = attrs.evolve(settings, items=args.items, label=f"{settings.label}, heavy")
     command = " ".join([COMMAND, *(argv if argv is not None else sys.argv[1:])])
 
-    ours = [Client(n, sys.executable) for n in (FLOOR, REFERENCE, *OURS)]
+    ours = [Client(n, sys.executable) for n in (FLOOR, REFERENCE, *OURS, FLOOR_V2, *OURS_V2)]
     peers: list[Client] = []
     skipped: dict[str, str] = {}
     for peer in PEERS:
