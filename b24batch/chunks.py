@@ -24,8 +24,11 @@ from b24batch.batch import (
 from b24batch.batch_v2 import execute_v2
 from b24batch.commands import MAX_COMMANDS, refuse_js_object
 from b24batch.errors import B24Error, SdkError, SdkTypeError
+from b24batch.limits import RateLimit
 from b24batch.planning import CLASSIC, REST_V3, Chunk, Rules, plan
 from b24batch.results import BatchResult, ChunkedResult, ChunkError, Key
+from b24batch.sending import read_only
+from b24batch.window import InFlight, Outcome, Window, checked_in_flight
 
 if TYPE_CHECKING:
     from b24batch.client import _Client
@@ -68,6 +71,7 @@ class BatchByChunkV3:
         progress: Progress = None,
         idempotency_key: str | bool | None = None,
         isolate_errors: bool = False,
+        max_in_flight: InFlight = "auto",
     ) -> ChunkedResult:
         """Send all of ``calls``, ``chunk_size`` at a time, and merge the results.
 
@@ -104,7 +108,13 @@ class BatchByChunkV3:
         named, pairs = _pairs(calls)
         rows = list(pairs)
         settings = Settings.checked(
-            chunk_size, halt_on_error, request_id, idempotency_key, result_type, isolate_errors
+            chunk_size,
+            halt_on_error,
+            request_id,
+            idempotency_key,
+            result_type,
+            isolate_errors,
+            max_in_flight,
         )
         chunks = list(plan(iter(rows), named=named, settings=settings, rules=REST_V3))
         report = _progress(progress, len(rows))
@@ -124,6 +134,7 @@ class BatchByChunkV3:
         progress: Progress = None,
         idempotency_key: str | bool | None = None,
         isolate_errors: bool = False,
+        max_in_flight: InFlight = "auto",
     ) -> Iterator[BatchResult[Any]]:
         """Yield one :class:`BatchResult` per chunk as it arrives, reading ``calls`` lazily.
 
@@ -140,7 +151,13 @@ class BatchByChunkV3:
         """
         named, pairs = _pairs(calls)
         settings = Settings.checked(
-            chunk_size, halt_on_error, request_id, idempotency_key, result_type, isolate_errors
+            chunk_size,
+            halt_on_error,
+            request_id,
+            idempotency_key,
+            result_type,
+            isolate_errors,
+            max_in_flight,
         )
         total = len(calls) if isinstance(calls, Sized) else None
         return _iter(self._client, pairs, named, settings, _progress(progress, total), REST_V3)
@@ -175,6 +192,7 @@ class BatchByChunkV2:
         result_type: Any = None,
         request_id: str | None = None,
         progress: Progress = None,
+        max_in_flight: InFlight = "auto",
     ) -> ChunkedResult:
         """Send all of ``calls``, ``chunk_size`` at a time, and merge the results.
 
@@ -203,7 +221,9 @@ class BatchByChunkV2:
         """
         named, pairs = _pairs(calls)
         rows = list(pairs)
-        settings = Settings.checked(chunk_size, halt_on_error, request_id, None, result_type)
+        settings = Settings.checked(
+            chunk_size, halt_on_error, request_id, None, result_type, False, max_in_flight
+        )
         chunks = list(plan(iter(rows), named=named, settings=settings, rules=CLASSIC))
         report = _progress(progress, len(rows))
         try:
@@ -220,6 +240,7 @@ class BatchByChunkV2:
         result_type: Any = None,
         request_id: str | None = None,
         progress: Progress = None,
+        max_in_flight: InFlight = "auto",
     ) -> Iterator[BatchResult[Any]]:
         """Yield one :class:`BatchResult` per chunk as it arrives, reading ``calls`` lazily.
 
@@ -227,7 +248,9 @@ class BatchByChunkV2:
         ``halt_on_error`` iteration stops after the chunk with the first failed command.
         """
         named, pairs = _pairs(calls)
-        settings = Settings.checked(chunk_size, halt_on_error, request_id, None, result_type)
+        settings = Settings.checked(
+            chunk_size, halt_on_error, request_id, None, result_type, False, max_in_flight
+        )
         total = len(calls) if isinstance(calls, Sized) else None
         return _iter(self._client, pairs, named, settings, _progress(progress, total), CLASSIC)
 
@@ -240,15 +263,47 @@ def _iter(
     report: _Report,
     rules: Rules,
 ) -> Iterator[BatchResult[Any]]:
+    window = _window(client, settings)
     try:
-        for chunk in plan(pairs, named=named, settings=settings, rules=rules):
-            result = _send(client, chunk, settings)
-            yield result
-            report(len(chunk.commands))
-            if result.errors and settings.halt_on_error:
-                return
+        for outcome in window.run(plan(pairs, named=named, settings=settings, rules=rules)):
+            if outcome.error is not None:
+                # What was in flight with it still lands: keep it on the error.
+                _attach(outcome.error, _landed(window.drain()))
+                raise outcome.error
+            assert outcome.result is not None
+            yield outcome.result
+            report(len(outcome.chunk.commands))
+            if outcome.result.errors and settings.halt_on_error:
+                window.stop()  # what is already in flight is still yielded
     finally:
         report.close()
+
+
+def _landed(outcomes: list[Outcome]) -> ChunkedResult:
+    """The chunks that completed while a lazy iteration was raising (for ``error.partial``)."""
+    results = [outcome.result for outcome in outcomes if outcome.result is not None]
+    data: Any = {}
+    if results and not isinstance(results[0].data, dict):
+        data = []
+    for result in results:
+        _merge(data, result)
+    return ChunkedResult(data=data, chunks=tuple(results))
+
+
+def _window(client: _Client, settings: Settings) -> Window:
+    """The call's window: its size, the client's bucket for ``"auto"``, and which chunks go
+    alone (writes under ``halt_on_error`` with ``"auto"``: nothing is sent after a failure)."""
+    bucket = client.limiter.bucket
+    limit = bucket.limit if bucket is not None else RateLimit()
+    auto_halts = settings.max_in_flight == "auto" and settings.halt_on_error
+    return Window(
+        lambda chunk: _send(client, chunk, settings),
+        settings.max_in_flight,
+        rate=(limit.burst, limit.per_second),
+        alone=(lambda chunk: not read_only(chunk.commands))
+        if auto_halts
+        else (lambda chunk: False),
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -259,6 +314,7 @@ class Settings:
     idempotency_key: str | None
     result_type: Any
     isolate_errors: bool
+    max_in_flight: InFlight = 1
 
     @classmethod
     def checked(
@@ -269,6 +325,7 @@ class Settings:
         idempotency_key: object,
         result_type: Any,
         isolate_errors: object = False,
+        max_in_flight: object = 1,
     ) -> Settings:
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
             raise SdkTypeError(f"chunk_size={chunk_size!r}: pass a whole number from 1 to 50")
@@ -290,6 +347,7 @@ class Settings:
             idempotency_key=key,
             result_type=result_type,
             isolate_errors=bool(isolate_errors),
+            max_in_flight=checked_in_flight(max_in_flight),
         )
 
 
@@ -300,41 +358,57 @@ def _run(
     report: _Report,
     data: list[Any] | dict[str, Any],
 ) -> ChunkedResult:
-    """Send the planned chunks in order and merge what they return (``make``'s loop)."""
+    """Send the planned chunks through the window and merge what they return (``make``)."""
     done: list[BatchResult[Any]] = []
     errors: list[ChunkError] = []
+    window = _window(client, settings)
 
-    def so_far(after: int) -> ChunkedResult:
-        # The keys of the chunks after ``after``, gathered only when the run stops early:
+    def so_far() -> ChunkedResult:
+        # The keys of the chunks never sent, gathered only when the run stops early:
         # gathering them for every chunk made planning quadratic in the number of chunks.
         # A classic chunk's own not_executed (after a halt) comes first: it is earlier.
         skipped = tuple(key for result in done for key in result.not_executed)
-        unsent = tuple(key for later in chunks[after + 1 :] for key in later.commands.keys)
+        unsent = tuple(key for later in chunks[window.sent :] for key in later.commands.keys)
         return ChunkedResult(
             data=data, errors=tuple(errors), chunks=tuple(done), not_executed=skipped + unsent
         )
 
-    for chunk in chunks:
-        try:
-            result = _send(client, chunk, settings)
-        except B24Error as error:
-            errors.append(ChunkError(chunk.index, chunk.commands.keys, error))
-            error.partial = so_far(chunk.index)
-            raise
-        except BaseException as error:  # from the caller's own on_token callback, say
-            _attach(error, so_far(chunk.index))
-            raise
-        done.append(result)
-        _merge(data, result)
-        errors.extend(_chunk_errors(chunk, result))
-        try:
-            report(len(chunk.commands))
-        except BaseException as error:  # the caller's progress callback
-            _attach(error, so_far(chunk.index))
-            raise
-        if result.errors and settings.halt_on_error:
-            return so_far(chunk.index)
-    return so_far(len(chunks))
+    def take(outcome: Outcome) -> BaseException | None:
+        chunk = outcome.chunk
+        if outcome.error is not None:
+            if isinstance(outcome.error, B24Error):
+                errors.append(ChunkError(chunk.index, chunk.commands.keys, outcome.error))
+            return outcome.error
+        assert outcome.result is not None
+        done.append(outcome.result)
+        _merge(data, outcome.result)
+        errors.extend(_chunk_errors(chunk, outcome.result))
+        return None
+
+    raised: BaseException | None = None
+    try:
+        for outcome in window.run(iter(chunks)):
+            failure = take(outcome)
+            if failure is not None:  # stop sending; what is in flight still lands, and counts
+                raised = raised or failure
+                window.stop()
+                continue
+            if raised is None:
+                report(len(outcome.chunk.commands))
+            assert outcome.result is not None
+            if outcome.result.errors and settings.halt_on_error:
+                window.stop()
+    except BaseException as error:  # the caller's progress callback, or Ctrl+C while waiting
+        raised = raised or error
+        for outcome in window.drain():
+            take(outcome)
+    if raised is not None:
+        if isinstance(raised, B24Error):
+            raised.partial = so_far()
+        else:  # from the caller's own callback, say
+            _attach(raised, so_far())
+        raise raised
+    return so_far()
 
 
 def _chunk_errors(chunk: Chunk, result: BatchResult[Any]) -> list[ChunkError]:

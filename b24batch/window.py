@@ -1,0 +1,195 @@
+"""Sending planned chunks with a window of batches in flight, handing answers back in order.
+
+A real portal takes 0.5–3 s to run a batch: sent one after another, the request bucket sits
+idle most of the time. A ``Window`` keeps up to ``size`` chunks on the wire, each sent from a
+thread of its own through the same ``send`` (so the same limiters and retry policy), and hands
+the outcomes back in chunk order, on the caller's thread. ``"auto"`` starts at one batch and
+grows to what keeps the bucket's drain rate busy. No planning, no merging: ``chunks.py`` does.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Literal
+
+import attrs
+
+from b24batch.errors import SdkError, SdkTypeError
+from b24batch.planning import Chunk
+from b24batch.results import BatchResult
+
+__all__ = ["MAX_IN_FLIGHT", "InFlight", "Outcome", "Window", "checked_in_flight"]
+
+MAX_IN_FLIGHT = 16
+"""The widest window: more would load a real portal with thousands of commands at once."""
+
+InFlight = int | Literal["auto"]
+"""``max_in_flight``: a fixed number of batches on the wire, or ``"auto"``."""
+
+_SMOOTHING = 0.3  # weight of the newest latency in the moving average
+
+
+def checked_in_flight(value: object) -> InFlight:
+    """Check ``max_in_flight``: ``"auto"`` or a whole number from 1 to ``MAX_IN_FLIGHT``.
+
+    Raises:
+        SdkError: A number out of range; SdkTypeError for anything else.
+    """
+    if value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SdkTypeError(
+            f"max_in_flight={value!r}: pass 'auto' or a whole number from 1 to {MAX_IN_FLIGHT}"
+        )
+    if not 1 <= value <= MAX_IN_FLIGHT:
+        raise SdkError(
+            f"max_in_flight={value}: pass 1 to {MAX_IN_FLIGHT} (1 sends one batch at a time)"
+        )
+    return value
+
+
+@attrs.frozen
+class Outcome:
+    """What one chunk gave: its result, or the exception its sending raised."""
+
+    chunk: Chunk
+    result: BatchResult[Any] | None = None
+    error: BaseException | None = None
+
+
+class Window:
+    """Up to ``size`` chunks in flight; outcomes in chunk order.
+
+    Args:
+        send: Sends one chunk and returns its result (or raises), on a worker thread.
+        size: ``max_in_flight``.
+        rate: ``(burst, per_second)`` of the client's request bucket, for ``"auto"``.
+        alone: Whether a chunk must be sent with nothing else in flight, and nothing sent
+            until it is answered (a chunk with writes under ``halt_on_error``: a failure must
+            stop everything after it).
+        clock: Monotonic seconds, to learn the latency.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[Chunk], BatchResult[Any]],
+        size: InFlight,
+        *,
+        rate: tuple[float, float],
+        alone: Callable[[Chunk], bool] = lambda chunk: False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._send = send
+        self._auto = size == "auto"
+        self._fixed = 1 if size == "auto" else size
+        burst, per_second = rate
+        self._ceiling = max(1, min(MAX_IN_FLIGHT, int(burst)))
+        self._per_second = per_second
+        self._alone = alone
+        self._clock = clock
+        self._latency: float | None = None
+        self._stopped = threading.Event()
+        self._flying: deque[tuple[Chunk, Future[BatchResult[Any]], float]] = deque()
+        self._pool: ThreadPoolExecutor | None = None
+        self._leftover: list[Outcome] = []
+        self.sent = 0
+        """How many chunks were handed to ``send`` (the rest were never sent)."""
+        self.widest = 0
+        """The most chunks that were in flight at once."""
+
+    @property
+    def size(self) -> int:
+        """The current window: fixed, or what the bucket's drain rate times latency needs."""
+        if not self._auto:
+            return self._fixed
+        if self._latency is None:
+            return 1
+        wanted = math.ceil(self._per_second * self._latency) + 1
+        return max(1, min(self._ceiling, wanted))
+
+    def stop(self) -> None:
+        """Send nothing more; what is in flight still completes and is handed back."""
+        self._stopped.set()
+
+    def run(self, chunks: Iterator[Chunk]) -> Iterator[Outcome]:
+        """Send ``chunks`` (read lazily: at most the window ahead) and yield their outcomes in
+        order. Closing the iterator early stops sending and waits for what is in flight."""
+        waiting: Chunk | None = None  # read from ``chunks`` but not yet sent
+        try:
+            while True:
+                while not self._stopped.is_set() and len(self._flying) < self.size:
+                    if waiting is None:
+                        waiting = next(chunks, None)
+                        if waiting is None:
+                            break
+                    if self._alone(waiting) and self._flying:
+                        break  # it goes when everything before it is answered
+                    self._launch(waiting)
+                    waiting = None
+                    if self._alone(self._flying[-1][0]):
+                        break  # and nothing goes with it
+                if not self._flying:
+                    return
+                yield self._land()
+        finally:
+            # Closed early (a halt, an error, Ctrl+C): what is on the wire still lands, and is
+            # kept for drain(), so nothing fetched is lost.
+            self.stop()
+            self._leftover.extend(self._land_all())
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+
+    def drain(self) -> list[Outcome]:
+        """Stop sending, wait for every chunk still in flight; their outcomes, in order."""
+        self.stop()
+        landed, self._leftover = self._leftover, []
+        return landed + self._land_all()
+
+    def _land_all(self) -> list[Outcome]:
+        landed = []
+        while self._flying:
+            landed.append(self._land())
+        return landed
+
+    def _launch(self, chunk: Chunk) -> None:
+        if self._fixed == 1 and not self._auto:
+            future: Future[BatchResult[Any]] = Future()
+            started = self._clock()
+            try:
+                future.set_result(self._send(chunk))
+            except BaseException as error:  # handed back in order, as a worker's would be
+                future.set_exception(error)
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=MAX_IN_FLIGHT, thread_name_prefix="b24batch-window"
+                )
+            started = self._clock()
+            future = self._pool.submit(self._send, chunk)
+        self._flying.append((chunk, future, started))
+        self.sent += 1
+        self.widest = max(self.widest, len(self._flying))
+
+    def _land(self) -> Outcome:
+        chunk, future, started = self._flying[0]
+        try:
+            result = future.result()
+        except BaseException as error:
+            if not future.done():  # interrupted while waiting (Ctrl+C): it is still in flight
+                raise
+            self._flying.popleft()
+            return Outcome(chunk, error=error)
+        self._flying.popleft()
+        self._learn(self._clock() - started)
+        return Outcome(chunk, result=result)
+
+    def _learn(self, latency: float) -> None:
+        previous = self._latency
+        self._latency = (
+            latency if previous is None else previous + _SMOOTHING * (latency - previous)
+        )
