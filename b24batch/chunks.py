@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import attrs
 
@@ -46,6 +46,8 @@ log = logging.getLogger("b24batch")
 Progress = bool | Callable[[int, int | None], object] | None
 """``True`` for a tqdm bar, a callable ``(done_commands, total_or_None)``, or None."""
 
+T = TypeVar("T")
+
 _SUFFIX_ROOM = 10  # ".<chunk number>" appended to request ids and idempotency keys
 _tqdm_hint_given = False
 
@@ -74,6 +76,48 @@ class BatchByChunkV3:
         """Args: client: the portal client (B24Hook or B24OAuth) the chunks go through."""
         self._client = client
 
+    @overload
+    def make(
+        self,
+        calls: Mapping[str, Any],
+        *,
+        chunk_size: int = ...,
+        halt_on_error: bool = ...,
+        result_type: type[T],
+        request_id: str | None = ...,
+        progress: Progress = ...,
+        idempotency_key: str | bool | None = ...,
+        isolate_errors: bool = ...,
+    ) -> ChunkedResult[dict[str, T]]: ...
+
+    @overload
+    def make(
+        self,
+        calls: Iterable[Any],
+        *,
+        chunk_size: int = ...,
+        halt_on_error: bool = ...,
+        result_type: type[T],
+        request_id: str | None = ...,
+        progress: Progress = ...,
+        idempotency_key: str | bool | None = ...,
+        isolate_errors: bool = ...,
+    ) -> ChunkedResult[list[T]]: ...
+
+    @overload
+    def make(
+        self,
+        calls: object,
+        *,
+        chunk_size: int = ...,
+        halt_on_error: bool = ...,
+        result_type: Any = ...,
+        request_id: str | None = ...,
+        progress: Progress = ...,
+        idempotency_key: str | bool | None = ...,
+        isolate_errors: bool = ...,
+    ) -> ChunkedResult[Any]: ...
+
     def make(
         self,
         calls: object,
@@ -85,7 +129,7 @@ class BatchByChunkV3:
         progress: Progress = None,
         idempotency_key: str | bool | None = None,
         isolate_errors: bool = False,
-    ) -> ChunkedResult:
+    ) -> ChunkedResult[Any]:
         """Send all of ``calls``, ``chunk_size`` at a time, and merge the results.
 
         Every row is checked and every chunk planned and encoded before the first request.
@@ -129,6 +173,48 @@ class BatchByChunkV3:
             return _run(self._client, plan, settings, report, {} if named else [])
         finally:
             report.close()
+
+    @overload
+    def iter(
+        self,
+        calls: Mapping[str, Any],
+        *,
+        chunk_size: int = ...,
+        halt_on_error: bool = ...,
+        result_type: type[T],
+        request_id: str | None = ...,
+        progress: Progress = ...,
+        idempotency_key: str | bool | None = ...,
+        isolate_errors: bool = ...,
+    ) -> Iterator[BatchResult[dict[str, T]]]: ...
+
+    @overload
+    def iter(
+        self,
+        calls: Iterable[Any],
+        *,
+        chunk_size: int = ...,
+        halt_on_error: bool = ...,
+        result_type: type[T],
+        request_id: str | None = ...,
+        progress: Progress = ...,
+        idempotency_key: str | bool | None = ...,
+        isolate_errors: bool = ...,
+    ) -> Iterator[BatchResult[list[T]]]: ...
+
+    @overload
+    def iter(
+        self,
+        calls: Iterable[object] | Mapping[str, object],
+        *,
+        chunk_size: int = ...,
+        halt_on_error: bool = ...,
+        result_type: Any = ...,
+        request_id: str | None = ...,
+        progress: Progress = ...,
+        idempotency_key: str | bool | None = ...,
+        isolate_errors: bool = ...,
+    ) -> Iterator[BatchResult[Any]]: ...
 
     def iter(
         self,
@@ -228,12 +314,12 @@ def _run(
     settings: _Settings,
     report: _Report,
     data: list[Any] | dict[str, Any],
-) -> ChunkedResult:
+) -> ChunkedResult[Any]:
     """Send the planned chunks in order and merge what they return (``make``'s loop)."""
     done: list[BatchResult[Any]] = []
     errors: list[ChunkError] = []
 
-    def so_far(after: int) -> ChunkedResult:
+    def so_far(after: int) -> ChunkedResult[Any]:
         # The keys of the chunks after ``after``, gathered only when the run stops early:
         # gathering them for every chunk made planning quadratic in the number of chunks.
         unsent = tuple(key for later in plan[after + 1 :] for key in later.commands.keys)
@@ -272,7 +358,7 @@ def _chunk_errors(chunk: _Chunk, result: BatchResult[Any]) -> list[ChunkError]:
     return [ChunkError(chunk.index, chunk.commands.keys, error) for error in result.errors[:1]]
 
 
-def _attach(error: BaseException, partial: ChunkedResult) -> None:
+def _attach(error: BaseException, partial: ChunkedResult[Any]) -> None:
     """Put what was fetched on a foreign exception too, where it can hold an attribute."""
     with contextlib.suppress(AttributeError):
         error.partial = partial  # type: ignore[attr-defined]

@@ -76,7 +76,7 @@ class B24Error(Exception):
         SdkError False
     """
 
-    partial: ChunkedResult | None = None
+    partial: ChunkedResult[Any] | None = None
     result: BatchResult[Any] | None = None
 
     @property
