@@ -30,6 +30,7 @@ from b24batch.errors import (
     SdkTypeError,
     TransportError,
 )
+from b24batch.kinds import ErrorKind
 from b24batch.limits import LimitState, RateLimit
 from b24batch.results import AjaxResult, BatchResult, ChunkedResult, ChunkError, FieldError, Time
 from b24batch.retry import RetryPolicy
@@ -50,6 +51,7 @@ __all__ = [
     "ChunkedResult",
     "Command",
     "DecodeError",
+    "ErrorKind",
     "FieldError",
     "LimitState",
     "OperatingLimitError",

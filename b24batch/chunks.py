@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import attrs
 
@@ -40,6 +40,8 @@ log = logging.getLogger("b24batch")
 Progress = bool | Callable[[int, int | None], object] | None
 """``True`` for a tqdm bar, a callable ``(done_commands, total_or_None)``, or None."""
 
+T = TypeVar("T")
+
 _SUFFIX_ROOM = 10  # ".<chunk number>" appended to request ids and idempotency keys
 _tqdm_hint_given = False
 
@@ -60,6 +62,51 @@ class BatchByChunkV3:
         """Args: client: the portal client (B24Hook or B24OAuth) the chunks go through."""
         self._client = client
 
+    @overload
+    def make(
+        self,
+        calls: Mapping[str, Any],
+        *,
+        chunk_size: int = ...,
+        halt_on_error: bool = ...,
+        result_type: type[T],
+        request_id: str | None = ...,
+        progress: Progress = ...,
+        idempotency_key: str | bool | None = ...,
+        isolate_errors: bool = ...,
+        max_in_flight: InFlight = ...,
+    ) -> ChunkedResult[dict[str, T]]: ...
+
+    @overload
+    def make(
+        self,
+        calls: Iterable[Any],
+        *,
+        chunk_size: int = ...,
+        halt_on_error: bool = ...,
+        result_type: type[T],
+        request_id: str | None = ...,
+        progress: Progress = ...,
+        idempotency_key: str | bool | None = ...,
+        isolate_errors: bool = ...,
+        max_in_flight: InFlight = ...,
+    ) -> ChunkedResult[list[T]]: ...
+
+    @overload
+    def make(
+        self,
+        calls: object,
+        *,
+        chunk_size: int = ...,
+        halt_on_error: bool = ...,
+        result_type: Any = ...,
+        request_id: str | None = ...,
+        progress: Progress = ...,
+        idempotency_key: str | bool | None = ...,
+        isolate_errors: bool = ...,
+        max_in_flight: InFlight = ...,
+    ) -> ChunkedResult[Any]: ...
+
     def make(
         self,
         calls: object,
@@ -72,7 +119,7 @@ class BatchByChunkV3:
         idempotency_key: str | bool | None = None,
         isolate_errors: bool = False,
         max_in_flight: InFlight = "auto",
-    ) -> ChunkedResult:
+    ) -> ChunkedResult[Any]:
         """Send all of ``calls``, ``chunk_size`` at a time, and merge the results.
 
         Every row is checked and every chunk planned and encoded before the first request.
@@ -122,6 +169,51 @@ class BatchByChunkV3:
             return _run(self._client, chunks, settings, report, {} if named else [])
         finally:
             report.close()
+
+    @overload
+    def iter(
+        self,
+        calls: Mapping[str, Any],
+        *,
+        chunk_size: int = ...,
+        halt_on_error: bool = ...,
+        result_type: type[T],
+        request_id: str | None = ...,
+        progress: Progress = ...,
+        idempotency_key: str | bool | None = ...,
+        isolate_errors: bool = ...,
+        max_in_flight: InFlight = ...,
+    ) -> Iterator[BatchResult[dict[str, T]]]: ...
+
+    @overload
+    def iter(
+        self,
+        calls: Iterable[Any],
+        *,
+        chunk_size: int = ...,
+        halt_on_error: bool = ...,
+        result_type: type[T],
+        request_id: str | None = ...,
+        progress: Progress = ...,
+        idempotency_key: str | bool | None = ...,
+        isolate_errors: bool = ...,
+        max_in_flight: InFlight = ...,
+    ) -> Iterator[BatchResult[list[T]]]: ...
+
+    @overload
+    def iter(
+        self,
+        calls: Iterable[object] | Mapping[str, object],
+        *,
+        chunk_size: int = ...,
+        halt_on_error: bool = ...,
+        result_type: Any = ...,
+        request_id: str | None = ...,
+        progress: Progress = ...,
+        idempotency_key: str | bool | None = ...,
+        isolate_errors: bool = ...,
+        max_in_flight: InFlight = ...,
+    ) -> Iterator[BatchResult[Any]]: ...
 
     def iter(
         self,
@@ -193,7 +285,7 @@ class BatchByChunkV2:
         request_id: str | None = None,
         progress: Progress = None,
         max_in_flight: InFlight = "auto",
-    ) -> ChunkedResult:
+    ) -> ChunkedResult[Any]:
         """Send all of ``calls``, ``chunk_size`` at a time, and merge the results.
 
         Every row is checked and every chunk planned and encoded before the first request.
@@ -279,7 +371,7 @@ def _iter(
         report.close()
 
 
-def _landed(outcomes: list[Outcome]) -> ChunkedResult:
+def _landed(outcomes: list[Outcome]) -> ChunkedResult[Any]:
     """The chunks that completed while a lazy iteration was raising (for ``error.partial``)."""
     results = [outcome.result for outcome in outcomes if outcome.result is not None]
     data: Any = {}
@@ -357,13 +449,13 @@ def _run(
     settings: Settings,
     report: _Report,
     data: list[Any] | dict[str, Any],
-) -> ChunkedResult:
+) -> ChunkedResult[Any]:
     """Send the planned chunks through the window and merge what they return (``make``)."""
     done: list[BatchResult[Any]] = []
     errors: list[ChunkError] = []
     window = _window(client, settings)
 
-    def so_far() -> ChunkedResult:
+    def so_far() -> ChunkedResult[Any]:
         # The keys of the chunks never sent, gathered only when the run stops early:
         # gathering them for every chunk made planning quadratic in the number of chunks.
         # A classic chunk's own not_executed (after a halt) comes first: it is earlier.
@@ -420,7 +512,7 @@ def _chunk_errors(chunk: Chunk, result: BatchResult[Any]) -> list[ChunkError]:
     return [ChunkError(chunk.index, chunk.commands.keys, error) for error in result.errors[:1]]
 
 
-def _attach(error: BaseException, partial: ChunkedResult) -> None:
+def _attach(error: BaseException, partial: ChunkedResult[Any]) -> None:
     """Put what was fetched on a foreign exception too, where it can hold an attribute."""
     with contextlib.suppress(AttributeError):
         error.partial = partial  # type: ignore[attr-defined]

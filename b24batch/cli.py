@@ -1,12 +1,11 @@
 """The command line: ``python -m b24batch demo | run FILE | serve`` (also the ``b24batch`` script).
 
 ``demo`` runs example batches against the built-in FakePortal; ``run`` sends the commands of a
-JSON file to a portal (or the FakePortal); ``serve`` keeps a FakePortal running in the
-foreground. Uses only the public API and b24batch.testing; prints to stdout, errors and the
-library's warnings to stderr, one line each, never a traceback or a secret. Text that came from
-a portal is printed escaped (controls, ANSI sequences, newlines, lone surrogates), so a hostile
-answer can neither break a line, forge one, nor drive the terminal. Exit status: 0 success,
-1 failed batch, 2 bad input.
+JSON file to a portal (or the FakePortal), in chunks of 50 when there are more; ``serve`` keeps
+a FakePortal running in the foreground, with sample data on ``--seed``. Uses only the public API
+and b24batch.testing; prints to stdout, errors and the library's warnings to stderr, one line
+each, never a traceback or a secret (``cli_output.py`` makes every line inert). Exit status:
+0 success, 1 failed batch, 2 bad input.
 """
 
 from __future__ import annotations
@@ -20,20 +19,24 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TextIO
 
 import attrs
 
 from b24batch import (
-    AjaxError,
     B24Error,
     B24Hook,
+    BatchByChunkV2,
+    BatchByChunkV3,
     BatchResult,
     BatchV2,
     BatchV3,
+    ChunkedResult,
     Command,
     SdkError,
 )
+from b24batch.cli_output import CleanFormatter, clean, json_text, render, result_json, summary
+from b24batch.commands import MAX_COMMANDS
 from b24batch.redaction import redact
 from b24batch.testing import FakePortal
 
@@ -43,10 +46,16 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 WEBHOOK_ENV = "B24_WEBHOOK_URL"
-_PREVIEW = 70
 _MAX_PORT = 65535
 _LOGGERS = ("b24batch", "urllib3")
-_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+SEED_TASKS = (
+    ("Write the spec", 1, "pending"),
+    ("Review it", 2, "pending"),
+    ("Ship", 1, "completed"),
+)
+"""``serve --seed``'s tasks: (title, responsibleId, status); they get ids 1, 2, 3."""
+SEED_DEALS = (("Website redesign", "45000"), ("Support contract", "12000"))
+"""``serve --seed``'s deals, on the classic route: (TITLE, OPPORTUNITY); ids 1 and 2."""
 
 
 @attrs.frozen
@@ -94,14 +103,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     target.add_argument("--fake", action="store_true", help="use the built-in FakePortal")
     run.add_argument("--v2", action="store_true", help="send a classic batch (CRM, users, ...)")
     run.add_argument(
-        "--no-halt", action="store_true", help="run every command (parallel=true, or halt=0)"
+        "--no-halt",
+        action="store_true",
+        help="run every command (parallel=true, or halt=0); past 50 rows, every chunk too",
     )
-    run.add_argument("--request-id", metavar="ID", help="bx24_request_id to send")
+    run.add_argument("--request-id", metavar="ID", help="bx24_request_id to send (chunk k: ID.k)")
+    run.add_argument(
+        "--idempotency-key", metavar="KEY", help="Idempotency-Key to send (chunk k: KEY.k)"
+    )
+    run.add_argument(
+        "--isolate-errors",
+        action="store_true",
+        help="when a read-only batch fails, find which commands failed and keep the others",
+    )
     run.add_argument("--json", action="store_true", help="print the whole result as JSON")
 
     serve = commands.add_parser("serve", help="run a FakePortal in the foreground")
     serve.add_argument("--port", type=int, default=0, help="port to bind (default: any free one)")
     serve.add_argument("--rate-limit", metavar="B/S", help="leaky bucket: burst B, S per second")
+    serve.add_argument(
+        "--seed", action="store_true", help="start with sample tasks (ids 1-3) and deals (1-2)"
+    )
 
     args = parser.parse_args(argv)
     try:
@@ -110,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _demo()
             if args.command == "run":
                 return _run(args)
-            return _serve(args.port, args.rate_limit)
+            return _serve(args.port, args.rate_limit, seed=args.seed)
     except BrokenPipeError:
         # The reader went away (``b24batch demo | head``): stop quietly, as Unix tools do, and
         # keep Python from complaining again when it flushes stdout at exit.
@@ -123,19 +145,83 @@ def _run(args: argparse.Namespace) -> int:
         calls = _read_calls(args.file)
     except (OSError, ValueError) as exc:
         return _fail(EXIT_BAD_INPUT, f"cannot read {args.file}: {exc}")
+    result: BatchResult[Any] | ChunkedResult[Any]
     try:
         with _client(args) as b24:
-            batch = BatchV2(b24) if args.v2 else BatchV3(b24)
-            result = batch.make(calls, halt_on_error=not args.no_halt, request_id=args.request_id)
+            result = _send(b24, calls, args)
     except SdkError as exc:
         return _fail(EXIT_BAD_INPUT, str(exc))
     except B24Error as exc:
+        if exc.partial is not None and exc.partial.chunks:  # never drop what was fetched
+            _print_result(exc.partial, args, "fetched before the error")
         return _fail(EXIT_FAILED, f"{type(exc).__name__}: {exc}")
-    if args.json:
-        print(_json_text(_result_json(result)))
-    else:
-        _show(f"{len(result.data) if result.is_success else 'no'} results", result)
+    _print_result(result, args)
     return EXIT_OK if result.is_success else EXIT_FAILED
+
+
+def _send(b24: B24Hook, calls: Any, args: argparse.Namespace) -> Any:
+    """One batch for up to 50 rows; more go through a chunker, 50 at a time."""
+    halt, request_id, key = not args.no_halt, args.request_id, args.idempotency_key
+    if args.v2:
+        if key is not None:
+            raise SdkError("--idempotency-key: the classic batch (--v2) has none")
+        if args.isolate_errors:
+            raise SdkError("--isolate-errors: a classic batch (--v2) names every failed command")
+        if not (isinstance(calls, (list, dict)) and len(calls) > MAX_COMMANDS):
+            return BatchV2(b24).make(calls, halt_on_error=halt, request_id=request_id)
+        with _Progress(sys.stderr) as progress:
+            return BatchByChunkV2(b24).make(
+                calls,
+                halt_on_error=halt,
+                request_id=request_id,
+                progress=progress if sys.stderr.isatty() else None,
+            )
+    if not (isinstance(calls, (list, dict)) and len(calls) > MAX_COMMANDS):
+        return BatchV3(b24).make(
+            calls,
+            halt_on_error=halt,
+            request_id=request_id,
+            idempotency_key=key,
+            isolate_errors=args.isolate_errors,
+        )
+    with _Progress(sys.stderr) as progress:
+        return BatchByChunkV3(b24).make(
+            calls,
+            halt_on_error=halt,
+            request_id=request_id,
+            idempotency_key=key,
+            isolate_errors=args.isolate_errors,
+            progress=progress if sys.stderr.isatty() else None,
+        )
+
+
+def _print_result(
+    result: BatchResult[Any] | ChunkedResult[Any], args: argparse.Namespace, note: str = ""
+) -> None:
+    if args.json:
+        print(json_text(result_json(result)))
+    else:
+        print(render(f"{summary(result)} {note}".rstrip(), result), end="")
+
+
+class _Progress:
+    """``b24batch: 100 of 3000 commands`` on one terminal line, rewritten after every chunk."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._shown = False
+
+    def __call__(self, done: int, total: int | None) -> None:
+        self._stream.write(f"\rb24batch: {done} of {total} commands")
+        self._stream.flush()
+        self._shown = True
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._shown:
+            self._stream.write("\n")
 
 
 @contextmanager
@@ -158,7 +244,7 @@ def _read_calls(path: str) -> Any:
         return json.load(file)
 
 
-def _serve(port: int, rate_text: str | None) -> int:
+def _serve(port: int, rate_text: str | None, *, seed: bool = False) -> int:
     if not 0 <= port <= _MAX_PORT:
         return _fail(
             EXIT_BAD_INPUT, f"--port {port}: pass a port from 0 to {_MAX_PORT} (0: any free one)"
@@ -175,6 +261,13 @@ def _serve(port: int, rate_text: str | None) -> int:
         return _fail(EXIT_BAD_INPUT, f"cannot listen on port {port}: {reason}")
     print(f"FakePortal serving on {portal.base_url}", flush=True)
     print(f"webhook URL:    {portal.webhook_url}", flush=True)
+    if seed:
+        tasks = [
+            portal.add_task(title=title, responsibleId=responsible, status=status)
+            for title, responsible, status in SEED_TASKS
+        ]
+        deals = [portal.add_deal(TITLE=title, OPPORTUNITY=amount) for title, amount in SEED_DEALS]
+        print(f"seeded:         tasks {tasks}, deals {deals}", flush=True)
     print(f"OAuth endpoint: {portal.oauth_endpoint}  token: {portal.access_token}", flush=True)
     print("Press Ctrl+C to stop.", flush=True)
     try:
@@ -200,46 +293,8 @@ def _rate(text: str) -> tuple[float, float]:
 
 
 def _fail(status: int, message: str) -> int:
-    print(f"b24batch: {_clean(redact(message))}", file=sys.stderr)
+    print(f"b24batch: {clean(redact(message))}", file=sys.stderr)
     return status
-
-
-def _clean(text: str) -> str:
-    """``text`` as one inert line: every character a terminal could act on is escaped.
-
-    Control characters (ANSI escape sequences start with one), newlines, bidirectional and other
-    format characters, and lone surrogates (which cannot even be written as UTF-8) become
-    ``\\x1b``-style escapes; printable text, non-Latin scripts included, stays as it is.
-    """
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
-
-
-def _escape(ch: str) -> str:
-    code = ord(ch)
-    if ch in _SHORT_ESCAPES:
-        return _SHORT_ESCAPES[ch]
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
-
-
-def _json_text(data: Any) -> str:
-    """Indented JSON whose strings carry their controls, format characters and lone
-    surrogates as ``\\u`` escapes: the same JSON value, safe to print and always encodable."""
-    text = json.dumps(data, ensure_ascii=False, indent=2)
-    if text.isprintable():
-        return text
-    # json already escaped C0 controls inside strings: a raw newline here is the indentation's.
-    return "".join(ch if ch.isprintable() or ch == "\n" else json.dumps(ch)[1:-1] for ch in text)
-
-
-class _CleanFormatter(logging.Formatter):
-    """One line per record, secrets masked, portal text escaped."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return _clean(redact(super().format(record)))
 
 
 @contextmanager
@@ -248,7 +303,7 @@ def _warnings_to_stderr() -> Iterator[None]:
     for the length of one command, instead of through Python's last-resort handler."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.WARNING)
-    handler.setFormatter(_CleanFormatter("b24batch: %(levelname)s: %(message)s"))
+    handler.setFormatter(CleanFormatter("b24batch: %(levelname)s: %(message)s"))
     loggers = [logging.getLogger(name) for name in _LOGGERS]
     for logger in loggers:
         logger.addHandler(handler)
@@ -343,46 +398,4 @@ def _demo() -> int:
 
 
 def _show(title: str, result: BatchResult[Any]) -> None:
-    print(title)
-    print(f"   is_success={result.is_success}  request_id={_clean(result.request_id)}")
-    for message in result.error_messages:
-        print(f"   error: {_clean(message)}")
-    if result.maybe_executed:
-        print(f"   maybe_executed={_clean(repr(result.maybe_executed))}")
-    data = result.data
-    items: list[tuple[Any, Any]] = (
-        list(data.items()) if isinstance(data, dict) else list(enumerate(data))
-    )
-    for key, value in items:
-        print(f"   {_clean(str(key)):>6}  {_preview(value)}")
-    print()
-
-
-def _preview(value: Any) -> str:
-    text = _clean(repr(value) if attrs.has(type(value)) else json.dumps(value, ensure_ascii=False))
-    return text if len(text) <= _PREVIEW else text[: _PREVIEW - 1] + "…"
-
-
-def _result_json(result: BatchResult[Any]) -> dict[str, Any]:
-    """The whole ``BatchResult`` as JSON-ready data, for ``run --json``."""
-
-    return {
-        "is_success": result.is_success,
-        "status": result.status,
-        "request_id": result.request_id,
-        "time": attrs.asdict(result.time) if result.time else None,
-        "data": result.data,  # run sends no result_type: the results are the portal's JSON
-        "errors": [_error_json(error) for error in result.errors],
-        "not_executed": list(result.not_executed),
-        "maybe_executed": list(result.maybe_executed),
-    }
-
-
-def _error_json(error: AjaxError) -> dict[str, Any]:
-    return {
-        "key": error.key,
-        "code": error.code,
-        "message": error.message,
-        "status": error.status,
-        "validation": [attrs.asdict(row) for row in error.validation],
-    }
+    print(render(title, result))

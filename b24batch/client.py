@@ -112,6 +112,7 @@ class _Client:
         )
         """The client's rate and operating-time limiters, shared by its threads."""
         self._own_session = options.session is None
+        self._closed = False
         session = options.session
         if session is None:
             session = new_session(self.retry, batch_url, USER_AGENT)
@@ -227,6 +228,9 @@ class _Client:
                 attempt's deadline).
             DecodeError: An answer that is not a batch envelope.
         """
+        if self._closed:
+            # requests would silently open a new pool on a closed Session: refuse instead.
+            raise SdkError(f"{self!r} is closed and sends nothing more; create a new client")
         headers = self._headers[wire.api]  # requests merges it into a new dict: never changed
         if idempotency_key is not None:
             headers = {**headers, "Idempotency-Key": idempotency_key}
@@ -277,8 +281,20 @@ class _Client:
         )
         return envelope
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called: the client then refuses to send."""
+        return self._closed
+
     def close(self) -> None:
-        """Close the connection pool (a session passed in by the caller is left open)."""
+        """Close the connection pool (a session passed in by the caller is left open).
+
+        From then on the client refuses to send: a batch raises :class:`SdkError` naming the
+        client, before anything is sent. Requests other threads have already started are not
+        cut short: each finishes on its own connection, which is then closed rather than
+        pooled. Closing twice is harmless.
+        """
+        self._closed = True
         if self._own_session:
             self._transport.close()
 

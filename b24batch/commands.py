@@ -40,9 +40,10 @@ class Command:
     """One REST call in a batch.
 
     Accepted wherever a row of ``calls`` is, and the only form that can set a per-command
-    ``result_type``.
+    ``result_type``. Constructed as ``Command(method, params, *, as_, parallel, result_type,
+    read_only)``.
 
-    Args:
+    Attributes:
         method: The REST 3.0 method, e.g. ``"tasks.task.get"``.
         params: Its parameters, exactly as in a single call (sent as ``query``); None for none.
         as_: An alias: the command's output enters the batch context under this name, for

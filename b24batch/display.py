@@ -65,7 +65,7 @@ def ajax_repr(result: AjaxResult) -> str:
     return f"<AjaxResult {result.key!r} {result.method} {state}: {preview(result.result, 60)}>"
 
 
-def chunked_repr(result: ChunkedResult) -> str:
+def chunked_repr(result: ChunkedResult[Any]) -> str:
     """``<ChunkedResult ok: 120 results in 3 chunks>``."""
     return f"<ChunkedResult {_chunked_summary(result)}>"
 
@@ -101,7 +101,7 @@ def ajax_html(result: AjaxResult) -> str:
     return _table("AjaxResult", ("key", "method", "status", "result"), [row], [])
 
 
-def chunked_html(result: ChunkedResult) -> str:
+def chunked_html(result: ChunkedResult[Any]) -> str:
     """One row per chunk: its commands, its status, and the first result or the error."""
     failed = {error.chunk: error for error in result.errors}
     rows = []
@@ -201,7 +201,7 @@ def _summary(result: BatchResult[Any]) -> str:
     return f"ok: {count} {noun}, HTTP {result.status}{extra}"
 
 
-def _chunked_summary(result: ChunkedResult) -> str:
+def _chunked_summary(result: ChunkedResult[Any]) -> str:
     chunks = len(result.chunks)
     if result.is_success:
         return f"ok: {len(result.data)} results in {chunks} chunks"

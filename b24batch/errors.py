@@ -14,13 +14,17 @@
     └── DecodeError               an answer that cannot be decoded: HTML, truncated JSON,
                                   a missing result entry, a result that does not fit result_type
 
-Messages never contain a webhook secret or token: the code that raises them redacts first.
+Every error has a ``kind`` (an :class:`ErrorKind`) to branch on; the table of the portal's
+codes behind it is in ``kinds.py``. Messages never contain a webhook secret or token: the code
+that raises them redacts first.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
+
+from b24batch.kinds import ErrorKind, kind_of_code
 
 if TYPE_CHECKING:
     from b24batch.results import BatchResult, ChunkedResult, FieldError, Key
@@ -72,8 +76,18 @@ class B24Error(Exception):
         SdkError False
     """
 
-    partial: ChunkedResult | None = None
+    partial: ChunkedResult[Any] | None = None
     result: BatchResult[Any] | None = None
+
+    @property
+    def kind(self) -> ErrorKind:
+        """What kind of failure this is, to branch on (see :class:`ErrorKind`).
+
+        ``SdkError`` is ``MISUSE``, ``TransportError`` ``TRANSPORT``, ``DecodeError``
+        ``DECODING``, ``AuthError`` ``AUTH``, the two limit errors ``LIMIT``; any other
+        ``AjaxError`` is looked up by its code, or its HTTP status for an unknown code.
+        """
+        return ErrorKind.PORTAL
 
     def __init__(
         self, message: str, *, request_id: str | None = None, outcome_unknown: bool = False
@@ -122,7 +136,7 @@ def _restore(cls: type[B24Error], args: tuple[Any, ...]) -> B24Error:
 
 
 class SdkError(B24Error, ValueError):
-    """The SDK was used wrongly; raised before any request is sent.
+    """The SDK was used wrongly; raised before any request is sent. Its ``kind`` is ``MISUSE``.
 
     Also a :class:`ValueError`, so ``except ValueError`` catches it as it would any bad argument.
 
@@ -133,6 +147,11 @@ class SdkError(B24Error, ValueError):
         ...
         b24batch.errors.SdkError: calls[0] has the unknown key 'query'; use 'params' ...
     """
+
+    @property
+    def kind(self) -> ErrorKind:
+        """Always :attr:`ErrorKind.MISUSE`."""
+        return ErrorKind.MISUSE
 
 
 class SdkTypeError(SdkError, TypeError):
@@ -206,6 +225,11 @@ class AjaxError(B24Error):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code!r}, status={self.status})"
 
+    @property
+    def kind(self) -> ErrorKind:
+        """The kind of the portal's code (``kinds.CODE_KINDS``), or of the HTTP status."""
+        return kind_of_code(self.code, self.status, self.message)
+
 
 class AuthError(AjaxError):
     """HTTP 401: the webhook secret or token is wrong, missing or expired.
@@ -224,6 +248,11 @@ class AuthError(AjaxError):
     """
 
     refresh_error: BaseException | None = None
+
+    @property
+    def kind(self) -> ErrorKind:
+        """Always :attr:`ErrorKind.AUTH`."""
+        return ErrorKind.AUTH
 
     def _pickled_state(self) -> dict[str, Any]:
         state = super()._pickled_state()
@@ -254,6 +283,11 @@ class RateLimitError(AjaxError):
 
     retry_at: float | None = None
 
+    @property
+    def kind(self) -> ErrorKind:
+        """Always :attr:`ErrorKind.LIMIT`."""
+        return ErrorKind.LIMIT
+
 
 class OperatingLimitError(AjaxError):
     """429 ``OPERATION_TIME_LIMIT``: the method's operating-time budget is used up.
@@ -267,6 +301,11 @@ class OperatingLimitError(AjaxError):
     """
 
     retry_at: float | None = None
+
+    @property
+    def kind(self) -> ErrorKind:
+        """Always :attr:`ErrorKind.LIMIT`."""
+        return ErrorKind.LIMIT
 
 
 class TransportError(B24Error):
@@ -286,6 +325,11 @@ class TransportError(B24Error):
 
     never_connected: bool = False
 
+    @property
+    def kind(self) -> ErrorKind:
+        """Always :attr:`ErrorKind.TRANSPORT`."""
+        return ErrorKind.TRANSPORT
+
 
 class DecodeError(B24Error):
     """An answer that cannot be decoded into results.
@@ -303,6 +347,11 @@ class DecodeError(B24Error):
         >>> str(DecodeError("the portal answered HTTP 502 with an HTML page"))
         'the portal answered HTTP 502 with an HTML page'
     """
+
+    @property
+    def kind(self) -> ErrorKind:
+        """Always :attr:`ErrorKind.DECODING`."""
+        return ErrorKind.DECODING
 
 
 _KEYS_SHOWN = 10

@@ -310,8 +310,11 @@ class ChunkError:
 
 
 @attrs.frozen(kw_only=True, repr=False)
-class ChunkedResult:
+class ChunkedResult(Generic[D]):
     """What ``BatchByChunkV3.make`` returns.
+
+    Generic in its ``data``, as :class:`BatchResult`: ``make(calls, result_type=T)`` gives a
+    ``ChunkedResult[list[T]]`` for list calls and ``ChunkedResult[dict[str, T]]`` for dict calls.
 
     Attributes:
         data: The results of every command that succeeded, in call order for list calls (a
@@ -327,7 +330,7 @@ class ChunkedResult:
         <ChunkedResult failed: 0 of 0 chunks failed, 2 not executed>
     """
 
-    data: list[Any] | dict[str, Any]
+    data: D
     errors: tuple[ChunkError, ...] = ()
     chunks: tuple[BatchResult[Any], ...] = ()
     not_executed: tuple[Key, ...] = ()
@@ -358,7 +361,7 @@ class ChunkedResult:
         """One readable line per failed chunk, naming its commands."""
         return [str(error) for error in self.errors]
 
-    def raise_for_errors(self) -> ChunkedResult:
+    def raise_for_errors(self) -> ChunkedResult[D]:
         """Return ``self`` when every chunk succeeded; else raise the first chunk's error.
 
         The other chunks' errors are attached to it as ``others``; this result as ``partial``.

@@ -351,3 +351,180 @@ def test_demo_into_a_closed_pipe_exits_quietly() -> None:
     assert process.stdout.startswith("FakePortal at http://127.0.0.1:")
     assert "Traceback" not in process.stderr
     assert "BrokenPipeError" not in process.stderr
+
+
+def _first_line(capsys: pytest.CaptureFixture[str]) -> str:
+    return capsys.readouterr().out.splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        pytest.param(1, "1 result", id="one"),
+        pytest.param(3, "3 results", id="three"),
+        pytest.param(51, "51 results in 2 chunks", id="chunked"),
+    ],
+)
+def test_run_summaries_count_in_words(
+    portal: FakePortal,
+    tmp_path: Any,
+    capsys: pytest.CaptureFixture[str],
+    rows: int,
+    expected: str,
+) -> None:
+    """The summary line says '1 result', '3 results', '51 results in 2 chunks'."""
+    calls = [["tasks.task.add", {"fields": {"title": f"T{n}"}}] for n in range(rows)]
+    assert main(["run", "--webhook", portal.webhook_url, _write(tmp_path, calls)]) == EXIT_OK
+    assert _first_line(capsys) == expected
+
+
+def test_run_chunks_more_than_50_rows(
+    portal: FakePortal, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """120 rows go as 3 batches of at most 50, chunk k with request id ID.k, results merged."""
+    calls = [["tasks.task.add", {"fields": {"title": f"T{n}"}}] for n in range(120)]
+    args = ["run", "--webhook", portal.webhook_url, "--request-id", "cli", _write(tmp_path, calls)]
+    assert main(args) == EXIT_OK
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "120 results in 3 chunks"
+    assert '   119  {"item": {"id": 120' in out
+    assert [len(request.body) for request in portal.requests] == [50, 50, 20]
+    assert [r.query["bx24_request_id"] for r in portal.requests] == ["cli.0", "cli.1", "cli.2"]
+
+
+def test_run_a_halted_chunked_run_says_what_was_not_executed(
+    portal: FakePortal, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failing first chunk stops the run: '1 chunk', the rest 'not executed', exit 1."""
+    calls = [["tasks.task.get", {"id": 999}]] + [["tasks.task.list", {}]] * 59
+    assert main(["run", "--webhook", portal.webhook_url, _write(tmp_path, calls)]) == EXIT_FAILED
+    assert _first_line(capsys) == "failed: 1 error, 0 results in 1 chunk, 10 not executed"
+
+
+def test_run_sends_the_idempotency_key_per_chunk(portal: FakePortal, tmp_path: Any) -> None:
+    """--idempotency-key is sent as Idempotency-Key, suffixed .k for chunk k past 50 rows."""
+    small = _write(tmp_path, [["tasks.task.list", {}]])
+    assert main(["run", "--webhook", portal.webhook_url, "--idempotency-key", "k1", small]) == 0
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps([["tasks.task.list", {}]] * 60))
+    assert main(["run", "--webhook", portal.webhook_url, "--idempotency-key", "k2", str(big)]) == 0
+    keys = [request.headers.get("Idempotency-Key") for request in portal.requests]
+    assert keys == ["k1", "k2.0", "k2.1"]
+
+
+def test_run_isolate_errors_names_the_failing_command(
+    portal: FakePortal, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--isolate-errors finds the missing task among three reads and keeps the other two."""
+    first, second = portal.add_task(title="A"), portal.add_task(title="B")
+    calls = [["tasks.task.get", {"id": i, "select": ["title"]}] for i in (first, 999, second)]
+    path = _write(tmp_path, calls)
+    assert main(["run", "--webhook", portal.webhook_url, "--isolate-errors", path]) == EXIT_FAILED
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "failed: 1 error, 2 results"
+    assert "error: command 1: BITRIX_REST_V3_EXCEPTION_ENTITYNOTFOUNDEXCEPTION" in out
+    assert '     2  {"item": {"title": "B"}}' in out
+
+
+class _Terminal:
+    """A stand-in for a terminal's stderr: records what is written, says it is a tty."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, text: str) -> int:
+        self.text += text
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_run_shows_progress_on_a_terminal(
+    portal: FakePortal, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past 50 rows, a terminal's stderr gets one progress line, rewritten after each chunk."""
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    path = _write(tmp_path, [["tasks.task.list", {}]] * 120)
+    assert main(["run", "--webhook", portal.webhook_url, path]) == EXIT_OK
+    assert terminal.text == (
+        "\rb24batch: 50 of 120 commands\rb24batch: 100 of 120 commands"
+        "\rb24batch: 120 of 120 commands\n"
+    )
+
+
+def test_run_shows_no_progress_when_stderr_is_not_a_terminal(
+    portal: FakePortal, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Redirected stderr (a log file, a pipe) stays empty on success."""
+    path = _write(tmp_path, [["tasks.task.list", {}]] * 120)
+    assert main(["run", "--webhook", portal.webhook_url, path]) == EXIT_OK
+    assert capsys.readouterr().err == ""
+
+
+def test_run_a_raised_error_mid_run_keeps_what_was_fetched(
+    portal: FakePortal, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A chunk raising prints the chunks before it, then the error as one line; exit 1."""
+    calls = [["tasks.task.add", {"fields": {"title": f"T{n}"}}] for n in range(60)]
+
+    def fail_second_chunk(query: dict[str, Any]) -> Any:
+        raise FakePortal.CommandError("boom", code="INTERNAL_SERVER_ERROR", status=500)
+
+    portal.register("test.fail", fail_second_chunk)
+    calls[55] = ["test.fail", {}]
+    path = _write(tmp_path, calls)
+    assert main(["run", "--webhook", portal.webhook_url, path]) == EXIT_FAILED
+    captured = capsys.readouterr()
+    summary = "failed: 1 error, 50 results in 1 chunk fetched before the error"
+    assert captured.out.splitlines()[0] == summary
+    assert '    49  {"item": {"id": 50, ' in captured.out
+    (error,) = captured.err.splitlines()
+    assert error.startswith("b24batch: AjaxError: INTERNAL_SERVER_ERROR (HTTP 500)")
+
+
+def test_run_json_for_a_chunked_run(
+    portal: FakePortal, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--json past 50 rows prints the ChunkedResult: chunks, merged data, errors with kinds."""
+    calls = [["tasks.task.list", {}]] * 50 + [["tasks.task.get", {"id": 999}]]
+    path = _write(tmp_path, calls)
+    args = ["run", "--json", "--no-halt", "--request-id", "j", "--webhook", portal.webhook_url]
+    assert main([*args, path]) == EXIT_FAILED
+    printed = json.loads(capsys.readouterr().out)
+    assert [chunk["request_id"] for chunk in printed["chunks"]] == ["j.0", "j.1"]
+    assert len(printed["data"]) == 50
+    [error] = printed["errors"]
+    assert (error["chunk"], error["keys"], error["kind"]) == (1, [50], "not_found")
+
+
+def test_serve_seed_starts_with_sample_tasks_and_deals() -> None:
+    """`serve --seed` prints its seeded ids; the tasks answer REST 3.0, the deals classic."""
+    import requests
+
+    with subprocess.Popen(
+        [sys.executable, "-m", "b24batch", "serve", "--seed"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    ) as process:
+        try:
+            assert process.stdout is not None
+            lines = [process.stdout.readline() for _ in range(3)]
+            webhook = lines[1].split()[-1]
+            assert lines[2] == "seeded:         tasks [1, 2, 3], deals [1, 2]\n"
+            with B24Hook.from_webhook_url(webhook) as b24:
+                result = BatchV3(b24).make([("tasks.task.list", {"select": ["id", "title"]})])
+            titles = [item["title"] for item in result.data[0]["items"]]
+            assert titles == ["Write the spec", "Review it", "Ship"]
+            answer = requests.post(
+                f"{webhook}batch", data={"cmd[d]": "crm.deal.get?id=2"}, timeout=5
+            ).json()
+            assert answer["result"]["result"]["d"]["TITLE"] == "Support contract"
+        finally:
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=10) == EXIT_OK

@@ -207,3 +207,64 @@ def test_environment_is_read_once_at_construction(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("NO_PROXY", "x.bitrix24.com")
     bypass = B24Hook.from_webhook_url(f"https://x.bitrix24.com/rest/1/{SECRET}/")
     assert "https" not in bypass._session.proxies
+
+
+def test_a_closed_client_refuses_to_send() -> None:
+    """After close(), a batch raises SdkError naming the client, and nothing reaches the portal."""
+    from b24batch.testing import FakePortal
+
+    with FakePortal() as portal:
+        client = B24Hook.from_webhook_url(portal.webhook_url)
+        BatchV3(client).make([("tasks.task.list", {})])
+        client.close()
+        with pytest.raises(
+            SdkError, match=r"<B24Hook http://127.0.0.1:\d+/rest/api/1/\*\*\*/> is closed"
+        ) as info:
+            BatchV3(client).make([("tasks.task.list", {})])
+        assert len(portal.requests) == 1
+    assert client.closed
+    assert portal.secret not in str(info.value)
+
+
+def test_a_client_leaving_its_with_block_refuses_to_send() -> None:
+    """The with block closes the client; using it afterwards is refused, not silently reopened."""
+    from b24batch.testing import FakePortal
+
+    with FakePortal() as portal:
+        with B24Hook.from_webhook_url(portal.webhook_url) as client:
+            pass
+        with pytest.raises(SdkError, match="create a new client"):
+            BatchV3(client).make([("tasks.task.list", {})])
+        assert portal.requests == []
+
+
+def test_closing_while_another_thread_is_mid_request_lets_that_request_finish() -> None:
+    """A request already on the wire when close() is called gets its answer; the next is refused."""
+    import threading
+
+    from b24batch.testing import FakePortal
+
+    arrived, release = threading.Event(), threading.Event()
+
+    def slow(query: object) -> object:
+        arrived.set()
+        release.wait(5)
+        return {"item": {"id": 7}}
+
+    outcome: list[object] = []
+    with FakePortal() as portal:
+        portal.register("slow.thing.get", slow)
+        client = B24Hook.from_webhook_url(portal.webhook_url)
+        worker = threading.Thread(
+            target=lambda: outcome.append(BatchV3(client).make([("slow.thing.get", {})]).data)
+        )
+        worker.start()
+        assert arrived.wait(5)
+        client.close()
+        release.set()
+        worker.join(5)
+        assert not worker.is_alive()
+        with pytest.raises(SdkError, match="is closed"):
+            BatchV3(client).make([("slow.thing.get", {})])
+    assert outcome == [[{"item": {"id": 7}}]]
+    assert len(portal.requests) == 1

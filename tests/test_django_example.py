@@ -139,13 +139,14 @@ def test_fifty_ids_are_one_batch(portal: FakePortal) -> None:
     assert [len(request.body) for request in portal.requests] == [50]
 
 
-def test_unknown_id_is_the_callers_fault(portal: FakePortal) -> None:
-    """An id the portal does not have answers 400 with the portal's own message."""
+def test_unknown_id_is_not_found(portal: FakePortal) -> None:
+    """An id the portal does not have (kind NOT_FOUND) answers 404 with the portal's message."""
     known = portal.add_task(title="Exists")
 
     status, body = get(f"{known},424242")
 
-    assert status == 400
+    assert status == 404
+    assert body["error"] == "no such task"
     [message] = body["messages"]
     assert "ENTITYNOTFOUND" in message
     assert "Record with ID = `424242` not found" in message
@@ -182,13 +183,18 @@ def _envelope(code: str, message: str) -> dict[str, Any]:
             Fault.response(
                 400, _envelope("BITRIX_REST_V3_EXCEPTION_INVALIDSELECTEXCEPTION", "Bad select")
             ),
-            502,
-            id="our-own-bad-request-400",
+            400,
+            id="bad-select-400",
+        ),
+        pytest.param(
+            Fault.response(418, _envelope("SOMETHING_NEW", "A code no table knows")),
+            400,
+            id="unknown-4xx-code-is-input",
         ),
     ],
 )
 def test_returned_errors_map_to_400_or_502(portal: FakePortal, fault: Fault, expected: int) -> None:
-    """Only validation and not-found errors blame the caller; other refusals are a 502."""
+    """The answer's status follows the error's kind: INPUT 400, ACCESS and PORTAL 502."""
     task = portal.add_task(title="Exists")
     portal.inject(fault)
 
@@ -200,6 +206,19 @@ def test_returned_errors_map_to_400_or_502(portal: FakePortal, fault: Fault, exp
     assert len(portal.requests) == 1  # a 4xx is never repeated
 
 
+def test_a_rate_limit_still_hit_after_retrying_is_a_503(portal: FakePortal) -> None:
+    """A RateLimitError (kind LIMIT) raised after every attempt answers 503, "try later"."""
+    task = portal.add_task(title="Exists")
+    portal.inject(Fault.rate_limited(), times=view.RETRY.max_attempts)
+
+    status, body = get(str(task))
+
+    assert status == 503
+    assert body["error"] == "the portal is busy: try again later"
+    assert "QUERY_LIMIT_EXCEEDED" in body["messages"][0]
+    assert len(portal.requests) == view.RETRY.max_attempts
+
+
 def test_html_error_page_is_a_502_without_the_secret(portal: FakePortal) -> None:
     """An HTML 502 (echoing the secret path) on every attempt answers 502, secret-free."""
     task = portal.add_task(title="Exists")
@@ -209,8 +228,9 @@ def test_html_error_page_is_a_502_without_the_secret(portal: FakePortal) -> None
 
     assert response.status_code == 502
     body = json.loads(response.content)
-    assert "502" in body["error"]
-    assert portal.secret not in body["error"]
+    assert body["error"] == "the portal failed"
+    assert "502" in body["messages"][0]
+    assert portal.secret not in body["messages"][0]
     assert portal.secret.encode() not in response.content
     # tasks.task.get only reads, so the view's policy repeats it once, then gives up.
     assert len(portal.requests) == view.RETRY.max_attempts
@@ -236,8 +256,8 @@ def test_refused_connection_is_a_502(portal: FakePortal) -> None:
     status, body = get(str(task))
 
     assert status == 502
-    assert "could not connect" in body["error"]
-    assert portal.secret not in body["error"]
+    assert "could not connect" in body["messages"][0]
+    assert portal.secret not in body["messages"][0]
 
 
 def test_post_is_not_allowed(portal: FakePortal) -> None:

@@ -14,6 +14,7 @@ MODULES = [
     "b24batch.client",
     "b24batch.commands",
     "b24batch.errors",
+    "b24batch.kinds",
     "b24batch.results",
     "b24batch.redaction",
     "b24batch.retry",

@@ -20,15 +20,23 @@ The choices, and why:
 - **Retries.** At most two sends and 5 s of backoff in all, so a request fails within a
   bounded time instead of pinning its worker. The SDK only repeats what is safe: this batch is
   read-only, so a timeout or a 5xx is worth one more try.
-- **What is the caller's fault (400).** Bad ``ids`` are rejected before anything is sent.
-  When the portal rejects the batch because of the ids themselves (a validation error, an id
-  that does not exist), the caller gets a 400 with the portal's messages.
-- **What is the portal's fault (502).** Any other returned error (access denied, an unknown
-  method), and every raised ``AjaxError``, ``TransportError`` or ``DecodeError`` (401, 5xx,
-  rate limits still exceeded after retrying, timeouts, HTML error pages, answers that do not
-  fit ``TaskItem``) is a 502 with ``str(exc)``: b24batch guarantees its messages never carry
-  the webhook secret. An ``SdkError`` means this module built a bad batch: a bug, left to
-  Django's 500 handling.
+- **Branch on ``error.kind``, never on the text of a code.** Every b24batch error has a
+  ``kind`` (an ``ErrorKind``), from one table of the portal's codes:
+
+  ============  ====  ==========================================================
+  kind          HTTP  why
+  ============  ====  ==========================================================
+  NOT_FOUND     404   an id the portal does not have
+  INPUT         400   the portal refused the request's content (validation)
+  LIMIT         503   the portal's rate or time limit, still hit after retrying
+  other         502   access denied, a bad webhook, 5xx, timeouts, HTML pages,
+                      answers that do not fit ``TaskItem``: logged, not blamed on
+                      the caller
+  ============  ====  ==========================================================
+
+  The messages are ``str(exc)``: b24batch guarantees they never carry the webhook secret. An
+  ``SdkError`` (kind ``MISUSE``) means this module built a bad batch: a bug, left to Django's
+  500 handling.
 - **Why writes are not retried here.** A view that writes must not repeat a batch that may
   already have run (a timeout can hide a commit). The SDK never sends a write twice without an
   idempotency key; a view that writes should pass ``idempotency_key=`` derived from the
@@ -50,13 +58,12 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
 from b24batch import (
-    AjaxError,
+    B24Error,
     B24Hook,
     BatchV3,
-    DecodeError,
+    ErrorKind,
     RetryPolicy,
     SdkError,
-    TransportError,
 )
 
 __all__ = ["MAX_IDS", "get_client", "parse_ids", "reset_client", "task_titles"]
@@ -69,8 +76,14 @@ TIMEOUT: Final = (5.0, 30.0)
 """(connect, read) seconds for every request to the portal."""
 RETRY: Final = RetryPolicy(max_attempts=2, base_delay=0.25, max_delay=1.0, max_wait=5.0)
 """At most one repeat, and at most 5 s of waiting in all, per view call."""
-CALLER_FAULTS: Final = ("VALIDATION", "ENTITYNOTFOUND")
-"""Parts of a portal error code that mean the ids themselves were wrong."""
+STATUS_BY_KIND: Final = {ErrorKind.NOT_FOUND: 404, ErrorKind.INPUT: 400, ErrorKind.LIMIT: 503}
+"""The HTTP status the view answers for each kind of portal error; any other kind is a 502."""
+ERRORS_BY_KIND: Final = {
+    ErrorKind.NOT_FOUND: "no such task",
+    ErrorKind.INPUT: "the portal rejected these ids",
+    ErrorKind.LIMIT: "the portal is busy: try again later",
+}
+"""What the caller is told for each kind; any other kind is "the portal failed"."""
 
 _client: B24Hook | None = None
 _client_lock = threading.Lock()
@@ -163,9 +176,9 @@ def parse_ids(raw: str | None) -> list[int]:
 def task_titles(request: HttpRequest) -> JsonResponse:
     """``GET ?ids=1,2,3`` -> ``{"tasks": [{"id": 1, "title": "..."}, ...]}`` in that order.
 
-    Answers 400 ``{"error": ...}`` for bad ids (nothing is sent) and 400 with the portal's
-    ``messages`` for ids the portal rejects; 502 ``{"error": ..., "request_id": ...}`` when
-    the portal fails.
+    Answers 400 ``{"error": ...}`` for bad ids (nothing is sent); for a portal error,
+    ``{"error": ..., "messages": [...], "request_id": ...}`` with the status of its kind
+    (``STATUS_BY_KIND``: 404 not found, 400 refused input, 503 a limit, 502 anything else).
     """
     try:
         ids = parse_ids(request.GET.get("ids"))
@@ -174,22 +187,22 @@ def task_titles(request: HttpRequest) -> JsonResponse:
     calls = [("tasks.task.get", {"id": task_id, "select": ["id", "title"]}) for task_id in ids]
     try:
         result = BatchV3(get_client()).make(calls, result_type=TaskItem)
-    except (AjaxError, TransportError, DecodeError) as exc:
-        log.warning("tasks.task.get batch %s failed: %s", exc.request_id, exc)
-        return JsonResponse({"error": str(exc), "request_id": exc.request_id}, status=502)
-    if not result.is_success:
-        error = result.errors[0]
-        caller_fault = 400 <= error.status < 500 and any(
-            marker in error.code.upper() for marker in CALLER_FAULTS
-        )
-        if not caller_fault:
-            log.warning("tasks.task.get batch %s refused: %s", result.request_id, error)
-        return JsonResponse(
-            {
-                "error": "the portal rejected these ids" if caller_fault else "the portal failed",
-                "messages": result.error_messages,
-                "request_id": result.request_id,
-            },
-            status=400 if caller_fault else 502,
-        )
+    except SdkError:
+        raise  # this module built a bad batch: a bug, for Django's 500 handling
+    except B24Error as exc:  # raised: 401, limits after retrying, 5xx, transport, decoding
+        return _error_response(exc, exc.request_id)
+    if not result.is_success:  # returned: the portal refused the batch
+        return _error_response(result.errors[0], result.request_id)
     return JsonResponse({"tasks": [attrs.asdict(entry.item) for entry in result.data]})
+
+
+def _error_response(error: B24Error, request_id: str | None) -> JsonResponse:
+    status = STATUS_BY_KIND.get(error.kind, 502)
+    if status == 502:
+        log.warning("tasks.task.get batch %s failed (%s): %s", request_id, error.kind, error)
+    body = {
+        "error": ERRORS_BY_KIND.get(error.kind, "the portal failed"),
+        "messages": [str(error)],
+        "request_id": request_id,
+    }
+    return JsonResponse(body, status=status)

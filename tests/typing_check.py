@@ -1,0 +1,56 @@
+"""Static typing of the public API, checked by mypy (pyproject's ``files``); never run.
+
+Each ``assert_type`` fails the type check when an overload stops giving what it promises:
+``result_type=T`` gives ``list[T]`` data for list calls and ``dict[str, T]`` for dict calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from b24batch import B24Hook, BatchByChunkV3, BatchResult, BatchV3, ChunkedResult, ErrorKind
+
+if TYPE_CHECKING:
+    from typing_extensions import assert_type
+
+
+@attrs.frozen
+class Item:
+    """A result entry, as a user would type it."""
+
+    item: dict[str, Any]
+
+
+def batch_types(b24: B24Hook) -> None:
+    """BatchV3.make: typed list and dict data, Any without result_type."""
+    rows = [("tasks.task.get", {"id": 1})]
+    assert_type(BatchV3(b24).make(rows, result_type=Item), BatchResult[list[Item]])
+    assert_type(BatchV3(b24).make({"a": rows[0]}, result_type=Item), BatchResult[dict[str, Item]])
+    assert_type(BatchV3(b24).make(rows), BatchResult[Any])
+
+
+def chunk_types(b24: B24Hook) -> None:
+    """BatchByChunkV3.make and iter: the same overloads as BatchV3.make."""
+    chunked = BatchByChunkV3(b24)
+    rows = [("tasks.task.get", {"id": i}) for i in range(120)]
+    named = {f"t{i}": row for i, row in enumerate(rows)}
+    assert_type(chunked.make(rows, result_type=Item), ChunkedResult[list[Item]])
+    assert_type(chunked.make(named, result_type=Item), ChunkedResult[dict[str, Item]])
+    assert_type(chunked.make(rows), ChunkedResult[Any])
+    assert_type(chunked.make(rows, result_type=Item).data, list[Item])
+    assert_type(chunked.iter(iter(rows), result_type=Item), Iterator[BatchResult[list[Item]]])
+    assert_type(chunked.iter(named, result_type=Item), Iterator[BatchResult[dict[str, Item]]])
+    assert_type(chunked.iter(rows), Iterator[BatchResult[Any]])
+    for chunk in chunked.iter(rows, result_type=Item):
+        assert_type(chunk.data[0], Item)
+
+
+def error_types(error: Exception) -> None:
+    """Every B24Error has a kind, an ErrorKind."""
+    from b24batch import B24Error
+
+    if isinstance(error, B24Error):
+        assert_type(error.kind, ErrorKind)
