@@ -35,6 +35,7 @@ from b24batch.retry import RetryPolicy
 __all__ = [
     "DEADLINE_MARGIN",
     "DEFAULT_MAX_RESPONSE_BYTES",
+    "POOL_SIZE",
     "Answer",
     "Transport",
     "new_session",
@@ -256,6 +257,10 @@ class Transport:
         return error
 
 
+POOL_SIZE = 16
+"""Connections the client's own Session keeps per host: as many as a window has in flight."""
+
+
 def new_session(policy: RetryPolicy, url: Secret[str], user_agent: str) -> requests.Session:
     """A Session whose urllib3 Retry repeats nothing.
 
@@ -292,7 +297,8 @@ def new_session(policy: RetryPolicy, url: Secret[str], user_agent: str) -> reque
         raise_on_status=False,
         respect_retry_after_header=False,
     )
-    adapter = _Adapter(max_retries=retry)
+    # One connection per batch a chunked call keeps in flight (window.MAX_IN_FLIGHT).
+    adapter = _Adapter(max_retries=retry, pool_maxsize=POOL_SIZE)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     session.headers["User-Agent"] = user_agent

@@ -9,7 +9,6 @@ grows to what keeps the bucket's drain rate busy. No planning, no merging: ``chu
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import deque
@@ -109,7 +108,9 @@ class Window:
             return self._fixed
         if self._latency is None:
             return 1
-        wanted = math.ceil(self._per_second * self._latency) + 1
+        # Enough batches to cover the latency at the drain rate, and one more for the gap
+        # between an answer and the next send; a fast portal stays at one.
+        wanted = int(self._per_second * self._latency) + 1
         return max(1, min(self._ceiling, wanted))
 
     def stop(self) -> None:

@@ -425,6 +425,8 @@ class FakePortal(CrmSeeding):
         self._meter = _OperatingMeter(clock)
         self._idempotent: dict[tuple[str, str], _Stored] = {}
         self._executed = 0
+        self._active = 0
+        self._peak = 0
 
     def __repr__(self) -> str:
         state = f"http://{self._host}:{self._port}" if self.running else "stopped"
@@ -602,6 +604,13 @@ class FakePortal(CrmSeeding):
         with self._lock:
             return self._executed
 
+    @property
+    def peak_concurrency(self) -> int:
+        """The most requests the portal was handling at once since it started or ``reset()``,
+        from receiving one to answering it (its faults' delays included)."""
+        with self._lock:
+            return self._peak
+
     def reset(self) -> None:
         """Clear tasks, recordings, queued faults, limiter state and stored idempotent replies.
 
@@ -617,6 +626,7 @@ class FakePortal(CrmSeeding):
             self._meter.reset()
             self._idempotent.clear()
             self._executed = 0
+            self._peak = self._active
 
     # -- request processing (called from server threads) ------------------------------------------
 
@@ -624,12 +634,19 @@ class FakePortal(CrmSeeding):
         """Record ``request`` and take the next queued fault, if any."""
         with self._lock:
             self._requests.append(request)
+            self._active += 1
+            self._peak = max(self._peak, self._active)
             if not self._faults:
                 return None
             fault, times = self._faults.popleft()
             if times > 1:
                 self._faults.appendleft((fault, times - 1))
             return fault
+
+    def _answered(self) -> None:
+        """A request received by ``_receive`` has its answer (or was dropped)."""
+        with self._lock:
+            self._active -= 1
 
     def _redact(self, path: str) -> str:
         """Mask the secret segment of a webhook path, the portal's own or a wrong one."""
@@ -1030,6 +1047,12 @@ class _Handler(BaseHTTPRequestHandler):
             raw=raw,
         )
         fault = portal._receive(request)
+        try:
+            self._answer(portal, request, fault)
+        finally:
+            portal._answered()
+
+    def _answer(self, portal: FakePortal, request: RecordedRequest, fault: Fault | None) -> None:
         kind = fault.kind if fault is not None else None
         if fault is not None and fault.kind == "delay" and portal._stopping.wait(fault.seconds):
             kind = "drop_before"  # the portal is stopping: give up on the request

@@ -1,0 +1,213 @@
+"""Chunked calls with batches in flight (``max_in_flight``), over real HTTP.
+
+The FakePortal's ``Fault.delay`` holds a request outside the portal's lock, so batches on the
+wire overlap there, and ``peak_concurrency`` says how many it was handling at once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from b24batch import (
+    AjaxError,
+    B24Hook,
+    BatchByChunkV2,
+    BatchByChunkV3,
+    RateLimit,
+    SdkError,
+    SdkTypeError,
+)
+from b24batch.testing import FakePortal, Fault
+from b24batch.transport import POOL_SIZE
+from b24batch.window import MAX_IN_FLIGHT
+
+SLOW = 0.2  # seconds each delayed request is held: long enough for a window to fill
+
+
+@pytest.fixture
+def echo() -> Iterator[FakePortal]:
+    with FakePortal(max_recorded=100_000) as portal:
+        portal.register("test.echo", lambda query: {"n": query["n"]})
+        portal.register("test.echo.get", lambda query: {"n": query["n"]})  # a read, by name
+        portal.register("test.fail", _fail)
+        portal.register("test.boom", _boom)
+        yield portal
+
+
+def _fail(query: dict[str, Any]) -> Any:
+    raise FakePortal.CommandError("failed on purpose", code="TEST_FAILED")
+
+
+def _boom(query: dict[str, Any]) -> Any:
+    raise RuntimeError("a bug on the portal")
+
+
+@pytest.fixture
+def hook(echo: FakePortal) -> Iterator[B24Hook]:
+    with B24Hook.from_webhook_url(echo.webhook_url, retry=None, rate_limit=None) as client:
+        yield client
+
+
+def echoes(count: int, method: str = "test.echo") -> list[Any]:
+    return [(method, {"n": n}) for n in range(count)]
+
+
+def test_a_window_of_8_keeps_call_order(echo: FakePortal, hook: B24Hook) -> None:
+    """1 000 commands, 8 batches in flight: every result in call order, never past 8 at once."""
+    echo.inject(Fault.delay(SLOW), times=20)
+    result = BatchByChunkV3(hook).make(echoes(1000), max_in_flight=8)
+    assert result.data == [{"n": n} for n in range(1000)]
+    assert [chunk.positions for chunk in result.chunks] == [
+        range(start, start + 50) for start in range(0, 1000, 50)
+    ]
+    assert 2 <= echo.peak_concurrency <= 8
+    ids = sorted(int(r.query["bx24_request_id"].rsplit(".", 1)[1]) for r in echo.requests)
+    assert ids == list(range(20))  # each chunk sent once, under its own index
+
+
+def test_named_calls_through_a_window(echo: FakePortal, hook: B24Hook) -> None:
+    """Named calls merge by name whatever order the answers come in."""
+    echo.inject(Fault.delay(SLOW), times=4)
+    calls = {f"c{n}": ("test.echo", {"n": n}) for n in range(200)}
+    result = BatchByChunkV3(hook).make(calls, max_in_flight=4)
+    assert list(result.data) == list(calls)
+    assert result.data["c199"] == {"n": 199}
+    assert echo.peak_concurrency <= 4
+
+
+def test_iter_yields_in_chunk_order(echo: FakePortal, hook: B24Hook) -> None:
+    """iter() with a window yields chunk results in order, each exactly once."""
+    echo.inject(Fault.delay(SLOW), times=6)
+    chunks = list(BatchByChunkV3(hook).iter(iter(echoes(300)), max_in_flight=6))
+    assert [chunk.positions for chunk in chunks] == [range(s, s + 50) for s in range(0, 300, 50)]
+    assert [entry["n"] for chunk in chunks for entry in chunk.data] == list(range(300))
+    assert 2 <= echo.peak_concurrency <= 6
+
+
+def test_auto_grows_with_latency_and_stays_within_the_bounds(echo: FakePortal) -> None:
+    """'auto' starts with one batch and widens when batches are slow against the rate."""
+    echo.inject(Fault.delay(SLOW), times=40)
+    limit = RateLimit(burst=50, per_second=20.0)
+    with B24Hook.from_webhook_url(echo.webhook_url, retry=None, rate_limit=limit) as client:
+        result = BatchByChunkV3(client).make(echoes(500, "test.echo.get"), chunk_size=10)
+    assert result.is_success
+    assert 2 <= echo.peak_concurrency <= MAX_IN_FLIGHT
+
+
+def test_auto_stays_at_one_for_a_fast_portal(echo: FakePortal) -> None:
+    """A portal that answers at once, against the drain rate, never fans out."""
+    limit = RateLimit(burst=50, per_second=0.5)
+    with B24Hook.from_webhook_url(echo.webhook_url, retry=None, rate_limit=limit) as client:
+        result = BatchByChunkV3(client).make(echoes(150))
+    assert (result.is_success, echo.peak_concurrency) == (True, 1)
+
+
+def test_auto_sends_writes_one_chunk_at_a_time_under_halt(echo: FakePortal, hook: B24Hook) -> None:
+    """Under 'auto' and halt_on_error, nothing is sent after a chunk whose writes failed."""
+    echo.inject(Fault.delay(SLOW), times=3)
+    calls: list[Any] = [("tasks.task.add", {"fields": {"title": f"t{n}"}}) for n in range(20)]
+    calls[7] = ("test.fail",)
+    limit = RateLimit(burst=50, per_second=100.0)
+    with B24Hook.from_webhook_url(echo.webhook_url, retry=None, rate_limit=limit) as client:
+        result = BatchByChunkV3(client).make(calls, chunk_size=5)
+    assert echo.peak_concurrency == 1
+    assert len(echo.requests) == 2
+    assert result.not_executed == tuple(range(10, 20))
+    assert [error.chunk for error in result.errors] == [1]
+
+
+def test_a_fixed_window_reports_the_chunks_in_flight_at_a_halt(
+    echo: FakePortal, hook: B24Hook
+) -> None:
+    """halt with max_in_flight=4: the chunks already sent land and count; the rest do not go."""
+    echo.inject(Fault.delay(SLOW), times=4)
+    calls = echoes(100)
+    calls[3] = ("test.fail",)
+    result = BatchByChunkV3(hook).make(calls, chunk_size=10, max_in_flight=4)
+    assert [chunk.positions for chunk in result.chunks] == [
+        range(s, s + 10) for s in range(0, 40, 10)
+    ]
+    assert result.not_executed == tuple(range(40, 100))
+    assert [(error.chunk, error.keys) for error in result.errors] == [(0, tuple(range(10)))]
+    assert result.data[-1] == {"n": 39}
+    assert len(echo.requests) == 4
+
+
+def test_a_raised_error_keeps_every_chunk_that_landed(echo: FakePortal, hook: B24Hook) -> None:
+    """A chunk that raises mid-window: the chunks in flight with it land in partial."""
+    echo.inject(Fault.delay(SLOW), times=4)
+    calls = echoes(80)
+    calls[15] = ("test.boom",)  # a 500: raised, the batch may have run
+    with pytest.raises(AjaxError) as info:
+        BatchByChunkV3(hook).make(calls, chunk_size=10, max_in_flight=4, halt_on_error=False)
+    partial = info.value.partial
+    assert partial is not None
+    # Chunk 0 landed and chunk 4 went out in its place before chunk 1 raised; 2 to 4 landed.
+    assert [chunk.positions for chunk in partial.chunks] == [
+        range(0, 10),
+        range(20, 30),
+        range(30, 40),
+        range(40, 50),
+    ]
+    assert [(error.chunk, error.keys) for error in partial.errors] == [(1, tuple(range(10, 20)))]
+    assert partial.not_executed == tuple(range(50, 80))
+    assert len(echo.requests) == 5
+
+
+def test_ctrl_c_stops_sending_and_keeps_what_landed(echo: FakePortal, hook: B24Hook) -> None:
+    """KeyboardInterrupt from the progress callback: nothing more is sent, what flew lands."""
+    echo.inject(Fault.delay(SLOW), times=3)
+
+    def interrupt(done: int, total: int | None) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as info:
+        BatchByChunkV3(hook).make(echoes(300), max_in_flight=3, progress=interrupt)
+    partial = info.value.partial  # type: ignore[attr-defined]
+    assert [chunk.positions for chunk in partial.chunks] == [
+        range(0, 50),
+        range(50, 100),
+        range(100, 150),
+    ]
+    assert partial.not_executed == tuple(range(150, 300))
+    assert len(echo.requests) == 3
+
+
+def test_a_classic_chunker_uses_the_window_too(echo: FakePortal, hook: B24Hook) -> None:
+    """BatchByChunkV2 with a window: results in call order."""
+    echo.inject(Fault.delay(SLOW), times=4)
+    calls = [("crm.deal.add", {"fields": {"TITLE": f"D{n}"}}) for n in range(200)]
+    result = BatchByChunkV2(hook).make(calls, max_in_flight=4)
+    assert sorted(result.data) == list(range(1, 201))
+    assert [len(chunk.data) for chunk in result.chunks] == [50, 50, 50, 50]
+    assert 2 <= echo.peak_concurrency <= 4
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [
+        pytest.param(0, SdkError, "max_in_flight=0: pass 1 to 16", id="zero"),
+        pytest.param(17, SdkError, "max_in_flight=17: pass 1 to 16", id="too-many"),
+        pytest.param("8", SdkTypeError, "max_in_flight='8': pass 'auto' or a whole", id="str"),
+        pytest.param(True, SdkTypeError, "max_in_flight=True", id="bool"),
+    ],
+)
+def test_max_in_flight_is_checked(
+    echo: FakePortal, hook: B24Hook, value: object, error: type[Exception], message: str
+) -> None:
+    """A window out of range or of the wrong type is refused before anything is sent."""
+    with pytest.raises(error, match=re.escape(message)):
+        BatchByChunkV3(hook).make(echoes(3), max_in_flight=value)  # type: ignore[call-overload]
+    assert echo.requests == []
+
+
+def test_the_connection_pool_holds_a_whole_window() -> None:
+    """The client's own Session keeps a connection for every batch a window can have out."""
+    assert POOL_SIZE >= MAX_IN_FLIGHT
+    hook = B24Hook.from_webhook_url("https://example.bitrix24.com/rest/1/secret/")
+    adapter = hook._session.get_adapter("https://example.bitrix24.com/")
+    assert adapter._pool_maxsize == POOL_SIZE  # type: ignore[attr-defined]
