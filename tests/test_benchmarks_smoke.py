@@ -93,3 +93,22 @@ def test_the_doc_names_the_command_and_holds_a_results_section() -> None:
     assert "python -m tests.benchmarks" in text
     begin, end = text.index("<!-- results:begin -->"), text.index("<!-- results:end -->")
     assert "### Overhead" in text[begin:end]
+
+
+def test_the_windows_scenarios_run_and_count_every_write(tmp_path: Any) -> None:
+    """The batches-in-flight benchmark runs small: every row executed exactly its writes."""
+    out = tmp_path / "windows.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.benchmarks.windows", "--smoke", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [
+        line for line in out.read_text().splitlines() if line.startswith("| ") and "b24" in line
+    ]
+    assert len(rows) == 12  # four scenarios, three windows
+    assert all("| 100 of 100 |" in row and "failed" not in row for row in rows)

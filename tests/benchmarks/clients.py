@@ -10,6 +10,8 @@ Modes:
     throughput: send C commands in 50-command batches under the client's own rate limiter.
     memory: b24batch's chunked iterator over C commands from a generator; peak RSS.
     profile: cProfile over N b24batch batches; the top functions by own time, as text.
+    window: send C writes through a chunked call (b24batch with ``--in-flight``, or a peer's
+        own parallel call) against a slow portal; wall time, retries seen, errors.
 """
 
 # No ``from __future__ import annotations``: the typed model below is built inside a function,
@@ -270,6 +272,55 @@ def profile(one: OneBatch, batches: int, top: int) -> dict[str, Any]:
     return {"report": text.getvalue()}
 
 
+def window(
+    client: str,
+    base: str,
+    *,
+    commands: int,
+    in_flight: str,
+    burst: int,
+    per_second: float,
+    operating_limit: float | None,
+) -> dict[str, Any]:
+    """Send ``commands`` writes as fast as the client goes; its own limiters on."""
+    rows = [("tasks.task.add", {"fields": {"title": f"T{n}"}}) for n in range(commands)]
+    started = time.perf_counter()
+    failure = None
+    if client == "b24batch":
+        b24batch = importlib.import_module("b24batch")
+        options: dict[str, Any] = {"burst": burst, "per_second": per_second}
+        if operating_limit is not None:
+            options.update(operating_limit=operating_limit, operating_margin=operating_limit / 16)
+        hook = b24batch.B24Hook.from_webhook_url(
+            f"{base}rest/1/{SECRET}/",
+            rate_limit=b24batch.RateLimit(**options),
+            retry=b24batch.RetryPolicy(max_attempts=5, max_wait=600.0),
+        )
+        size: Any = in_flight if in_flight == "auto" else int(in_flight)
+        try:
+            result = b24batch.BatchByChunkV3(hook).make(
+                rows, halt_on_error=False, max_in_flight=size
+            )
+            got = len(result.data)
+        except b24batch.B24Error as error:
+            got, failure = -1, f"{type(error).__name__}: {error}"[:200]
+    elif client == "fast_bitrix24":
+        fast = importlib.import_module("fast_bitrix24")
+        bitrix = fast.Bitrix(
+            f"{base}rest/1/{SECRET}/",
+            verbose=False,
+            request_pool_size=burst,
+            requests_per_second=per_second,
+        )
+        try:
+            got = len(bitrix.call("tasks.task.add", [params for _, params in rows]))
+        except Exception as error:  # the peer's own failure, reported as such
+            got, failure = -1, f"{type(error).__name__}: {error}"[:200]
+    else:
+        raise SystemExit(f"no window mode for {client!r}")
+    return {"wall_s": time.perf_counter() - started, "results": got, "failure": failure}
+
+
 def _max_rss_kb() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
 
@@ -282,7 +333,7 @@ def _check(got: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Parse the arguments, run one mode, print ``BENCH-RESULT <json>``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["overhead", "throughput", "memory", "profile"])
+    parser.add_argument("mode", choices=["overhead", "throughput", "memory", "profile", "window"])
     parser.add_argument("client")
     parser.add_argument("--base", required=True, help="http://127.0.0.1:PORT/")
     parser.add_argument("--batches", type=int, default=200)
@@ -291,9 +342,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--burst", type=int, default=50)
     parser.add_argument("--per-second", type=float, default=20.0)
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--in-flight", default="auto")
+    parser.add_argument("--operating-limit", type=float)
     args = parser.parse_args(argv)
     result: dict[str, Any]
-    if args.mode == "memory":
+    if args.mode == "window":
+        result = window(
+            args.client,
+            args.base,
+            commands=args.commands,
+            in_flight=args.in_flight,
+            burst=args.burst,
+            per_second=args.per_second,
+            operating_limit=args.operating_limit,
+        )
+    elif args.mode == "memory":
         result = memory(args.base, args.commands)
     else:
         limited = args.mode == "throughput"

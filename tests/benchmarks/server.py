@@ -18,6 +18,14 @@ Routes (``SECRET`` below is :data:`SECRET`, user 1):
 
 With a bucket installed, a batch that finds the counter at ``burst`` or above is refused with
 503 ``QUERY_LIMIT_EXCEEDED``; an admitted one raises it by one; it drains at ``per_second``.
+
+A portal as slow as a real one, time-compressed (``--command-ms``, ``--latency-ms``,
+``--operating-limit``, ``--basket-s``): each batch is answered after the latency each way plus
+its commands' time, concurrent batches overlapping as on a real portal (no global lock), and
+its time is charged to the method ``batch`` in ten baskets when it ends (as measured: batches in
+flight do not see each other's time). Past the operating limit a batch is refused with 429
+``OPERATION_TIME_LIMIT`` before running. ``/_bench/stats`` also gives the 429s, the commands
+executed and the highest operating figure reached.
 """
 
 from __future__ import annotations
@@ -97,10 +105,57 @@ class Bucket:
         return True
 
 
+class Meter:
+    """Operating time of the method ``batch`` in ten baskets of ``basket_s`` seconds."""
+
+    def __init__(self, limit: float | None, basket_s: float) -> None:
+        self.limit = limit
+        self.basket_s = basket_s
+        self._baskets: dict[int, float] = {}
+        self.peak = 0.0
+
+    def _live(self) -> dict[int, float]:
+        current = int(time.monotonic() // self.basket_s)
+        for index in [i for i in self._baskets if i <= current - 10]:
+            del self._baskets[index]
+        return self._baskets
+
+    def total(self) -> float:
+        return sum(self._live().values())
+
+    def reset_at(self) -> float:
+        baskets = self._live()
+        now = time.monotonic()
+        oldest = min(baskets) if baskets else int(now // self.basket_s)
+        return time.time() + (oldest + 10) * self.basket_s - now
+
+    def charge(self, seconds: float) -> None:
+        index = int(time.monotonic() // self.basket_s)
+        baskets = self._live()
+        baskets[index] = baskets.get(index, 0.0) + seconds
+        self.peak = max(self.peak, self.total())
+
+    def blocked(self) -> bool:
+        return self.limit is not None and self.total() >= self.limit
+
+
 class Portal:
     """Routing, the counters and the pre-encoded answers; one instance per server."""
 
-    def __init__(self, items_per_command: int) -> None:
+    def __init__(
+        self,
+        items_per_command: int,
+        *,
+        command_s: float = 0.0,
+        latency_s: float = 0.0,
+        operating_limit: float | None = None,
+        basket_s: float = 60.0,
+    ) -> None:
+        self.command_s = command_s
+        self.latency_s = latency_s
+        self.meter = Meter(operating_limit, basket_s)
+        self.blocked = 0
+        self.executing = 0  # commands of the batch just admitted
         items = [task_item(n + 1) for n in range(items_per_command)]
         self._rest3_entry = _dumps({"items": items})
         self._classic_entry = _dumps({"tasks": items})
@@ -125,11 +180,18 @@ class Portal:
             self.bucket = (
                 None if burst is None else Bucket(int(burst), float(settings["per_second"]))
             )
-            self.requests = self.refused = self.commands = 0
+            self.requests = self.refused = self.commands = self.blocked = 0
+            self.meter = Meter(self.meter.limit, self.meter.basket_s)
             return 200, b'{"ok":true}'
         if path == "/_bench/stats":
             return 200, _dumps(
-                {"requests": self.requests, "refused": self.refused, "commands": self.commands}
+                {
+                    "requests": self.requests,
+                    "refused": self.refused,
+                    "commands": self.commands,
+                    "blocked": self.blocked,
+                    "peak_operating": round(self.meter.peak, 3),
+                }
             )
         if path.startswith("/rest/"):
             return 401, b'{"error":"NO_AUTH_FOUND","error_description":"Wrong authorization data"}'
@@ -141,6 +203,25 @@ class Portal:
             return True
         self.requests += 1
         return False
+
+    def delay(self, commands: int) -> float:
+        """How long a batch of ``commands`` takes: the latency each way and the commands."""
+        return 2 * self.latency_s + self.command_s * commands
+
+    def time_block(self) -> bytes:
+        """The answer's ``time``, with the operating figure as it stands when it ends."""
+        if self.meter.limit is None:
+            return _time_block()
+        now = time.time()
+        return _dumps(
+            {
+                "start": now,
+                "finish": now,
+                "duration": 0.0,
+                "operating_reset_at": int(self.meter.reset_at()),
+                "operating": round(self.meter.total(), 6),
+            }
+        )
 
     def _rest3(self, body: bytes) -> tuple[int, bytes]:
         try:
@@ -164,12 +245,16 @@ class Portal:
             )
         if self._limited():
             return 503, _QUERY_LIMIT
+        if self.meter.blocked():
+            self.blocked += 1
+            return 429, _OPERATION_LIMIT
         count = len(rows)
         self.commands += count
+        self.executing = count
         results = self._rest3_results.get(count)
         if results is None:
             results = self._rest3_results[count] = b",".join([self._rest3_entry] * count)
-        return 200, b'{"result":[' + results + b'],"time":' + _time_block() + b"}"
+        return 200, b'{"result":[' + results + b'],"time":' + TIME_MARK + b"}"
 
     def _classic(self, body: bytes, content_type: str) -> tuple[int, bytes]:
         keys: list[str]
@@ -190,7 +275,11 @@ class Portal:
             return 400, b'{"error":"INVALID_REQUEST","error_description":"No or too many commands"}'
         if self._limited():
             return 503, _QUERY_LIMIT
+        if self.meter.blocked():
+            self.blocked += 1
+            return 429, _OPERATION_LIMIT
         self.commands += len(keys)
+        self.executing = len(keys)
         key_tuple = tuple(keys)
         parts = self._classic_results.get(key_tuple)
         if parts is None:
@@ -222,12 +311,18 @@ class Portal:
             + b'},"result_next":[],"result_time":{'
             + times
             + b'}},"time":'
-            + _time_block()
+            + TIME_MARK
             + b"}"
         )
 
 
+TIME_MARK: Final = b"\x00time\x00"
+"""Where an answer's ``time`` block goes once the batch has run (its operating time is known)."""
 _QUERY_LIMIT: Final = b'{"error":"QUERY_LIMIT_EXCEEDED","error_description":"Too many requests"}'
+_OPERATION_LIMIT: Final = (
+    b'{"error":"OPERATION_TIME_LIMIT","error_description":"Method is blocked due to operation '
+    b'time limit."}'
+)
 
 
 def _error3(code: str, message: str) -> bytes:
@@ -251,6 +346,7 @@ class _Connection(asyncio.Protocol):
         self._portal = portal
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
+        self._waiting = False  # a batch of this connection is running: answer it first
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -261,7 +357,7 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
-        while self._transport is not None:
+        while self._transport is not None and not self._waiting:
             end = self._buffer.find(b"\r\n\r\n")
             if end < 0:
                 return
@@ -281,7 +377,30 @@ class _Connection(asyncio.Protocol):
             del self._buffer[: end + 4 + size]
             status, payload = self._portal.handle(method, target, headers, body)
             close = headers.get("connection", "").lower() == "close" or version == "HTTP/1.0"
-            self._reply(status, payload, close=close)
+            if TIME_MARK not in payload:
+                self._reply(status, payload, close=close)
+                continue
+            commands = self._portal.executing
+            delay = self._portal.delay(commands)
+            if delay <= 0:
+                self._finish(status, payload, commands, close)
+                continue
+            # The batch runs for a while, as on a real portal; other connections go on.
+            self._waiting = True
+            asyncio.get_running_loop().call_later(
+                delay, self._finish, status, payload, commands, close
+            )
+            return
+
+    def _finish(self, status: int, payload: bytes, commands: int, close: bool) -> None:
+        portal = self._portal
+        portal.meter.charge(portal.command_s * commands)  # time is known when the batch ends
+        self._waiting = False
+        if self._transport is None:
+            return
+        self._reply(status, payload.replace(TIME_MARK, portal.time_block()), close=close)
+        if self._buffer and self._transport is not None:
+            self.data_received(b"")
 
     def _reply(self, status: int, payload: bytes, *, close: bool) -> None:
         transport = self._transport
@@ -300,9 +419,9 @@ class _Connection(asyncio.Protocol):
         self._transport = None
 
 
-async def serve(port: int, items_per_command: int) -> None:
+async def serve(port: int, items_per_command: int, **slow: Any) -> None:
     """Listen on 127.0.0.1:``port`` (0: any free port), print ``PORT <n>``, serve forever."""
-    portal = Portal(items_per_command)
+    portal = Portal(items_per_command, **slow)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: _Connection(portal), "127.0.0.1", port, backlog=128)
     print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
@@ -315,9 +434,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--items", type=int, default=1, help="task items per command's answer")
+    parser.add_argument("--command-ms", type=float, default=0.0, help="ms each command runs")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="ms each way")
+    parser.add_argument("--operating-limit", type=float, help="seconds of operating time")
+    parser.add_argument("--basket-s", type=float, default=60.0, help="seconds per basket")
     args = parser.parse_args(argv)
+    slow = {
+        "command_s": args.command_ms / 1000,
+        "latency_s": args.latency_ms / 1000,
+        "operating_limit": args.operating_limit,
+        "basket_s": args.basket_s,
+    }
     try:
-        asyncio.run(serve(args.port, args.items))
+        asyncio.run(serve(args.port, args.items, **slow))
     except KeyboardInterrupt:
         sys.exit(0)
 
