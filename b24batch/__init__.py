@@ -32,6 +32,9 @@ from b24batch.errors import (
 from b24batch.limits import LimitState, RateLimit
 from b24batch.results import AjaxResult, BatchResult, ChunkedResult, ChunkError, FieldError, Time
 from b24batch.retry import RetryPolicy
+from b24batch.store_redis import RedisStore
+from b24batch.store_sqlite import SQLiteStore
+from b24batch.stores import LimitStore
 
 __all__ = [
     "AjaxError",
@@ -49,10 +52,13 @@ __all__ = [
     "DecodeError",
     "FieldError",
     "LimitState",
+    "LimitStore",
     "OperatingLimitError",
     "RateLimit",
     "RateLimitError",
+    "RedisStore",
     "RetryPolicy",
+    "SQLiteStore",
     "SdkError",
     "SdkTypeError",
     "Time",
