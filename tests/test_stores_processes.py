@@ -104,7 +104,8 @@ def test_operating_time_reported_to_one_client_makes_another_wait(
             for _ in range(2)
         ]
         first = BatchV3(hooks[0]).make(CALLS * 2)  # 80 s charged: within the margin of 100
-        assert first.time is not None and first.time.operating_reset_at is not None
+        assert first.time is not None
+        assert first.time.operating_reset_at is not None
         assert hooks[1].limit_state().operating == pytest.approx(80.0)
         before = fake.wall
         second = BatchV3(hooks[1]).make(CALLS)
@@ -140,11 +141,13 @@ def test_redis_killed_mid_run_falls_back_and_comes_back(
             after = [BatchV3(hook).make(CALLS) for _ in range(5)]
         hook.close()
     assert all(result.is_success for result in results + after)
-    assert before is not None and during is not None
+    assert before is not None
+    assert during is not None
     assert during == pytest.approx(before - 10, abs=0.5)  # the fallback counted the ten
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2, warnings
-    assert "unreachable" in warnings[0] and "limiting in this process" in warnings[0]
+    assert "unreachable" in warnings[0]
+    assert "limiting in this process" in warnings[0]
     assert "answers again" in warnings[1]
     probe = redis.Redis(unix_socket_path=str(server.socket), socket_timeout=2.0)
     assert float(probe.hget(key, "level") or 0) == pytest.approx(5.0, abs=0.5)  # fresh server
