@@ -107,8 +107,10 @@ class RateLimit:
         headroom: Requests of margin kept below ``burst`` (default :data:`DEFAULT_HEADROOM`): a
             request reaches the portal a little after its slot was booked (a descheduled
             thread, a slow send), so two can arrive closer together than booked; the margin
-            absorbs ``headroom / per_second`` seconds of such jitter without a 503. At most
-            ``burst - 1`` of it applies, so a burst of 1 still sends.
+            absorbs ``headroom / per_second`` seconds of such jitter without a 503 (a second
+            at the portal's 2/s). Requests late together land at most as many at once as are
+            in flight, so an overloaded host sending from many threads at a high rate may need
+            up to that many. At most ``burst - 1`` of it applies, so a burst of 1 still sends.
 
     Example:
         >>> RateLimit.enterprise().burst
