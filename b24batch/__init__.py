@@ -34,6 +34,9 @@ from b24batch.kinds import ErrorKind
 from b24batch.limits import LimitState, RateLimit
 from b24batch.results import AjaxResult, BatchResult, ChunkedResult, ChunkError, FieldError, Time
 from b24batch.retry import RetryPolicy
+from b24batch.store_redis import RedisStore
+from b24batch.store_sqlite import SQLiteStore
+from b24batch.stores import LimitStore
 
 __all__ = [
     "AjaxError",
@@ -54,10 +57,13 @@ __all__ = [
     "ErrorKind",
     "FieldError",
     "LimitState",
+    "LimitStore",
     "OperatingLimitError",
     "RateLimit",
     "RateLimitError",
+    "RedisStore",
     "RetryPolicy",
+    "SQLiteStore",
     "SdkError",
     "SdkTypeError",
     "Time",

@@ -33,18 +33,18 @@ from b24batch.errors import (
     SdkError,
     SdkTypeError,
 )
-from b24batch.limits import Limiter, LimitState, OperatingMeter
+from b24batch.limits import LimitState
 from b24batch.options import (
     DEFAULT_RATE_LIMIT,
     DEFAULT_TIMEOUT,
     Options,
-    bucket,
     checked_options,
-    policy,
+    limiter,
 )
 from b24batch.redaction import Secret, install_log_filter, redact
 from b24batch.results import Key
 from b24batch.retry import RetryPolicy, backoff
+from b24batch.stores import fingerprint
 from b24batch.transport import (
     DEADLINE_MARGIN,
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -104,12 +104,7 @@ class _Client:
         self.retry: RetryPolicy = retry if retry is not None else RetryPolicy(max_attempts=1)
         """The retry policy the batch layer applies to this client's calls."""
         self._rand = options.rand
-        self.limiter = Limiter(
-            bucket(origin, options.rate_limit, options.clock),
-            OperatingMeter(policy(options.rate_limit), options.wall_clock),
-            sleep=options.sleep,
-            wall_clock=options.wall_clock,
-        )
+        self.limiter = limiter(origin, fingerprint(batch_url), options)
         """The client's rate and operating-time limiters, shared by its threads."""
         self._own_session = options.session is None
         self._closed = False
@@ -347,6 +342,9 @@ class B24Hook(_Client):
                 - ``rate_limit``: a :class:`RateLimit` for this client alone, None for no
                   client-side limits, or the default: the common plan's limits in one bucket
                   per portal origin (:data:`DEFAULT_RATE_LIMIT`).
+                - ``limit_store``: a :class:`RedisStore` or :class:`SQLiteStore` that keeps
+                  the request-rate bucket (one per portal) and the operating-time meter for
+                  every process using it; None (the default) keeps them in this process.
                 - ``max_response_bytes``: the most an answer may hold once decoded (default
                   :data:`DEFAULT_MAX_RESPONSE_BYTES`, 64 MiB); a bigger one is dropped as a
                   ``TransportError`` whose ``outcome_unknown`` is True.
@@ -383,7 +381,8 @@ class B24Hook(_Client):
                 ``https://PORTAL/rest/api/USER_ID/SECRET/`` (REST 3.0 form), with or without
                 the trailing slash. ``http://`` only for loopback hosts (tests, FakePortal).
             **options: The keyword arguments of :class:`B24Hook` (``timeout``, ``session``,
-                ``retry``, ``rate_limit``, ``max_response_bytes``, ``attempt_deadline``, ...).
+                ``retry``, ``rate_limit``, ``limit_store``, ``max_response_bytes``,
+                ``attempt_deadline``, ...).
 
         Raises:
             SdkError: The URL is not a webhook URL (the message says what one looks like), or
@@ -434,7 +433,7 @@ class B24OAuth(_Client):
         refresh: Returns a fresh access token (the application owns its OAuth credentials);
             None: a 401 is raised as it is.
         on_token: Receives each new token.
-        **options: ``timeout``, ``session``, ``retry``, ``rate_limit``,
+        **options: ``timeout``, ``session``, ``retry``, ``rate_limit``, ``limit_store``,
             ``max_response_bytes``, ``attempt_deadline``, ``clock``, ``wall_clock``,
             ``sleep``, ``rand``, as for :class:`B24Hook`.
 

@@ -1,17 +1,16 @@
 """Client-side limiters, so the portal never has to say no: request rate and operating time.
 
-``RateLimit`` is the immutable policy. ``LeakyBucket`` mirrors the portal's request counter and
-says how long to wait before a request; ``OperatingMeter`` remembers the ``time.operating``
-the portal reports and how long until its reset. Both are thread-safe and never sleep
-themselves: the caller sleeps outside their locks.
+``RateLimit`` is the immutable policy; ``Limiter`` waits before a send and learns from each
+answer, through a request-rate ``Bucket`` and an operating-time ``Meter`` wherever their state
+is kept (``stores.py``). It sleeps outside their locks. ``bucket_step`` and ``operating_wait``
+are the arithmetic, once, for every store (the Redis store mirrors it in Lua).
 """
 
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -19,17 +18,19 @@ from b24batch.errors import OperatingLimitError, RateLimitError, SdkError
 from b24batch.results import Time
 
 __all__ = [
+    "DEFAULT_HEADROOM",
     "MAX_BURST",
     "MAX_OPERATING_LIMIT",
     "OPERATING_BASKET",
     "OPERATING_FLOOR",
     "PER_SECOND_RANGE",
-    "LeakyBucket",
+    "Bucket",
     "LimitState",
     "Limiter",
-    "OperatingMeter",
+    "Meter",
     "RateLimit",
-    "shared_bucket",
+    "bucket_step",
+    "operating_wait",
 ]
 
 
@@ -39,6 +40,8 @@ PER_SECOND_RANGE = (0.01, 1000.0)
 """The ``RateLimit.per_second`` accepted: from one request per 100 s to 1 000 per second."""
 MAX_OPERATING_LIMIT = 600.0
 """The largest ``RateLimit.operating_limit``: the portal counts operating time over 600 s."""
+DEFAULT_HEADROOM = 2
+"""``RateLimit.headroom``: requests of margin below the burst, for jitter on the way out."""
 
 
 def _number(value: object) -> bool:
@@ -70,6 +73,14 @@ def _operating_limit(instance: object, attribute: attrs.Attribute[Any], value: A
         )
 
 
+def _headroom(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_BURST:
+        raise SdkError(
+            f"headroom={value!r}: pass a whole number of requests from 0 to below {MAX_BURST} "
+            f"(default {DEFAULT_HEADROOM})"
+        )
+
+
 def _operating_margin(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not _number(value) or value < 0:
         raise SdkError(f"operating_margin={value!r}: pass seconds >= 0")
@@ -83,9 +94,9 @@ class RateLimit:
     slip such as ``per_second=1e-6`` cannot turn into a wait of days.
 
     Attributes:
-        burst: The most requests sent back to back: the client's counter, counting the request
-            being sent, never exceeds it (the portal's X: 50, or 250 on Enterprise plans);
-            1 to :data:`MAX_BURST`.
+        burst: The portal's counter limit (its X: 50, or 250 on Enterprise plans); 1 to
+            :data:`MAX_BURST`. The client's counter, counting the request being sent, never
+            exceeds :attr:`ceiling`, ``burst - headroom``.
         per_second: How fast the counter drains (the portal's Y: 2, or 5 on Enterprise);
             within :data:`PER_SECOND_RANGE`.
         operating_limit: The method's operating-time budget in seconds over ten minutes (480 in
@@ -93,16 +104,26 @@ class RateLimit:
             for an operating-time reset.
         operating_margin: Start waiting for the reset once ``time.operating`` comes this close
             to ``operating_limit``.
+        headroom: Requests of margin kept below ``burst`` (default :data:`DEFAULT_HEADROOM`): a
+            request reaches the portal a little after its slot was booked (a descheduled
+            thread, a slow send), so two can arrive closer together than booked; the margin
+            absorbs ``headroom / per_second`` seconds of such jitter without a 503 (a second
+            at the portal's 2/s). Requests late together land at most as many at once as are
+            in flight, so an overloaded host sending from many threads at a high rate may need
+            up to that many. At most ``burst - 1`` of it applies, so a burst of 1 still sends.
 
     Example:
         >>> RateLimit.enterprise().burst
         250
+        >>> RateLimit().ceiling
+        48
     """
 
     burst: int = attrs.field(default=50, validator=_burst)
     per_second: float = attrs.field(default=2.0, validator=_per_second)
     operating_limit: float | None = attrs.field(default=480.0, validator=_operating_limit)
     operating_margin: float = attrs.field(default=30.0, validator=_operating_margin)
+    headroom: int = attrs.field(default=DEFAULT_HEADROOM, validator=_headroom)
 
     def __attrs_post_init__(self) -> None:
         limit = self.operating_limit
@@ -111,6 +132,11 @@ class RateLimit:
                 f"operating_margin={self.operating_margin!r}: pass seconds from 0 to below "
                 f"operating_limit={limit}"
             )
+
+    @property
+    def ceiling(self) -> int:
+        """The most the client's counter reaches, the request being sent included."""
+        return max(1, self.burst - self.headroom)
 
     @classmethod
     def enterprise(cls) -> RateLimit:
@@ -130,7 +156,7 @@ class LimitState:
     Example:
         >>> b24 = B24Hook.from_webhook_url("https://example.bitrix24.com/rest/1/s/")
         >>> b24.limit_state().requests_available
-        50.0
+        48.0
     """
 
     requests_available: float | None
@@ -138,126 +164,69 @@ class LimitState:
     operating_reset_at: float | None
 
 
-class LeakyBucket:
-    """The portal's request counter, kept on the client side and shared by threads.
+class Bucket(Protocol):
+    """What the limiter needs of a request-rate bucket, wherever its state is kept."""
 
-    The counter rises by one per request and drains at ``per_second``. ``reserve()`` books the
-    next slot and returns how long to wait for it, so concurrent callers queue in order and
-    each sends when the counter, its own request included, is at most ``burst``.
+    limit: RateLimit
+
+    def reserve(self, budget: float = math.inf) -> float: ...
+    def wait(self, after: float = 0.0) -> float: ...
+    def saturate(self) -> None: ...
+    def available(self) -> float: ...
+
+
+class Meter(Protocol):
+    """What the limiter needs of an operating-time meter, wherever its state is kept."""
+
+    def record(self, time: Time | None) -> None: ...
+    def reset_at(self) -> float | None: ...
+    def delay(self) -> float: ...
+    def state(self) -> tuple[float | None, float | None]: ...
+
+
+def bucket_step(
+    op: str, level: float, updated: float, now: float, limit: RateLimit, arg: float
+) -> tuple[float, tuple[float, float] | None]:
+    """One bucket operation on its state ``(level, updated)`` at ``now``: the arithmetic of
+    every store, pure.
+
+    ``level`` counts booked requests as of ``updated`` and drains at ``per_second``. The ops:
+    ``"reserve"`` (``arg``: the budget) books one request if its wait fits and returns the wait;
+    ``"wait"`` (``arg``: seconds from now) returns the wait a request booked then would have;
+    ``"saturate"`` takes the counter as full (the portal said 503); ``"available"`` returns the
+    requests that could go now without waiting.
+
+    Returns:
+        ``(result, new_state)``; ``new_state`` is None when the state is unchanged.
     """
+    rate, ceiling = limit.per_second, limit.ceiling
 
-    def __init__(self, limit: RateLimit, clock: Callable[[], float]) -> None:
-        self.limit = limit
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._level = 0.0  # as of self._updated, booked requests included
-        self._updated = clock()
+    def drained(at: float) -> float:
+        return max(0.0, level - max(0.0, at - updated) * rate)
 
-    def reserve(self, budget: float = math.inf) -> float:
-        """Book one request if its wait fits in ``budget``; return the seconds to wait for it.
-
-        A wait longer than ``budget`` books nothing: the request is not going to be sent.
-        """
-        rate, burst = self.limit.per_second, self.limit.burst
-        with self._lock:
-            now = self._clock()
-            level = max(0.0, self._level - (now - self._updated) * rate) + 1.0
-            delay = max(0.0, (level - burst) / rate)
-            if delay <= budget:
-                self._level, self._updated = level, now
-        return delay
-
-    def wait(self, after: float = 0.0) -> float:
-        """The seconds a request booked ``after`` seconds from now would wait; books nothing."""
-        rate = self.limit.per_second
-        with self._lock:
-            drained = (self._clock() + after - self._updated) * rate
-            level = max(0.0, self._level - drained) + 1.0
-        return max(0.0, (level - self.limit.burst) / rate)
-
-    def saturate(self) -> None:
-        """The portal said 503 ``QUERY_LIMIT_EXCEEDED``: take its counter as full, so the
-        next request waits for it to drain."""
-        with self._lock:
-            now = self._clock()
-            level = max(0.0, self._level - (now - self._updated) * self.limit.per_second)
-            self._level, self._updated = max(level, float(self.limit.burst)), now
-
-    def available(self) -> float:
-        """Requests that could be sent right now without waiting."""
-        with self._lock:
-            drained = (self._clock() - self._updated) * self.limit.per_second
-            return max(0.0, self.limit.burst - max(0.0, self._level - drained))
+    if op == "reserve":
+        booked = drained(now) + 1.0
+        delay = max(0.0, (booked - ceiling) / rate)
+        return delay, ((booked, now) if delay <= arg else None)
+    if op == "wait":
+        return max(0.0, (drained(now + arg) + 1.0 - ceiling) / rate), None
+    if op == "saturate":
+        return 0.0, (max(drained(now), float(limit.burst)), now)
+    if op == "available":
+        return max(0.0, ceiling - drained(now)), None
+    raise ValueError(f"unknown bucket op {op!r}")
 
 
-class OperatingMeter:
-    """Remembers the portal's ``time.operating`` and says how long to wait for its reset."""
-
-    def __init__(self, limit: RateLimit | None, wall_clock: Callable[[], float]) -> None:
-        self._limit = limit
-        self._wall_clock = wall_clock
-        self._lock = threading.Lock()
-        self._operating: float | None = None
-        self._reset_at: float | None = None
-
-    def record(self, time: Time | None) -> None:
-        """Take the latest figures from an answer's ``time`` block (absent fields change none)."""
-        if time is None or (time.operating is None and time.operating_reset_at is None):
-            return
-        with self._lock:
-            if time.operating is not None:
-                self._operating = time.operating
-            if time.operating_reset_at is not None:
-                self._reset_at = time.operating_reset_at
-
-    def reset_at(self) -> float | None:
-        """Unix seconds of the last reported reset, if any."""
-        with self._lock:
-            return self._reset_at
-
-    def delay(self) -> float:
-        """Seconds to wait before the next batch so as not to collect a 429; 0 if none."""
-        limit = self._limit
-        if limit is None or limit.operating_limit is None:
-            return 0.0
-        with self._lock:
-            operating, reset_at = self._operating, self._reset_at
-        if operating is None or reset_at is None:
-            return 0.0
-        if operating < limit.operating_limit - limit.operating_margin:
-            return 0.0
-        wait = reset_at - self._wall_clock()
-        if wait <= 0:
-            with self._lock:  # the basket has dropped out: the figure is stale
-                if self._reset_at == reset_at:
-                    self._operating = None
-            return 0.0
-        return wait
-
-    def state(self) -> tuple[float | None, float | None]:
-        """``(operating, operating_reset_at)`` as last reported."""
-        with self._lock:
-            return self._operating, self._reset_at
-
-
-_shared_lock = threading.Lock()
-_shared: dict[tuple[str, Callable[[], float]], LeakyBucket] = {}
-
-
-def shared_bucket(origin: str, clock: Callable[[], float]) -> LeakyBucket:
-    """The one default-limit bucket for ``origin`` in this process, made on first use.
-
-    The portal counts requests per portal and source IP, so every client of one portal in a
-    process must draw from one counter. The bucket outlives its clients, as the portal's
-    counter does: a new client made right after another must not start with a full burst.
-    """
-    key = (origin, clock)
-    with _shared_lock:
-        bucket = _shared.get(key)
-        if bucket is None:
-            bucket = LeakyBucket(RateLimit(), clock)
-            _shared[key] = bucket
-        return bucket
+def operating_wait(
+    limit: RateLimit | None, operating: float | None, reset_at: float | None, now: float
+) -> float | None:
+    """Seconds from ``now`` (Unix) to the operating-time reset the client must wait for, or
+    None when it need not wait; zero or less means the figure is stale (its basket dropped)."""
+    if limit is None or limit.operating_limit is None or operating is None or reset_at is None:
+        return None
+    if operating < limit.operating_limit - limit.operating_margin:
+        return None
+    return reset_at - now
 
 
 OPERATING_BASKET = 60.0
@@ -278,8 +247,8 @@ class Limiter:
 
     def __init__(
         self,
-        bucket: LeakyBucket | None,
-        meter: OperatingMeter,
+        bucket: Bucket | None,
+        meter: Meter,
         *,
         sleep: Callable[[float], None],
         wall_clock: Callable[[], float],

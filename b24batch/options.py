@@ -1,8 +1,8 @@
 """The clients' keyword options: their defaults, as named constants, and their checks.
 
 ``checked_options`` turns the ``**options`` a client was given into an ``Options``, or raises
-``SdkError`` / ``SdkTypeError`` naming the option and the fix, before anything else is done. It
-sees no credential.
+``SdkError`` / ``SdkTypeError`` naming the option and the fix, before anything else is done;
+``limiter`` builds a client's limiters from them. It sees no credential, only its hash.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import attrs
 import requests
 
 from b24batch.errors import SdkError, SdkTypeError
-from b24batch.limits import LeakyBucket, RateLimit
-from b24batch.limits import shared_bucket as _shared_bucket
+from b24batch.limits import Limiter, RateLimit
 from b24batch.retry import RetryPolicy
+from b24batch.stores import LeakyBucket, LimitStore, OperatingMeter, SharedBucket, SharedMeter
+from b24batch.stores import shared_bucket as _shared_bucket
 from b24batch.transport import DEADLINE_MARGIN, DEFAULT_MAX_RESPONSE_BYTES, Timeout
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "RateLimitArg",
     "bucket",
     "checked_options",
+    "limiter",
     "policy",
 ]
 
@@ -57,6 +59,7 @@ class Options:
     session: requests.Session | None = None
     retry: RetryPolicy | None = RetryPolicy()  # noqa: RUF009 - immutable
     rate_limit: RateLimitArg = DEFAULT_RATE_LIMIT
+    limit_store: LimitStore | None = None
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     attempt_deadline: float | None = None
     clock: Callable[[], float] = time.monotonic
@@ -88,6 +91,17 @@ def checked_options(options: Mapping[str, Any]) -> Options:
             f"rate_limit={checked.rate_limit!r}: pass a RateLimit, None for no client-side "
             f"limit, or leave the default"
         )
+    if checked.limit_store is not None:
+        if not isinstance(checked.limit_store, LimitStore):
+            raise SdkTypeError(
+                f"limit_store={checked.limit_store!r}: pass a RedisStore or SQLiteStore, or None "
+                f"to keep the limits in this process"
+            )
+        if checked.rate_limit is None:
+            raise SdkError(
+                "limit_store= with rate_limit=None: no client-side limit leaves the store "
+                "nothing to keep; pass a RateLimit (or the default), or drop limit_store"
+            )
     size = checked.max_response_bytes
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         raise SdkError(
@@ -116,6 +130,28 @@ def bucket(origin: str, rate_limit: RateLimitArg, clock: Callable[[], float]) ->
     if isinstance(rate_limit, RateLimit):
         return LeakyBucket(rate_limit, clock)
     return _shared_bucket(origin, clock)
+
+
+def limiter(origin: str, credential: str, options: Options) -> Limiter:
+    """A client's limiters: in-process, or in ``options.limit_store`` (which falls back to the
+    in-process ones while it is unreachable). ``credential`` is a hash naming the credential."""
+    fallback = bucket(origin, options.rate_limit, options.clock)
+    limit, store = policy(options.rate_limit), options.limit_store
+    if store is None or fallback is None:
+        return Limiter(
+            fallback,
+            OperatingMeter(limit, options.wall_clock),
+            sleep=options.sleep,
+            wall_clock=options.wall_clock,
+        )
+    # The portal charges a batch's operating time to the method "batch" (protocol section 5).
+    key = store.meter_key(origin, credential, "batch")
+    return Limiter(
+        SharedBucket(store, origin, options.clock, fallback),
+        SharedMeter(store, key, limit, options.wall_clock),
+        sleep=options.sleep,
+        wall_clock=options.wall_clock,
+    )
 
 
 def policy(rate_limit: RateLimitArg) -> RateLimit | None:

@@ -19,6 +19,9 @@ MODULES = [
     "b24batch.redaction",
     "b24batch.retry",
     "b24batch.limits",
+    "b24batch.stores",
+    "b24batch.store_sqlite",
+    "b24batch.store_redis",
     "b24batch.form",
     "b24batch.wire_v2",
 ]

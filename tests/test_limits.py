@@ -1,4 +1,5 @@
-"""Client-side limiters (b24batch.limits) on an injected clock: no sleeping, no I/O."""
+"""Client-side limiters (b24batch.limits, in-process state from b24batch.stores) on an injected
+clock: no sleeping, no I/O."""
 
 from __future__ import annotations
 
@@ -13,11 +14,9 @@ from b24batch.limits import (
     OPERATING_BASKET,
     OPERATING_FLOOR,
     PER_SECOND_RANGE,
-    LeakyBucket,
     Limiter,
-    OperatingMeter,
-    shared_bucket,
 )
+from b24batch.stores import LeakyBucket, OperatingMeter, shared_bucket
 
 
 class Clock:
@@ -78,16 +77,66 @@ def test_rate_limit_accepts_the_ends_of_its_ranges() -> None:
 
 
 def test_bucket_lets_a_burst_through_then_spaces_requests() -> None:
-    """The first `burst` requests go at once; the next wait 1/per_second each, in order."""
+    """The first `burst - headroom` requests go at once; the next wait 1/per_second each."""
     clock = Clock()
-    bucket = LeakyBucket(RateLimit(burst=3, per_second=2.0), clock)
+    bucket = LeakyBucket(RateLimit(burst=5, per_second=2.0), clock)  # headroom 2: ceiling 3
     assert [bucket.reserve() for _ in range(5)] == [0.0, 0.0, 0.0, 0.5, 1.0]
+
+
+def test_headroom_zero_sends_the_whole_burst() -> None:
+    """With headroom=0 the client's counter goes up to the burst itself."""
+    bucket = LeakyBucket(RateLimit(burst=3, per_second=2.0, headroom=0), Clock())
+    assert [bucket.reserve() for _ in range(5)] == [0.0, 0.0, 0.0, 0.5, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("burst", "headroom", "ceiling"),
+    [
+        pytest.param(50, 2, 48, id="default"),
+        pytest.param(250, 5, 245, id="enterprise-5"),
+        pytest.param(3, 2, 1, id="down-to-one"),
+        pytest.param(2, 2, 1, id="clamped"),
+        pytest.param(1, 2, 1, id="burst-1-still-sends"),
+        pytest.param(7, 0, 7, id="none"),
+    ],
+)
+def test_ceiling_is_burst_less_headroom_but_at_least_one(
+    burst: int, headroom: int, ceiling: int
+) -> None:
+    """ceiling = burst - headroom, never below one request."""
+    assert RateLimit(burst=burst, headroom=headroom).ceiling == ceiling
+
+
+def test_default_headroom_is_two() -> None:
+    """The default keeps two requests of margin below the portal's burst."""
+    assert RateLimit().headroom == 2
+    assert RateLimit().ceiling == 48
+
+
+@pytest.mark.parametrize(
+    "headroom",
+    [
+        pytest.param(-1, id="negative"),
+        pytest.param(1.5, id="fraction"),
+        pytest.param(True, id="bool"),
+        pytest.param("2", id="str"),
+        pytest.param(MAX_BURST, id="huge"),
+    ],
+)
+def test_bad_headroom_fails_at_construction(headroom: object) -> None:
+    """headroom must be a whole number of requests from 0 to below MAX_BURST."""
+    with pytest.raises(SdkError) as info:
+        RateLimit(headroom=headroom)  # type: ignore[arg-type]
+    assert str(info.value) == (
+        f"headroom={headroom!r}: pass a whole number of requests from 0 to below {MAX_BURST} "
+        f"(default 2)"
+    )
 
 
 def test_bucket_drains_with_time() -> None:
     """After the counter drains, requests go without waiting again."""
     clock = Clock()
-    bucket = LeakyBucket(RateLimit(burst=2, per_second=1.0), clock)
+    bucket = LeakyBucket(RateLimit(burst=4, per_second=1.0), clock)  # ceiling 2
     assert [bucket.reserve() for _ in range(2)] == [0.0, 0.0]
     assert bucket.available() == 0.0
     clock.now += 1.5
@@ -97,7 +146,7 @@ def test_bucket_drains_with_time() -> None:
 
 
 def test_bucket_never_exceeds_burst_at_send_time() -> None:
-    """Replaying the sends through the portal's counter never takes it past burst."""
+    """Replaying the sends through the portal's counter never takes it past the ceiling."""
     clock = Clock(0.0)
     limit = RateLimit(burst=5, per_second=3.0)
     bucket = LeakyBucket(limit, clock)
@@ -110,8 +159,9 @@ def test_bucket_never_exceeds_burst_at_send_time() -> None:
         level = max(0.0, level - (t - last) * limit.per_second) + 1.0
         last = t
         peak = max(peak, level)
-    assert peak <= limit.burst + 1e-9
-    assert peak > limit.burst - 1  # and the limit is used, not wasted
+    assert limit.ceiling == 3
+    assert peak <= limit.ceiling + 1e-9  # headroom left for jitter on the way
+    assert peak > limit.ceiling - 1  # and the limit is used, not wasted
 
 
 def test_bucket_is_thread_safe() -> None:
@@ -136,13 +186,14 @@ def test_bucket_is_thread_safe() -> None:
 
 
 def test_saturated_bucket_waits_for_the_drain() -> None:
-    """After the portal's 503 the bucket counts as full: the next request waits."""
+    """After the portal's 503 the bucket counts as full: the next request waits for the
+    counter to drain from the burst to the ceiling."""
     clock = Clock()
     bucket = LeakyBucket(RateLimit(burst=10, per_second=4.0), clock)
     assert bucket.reserve() == 0.0
     bucket.saturate()
     assert bucket.available() == 0.0
-    assert bucket.reserve() == pytest.approx(0.25)
+    assert bucket.reserve() == pytest.approx(0.75)  # from 10, plus this one, down to 8
 
 
 def test_shared_bucket_outlives_its_clients() -> None:
@@ -155,7 +206,7 @@ def test_shared_bucket_outlives_its_clients() -> None:
     gc.collect()
     again = shared_bucket("https://gone.example", clock)
     assert id(again) == first_id
-    assert again.available() == pytest.approx(49.0)
+    assert again.available() == pytest.approx(47.0)  # the ceiling 48, less the one booked
 
 
 def test_shared_bucket_is_one_per_origin_and_clock() -> None:

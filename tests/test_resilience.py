@@ -355,7 +355,8 @@ def test_a_503_fills_the_client_bucket(portal: FakePortal, fake_time: FakeTime) 
         portal.inject(Fault.rate_limited())
         result = BatchV3(hook).make(READ)
     assert result.attempts == 2
-    assert fake_time.sleeps == [0.25, 0.25]  # backoff, then what is left of one drain
+    # backoff, then what is left of the drain from the burst to the ceiling: (5 + 1 - 3) / 2
+    assert fake_time.sleeps == [0.25, 1.25]
 
 
 def test_returned_error_counts_its_attempts(portal: FakePortal, client: B24Hook) -> None:
@@ -465,7 +466,8 @@ def test_default_clients_of_one_portal_share_a_bucket(portal: FakePortal) -> Non
     assert own.limiter.bucket.limit.burst == 5
     assert off.limiter.bucket is None
     BatchV3(first).make(READ)
-    assert second.limit_state().requests_available == pytest.approx(49.0, abs=0.1)
+    # the ceiling (50 less the headroom of 2), less the one request sent
+    assert second.limit_state().requests_available == pytest.approx(47.0, abs=0.1)
 
 
 def test_bad_rate_limit_argument_is_refused(portal: FakePortal) -> None:
@@ -477,14 +479,21 @@ def test_bad_rate_limit_argument_is_refused(portal: FakePortal) -> None:
 def test_threads_share_the_bucket_and_never_trip_the_portal_limit() -> None:
     """200 batches from 8 threads through one client: no 503, every result its caller's.
 
-    Time is compressed (burst 50 at 100/s) so the run takes about 1.5 s; how close it comes to
-    the bucket's theoretical minimum is a benchmark figure, not asserted here.
+    Time is compressed (burst 50 at 100/s, the portal's 2/s fifty times faster) so the run takes
+    about 1.5 s; how close it comes to the bucket's theoretical minimum is a benchmark figure,
+    not asserted here. The CPU's scheduling jitter is not compressed: a thread descheduled for
+    100 ms is ten slots here and a fifth of one at 2/s, and requests late together can land at
+    most as many at once as are in flight. So the margin below the burst is the test's eight
+    threads, where the default headroom of 2 covers a second of jitter at the portal's rate.
+    The test passes 10 of 10 under ``stress-ng --cpu 6`` on two cores.
     """
     limit = (50, 100.0)
     with FakePortal(rate_limit=limit) as portal:
         ids = [portal.add_task(title=f"Task {n}") for n in range(200)]
         hook = B24Hook.from_webhook_url(
-            portal.webhook_url, retry=None, rate_limit=RateLimit(burst=50, per_second=100.0)
+            portal.webhook_url,
+            retry=None,
+            rate_limit=RateLimit(burst=50, per_second=100.0, headroom=8),
         )
         errors: list[BaseException] = []
         mixups: list[tuple[int, Any]] = []

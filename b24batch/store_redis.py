@@ -1,0 +1,248 @@
+"""``RedisStore``: the limiters' state in Redis, for processes on many hosts.
+
+Each operation is one Lua script, atomic on the server, that reads the time from the server
+(``TIME``), so hosts whose clocks disagree still share one bucket. The arithmetic mirrors
+``limits.bucket_step`` line for line. Needs the ``redis`` extra (redis-py); importing this
+module does not.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from b24batch.errors import SdkError, SdkTypeError
+from b24batch.limits import RateLimit
+from b24batch.redaction import Secret
+from b24batch.stores import (
+    DEFAULT_RECHECK,
+    DEFAULT_STORE_TIMEOUT,
+    FUTURE_TOLERANCE,
+    LimitStore,
+    MeterState,
+)
+
+__all__ = ["DEFAULT_PREFIX", "RedisStore"]
+
+DEFAULT_PREFIX = "b24batch:"
+"""What every key of a :class:`RedisStore` starts with, unless ``prefix=`` says otherwise."""
+
+_SCHEMES = ("redis", "rediss", "unix")
+_BIG = 1e300  # stands for an unbounded budget: Lua's tonumber("inf") is platform-defined
+
+# Shared head of both scripts: the time (ARGV[1], or the server's), and a foreign value under
+# the key (not a hash) deleted, so that it reads as empty and the write replaces it.
+_HEAD = """
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
+local function finite(x) return x ~= nil and x == x and x > -math.huge and x < math.huge end
+local function fmt(x) if x == nil then return '' end return string.format('%.17g', x) end
+"""
+
+# ARGV: now, op, ceiling, burst, per_second, arg, future tolerance. Returns the result.
+_BUCKET = (
+    _HEAD
+    + """
+local op, ceiling, burst = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local rate, arg, tolerance = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local stored = redis.call('HMGET', KEYS[1], 'level', 'updated')
+local level, updated = tonumber(stored[1]), tonumber(stored[2])
+if not (finite(level) and finite(updated) and level >= 0 and updated <= now + tolerance) then
+  level, updated = 0, now
+end
+local function drained(at) return math.max(0, level - math.max(0, at - updated) * rate) end
+local result, write = 0, false
+if op == 'reserve' then
+  local booked = drained(now) + 1
+  result = math.max(0, (booked - ceiling) / rate)
+  if result <= arg then level, updated, write = booked, now, true end
+elseif op == 'wait' then
+  result = math.max(0, (drained(now + arg) + 1 - ceiling) / rate)
+elseif op == 'saturate' then
+  level, updated, write = math.max(drained(now), burst), now, true
+elseif op == 'available' then
+  result = math.max(0, ceiling - drained(now))
+else
+  return redis.error_reply('unknown bucket op ' .. op)
+end
+if write then
+  redis.call('HSET', KEYS[1], 'level', fmt(level), 'updated', fmt(updated))
+  redis.call('PEXPIRE', KEYS[1], math.ceil((level / rate + 60) * 1000))
+end
+return fmt(result)
+"""
+)
+
+# ARGV: now, op, operating, reset_at. Returns {operating, reset_at, now}, '' for none.
+_METER = (
+    _HEAD
+    + """
+local op = ARGV[2]
+local stored = redis.call('HMGET', KEYS[1], 'operating', 'reset_at')
+local operating, reset_at = tonumber(stored[1]), tonumber(stored[2])
+if not (finite(operating) and operating >= 0) then operating = nil end
+if not finite(reset_at) then reset_at = nil end
+local write = false
+if op == 'record' then
+  operating = tonumber(ARGV[3]) or operating
+  reset_at = tonumber(ARGV[4]) or reset_at
+  write = true
+elseif op == 'forget' then
+  if reset_at ~= nil and reset_at == tonumber(ARGV[4]) then operating, write = nil, true end
+elseif op ~= 'read' then
+  return redis.error_reply('unknown meter op ' .. op)
+end
+if write then
+  redis.call('DEL', KEYS[1])
+  if operating ~= nil then redis.call('HSET', KEYS[1], 'operating', fmt(operating)) end
+  if reset_at ~= nil then redis.call('HSET', KEYS[1], 'reset_at', fmt(reset_at)) end
+  local ahead = 0
+  if reset_at ~= nil then ahead = math.max(0, reset_at - now) end
+  redis.call('EXPIRE', KEYS[1], math.ceil(ahead + 660))
+end
+return {fmt(operating), fmt(reset_at), fmt(now)}
+"""
+)
+
+
+def _number(text: Any) -> float | None:
+    if isinstance(text, bytes):
+        text = text.decode("ascii")
+    return None if text in ("", None) else float(text)
+
+
+def _arg(value: float | None) -> str:
+    return "" if value is None else repr(float(min(value, _BIG)))
+
+
+class RedisStore(LimitStore):
+    """Limits shared by processes on many hosts through one Redis server.
+
+    Every update is a Lua script, atomic on the server, timed by the server's clock; keys live
+    under ``prefix`` and expire once they no longer matter. Nothing secret is written: the
+    operating-time meter is keyed by a one-way hash of the credential.
+
+    Args:
+        url: ``redis://[:password@]host:6379/0``, ``rediss://...`` (TLS) or
+            ``unix:///path/redis.sock[?db=0]``, as redis-py takes them.
+        prefix: What every key starts with (default :data:`DEFAULT_PREFIX`).
+        egress: A label for the public IP this host's requests leave through, when hosts
+            leave through different ones (each IP has its own bucket at the portal).
+        timeout: Seconds to connect or to wait for an answer before the store counts as
+            unreachable (the clients then limit in-process).
+        recheck: Seconds between attempts to reach an unreachable store.
+        clock: Unix seconds for the scripts instead of the server's ``TIME`` (for tests).
+
+    Raises:
+        SdkError: The ``redis`` extra is not installed (``pip install 'b24batch[redis]'``),
+            or an argument is wrong.
+
+    Example:
+        >>> store = RedisStore("redis://:password@redis.internal:6379/0")  # connects on use
+        >>> store
+        <RedisStore redis://redis.internal:6379/0 prefix='b24batch:'>
+        >>> b24 = B24Hook.from_webhook_url(
+        ...     "https://example.bitrix24.com/rest/1/s/", limit_store=store
+        ... )
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        egress: str | None = None,
+        timeout: float = DEFAULT_STORE_TIMEOUT,
+        recheck: float = DEFAULT_RECHECK,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        hidden = Secret(url)
+        del url  # it may hold a password: a traceback's frames show their locals
+        try:
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+        except ImportError:
+            raise SdkError(
+                "RedisStore needs redis-py: pip install 'b24batch[redis]' (or pip install redis)"
+            ) from None
+        if not isinstance(hidden.value, str):
+            raise SdkTypeError("url: pass a str such as redis://host:6379/0")
+        parts = urlsplit(hidden.value)
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if parts.scheme not in _SCHEMES or not (parts.hostname or parts.path) or port == -1:
+            raise SdkError(
+                "url: pass redis://host:6379/0, rediss://host:6380/0 or unix:///path/redis.sock"
+            )
+        if not isinstance(prefix, str) or not prefix.isprintable():
+            raise SdkError(f"prefix={prefix!r}: pass a printable str such as {DEFAULT_PREFIX!r}")
+        if clock is not None and not callable(clock):
+            raise SdkTypeError("clock=: pass a callable returning Unix seconds, or None")
+        super().__init__(egress=egress, recheck=recheck, timeout=timeout)
+        self.prefix = prefix
+        self._clock = clock
+        where = parts.path
+        if parts.scheme != "unix":
+            where = f"{parts.hostname}:{port or 6379}{parts.path}"
+        self._where = f"{parts.scheme}://{where}"  # no password
+        # One attempt per operation: the fallback, not a retry loop, covers an outage.
+        self._redis = redis.Redis.from_url(
+            hidden.value,
+            socket_connect_timeout=self.timeout,
+            socket_timeout=self.timeout,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
+        self.errors = (redis.RedisError, OSError)
+        self._bucket = self._redis.register_script(_BUCKET)
+        self._meter = self._redis.register_script(_METER)
+
+    def __repr__(self) -> str:
+        return f"<RedisStore {self._where} prefix={self.prefix!r}>"
+
+    def describe(self) -> str:
+        return repr(self)
+
+    def _now(self) -> str:
+        return "" if self._clock is None else repr(float(self._clock()))
+
+    def bucket_op(
+        self, key: str, op: str, limit: RateLimit, arg: float, clock: Callable[[], float]
+    ) -> float:
+        del clock  # the server's time (or the store's own clock): hosts' clocks may disagree
+        args = [self._now(), op, str(limit.ceiling), str(limit.burst), repr(limit.per_second)]
+        args += [_arg(arg), repr(FUTURE_TOLERANCE)]
+        result = _number(self._bucket(keys=[self.prefix + key], args=args))
+        if result is None or not math.isfinite(result):
+            raise OSError(f"the bucket script answered {result!r}")
+        return result
+
+    def meter_op(
+        self,
+        key: str,
+        op: str,
+        operating: float | None,
+        reset_at: float | None,
+        clock: Callable[[], float],
+    ) -> MeterState:
+        del clock
+        args = [self._now(), op, _arg(operating), _arg(reset_at)]
+        answer = self._meter(keys=[self.prefix + key], args=args)
+        now = _number(answer[2])
+        if now is None:
+            raise OSError(f"the meter script answered {answer!r}")
+        return _number(answer[0]), _number(answer[1]), now
+
+    def close(self) -> None:
+        """Close the connections to the server (the store reconnects if used again)."""
+        self._redis.close()

@@ -1,0 +1,178 @@
+"""``SQLiteStore``: the limiters' state in an SQLite file, for several processes on one host.
+
+Standard library only. Each operation is one ``BEGIN IMMEDIATE`` transaction, so the
+database's own lock makes it atomic across processes; the clock is read inside it. Each thread
+and each process (after a fork) opens its own connection.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from b24batch.errors import SdkError, SdkTypeError
+from b24batch.limits import RateLimit, bucket_step
+from b24batch.stores import (
+    DEFAULT_RECHECK,
+    DEFAULT_STORE_TIMEOUT,
+    FUTURE_TOLERANCE,
+    LimitStore,
+    MeterState,
+)
+
+__all__ = ["SQLiteStore"]
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS b24batch_bucket (key TEXT PRIMARY KEY, level, updated)",
+    "CREATE TABLE IF NOT EXISTS b24batch_meter (key TEXT PRIMARY KEY, operating, reset_at)",
+)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class SQLiteStore(LimitStore):
+    """Limits shared by the processes of one host through an SQLite file (cron jobs beside web
+    workers on one VM, without a server).
+
+    Args:
+        path: The database file; made on first use, with its tables. Every process must be
+            able to write it (and its ``-wal`` and ``-shm`` files beside it).
+        egress: A label for the public IP this host's requests leave through, when several
+            hosts share one store but not one IP (each IP has its own bucket at the portal).
+        timeout: Seconds to wait for the database's lock before counting it unreachable.
+        recheck: Seconds between attempts to reach an unreachable store.
+
+    Raises:
+        SdkError: A path that is not a file name (``":memory:"`` is refused: no other process
+            could see it).
+
+    Example:
+        >>> store = SQLiteStore("/var/lib/myapp/b24-limits.sqlite3")
+        >>> b24 = B24Hook.from_webhook_url(
+        ...     "https://example.bitrix24.com/rest/1/s/", limit_store=store
+        ... )
+    """
+
+    errors = (sqlite3.Error, OSError)
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        egress: str | None = None,
+        timeout: float = DEFAULT_STORE_TIMEOUT,
+        recheck: float = DEFAULT_RECHECK,
+    ) -> None:
+        if not isinstance(path, str | os.PathLike):
+            raise SdkTypeError(f"path={path!r}: pass the database file's path as a str or Path")
+        name = os.fspath(path)
+        if not isinstance(name, str) or not name or name == ":memory:" or "\0" in name:
+            raise SdkError(
+                f"path={name!r}: pass a file path every process can write, such as "
+                f"/var/lib/myapp/b24-limits.sqlite3"
+            )
+        super().__init__(egress=egress, recheck=recheck, timeout=timeout)
+        self.path = name
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return f"<SQLiteStore {self.path}>"
+
+    def describe(self) -> str:
+        return repr(self)
+
+    def _connection(self) -> sqlite3.Connection:
+        held = getattr(self._local, "held", None)
+        if held is not None and held[0] == os.getpid():
+            connection: sqlite3.Connection = held[1]
+            return connection
+        # A connection must not cross a fork: the child opens its own (the parent's is left
+        # alone, not closed, since closing it from the child could disturb the parent).
+        connection = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            for statement in _SCHEMA:
+                connection.execute(statement)
+        except BaseException:
+            connection.close()
+            raise
+        self._local.held = (os.getpid(), connection)
+        return connection
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        connection = self._connection()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+    def bucket_op(
+        self, key: str, op: str, limit: RateLimit, arg: float, clock: Callable[[], float]
+    ) -> float:
+        with self._transaction() as db:
+            now = clock()
+            row = db.execute(
+                "SELECT level, updated FROM b24batch_bucket WHERE key = ?", (key,)
+            ).fetchone()
+            level, updated = 0.0, now  # missing or foreign: empty, overwritten below
+            if (
+                row is not None
+                and _finite(row[0])
+                and _finite(row[1])
+                and row[0] >= 0
+                and row[1] <= now + FUTURE_TOLERANCE
+            ):
+                level, updated = float(row[0]), float(row[1])
+            result, state = bucket_step(op, level, updated, now, limit, arg)
+            if state is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO b24batch_bucket (key, level, updated) VALUES (?, ?, ?)",
+                    (key, *state),
+                )
+        return result
+
+    def meter_op(
+        self,
+        key: str,
+        op: str,
+        operating: float | None,
+        reset_at: float | None,
+        clock: Callable[[], float],
+    ) -> MeterState:
+        with self._transaction() as db:
+            now = clock()
+            row = db.execute(
+                "SELECT operating, reset_at FROM b24batch_meter WHERE key = ?", (key,)
+            ).fetchone()
+            stored: tuple[float | None, float | None] = (None, None)
+            if row is not None:
+                kept_operating = row[0] if _finite(row[0]) and row[0] >= 0 else None
+                stored = (kept_operating, row[1] if _finite(row[1]) else None)
+            new = stored
+            if op == "record":
+                new = (
+                    stored[0] if operating is None else operating,
+                    stored[1] if reset_at is None else reset_at,
+                )
+            elif op == "forget" and stored[1] is not None and stored[1] == reset_at:
+                new = (None, stored[1])
+            if op != "read" and (row is None or tuple(row) != new):
+                db.execute(
+                    "INSERT OR REPLACE INTO b24batch_meter (key, operating, reset_at) "
+                    "VALUES (?, ?, ?)",
+                    (key, *new),
+                )
+        return (*new, now)

@@ -1,0 +1,385 @@
+"""Where the limiters keep their numbers: in this process, or in a store many processes share.
+
+``LeakyBucket`` and ``OperatingMeter`` keep the state in process memory (the default).
+``LimitStore`` is the interface of a shared store (``SQLiteStore``, ``RedisStore``): two atomic
+operations on a bucket's and a meter's numbers; ``SharedBucket`` and ``SharedMeter`` put them
+behind the limiter and fall back to the in-process state while the store is unreachable. The
+arithmetic is ``limits.bucket_step``'s; nothing secret is ever written to a store.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import logging
+import math
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from b24batch.errors import SdkError, SdkTypeError
+from b24batch.limits import RateLimit, bucket_step, operating_wait
+from b24batch.redaction import Secret
+from b24batch.results import Time
+
+__all__ = [
+    "DEFAULT_RECHECK",
+    "DEFAULT_STORE_TIMEOUT",
+    "LeakyBucket",
+    "LimitStore",
+    "MeterState",
+    "OperatingMeter",
+    "SharedBucket",
+    "SharedMeter",
+    "fingerprint",
+    "shared_bucket",
+]
+
+log = logging.getLogger("b24batch")
+
+DEFAULT_STORE_TIMEOUT = 1.0
+"""Seconds a shared store may take to connect or answer before it counts as unreachable."""
+DEFAULT_RECHECK = 5.0
+"""Seconds between attempts to reach a store that was unreachable (limits stay in-process)."""
+FUTURE_TOLERANCE = 1.0
+"""A stored state dated further ahead than this is foreign (a clock reset): taken as empty."""
+
+MeterState = tuple[float | None, float | None, float]
+"""``(operating, operating_reset_at, now)``: a meter's numbers and the store's Unix time."""
+
+
+class LeakyBucket:
+    """The portal's request counter, kept in this process and shared by threads.
+
+    The counter rises by one per request and drains at ``per_second``. ``reserve()`` books the
+    next slot and returns how long to wait for it, so concurrent callers queue in order and
+    each sends when the counter, its own request included, is at most ``limit.ceiling``.
+    """
+
+    def __init__(self, limit: RateLimit, clock: Callable[[], float]) -> None:
+        self.limit = limit
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state = (0.0, clock())  # (level, updated), booked requests included
+
+    def step(self, op: str, arg: float = 0.0) -> float:
+        """One :func:`~b24batch.limits.bucket_step` operation on this bucket, atomically."""
+        with self._lock:
+            result, state = bucket_step(op, *self._state, self._clock(), self.limit, arg)
+            if state is not None:
+                self._state = state
+        return result
+
+    def reserve(self, budget: float = math.inf) -> float:
+        """Book one request if its wait fits in ``budget``; return the seconds to wait for it.
+
+        A wait longer than ``budget`` books nothing: the request is not going to be sent.
+        """
+        return self.step("reserve", budget)
+
+    def wait(self, after: float = 0.0) -> float:
+        """The seconds a request booked ``after`` seconds from now would wait; books nothing."""
+        return self.step("wait", after)
+
+    def saturate(self) -> None:
+        """The portal said 503 ``QUERY_LIMIT_EXCEEDED``: take its counter as full, so the
+        next request waits for it to drain."""
+        self.step("saturate")
+
+    def available(self) -> float:
+        """Requests that could be sent right now without waiting."""
+        return self.step("available")
+
+
+class OperatingMeter:
+    """Remembers the portal's ``time.operating`` and says how long to wait for its reset."""
+
+    def __init__(self, limit: RateLimit | None, wall_clock: Callable[[], float]) -> None:
+        self._limit = limit
+        self._wall_clock = wall_clock
+        self._lock = threading.Lock()
+        self._operating: float | None = None
+        self._reset_at: float | None = None
+
+    def record(self, time: Time | None) -> None:
+        """Take the latest figures from an answer's ``time`` block (absent fields change none)."""
+        if time is None or (time.operating is None and time.operating_reset_at is None):
+            return
+        with self._lock:
+            if time.operating is not None:
+                self._operating = time.operating
+            if time.operating_reset_at is not None:
+                self._reset_at = time.operating_reset_at
+
+    def reset_at(self) -> float | None:
+        """Unix seconds of the last reported reset, if any."""
+        with self._lock:
+            return self._reset_at
+
+    def delay(self) -> float:
+        """Seconds to wait before the next batch so as not to collect a 429; 0 if none."""
+        with self._lock:
+            operating, reset_at = self._operating, self._reset_at
+        wait = operating_wait(self._limit, operating, reset_at, self._wall_clock())
+        if wait is not None and wait <= 0:
+            with self._lock:  # the basket has dropped out: the figure is stale
+                if self._reset_at == reset_at:
+                    self._operating = None
+        return max(0.0, wait or 0.0)
+
+    def state(self) -> tuple[float | None, float | None]:
+        """``(operating, operating_reset_at)`` as last reported."""
+        with self._lock:
+            return self._operating, self._reset_at
+
+
+_shared_lock = threading.Lock()
+_shared: dict[tuple[str, Callable[[], float]], LeakyBucket] = {}
+
+
+def shared_bucket(origin: str, clock: Callable[[], float]) -> LeakyBucket:
+    """The one default-limit bucket for ``origin`` in this process, made on first use.
+
+    The portal counts requests per portal and source IP, so every client of one portal in a
+    process must draw from one counter. The bucket outlives its clients, as the portal's
+    counter does: a new client made right after another must not start with a full burst.
+    """
+    key = (origin, clock)
+    with _shared_lock:
+        bucket = _shared.get(key)
+        if bucket is None:
+            bucket = LeakyBucket(RateLimit(), clock)
+            _shared[key] = bucket
+        return bucket
+
+
+def fingerprint(credential: Secret[str]) -> str:
+    """A short one-way hash naming a credential in a store's keys; never the credential."""
+    return hashlib.blake2b(
+        credential.value.encode("utf-8"), digest_size=8, person=b"b24batch-meter"
+    ).hexdigest()
+
+
+class _Unreachable(Exception):
+    """The store did not answer: the caller uses the in-process state instead."""
+
+
+_stores: weakref.WeakSet[LimitStore] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for store in list(_stores):
+        store._lock = threading.Lock()  # a thread of the parent may have held it
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
+class LimitStore(abc.ABC):
+    """A shared store for the limiters' state: pass one as ``limit_store=`` to the clients.
+
+    The request-rate bucket is keyed by portal (and ``egress``, the public IP the host's
+    requests leave through, when hosts leave through different ones: the portal counts each
+    IP apart); the operating-time meter by portal, a hash of the credential and the method.
+    While the store is unreachable the clients limit in-process, one WARNING logged when that
+    starts and one when it ends; the store is tried again every ``recheck`` seconds.
+
+    Subclasses implement :meth:`bucket_op` and :meth:`meter_op`, each atomic in the store.
+
+    Example:
+        >>> store = SQLiteStore("/var/lib/myapp/b24-limits.sqlite3", egress="203.0.113.7")
+        >>> isinstance(store, LimitStore), store.bucket_key("https://example.bitrix24.com")
+        (True, 'bucket:https://example.bitrix24.com@203.0.113.7')
+    """
+
+    errors: tuple[type[BaseException], ...] = (OSError,)
+    """The exceptions that mean the store is unreachable (its state then stays in-process)."""
+
+    def __init__(self, *, egress: str | None, recheck: float, timeout: float) -> None:
+        if egress is not None and (
+            not isinstance(egress, str) or not egress.isprintable() or not 0 < len(egress) <= 100
+        ):
+            raise SdkError(
+                f"egress={egress!r}: pass a short printable label for the public IP this host's "
+                f"requests leave through, or None when all hosts share one"
+            )
+        for name, value in (("recheck", recheck), ("timeout", timeout)):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise SdkTypeError(f"{name}={value!r}: pass seconds as a number")
+            if not 0 < value <= 3600:
+                raise SdkError(f"{name}={value!r}: pass seconds above 0 and at most 3600")
+        self.egress = egress
+        self.recheck = float(recheck)
+        self.timeout = float(timeout)
+        self._lock = threading.Lock()
+        self._down_until: float | None = None
+        _stores.add(self)
+
+    @abc.abstractmethod
+    def bucket_op(
+        self, key: str, op: str, limit: RateLimit, arg: float, clock: Callable[[], float]
+    ) -> float:
+        """Apply :func:`~b24batch.limits.bucket_step` to the bucket under ``key``, atomically.
+
+        ``clock`` is read inside the store's lock (a store with a clock of its own ignores it).
+        A missing, foreign or nonsense state counts as empty and is overwritten.
+        """
+
+    @abc.abstractmethod
+    def meter_op(
+        self,
+        key: str,
+        op: str,
+        operating: float | None,
+        reset_at: float | None,
+        clock: Callable[[], float],
+    ) -> MeterState:
+        """``"read"`` the meter under ``key``; ``"record"`` the figures given (None keeps the
+        stored one); ``"forget"`` its operating figure if its reset is still ``reset_at``.
+
+        Returns the meter's state after the operation and the store's Unix time.
+        """
+
+    def describe(self) -> str:
+        """The store for log lines: no password."""
+        return type(self).__name__
+
+    def bucket_key(self, origin: str) -> str:
+        """The key of the request-rate bucket of ``origin`` as seen from this host."""
+        return f"bucket:{origin}" if self.egress is None else f"bucket:{origin}@{self.egress}"
+
+    def meter_key(self, origin: str, credential: str, method: str) -> str:
+        """The key of the operating-time meter of one credential's ``method`` on ``origin``."""
+        return f"operating:{origin}:{credential}:{method}"
+
+    def call(self, operation: Callable[..., Any], *args: Any) -> Any:
+        """``operation(*args)``, or :class:`_Unreachable` while the store does not answer."""
+        with self._lock:
+            if self._down_until is not None and time.monotonic() < self._down_until:
+                raise _Unreachable
+        try:
+            result = operation(*args)
+        except self.errors as error:
+            with self._lock:
+                starts = self._down_until is None
+                self._down_until = time.monotonic() + self.recheck
+            if starts:
+                log.warning(
+                    "limit store %s unreachable (%s: %s): limiting in this process until it "
+                    "answers again",
+                    self.describe(),
+                    type(error).__name__,
+                    error,
+                )
+            raise _Unreachable from error
+        if self._down_until is not None:
+            with self._lock:
+                ends, self._down_until = self._down_until is not None, None
+            if ends:
+                log.warning(
+                    "limit store %s answers again: limits are shared again", self.describe()
+                )
+        return result
+
+
+class SharedBucket:
+    """A request-rate bucket kept in a :class:`LimitStore`, with an in-process fallback."""
+
+    def __init__(
+        self,
+        store: LimitStore,
+        origin: str,
+        clock: Callable[[], float],
+        fallback: LeakyBucket,
+    ) -> None:
+        self.limit = fallback.limit
+        self.store = store
+        self.key = store.bucket_key(origin)
+        self._clock = clock
+        self._fallback = fallback
+
+    def step(self, op: str, arg: float = 0.0) -> float:
+        """One bucket operation in the store, or in-process while it is unreachable."""
+        try:
+            result: float = self.store.call(
+                self.store.bucket_op, self.key, op, self.limit, arg, self._clock
+            )
+        except _Unreachable:
+            return self._fallback.step(op, arg)
+        return result
+
+    def reserve(self, budget: float = math.inf) -> float:
+        """As :meth:`LeakyBucket.reserve`, on the shared counter."""
+        return self.step("reserve", budget)
+
+    def wait(self, after: float = 0.0) -> float:
+        """As :meth:`LeakyBucket.wait`, on the shared counter."""
+        return self.step("wait", after)
+
+    def saturate(self) -> None:
+        """As :meth:`LeakyBucket.saturate`, on the shared counter."""
+        self.step("saturate")
+
+    def available(self) -> float:
+        """As :meth:`LeakyBucket.available`, on the shared counter."""
+        return self.step("available")
+
+
+class SharedMeter:
+    """An operating-time meter kept in a :class:`LimitStore`; its figures are also kept
+    in-process, for while the store is unreachable."""
+
+    def __init__(
+        self,
+        store: LimitStore,
+        key: str,
+        limit: RateLimit | None,
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.key = key
+        self._limit = limit
+        self._wall_clock = wall_clock
+        self._local = OperatingMeter(limit, wall_clock)
+
+    def _op(self, op: str, operating: float | None, reset_at: float | None) -> MeterState | None:
+        try:
+            state: MeterState = self.store.call(
+                self.store.meter_op, self.key, op, operating, reset_at, self._wall_clock
+            )
+        except _Unreachable:
+            return None
+        return state
+
+    def record(self, time: Time | None) -> None:
+        """As :meth:`OperatingMeter.record`, for every client sharing the store."""
+        self._local.record(time)
+        if time is not None and (time.operating is not None or time.operating_reset_at is not None):
+            self._op("record", time.operating, time.operating_reset_at)
+
+    def reset_at(self) -> float | None:
+        """Unix seconds of the last reset any client reported."""
+        state = self._op("read", None, None)
+        return self._local.reset_at() if state is None else state[1]
+
+    def delay(self) -> float:
+        """As :meth:`OperatingMeter.delay`, against the store's clock."""
+        if self._limit is None or self._limit.operating_limit is None:
+            return 0.0
+        state = self._op("read", None, None)
+        if state is None:
+            return self._local.delay()
+        operating, reset_at, now = state
+        wait = operating_wait(self._limit, operating, reset_at, now)
+        if wait is not None and wait <= 0:  # the basket has dropped out: the figure is stale
+            self._op("forget", None, reset_at)
+        return max(0.0, wait or 0.0)
+
+    def state(self) -> tuple[float | None, float | None]:
+        """``(operating, operating_reset_at)`` as last reported to any client."""
+        state = self._op("read", None, None)
+        return self._local.state() if state is None else state[:2]

@@ -1,0 +1,580 @@
+"""The limit stores (b24batch.stores, store_sqlite, store_redis) against the in-process bucket.
+
+Every shared store must give exactly the in-process figures on the same injected clock; the
+Redis store runs against a real ``redis-server`` (tests/redis_server.py), with its clock
+injected where a figure is exact. Also: keys, foreign values, fallback, fork, misuse.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import sqlite3
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from b24batch import (
+    B24Hook,
+    B24OAuth,
+    BatchV3,
+    LimitStore,
+    RateLimit,
+    RedisStore,
+    SdkError,
+    SdkTypeError,
+    SQLiteStore,
+    Time,
+)
+from b24batch.limits import Bucket
+from b24batch.redaction import Secret
+from b24batch.stores import LeakyBucket, SharedBucket, SharedMeter, fingerprint
+from b24batch.testing import FakePortal
+from tests.redis_server import RedisServer
+
+ORIGIN = "https://example.bitrix24.com"
+CALLS = [("tasks.task.list", {"select": ["id"]})]
+KINDS = ["memory", "sqlite", "redis"]
+SHARED = ["sqlite", "redis"]
+
+
+class Clock:
+    """A settable clock."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    """One real redis-server for the module; each test uses keys under its own prefix."""
+    running = RedisServer()
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def raw(server: RedisServer) -> Iterator[redis.Redis]:
+    """A plain redis-py client on the test server, to look at and spoil what the store wrote."""
+    client = redis.Redis(unix_socket_path=str(server.socket), socket_timeout=2.0)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+StoreFactory = Callable[[str], LimitStore]
+
+
+@pytest.fixture
+def make_store(server: RedisServer, tmp_path: Path, clock: Clock, raw: redis.Redis) -> StoreFactory:
+    """``make_store(kind)``: a SQLiteStore in tmp_path, or a RedisStore on the injected clock."""
+
+    def make(kind: str, **options: Any) -> LimitStore:
+        if kind == "sqlite":
+            return SQLiteStore(tmp_path / "limits.sqlite3", **options)
+        return RedisStore(server.url, clock=clock, **options)
+
+    return make
+
+
+@pytest.fixture
+def make_bucket(make_store: StoreFactory, clock: Clock) -> Callable[[str, RateLimit], Bucket]:
+    """``make_bucket(kind, limit)``: the in-process bucket, or one in a shared store."""
+
+    def make(kind: str, limit: RateLimit) -> Bucket:
+        local = LeakyBucket(limit, clock)
+        if kind == "memory":
+            return local
+        return SharedBucket(make_store(kind), ORIGIN, clock, local)
+
+    return make
+
+
+# -- the same figures as in process -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_burst_then_steady_drain(kind: str, make_bucket: Any) -> None:
+    """The first `ceiling` requests go at once; the next wait 1/per_second each, in order."""
+    bucket = make_bucket(kind, RateLimit(burst=5, per_second=2.0))
+    assert [bucket.reserve() for _ in range(5)] == [0.0, 0.0, 0.0, 0.5, 1.0]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_counter_drains_with_time(kind: str, make_bucket: Any, clock: Clock) -> None:
+    """After the counter drains, requests go without waiting again."""
+    bucket = make_bucket(kind, RateLimit(burst=4, per_second=1.0))
+    assert [bucket.reserve() for _ in range(2)] == [0.0, 0.0]
+    assert bucket.available() == 0.0
+    clock.now += 1.5
+    assert bucket.available() == pytest.approx(1.5)
+    assert bucket.reserve() == 0.0
+    assert bucket.reserve() == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_wait_beyond_the_budget_books_nothing(kind: str, make_bucket: Any) -> None:
+    """reserve(budget) books a wait that fits and leaves the counter alone otherwise."""
+    bucket = make_bucket(kind, RateLimit(burst=1, per_second=2.0))
+    assert bucket.reserve(0.0) == 0.0
+    assert bucket.reserve(0.1) == 0.5  # too long: not booked
+    assert bucket.wait() == 0.5
+    assert bucket.reserve(0.5) == 0.5  # booked
+    assert bucket.wait() == 1.0
+    assert bucket.wait(after=1.0) == 0.0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_503_saturates_the_counter(kind: str, make_bucket: Any) -> None:
+    """After the portal's 503 the counter is full: the next waits for the drain to the ceiling."""
+    bucket = make_bucket(kind, RateLimit(burst=10, per_second=4.0))
+    assert bucket.reserve() == 0.0
+    bucket.saturate()
+    assert bucket.available() == 0.0
+    assert bucket.reserve() == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_concurrent_reservations_queue_in_order(kind: str, make_bucket: Any) -> None:
+    """Eight threads booking at one instant each get one slot: waits exactly 0..n spaced."""
+    bucket = make_bucket(kind, RateLimit(burst=1, per_second=10.0))
+    waits: list[float] = []
+    lock = threading.Lock()
+
+    def reserve() -> None:
+        for _ in range(20):
+            wait = bucket.reserve()
+            with lock:
+                waits.append(wait)
+
+    threads = [threading.Thread(target=reserve) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(round(w, 6) for w in waits) == [round(i / 10, 6) for i in range(160)]
+
+
+# -- one state for every client of the store --------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", SHARED)
+def test_two_buckets_of_one_portal_share_the_counter(
+    kind: str, make_store: StoreFactory, clock: Clock
+) -> None:
+    """Two clients' buckets on one store draw from one counter; another portal has its own."""
+    limit = RateLimit(burst=5, per_second=2.0)
+    store = make_store(kind)
+    first, second = (SharedBucket(store, ORIGIN, clock, LeakyBucket(limit, clock)) for _ in "ab")
+    other = SharedBucket(store, "https://other.bitrix24.com", clock, LeakyBucket(limit, clock))
+    assert [first.reserve(), second.reserve(), first.reserve()] == [0.0, 0.0, 0.0]
+    assert second.reserve() == 0.5
+    assert other.reserve() == 0.0
+    assert other.available() == 2.0
+
+
+@pytest.mark.parametrize("kind", SHARED)
+def test_each_egress_has_its_own_bucket(kind: str, make_store: StoreFactory, clock: Clock) -> None:
+    """Hosts leaving through different public IPs (egress labels) count apart, as the portal."""
+    limit = RateLimit(burst=3, per_second=1.0)
+    one = SharedBucket(
+        make_store(kind, egress="203.0.113.7"), ORIGIN, clock, LeakyBucket(limit, clock)
+    )
+    two = SharedBucket(
+        make_store(kind, egress="198.51.100.2"), ORIGIN, clock, LeakyBucket(limit, clock)
+    )
+    assert one.key == f"bucket:{ORIGIN}@203.0.113.7"
+    assert one.reserve() == 0.0
+    assert one.reserve() == 1.0
+    assert two.reserve() == 0.0
+
+
+@pytest.mark.parametrize("kind", SHARED)
+def test_meter_figures_reach_every_client(
+    kind: str, make_store: StoreFactory, clock: Clock
+) -> None:
+    """Operating time recorded by one meter makes another wait for the reset, then clears."""
+    limit = RateLimit(operating_limit=100.0, operating_margin=25.0)
+    store = make_store(kind)
+    key = store.meter_key(ORIGIN, "abc", "batch")
+    told, other = (SharedMeter(store, key, limit, clock) for _ in "ab")
+    told.record(Time(operating=80.0, operating_reset_at=clock.now + 40.0))
+    assert other.state() == (80.0, clock.now + 40.0)
+    assert other.delay() == pytest.approx(40.0)
+    told.record(Time(operating=81.0))  # an answer without a reset time keeps the known one
+    assert other.state() == (81.0, clock.now + 40.0)
+    clock.now += 41.0
+    assert other.delay() == 0.0  # the basket dropped out: the figure is forgotten
+    assert told.state() == (None, clock.now - 1.0)
+
+
+@pytest.mark.parametrize("kind", SHARED)
+def test_limit_state_reads_the_shared_state(kind: str, make_store: StoreFactory) -> None:
+    """limit_state() of a client that sent nothing shows what another client of the store sent."""
+    store = make_store(kind)
+    with FakePortal() as portal:
+        sender, watcher = (
+            B24Hook.from_webhook_url(portal.webhook_url, limit_store=store, clock=lambda: 5.0)
+            for _ in "ab"
+        )
+        BatchV3(sender).make(CALLS)
+        BatchV3(sender).make(CALLS)
+        state = watcher.limit_state()
+    assert state.requests_available == RateLimit().ceiling - 2
+    assert state.operating is not None  # the FakePortal reports operating time
+
+
+def test_the_oauth_client_takes_a_store(make_store: StoreFactory) -> None:
+    """B24OAuth accepts limit_store= and keeps its bucket in it."""
+    store = make_store("sqlite")
+    client = B24OAuth(f"{ORIGIN}/rest/", "token-value", limit_store=store)
+    assert isinstance(client.limiter.bucket, SharedBucket)
+    assert client.limiter.bucket.store is store
+    assert isinstance(client.limiter.meter, SharedMeter)
+
+
+# -- keys and what is written --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", SHARED)
+def test_nothing_secret_is_written_to_the_store(
+    kind: str, make_store: StoreFactory, raw: redis.Redis, tmp_path: Path
+) -> None:
+    """After real batches, no key or value in the store holds the webhook secret."""
+    secret = "VerySecretWebhookValue42"
+    store = make_store(kind)
+    with FakePortal(secret=secret) as portal:
+        hook = B24Hook.from_webhook_url(portal.webhook_url, limit_store=store)
+        BatchV3(hook).make(CALLS)
+        hook.close()
+    if kind == "redis":
+        dump = b"".join(key + repr(raw.hgetall(key)).encode() for key in raw.keys("*"))
+    else:
+        with sqlite3.connect(tmp_path / "limits.sqlite3") as db:
+            dump = "\n".join(db.iterdump()).encode()
+    assert b"operating:" in dump  # the meter was written...
+    assert secret.encode() not in dump  # ...under a hash, never the secret
+    assert fingerprint(Secret(f"x/{secret}")).encode() not in dump
+    assert isinstance(hook.limiter.meter, SharedMeter)
+    assert hook.limiter.meter.key.encode() in dump
+
+
+def test_the_credential_hash_is_short_stable_and_one_way() -> None:
+    """fingerprint() gives 16 hex digits, the same for one credential, apart for another."""
+    one, again, other = (fingerprint(Secret(s)) for s in ("a/secret1", "a/secret1", "a/secret2"))
+    assert one == again
+    assert one != other
+    assert len(one) == 16
+    assert "secret" not in one
+
+
+def test_redis_keys_live_under_the_prefix(make_store: StoreFactory, raw: redis.Redis) -> None:
+    """Every key the Redis store writes starts with its prefix, and expires."""
+    store = make_store("redis", prefix="myapp:limits:")
+    with FakePortal() as portal:
+        hook = B24Hook.from_webhook_url(portal.webhook_url, limit_store=store)
+        BatchV3(hook).make(CALLS)
+        hook.close()
+    keys = sorted(key.decode() for key in raw.keys("*"))
+    assert [key.split(":")[2] for key in keys] == ["bucket", "operating"]
+    assert all(key.startswith("myapp:limits:") for key in keys)
+    assert all(raw.ttl(key) > 0 for key in keys)
+
+
+# -- foreign values ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        pytest.param(lambda r, k: r.set(k, "not a hash"), id="a-string"),
+        pytest.param(lambda r, k: r.rpush(k, "a", "b"), id="a-list"),
+        pytest.param(lambda r, k: r.hset(k, mapping={"level": "nan", "updated": "1"}), id="nan"),
+        pytest.param(
+            lambda r, k: r.hset(k, mapping={"level": "-5", "updated": "1"}), id="negative"
+        ),
+        pytest.param(lambda r, k: r.hset(k, mapping={"level": "x", "updated": "y"}), id="text"),
+        pytest.param(
+            lambda r, k: r.hset(k, mapping={"level": "40", "updated": "9e99"}), id="future"
+        ),
+    ],
+)
+def test_a_foreign_redis_value_counts_as_empty_and_is_replaced(
+    spoil: Callable[[redis.Redis, str], object],
+    make_store: StoreFactory,
+    raw: redis.Redis,
+    clock: Clock,
+) -> None:
+    """Nonsense under the bucket's key reads as an empty bucket; the next booking replaces it."""
+    store = make_store("redis")
+    limit = RateLimit(burst=5, per_second=2.0)
+    bucket = SharedBucket(store, ORIGIN, clock, LeakyBucket(limit, clock))
+    key = "b24batch:" + bucket.key
+    spoil(raw, key)
+    assert bucket.available() == 3.0
+    assert bucket.reserve() == 0.0
+    assert raw.type(key) == b"hash"
+    assert float(raw.hget(key, "level") or -1) == 1.0
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        pytest.param(("text", "more"), id="text"),
+        pytest.param((float("nan"), 1.0), id="nan"),
+        pytest.param((-3.0, 1.0), id="negative"),
+        pytest.param((40.0, 9e99), id="future"),
+        pytest.param((None, None), id="null"),
+    ],
+)
+def test_a_foreign_sqlite_row_counts_as_empty_and_is_replaced(
+    row: tuple[Any, Any], make_store: StoreFactory, tmp_path: Path, clock: Clock
+) -> None:
+    """Nonsense in the bucket's row reads as an empty bucket; the next booking replaces it."""
+    store = make_store("sqlite")
+    limit = RateLimit(burst=5, per_second=2.0)
+    bucket = SharedBucket(store, ORIGIN, clock, LeakyBucket(limit, clock))
+    assert bucket.available() == 3.0  # makes the tables
+    path = tmp_path / "limits.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT OR REPLACE INTO b24batch_bucket VALUES (?, ?, ?)", (bucket.key, *row))
+    assert bucket.available() == 3.0
+    assert bucket.reserve() == 0.0
+    with sqlite3.connect(path) as db:
+        stored = db.execute("SELECT level, updated FROM b24batch_bucket").fetchall()
+    assert stored == [(1.0, clock.now)]
+
+
+@pytest.mark.parametrize("kind", SHARED)
+def test_a_foreign_meter_value_counts_as_empty(
+    kind: str, make_store: StoreFactory, raw: redis.Redis, tmp_path: Path, clock: Clock
+) -> None:
+    """A meter whose stored figures are nonsense reads as never reported and is replaced."""
+    store = make_store(kind)
+    meter = SharedMeter(store, store.meter_key(ORIGIN, "abc", "batch"), RateLimit(), clock)
+    if kind == "redis":
+        raw.set("b24batch:" + meter.key, "garbage")
+    else:
+        assert meter.state() == (None, None)  # makes the tables
+        with sqlite3.connect(tmp_path / "limits.sqlite3") as db:
+            db.execute("INSERT INTO b24batch_meter VALUES (?, 'x', 'y')", (meter.key,))
+    assert meter.state() == (None, None)
+    assert meter.delay() == 0.0
+    meter.record(Time(operating=470.0, operating_reset_at=clock.now + 10.0))
+    assert meter.delay() == pytest.approx(10.0)
+
+
+# -- when the store is down -----------------------------------------------------------------
+
+
+def test_an_unreachable_store_falls_back_and_warns_once(
+    tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store that cannot be opened: every call still limited in-process, one WARNING."""
+    store = SQLiteStore(tmp_path / "missing-folder" / "limits.sqlite3")
+    limit = RateLimit(burst=5, per_second=2.0)
+    bucket = SharedBucket(store, ORIGIN, clock, LeakyBucket(limit, clock))
+    with caplog.at_level(logging.WARNING, logger="b24batch"):
+        waits = [bucket.reserve() for _ in range(5)]
+    assert waits == [0.0, 0.0, 0.0, 0.5, 1.0]  # the in-process figures
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 1
+    assert messages[0].startswith(f"limit store <SQLiteStore {store.path}> unreachable (")
+    assert messages[0].endswith("): limiting in this process until it answers again")
+
+
+def test_a_store_that_answers_again_is_used_again(
+    tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once the store answers (after recheck), the shared state is used, one WARNING said so."""
+    folder = tmp_path / "later"
+    store = SQLiteStore(folder / "limits.sqlite3", recheck=0.01)
+    limit = RateLimit(burst=5, per_second=2.0)
+    bucket = SharedBucket(store, ORIGIN, clock, LeakyBucket(limit, clock))
+    with caplog.at_level(logging.WARNING, logger="b24batch"):
+        assert bucket.reserve() == 0.0  # in-process
+        folder.mkdir()
+        threading.Event().wait(0.05)  # past recheck
+        assert bucket.reserve() == 0.0  # in the store, which starts empty
+        assert bucket.available() == 2.0
+    assert [r.getMessage() for r in caplog.records][1] == (
+        f"limit store <SQLiteStore {store.path}> answers again: limits are shared again"
+    )
+    with sqlite3.connect(folder / "limits.sqlite3") as db:
+        assert db.execute("SELECT level FROM b24batch_bucket").fetchall() == [(1.0,)]
+
+
+def test_an_unreachable_redis_answers_within_its_timeout(clock: Clock) -> None:
+    """A Redis that is not there fails fast into the fallback: calls do not fail."""
+    store = RedisStore("unix:///nonexistent/redis.sock", timeout=0.2)
+    bucket = SharedBucket(store, ORIGIN, clock, LeakyBucket(RateLimit(), clock))
+    assert bucket.reserve() == 0.0
+    assert bucket.available() == 47.0
+
+
+# -- fork ---------------------------------------------------------------------------------
+
+
+def _child_client_id(url: str, out: Any) -> None:
+    store = RedisStore(url)
+    store.bucket_op("bucket:x", "available", RateLimit(), 0.0, lambda: 0.0)
+    out.put(store._redis.client_id())
+
+
+def _inherited_client_id(store: RedisStore, out: Any) -> None:
+    store.bucket_op("bucket:x", "available", RateLimit(), 0.0, lambda: 0.0)
+    out.put(store._redis.client_id())
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork is POSIX")
+@pytest.mark.parametrize("made", ["after-fork", "before-fork"])
+def test_a_forked_process_opens_its_own_redis_connection(server: RedisServer, made: str) -> None:
+    """After a fork the child talks to Redis on a connection of its own, not the parent's."""
+    store = RedisStore(server.url)
+    store.bucket_op("bucket:x", "available", RateLimit(), 0.0, lambda: 0.0)
+    parent = store._redis.client_id()
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    target, args = (
+        (_child_client_id, (server.url, out))
+        if made == "after-fork"
+        else (_inherited_client_id, (store, out))
+    )
+    child = context.Process(target=target, args=args)
+    child.start()
+    theirs = out.get(timeout=30)
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    assert theirs != parent
+    assert store._redis.client_id() == parent  # the parent's connection is intact
+
+
+def _sqlite_child(store: SQLiteStore, parent_connection_id: int, out: Any) -> None:
+    own = store._connection()
+    out.put(
+        (
+            id(own) != parent_connection_id,
+            store.bucket_op("bucket:x", "reserve", RateLimit(burst=5), 1e9, lambda: 10.0),
+        )
+    )
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork is POSIX")
+def test_a_forked_process_opens_its_own_sqlite_connection(tmp_path: Path) -> None:
+    """The SQLite store never uses a connection across a fork; the child's booking counts."""
+    store = SQLiteStore(tmp_path / "limits.sqlite3")
+    assert store.bucket_op("bucket:x", "reserve", RateLimit(burst=5), 1e9, lambda: 10.0) == 0.0
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    child = context.Process(target=_sqlite_child, args=(store, id(store._connection()), out))
+    child.start()
+    fresh, wait = out.get(timeout=30)
+    child.join(timeout=30)
+    assert fresh is True
+    assert wait == 0.0
+    assert store.bucket_op("bucket:x", "available", RateLimit(burst=5), 0.0, lambda: 10.0) == 1.0
+
+
+# -- misuse -------------------------------------------------------------------------------
+
+
+def test_redis_store_without_the_extra_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without redis-py, RedisStore fails at construction naming the extra."""
+    monkeypatch.setitem(sys.modules, "redis", None)  # makes `import redis` raise ImportError
+    with pytest.raises(SdkError) as info:
+        RedisStore("redis://localhost:6379/0")
+    assert str(info.value) == (
+        "RedisStore needs redis-py: pip install 'b24batch[redis]' (or pip install redis)"
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("http://localhost:6379", id="http"),
+        pytest.param("localhost:6379", id="no-scheme"),
+        pytest.param("redis://localhost:port/0", id="bad-port"),
+    ],
+)
+def test_a_redis_url_of_the_wrong_shape_is_refused(url: str) -> None:
+    """The URL must be redis://, rediss:// or unix://; the message shows the forms."""
+    with pytest.raises(SdkError) as info:
+        RedisStore(url)
+    assert str(info.value) == (
+        "url: pass redis://host:6379/0, rediss://host:6380/0 or unix:///path/redis.sock"
+    )
+
+
+def test_the_redis_password_is_never_shown() -> None:
+    """repr and the log description of a RedisStore leave the password out."""
+    store = RedisStore("redis://:hunter2pass@redis.internal:6380/2")
+    assert repr(store) == "<RedisStore redis://redis.internal:6380/2 prefix='b24batch:'>"
+    assert "hunter2pass" not in store.describe()
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        pytest.param(":memory:", SdkError, id="memory"),
+        pytest.param("", SdkError, id="empty"),
+        pytest.param(42, SdkTypeError, id="int"),
+    ],
+)
+def test_a_sqlite_path_that_no_other_process_could_open_is_refused(
+    path: Any, kind: type[Exception]
+) -> None:
+    """:memory:, an empty path or a non-path is refused at construction."""
+    with pytest.raises(kind, match="path="):
+        SQLiteStore(path)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        pytest.param({"egress": ""}, "egress=''", id="egress-empty"),
+        pytest.param({"egress": "a\nb"}, "egress='a\\nb'", id="egress-newline"),
+        pytest.param({"recheck": 0}, "recheck=0", id="recheck-0"),
+        pytest.param({"timeout": -1.0}, "timeout=-1.0", id="timeout-negative"),
+    ],
+)
+def test_bad_store_options_are_refused(options: dict[str, Any], message: str) -> None:
+    """egress, recheck and timeout are checked at construction, naming the option."""
+    with pytest.raises(SdkError) as info:
+        SQLiteStore("/tmp/limits.sqlite3", **options)
+    assert str(info.value).startswith(message + ": pass")
+
+
+def test_limit_store_must_be_a_store() -> None:
+    """limit_store= takes a store or None; anything else fails before any request."""
+    with pytest.raises(SdkTypeError) as info:
+        B24Hook.from_webhook_url(f"{ORIGIN}/rest/1/s/", limit_store="redis://localhost")
+    assert str(info.value) == (
+        "limit_store='redis://localhost': pass a RedisStore or SQLiteStore, or None to keep "
+        "the limits in this process"
+    )
+
+
+def test_limit_store_without_limits_is_a_contradiction(tmp_path: Path) -> None:
+    """limit_store= with rate_limit=None is refused: the store would have nothing to keep."""
+    with pytest.raises(SdkError, match="limit_store= with rate_limit=None"):
+        B24Hook.from_webhook_url(
+            f"{ORIGIN}/rest/1/s/", rate_limit=None, limit_store=SQLiteStore(tmp_path / "l.db")
+        )
