@@ -33,7 +33,8 @@ from requests.structures import CaseInsensitiveDict
 
 from b24batch.redaction import redact
 from b24batch.testing.classic import classic_methods, execute_classic, parse_classic
-from b24batch.testing.classic_store import CrmSeeding, CrmStore
+from b24batch.testing.classic_store import PAGE_SIZE, CrmSeeding, CrmStore
+from b24batch.testing.seeding import BulkSeeding
 from b24batch.testing.store import (
     CommandError,
     Handler,
@@ -314,7 +315,7 @@ class _Stored:
     expires: float
 
 
-class FakePortal(CrmSeeding):
+class FakePortal(CrmSeeding, BulkSeeding):
     """A Bitrix24 portal on loopback that serves the REST 3.0 ``batch`` method over real HTTP.
 
     It serves the classic (v2) ``batch`` too, on ``/rest/USER/SECRET/batch`` and (OAuth, the
@@ -349,6 +350,10 @@ class FakePortal(CrmSeeding):
         idle_timeout: Seconds a connection may stay silent, between requests or in the middle
             of one, before the portal closes it without an answer.
         max_recorded: How many requests ``requests`` keeps (0 keeps none); the oldest go first.
+        list_page_size: Where the list methods clamp a page, silently, on both routes
+            (``tasks.task.list``'s ``pagination.limit``; the classic lists' 50).
+        latency: Seconds every request waits before it is processed (outside the portal's
+            lock, so concurrent requests wait side by side), as a distant portal would.
 
     Malformed requests (broken chunked framing, a bad Content-Length, JSON nested too deep)
     are answered with the portal's error envelopes, 400 ``INVALID_REQUEST`` or
@@ -379,7 +384,19 @@ class FakePortal(CrmSeeding):
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         max_recorded: int = DEFAULT_MAX_RECORDED,
+        list_page_size: int = PAGE_SIZE,
+        latency: float = 0.0,
     ) -> None:
+        if isinstance(list_page_size, bool) or not isinstance(list_page_size, int):
+            raise ValueError(f"list_page_size must be an int >= 1, got {list_page_size!r}")
+        if list_page_size < 1:
+            raise ValueError(f"list_page_size must be an int >= 1, got {list_page_size!r}")
+        if (
+            isinstance(latency, bool)
+            or not isinstance(latency, int | float)
+            or not (0 <= latency < float("inf"))
+        ):
+            raise ValueError(f"latency must be a number of seconds >= 0, got {latency!r}")
         if isinstance(user_id, bool) or not isinstance(user_id, int) or user_id < 1:
             raise ValueError(f"user_id must be a positive int, got {user_id!r}")
         secret = secrets.token_hex(8) if secret is None else secret
@@ -409,13 +426,16 @@ class FakePortal(CrmSeeding):
         self._max_body_bytes = max_body_bytes
         self._idle_timeout = idle_timeout
 
-        self._lock = threading.Lock()
+        # Reentrant: a handler or a before_command hook runs under it and may seed or delete.
+        self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
-        self._store = TaskStore(user_id=user_id)
-        self._crm = CrmStore(user_id=user_id)
+        self._latency = float(latency)
+        self._store = TaskStore(user_id=user_id, page_size=list_page_size)
+        self._crm = CrmStore(user_id=user_id, page_size=list_page_size)
         self._handlers: dict[str, Handler] = {}
+        self._hooks: list[Callable[[str], object]] = []
         self._access_token = access_token or secrets.token_hex(32)
         # token -> still valid; a False token answers expired_token.
         self._tokens: dict[str, bool] = {self._access_token: True}
@@ -574,6 +594,22 @@ class FakePortal(CrmSeeding):
         with self._lock:
             self._handlers[method.lower()] = handler
 
+    def before_command(self, hook: Callable[[str], object]) -> None:
+        """Call ``hook(method)`` (the lower-case method name) just before each command runs.
+
+        On both routes, for every command that runs, between the commands of a batch too, under
+        the portal's lock: the hook may call the seeding helpers (``add_task``, ``add_tasks``,
+        ``delete_task``, ``add_deal``, ``delete_deal``) to change the data mid-walk, as other
+        users of a real portal do. An exception from the hook fails that command.
+
+        Example:
+            >>> portal.before_command(lambda m: portal.add_task(title="late"))  # doctest: +SKIP
+        """
+        if not callable(hook):
+            raise TypeError("hook must be callable")
+        with self._lock:
+            self._hooks.append(hook)
+
     def inject(self, fault: Fault, times: int = 1) -> None:
         """Apply ``fault`` to the next ``times`` requests, after any faults already queued."""
         if not isinstance(fault, Fault):
@@ -689,7 +725,7 @@ class FakePortal(CrmSeeding):
                 classic_methods(self._handlers, self._crm, self._wall_clock),
                 clock=self._wall_clock,
                 time_block=self._time_block,
-                on_command=self._charge,
+                on_command=self._before,
                 blocked=lambda method: _OPERATION_LIMIT if self._over_limit(method) else None,
             )
             self._executed += ran
@@ -806,6 +842,11 @@ class FakePortal(CrmSeeding):
             "batch" if self._operating_charge == "batch" else method, self._command_cost
         )
 
+    def _before(self, method: str) -> None:
+        self._charge(method)
+        for hook in self._hooks:
+            hook(method)
+
     def _count_executed(self, method: str) -> None:
         self._executed += 1
 
@@ -818,7 +859,7 @@ class FakePortal(CrmSeeding):
                 self._store,
                 self._handlers,
                 now=start,
-                on_command=self._charge,
+                on_command=self._before,
                 on_executed=self._count_executed,
             )
         except CommandError as exc:
@@ -1030,6 +1071,9 @@ class _Handler(BaseHTTPRequestHandler):
             raw=raw,
         )
         fault = portal._receive(request)
+        if portal._latency and portal._stopping.wait(portal._latency):
+            self._drop(request)  # the portal is stopping: give up on the request
+            return
         kind = fault.kind if fault is not None else None
         if fault is not None and fault.kind == "delay" and portal._stopping.wait(fault.seconds):
             kind = "drop_before"  # the portal is stopping: give up on the request
