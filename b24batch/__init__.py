@@ -31,6 +31,7 @@ from b24batch.errors import (
     TransportError,
 )
 from b24batch.limits import LimitState, RateLimit
+from b24batch.lists import CallListV2, CallListV3, FetchListV2, FetchListV3
 from b24batch.results import AjaxResult, BatchResult, ChunkedResult, ChunkError, FieldError, Time
 from b24batch.retry import RetryPolicy
 
@@ -46,10 +47,14 @@ __all__ = [
     "BatchResult",
     "BatchV2",
     "BatchV3",
+    "CallListV2",
+    "CallListV3",
     "ChunkError",
     "ChunkedResult",
     "Command",
     "DecodeError",
+    "FetchListV2",
+    "FetchListV3",
     "FieldError",
     "LimitState",
     "OperatingLimitError",
