@@ -258,13 +258,26 @@ def _pages(
                     data=held, errors=(ChunkError(walk.batches, keys, error),)
                 )
                 raise
-            done = 0
-            for page in ready:
-                done += len(page)
+            for page in _packed(ready):
                 yield _structured(page, result_type, spec.method, request_id)
-            report(done)
+            report(sum(map(len, ready)))
     finally:
         report.close()
+
+
+def _packed(pages: Sequence[Sequence[Any]]) -> Iterator[list[Any]]:
+    """The pages' items, in order, as pages of ``PAGE_LIMIT`` (the last may be shorter):
+    ranges cut finer than a page, or an end page merged with its neighbour, still come out
+    as pages of the usual size."""
+    current: list[Any] = []
+    for page in pages:
+        for item in page:
+            current.append(item)
+            if len(current) == PAGE_LIMIT:
+                yield current
+                current = []
+    if current:
+        yield current
 
 
 def _structured(page: Sequence[Any], result_type: Any, method: str, request_id: str) -> list[Any]:
@@ -349,9 +362,9 @@ class _CallList(_Lister):
             for page in pages:
                 items.extend(page)
         except B24Error as error:
-            held = error.partial.data if error.partial is not None else []
-            assert isinstance(held, list)
-            error.partial = attrs.evolve(error.partial, data=items + held)
+            partial = error.partial
+            if partial is not None and isinstance(partial.data, list):
+                error.partial = attrs.evolve(partial, data=items + partial.data)
             raise
         return items
 
@@ -400,7 +413,16 @@ class CallListV3(_CallList):
 
 
 class FetchListV3(_FetchList):
-    """A REST 3.0 list method's items page by page, in id order (``iter``)."""
+    """A REST 3.0 list method's items page by page, in id order (``iter``).
+
+    Example:
+        >>> from b24batch.testing import FakePortal
+        >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
+        ...     _ = portal.add_tasks(120)
+        ...     pages = FetchListV3(b24).iter("tasks.task.list", {"select": ["id"]})
+        ...     [len(page) for page in pages]
+        [50, 50, 20]
+    """
 
     _route = _V3
 
@@ -421,6 +443,15 @@ class CallListV2(_CallList):
 
 
 class FetchListV2(_FetchList):
-    """A classic list method's items page by page, in id order (``iter``)."""
+    """A classic list method's items page by page, in id order (``iter``).
+
+    Example:
+        >>> from b24batch.testing import FakePortal
+        >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
+        ...     _ = portal.add_deals(70)
+        ...     pages = FetchListV2(b24).iter("crm.deal.list", {"select": ["ID"]})
+        ...     [page[0]["ID"] for page in pages]
+        ['1', '51']
+    """
 
     _route = _V2

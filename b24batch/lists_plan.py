@@ -19,11 +19,14 @@ import attrs
 from b24batch.commands import MAX_COMMANDS
 from b24batch.errors import DecodeError
 
-__all__ = ["SLACK", "Page", "Query", "Walk"]
+__all__ = ["FINER", "SLACK", "Page", "Query", "Walk"]
 
 SLACK: Final = 1.25
 """Ranges are cut to hold about 1/SLACK of a page by the density seen so far, so that a range
 somewhat denser than estimated still fits in one command and needs no further round."""
+FINER: Final = 4
+"""Slots to spare cut a range into at most this many times the pieces its estimate needs: a
+safety margin against a wrong estimate, without a command per item."""
 
 
 @attrs.frozen
@@ -232,7 +235,8 @@ def _cut(opened: list[_Open], slots: int, page: int) -> list[Query]:
     if left and len(plan) == len(opened):
         total = sum(entry[2] for entry in plan)
         for entry in plan:
-            entry[2] = min(entry[1] - entry[0], entry[2] + left * entry[2] // total)
+            finer = entry[2] + left * entry[2] // total
+            entry[2] = min(entry[1] - entry[0], finer, entry[2] * FINER)
     queries: list[Query] = []
     for low, high, count in plan:
         width = high - low

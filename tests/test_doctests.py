@@ -18,6 +18,7 @@ MODULES = [
     "b24batch.redaction",
     "b24batch.retry",
     "b24batch.limits",
+    "b24batch.lists",
     "b24batch.form",
     "b24batch.wire_v2",
 ]
