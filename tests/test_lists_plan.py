@@ -13,12 +13,13 @@ from typing import Any, ClassVar
 import pytest
 
 from b24batch.errors import DecodeError
-from b24batch.lists import _HOLD, _V3, _pages, _Spec
+from b24batch.lists import _HOLD, _pages
 from b24batch.lists_plan import Page, Query, Walk
+from b24batch.lists_routes import Spec, V3Route
 from b24batch.progress import Report
 
 
-class _Memory(_V3):
+class _Memory(V3Route):
     """The REST 3.0 route with ``send`` answered from ids in memory, as the portal would."""
 
     ids: Sequence[int] = ()
@@ -50,7 +51,7 @@ class _Memory(_V3):
 
 def _walk(ids: Sequence[int], *, page: int = 50, hold: int | None = _HOLD) -> Any:
     _Memory.ids, _Memory.page, _Memory.batches = ids, page, []
-    spec = _Spec(method="tasks.task.list", params={}, filter=[], id_key="id")
+    spec = Spec(method="tasks.task.list", params={}, filter=[], id_key="id")
     return _pages(None, _Memory, spec, None, hold, Report())  # type: ignore[arg-type]
 
 
