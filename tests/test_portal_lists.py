@@ -116,3 +116,17 @@ def test_latency_delays_every_request_and_is_checked() -> None:
     ):
         portal.add_tasks(1)
         assert BatchV3(b24).make([("tasks.task.list", {})]).data[0]["items"] == [{"id": 1}]
+
+
+def test_a_classic_method_answers_on_its_own(portal: FakePortal, client: B24Hook) -> None:
+    """POST /rest/USER/SECRET/crm.deal.list answers one page with total and next, as peers call it."""
+    import requests
+
+    portal.add_deals(120)
+    answer = requests.post(
+        portal.webhook_url + "crm.deal.list.json", json={"select": ["ID"], "start": 50}, timeout=5
+    ).json()
+    assert (len(answer["result"]), answer["total"], answer["next"]) == (50, 120, 100)
+    assert answer["result"][0] == {"ID": "51"}
+    missing = requests.post(portal.webhook_url + "crm.none.list", json={}, timeout=5)
+    assert missing.status_code == 404

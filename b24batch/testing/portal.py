@@ -34,6 +34,7 @@ from requests.structures import CaseInsensitiveDict
 from b24batch.redaction import redact
 from b24batch.testing.classic import classic_methods, execute_classic, parse_classic
 from b24batch.testing.classic_store import PAGE_SIZE, CrmSeeding, CrmStore
+from b24batch.testing.phpform import parse_str_bytes
 from b24batch.testing.seeding import BulkSeeding
 from b24batch.testing.store import (
     CommandError,
@@ -85,6 +86,7 @@ _KEY_REUSED: Final = "BITRIX_REST_V3_EXCEPTION_IDEMPOTENCYKEYREUSEDEXCEPTION"
 _IDEMPOTENCY_KEY: Final = re.compile(r"[\x20-\x7e]{1,255}")
 _WEBHOOK_BATCH: Final = re.compile(r"/rest/api/([^/]+)/([^/]+)/batch")
 _CLASSIC_BATCH: Final = re.compile(r"/rest/(?!api/)(?:([^/]+)/([^/]+)/)?batch(?:\.json)?")
+_CLASSIC_METHOD: Final = re.compile(r"/rest/(?!api/)([^/]+)/([^/]+)/([A-Za-z0-9_.]+?)(?:\.json)?")
 
 
 def _classic(code: str, description: str) -> dict[str, str]:
@@ -675,6 +677,9 @@ class FakePortal(CrmSeeding, BulkSeeding):
         classic = _CLASSIC_BATCH.fullmatch(request.path)
         if classic is not None:
             return self._classic_batch(request, *classic.groups())
+        single = _CLASSIC_METHOD.fullmatch(request.path)
+        if single is not None:
+            return self._classic_method(request, *single.groups())
         webhook = _WEBHOOK_BATCH.fullmatch(request.path)
         if webhook is None and request.path != "/rest/api/batch":
             return _Reply.of(404, _classic("ERROR_METHOD_NOT_FOUND", "Method not found!"))
@@ -730,6 +735,45 @@ class FakePortal(CrmSeeding, BulkSeeding):
             )
             self._executed += ran
             return _Reply.of(200, {"result": result, "time": self._time_block("batch", start)})
+
+    def _classic_method(
+        self, request: RecordedRequest, user: str, secret: str, name: str
+    ) -> _Reply:
+        """One classic method called on its own (webhook only): ``{"result", "total"?,
+        "next"?, "time"}``, or ``{"error", "error_description"}`` with 400 or 404."""
+        refusal = self._webhook_auth(user, secret)[1]
+        if refusal is not None:
+            return refusal
+        if "json" in request.headers.get("Content-Type", "").lower():
+            params = request.body if isinstance(request.body, dict) else {}
+        else:
+            raw = request.raw or "&".join(f"{k}={v}" for k, v in request.query.items()).encode()
+            decoded = parse_str_bytes(raw)
+            params = {
+                (key.decode() if isinstance(key, bytes) else str(key)): value
+                for key, value in decoded.items()
+            }
+        method = name.lower()
+        with self._lock:
+            if self._bucket is not None and not self._bucket.admit():
+                return _Reply.of(503, _QUERY_LIMIT)
+            target = classic_methods(self._handlers, self._crm, self._wall_clock)(method)
+            if target is None or method == "batch":
+                return _Reply.of(404, _classic("ERROR_METHOD_NOT_FOUND", "Method not found!"))
+            start = self._wall_clock()
+            self._before(method)
+            try:
+                answer = target(_php_values(params))
+            except CommandError as exc:
+                return _Reply.of(400, _classic(exc.code, exc.message))
+            self._executed += 1
+            body: dict[str, Any] = {"result": answer.result}
+            if answer.total is not None:
+                body["total"] = answer.total
+            if answer.next is not None:
+                body["next"] = answer.next
+            body["time"] = self._time_block(method, start)
+            return _Reply.of(200, body)
 
     def _over_limit(self, method: str) -> bool:
         limit = self._operating_limit
@@ -902,6 +946,20 @@ def _is_loopback(host: object) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _php_values(value: Any) -> Any:
+    """JSON params as PHP sees them: bytes decoded, numbers and booleans kept (the store
+    compares them as text)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {
+            str(k.decode() if isinstance(k, bytes) else k): _php_values(v) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_php_values(item) for item in value]
+    return value
 
 
 def _command_error(exc: CommandError) -> _Reply:
