@@ -119,7 +119,7 @@ def test_latency_delays_every_request_and_is_checked() -> None:
 
 
 def test_a_classic_method_answers_on_its_own(portal: FakePortal, client: B24Hook) -> None:
-    """POST /rest/USER/SECRET/crm.deal.list answers one page with total and next, as peers call it."""
+    """A classic list method called outside a batch answers a page with total and next."""
     import requests
 
     portal.add_deals(120)
