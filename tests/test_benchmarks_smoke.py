@@ -86,3 +86,20 @@ def test_the_doc_names_the_command_and_holds_a_results_section() -> None:
     assert "python -m tests.benchmarks" in text
     begin, end = text.index("<!-- results:begin -->"), text.index("<!-- results:end -->")
     assert "### Overhead" in text[begin:end]
+
+
+def test_list_export_benchmark_runs_and_writes_its_row(tmp_path: Path) -> None:
+    """The list benchmark's smoke run exports every deal once, in order, and writes its row."""
+    out = tmp_path / "lists.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.benchmarks.lists", "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = next(line for line in out.read_text(encoding="utf-8").splitlines() if "b24batch" in line)
+    assert row.endswith("| 2 | yes (300 of 300) | yes |")
+    assert "<!-- lists:begin -->" in DOC.read_text(encoding="utf-8")
