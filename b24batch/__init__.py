@@ -32,6 +32,7 @@ from b24batch.errors import (
 )
 from b24batch.kinds import ErrorKind
 from b24batch.limits import LimitState, RateLimit
+from b24batch.lists import CallListV2, CallListV3, FetchListV2, FetchListV3
 from b24batch.results import AjaxResult, BatchResult, ChunkedResult, ChunkError, FieldError, Time
 from b24batch.retry import RetryPolicy
 from b24batch.store_redis import RedisStore
@@ -50,11 +51,15 @@ __all__ = [
     "BatchResult",
     "BatchV2",
     "BatchV3",
+    "CallListV2",
+    "CallListV3",
     "ChunkError",
     "ChunkedResult",
     "Command",
     "DecodeError",
     "ErrorKind",
+    "FetchListV2",
+    "FetchListV3",
     "FieldError",
     "LimitState",
     "LimitStore",

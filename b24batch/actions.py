@@ -1,4 +1,6 @@
-"""``client.actions.v3.batch``, ``.v2.batch`` and their ``batch_by_chunk``: the JS SDK's paths.
+"""``client.actions.v3.batch``, ``.batch_by_chunk``, ``.call_list``, ``.fetch_list`` (and ``v2``).
+
+The JS SDK's paths.
 
 A facade only, above both batch modules, so neither the client nor the batch layer imports
 upward.
@@ -11,6 +13,7 @@ from typing import TYPE_CHECKING
 from b24batch.batch import BatchV3
 from b24batch.batch_v2 import BatchV2
 from b24batch.chunks import BatchByChunkV2, BatchByChunkV3
+from b24batch.lists import CallListV2, CallListV3, FetchListV2, FetchListV3
 
 if TYPE_CHECKING:
     from b24batch.client import _Client
@@ -22,16 +25,21 @@ class _V3:
     def __init__(self, client: _Client) -> None:
         self.batch = BatchV3(client)
         self.batch_by_chunk = BatchByChunkV3(client)
+        self.call_list = CallListV3(client)
+        self.fetch_list = FetchListV3(client)
 
 
 class _V2:
     def __init__(self, client: _Client) -> None:
         self.batch = BatchV2(client)
         self.batch_by_chunk = BatchByChunkV2(client)
+        self.call_list = CallListV2(client)
+        self.fetch_list = FetchListV2(client)
 
 
 class Actions:
-    """``client.actions.v3.batch`` / ``.batch_by_chunk``, and the same under ``v2``."""
+    """``client.actions.v3.batch`` / ``.batch_by_chunk`` / ``.call_list`` / ``.fetch_list``,
+    and the same under ``v2``."""
 
     def __init__(self, client: _Client) -> None:
         self.v3 = _V3(client)

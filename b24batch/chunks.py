@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from collections.abc import Iterable, Iterator, Mapping, Sized
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import attrs
@@ -26,6 +26,9 @@ from b24batch.commands import MAX_COMMANDS, refuse_js_object
 from b24batch.errors import B24Error, SdkError, SdkTypeError
 from b24batch.limits import RateLimit
 from b24batch.planning import CLASSIC, REST_V3, Chunk, Rules, plan
+from b24batch.progress import Progress
+from b24batch.progress import Report as _Report
+from b24batch.progress import progress_report as _progress
 from b24batch.results import BatchResult, ChunkedResult, ChunkError, Key
 from b24batch.sending import read_only
 from b24batch.window import InFlight, Outcome, Window, checked_in_flight
@@ -37,13 +40,9 @@ __all__ = ["BatchByChunkV2", "BatchByChunkV3", "Progress", "Settings"]
 
 log = logging.getLogger("b24batch")
 
-Progress = bool | Callable[[int, int | None], object] | None
-"""``True`` for a tqdm bar, a callable ``(done_commands, total_or_None)``, or None."""
-
 T = TypeVar("T")
 
 _SUFFIX_ROOM = 10  # ".<chunk number>" appended to request ids and idempotency keys
-_tqdm_hint_given = False
 
 
 class BatchByChunkV3:
@@ -562,53 +561,3 @@ def _merge(data: list[Any] | dict[str, Any], result: BatchResult[Any]) -> None:
         data.update(result.data)
     else:
         data.extend(result.data)
-
-
-class _Report:
-    """Told after every chunk how many more commands are done; closed at the end."""
-
-    def __init__(
-        self,
-        update: Callable[[int], object] | None = None,
-        close: Callable[[], object] | None = None,
-    ) -> None:
-        self._update = update
-        self._close = close
-
-    def __call__(self, done: int) -> None:
-        if self._update is not None:
-            self._update(done)
-
-    def close(self) -> None:
-        if self._close is not None:
-            self._close()
-
-
-def _progress(progress: Progress, total: int | None) -> _Report:
-    """The reporter for ``progress``: nothing, the caller's callback, or a tqdm bar."""
-    if progress is None or progress is False:
-        return _Report()
-    if callable(progress):
-        callback = progress
-        counter = [0]
-
-        def report(done: int) -> None:
-            counter[0] += done
-            callback(counter[0], total)
-
-        return _Report(report)
-    if progress is not True:
-        raise SdkTypeError(f"progress={progress!r}: pass True, a callable (done, total), or None")
-    try:
-        from tqdm.auto import tqdm  # type: ignore[import-untyped,unused-ignore]
-    except ImportError:
-        global _tqdm_hint_given
-        if not _tqdm_hint_given:
-            _tqdm_hint_given = True
-            log.warning(
-                "progress=True needs tqdm: pip install 'b24batch[progress]' "
-                "(running without a progress bar)"
-            )
-        return _Report()
-    bar = tqdm(total=total, unit="cmd", desc="b24batch")
-    return _Report(bar.update, bar.close)

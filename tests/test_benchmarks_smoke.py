@@ -112,3 +112,20 @@ def test_the_windows_scenarios_run_and_count_every_write(tmp_path: Any) -> None:
     ]
     assert len(rows) == 12  # four scenarios, three windows
     assert all("| 100 of 100 |" in row and "failed" not in row for row in rows)
+
+
+def test_list_export_benchmark_runs_and_writes_its_row(tmp_path: Path) -> None:
+    """The list benchmark's smoke run exports every deal once, in order, and writes its row."""
+    out = tmp_path / "lists.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.benchmarks.lists", "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = next(line for line in out.read_text(encoding="utf-8").splitlines() if "b24batch" in line)
+    assert row.endswith("| 2 | yes (300 of 300) | yes |")
+    assert "<!-- lists:begin -->" in DOC.read_text(encoding="utf-8")

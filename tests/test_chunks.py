@@ -390,7 +390,7 @@ def test_progress_true_without_tqdm_says_how_once(
 ) -> None:
     """Without tqdm it runs without a bar and says once how to get one."""
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)
-    monkeypatch.setattr("b24batch.chunks._tqdm_hint_given", False)
+    monkeypatch.setattr("b24batch.progress._tqdm_hint_given", False)
     caplog.set_level(logging.WARNING, logger="b24batch")
     for _ in range(2):
         assert BatchByChunkV3(client).make(_list_calls(3), progress=True).is_success

@@ -31,7 +31,7 @@ _BLOCK = re.compile(
     r"(?P<code>.*?)^```",
     re.M | re.S,
 )
-MAX_OPT_OUTS = 4
+MAX_OPT_OUTS = 5
 
 
 def python_blocks(path: Path) -> list[tuple[str, str | None]]:

@@ -22,6 +22,7 @@ MODULES = [
     "b24batch.stores",
     "b24batch.store_sqlite",
     "b24batch.store_redis",
+    "b24batch.lists",
     "b24batch.form",
     "b24batch.wire_v2",
 ]

@@ -9,6 +9,7 @@ answering the new id as an int, ``list`` pages of 50 with ``total`` and ``next``
 from __future__ import annotations
 
 import copy
+import math
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -16,7 +17,7 @@ from typing import Any, Final
 
 import attrs
 
-from b24batch.testing.store import CommandError, format_datetime
+from b24batch.testing.store import CommandError, SortedIds, format_datetime
 
 __all__ = ["CONTACT_FIELDS", "DEAL_FIELDS", "PAGE_SIZE", "ClassicAnswer", "CrmSeeding", "CrmStore"]
 
@@ -101,11 +102,59 @@ def _positive_id(params: Mapping[str, Any]) -> int:
 class _Entity:
     """One CRM entity type's records: id -> fields, all values text."""
 
-    def __init__(self, fields: Mapping[str, str | None], user_id: int) -> None:
+    def __init__(
+        self, fields: Mapping[str, str | None], user_id: int, page_size: int = PAGE_SIZE
+    ) -> None:
         self.fields = fields
         self._user = str(user_id)
+        self.page_size = page_size
         self.records: dict[int, dict[str, Any]] = {}
+        self._ids = SortedIds()
         self._next_id = 1
+
+    def free_ids(self, count: int, *, sparse: bool, rand: Any, top: int) -> list[int]:
+        """``count`` free ids: the next ones, or (``sparse``) random ones up to ``top``."""
+        if not sparse:
+            return list(range(self._next_id, self._next_id + count))
+        if count > top - len(self.records):
+            raise ValueError(f"{count} sparse ids do not fit under {top}")
+        chosen: set[int] = set()
+        while len(chosen) < count:
+            chosen.update(rand.sample(range(1, top + 1), count - len(chosen)))
+            chosen -= self.records.keys()
+        return sorted(chosen)
+
+    def create_many(self, ids: list[int], fields: Mapping[str, Any], now: float) -> None:
+        """Add one record per (free) id with the same fields, in one go."""
+        template = self._accepted(dict(fields)) if fields else {}
+        stamp = format_datetime(now)
+        base: dict[str, Any] = {key: default for key, default in self.fields.items()}
+        base.update(
+            ASSIGNED_BY_ID=self._user,
+            CREATED_BY_ID=self._user,
+            MODIFY_BY_ID=self._user,
+            DATE_CREATE=stamp,
+            DATE_MODIFY=stamp,
+        )
+        base.update(template)
+        if "OPPORTUNITY" in base:
+            base["OPPORTUNITY"] = _money(base["OPPORTUNITY"])
+        titled = "TITLE" in self.fields and "TITLE" not in template
+        for record_id in ids:
+            record = {"ID": str(record_id), **base}
+            if titled:
+                record["TITLE"] = f"Deal {record_id}"
+            self.records[record_id] = record
+        self._ids.extend(ids)
+        if ids:
+            self._next_id = max(self._next_id, max(ids) + 1)
+
+    def discard(self, record_id: int) -> bool:
+        """Remove a record if there is one; whether there was."""
+        if self.records.pop(record_id, None) is None:
+            return False
+        self._ids.remove(record_id)
+        return True
 
     def _accepted(self, fields: object) -> dict[str, Any]:
         if not isinstance(fields, dict) or not fields:
@@ -138,6 +187,7 @@ class _Entity:
         if "OPPORTUNITY" in record:
             record["OPPORTUNITY"] = _money(record["OPPORTUNITY"])
         self.records[record_id] = record
+        self._ids.add(record_id)
         return record_id
 
     def existing(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -162,20 +212,25 @@ class _Entity:
 
     def delete(self, params: Mapping[str, Any], now: float) -> ClassicAnswer:
         self.existing(params)
-        del self.records[_positive_id(params)]
+        self.discard(_positive_id(params))
         return ClassicAnswer(True)
 
     def list(self, params: Mapping[str, Any], now: float) -> ClassicAnswer:
-        matches = [r for r in self.records.values() if _matches(r, params.get("FILTER"))]
+        filters = params.get("FILTER")
+        # Only the records an ID range allows, in id order: a range walk over 100 000 deals
+        # looks at each page's records, not at the whole store for every command.
+        candidates = (self.records[i] for i in self._ids.between(*_id_bounds(filters)))
+        matches = [record for record in candidates if _matches(record, filters)]
         for field, descending in reversed(_order(params.get("ORDER"))):
             matches.sort(key=lambda record: _sort_key(record, field), reverse=descending)
         start = _start(params.get("START"))
         select = _select(params.get("SELECT"), self.fields)
+        size = self.page_size
         if start < 0:  # start=-1: no count, no next (the fast way through a large list)
-            page = matches[:PAGE_SIZE]
+            page = matches[:size]
             return ClassicAnswer([_project(record, select) for record in page])
-        page = matches[start : start + PAGE_SIZE]
-        following = start + PAGE_SIZE if start + PAGE_SIZE < len(matches) else None
+        page = matches[start : start + size]
+        following = start + size if start + size < len(matches) else None
         return ClassicAnswer([_project(record, select) for record in page], len(matches), following)
 
 
@@ -234,6 +289,34 @@ def _sort_key(record: Mapping[str, Any], field: str) -> tuple[int, Any]:
     return _comparable(field, record.get(field))
 
 
+def _id_bounds(filters: Any) -> tuple[int | None, int | None]:
+    """The ``[low, high)`` range the filter's ``>ID``/``>=ID``/``<ID``/``<=ID``/``=ID`` keys
+    allow (None: open), read as ``_matches`` compares them: as numbers."""
+    low: int | None = None
+    high: int | None = None
+    if not isinstance(filters, dict):
+        return low, high
+    for raw, wanted in filters.items():
+        key = str(raw).upper()
+        prefix = next((p for p in _PREFIXES if key.startswith(p)), "")
+        if key[len(prefix) :] != "ID" or isinstance(wanted, dict | list):
+            continue
+        try:
+            number = float(str(wanted))
+        except ValueError:
+            continue
+        if number != number or number in (float("inf"), float("-inf")):
+            continue
+        floor, ceil = math.floor(number), math.ceil(number)
+        start = {">": floor + 1, ">=": ceil, "=": ceil, "": ceil}.get(prefix)
+        stop = {"<": ceil, "<=": floor + 1, "=": floor + 1, "": floor + 1}.get(prefix)
+        if start is not None:
+            low = start if low is None else max(low, start)
+        if stop is not None:
+            high = stop if high is None else min(high, stop)
+    return low, high
+
+
 def _matches(record: Mapping[str, Any], filters: Any) -> bool:
     if not isinstance(filters, dict):
         return True
@@ -275,14 +358,15 @@ def _condition(prefix: str, field: str, have: Any, wanted: Any) -> bool:
 class CrmStore:
     """Deals and contacts of one portal, and its current user."""
 
-    def __init__(self, *, user_id: int) -> None:
+    def __init__(self, *, user_id: int, page_size: int = PAGE_SIZE) -> None:
         self._user_id = user_id
-        self.deals = _Entity(DEAL_FIELDS, user_id)
-        self.contacts = _Entity(CONTACT_FIELDS, user_id)
+        self._page_size = page_size
+        self.deals = _Entity(DEAL_FIELDS, user_id, page_size)
+        self.contacts = _Entity(CONTACT_FIELDS, user_id, page_size)
 
     def clear(self) -> None:
-        self.deals = _Entity(DEAL_FIELDS, self._user_id)
-        self.contacts = _Entity(CONTACT_FIELDS, self._user_id)
+        self.deals = _Entity(DEAL_FIELDS, self._user_id, self._page_size)
+        self.contacts = _Entity(CONTACT_FIELDS, self._user_id, self._page_size)
 
     def user_current(self, params: Mapping[str, Any], now: float) -> ClassicAnswer:
         user = str(self._user_id)
@@ -312,7 +396,7 @@ class CrmStore:
 class CrmSeeding:
     """``FakePortal``'s public CRM helpers: seed records, read snapshots (nothing recorded)."""
 
-    _lock: threading.Lock
+    _lock: threading.RLock
     _crm: CrmStore
     _wall_clock: Callable[[], float]
 

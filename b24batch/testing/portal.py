@@ -33,7 +33,9 @@ from requests.structures import CaseInsensitiveDict
 
 from b24batch.redaction import redact
 from b24batch.testing.classic import classic_methods, execute_classic, parse_classic
-from b24batch.testing.classic_store import CrmSeeding, CrmStore
+from b24batch.testing.classic_store import PAGE_SIZE, CrmSeeding, CrmStore
+from b24batch.testing.phpform import parse_str_bytes
+from b24batch.testing.seeding import BulkSeeding
 from b24batch.testing.store import (
     CommandError,
     Handler,
@@ -84,6 +86,7 @@ _KEY_REUSED: Final = "BITRIX_REST_V3_EXCEPTION_IDEMPOTENCYKEYREUSEDEXCEPTION"
 _IDEMPOTENCY_KEY: Final = re.compile(r"[\x20-\x7e]{1,255}")
 _WEBHOOK_BATCH: Final = re.compile(r"/rest/api/([^/]+)/([^/]+)/batch")
 _CLASSIC_BATCH: Final = re.compile(r"/rest/(?!api/)(?:([^/]+)/([^/]+)/)?batch(?:\.json)?")
+_CLASSIC_METHOD: Final = re.compile(r"/rest/(?!api/)([^/]+)/([^/]+)/([A-Za-z0-9_.]+?)(?:\.json)?")
 
 
 def _classic(code: str, description: str) -> dict[str, str]:
@@ -314,7 +317,7 @@ class _Stored:
     expires: float
 
 
-class FakePortal(CrmSeeding):
+class FakePortal(CrmSeeding, BulkSeeding):
     """A Bitrix24 portal on loopback that serves the REST 3.0 ``batch`` method over real HTTP.
 
     It serves the classic (v2) ``batch`` too, on ``/rest/USER/SECRET/batch`` and (OAuth, the
@@ -349,6 +352,10 @@ class FakePortal(CrmSeeding):
         idle_timeout: Seconds a connection may stay silent, between requests or in the middle
             of one, before the portal closes it without an answer.
         max_recorded: How many requests ``requests`` keeps (0 keeps none); the oldest go first.
+        list_page_size: Where the list methods clamp a page, silently, on both routes
+            (``tasks.task.list``'s ``pagination.limit``; the classic lists' 50).
+        latency: Seconds every request waits before it is processed (outside the portal's
+            lock, so concurrent requests wait side by side), as a distant portal would.
 
     Malformed requests (broken chunked framing, a bad Content-Length, JSON nested too deep)
     are answered with the portal's error envelopes, 400 ``INVALID_REQUEST`` or
@@ -379,7 +386,19 @@ class FakePortal(CrmSeeding):
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         max_recorded: int = DEFAULT_MAX_RECORDED,
+        list_page_size: int = PAGE_SIZE,
+        latency: float = 0.0,
     ) -> None:
+        if isinstance(list_page_size, bool) or not isinstance(list_page_size, int):
+            raise ValueError(f"list_page_size must be an int >= 1, got {list_page_size!r}")
+        if list_page_size < 1:
+            raise ValueError(f"list_page_size must be an int >= 1, got {list_page_size!r}")
+        if (
+            isinstance(latency, bool)
+            or not isinstance(latency, int | float)
+            or not (0 <= latency < float("inf"))
+        ):
+            raise ValueError(f"latency must be a number of seconds >= 0, got {latency!r}")
         if isinstance(user_id, bool) or not isinstance(user_id, int) or user_id < 1:
             raise ValueError(f"user_id must be a positive int, got {user_id!r}")
         secret = secrets.token_hex(8) if secret is None else secret
@@ -409,13 +428,16 @@ class FakePortal(CrmSeeding):
         self._max_body_bytes = max_body_bytes
         self._idle_timeout = idle_timeout
 
-        self._lock = threading.Lock()
+        # Reentrant: a handler or a before_command hook runs under it and may seed or delete.
+        self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
-        self._store = TaskStore(user_id=user_id)
-        self._crm = CrmStore(user_id=user_id)
+        self._latency = float(latency)
+        self._store = TaskStore(user_id=user_id, page_size=list_page_size)
+        self._crm = CrmStore(user_id=user_id, page_size=list_page_size)
         self._handlers: dict[str, Handler] = {}
+        self._hooks: list[Callable[[str], object]] = []
         self._access_token = access_token or secrets.token_hex(32)
         # token -> still valid; a False token answers expired_token.
         self._tokens: dict[str, bool] = {self._access_token: True}
@@ -576,6 +598,22 @@ class FakePortal(CrmSeeding):
         with self._lock:
             self._handlers[method.lower()] = handler
 
+    def before_command(self, hook: Callable[[str], object]) -> None:
+        """Call ``hook(method)`` (the lower-case method name) just before each command runs.
+
+        On both routes, for every command that runs, between the commands of a batch too, under
+        the portal's lock: the hook may call the seeding helpers (``add_task``, ``add_tasks``,
+        ``delete_task``, ``add_deal``, ``delete_deal``) to change the data mid-walk, as other
+        users of a real portal do. An exception from the hook fails that command.
+
+        Example:
+            >>> portal.before_command(lambda m: portal.add_task(title="late"))  # doctest: +SKIP
+        """
+        if not callable(hook):
+            raise TypeError("hook must be callable")
+        with self._lock:
+            self._hooks.append(hook)
+
     def inject(self, fault: Fault, times: int = 1) -> None:
         """Apply ``fault`` to the next ``times`` requests, after any faults already queued."""
         if not isinstance(fault, Fault):
@@ -656,6 +694,9 @@ class FakePortal(CrmSeeding):
         classic = _CLASSIC_BATCH.fullmatch(request.path)
         if classic is not None:
             return self._classic_batch(request, *classic.groups())
+        single = _CLASSIC_METHOD.fullmatch(request.path)
+        if single is not None:
+            return self._classic_method(request, *single.groups())
         webhook = _WEBHOOK_BATCH.fullmatch(request.path)
         if webhook is None and request.path != "/rest/api/batch":
             return _Reply.of(404, _classic("ERROR_METHOD_NOT_FOUND", "Method not found!"))
@@ -706,11 +747,50 @@ class FakePortal(CrmSeeding):
                 classic_methods(self._handlers, self._crm, self._wall_clock),
                 clock=self._wall_clock,
                 time_block=self._time_block,
-                on_command=self._charge,
+                on_command=self._before,
                 blocked=lambda method: _OPERATION_LIMIT if self._over_limit(method) else None,
             )
             self._executed += ran
             return _Reply.of(200, {"result": result, "time": self._time_block("batch", start)})
+
+    def _classic_method(
+        self, request: RecordedRequest, user: str, secret: str, name: str
+    ) -> _Reply:
+        """One classic method called on its own (webhook only): ``{"result", "total"?,
+        "next"?, "time"}``, or ``{"error", "error_description"}`` with 400 or 404."""
+        refusal = self._webhook_auth(user, secret)[1]
+        if refusal is not None:
+            return refusal
+        if "json" in request.headers.get("Content-Type", "").lower():
+            params = request.body if isinstance(request.body, dict) else {}
+        else:
+            raw = request.raw or "&".join(f"{k}={v}" for k, v in request.query.items()).encode()
+            decoded = parse_str_bytes(raw)
+            params = {
+                (key.decode() if isinstance(key, bytes) else str(key)): value
+                for key, value in decoded.items()
+            }
+        method = name.lower()
+        with self._lock:
+            if self._bucket is not None and not self._bucket.admit():
+                return _Reply.of(503, _QUERY_LIMIT)
+            target = classic_methods(self._handlers, self._crm, self._wall_clock)(method)
+            if target is None or method == "batch":
+                return _Reply.of(404, _classic("ERROR_METHOD_NOT_FOUND", "Method not found!"))
+            start = self._wall_clock()
+            self._before(method)
+            try:
+                answer = target(_php_values(params))
+            except CommandError as exc:
+                return _Reply.of(400, _classic(exc.code, exc.message))
+            self._executed += 1
+            body: dict[str, Any] = {"result": answer.result}
+            if answer.total is not None:
+                body["total"] = answer.total
+            if answer.next is not None:
+                body["next"] = answer.next
+            body["time"] = self._time_block(method, start)
+            return _Reply.of(200, body)
 
     def _over_limit(self, method: str) -> bool:
         limit = self._operating_limit
@@ -823,6 +903,11 @@ class FakePortal(CrmSeeding):
             "batch" if self._operating_charge == "batch" else method, self._command_cost
         )
 
+    def _before(self, method: str) -> None:
+        self._charge(method)
+        for hook in self._hooks:
+            hook(method)
+
     def _count_executed(self, method: str) -> None:
         self._executed += 1
 
@@ -835,7 +920,7 @@ class FakePortal(CrmSeeding):
                 self._store,
                 self._handlers,
                 now=start,
-                on_command=self._charge,
+                on_command=self._before,
                 on_executed=self._count_executed,
             )
         except CommandError as exc:
@@ -878,6 +963,20 @@ def _is_loopback(host: object) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _php_values(value: Any) -> Any:
+    """JSON params as PHP sees them: bytes decoded, numbers and booleans kept (the store
+    compares them as text)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {
+            str(k.decode() if isinstance(k, bytes) else k): _php_values(v) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_php_values(item) for item in value]
+    return value
 
 
 def _command_error(exc: CommandError) -> _Reply:
@@ -1053,6 +1152,9 @@ class _Handler(BaseHTTPRequestHandler):
             portal._answered()
 
     def _answer(self, portal: FakePortal, request: RecordedRequest, fault: Fault | None) -> None:
+        if portal._latency and portal._stopping.wait(portal._latency):
+            self._drop(request)  # the portal is stopping: give up on the request
+            return
         kind = fault.kind if fault is not None else None
         if fault is not None and fault.kind == "delay" and portal._stopping.wait(fault.seconds):
             kind = "drop_before"  # the portal is stopping: give up on the request

@@ -8,6 +8,7 @@ authentication, limits and faults belong to the HTTP layer (``portal.py``).
 
 from __future__ import annotations
 
+import bisect
 import copy
 import datetime as dt
 import json
@@ -24,6 +25,7 @@ __all__ = [
     "CommandError",
     "Handler",
     "Row",
+    "SortedIds",
     "TaskStore",
     "execute_batch",
     "format_datetime",
@@ -538,7 +540,7 @@ def _order(query: Mapping[str, Any]) -> list[tuple[str, bool]]:
     return keys
 
 
-def _page(query: Mapping[str, Any]) -> slice:
+def _page(query: Mapping[str, Any], page_size: int = MAX_PAGE_SIZE) -> slice:
     """``pagination`` -> the slice of the ordered result; ``page`` wins over ``offset``."""
     pagination = query.get("pagination")
     if pagination is None or pagination == []:
@@ -557,7 +559,7 @@ def _page(query: Mapping[str, Any]) -> slice:
         raise CommandError("Internal server error", code=INTERNAL_ERROR, status=500)
     if page < 1 or limit < 1 or offset < 0:
         raise bad
-    limit = min(limit, MAX_PAGE_SIZE)
+    limit = min(limit, page_size)
     start = (page - 1) * limit if "page" in pagination else offset
     return slice(start, start + limit)
 
@@ -571,21 +573,117 @@ def _sort_key(field: str) -> Callable[[Mapping[str, Any]], tuple[bool, Any]]:
     return key
 
 
+def _id_bounds(conditions: Any) -> tuple[int | None, int | None]:
+    """The id range ``[low, high)`` the top-level ``id`` conditions of a filter allow, or None
+    for an open end: lets ``list`` look at those tasks only (the filter still applies to them).
+    """
+    low: int | None = None
+    high: int | None = None
+    if not isinstance(conditions, list):
+        return low, high
+    for condition in conditions:
+        if not (isinstance(condition, list) and len(condition) == 3 and condition[0] == "id"):
+            continue
+        _, op, value = condition
+        if isinstance(value, bool) or not isinstance(value, int) or not isinstance(op, str):
+            continue
+        start = {">": value + 1, ">=": value, "=": value}.get(op)
+        stop = {"<": value, "<=": value + 1, "=": value + 1}.get(op)
+        if start is not None:
+            low = start if low is None else max(low, start)
+        if stop is not None:
+            high = stop if high is None else min(high, stop)
+    return low, high
+
+
+class SortedIds:
+    """The ids of a store in ascending order, kept as records come and go, for range look-ups."""
+
+    def __init__(self) -> None:
+        self._ids: list[int] = []
+
+    def add(self, record_id: int) -> None:
+        if not self._ids or record_id > self._ids[-1]:
+            self._ids.append(record_id)
+        else:
+            bisect.insort(self._ids, record_id)
+
+    def extend(self, record_ids: Iterable[int]) -> None:
+        self._ids = sorted([*self._ids, *record_ids])
+
+    def remove(self, record_id: int) -> None:
+        index = bisect.bisect_left(self._ids, record_id)
+        if index < len(self._ids) and self._ids[index] == record_id:
+            del self._ids[index]
+
+    def between(self, low: int | None, high: int | None) -> list[int]:
+        """The ids in ``[low, high)``, ascending; None leaves that end open."""
+        start = 0 if low is None else bisect.bisect_left(self._ids, low)
+        stop = len(self._ids) if high is None else bisect.bisect_left(self._ids, high)
+        return self._ids[start:stop]
+
+
 class TaskStore:
     """Tasks keyed by id, with the five ``tasks.task.*`` methods in their REST 3.0 shapes.
 
     Args:
         user_id: Default ``creatorId`` and ``responsibleId`` of a new task.
+        page_size: Where ``tasks.task.list`` clamps ``pagination.limit``, silently.
     """
 
-    def __init__(self, *, user_id: int) -> None:
+    def __init__(self, *, user_id: int, page_size: int = MAX_PAGE_SIZE) -> None:
         self._user_id = user_id
+        self.page_size = page_size
         self._tasks: dict[int, dict[str, Any]] = {}
+        self._ids = SortedIds()
         self._next_id = 1
 
     def clear(self) -> None:
         self._tasks = {}
+        self._ids = SortedIds()
         self._next_id = 1
+
+    def free_ids(self, count: int, *, sparse: bool, rand: Any, top: int) -> list[int]:
+        """``count`` ids no task has: the next ones, or (``sparse``) random ones up to ``top``.
+
+        Raises:
+            ValueError: Fewer than ``count`` free ids up to ``top``.
+        """
+        if not sparse:
+            return list(range(self._next_id, self._next_id + count))
+        if count > top - len(self._tasks):
+            raise ValueError(f"{count} sparse ids do not fit under {top}")
+        chosen: set[int] = set()
+        while len(chosen) < count:
+            chosen.update(rand.sample(range(1, top + 1), count - len(chosen)))
+            chosen -= self._tasks.keys()
+        return sorted(chosen)
+
+    def create_many(self, ids: Sequence[int], fields: Mapping[str, Any], *, now: float) -> None:
+        """Add one task per id (all free) from already validated fields, in one go."""
+        stamp = format_datetime(now)
+        base: dict[str, Any] = {
+            "title": "",
+            "description": "",
+            "creatorId": self._user_id,
+            "responsibleId": self._user_id,
+            "groupId": None,
+            "status": "pending",
+            "priority": "average",
+            "deadline": None,
+            "created": stamp,
+            "changed": stamp,
+        }
+        base.update(fields)
+        custom_title = "title" in fields
+        for task_id in ids:
+            task = dict(base, id=task_id)
+            if not custom_title:
+                task["title"] = f"Task {task_id}"
+            self._tasks[task_id] = task
+        self._ids.extend(ids)
+        if ids:
+            self._next_id = max(self._next_id, max(ids) + 1)
 
     def copy_tasks(self) -> dict[int, dict[str, Any]]:
         return copy.deepcopy(self._tasks)
@@ -613,6 +711,7 @@ class TaskStore:
         }
         task.update(copy.deepcopy(dict(fields)))
         self._tasks[task_id] = task
+        self._ids.add(task_id)
         return task_id
 
     def _existing(self, task_id: int) -> dict[str, Any]:
@@ -636,8 +735,11 @@ class TaskStore:
         select = _select(query, ("id",))
         predicate = _filter(query.get("filter"))
         order = _order(query)
-        window = _page(query)
-        found = sorted((t for t in self._tasks.values() if predicate(t)), key=_sort_key("id"))
+        window = _page(query, self.page_size)
+        # The ids a range filter allows, in id order: an id-range walk over 100 000 tasks
+        # looks at each page's tasks only, not at the whole store for every command.
+        candidates = (self._tasks[i] for i in self._ids.between(*_id_bounds(query.get("filter"))))
+        found = [task for task in candidates if predicate(task)]
         for field, descending in reversed(order):
             found.sort(key=_sort_key(field), reverse=descending)
         return {"items": [_project(task, select) for task in found[window]]}
@@ -654,7 +756,15 @@ class TaskStore:
         task_id = _task_id(query)
         self._existing(task_id)
         del self._tasks[task_id]
+        self._ids.remove(task_id)
         return {"result": True}
+
+    def discard(self, task_id: int) -> bool:
+        """Remove a task if there is one; whether there was."""
+        if self._tasks.pop(task_id, None) is None:
+            return False
+        self._ids.remove(task_id)
+        return True
 
     def method(self, name: str) -> Callable[[Mapping[str, Any], float], Any] | None:
         """The built-in method called ``name`` (case-insensitive), if any."""
