@@ -252,11 +252,16 @@ class Limiter:
         *,
         sleep: Callable[[float], None],
         wall_clock: Callable[[], float],
+        limit: RateLimit | None = None,
     ) -> None:
+        from b24batch.ledger import Ledger  # the ledger builds on this module's Meter
+
         self.bucket = bucket
         self.meter = meter
         self.sleep = sleep
         self._wall_clock = wall_clock
+        self.ledger = Ledger(limit)
+        """The operating time of this client's batches on the wire (windows of batches)."""
 
     def before_send(self, budget: float) -> float:
         """Wait until a batch may go out; return the seconds waited.
@@ -271,6 +276,8 @@ class Limiter:
             Both have ``status=0`` (no HTTP answer: the client refused before sending) and
             ``retry_at``; the batch layer adds ``request_id`` and ``attempts``.
         """
+        held = self.ledger.wait(self.meter, budget)
+        budget -= held
         operating = self.meter.delay()
         if operating > budget:
             raise self._refusal(OperatingLimitError, operating, budget)
@@ -286,7 +293,7 @@ class Limiter:
                 raise self._refusal(RateLimitError, operating + rate, budget)
             if rate > 0:
                 self.sleep(rate)
-        return operating + rate
+        return held + operating + rate
 
     def wait_after(self, delay: float) -> float:
         """The seconds :meth:`before_send` would wait if called ``delay`` seconds from now."""
@@ -316,6 +323,7 @@ class Limiter:
         """Learn from an answer: its operating-time figures, and whether the portal refused it
         for the request rate (then its counter is full, whatever the bucket thought)."""
         self.meter.record(time)
+        self.ledger.learn(time)
         if refused and self.bucket is not None:
             self.bucket.saturate()
 

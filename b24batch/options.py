@@ -143,6 +143,7 @@ def limiter(origin: str, credential: str, options: Options) -> Limiter:
             OperatingMeter(limit, options.wall_clock),
             sleep=options.sleep,
             wall_clock=options.wall_clock,
+            limit=limit,
         )
     # The portal charges a batch's operating time to the method "batch" (protocol section 5).
     key = store.meter_key(origin, credential, "batch")
@@ -151,6 +152,7 @@ def limiter(origin: str, credential: str, options: Options) -> Limiter:
         SharedMeter(store, key, limit, options.wall_clock),
         sleep=options.sleep,
         wall_clock=options.wall_clock,
+        limit=limit,
     )
 
 

@@ -79,6 +79,7 @@ def send(
         sends += 1
         budgeted += 1
         failure: B24Error
+        charged = limiter.ledger.book()
         try:
             envelope = client.send(
                 body,
@@ -94,6 +95,8 @@ def send(
             if error is None or not _raised(error.status):
                 return envelope, sends, waited, uncertain
             failure = error
+        finally:
+            limiter.ledger.settle(charged)  # answered, failed or interrupted: off the wire
         if (
             isinstance(failure, AuthError)
             and not renewed

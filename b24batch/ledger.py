@@ -1,0 +1,108 @@
+"""The operating time of the batches on the wire, which no answer has reported yet.
+
+The portal records a batch's operating time when the batch ends, and the client's meter learns
+it only from answers; with several batches in flight the ones on the wire land on top of what
+the meter knows and can carry the method past its limit. The ledger charges each batch the
+operating time the last one cost when it is sent, settles it when its answer comes, and holds
+further sends while ``reported + in flight`` would reach ``limit - margin`` — and, while the
+figure is unknown (at the start, after a reset), lets one batch out to learn it. Thread-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+import time as _time
+from collections.abc import Callable
+
+from b24batch.limits import Meter, RateLimit
+from b24batch.results import Time
+
+__all__ = ["Ledger"]
+
+
+class Ledger:
+    """The expected operating seconds of the batches in flight, and the wait they impose.
+
+    Args:
+        limit: The client's limits; no operating limit means the ledger never holds a send.
+        clock: Monotonic seconds, for bounded waits.
+    """
+
+    def __init__(self, limit: RateLimit | None, clock: Callable[[], float] = _time.monotonic):
+        self._limit = None if limit is None else limit.operating_limit
+        self._margin = 0.0 if limit is None else limit.operating_margin
+        self._clock = clock
+        self._changed = threading.Condition()
+        self._flying = 0.0
+        self._count = 0
+        self._cost: float | None = None
+        self._last: float | None = None
+
+    @property
+    def in_flight(self) -> tuple[int, float]:
+        """``(batches, expected operating seconds)`` on the wire now."""
+        with self._changed:
+            return self._count, self._flying
+
+    def wait(self, meter: Meter, budget: float) -> float:
+        """Hold a send while the batches in flight would take the method past its limit;
+        return the seconds held (at most ``budget``: then the meter's own check decides)."""
+        if self._limit is None:
+            return 0.0
+        with self._changed:
+            if not self._count:  # nothing on the wire: the meter's own figure decides
+                return 0.0
+            started = self._clock()
+            while self._count:
+                operating = meter.state()[0]
+                # Unknown: no answer yet, or the meter dropped a figure past its reset. A
+                # portal that never reports one (no figure ever seen) counts as 0.
+                if operating is None and self._last is None:
+                    operating = 0.0
+                if (
+                    operating is not None
+                    and self._cost is not None
+                    and operating + self._flying + self._cost < self._limit - self._margin
+                ):
+                    break
+                left = budget - (self._clock() - started)
+                if left <= 0:
+                    break
+                # One batch in flight while the figure is unknown teaches it; more would guess.
+                self._changed.wait(timeout=min(left, 1.0))
+            return self._clock() - started
+
+    def book(self) -> float:
+        """A batch goes out: charge it the last observed cost; return what was charged."""
+        with self._changed:
+            cost = self._cost or 0.0
+            self._flying += cost
+            self._count += 1
+            return cost
+
+    def settle(self, cost: float) -> None:
+        """The batch charged ``cost`` has its answer (or failed): take it off the ledger."""
+        with self._changed:
+            self._flying = max(0.0, self._flying - cost)
+            self._count -= 1
+            self._changed.notify_all()
+
+    def learn(self, time: Time | None) -> None:
+        """Learn one batch's cost from an answer: the rise of ``operating`` since the last
+        answer (conservative when several landed in between), or the batch's ``duration``."""
+        with self._changed:
+            if time is None:  # an answer without a time block: nothing to learn but that
+                self._cost = 0.0 if self._cost is None else self._cost
+                return
+            operating = time.operating
+            rise = None
+            if operating is not None and self._last is not None and operating > self._last:
+                rise = operating - self._last
+            if operating is not None:
+                self._last = operating
+            candidates = [c for c in (rise, time.duration) if c is not None and c > 0]
+            if candidates:
+                self._cost = max(candidates)
+            elif self._cost is None and operating is None:
+                self._cost = 0.0  # the portal reports no operating time: nothing to budget
+            # A first figure alone says nothing of one batch's cost: the next answer will.

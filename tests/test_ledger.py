@@ -1,0 +1,146 @@
+"""The in-flight operating-time ledger: what batches on the wire will cost, before they land."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from b24batch import B24Hook, BatchByChunkV3, RateLimit, RetryPolicy
+from b24batch.ledger import Ledger
+from b24batch.results import Time
+from b24batch.testing import FakePortal, Fault
+
+
+class _Meter:
+    """A meter whose figure the test sets."""
+
+    def __init__(self, operating: float | None) -> None:
+        self.operating = operating
+
+    def state(self) -> tuple[float | None, float | None]:
+        return self.operating, None
+
+    def record(self, time: Time | None) -> None: ...
+    def reset_at(self) -> float | None: ...
+    def delay(self) -> float:
+        return 0.0
+
+
+def test_a_send_is_held_while_the_batches_in_flight_would_pass_the_limit() -> None:
+    """Reported 60 s + 2 batches of 10 in flight + this one's 10 reaches 90 - 5: held."""
+    ledger = Ledger(RateLimit(operating_limit=90.0, operating_margin=5.0))
+    ledger.learn(Time(operating=50.0))
+    ledger.learn(Time(operating=60.0))  # one batch cost 10 s
+    charges = [ledger.book(), ledger.book()]
+    assert charges == [10.0, 10.0]
+    assert ledger.in_flight == (2, 20.0)
+    meter = _Meter(60.0)
+    assert ledger.wait(meter, budget=0.05) >= 0.05  # 60 + 20 + 10 >= 85: held to the end
+    ledger.settle(charges[0])
+    assert ledger.in_flight == (1, 10.0)
+    assert ledger.wait(meter, budget=5.0) < 1.0  # 60 + 10 + 10 < 85: goes at once
+    meter.operating = 70.0  # the landed batch, now counted by the portal
+    assert ledger.wait(meter, budget=0.05) >= 0.05  # 70 + 10 + 10 >= 85: held again
+
+
+def test_a_settled_batch_lets_a_held_send_go() -> None:
+    """A send held by the ledger goes as soon as a batch in flight settles."""
+    ledger = Ledger(RateLimit(operating_limit=40.0, operating_margin=0.0))
+    ledger.learn(Time(duration=15.0))
+    first, second = ledger.book(), ledger.book()
+    meter = _Meter(5.0)  # 5 + 30 in flight + 15 >= 40: held
+    released = threading.Event()
+
+    def send() -> None:
+        ledger.wait(meter, budget=10.0)
+        released.set()
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    assert not released.wait(0.1)
+    ledger.settle(first)  # 5 + 15 + 15 < 40
+    assert released.wait(5.0)
+    sender.join(timeout=5.0)
+    ledger.settle(second)
+    assert ledger.in_flight == (0, 0.0)
+
+
+def test_until_a_figure_is_known_one_batch_goes_at_a_time() -> None:
+    """With no answer yet, a second batch waits for the first to teach the cost."""
+    ledger = Ledger(RateLimit(operating_limit=100.0))
+    meter = _Meter(None)
+    assert ledger.wait(meter, budget=1.0) == 0.0  # nothing in flight: go
+    ledger.book()
+    assert ledger.wait(meter, budget=0.05) >= 0.05  # held: the cost is unknown
+
+
+def test_no_operating_limit_never_holds() -> None:
+    """Without an operating limit the ledger holds nothing."""
+    ledger = Ledger(None)
+    ledger.book()
+    assert ledger.wait(_Meter(1000.0), budget=1.0) == 0.0
+
+
+def test_the_cost_is_learnt_from_the_rise_or_the_duration() -> None:
+    """A batch costs the rise of operating since the last answer, or its duration if longer."""
+    ledger = Ledger(RateLimit())
+    ledger.learn(Time(operating=5.0))
+    assert ledger.book() == 0.0  # one figure says nothing of a batch's cost yet
+    ledger.learn(Time(operating=7.5, duration=1.0))
+    assert ledger.book() == 2.5
+    ledger.learn(Time(operating=7.5, duration=4.0))
+    assert ledger.book() == 4.0
+
+
+def test_a_portal_without_figures_costs_nothing() -> None:
+    """Answers with no operating figure teach a cost of 0, so the ledger stops holding."""
+    ledger = Ledger(RateLimit())
+    ledger.book()
+    ledger.learn(None)
+    assert ledger.wait(_Meter(None), budget=1.0) < 1.0
+
+
+class _Clock:
+    """One clock for the portal and the client; the client's sleeps move it."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.now += seconds
+
+
+@pytest.fixture
+def clock() -> _Clock:
+    return _Clock()
+
+
+def test_a_window_never_runs_the_portal_past_its_operating_limit(clock: _Clock) -> None:
+    """8 in flight, a budget for 3 batches: the ledger holds sends, the portal never says 429."""
+    with FakePortal(
+        operating_limit=35.0, command_cost=1.0, clock=clock, wall_clock=clock
+    ) as portal:
+        portal.register("test.echo.get", lambda query: {"n": query["n"]})
+        portal.inject(Fault.delay(0.2), times=10)  # batches overlap on the wire
+        limit = RateLimit(burst=50, per_second=1000.0, operating_limit=35.0, operating_margin=0.5)
+        with B24Hook.from_webhook_url(
+            portal.webhook_url,
+            rate_limit=limit,
+            retry=RetryPolicy(max_attempts=3, max_wait=3600.0),
+            clock=clock,
+            wall_clock=clock,
+            sleep=clock.sleep,
+        ) as hook:
+            calls = [("test.echo.get", {"n": n}) for n in range(60)]
+            result = BatchByChunkV3(hook).make(calls, chunk_size=10, max_in_flight=8)
+            in_flight = hook.limiter.ledger.in_flight
+    assert result.data == [{"n": n} for n in range(60)]
+    assert [chunk.attempts for chunk in result.chunks] == [1] * 6  # no 429 to repeat
+    assert len(portal.requests) == 6
+    assert in_flight == (0, 0.0)
