@@ -78,6 +78,8 @@ def test_throughput_and_memory_sections_are_written(smoke: tuple[str, dict[str, 
     assert run["requests"] == 6  # every batch admitted once by the server's bucket, in the end
     assert "### Memory" in table
     assert "| 300 |" in table or "Not measured" in table
+    assert "### Planning `make()`'s chunks" in table
+    assert "| 500 | 10 |" in table  # 500 commands planned into 10 chunks
 
 
 def test_peers_are_listed_not_run_in_a_smoke_run(smoke: tuple[str, dict[str, Any]]) -> None:

@@ -10,6 +10,7 @@ Modes:
     throughput: send C commands in 50-command batches under the client's own rate limiter.
     memory: b24batch's chunked iterator over C commands from a generator; peak RSS.
     profile: cProfile over N b24batch batches; the top functions by own time, as text.
+    planning: plan (validate, group, encode) C commands for ``BatchByChunkV3.make``; no I/O.
     window: send C writes through a chunked call (b24batch with ``--in-flight``, or a peer's
         own parallel call) against a slow portal; wall time, retries seen, errors.
 """
@@ -321,6 +322,21 @@ def window(
     return {"wall_s": time.perf_counter() - started, "results": got, "failure": failure}
 
 
+def planning(commands: int) -> dict[str, Any]:
+    """Seconds b24batch spends planning ``commands`` rows into chunks, as ``make()`` does."""
+    chunks_module = importlib.import_module("b24batch.chunks")
+    planning_module = importlib.import_module("b24batch.planning")
+    settings = chunks_module.Settings.checked(50, True, "bench", None, None)
+    rows = [(n, ("tasks.task.get", {"id": n + 1})) for n in range(commands)]
+    started = time.perf_counter()
+    chunks = list(
+        planning_module.plan(
+            iter(rows), named=False, settings=settings, rules=planning_module.REST_V3
+        )
+    )
+    return {"wall_s": time.perf_counter() - started, "chunks": len(chunks)}
+
+
 def _max_rss_kb() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
 
@@ -333,7 +349,9 @@ def _check(got: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Parse the arguments, run one mode, print ``BENCH-RESULT <json>``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["overhead", "throughput", "memory", "profile", "window"])
+    parser.add_argument(
+        "mode", choices=["overhead", "throughput", "memory", "profile", "window", "planning"]
+    )
     parser.add_argument("client")
     parser.add_argument("--base", required=True, help="http://127.0.0.1:PORT/")
     parser.add_argument("--batches", type=int, default=200)
@@ -346,7 +364,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--operating-limit", type=float)
     args = parser.parse_args(argv)
     result: dict[str, Any]
-    if args.mode == "window":
+    if args.mode == "planning":
+        result = planning(args.commands)
+    elif args.mode == "window":
         result = window(
             args.client,
             args.base,
