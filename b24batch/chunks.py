@@ -391,6 +391,7 @@ def _window(client: _Client, settings: Settings) -> Window:
         lambda chunk: _send(client, chunk, settings),
         settings.max_in_flight,
         rate=(limit.burst, limit.per_second),
+        available=bucket.available if bucket is not None else lambda: 0.0,
         alone=(lambda chunk: not read_only(chunk.commands))
         if auto_halts
         else (lambda chunk: False),

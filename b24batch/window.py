@@ -68,6 +68,7 @@ class Window:
         send: Sends one chunk and returns its result (or raises), on a worker thread.
         size: ``max_in_flight``.
         rate: ``(burst, per_second)`` of the client's request bucket, for ``"auto"``.
+        available: How many requests the bucket would let out now (its unspent burst).
         alone: Whether a chunk must be sent with nothing else in flight, and nothing sent
             until it is answered (a chunk with writes under ``halt_on_error``: a failure must
             stop everything after it).
@@ -80,6 +81,7 @@ class Window:
         size: InFlight,
         *,
         rate: tuple[float, float],
+        available: Callable[[], float] = lambda: 0.0,
         alone: Callable[[Chunk], bool] = lambda chunk: False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -89,6 +91,8 @@ class Window:
         burst, per_second = rate
         self._ceiling = max(1, min(MAX_IN_FLIGHT, int(burst)))
         self._per_second = per_second
+        self._available = available
+        self._auto_size = 1
         self._alone = alone
         self._clock = clock
         self._latency: float | None = None
@@ -103,15 +107,8 @@ class Window:
 
     @property
     def size(self) -> int:
-        """The current window: fixed, or what the bucket's drain rate times latency needs."""
-        if not self._auto:
-            return self._fixed
-        if self._latency is None:
-            return 1
-        # Enough batches to cover the latency at the drain rate, and one more for the gap
-        # between an answer and the next send; a fast portal stays at one.
-        wanted = int(self._per_second * self._latency) + 1
-        return max(1, min(self._ceiling, wanted))
+        """The current window: fixed, or what ``"auto"`` learnt at the last answer."""
+        return self._auto_size if self._auto else self._fixed
 
     def stop(self) -> None:
         """Send nothing more; what is in flight still completes and is handed back."""
@@ -194,3 +191,11 @@ class Window:
         self._latency = (
             latency if previous is None else previous + _SMOOTHING * (latency - previous)
         )
+        if self._auto:
+            # Enough batches to cover the latency at the drain rate, and one more for the gap
+            # between an answer and the next send; a fast portal stays at one. A slow one may
+            # also spend what is left of the burst, as a sequential caller would.
+            wanted = int(self._per_second * self._latency) + 1
+            if wanted > 1:
+                wanted = max(wanted, int(self._available()))
+            self._auto_size = max(1, min(self._ceiling, wanted))
