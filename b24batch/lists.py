@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PAGE_LIMIT", "CallListV2", "CallListV3", "FetchListV2", "FetchListV3"]
 
-_HOLD: Final = 2 * MAX_COMMANDS * PAGE_LIMIT  # two batches of full pages: see FetchList.iter
+_HOLD: Final = MAX_COMMANDS * PAGE_LIMIT  # one batch of full pages: see FetchList.iter
 
 
 def _pages(
@@ -198,8 +198,8 @@ class _FetchList(_Lister):
     ) -> Iterator[list[Any]]:
         """Yield the items of the list ``method`` page by page, in id order.
 
-        Walks the list as ``CallList*.make`` does, and never holds more than two batches of
-        full pages (5 000 items) at once, however long the list: pages are handed out as soon
+        Walks the list as ``CallList*.make`` does, and never holds more than one batch of
+        full pages (2 500 items) at once, however long the list: pages are handed out as soon
         as every id below them is read, and while finished ranges wait above one still being
         read, the next batch carries fewer commands. Params are checked here, before the first
         request; arguments as for ``make``. Stop iterating at any time: nothing more is sent.

@@ -80,7 +80,7 @@ def test_a_hundred_thousand_items_come_back_in_order() -> None:
     got = [item["id"] for page in _walk(ids) for item in page]
     assert got == list(ids)
     assert len(_Memory.batches) <= 100_000 // 2_000 + 3
-    assert max(_Memory.batches) == 50
+    assert max(_Memory.batches) in (49, 50)  # a command may wait while a batch is held
 
 
 def test_skewed_ids_are_found_by_the_density_seen() -> None:
@@ -97,8 +97,8 @@ def test_any_page_clamp_is_walked_whole(page: int) -> None:
     assert [item["id"] for chunk in _walk(ids, page=page) for item in chunk] == ids
 
 
-def test_the_walk_never_holds_more_than_two_batches() -> None:
-    """Between batches the walk holds at most 5 000 items that wait to be handed out."""
+def test_the_walk_never_holds_more_than_one_batch() -> None:
+    """Between batches the walk holds at most 2 500 items that wait to be handed out."""
     ids = [*range(1, 20_000), *range(500_000, 520_000)]
     held: list[int] = []
     walker = Walk(page_limit=50, hold=_HOLD, where="x")
@@ -108,7 +108,7 @@ def test_the_walk_never_holds_more_than_two_batches() -> None:
         pages = [_page_of(q) for q in queries]
         walker.take(queries, pages)
         held.append(walker.held + sum(len(p.ids) for p in pages))
-    assert max(held) <= _HOLD
+    assert max(held) <= _HOLD == 50 * 50  # one batch of 50 full pages, as the issue asks
 
 
 def _page_of(query: Query) -> Page:
