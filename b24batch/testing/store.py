@@ -661,19 +661,7 @@ class TaskStore:
 
     def create_many(self, ids: Sequence[int], fields: Mapping[str, Any], *, now: float) -> None:
         """Add one task per id (all free) from already validated fields, in one go."""
-        stamp = format_datetime(now)
-        base: dict[str, Any] = {
-            "title": "",
-            "description": "",
-            "creatorId": self._user_id,
-            "responsibleId": self._user_id,
-            "groupId": None,
-            "status": "pending",
-            "priority": "average",
-            "deadline": None,
-            "created": stamp,
-            "changed": stamp,
-        }
+        base = self._blank(now)
         base.update(fields)
         custom_title = "title" in fields
         for task_id in ids:
@@ -685,19 +673,10 @@ class TaskStore:
         if ids:
             self._next_id = max(self._next_id, max(ids) + 1)
 
-    def copy_tasks(self) -> dict[int, dict[str, Any]]:
-        return copy.deepcopy(self._tasks)
-
-    def create(self, fields: Mapping[str, Any], *, now: float, task_id: int | None = None) -> int:
-        """Add a task from already validated fields; returns its id."""
-        if task_id is None:
-            task_id = self._next_id
-        elif task_id in self._tasks or task_id < 1:
-            raise ValueError(f"task id {task_id} is taken or not positive")
-        self._next_id = max(self._next_id, task_id + 1)
+    def _blank(self, now: float) -> dict[str, Any]:
+        """A new task's fields before the caller's: the defaults the portal gives."""
         stamp = format_datetime(now)
-        task: dict[str, Any] = {
-            "id": task_id,
+        return {
             "title": "",
             "description": "",
             "creatorId": self._user_id,
@@ -709,6 +688,18 @@ class TaskStore:
             "created": stamp,
             "changed": stamp,
         }
+
+    def copy_tasks(self) -> dict[int, dict[str, Any]]:
+        return copy.deepcopy(self._tasks)
+
+    def create(self, fields: Mapping[str, Any], *, now: float, task_id: int | None = None) -> int:
+        """Add a task from already validated fields; returns its id."""
+        if task_id is None:
+            task_id = self._next_id
+        elif task_id in self._tasks or task_id < 1:
+            raise ValueError(f"task id {task_id} is taken or not positive")
+        self._next_id = max(self._next_id, task_id + 1)
+        task = {"id": task_id, **self._blank(now)}
         task.update(copy.deepcopy(dict(fields)))
         self._tasks[task_id] = task
         self._ids.add(task_id)
