@@ -36,7 +36,8 @@ class Ledger:
         self._flying = 0.0
         self._count = 0
         self._cost: float | None = None
-        self._last: float | None = None
+        self._last: float | None = None  # the highest figure reported in the current window
+        self._window: float | None = None  # that window's operating_reset_at
 
     @property
     def in_flight(self) -> tuple[int, float]:
@@ -47,38 +48,52 @@ class Ledger:
     def wait(self, meter: Meter, budget: float) -> float:
         """Hold a send while the batches in flight would take the method past its limit;
         return the seconds held (at most ``budget``: then the meter's own check decides)."""
-        if self._limit is None:
-            return 0.0
         with self._changed:
-            if not self._count:  # nothing on the wire: the meter's own figure decides
-                return 0.0
-            started = self._clock()
-            while self._count:
-                operating = meter.state()[0]
-                # Unknown: no answer yet, or the meter dropped a figure past its reset. A
-                # portal that never reports one (no figure ever seen) counts as 0.
-                if operating is None and self._last is None:
-                    operating = 0.0
-                if (
-                    operating is not None
-                    and self._cost is not None
-                    and operating + self._flying + self._cost < self._limit - self._margin
-                ):
-                    break
-                left = budget - (self._clock() - started)
-                if left <= 0:
-                    break
-                # One batch in flight while the figure is unknown teaches it; more would guess.
-                self._changed.wait(timeout=min(left, 1.0))
-            return self._clock() - started
+            return self._hold(meter, budget)
+
+    def admit(self, meter: Meter, budget: float) -> tuple[float, float]:
+        """Wait as :meth:`wait` does and book the batch in the same breath, so two threads
+        cannot both see room for one: ``(seconds held, cost charged)``."""
+        with self._changed:
+            held = self._hold(meter, budget)
+            return held, self._book()
+
+    def _hold(self, meter: Meter, budget: float) -> float:
+        if self._limit is None or not self._count:  # nothing on the wire: the meter decides
+            return 0.0
+        started = self._clock()
+        while self._count:
+            operating = meter.state()[0]
+            # Unknown: no answer yet, or the meter dropped a figure past its reset. A portal
+            # that never reports one (no figure ever seen) counts as 0. Answers land in any
+            # order: never take a figure lower than the highest of the same window.
+            if operating is None and self._last is None:
+                operating = 0.0
+            elif operating is not None and self._last is not None:
+                operating = max(operating, self._last)
+            if (
+                operating is not None
+                and self._cost is not None
+                and operating + self._flying + self._cost < self._limit - self._margin
+            ):
+                break
+            left = budget - (self._clock() - started)
+            if left <= 0:
+                break
+            # One batch in flight while the figure is unknown teaches it; more would guess.
+            self._changed.wait(timeout=min(left, 1.0))
+        return self._clock() - started
 
     def book(self) -> float:
         """A batch goes out: charge it the last observed cost; return what was charged."""
         with self._changed:
-            cost = self._cost or 0.0
-            self._flying += cost
-            self._count += 1
-            return cost
+            return self._book()
+
+    def _book(self) -> float:
+        cost = self._cost or 0.0
+        self._flying += cost
+        self._count += 1
+        return cost
 
     def settle(self, cost: float) -> None:
         """The batch charged ``cost`` has its answer (or failed): take it off the ledger."""
@@ -95,11 +110,13 @@ class Ledger:
                 self._cost = 0.0 if self._cost is None else self._cost
                 return
             operating = time.operating
+            if time.operating_reset_at != self._window:  # a new window: its own figures
+                self._window, self._last = time.operating_reset_at, None
             rise = None
             if operating is not None and self._last is not None and operating > self._last:
                 rise = operating - self._last
             if operating is not None:
-                self._last = operating
+                self._last = operating if self._last is None else max(self._last, operating)
             candidates = [c for c in (rise, time.duration) if c is not None and c > 0]
             if candidates:
                 self._cost = max(candidates)

@@ -276,8 +276,6 @@ class Limiter:
             Both have ``status=0`` (no HTTP answer: the client refused before sending) and
             ``retry_at``; the batch layer adds ``request_id`` and ``attempts``.
         """
-        held = self.ledger.wait(self.meter, budget)
-        budget -= held
         operating = self.meter.delay()
         if operating > budget:
             raise self._refusal(OperatingLimitError, operating, budget)
@@ -293,7 +291,7 @@ class Limiter:
                 raise self._refusal(RateLimitError, operating + rate, budget)
             if rate > 0:
                 self.sleep(rate)
-        return held + operating + rate
+        return operating + rate
 
     def wait_after(self, delay: float) -> float:
         """The seconds :meth:`before_send` would wait if called ``delay`` seconds from now."""

@@ -70,33 +70,37 @@ def send(
     connecting = 0.0  # the connect timeouts of repeats after a failed connect: waits too
     renewed = uncertain = False
     while True:
+        # Booked on the in-flight ledger before the limiters' waits, and taken off it however
+        # the attempt ends, so batches in flight together never overrun the operating budget.
+        held, charged = limiter.ledger.admit(limiter.meter, policy.max_wait - waited - connecting)
+        waited += held
         try:
-            waited += limiter.before_send(policy.max_wait - waited - connecting)
-        except AjaxError as refused:  # a limiter's wait would not fit: nothing was sent
-            refused.request_id, refused.attempts = request_id, sends
-            raise
-        version = client.credential_version()
-        sends += 1
-        budgeted += 1
-        failure: B24Error
-        charged = limiter.ledger.book()
-        try:
-            envelope = client.send(
-                body,
-                keys=commands.keys if answer_keys is None else answer_keys,
-                request_id=request_id,
-                idempotency_key=key,
-                wire=wire,
-            )
-        except (TransportError, DecodeError) as exc:
-            failure = exc
-        else:
-            error = envelope.error
-            if error is None or not _raised(error.status):
-                return envelope, sends, waited, uncertain
-            failure = error
+            try:
+                waited += limiter.before_send(policy.max_wait - waited - connecting)
+            except AjaxError as refused:  # a limiter's wait would not fit: nothing was sent
+                refused.request_id, refused.attempts = request_id, sends
+                raise
+            version = client.credential_version()
+            sends += 1
+            budgeted += 1
+            failure: B24Error
+            try:
+                envelope = client.send(
+                    body,
+                    keys=commands.keys if answer_keys is None else answer_keys,
+                    request_id=request_id,
+                    idempotency_key=key,
+                    wire=wire,
+                )
+            except (TransportError, DecodeError) as exc:
+                failure = exc
+            else:
+                error = envelope.error
+                if error is None or not _raised(error.status):
+                    return envelope, sends, waited, uncertain
+                failure = error
         finally:
-            limiter.ledger.settle(charged)  # answered, failed or interrupted: off the wire
+            limiter.ledger.settle(charged)  # answered, failed or refused: off the wire
         if (
             isinstance(failure, AuthError)
             and not renewed
