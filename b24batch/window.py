@@ -118,11 +118,17 @@ class Window:
         """Send ``chunks`` (read lazily: at most the window ahead) and yield their outcomes in
         order. Closing the iterator early stops sending and waits for what is in flight."""
         waiting: Chunk | None = None  # read from ``chunks`` but not yet sent
+        unreadable: Exception | None = None  # a bad row met while reading ahead
         try:
             while True:
                 while not self._stopped.is_set() and len(self._flying) < self.size:
                     if waiting is None:
-                        waiting = next(chunks, None)
+                        try:
+                            waiting = next(chunks, None)
+                        except Exception as error:  # raised once what flies has landed
+                            unreadable = error
+                            self.stop()
+                            break
                         if waiting is None:
                             break
                     if self._alone(waiting) and self._flying:
@@ -132,6 +138,8 @@ class Window:
                     if self._alone(self._flying[-1][0]):
                         break  # and nothing goes with it
                 if not self._flying:
+                    if unreadable is not None:
+                        raise unreadable
                     return
                 yield self._land()
         finally:

@@ -211,3 +211,22 @@ def test_the_connection_pool_holds_a_whole_window() -> None:
     hook = B24Hook.from_webhook_url("https://example.bitrix24.com/rest/1/secret/")
     adapter = hook._session.get_adapter("https://example.bitrix24.com/")
     assert adapter._pool_maxsize == POOL_SIZE  # type: ignore[attr-defined]
+
+
+def test_a_bad_row_read_ahead_waits_for_the_chunks_in_flight(
+    echo: FakePortal, hook: B24Hook
+) -> None:
+    """iter() meets a bad row while reading ahead: the chunks already sent are yielded first."""
+    echo.inject(Fault.delay(SLOW), times=3)
+    rows: list[Any] = echoes(150)
+    rows.append(("", {}))  # an empty method: met while planning the third chunk
+    seen: list[range | None] = []
+
+    def consume() -> None:
+        for chunk in BatchByChunkV3(hook).iter(iter(rows), max_in_flight=3):
+            seen.append(chunk.positions)
+
+    with pytest.raises(SdkError, match=re.escape("calls[150] has an empty method name")):
+        consume()
+    assert seen == [range(0, 50), range(50, 100)]  # both were in flight when the row was read
+    assert len(echo.requests) == 2
