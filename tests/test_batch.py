@@ -632,3 +632,24 @@ def test_idempotency_key_with_an_outer_space_is_refused(
         f"carry; remove it, or pass True to have one generated"
     )
     assert portal.requests == []
+
+
+def test_a_result_that_does_not_fit_keeps_the_untyped_batch(
+    portal: FakePortal, client: B24Hook
+) -> None:
+    """The DecodeError says the batch ran, in full; error.result is the whole untyped result."""
+    portal.register("custom.badtask", lambda q: {"item": {"id": "nope"}})
+    with pytest.raises(DecodeError) as info:
+        BatchV3(client).make(
+            {"made": ("tasks.task.add", {"fields": {"title": "x"}}), "bad": ("custom.badtask",)},
+            result_type=TaskItem,
+            request_id="r-7",
+        )
+    error = info.value
+    assert str(error).startswith("the result of command 'bad' (custom.badtask)")
+    assert str(error).endswith("; the batch was executed: its untyped results are on error.result")
+    assert (error.attempts, error.maybe_executed, error.request_id) == (1, ("made", "bad"), "r-7")
+    kept = error.result
+    assert kept is not None
+    assert (kept.request_id, kept.attempts, kept.waited) == ("r-7", 1, 0.0)
+    assert kept.data["bad"] == {"item": {"id": "nope"}}

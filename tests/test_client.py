@@ -301,3 +301,14 @@ def test_a_connect_timeout_is_classified_as_not_sent() -> None:
         listener.close()
     assert (info.value.outcome_unknown, info.value.maybe_executed) == (False, ())
     assert SECRET not in str(info.value)
+
+
+def test_a_refused_connection_is_repeated_with_a_scalar_timeout_too() -> None:
+    """timeout=0.5 (one number) is the connect timeout the repeats count: same repeats."""
+    url = f"http://127.0.0.1:{_closed_port()}/rest/1/{SECRET}/"
+    with (
+        B24Hook.from_webhook_url(url, timeout=0.5, retry=RetryPolicy(base_delay=0.0)) as client,
+        pytest.raises(TransportError) as info,
+    ):
+        BatchV3(client).make([("tasks.task.get", {"id": 1})])
+    assert (info.value.never_connected, info.value.attempts) == (True, 1 + CONNECT_RETRIES)

@@ -22,6 +22,7 @@ from b24batch import (
     BatchByChunkV3,
     BatchV3,
     Command,
+    RateLimit,
     RateLimitError,
     SdkError,
 )
@@ -43,8 +44,13 @@ class Got:
 
 @pytest.fixture(scope="module")
 def shared() -> Iterator[tuple[FakePortal, B24Hook, list[int]]]:
-    """One portal with 60 tasks and a client without retries or client-side limits."""
-    with FakePortal() as portal:
+    """One portal with 60 tasks and a client without retries or client-side limits.
+
+    The tests count requests as growth of ``portal.requests``, so it keeps them all: at the
+    default cap of 1000 the count stopped growing and the property test failed, depending on
+    how many requests its random examples had made.
+    """
+    with FakePortal(max_recorded=1_000_000) as portal:
         ids = [portal.add_task(title=f"T{n}") for n in range(60)]
         with B24Hook.from_webhook_url(portal.webhook_url, retry=None, rate_limit=None) as hook:
             yield portal, hook, ids
@@ -235,3 +241,66 @@ def test_raised_error_keeps_what_was_found() -> None:
     assert partial.data[6:] == [None, None]
     assert list(partial.errors_by_key) == [6]
     assert info.value.attempts == len(portal.requests) == 5
+
+
+# -- gaps a mutant showed (issue 12) -------------------------------------------------------------
+
+
+class _Time:
+    """Monotonic and wall clocks that move only when the client sleeps."""
+
+    def __init__(self) -> None:
+        self.mono, self.wall = 1000.0, 1_800_000_000.0
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.mono += seconds
+        self.wall += seconds
+
+
+def test_isolation_reports_every_attempt_every_wait_and_the_last_time() -> None:
+    """attempts, waited and time of an isolated result cover the bisection, not the first send."""
+    fake = _Time()
+    with FakePortal(wall_clock=lambda: fake.wall) as portal:
+        ids = [portal.add_task(title=f"T{n}") for n in range(4)]
+        with B24Hook.from_webhook_url(
+            portal.webhook_url,
+            retry=None,
+            rate_limit=RateLimit(burst=1, per_second=1.0),
+            clock=lambda: fake.mono,
+            wall_clock=lambda: fake.wall,
+            sleep=fake.sleep,
+        ) as hook:
+            result = BatchV3(hook).make(gets(ids, {2}), isolate_errors=True, halt_on_error=False)
+    sent = len(portal.requests)
+    assert sent > 2
+    assert (result.attempts, result.errors[0].attempts) == (sent, sent)
+    assert fake.sleeps == [1.0] * (sent - 1)
+    assert result.waited == sent - 1
+    assert result.time is not None
+    assert result.time.start == 1_800_000_000 + sent - 1  # the last answer's, not the first's
+    assert all(row["parallel"] is True for request in portal.requests for row in request.body)
+
+
+def test_ajax_results_of_isolated_failures_carry_their_own_status(
+    shared: tuple[FakePortal, B24Hook, list[int]],
+) -> None:
+    """Each failing command's AjaxResult has its own error's status, not the batch's."""
+    portal, hook, ids = shared
+
+    def deny(query: dict[str, Any]) -> Any:
+        raise FakePortal.CommandError("Access denied", code="DENIED", status=403)
+
+    portal.register("test.deny", deny)
+    calls: list[Any] = [
+        *gets(ids[:2], set()),
+        Command("test.deny", read_only=True),
+        *gets(ids[:2], {1}),
+    ]
+    result = BatchV3(hook).make(calls, isolate_errors=True, return_ajax_result=True)
+    assert [(entry.status, entry.is_success) for entry in result.data[2::2]] == [
+        (403, False),
+        (400, False),
+    ]  # the batch's first answer was the 403: each failure has its own status
+    assert [error.code for error in result.errors] == ["DENIED", NOT_FOUND]

@@ -185,3 +185,25 @@ def test_a_503_after_the_renewal_that_exhausts_the_budget_is_raised(
         BatchV3(oauth).make(READ)
     assert (info.value.code, info.value.attempts) == ("QUERY_LIMIT_EXCEEDED", 2)
     assert len(portal.requests) == 2
+
+
+def test_a_failing_refresh_says_what_was_sent_and_that_nothing_ran(
+    portal: FakePortal, fake_time: FakeTime
+) -> None:
+    """A refresh that raises: AuthError after one send, no write of the refused batch marked."""
+
+    def broken() -> str:
+        raise RuntimeError("no")
+
+    portal.expire_token()
+    with (
+        _oauth(portal, fake_time, refresh=broken) as oauth,
+        pytest.raises(AuthError) as info,
+    ):
+        BatchV3(oauth).make(WRITE * 2)
+    assert str(info.value) == (
+        "expired_token (HTTP 401): refreshing the access token failed with RuntimeError; "
+        "see the error's refresh_error"
+    )
+    assert (info.value.attempts, info.value.maybe_executed) == (1, ())
+    assert portal.executed_commands == 0

@@ -1,9 +1,9 @@
 """The built wheel and sdist are complete, and the wheel works in a fresh virtual environment.
 
-SLOW (10 to 15 s on two cores), but needs nothing beyond the ``test`` extra and no package index: the build
-runs without isolation, on the setuptools and wheel the extra installs, and the fresh venv
-sees b24batch's dependencies where this interpreter has them (a ``.pth`` line; the wheel itself
-is installed with ``--no-index``). Run everything else with
+SLOW (10 to 15 s on two cores), but needs nothing beyond the ``test`` extra and no package
+index: the build runs without isolation, on the setuptools and wheel the extra installs, and
+the fresh venv sees b24batch's dependencies where this interpreter has them (a ``.pth`` line;
+the wheel itself is installed with ``--no-index``). Run everything else with
 ``pytest --deselect tests/test_packaging.py``. The build runs on a copy of the source in a
 temporary directory, so no ``build/`` or ``*.egg-info`` is left in the work tree.
 """
