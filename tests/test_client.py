@@ -13,6 +13,7 @@ from urllib3.util.retry import Retry
 
 from b24batch import B24Hook, BatchV3, RetryPolicy, SdkError, SdkTypeError, TransportError
 from b24batch.client import DEFAULT_TIMEOUT, USER_AGENT
+from b24batch.testing import FakePortal
 
 from .loopback import RawServer, answer
 
@@ -125,12 +126,19 @@ def test_own_session_has_connect_only_retry_timeout_and_user_agent() -> None:
 
 
 def test_callers_session_is_used_as_given_and_not_closed() -> None:
-    """A session passed in is neither reconfigured nor closed by close()."""
+    """A session passed in sends the batch, and is neither reconfigured nor closed by close()."""
     session = requests.Session()
+    session.headers["X-Callers-Session"] = "yes"
     closed = []
     session.close = lambda: closed.append(True)  # type: ignore[method-assign]
-    with B24Hook.from_webhook_url(f"https://x.bitrix24.com/rest/1/{SECRET}/", session=session) as c:
+    with (
+        FakePortal() as portal,
+        B24Hook.from_webhook_url(portal.webhook_url, session=session, rate_limit=None) as c,
+    ):
         assert c._session is session
+        assert BatchV3(c).make([("tasks.task.list", {})]).is_success
+        (request,) = portal.requests
+    assert request.headers["X-Callers-Session"] == "yes"
     assert closed == []
     assert session.headers["User-Agent"] != USER_AGENT
 
