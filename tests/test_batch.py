@@ -653,3 +653,14 @@ def test_a_result_that_does_not_fit_keeps_the_untyped_batch(
     assert kept is not None
     assert (kept.request_id, kept.attempts, kept.waited) == ("r-7", 1, 0.0)
     assert kept.data["bad"] == {"item": {"id": "nope"}}
+
+
+def test_a_batch_refused_before_running_marks_no_write(portal: FakePortal, client: B24Hook) -> None:
+    """422 for a reused Idempotency-Key: nothing ran, so no write is marked and none is named."""
+    writes = [("tasks.task.add", {"fields": {"title": t}}) for t in ("a", "b")]
+    assert BatchV3(client).make(writes, idempotency_key="k-1").is_success
+    result = BatchV3(client).make([*writes, writes[0]], idempotency_key="k-1")
+    (error,) = result.errors
+    assert (error.status, error.maybe_executed) == (422, ())
+    assert "may have run" not in str(error)
+    assert len(portal.tasks) == 2

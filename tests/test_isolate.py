@@ -304,3 +304,13 @@ def test_ajax_results_of_isolated_failures_carry_their_own_status(
         (400, False),
     ]  # the batch's first answer was the 403: each failure has its own status
     assert [error.code for error in result.errors] == ["DENIED", NOT_FOUND]
+
+
+def test_isolation_parts_keep_halt_on_error(shared: tuple[FakePortal, B24Hook, list[int]]) -> None:
+    """With the default halt_on_error every part of the bisection is sent with parallel=false."""
+    portal, hook, ids = shared
+    before = len(portal.requests)
+    BatchV3(hook).make(gets(ids[:6], {4}), isolate_errors=True)
+    parts = portal.requests[before:]
+    assert len(parts) > 1
+    assert {row["parallel"] for request in parts for row in request.body} == {False}
