@@ -215,6 +215,8 @@ def test_environment_is_read_once_at_construction(monkeypatch: pytest.MonkeyPatc
     assert client._session.trust_env is False
     assert client._session.proxies["https"] == "http://proxy.example:3128"
     assert client._session.verify == "/etc/ssl/corporate.pem"
+    monkeypatch.setenv("HTTPS_PROXY", "http://later.example:3128")  # read once: not seen now
+    assert client._session.proxies["https"] == "http://proxy.example:3128"
     monkeypatch.setenv("NO_PROXY", "x.bitrix24.com")
     bypass = B24Hook.from_webhook_url(f"https://x.bitrix24.com/rest/1/{SECRET}/")
     assert "https" not in bypass._session.proxies
