@@ -664,3 +664,9 @@ def test_a_batch_refused_before_running_marks_no_write(portal: FakePortal, clien
     assert (error.status, error.maybe_executed) == (422, ())
     assert "may have run" not in str(error)
     assert len(portal.tasks) == 2
+
+
+def test_a_returned_error_result_reports_its_wait(portal: FakePortal, client: B24Hook) -> None:
+    """A batch whose error envelope is returned still says it waited 0.0 s, not None."""
+    result = BatchV3(client).make([("tasks.task.get", {"id": 404})])
+    assert (result.is_success, result.attempts, result.waited) == (False, 1, 0.0)

@@ -19,6 +19,7 @@ from b24batch import (
     BatchV3,
     ChunkedResult,
     Command,
+    DecodeError,
     SdkError,
     SdkTypeError,
     ref,
@@ -623,3 +624,20 @@ def test_chunked_ids_leave_room_for_the_chunk_suffix(
         f"{name} is 246 characters; chunked calls append '.<chunk>', so keep it to 245"
     )
     assert len(echo.requests) == 1
+
+
+def test_a_chunk_that_does_not_fit_result_type_keeps_its_positions(
+    echo: FakePortal, client: B24Hook
+) -> None:
+    """A type mismatch in chunk 1: error.result is that chunk's untyped result, positions kept."""
+    echo.register("test.odd", lambda query: {"item": {"n": "not a number"}})
+    calls: list[Any] = _list_calls(60)
+    calls[55] = ("test.odd", {})
+    with pytest.raises(DecodeError) as info:
+        BatchByChunkV3(client).make(calls, result_type=EchoedItem)
+    kept = info.value.result
+    assert kept is not None
+    assert (kept.positions, kept.request_id.endswith(".1")) == (range(50, 60), True)
+    assert kept.data[5] == {"item": {"n": "not a number"}}
+    assert info.value.partial is not None
+    assert len(info.value.partial.chunks) == 1

@@ -207,3 +207,43 @@ def test_a_failing_refresh_says_what_was_sent_and_that_nothing_ran(
     )
     assert (info.value.attempts, info.value.maybe_executed) == (1, ())
     assert portal.executed_commands == 0
+
+
+def test_a_failing_refresh_after_a_lost_answer_marks_the_write(
+    portal: FakePortal, fake_time: FakeTime
+) -> None:
+    """Timeout (the write may have run), repeat under its key, 401, refresh fails: the AuthError
+    still names the write in maybe_executed."""
+
+    def broken() -> str:
+        raise RuntimeError("no")
+
+    portal.inject(Fault.delay(0.5))
+    portal.inject(Fault.response(401, EXPIRED))
+    with (
+        _oauth(
+            portal, fake_time, refresh=broken, retry=RetryPolicy(), timeout=(2.0, 0.15)
+        ) as oauth,
+        pytest.raises(AuthError) as info,
+    ):
+        BatchV3(oauth).make(WRITE, idempotency_key="k-1")
+    assert (info.value.attempts, info.value.maybe_executed) == (2, (0,))
+
+
+def test_a_raised_error_after_a_lost_answer_marks_the_write(
+    portal: FakePortal, fake_time: FakeTime
+) -> None:
+    """Timeout, repeat under its key, 503 OVERLOAD (never repeated): maybe_executed names the
+    write the lost answer may have run."""
+    portal.inject(Fault.delay(0.5))
+    portal.inject(Fault.overload())
+    with (
+        _oauth(portal, fake_time, retry=RetryPolicy(), timeout=(2.0, 0.15)) as oauth,
+        pytest.raises(AjaxError) as info,
+    ):
+        BatchV3(oauth).make(WRITE, idempotency_key="k-1")
+    assert (info.value.code, info.value.attempts, info.value.maybe_executed) == (
+        "OVERLOAD_LIMIT",
+        2,
+        (0,),
+    )
