@@ -314,3 +314,16 @@ def test_isolation_parts_keep_halt_on_error(shared: tuple[FakePortal, B24Hook, l
     parts = portal.requests[before:]
     assert len(parts) > 1
     assert {row["parallel"] for request in parts for row in request.body} == {False}
+
+
+def test_a_single_failing_command_needs_no_bisection(
+    shared: tuple[FakePortal, B24Hook, list[int]],
+) -> None:
+    """One failing command: its error after one request, with the answer's time block kept."""
+    portal, hook, _ = shared
+    before = len(portal.requests)
+    result = BatchV3(hook).make(gets([1], {0}), isolate_errors=True)
+    assert (len(portal.requests) - before, result.attempts) == (1, 1)
+    assert list(result.errors_by_key) == [0]
+    assert result.time is not None
+    assert result.time.duration is not None
