@@ -15,6 +15,7 @@ import pytest
 from b24batch import (
     AjaxError,
     B24Hook,
+    B24OAuth,
     BatchByChunkV3,
     BatchV3,
     ChunkedResult,
@@ -185,6 +186,7 @@ def test_raised_error_keeps_earlier_chunks_in_partial(echo: FakePortal, client: 
     assert partial.data == [{"item": {"n": n}} for n in range(50)]
     assert len(partial.chunks) == 1
     assert partial.errors[0].keys == tuple(range(50, 100))
+    assert partial.errors[0].chunk == 1
     assert partial.errors[0].error is info.value
     assert partial.not_executed == tuple(range(100, 120))
 
@@ -372,6 +374,9 @@ def test_progress_callback_gets_done_and_total(echo: FakePortal, client: B24Hook
         )
     )
     assert calls == [(50, None), (60, None)]
+    calls.clear()
+    list(BatchByChunkV3(client).iter(_list_calls(60), progress=lambda d, t: calls.append((d, t))))
+    assert calls == [(50, 60), (60, 60)]  # a list has a length: iter() reports the total
 
 
 def test_progress_true_uses_tqdm(
@@ -641,3 +646,30 @@ def test_a_chunk_that_does_not_fit_result_type_keeps_its_positions(
     assert kept.data[5] == {"item": {"n": "not a number"}}
     assert info.value.partial is not None
     assert len(info.value.partial.chunks) == 1
+
+
+def test_a_failing_on_token_keeps_the_chunks_fetched(echo: FakePortal) -> None:
+    """An on_token callback that raises in chunk 1 carries chunk 0's results on .partial."""
+
+    def refuse(token: str) -> None:
+        raise RuntimeError("cannot store the token")
+
+    def expire_after_the_first(done: int, total: int | None) -> None:
+        if done == 50:
+            echo.expire_token()
+
+    with (
+        B24OAuth(
+            echo.oauth_endpoint,
+            echo.access_token,
+            refresh=echo.refresh_token,
+            on_token=refuse,
+            rate_limit=None,
+        ) as oauth,
+        pytest.raises(RuntimeError, match="cannot store the token") as info,
+    ):
+        BatchByChunkV3(oauth).make(_list_calls(60), progress=expire_after_the_first)
+    partial = info.value.partial  # type: ignore[attr-defined]
+    assert isinstance(partial, ChunkedResult)
+    assert partial.data == [{"item": {"n": n}} for n in range(50)]
+    assert [chunk.positions for chunk in partial.chunks] == [range(0, 50)]

@@ -162,6 +162,20 @@ def test_chunked_isolation_gives_one_error_per_command(
     ]
     assert [n for n, entry in enumerate(result.data) if entry is None] == [3, 12, 13]
     assert result.data[24] == {"item": {"title": "T24"}}
+    assert [error.error.code for error in result.errors] == [NOT_FOUND] * 3
+    assert [error.error.key for error in result.errors] == [3, 12, 13]
+
+
+def test_chunked_isolation_parts_keep_halt_on_error(
+    shared: tuple[FakePortal, B24Hook, list[int]],
+) -> None:
+    """With the default halt_on_error each chunk's bisection parts go with parallel=false."""
+    portal, hook, ids = shared
+    before = len(portal.requests)
+    BatchByChunkV3(hook).make(gets(ids[:12], {8}), chunk_size=10, isolate_errors=True)
+    sent = portal.requests[before:]
+    assert len(sent) > 2
+    assert {row["parallel"] for request in sent for row in request.body} == {False}
 
 
 def test_chunked_iter_isolates_each_chunk(shared: tuple[FakePortal, B24Hook, list[int]]) -> None:
