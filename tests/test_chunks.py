@@ -104,6 +104,14 @@ def test_bad_options_fail_before_sending(
     assert echo.requests == []
 
 
+def test_a_progress_of_the_wrong_kind_says_what_to_pass(echo: FakePortal, client: B24Hook) -> None:
+    """progress="yes" raises SdkTypeError with the whole fix, before anything is sent."""
+    with pytest.raises(SdkTypeError) as info:
+        BatchByChunkV3(client).make(_list_calls(3), progress="yes")  # type: ignore[arg-type]
+    assert str(info.value) == "progress='yes': pass True, a callable (done, total), or None"
+    assert echo.requests == []
+
+
 def test_not_understood_input_is_refused(client: B24Hook) -> None:
     """A string or a number is not a list of calls."""
     with pytest.raises(SdkTypeError, match="calls is a str"):

@@ -151,7 +151,8 @@ def test_chunked_isolation_gives_one_error_per_command(
     shared: tuple[FakePortal, B24Hook, list[int]],
 ) -> None:
     """Through BatchByChunkV3: a ChunkError per failing command, by global position."""
-    _, hook, ids = shared
+    portal, hook, ids = shared
+    before = len(portal.requests)
     result = BatchByChunkV3(hook).make(
         gets(ids[:25], {3, 12, 13}), chunk_size=10, isolate_errors=True, halt_on_error=False
     )
@@ -164,6 +165,8 @@ def test_chunked_isolation_gives_one_error_per_command(
     assert result.data[24] == {"item": {"title": "T24"}}
     assert [error.error.code for error in result.errors] == [NOT_FOUND] * 3
     assert [error.error.key for error in result.errors] == [3, 12, 13]
+    sent = portal.requests[before:]  # halt_on_error=False reaches every part: parallel=true
+    assert {row["parallel"] for request in sent for row in request.body} == {True}
 
 
 def test_chunked_isolation_parts_keep_halt_on_error(
