@@ -26,7 +26,7 @@ from b24batch import (
     RateLimitError,
     SdkError,
 )
-from b24batch.testing import FakePortal
+from b24batch.testing import FakePortal, Fault
 
 NOT_FOUND = "BITRIX_REST_V3_EXCEPTION_ENTITYNOTFOUNDEXCEPTION"
 MISSING = 999_999
@@ -337,10 +337,12 @@ def test_a_single_failing_command_needs_no_bisection(
     shared: tuple[FakePortal, B24Hook, list[int]],
 ) -> None:
     """One failing command: its error after one request, with the answer's time block kept."""
-    portal, hook, _ = shared
+    portal, hook, ids = shared
     before = len(portal.requests)
-    result = BatchV3(hook).make(gets([1], {0}), isolate_errors=True)
+    error = {"code": NOT_FOUND, "message": "not found"}
+    portal.inject(Fault.response(400, {"error": error, "time": {"start": 7.0, "duration": 0.5}}))
+    result = BatchV3(hook).make(gets(ids[:1], set()), isolate_errors=True)
     assert (len(portal.requests) - before, result.attempts) == (1, 1)
     assert list(result.errors_by_key) == [0]
     assert result.time is not None
-    assert result.time.duration is not None
+    assert (result.time.start, result.time.duration) == (7.0, 0.5)
