@@ -320,4 +320,9 @@ def checked_idempotency_key(key: object) -> str | None:
             f"idempotency_key must be 1 to {_IDEMPOTENCY_KEY_MAX} printable ASCII characters "
             f"(got {len(key)} characters); pass True to have one generated"
         )
+    if key != key.strip(" "):  # an HTTP header value cannot start or end with a space
+        raise SdkError(
+            f"idempotency_key {key!r} starts or ends with a space, which an HTTP header cannot "
+            f"carry; remove it, or pass True to have one generated"
+        )
     return key

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
@@ -270,13 +271,32 @@ def _serve(port: int, rate_text: str | None, *, seed: bool = False) -> int:
         print(f"seeded:         tasks {tasks}, deals {deals}", flush=True)
     print(f"OAuth endpoint: {portal.oauth_endpoint}  token: {portal.access_token}", flush=True)
     print("Press Ctrl+C to stop.", flush=True)
+    previous = _stop_on_sigterm()
     try:
         threading.Event().wait()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Terminated):
         pass
     finally:
         portal.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return EXIT_OK
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived while serving."""
+
+
+def _stop_on_sigterm() -> Any:
+    """Make SIGTERM stop ``serve`` cleanly (also when SIGINT was inherited as ignored, as by
+    background jobs and ``nohup``); the previous handler, or None off the main thread."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, stop)
 
 
 def _rate(text: str) -> tuple[float, float]:

@@ -65,8 +65,8 @@ class Rules(Protocol):
 
     def targets(
         self, command: Command, defined: dict[str, int], index: int, where: str
-    ) -> list[int]:
-        """The global indices of the commands ``command`` references."""
+    ) -> list[tuple[int, str]]:
+        """``(global index, how the reference reads)`` of each command ``command`` references."""
 
     def chunk(self, number: int, commands: Commands, positions: range, settings: Settings) -> Chunk:
         """Check and encode one chunk."""
@@ -82,9 +82,9 @@ class _RestV3:
 
     def targets(
         self, command: Command, defined: dict[str, int], index: int, where: str
-    ) -> list[int]:
+    ) -> list[tuple[int, str]]:
         return [
-            reference_target(path, defined, index, where, positional=False)
+            (reference_target(path, defined, index, where, positional=False), repr(path))
             for path in (references(command.params) if command.params else ())
         ]
 
@@ -110,7 +110,7 @@ class _Classic:
 
     def targets(
         self, command: Command, defined: dict[str, int], index: int, where: str
-    ) -> list[int]:
+    ) -> list[tuple[int, str]]:
         found = []
         for target in references_v2(command.params) if command.params else ():
             position = defined.get(target)
@@ -120,7 +120,7 @@ class _Classic:
                     f"the portal would pass the text on as a value. Reference a command before "
                     f"it by its key (its name, its 'as', or its position)"
                 )
-            found.append(position)
+            found.append((position, f"$result[{target}]"))
         return found
 
     def chunk(self, number: int, commands: Commands, positions: range, settings: Settings) -> Chunk:
@@ -160,12 +160,12 @@ def plan(
         command = Command.from_row(row, where)
         name = rules.name_of(command, key, index, named, where, seen)
         low = index
-        for target in rules.targets(command, defined, index, where):
+        for target, reference in rules.targets(command, defined, index, where):
             if target < first_unsent:
                 raise SdkError(
-                    f"{where} references a command more than chunk_size={size} commands back, "
-                    f"in a batch already planned; a command must share a batch with the "
-                    f"command it references"
+                    f"{where} references {reference}, defined by a command more than "
+                    f"chunk_size={size} commands back, in a batch already planned; a command "
+                    f"must share a batch with the command it references"
                 )
             low = min(low, target)
         if name is not None:

@@ -81,7 +81,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
             text = text.replace(secret, MASK)
     if "/rest/" in text:
         text = _WEBHOOK_PATH.sub(rf"\g<1>{MASK}", text)
-    if "earer" in text or "EARER" in text:
+    if "bearer" in text.lower():  # any case: "BeArEr" is a Bearer credential too
         text = _BEARER.sub(rf"\g<1>{MASK}", text)
     return _TOKEN_PARAM.sub(rf"\g<1>{MASK}", text)
 

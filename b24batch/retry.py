@@ -17,6 +17,7 @@ from b24batch.errors import (
     OperatingLimitError,
     RateLimitError,
     SdkError,
+    SdkTypeError,
     TransportError,
 )
 
@@ -52,13 +53,19 @@ def is_read_only(method: str) -> bool:
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise SdkError(f"{attribute.name}={value!r}: pass a number of seconds >= 0")
+    message = f"{attribute.name}={value!r}: pass a number of seconds >= 0"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SdkTypeError(message)
+    if not value >= 0:
+        raise SdkError(message)
 
 
 def _attempts(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SdkError(f"max_attempts={value!r}: pass a whole number >= 1 (1 means no retry)")
+    message = f"max_attempts={value!r}: pass a whole number >= 1 (1 means no retry)"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SdkTypeError(message)
+    if value < 1:
+        raise SdkError(message)
 
 
 @attrs.frozen(kw_only=True)

@@ -529,3 +529,144 @@ def test_unusable_result_type_fails_before_sending(portal: FakePortal, client: B
     with pytest.raises(SdkTypeError, match=r"calls\[0\] result_type"):
         BatchV3(client).make([Command("tasks.task.get", {"id": 1}, result_type=Wrapper)])
     assert portal.requests == []
+
+
+# -- gaps a mutant showed (issue 12) -------------------------------------------------------------
+
+
+def test_51_named_calls_are_refused_and_50_are_sent(portal: FakePortal, client: B24Hook) -> None:
+    """51 named calls raise SdkError before sending (never 50 sent, one dropped); 50 go out."""
+    named = {f"c{n}": ("tasks.task.list", {"select": ["id"]}) for n in range(51)}
+    with pytest.raises(SdkError) as info:
+        BatchV3(client).make(named)
+    assert str(info.value) == (
+        "calls has more than 50 commands; one REST 3.0 batch takes at most 50: "
+        "split them into several batches"
+    )
+    assert portal.requests == []
+    del named["c50"]
+    result = BatchV3(client).make(named)
+    assert list(result.data) == [f"c{n}" for n in range(50)]
+    assert [row["as"] for row in portal.requests[0].body] == [f"c{n}" for n in range(50)]
+
+
+def test_per_command_result_type_without_one_on_make(portal: FakePortal, client: B24Hook) -> None:
+    """A Command's result_type applies with none on make(); the other rows stay JSON."""
+    portal.add_task(title="Typed", responsibleId=7)
+    result = BatchV3(client).make(
+        [
+            Command("tasks.task.get", {"id": 1}, result_type=TaskItem),
+            ("tasks.task.get", {"id": 1, "select": ["id"]}),
+        ]
+    )
+    assert result.data == [
+        TaskItem(Task(id=1, title="Typed", responsibleId=7)),
+        {"item": {"id": 1}},
+    ]
+
+
+def test_ajax_results_carry_typed_results(portal: FakePortal, client: B24Hook) -> None:
+    """return_ajax_result=True with result_type: each AjaxResult.result is the typed value."""
+    portal.add_task(title="Typed", responsibleId=7)
+    result = BatchV3(client).make(
+        {"t": ("tasks.task.get", {"id": 1})}, return_ajax_result=True, result_type=TaskItem
+    )
+    assert result.data["t"].result == TaskItem(Task(id=1, title="Typed", responsibleId=7))
+    assert result.data["t"].key == "t"
+
+
+@pytest.mark.parametrize("request_id", ["r", "r" * 255])
+def test_request_id_of_1_to_255_characters_is_sent(
+    portal: FakePortal, client: B24Hook, request_id: str
+) -> None:
+    """request_id is sent as given at both ends of its range."""
+    result = BatchV3(client).make([("tasks.task.list", {})], request_id=request_id)
+    assert result.request_id == request_id
+    assert portal.requests[0].query["bx24_request_id"] == request_id
+
+
+def test_request_id_of_256_characters_is_refused(portal: FakePortal, client: B24Hook) -> None:
+    """A request_id longer than 255 characters raises SdkError saying the range."""
+    with pytest.raises(SdkError) as info:
+        BatchV3(client).make([("tasks.task.list", {})], request_id="r" * 256)
+    assert str(info.value) == (
+        "request_id must be 1 to 255 printable characters; leave it None for a generated one"
+    )
+    assert portal.requests == []
+
+
+@pytest.mark.parametrize("key", ["k", "k" * 255, "~", "! ~"])
+def test_idempotency_key_at_its_limits_is_sent(
+    portal: FakePortal, client: B24Hook, key: str
+) -> None:
+    """Keys of 1 and 255 characters, and of the printable ASCII range's ends, are sent."""
+    assert BatchV3(client).make([("tasks.task.list", {})], idempotency_key=key).is_success
+    assert portal.requests[0].headers["Idempotency-Key"] == key
+
+
+@pytest.mark.parametrize(
+    ("key", "length"), [("", 0), ("k" * 256, 256), ("\x1f", 1), ("\x7f", 1), ("é", 1)]
+)
+def test_idempotency_key_outside_its_limits_is_refused(
+    portal: FakePortal, client: B24Hook, key: str, length: int
+) -> None:
+    """An empty, too long or non-printable-ASCII key raises SdkError naming its length."""
+    with pytest.raises(SdkError) as info:
+        BatchV3(client).make([("tasks.task.list", {})], idempotency_key=key)
+    assert str(info.value) == (
+        f"idempotency_key must be 1 to 255 printable ASCII characters (got {length} "
+        f"characters); pass True to have one generated"
+    )
+    assert portal.requests == []
+
+
+@pytest.mark.parametrize("key", [" ", " k", "k "])
+def test_idempotency_key_with_an_outer_space_is_refused(
+    portal: FakePortal, client: B24Hook, key: str
+) -> None:
+    """A key starting or ending with a space (no HTTP header carries it) fails before sending."""
+    with pytest.raises(SdkError) as info:
+        BatchV3(client).make([("tasks.task.list", {})], idempotency_key=key)
+    assert str(info.value) == (
+        f"idempotency_key {key!r} starts or ends with a space, which an HTTP header cannot "
+        f"carry; remove it, or pass True to have one generated"
+    )
+    assert portal.requests == []
+
+
+def test_a_result_that_does_not_fit_keeps_the_untyped_batch(
+    portal: FakePortal, client: B24Hook
+) -> None:
+    """The DecodeError says the batch ran, in full; error.result is the whole untyped result."""
+    portal.register("custom.badtask", lambda q: {"item": {"id": "nope"}})
+    with pytest.raises(DecodeError) as info:
+        BatchV3(client).make(
+            {"made": ("tasks.task.add", {"fields": {"title": "x"}}), "bad": ("custom.badtask",)},
+            result_type=TaskItem,
+            request_id="r-7",
+        )
+    error = info.value
+    assert str(error).startswith("the result of command 'bad' (custom.badtask)")
+    assert str(error).endswith("; the batch was executed: its untyped results are on error.result")
+    assert (error.attempts, error.maybe_executed, error.request_id) == (1, ("made", "bad"), "r-7")
+    kept = error.result
+    assert kept is not None
+    assert (kept.request_id, kept.attempts, kept.waited) == ("r-7", 1, 0.0)
+    assert kept.data["bad"] == {"item": {"id": "nope"}}
+
+
+def test_a_batch_refused_before_running_marks_no_write(portal: FakePortal, client: B24Hook) -> None:
+    """422 for a reused Idempotency-Key: nothing ran, so no write is marked and none is named."""
+    writes = [("tasks.task.add", {"fields": {"title": t}}) for t in ("a", "b")]
+    assert BatchV3(client).make(writes, idempotency_key="k-1").is_success
+    result = BatchV3(client).make([*writes, writes[0]], idempotency_key="k-1")
+    (error,) = result.errors
+    assert (error.status, error.maybe_executed) == (422, ())
+    assert "may have run" not in str(error)
+    assert len(portal.tasks) == 2
+
+
+def test_a_returned_error_result_reports_its_wait(portal: FakePortal, client: B24Hook) -> None:
+    """A batch whose error envelope is returned still says it waited 0.0 s, not None."""
+    result = BatchV3(client).make([("tasks.task.get", {"id": 404})])
+    assert (result.is_success, result.attempts, result.waited) == (False, 1, 0.0)

@@ -9,15 +9,18 @@ import tracemalloc
 from collections.abc import Iterator
 from typing import Any
 
+import attrs
 import pytest
 
 from b24batch import (
     AjaxError,
     B24Hook,
+    B24OAuth,
     BatchByChunkV3,
     BatchV3,
     ChunkedResult,
     Command,
+    DecodeError,
     SdkError,
     SdkTypeError,
     ref,
@@ -99,6 +102,14 @@ def test_bad_options_fail_before_sending(
     """Impossible options are refused before any request."""
     with pytest.raises(error):
         BatchByChunkV3(client).make(_list_calls(3), **options)
+    assert echo.requests == []
+
+
+def test_a_progress_of_the_wrong_kind_says_what_to_pass(echo: FakePortal, client: B24Hook) -> None:
+    """progress="yes" raises SdkTypeError with the whole fix, before anything is sent."""
+    with pytest.raises(SdkTypeError) as info:
+        BatchByChunkV3(client).make(_list_calls(3), progress="yes")  # type: ignore[arg-type]
+    assert str(info.value) == "progress='yes': pass True, a callable (done, total), or None"
     assert echo.requests == []
 
 
@@ -184,6 +195,7 @@ def test_raised_error_keeps_earlier_chunks_in_partial(echo: FakePortal, client: 
     assert partial.data == [{"item": {"n": n}} for n in range(50)]
     assert len(partial.chunks) == 1
     assert partial.errors[0].keys == tuple(range(50, 100))
+    assert partial.errors[0].chunk == 1
     assert partial.errors[0].error is info.value
     assert partial.not_executed == tuple(range(100, 120))
 
@@ -371,6 +383,9 @@ def test_progress_callback_gets_done_and_total(echo: FakePortal, client: B24Hook
         )
     )
     assert calls == [(50, None), (60, None)]
+    calls.clear()
+    list(BatchByChunkV3(client).iter(_list_calls(60), progress=lambda d, t: calls.append((d, t))))
+    assert calls == [(50, 60), (60, 60)]  # a list has a length: iter() reports the total
 
 
 def test_progress_true_uses_tqdm(
@@ -493,3 +508,177 @@ def test_deep_or_colliding_params_send_nothing(
     with pytest.raises(SdkError, match=re.escape(f"calls[1] {fragment}")):
         BatchV3(client).make([("test.echo", {"n": 0}), ("test.echo", params)])
     assert echo.requests == []
+
+
+# -- gaps a mutant showed (issue 12) -------------------------------------------------------------
+
+
+@attrs.frozen
+class Echoed:
+    n: int
+
+
+@attrs.frozen
+class EchoedItem:
+    item: Echoed
+
+
+def test_make_structures_every_chunk_into_result_type(echo: FakePortal, client: B24Hook) -> None:
+    """make(result_type=T) gives T objects in every chunk, not plain dicts."""
+    result = BatchByChunkV3(client).make(_list_calls(60), result_type=EchoedItem)
+    assert result.data == [EchoedItem(Echoed(n)) for n in range(60)]
+    assert [chunk.data for chunk in result.chunks] == [
+        [EchoedItem(Echoed(n)) for n in range(50)],
+        [EchoedItem(Echoed(n)) for n in range(50, 60)],
+    ]
+
+
+def test_iter_over_named_calls_honours_every_option(echo: FakePortal, client: B24Hook) -> None:
+    """iter() over named calls: typed dicts by name, request_id.k and key.k per chunk."""
+    chunks = list(
+        BatchByChunkV3(client).iter(
+            _named_calls(60), request_id="job", idempotency_key="kk", result_type=EchoedItem
+        )
+    )
+    assert [chunk.data for chunk in chunks] == [
+        {f"c{n}": EchoedItem(Echoed(n)) for n in range(50)},
+        {f"c{n}": EchoedItem(Echoed(n)) for n in range(50, 60)},
+    ]
+    assert [chunk.request_id for chunk in chunks] == ["job.0", "job.1"]
+    assert [r.query["bx24_request_id"] for r in echo.requests] == ["job.0", "job.1"]
+    assert [r.headers["Idempotency-Key"] for r in echo.requests] == ["kk.0", "kk.1"]
+    assert [row["as"] for row in echo.requests[1].body] == [f"c{n}" for n in range(50, 60)]
+
+
+def _unusable_type() -> type:
+    @attrs.frozen
+    class Wrapper:
+        item: _Unresolvable  # noqa: F821  # never defined: cattrs cannot resolve it
+
+    return Wrapper
+
+
+@pytest.mark.parametrize("how", ["make", "iter"])
+def test_unusable_result_type_fails_before_any_chunk_is_sent(
+    echo: FakePortal, client: B24Hook, how: str
+) -> None:
+    """A result_type cattrs cannot resolve raises SdkTypeError before the first chunk."""
+    chunker = BatchByChunkV3(client)
+
+    def run() -> object:
+        if how == "make":
+            return chunker.make(_list_calls(60), result_type=_unusable_type())
+        return next(chunker.iter(_list_calls(60), result_type=_unusable_type()))
+
+    with pytest.raises(SdkTypeError) as info:
+        run()
+    assert str(info.value).startswith("result_type=")
+    assert "Wrapper cannot be used: cattrs cannot structure it (" in str(info.value)
+    assert str(info.value).endswith(
+        "); pass an attrs class, dataclass or typing type whose annotations resolve at module level"
+    )
+    assert echo.requests == []
+
+
+@pytest.mark.parametrize("how", ["make", "iter"])
+def test_every_chunk_gets_its_own_number(echo: FakePortal, client: B24Hook, how: str) -> None:
+    """Six chunks (four cut while reading, two at the end) are numbered 0 to 5, none repeated."""
+    chunker = BatchByChunkV3(client)
+    options: dict[str, Any] = {"chunk_size": 2, "request_id": "job", "idempotency_key": "kk"}
+    if how == "make":
+        chunks = list(chunker.make(_list_calls(11), **options).chunks)
+    else:
+        chunks = list(chunker.iter(iter(_list_calls(11)), **options))
+    numbers = [f"job.{k}" for k in range(6)]
+    assert [chunk.request_id for chunk in chunks] == numbers
+    assert [r.query["bx24_request_id"] for r in echo.requests] == numbers
+    assert [r.headers["Idempotency-Key"] for r in echo.requests] == [f"kk.{k}" for k in range(6)]
+    assert [chunk.positions for chunk in chunks] == [
+        range(0, 2), range(2, 4), range(4, 6), range(6, 8), range(8, 10), range(10, 11)
+    ]  # fmt: skip
+
+
+def test_reference_beyond_the_first_cut_is_kept_together(echo: FakePortal, client: B24Hook) -> None:
+    """A ref() 120 rows in (past 2 x chunk_size) is planned and answered like the first ones."""
+    result = BatchByChunkV3(client).make(_with_group(150, alias_at=120, ref_at=121))
+    assert [chunk.positions for chunk in result.chunks] == [
+        range(0, 50),
+        range(50, 100),
+        range(100, 150),
+    ]
+    assert result.data[121] == {"item": {"id": 1, "title": "Grouped"}}
+    streamed = [c.data for c in BatchByChunkV3(client).iter(_with_group(150, 140, 141))]
+    assert streamed[2][41] == {"item": {"id": 2, "title": "Grouped"}}
+
+
+def test_reference_into_an_already_planned_chunk_is_refused(
+    echo: FakePortal, client: B24Hook
+) -> None:
+    """A ref() to an alias more than chunk_size rows back, in a planned chunk, is an SdkError."""
+    with pytest.raises(SdkError) as info:
+        BatchByChunkV3(client).make(_with_group(20, alias_at=0, ref_at=12), chunk_size=5)
+    assert str(info.value) == (
+        "calls[12] references 'made.item.id', defined by a command more than chunk_size=5 "
+        "commands back, in a batch already planned; a command must share a batch with the "
+        "command it references"
+    )
+    assert echo.requests == []
+
+
+@pytest.mark.parametrize("name", ["request_id", "idempotency_key"])
+def test_chunked_ids_leave_room_for_the_chunk_suffix(
+    echo: FakePortal, client: B24Hook, name: str
+) -> None:
+    """A base request_id or idempotency_key of 245 characters is sent; 246 is refused."""
+    result = BatchByChunkV3(client).make(_list_calls(3), **{name: "x" * 245})
+    assert result.is_success
+    with pytest.raises(SdkError) as info:
+        BatchByChunkV3(client).make(_list_calls(3), **{name: "x" * 246})
+    assert str(info.value) == (
+        f"{name} is 246 characters; chunked calls append '.<chunk>', so keep it to 245"
+    )
+    assert len(echo.requests) == 1
+
+
+def test_a_chunk_that_does_not_fit_result_type_keeps_its_positions(
+    echo: FakePortal, client: B24Hook
+) -> None:
+    """A type mismatch in chunk 1: error.result is that chunk's untyped result, positions kept."""
+    echo.register("test.odd", lambda query: {"item": {"n": "not a number"}})
+    calls: list[Any] = _list_calls(60)
+    calls[55] = ("test.odd", {})
+    with pytest.raises(DecodeError) as info:
+        BatchByChunkV3(client).make(calls, result_type=EchoedItem)
+    kept = info.value.result
+    assert kept is not None
+    assert (kept.positions, kept.request_id.endswith(".1")) == (range(50, 60), True)
+    assert kept.data[5] == {"item": {"n": "not a number"}}
+    assert info.value.partial is not None
+    assert len(info.value.partial.chunks) == 1
+
+
+def test_a_failing_on_token_keeps_the_chunks_fetched(echo: FakePortal) -> None:
+    """An on_token callback that raises in chunk 1 carries chunk 0's results on .partial."""
+
+    def refuse(token: str) -> None:
+        raise RuntimeError("cannot store the token")
+
+    def expire_after_the_first(done: int, total: int | None) -> None:
+        if done == 50:
+            echo.expire_token()
+
+    with (
+        B24OAuth(
+            echo.oauth_endpoint,
+            echo.access_token,
+            refresh=echo.refresh_token,
+            on_token=refuse,
+            rate_limit=None,
+        ) as oauth,
+        pytest.raises(RuntimeError, match="cannot store the token") as info,
+    ):
+        BatchByChunkV3(oauth).make(_list_calls(60), progress=expire_after_the_first)
+    partial = info.value.partial  # type: ignore[attr-defined]
+    assert isinstance(partial, ChunkedResult)
+    assert partial.data == [{"item": {"n": n}} for n in range(50)]
+    assert [chunk.positions for chunk in partial.chunks] == [range(0, 50)]

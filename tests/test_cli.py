@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import signal
 import socket
@@ -185,24 +186,58 @@ def test_run_transport_failure_exits_1_without_the_secret(
     assert "cliSecretValue9" not in err
 
 
-def test_serve_prints_a_webhook_that_works() -> None:
-    """`serve` runs a FakePortal in the foreground whose printed webhook URL answers batches."""
+def _stopped(process: subprocess.Popen[str], signum: int) -> int:
+    """Send ``signum`` and wait a bounded time; a child that does not stop is killed."""
+    process.send_signal(signum)
+    try:
+        return process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+        pytest.fail(f"serve did not stop on signal {signum}: killed")
+
+
+def _lines(process: subprocess.Popen[str], count: int) -> list[str]:
+    """The child's first ``count`` stdout lines, read with a bound (a hung child fails)."""
+    assert process.stdout is not None
+    stdout = process.stdout
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(
+        target=lambda: [lines.put(stdout.readline()) for _ in range(count)], daemon=True
+    )
+    reader.start()
+    return [lines.get(timeout=30) for _ in range(count)]
+
+
+@pytest.mark.parametrize(
+    ("launch", "signum"),
+    [
+        pytest.param([], signal.SIGINT, id="ctrl-c"),
+        pytest.param([], signal.SIGTERM, id="sigterm"),
+        # As background jobs, nohup and some CI launchers start it: SIGINT ignored.
+        pytest.param(["sh", "-c", 'trap "" INT; exec "$0" "$@"'], signal.SIGTERM, id="no-sigint"),
+    ],
+)
+def test_serve_prints_a_webhook_that_works(launch: list[str], signum: int) -> None:
+    """`serve` runs a FakePortal in the foreground whose printed webhook answers; a signal
+    stops it with exit code 0."""
+    if signum == signal.SIGINT and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        pytest.skip("this process ignores SIGINT, and so would serve: Ctrl+C cannot reach it")
     with subprocess.Popen(
-        [sys.executable, "-m", "b24batch", "serve"],
+        [*launch, sys.executable, "-m", "b24batch", "serve"],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     ) as process:
         try:
-            assert process.stdout is not None
-            lines = [process.stdout.readline() for _ in range(2)]
+            lines = _lines(process, 2)
             webhook = lines[1].split()[-1]
-            with B24Hook.from_webhook_url(webhook) as b24:
+            with B24Hook.from_webhook_url(webhook, timeout=(2.0, 10.0)) as b24:
                 result = BatchV3(b24).make([("tasks.task.add", {"fields": {"title": "served"}})])
             assert result.data[0]["item"]["title"] == "served"
         finally:
-            process.send_signal(signal.SIGINT)
-            assert process.wait(timeout=10) == EXIT_OK
+            code = _stopped(process, signum)
+    assert code == EXIT_OK
 
 
 def _bounded_main(argv: list[str]) -> int | None:
@@ -347,6 +382,7 @@ def test_demo_into_a_closed_pipe_exits_quietly() -> None:
         text=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
         check=False,
+        timeout=60,
     )
     assert process.stdout.startswith("FakePortal at http://127.0.0.1:")
     assert "Traceback" not in process.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 import traceback
 
 import pytest
@@ -12,6 +13,9 @@ from urllib3.util.retry import Retry
 
 from b24batch import B24Hook, BatchV3, RetryPolicy, SdkError, SdkTypeError, TransportError
 from b24batch.client import DEFAULT_TIMEOUT, USER_AGENT
+from b24batch.testing import FakePortal
+
+from .loopback import RawServer, answer
 
 CONNECT_RETRIES = RetryPolicy().max_attempts - 1  # made by the batch layer, under max_wait
 
@@ -122,12 +126,19 @@ def test_own_session_has_connect_only_retry_timeout_and_user_agent() -> None:
 
 
 def test_callers_session_is_used_as_given_and_not_closed() -> None:
-    """A session passed in is neither reconfigured nor closed by close()."""
+    """A session passed in sends the batch, and is neither reconfigured nor closed by close()."""
     session = requests.Session()
+    session.headers["X-Callers-Session"] = "yes"
     closed = []
     session.close = lambda: closed.append(True)  # type: ignore[method-assign]
-    with B24Hook.from_webhook_url(f"https://x.bitrix24.com/rest/1/{SECRET}/", session=session) as c:
+    with (
+        FakePortal() as portal,
+        B24Hook.from_webhook_url(portal.webhook_url, session=session, rate_limit=None) as c,
+    ):
         assert c._session is session
+        assert BatchV3(c).make([("tasks.task.list", {})]).is_success
+        (request,) = portal.requests
+    assert request.headers["X-Callers-Session"] == "yes"
     assert closed == []
     assert session.headers["User-Agent"] != USER_AGENT
 
@@ -204,6 +215,8 @@ def test_environment_is_read_once_at_construction(monkeypatch: pytest.MonkeyPatc
     assert client._session.trust_env is False
     assert client._session.proxies["https"] == "http://proxy.example:3128"
     assert client._session.verify == "/etc/ssl/corporate.pem"
+    monkeypatch.setenv("HTTPS_PROXY", "http://later.example:3128")  # read once: not seen now
+    assert client._session.proxies["https"] == "http://proxy.example:3128"
     monkeypatch.setenv("NO_PROXY", "x.bitrix24.com")
     bypass = B24Hook.from_webhook_url(f"https://x.bitrix24.com/rest/1/{SECRET}/")
     assert "https" not in bypass._session.proxies
@@ -268,3 +281,105 @@ def test_closing_while_another_thread_is_mid_request_lets_that_request_finish() 
             BatchV3(client).make([("slow.thing.get", {})])
     assert outcome == [[{"item": {"id": 7}}]]
     assert len(portal.requests) == 1
+
+
+# -- gaps a mutant showed (issue 12) -------------------------------------------------------------
+
+
+def test_a_user_without_a_password_is_refused_too() -> None:
+    """https://user@host/... (no password) is refused like user:password@, naming no secret."""
+    with pytest.raises(SdkError) as info:
+        B24Hook.from_webhook_url(f"https://someone@x.bitrix24.com/rest/1/{SECRET}/")
+    assert str(info.value) == (
+        "a webhook URL has no user:password@ part: expected https://PORTAL/rest/USER_ID/SECRET/ "
+        "(or https://PORTAL/rest/api/USER_ID/SECRET/)"
+    )
+
+
+def test_curl_ca_bundle_is_taken_when_requests_ca_bundle_is_unset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CURL_CA_BUNDLE sets the session's CA bundle; REQUESTS_CA_BUNDLE wins when both are set."""
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.setenv("CURL_CA_BUNDLE", "/etc/ssl/curl.pem")
+    client = B24Hook.from_webhook_url(f"https://x.bitrix24.com/rest/1/{SECRET}/")
+    assert client._session.verify == "/etc/ssl/curl.pem"
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/requests.pem")
+    both = B24Hook.from_webhook_url(f"https://x.bitrix24.com/rest/1/{SECRET}/")
+    assert both._session.verify == "/etc/ssl/requests.pem"
+
+
+def _keep_alive(conn: socket.socket, request: bytes) -> bool:
+    conn.sendall(
+        answer(200, b'{"result": [{"item": {"id": 1}}]}', "Content-Type: application/json")
+    )
+    return True
+
+
+def test_close_closes_the_clients_own_connections() -> None:
+    """close() ends the own session's kept-alive connection: the server sees it hang up."""
+    with RawServer(_keep_alive) as server:
+        client = B24Hook.from_webhook_url(server.webhook_url(), retry=None, rate_limit=None)
+        assert BatchV3(client).make([("tasks.task.get", {"id": 1})]).is_success
+        (serving,) = server._threads
+        serving.join(timeout=0.3)
+        assert serving.is_alive()  # the connection is kept alive for the next batch
+        client.close()
+        serving.join(timeout=5)
+        assert not serving.is_alive()
+
+
+def _slow(conn: socket.socket, request: bytes) -> bool:
+    time.sleep(0.5)
+    return _keep_alive(conn, request)
+
+
+def test_a_scalar_timeout_bounds_the_read() -> None:
+    """timeout=0.15 (one number) is the read timeout too: a slower answer is a TransportError."""
+    with RawServer(_slow) as server:
+        client = B24Hook.from_webhook_url(
+            server.webhook_url(), timeout=0.15, retry=None, rate_limit=None
+        )
+        assert client.timeout == 0.15
+        with client, pytest.raises(TransportError) as info:
+            BatchV3(client).make([("tasks.task.get", {"id": 1})])
+    assert info.value.outcome_unknown is True
+    assert "may have been executed" in str(info.value)
+
+
+def test_a_connect_timeout_is_classified_as_not_sent() -> None:
+    """A listener whose backlog is full never accepts: a connect timeout, surely not executed."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = []
+    try:
+        port = listener.getsockname()[1]
+        for _ in range(8):  # fill the accept queue (its size is a little above the backlog)
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        url = f"http://127.0.0.1:{port}/rest/1/{SECRET}/"
+        with (
+            B24Hook.from_webhook_url(url, timeout=(0.2, 5.0), retry=None, rate_limit=None) as b24,
+            pytest.raises(TransportError) as info,
+        ):
+            BatchV3(b24).make([("tasks.task.add", {"fields": {"title": "x"}})])
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+    assert (info.value.outcome_unknown, info.value.maybe_executed) == (False, ())
+    assert SECRET not in str(info.value)
+
+
+def test_a_refused_connection_is_repeated_with_a_scalar_timeout_too() -> None:
+    """timeout=0.5 (one number) is the connect timeout the repeats count: same repeats."""
+    url = f"http://127.0.0.1:{_closed_port()}/rest/1/{SECRET}/"
+    with (
+        B24Hook.from_webhook_url(url, timeout=0.5, retry=RetryPolicy(base_delay=0.0)) as client,
+        pytest.raises(TransportError) as info,
+    ):
+        BatchV3(client).make([("tasks.task.get", {"id": 1})])
+    assert (info.value.never_connected, info.value.attempts) == (True, 1 + CONNECT_RETRIES)

@@ -22,10 +22,11 @@ from b24batch import (
     BatchByChunkV3,
     BatchV3,
     Command,
+    RateLimit,
     RateLimitError,
     SdkError,
 )
-from b24batch.testing import FakePortal
+from b24batch.testing import FakePortal, Fault
 
 NOT_FOUND = "BITRIX_REST_V3_EXCEPTION_ENTITYNOTFOUNDEXCEPTION"
 MISSING = 999_999
@@ -45,7 +46,9 @@ class Got:
 def shared() -> Iterator[tuple[FakePortal, B24Hook, list[int]]]:
     """One portal with 60 tasks and a client without retries or client-side limits.
 
-    It records every request of the module (the tests count them), past the default bound.
+    The tests count requests as growth of ``portal.requests``, so it keeps them all: at the
+    default cap of 1000 the count stopped growing and the property test failed, depending on
+    how many requests its random examples had made.
     """
     with FakePortal(max_recorded=1_000_000) as portal:
         ids = [portal.add_task(title=f"T{n}") for n in range(60)]
@@ -148,7 +151,8 @@ def test_chunked_isolation_gives_one_error_per_command(
     shared: tuple[FakePortal, B24Hook, list[int]],
 ) -> None:
     """Through BatchByChunkV3: a ChunkError per failing command, by global position."""
-    _, hook, ids = shared
+    portal, hook, ids = shared
+    before = len(portal.requests)
     result = BatchByChunkV3(hook).make(
         gets(ids[:25], {3, 12, 13}), chunk_size=10, isolate_errors=True, halt_on_error=False
     )
@@ -159,6 +163,22 @@ def test_chunked_isolation_gives_one_error_per_command(
     ]
     assert [n for n, entry in enumerate(result.data) if entry is None] == [3, 12, 13]
     assert result.data[24] == {"item": {"title": "T24"}}
+    assert [error.error.code for error in result.errors] == [NOT_FOUND] * 3
+    assert [error.error.key for error in result.errors] == [3, 12, 13]
+    sent = portal.requests[before:]  # halt_on_error=False reaches every part: parallel=true
+    assert {row["parallel"] for request in sent for row in request.body} == {True}
+
+
+def test_chunked_isolation_parts_keep_halt_on_error(
+    shared: tuple[FakePortal, B24Hook, list[int]],
+) -> None:
+    """With the default halt_on_error each chunk's bisection parts go with parallel=false."""
+    portal, hook, ids = shared
+    before = len(portal.requests)
+    BatchByChunkV3(hook).make(gets(ids[:12], {8}), chunk_size=10, isolate_errors=True)
+    sent = portal.requests[before:]
+    assert len(sent) > 2
+    assert {row["parallel"] for request in sent for row in request.body} == {False}
 
 
 def test_chunked_iter_isolates_each_chunk(shared: tuple[FakePortal, B24Hook, list[int]]) -> None:
@@ -238,3 +258,91 @@ def test_raised_error_keeps_what_was_found() -> None:
     assert partial.data[6:] == [None, None]
     assert list(partial.errors_by_key) == [6]
     assert info.value.attempts == len(portal.requests) == 5
+
+
+# -- gaps a mutant showed (issue 12) -------------------------------------------------------------
+
+
+class _Time:
+    """Monotonic and wall clocks that move only when the client sleeps."""
+
+    def __init__(self) -> None:
+        self.mono, self.wall = 1000.0, 1_800_000_000.0
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.mono += seconds
+        self.wall += seconds
+
+
+def test_isolation_reports_every_attempt_every_wait_and_the_last_time() -> None:
+    """attempts, waited and time of an isolated result cover the bisection, not the first send."""
+    fake = _Time()
+    with FakePortal(wall_clock=lambda: fake.wall) as portal:
+        ids = [portal.add_task(title=f"T{n}") for n in range(4)]
+        with B24Hook.from_webhook_url(
+            portal.webhook_url,
+            retry=None,
+            rate_limit=RateLimit(burst=1, per_second=1.0),
+            clock=lambda: fake.mono,
+            wall_clock=lambda: fake.wall,
+            sleep=fake.sleep,
+        ) as hook:
+            result = BatchV3(hook).make(gets(ids, {2}), isolate_errors=True, halt_on_error=False)
+    sent = len(portal.requests)
+    assert sent > 2
+    assert (result.attempts, result.errors[0].attempts) == (sent, sent)
+    assert fake.sleeps == [1.0] * (sent - 1)
+    assert result.waited == sent - 1
+    assert result.time is not None
+    assert result.time.start == 1_800_000_000 + sent - 1  # the last answer's, not the first's
+    assert all(row["parallel"] is True for request in portal.requests for row in request.body)
+
+
+def test_ajax_results_of_isolated_failures_carry_their_own_status(
+    shared: tuple[FakePortal, B24Hook, list[int]],
+) -> None:
+    """Each failing command's AjaxResult has its own error's status, not the batch's."""
+    portal, hook, ids = shared
+
+    def deny(query: dict[str, Any]) -> Any:
+        raise FakePortal.CommandError("Access denied", code="DENIED", status=403)
+
+    portal.register("test.deny", deny)
+    calls: list[Any] = [
+        *gets(ids[:2], set()),
+        Command("test.deny", read_only=True),
+        *gets(ids[:2], {1}),
+    ]
+    result = BatchV3(hook).make(calls, isolate_errors=True, return_ajax_result=True)
+    assert [(entry.status, entry.is_success) for entry in result.data[2::2]] == [
+        (403, False),
+        (400, False),
+    ]  # the batch's first answer was the 403: each failure has its own status
+    assert [error.code for error in result.errors] == ["DENIED", NOT_FOUND]
+
+
+def test_isolation_parts_keep_halt_on_error(shared: tuple[FakePortal, B24Hook, list[int]]) -> None:
+    """With the default halt_on_error every part of the bisection is sent with parallel=false."""
+    portal, hook, ids = shared
+    before = len(portal.requests)
+    BatchV3(hook).make(gets(ids[:6], {4}), isolate_errors=True)
+    parts = portal.requests[before:]
+    assert len(parts) > 1
+    assert {row["parallel"] for request in parts for row in request.body} == {False}
+
+
+def test_a_single_failing_command_needs_no_bisection(
+    shared: tuple[FakePortal, B24Hook, list[int]],
+) -> None:
+    """One failing command: its error after one request, with the answer's time block kept."""
+    portal, hook, ids = shared
+    before = len(portal.requests)
+    error = {"code": NOT_FOUND, "message": "not found"}
+    portal.inject(Fault.response(400, {"error": error, "time": {"start": 7.0, "duration": 0.5}}))
+    result = BatchV3(hook).make(gets(ids[:1], set()), isolate_errors=True)
+    assert (len(portal.requests) - before, result.attempts) == (1, 1)
+    assert list(result.errors_by_key) == [0]
+    assert result.time is not None
+    assert (result.time.start, result.time.duration) == (7.0, 0.5)

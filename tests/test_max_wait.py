@@ -218,3 +218,34 @@ def test_a_chunk_refused_by_the_bucket_keeps_the_chunks_before_it(
     assert partial.not_executed == (2,)
     assert len(portal.requests) == 1
     assert fake_time.sleeps == []
+
+
+def test_a_bucket_filled_during_the_backoff_is_checked_against_what_is_left(
+    portal: FakePortal, fake_time: FakeTime
+) -> None:
+    """Other senders fill the bucket while a repeat waits out its Retry-After: the longer wait
+    (9 s) is checked against what is left of max_wait (6 of 10 s), and refused unsent."""
+    limit = RateLimit(burst=5, per_second=1.0)
+    hook = B24Hook.from_webhook_url(
+        portal.webhook_url,
+        retry=RetryPolicy(max_attempts=2, max_wait=10.0),
+        rate_limit=limit,
+        timeout=(2.0, 5.0),
+        clock=fake_time.clock,
+        wall_clock=fake_time.wall_clock,
+        sleep=lambda seconds: crowded(seconds),
+    )
+    bucket = hook.limiter.bucket
+    assert bucket is not None
+
+    def crowded(seconds: float) -> None:
+        fake_time.sleep(seconds)
+        for _ in range(12):  # as other threads of this client would, meanwhile
+            bucket.reserve()
+
+    portal.inject(Fault.response(503, QUERY_LIMIT, headers={"Retry-After": "4"}))
+    with hook, pytest.raises(RateLimitError) as info:
+        BatchV3(hook).make(READ)
+    assert (info.value.status, info.value.attempts) == (0, 1)
+    assert fake_time.sleeps == [4.0]
+    assert len(portal.requests) == 1

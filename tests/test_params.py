@@ -121,3 +121,23 @@ def test_keys_of_mixed_types_that_do_not_collide_pass(params: dict[Any, Any]) ->
     commands = normalize([("a.get", params)])
     assert check_json_keys(commands) is None
     assert len(json.loads(json.dumps(params))) == len(params)
+
+
+def test_a_cycle_is_a_value_error_not_a_type_error() -> None:
+    """A cycle is explained as SdkError (a ValueError), the whole message naming the path."""
+    cyclic: list[Any] = []
+    cyclic.append(cyclic)
+    error = _explain({"x": cyclic})
+    assert type(error) is SdkError
+    assert str(error) == (
+        "calls[1] params['x'][0] contains itself (a reference cycle); JSON cannot encode it"
+    )
+
+
+def test_a_shared_acyclic_sub_object_is_no_cycle() -> None:
+    """The same list under two keys (and twice in one list) is not reported as a cycle."""
+    shared = [1, 2]
+    params = {"a": shared, "b": shared, "c": [shared, shared], "d": math.nan}
+    assert str(_explain(params)) == (
+        "calls[1] params['d'] is nan; JSON has no NaN or Infinity: send null or a number"
+    )

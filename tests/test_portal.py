@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import threading
@@ -1086,9 +1087,16 @@ def test_fault_times_and_order(portal: FakePortal) -> None:
         (Fault.overload(), False),
     ],
 )
-def test_fault_declares_whether_it_executes(fault: Fault, executes: bool) -> None:
-    """Fault.executes tells whether the batch still runs."""
+def test_fault_declares_whether_it_executes(
+    portal: FakePortal, fault: Fault, executes: bool
+) -> None:
+    """Fault.executes says what the portal does: a write batch under the fault runs, or not."""
     assert fault.executes is executes
+    portal.inject(fault)
+    with contextlib.suppress(requests.RequestException):
+        post(portal, [add("x")])
+    assert [task["title"] for task in portal.tasks.values()] == (["x"] if executes else [])
+    assert portal.executed_commands == (1 if executes else 0)
 
 
 # -- registered handlers -------------------------------------------------------------------------
@@ -1168,8 +1176,21 @@ def test_registered_handler_overrides_a_builtin(portal: FakePortal) -> None:
     assert response.json()["result"] == [{"item": {"id": 5, "fake": True}}]
 
 
-def test_command_error_is_exported() -> None:
-    """FakePortal.CommandError is the exported CommandError."""
+def test_exported_command_error_fails_the_batch_like_the_class_attribute(
+    portal: FakePortal,
+) -> None:
+    """b24batch.testing.CommandError raised by a handler answers its error, as FakePortal's."""
+
+    def handler(query: dict[str, Any]) -> Any:
+        raise CommandError("Not here", code="APP_NOT_FOUND", status=404)
+
+    portal.register("app.missing", handler)
+    response = post(portal, [add("x"), cmd("app.missing"), add("never")])
+    assert (response.status_code, response.json()) == (
+        404,
+        {"error": {"code": "APP_NOT_FOUND", "message": "Not here"}},
+    )
+    assert [task["title"] for task in portal.tasks.values()] == ["x"]
     assert FakePortal.CommandError is CommandError
 
 

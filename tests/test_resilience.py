@@ -715,8 +715,11 @@ def test_netrc_never_replaces_the_bearer_token(
     netrc.chmod(0o600)
     monkeypatch.setenv("NETRC", str(netrc))
     session = requests.Session()
+    session.headers["X-Callers-Session"] = "yes"  # shows which session sent the request
     assert session.trust_env
     with _oauth(portal, fake_time, session=session) as oauth:
         assert BatchV3(oauth).make(READ).is_success
-    assert portal.requests[0].headers["Authorization"] == f"Bearer {portal.access_token}"
+    (request,) = portal.requests
+    assert request.headers["X-Callers-Session"] == "yes"
+    assert request.headers["Authorization"] == f"Bearer {portal.access_token}"
     session.close()

@@ -12,6 +12,7 @@ from b24batch import (
     RateLimitError,
     RetryPolicy,
     SdkError,
+    SdkTypeError,
     TransportError,
 )
 from b24batch.retry import RetryKind, backoff, is_read_only, retry_kind
@@ -114,3 +115,44 @@ def test_failures_are_classified_by_what_their_error_says(
 ) -> None:
     """Refusals before execution repeat always, ambiguous failures conditionally, others never."""
     assert retry_kind(error) is kind
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_attempts": True}, "max_attempts=True: pass a whole number >= 1 (1 means no retry)"),
+        ({"max_attempts": "3"}, "max_attempts='3': pass a whole number >= 1 (1 means no retry)"),
+        ({"max_attempts": 2.0}, "max_attempts=2.0: pass a whole number >= 1 (1 means no retry)"),
+        ({"base_delay": True}, "base_delay=True: pass a number of seconds >= 0"),
+        ({"max_delay": "10"}, "max_delay='10': pass a number of seconds >= 0"),
+        ({"max_wait": False}, "max_wait=False: pass a number of seconds >= 0"),
+    ],
+)
+def test_a_bool_or_a_str_is_a_type_error(options: dict[str, object], message: str) -> None:
+    """A bool or a str where a number belongs is SdkTypeError (a TypeError), the whole message
+    naming the option."""
+    with pytest.raises(SdkTypeError) as info:
+        RetryPolicy(**options)  # type: ignore[arg-type]
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_attempts": 0}, "max_attempts=0: pass a whole number >= 1 (1 means no retry)"),
+        ({"base_delay": -0.5}, "base_delay=-0.5: pass a number of seconds >= 0"),
+        ({"max_wait": float("nan")}, "max_wait=nan: pass a number of seconds >= 0"),
+    ],
+)
+def test_a_number_out_of_range_is_a_value_error(options: dict[str, object], message: str) -> None:
+    """A number out of range is SdkError but not SdkTypeError, with the whole message."""
+    with pytest.raises(SdkError) as info:
+        RetryPolicy(**options)  # type: ignore[arg-type]
+    assert not isinstance(info.value, TypeError)
+    assert str(info.value) == message
+
+
+def test_zero_waits_and_one_attempt_are_allowed() -> None:
+    """The boundaries are valid: no delay, no wait budget, a single attempt."""
+    policy = RetryPolicy(max_attempts=1, base_delay=0, max_delay=0, max_wait=0)
+    assert (policy.max_attempts, policy.base_delay, policy.max_wait) == (1, 0, 0)

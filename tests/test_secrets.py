@@ -245,3 +245,11 @@ def test_unusable_refreshed_token_is_an_auth_error_without_it(shared_portal: Fak
         assert client.credential_version() == 0
     assert len(shared_portal.requests) == sent + 1  # the refused send only
     assert not [text for text in _shown(info.value) if fresh in text or old in text]
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "BeArEr", "bEARER"])
+def test_a_bearer_credential_in_any_case_is_masked(scheme: str) -> None:
+    """Authorization: Bearer TOKEN is masked whatever the case of the scheme."""
+    assert redact(f"Authorization: {scheme} abc123tok, next") == (
+        f"Authorization: {scheme} ***, next"
+    )

@@ -48,6 +48,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         ],
         check=True,
         capture_output=True,
+        timeout=60,
     )
     return cert, key
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import json
 import math
 import re
@@ -218,8 +220,9 @@ def test_undecodable_answers_raise_decode_error(
     status: int, content: bytes, content_type: str, fragment: str
 ) -> None:
     """Non-JSON, truncated and shapeless answers raise DecodeError with a clear message."""
-    with pytest.raises(DecodeError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(DecodeError, match=fragment.replace("(", r"\(").replace(")", r"\)")) as info:
         _decode(content, status=status, headers={"Content-Type": content_type})
+    assert info.value.request_id == "rid"
 
 
 def test_html_snippet_is_redacted() -> None:
@@ -280,6 +283,7 @@ def test_outcome_of_undecodable_answers(status: int, content: bytes, unknown: bo
     """A 2xx or 5xx (but 503) answer that cannot be read leaves open whether the batch ran."""
     with pytest.raises(DecodeError) as info:
         _decode(content, status=status)
+    assert info.value.request_id == "rid"
     assert info.value.outcome_unknown is unknown
     assert ("may have been executed" in str(info.value)) is unknown
 
@@ -312,3 +316,62 @@ def test_params_nested_5000_deep_raise_sdk_error() -> None:
         inner = inner["a"]
     with pytest.raises(SdkError, match=r"calls\[0\] params\['a'\]\['a'\].*levels deep"):
         encode_batch(normalize([("a.get", params)]), halt_on_error=True)
+
+
+# -- gaps a mutant showed (issue 12) -------------------------------------------------------------
+
+
+def test_json_nested_past_the_stack_is_a_decode_error_with_the_request_id() -> None:
+    """An answer nested deeper than Python can decode raises DecodeError, saying it may have run."""
+    with pytest.raises(DecodeError) as info:
+        _decode(b"[" * 200_000 + b"]" * 200_000)
+    assert str(info.value) == (
+        "the portal answered HTTP 200 with JSON nested too deeply to decode; "
+        "the batch may have been executed"
+    )
+    assert (info.value.request_id, info.value.outcome_unknown) == ("rid", True)
+
+
+def test_a_5xx_error_envelope_reads_in_full() -> None:
+    """str() of a 500 error envelope: code, status, message and that the batch may have run."""
+    error = _decode({"error": {"code": "INTERNAL", "message": "boom"}}, status=500).error
+    assert type(error) is AjaxError
+    assert error.outcome_unknown is True
+    assert str(error) == "INTERNAL (HTTP 500): boom (the batch may have been executed)"
+
+
+def test_a_503_error_envelope_says_nothing_ran() -> None:
+    """503 is refused before running: its error does not say the batch may have run."""
+    error = _decode({"error": "OVERLOAD_LIMIT", "error_description": "blocked"}, status=503).error
+    assert error.outcome_unknown is False
+    assert str(error) == "OVERLOAD_LIMIT (HTTP 503): blocked"
+
+
+def test_validation_rows_that_are_not_objects_are_kept_as_messages() -> None:
+    """A text or number validation row becomes a FieldError without a field; null is skipped."""
+    payload = {"error": {"code": "BAD", "message": "no", "validation": ["too long", None, 5]}}
+    error = _decode(payload, status=400).error
+    assert error.validation == (FieldError("", "too long"), FieldError("", "5"))
+    assert str(error) == "BAD (HTTP 400): no [too long; 5]"
+
+
+def test_time_processing_and_date_finish_are_decoded() -> None:
+    """processing becomes a float and date_finish a string, as start and date_start do."""
+    time = _decode(
+        {"result": [1, 2], "time": {"processing": 0.25, "date_finish": "2026-08-20T11:52:23"}}
+    ).time
+    assert (time.processing, time.date_finish) == (0.25, "2026-08-20T11:52:23")
+
+
+def test_retry_after_as_an_http_date_gives_the_seconds_until_it() -> None:
+    """Retry-After: <HTTP date> two minutes ahead is about 120 s; a date past is 0."""
+    ahead = email.utils.format_datetime(
+        datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=120),
+        usegmt=True,
+    )
+    payload = {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}
+    error = _decode(payload, status=503, headers={"Retry-After": ahead}).error
+    assert error.retry_after == pytest.approx(120.0, abs=5.0)
+    past = "Wed, 21 Oct 2015 07:28:00 GMT"
+    assert _decode(payload, status=503, headers={"Retry-After": past}).error.retry_after == 0.0
+    assert _decode(payload, status=503, headers={"Retry-After": "soon"}).error.retry_after is None
