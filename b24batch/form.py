@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Mapping
 from typing import Any, Final
-from urllib.parse import quote
+from urllib.parse import quote as _quote
 
 from b24batch.errors import SdkError, SdkTypeError
 
@@ -36,6 +36,21 @@ _TYPE_HINTS: Final = {
     "time": "send value.isoformat()",
     "Decimal": "send str(value)",
 }
+
+
+# Percent-encoding as urllib's quote(text, safe="") does, at C speed for ASCII text: quote()
+# walks every byte in Python, and a classic batch quotes every name and value, then each
+# command's whole query once more (about half the encoding time of a batch).
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+_ASCII_QUOTED = {byte: f"%{byte:02X}" for byte in range(128) if byte not in _UNRESERVED}
+
+
+def quote(text: str, safe: str = "") -> str:
+    """``urllib.parse.quote(text, safe="")``, fast for ASCII text (``safe`` must be empty)."""
+    assert safe == ""
+    if text.isascii():
+        return text.translate(_ASCII_QUOTED)
+    return _quote(text, safe="")
 
 
 def encode_query(params: Mapping[Any, Any] | None, where: str = "params") -> str:

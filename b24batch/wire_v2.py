@@ -11,12 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
-from urllib.parse import quote
 
 import attrs
 
 from b24batch.errors import AjaxError, DecodeError, SdkError, SdkTypeError
-from b24batch.form import MAX_DEPTH, encode_query
+from b24batch.form import MAX_DEPTH, encode_query, quote
 from b24batch.redaction import redact as _redact_default
 from b24batch.results import Key, Time
 from b24batch.wire import Wire, decode_payload, error_from_payload
