@@ -43,7 +43,7 @@ class BatchV2:
         ...     deal = portal.add_deal(TITLE="Big one")
         ...     calls = {"deal": ("crm.deal.get", {"id": deal}), "x": ("crm.deal.get", {"id": 99})}
         ...     result = BatchV2(b24).make(calls, halt_on_error=False)
-        ...     result.data["deal"]["TITLE"], list(result.errors_by_key)
+        ...     result.data["deal"].get("TITLE"), list(result.errors_by_key)
         ('Big one', ['x'])
     """
 

@@ -237,8 +237,8 @@ class FetchListV3(_FetchList):
         >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
         ...     _ = portal.add_tasks(120)
         ...     pages = FetchListV3(b24).iter("tasks.task.list", {"select": ["id"]})
-        ...     [len(page) for page in pages]
-        [50, 50, 20]
+        ...     tuple(len(page) for page in pages)
+        (50, 50, 20)
     """
 
     _route = V3Route
@@ -267,8 +267,8 @@ class FetchListV2(_FetchList):
         >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
         ...     _ = portal.add_deals(70)
         ...     pages = FetchListV2(b24).iter("crm.deal.list", {"select": ["ID"]})
-        ...     [page[0]["ID"] for page in pages]
-        ['1', '51']
+        ...     tuple(page[0].get("ID") for page in pages)
+        ('1', '51')
     """
 
     _route = V2Route
