@@ -102,8 +102,6 @@ class Window:
         self._leftover: list[Outcome] = []
         self.sent = 0
         """How many chunks were handed to ``send`` (the rest were never sent)."""
-        self.widest = 0
-        """The most chunks that were in flight at once."""
 
     @property
     def size(self) -> int:
@@ -179,7 +177,6 @@ class Window:
             future = self._pool.submit(self._send, chunk)
         self._flying.append((chunk, future, started))
         self.sent += 1
-        self.widest = max(self.widest, len(self._flying))
 
     def _land(self) -> Outcome:
         chunk, future, started = self._flying[0]
