@@ -7,7 +7,6 @@ the caller got, what the FakePortal received, and which waits were made.
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,28 +24,10 @@ from b24batch import (
 )
 from b24batch.testing import FakePortal, Fault
 
+from .test_resilience import FakeTime
+
 READ = [("tasks.task.get", {"id": 1, "select": ["id"]})]
 QUERY_LIMIT = {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}
-
-
-class FakeTime:
-    """Monotonic and wall clocks that move only when the client sleeps."""
-
-    def __init__(self) -> None:
-        self.mono = 1000.0
-        self.wall = time.time()
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.mono
-
-    def wall_clock(self) -> float:
-        return self.wall
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.mono += seconds
-        self.wall += seconds
 
 
 @pytest.fixture
