@@ -25,7 +25,6 @@ from b24batch import (
 from b24batch.testing import FakePortal, Fault
 
 from .conftest import SECRET
-from .test_resilience import FakeTime
 
 
 @attrs.frozen
@@ -263,23 +262,34 @@ def test_a_limit_refusal_inside_the_answer_is_sent_again_and_merged(portal: Fake
     }
 
 
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def test_an_operating_limit_inside_the_answer_waits_for_the_reset() -> None:
     """A command refused by its method's operating time is re-sent after the reset."""
-    clock = FakeTime()
+    clock = _Clock()
     with FakePortal(
         operating_limit=0.025,
         command_cost=0.01,
         operating_charge="method",
-        clock=clock.clock,
-        wall_clock=clock.wall_clock,
+        clock=clock,
+        wall_clock=clock,
     ) as portal:
         policy = RetryPolicy(max_attempts=3, max_wait=3600.0)
         with B24Hook.from_webhook_url(
             portal.webhook_url,
             retry=policy,
             rate_limit=None,
-            clock=clock.clock,
-            wall_clock=clock.wall_clock,
+            clock=clock,
+            wall_clock=clock,
             sleep=clock.sleep,
         ) as hook:
             calls = [("crm.deal.add", {"fields": {"TITLE": f"d{n}"}}) for n in range(4)]
