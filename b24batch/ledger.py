@@ -13,9 +13,11 @@ from __future__ import annotations
 import threading
 import time as _time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from b24batch.limits import Meter, RateLimit
-from b24batch.results import Time
+if TYPE_CHECKING:  # names for annotations only: limits.py builds a Ledger for every Limiter
+    from b24batch.limits import Meter, RateLimit
+    from b24batch.results import Time
 
 __all__ = ["Ledger"]
 
@@ -45,15 +47,11 @@ class Ledger:
         with self._changed:
             return self._count, self._flying
 
-    def wait(self, meter: Meter, budget: float) -> float:
-        """Hold a send while the batches in flight would take the method past its limit;
-        return the seconds held (at most ``budget``: then the meter's own check decides)."""
-        with self._changed:
-            return self._hold(meter, budget)
-
     def admit(self, meter: Meter, budget: float) -> tuple[float, float]:
-        """Wait as :meth:`wait` does and book the batch in the same breath, so two threads
-        cannot both see room for one: ``(seconds held, cost charged)``."""
+        """Hold a send while the batches in flight would take the method past its limit (at
+        most ``budget`` seconds: then the meter's own check decides), and book it in the same
+        breath, so two threads cannot both see room for one: ``(seconds held, cost charged)``.
+        """
         with self._changed:
             held = self._hold(meter, budget)
             return held, self._book()
@@ -83,11 +81,6 @@ class Ledger:
             # One batch in flight while the figure is unknown teaches it; more would guess.
             self._changed.wait(timeout=min(left, 1.0))
         return self._clock() - started
-
-    def book(self) -> float:
-        """A batch goes out: charge it the last observed cost; return what was charged."""
-        with self._changed:
-            return self._book()
 
     def _book(self) -> float:
         cost = self._cost or 0.0

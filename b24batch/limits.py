@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import attrs
 
 from b24batch.errors import OperatingLimitError, RateLimitError, SdkError
+from b24batch.ledger import Ledger
 from b24batch.results import Time
 
 __all__ = [
@@ -254,8 +255,6 @@ class Limiter:
         wall_clock: Callable[[], float],
         limit: RateLimit | None = None,
     ) -> None:
-        from b24batch.ledger import Ledger  # the ledger builds on this module's Meter
-
         self.bucket = bucket
         self.meter = meter
         self.sleep = sleep

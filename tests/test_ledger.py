@@ -27,33 +27,42 @@ class _Meter:
         return 0.0
 
 
+IDLE = _Meter(0.0)  # a figure that never holds a send on its own
+
+
 def test_a_send_is_held_while_the_batches_in_flight_would_pass_the_limit() -> None:
     """Reported 60 s + 2 batches of 10 in flight + this one's 10 reaches 90 - 5: held."""
     ledger = Ledger(RateLimit(operating_limit=90.0, operating_margin=5.0))
     ledger.learn(Time(operating=50.0))
     ledger.learn(Time(operating=60.0))  # one batch cost 10 s
-    charges = [ledger.book(), ledger.book()]
-    assert charges == [10.0, 10.0]
+    first, second = ledger.admit(IDLE, 1.0), ledger.admit(IDLE, 1.0)
+    assert (first[1], second[1]) == (10.0, 10.0)
+    assert second[0] < 1.0  # 0 + 10 + 10 < 85: not held
     assert ledger.in_flight == (2, 20.0)
     meter = _Meter(60.0)
-    assert ledger.wait(meter, budget=0.05) >= 0.05  # 60 + 20 + 10 >= 85: held to the end
-    ledger.settle(charges[0])
+    held, third = ledger.admit(meter, budget=0.05)  # 60 + 20 + 10 >= 85: held to the end
+    assert (held >= 0.05, third) == (True, 10.0)
+    assert ledger.in_flight == (3, 30.0)  # booked all the same: the meter decides next
+    ledger.settle(first[1])
+    ledger.settle(third)
     assert ledger.in_flight == (1, 10.0)
-    assert ledger.wait(meter, budget=5.0) < 1.0  # 60 + 10 + 10 < 85: goes at once
+    held, fourth = ledger.admit(meter, budget=5.0)  # 60 + 10 + 10 < 85: goes at once
+    assert held < 1.0
+    ledger.settle(fourth)
     meter.operating = 70.0  # the landed batch, now counted by the portal
-    assert ledger.wait(meter, budget=0.05) >= 0.05  # 70 + 10 + 10 >= 85: held again
+    assert ledger.admit(meter, budget=0.05)[0] >= 0.05  # 70 + 10 + 10 >= 85: held again
 
 
 def test_a_settled_batch_lets_a_held_send_go() -> None:
     """A send held by the ledger goes as soon as a batch in flight settles."""
     ledger = Ledger(RateLimit(operating_limit=40.0, operating_margin=0.0))
     ledger.learn(Time(duration=15.0))
-    first, second = ledger.book(), ledger.book()
+    first, second = ledger.admit(IDLE, 1.0)[1], ledger.admit(IDLE, 1.0)[1]
     meter = _Meter(5.0)  # 5 + 30 in flight + 15 >= 40: held
     released = threading.Event()
 
     def send() -> None:
-        ledger.wait(meter, budget=10.0)
+        ledger.admit(meter, budget=10.0)
         released.set()
 
     sender = threading.Thread(target=send)
@@ -63,42 +72,41 @@ def test_a_settled_batch_lets_a_held_send_go() -> None:
     assert released.wait(5.0)
     sender.join(timeout=5.0)
     ledger.settle(second)
-    assert ledger.in_flight == (0, 0.0)
+    assert ledger.in_flight == (1, 15.0)  # the released send, booked
 
 
 def test_until_a_figure_is_known_one_batch_goes_at_a_time() -> None:
     """With no answer yet, a second batch waits for the first to teach the cost."""
     ledger = Ledger(RateLimit(operating_limit=100.0))
     meter = _Meter(None)
-    assert ledger.wait(meter, budget=1.0) == 0.0  # nothing in flight: go
-    ledger.book()
-    assert ledger.wait(meter, budget=0.05) >= 0.05  # held: the cost is unknown
+    assert ledger.admit(meter, budget=1.0) == (0.0, 0.0)  # nothing in flight: go
+    assert ledger.admit(meter, budget=0.05)[0] >= 0.05  # held: the cost is unknown
 
 
 def test_no_operating_limit_never_holds() -> None:
     """Without an operating limit the ledger holds nothing."""
     ledger = Ledger(None)
-    ledger.book()
-    assert ledger.wait(_Meter(1000.0), budget=1.0) == 0.0
+    ledger.admit(_Meter(1000.0), budget=1.0)
+    assert ledger.admit(_Meter(1000.0), budget=1.0)[0] == 0.0
 
 
 def test_the_cost_is_learnt_from_the_rise_or_the_duration() -> None:
     """A batch costs the rise of operating since the last answer, or its duration if longer."""
     ledger = Ledger(RateLimit())
     ledger.learn(Time(operating=5.0))
-    assert ledger.book() == 0.0  # one figure says nothing of a batch's cost yet
+    assert ledger.admit(IDLE, 0.0)[1] == 0.0  # one figure says nothing of a batch's cost yet
     ledger.learn(Time(operating=7.5, duration=1.0))
-    assert ledger.book() == 2.5
+    assert ledger.admit(IDLE, 0.0)[1] == 2.5
     ledger.learn(Time(operating=7.5, duration=4.0))
-    assert ledger.book() == 4.0
+    assert ledger.admit(IDLE, 0.0)[1] == 4.0
 
 
 def test_a_portal_without_figures_costs_nothing() -> None:
     """Answers with no operating figure teach a cost of 0, so the ledger stops holding."""
     ledger = Ledger(RateLimit())
-    ledger.book()
+    ledger.admit(IDLE, 0.0)
     ledger.learn(None)
-    assert ledger.wait(_Meter(None), budget=1.0) < 1.0
+    assert ledger.admit(_Meter(None), budget=1.0)[0] < 1.0
 
 
 class _Clock:
