@@ -179,8 +179,11 @@ def wire_key(key: Key, alias: str | None, named: bool) -> Key:
     return key if named or alias is None else alias
 
 
-def plan_v2(commands: Commands, *, halt: bool) -> Planned:
+def plan_v2(commands: Commands, *, halt: bool, references_checked: bool = False) -> Planned:
     """Check what only the classic batch needs and encode the form.
+
+    ``references_checked``: the chunk planner has already resolved every ``$result[KEY]`` to
+    an earlier command of the same chunk, so they are not walked a second time.
 
     Raises:
         SdkError: A row sets ``parallel`` (the classic batch has none); a ``$result[KEY]``
@@ -199,7 +202,8 @@ def plan_v2(commands: Commands, *, halt: bool) -> Planned:
                 f"{where} sets 'parallel', which the classic batch does not have; use "
                 f"halt_on_error to choose whether a failure stops the batch"
             )
-        for target in references_v2(command.params) if command.params else ():
+        walk = command.params and not references_checked
+        for target in references_v2(command.params) if walk else ():
             if target not in earlier:
                 raise SdkError(
                     f"{where} references $result[{target}], which names no earlier command of "

@@ -125,7 +125,8 @@ class _Classic:
 
     def chunk(self, number: int, commands: Commands, positions: range, settings: Settings) -> Chunk:
         check_result_types(commands, settings.result_type)
-        planned = plan_v2(commands, halt=settings.halt_on_error)
+        # The planner resolved every reference to an earlier command of this chunk already.
+        planned = plan_v2(commands, halt=settings.halt_on_error, references_checked=True)
         return Chunk(index=number, commands=commands, positions=positions, planned=planned)
 
 
