@@ -152,3 +152,11 @@ def test_a_window_never_runs_the_portal_past_its_operating_limit(clock: _Clock) 
     assert [chunk.attempts for chunk in result.chunks] == [1] * 6  # no 429 to repeat
     assert len(portal.requests) == 6
     assert in_flight == (0, 0.0)
+
+
+def test_a_figure_the_meter_has_counts_before_this_ledger_saw_one() -> None:
+    """A shared meter's 80 s (another process reported it) holds a send at once."""
+    ledger = Ledger(RateLimit(operating_limit=90.0, operating_margin=5.0))
+    ledger.learn(Time(duration=10.0))  # a cost, but no operating figure of its own yet
+    ledger.admit(IDLE, 1.0)
+    assert ledger.admit(_Meter(80.0), budget=0.05)[0] >= 0.05  # 80 + 10 + 10 >= 85
