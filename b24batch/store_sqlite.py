@@ -11,6 +11,7 @@ import math
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -31,6 +32,19 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS b24batch_bucket (key TEXT PRIMARY KEY, level, updated)",
     "CREATE TABLE IF NOT EXISTS b24batch_meter (key TEXT PRIMARY KEY, operating, reset_at)",
 )
+
+_WAL_RETRY = 0.005
+"""Seconds between tries to switch a file to WAL that another process holds."""
+_BUSY_CODES = (5, 6)
+"""SQLITE_BUSY and SQLITE_LOCKED (named in the sqlite3 module only from Python 3.11)."""
+
+
+def _busy(error: sqlite3.OperationalError) -> bool:
+    """The file is locked by another connection (SQLITE_BUSY or SQLITE_LOCKED), not broken."""
+    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
+    if code is None:
+        return "locked" in str(error) or "busy" in str(error)
+    return code & 0xFF in _BUSY_CODES
 
 
 def _finite(value: Any) -> bool:
@@ -97,7 +111,7 @@ class SQLiteStore(LimitStore):
         # alone, not closed, since closing it from the child could disturb the parent).
         connection = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
         try:
-            connection.execute("PRAGMA journal_mode=WAL")
+            self._enter_wal(connection)
             connection.execute("PRAGMA synchronous=NORMAL")
             for statement in _SCHEMA:
                 connection.execute(statement)
@@ -106,6 +120,23 @@ class SQLiteStore(LimitStore):
             raise
         self._local.held = (os.getpid(), connection)
         return connection
+
+    def _enter_wal(self, connection: sqlite3.Connection) -> None:
+        """Switch the file to WAL, waiting up to :attr:`timeout` for the other processes.
+
+        SQLite answers this pragma "database is locked" at once, without its busy handler,
+        while another connection reads the file: processes that open a new file together
+        would each count the store unreachable. So it is tried again, a few ms apart.
+        """
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if not _busy(error) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(_WAL_RETRY)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

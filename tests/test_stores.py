@@ -530,6 +530,67 @@ def test_the_redis_password_is_never_shown() -> None:
     assert "hunter2pass" not in store.describe()
 
 
+def _writing(path: Path) -> sqlite3.Connection:
+    """A connection in the middle of a write to a new rollback-journal file."""
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE t (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO t VALUES (1)")
+    return writer
+
+
+def test_a_new_file_another_process_writes_is_waited_for(tmp_path: Path, clock: Clock) -> None:
+    """SQLite refuses the switch to WAL at once, without its busy handler, while another
+    connection writes the file (as when processes open one new file together); the store
+    tries again until the writer is done, so none of them counts the store unreachable."""
+    path = tmp_path / "limits.sqlite3"
+    writer = _writing(path)
+    done = threading.Timer(0.1, writer.execute, ("COMMIT",))
+    done.start()
+    store = SQLiteStore(path, timeout=5.0)
+    try:
+        assert store.bucket_op("k", "reserve", RateLimit(burst=5), 10.0, clock) == 0.0
+    finally:
+        done.join(timeout=5)
+        writer.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert db.execute("SELECT level FROM b24batch_bucket").fetchall() == [(1.0,)]
+
+
+def test_only_a_lock_is_waited_for() -> None:
+    """A busy or locked file is tried again; any other error is the store's failure at once
+    (by SQLite's code, or on Python 3.10, whose errors carry none, by its message)."""
+    from b24batch.store_sqlite import _busy
+
+    def error(message: str, code: int | None) -> sqlite3.OperationalError:
+        made = sqlite3.OperationalError(message)
+        if code is not None:
+            made.sqlite_errorcode = code  # type: ignore[attr-defined]
+        return made
+
+    assert _busy(error("database is locked", 5))
+    assert _busy(error("database table is locked", 6))
+    assert _busy(error("database is locked", 5 | 2 << 8))  # SQLITE_BUSY_SNAPSHOT
+    assert not _busy(error("attempt to write a readonly database", 8))
+    assert _busy(error("database is locked", None))
+    assert _busy(error("database is busy", None))
+    assert not _busy(error("disk I/O error", None))
+
+
+def test_a_file_locked_past_the_timeout_raises(tmp_path: Path, clock: Clock) -> None:
+    """The wait for the switch to WAL is bounded by the store's timeout."""
+    path = tmp_path / "limits.sqlite3"
+    writer = _writing(path)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            SQLiteStore(path, timeout=0.05).bucket_op(
+                "k", "reserve", RateLimit(burst=5), 10.0, clock
+            )
+    finally:
+        writer.close()
+
+
 @pytest.mark.parametrize(
     ("path", "kind"),
     [
