@@ -20,8 +20,10 @@ from b24batch.results import Time
 
 __all__ = [
     "DEFAULT_HEADROOM",
+    "DEFAULT_RESET_SLACK",
     "MAX_BURST",
     "MAX_OPERATING_LIMIT",
+    "MAX_RESET_SLACK",
     "OPERATING_BASKET",
     "OPERATING_FLOOR",
     "PER_SECOND_RANGE",
@@ -43,6 +45,10 @@ MAX_OPERATING_LIMIT = 600.0
 """The largest ``RateLimit.operating_limit``: the portal counts operating time over 600 s."""
 DEFAULT_HEADROOM = 2
 """``RateLimit.headroom``: requests of margin below the burst, for jitter on the way out."""
+DEFAULT_RESET_SLACK = 1.0
+"""``RateLimit.operating_reset_slack``: the portal reports its reset in whole seconds."""
+MAX_RESET_SLACK = 60.0
+"""The largest ``RateLimit.operating_reset_slack``: one basket."""
 
 
 def _number(value: object) -> bool:
@@ -87,6 +93,14 @@ def _operating_margin(instance: object, attribute: attrs.Attribute[Any], value: 
         raise SdkError(f"operating_margin={value!r}: pass seconds >= 0")
 
 
+def _reset_slack(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not _number(value) or not 0 <= value <= MAX_RESET_SLACK:
+        raise SdkError(
+            f"operating_reset_slack={value!r}: pass seconds from 0 to {MAX_RESET_SLACK:g} "
+            f"(default {DEFAULT_RESET_SLACK:g})"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class RateLimit:
     """The portal's limits, as the client keeps below them (protocol §5).
@@ -105,6 +119,10 @@ class RateLimit:
             for an operating-time reset.
         operating_margin: Start waiting for the reset once ``time.operating`` comes this close
             to ``operating_limit``.
+        operating_reset_slack: Seconds past the reported ``time.operating_reset_at`` before
+            the client sends again (default :data:`DEFAULT_RESET_SLACK`): the portal reports
+            the reset in whole seconds, up to a second before its basket really drops out, and
+            a batch sent on the dot is refused with 429.
         headroom: Requests of margin kept below ``burst`` (default :data:`DEFAULT_HEADROOM`): a
             request reaches the portal a little after its slot was booked (a descheduled
             thread, a slow send), so two can arrive closer together than booked; the margin
@@ -125,6 +143,7 @@ class RateLimit:
     operating_limit: float | None = attrs.field(default=480.0, validator=_operating_limit)
     operating_margin: float = attrs.field(default=30.0, validator=_operating_margin)
     headroom: int = attrs.field(default=DEFAULT_HEADROOM, validator=_headroom)
+    operating_reset_slack: float = attrs.field(default=DEFAULT_RESET_SLACK, validator=_reset_slack)
 
     def __attrs_post_init__(self) -> None:
         limit = self.operating_limit
@@ -221,13 +240,14 @@ def bucket_step(
 def operating_wait(
     limit: RateLimit | None, operating: float | None, reset_at: float | None, now: float
 ) -> float | None:
-    """Seconds from ``now`` (Unix) to the operating-time reset the client must wait for, or
-    None when it need not wait; zero or less means the figure is stale (its basket dropped)."""
+    """Seconds from ``now`` (Unix) to the operating-time reset the client must wait for (its
+    slack included), or None when it need not wait; zero or less means the figure is stale
+    (its basket dropped)."""
     if limit is None or limit.operating_limit is None or operating is None or reset_at is None:
         return None
     if operating < limit.operating_limit - limit.operating_margin:
         return None
-    return reset_at - now
+    return reset_at + limit.operating_reset_slack - now
 
 
 OPERATING_BASKET = 60.0
@@ -259,6 +279,7 @@ class Limiter:
         self.meter = meter
         self.sleep = sleep
         self._wall_clock = wall_clock
+        self._limit = limit
         self.ledger = Ledger(limit)
         """The operating time of this client's batches on the wire (windows of batches)."""
 
@@ -326,12 +347,21 @@ class Limiter:
 
     def operating_retry(self) -> tuple[float, float]:
         """After a 429: ``(retry_at, seconds from now)`` until the portal's reset, at least
-        :data:`OPERATING_FLOOR`; one basket ahead when no reset time was ever reported."""
+        :data:`OPERATING_FLOOR`; one basket ahead when no reset time was ever reported.
+
+        The refusal is news for every batch of the method, not only the one refused: the meter
+        records the method as at its limit until then, so the other batches of a window (and,
+        through a shared store, of other processes) wait for the same moment instead of each
+        collecting a 429 of its own.
+        """
         now = self._wall_clock()
         reset_at = self.meter.reset_at()
-        retry_at = max(
-            now + OPERATING_BASKET if reset_at is None else reset_at, now + OPERATING_FLOOR
-        )
+        until = max(now + OPERATING_BASKET if reset_at is None else reset_at, now + OPERATING_FLOOR)
+        limit = self._limit
+        if limit is None or limit.operating_limit is None:
+            return until, until - now
+        self.meter.record(Time(operating=limit.operating_limit, operating_reset_at=until))
+        retry_at = until + limit.operating_reset_slack
         return retry_at, retry_at - now
 
     def state(self) -> LimitState:

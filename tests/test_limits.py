@@ -10,7 +10,9 @@ import pytest
 
 from b24batch import OperatingLimitError, RateLimit, RateLimitError, SdkError, Time
 from b24batch.limits import (
+    DEFAULT_RESET_SLACK,
     MAX_BURST,
+    MAX_RESET_SLACK,
     OPERATING_BASKET,
     OPERATING_FLOOR,
     PER_SECOND_RANGE,
@@ -68,12 +70,34 @@ def test_bad_rate_limits_fail_at_construction(options: dict[str, float], fragmen
     assert str(info.value).startswith(fragment + ":")
 
 
+@pytest.mark.parametrize(
+    "slack",
+    [
+        pytest.param(-0.1, id="negative"),
+        pytest.param(MAX_RESET_SLACK + 0.5, id="past-one-basket"),
+        pytest.param(float("nan"), id="nan"),
+        pytest.param(True, id="bool"),
+        pytest.param("1", id="str"),
+    ],
+)
+def test_bad_reset_slack_fails_at_construction(slack: object) -> None:
+    """operating_reset_slack must be seconds from 0 to one basket."""
+    with pytest.raises(SdkError) as info:
+        RateLimit(operating_reset_slack=slack)  # type: ignore[arg-type]
+    assert str(info.value) == (
+        f"operating_reset_slack={slack!r}: pass seconds from 0 to 60 (default 1)"
+    )
+
+
 def test_rate_limit_accepts_the_ends_of_its_ranges() -> None:
     """burst 1 and MAX_BURST, per_second at both ends of PER_SECOND_RANGE are accepted."""
     low, high = PER_SECOND_RANGE
     assert RateLimit(burst=1, per_second=low).per_second == low
     assert RateLimit(burst=MAX_BURST, per_second=high).burst == MAX_BURST
     assert RateLimit(operating_limit=None, operating_margin=0).operating_margin == 0
+    assert RateLimit(operating_reset_slack=0).operating_reset_slack == 0
+    assert RateLimit(operating_reset_slack=MAX_RESET_SLACK).operating_reset_slack == 60.0
+    assert RateLimit().operating_reset_slack == DEFAULT_RESET_SLACK == 1.0
 
 
 def test_bucket_lets_a_burst_through_then_spaces_requests() -> None:
@@ -219,15 +243,20 @@ def test_shared_bucket_is_one_per_origin_and_clock() -> None:
 
 
 def test_meter_waits_only_near_the_limit() -> None:
-    """Below limit minus margin no wait; near it, wait until the reported reset."""
+    """Below limit minus margin no wait; near it, wait until the reported reset plus the slack
+    (the portal's whole seconds), and forget the figure only once that has passed."""
     wall = Clock(5000.0)
-    meter = OperatingMeter(RateLimit(operating_limit=100.0, operating_margin=10.0), wall)
+    limit = RateLimit(operating_limit=100.0, operating_margin=10.0, operating_reset_slack=2.0)
+    meter = OperatingMeter(limit, wall)
     assert meter.delay() == 0.0
     meter.record(Time(operating=50.0, operating_reset_at=5030.0))
     assert meter.delay() == 0.0
     meter.record(Time(operating=95.0, operating_reset_at=5030.0))
-    assert meter.delay() == 30.0
-    wall.now = 5031.0
+    assert meter.delay() == 32.0
+    wall.now = 5031.0  # past the reported reset, within the slack: still waits
+    assert meter.delay() == 1.0
+    assert meter.state() == (95.0, 5030.0)
+    wall.now = 5032.5
     assert meter.delay() == 0.0
     assert meter.state() == (None, 5030.0)  # the stale figure is forgotten
 
@@ -262,24 +291,26 @@ def test_limiter_sleeps_for_both_and_reports_state() -> None:
     limiter = _limiter(slept, clock, wall)
     assert limiter.before_send(budget=60) == 0.0
     limiter.meter.record(Time(operating=9.5, operating_reset_at=104.0))
-    assert limiter.before_send(budget=60) == pytest.approx(5.0)  # 4 s reset + 1 s bucket
-    assert slept == [4.0, 1.0]
+    # 4 s to the reset and the default 1 s of slack, then 1 s for the bucket
+    assert limiter.before_send(budget=60) == pytest.approx(6.0)
+    assert slept == [5.0, 1.0]
     state = limiter.state()
     assert (state.operating, state.operating_reset_at) == (9.5, 104.0)
     assert state.requests_available == 0.0
 
 
 def test_operating_reset_beyond_the_budget_raises_without_waiting() -> None:
-    """A reset further than the budget: OperatingLimitError at once, retry_at the reset."""
+    """A reset further than the budget: OperatingLimitError at once, retry_at the reset
+    (with its slack)."""
     clock, wall = Clock(), Clock(100.0)
     slept: list[float] = []
     limiter = _limiter(slept, clock, wall)
     limiter.meter.record(Time(operating=9.5, operating_reset_at=104.0))
     with pytest.raises(OperatingLimitError) as info:
         limiter.before_send(budget=3.0)
-    assert info.value.retry_at == 104.0
+    assert info.value.retry_at == 105.0
     assert (info.value.code, info.value.status) == ("OPERATION_TIME_LIMIT", 0)
-    assert "4.0 s" in str(info.value)
+    assert "5.0 s" in str(info.value)
     assert "nothing was sent" in str(info.value)
     assert slept == []
     assert limiter.state().requests_available == 1.0  # nothing was booked
@@ -307,8 +338,8 @@ def test_both_waits_must_fit_together() -> None:
     slept: list[float] = []
     limiter = _limiter(slept, clock, wall)
     limiter.before_send(budget=0.0)
-    limiter.meter.record(Time(operating=9.5, operating_reset_at=100.5))
-    # 0.5 s to the reset; after it the bucket still needs 0.5 s: 1.0 s in all
+    limiter.meter.record(Time(operating=9.5, operating_reset_at=99.5))
+    # 0.5 s to the reset and its 1 s of slack; after it the bucket still needs 0.5 s: 1.0 s
     with pytest.raises(RateLimitError) as info:
         limiter.before_send(budget=0.9)
     assert info.value.retry_at == pytest.approx(101.0)
@@ -338,3 +369,26 @@ def test_operating_retry_uses_reset_or_one_basket() -> None:
     limiter.meter.record(Time(operating_reset_at=100.2))
     assert limiter.operating_retry() == (100.0 + OPERATING_FLOOR, OPERATING_FLOOR)
     assert limiter.state().requests_available is None
+    assert limiter.meter.state() == (None, 100.2)  # a limiter without limits records nothing
+
+
+def test_a_429_holds_every_batch_until_the_reset_and_its_slack() -> None:
+    """After a 429 the meter counts the method at its limit until the reset (at least the floor
+    away), so every other batch waits for the same moment as the refused one: the reset plus
+    the slack."""
+    wall = Clock(100.0)
+    slept: list[float] = []
+    limit = RateLimit(operating_limit=50.0, operating_margin=5.0, operating_reset_slack=0.5)
+    limiter = Limiter(
+        None, OperatingMeter(limit, wall), sleep=slept.append, wall_clock=wall, limit=limit
+    )
+    limiter.meter.record(Time(operating=10.0, operating_reset_at=130.0))
+    assert limiter.before_send(budget=60.0) == 0.0  # far below the limit
+    assert limiter.operating_retry() == (130.5, 30.5)
+    assert limiter.meter.state() == (50.0, 130.0)
+    assert limiter.before_send(budget=60.0) == 30.5
+    assert slept == [30.5]
+    wall.now = 200.0  # the reported reset has passed: the floor, then the slack
+    assert limiter.operating_retry() == (201.5, 1.5)
+    assert limiter.meter.state() == (50.0, 201.0)
+    assert limiter.wait_after(0.0) == 1.5

@@ -22,6 +22,7 @@ from b24batch import (
     RetryPolicy,
     TransportError,
 )
+from b24batch.limits import DEFAULT_RESET_SLACK
 from b24batch.testing import FakePortal, Fault
 
 from .test_resilience import FakeTime
@@ -107,7 +108,8 @@ def test_an_operating_wait_past_max_wait_raises_before_sending(fake_time: FakeTi
                 BatchV3(hook).make(READ)
         assert len(portal.requests) == 1
     assert first.time is not None
-    assert info.value.retry_at == first.time.operating_reset_at
+    assert first.time.operating_reset_at is not None
+    assert info.value.retry_at == first.time.operating_reset_at + DEFAULT_RESET_SLACK
     assert (info.value.status, info.value.attempts) == (0, 0)
     assert fake_time.sleeps == []
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from b24batch import BatchV3, RateLimit, RetryPolicy, Time
+from b24batch import BatchV3, OperatingLimitError, RateLimit, RetryPolicy, SQLiteStore, Time
+from b24batch.limits import DEFAULT_RESET_SLACK
 from b24batch.options import DEFAULT_RATE_LIMIT
 from b24batch.stores import OperatingMeter
 from b24batch.testing import FakePortal, Fault
@@ -43,7 +46,7 @@ def test_operating_without_a_reset_time_is_kept_and_waits_for_nothing() -> None:
     meter.record(Time(operating=95.0))
     assert (meter.state(), meter.delay()) == ((95.0, None), 0.0)
     meter.record(Time(operating_reset_at=5020.0))
-    assert (meter.state(), meter.delay()) == ((95.0, 5020.0), 20.0)
+    assert (meter.state(), meter.delay()) == ((95.0, 5020.0), 20.0 + DEFAULT_RESET_SLACK)
 
 
 def test_default_client_waits_for_the_operating_reset(fake_time: FakeTime) -> None:
@@ -61,7 +64,7 @@ def test_default_client_waits_for_the_operating_reset(fake_time: FakeTime) -> No
             second = BatchV3(hook).make(READ)
     reset_at = first.time.operating_reset_at
     assert reset_at is not None
-    assert fake_time.sleeps == [pytest.approx(reset_at - wall_before)]
+    assert fake_time.sleeps == [pytest.approx(reset_at + DEFAULT_RESET_SLACK - wall_before)]
     assert (second.attempts, second.waited) == (1, fake_time.sleeps[0])
 
 
@@ -81,3 +84,45 @@ def test_the_time_block_of_an_error_envelope_is_learnt(fake_time: FakeTime) -> N
 @pytest.fixture
 def fake_time() -> FakeTime:
     return FakeTime()
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["in-process", "sqlite-store"])
+def test_a_429_holds_the_next_batch_until_the_same_reset(
+    fake_time: FakeTime, tmp_path: Path, shared: bool
+) -> None:
+    """A 429 where the meter saw room (batches in flight, another process) teaches the meter:
+    the next batch of the method, of this client or of another on the store, waits for the
+    same reset (here past max_wait, so it is refused unsent) instead of collecting a 429."""
+    limit = RateLimit(operating_limit=100.0, operating_margin=10.0)
+    store = SQLiteStore(tmp_path / "limits.sqlite3") if shared else None
+    with FakePortal(operating_limit=100.0) as portal:
+        portal.add_task(title="Seed")
+        hooks = [
+            _hook(
+                portal.webhook_url,
+                fake_time,
+                rate_limit=limit,
+                limit_store=store,
+                retry=RetryPolicy(max_wait=60.0),
+            )
+            for _ in range(2 if shared else 1)
+        ]
+        first = BatchV3(hooks[0]).make(READ)  # far from the limit: its reset is minutes away
+        assert first.time is not None
+        reset_at = first.time.operating_reset_at
+        assert reset_at is not None
+        assert reset_at - fake_time.wall > 60.0
+        portal.inject(Fault.operating_limited())
+        with pytest.raises(OperatingLimitError) as refused:
+            BatchV3(hooks[0]).make(READ)
+        with pytest.raises(OperatingLimitError) as held:
+            BatchV3(hooks[-1]).make(READ)
+        for hook in hooks:
+            hook.close()
+    assert (refused.value.status, refused.value.attempts) == (429, 1)
+    assert refused.value.retry_at == reset_at + DEFAULT_RESET_SLACK
+    assert (held.value.status, held.value.attempts) == (0, 0)  # refused by the client, unsent
+    assert held.value.retry_at == pytest.approx(reset_at + DEFAULT_RESET_SLACK)
+    assert len(portal.requests) == 2
+    assert hooks[-1].limit_state().operating == 100.0  # at its limit until the reset
+    assert fake_time.sleeps == []

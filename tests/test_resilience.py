@@ -35,6 +35,7 @@ from b24batch import (
     SdkTypeError,
     TransportError,
 )
+from b24batch.limits import DEFAULT_RESET_SLACK
 from b24batch.testing import FakePortal, Fault
 
 READ = [("tasks.task.get", {"id": 1, "select": ["id"]})]
@@ -448,7 +449,7 @@ def test_operating_time_is_waited_for_before_the_portal_says_no(fake_time: FakeT
             second = BatchV3(hook).make(READ)
     reset_at = first.time.operating_reset_at
     assert reset_at is not None
-    assert fake_time.sleeps == [pytest.approx(reset_at - wall_before)]
+    assert fake_time.sleeps == [pytest.approx(reset_at + DEFAULT_RESET_SLACK - wall_before)]
     assert second.waited == fake_time.sleeps[0]
     assert second.attempts == 1  # waited instead of collecting a 429
     assert len(portal.requests) == 2

@@ -31,7 +31,7 @@ from b24batch import (
     SQLiteStore,
     Time,
 )
-from b24batch.limits import Bucket
+from b24batch.limits import DEFAULT_RESET_SLACK, Bucket
 from b24batch.redaction import Secret
 from b24batch.stores import LeakyBucket, SharedBucket, SharedMeter, fingerprint
 from b24batch.testing import FakePortal
@@ -216,12 +216,12 @@ def test_meter_figures_reach_every_client(
     told, other = (SharedMeter(store, key, limit, clock) for _ in "ab")
     told.record(Time(operating=80.0, operating_reset_at=clock.now + 40.0))
     assert other.state() == (80.0, clock.now + 40.0)
-    assert other.delay() == pytest.approx(40.0)
+    assert other.delay() == pytest.approx(40.0 + DEFAULT_RESET_SLACK)
     told.record(Time(operating=81.0))  # an answer without a reset time keeps the known one
     assert other.state() == (81.0, clock.now + 40.0)
-    clock.now += 41.0
+    clock.now += 41.0 + DEFAULT_RESET_SLACK
     assert other.delay() == 0.0  # the basket dropped out: the figure is forgotten
-    assert told.state() == (None, clock.now - 1.0)
+    assert told.state() == (None, clock.now - 1.0 - DEFAULT_RESET_SLACK)
 
 
 @pytest.mark.parametrize("kind", SHARED)
@@ -377,7 +377,7 @@ def test_a_foreign_meter_value_counts_as_empty(
     assert meter.state() == (None, None)
     assert meter.delay() == 0.0
     meter.record(Time(operating=470.0, operating_reset_at=clock.now + 10.0))
-    assert meter.delay() == pytest.approx(10.0)
+    assert meter.delay() == pytest.approx(10.0 + DEFAULT_RESET_SLACK)
 
 
 # -- when the store is down -----------------------------------------------------------------

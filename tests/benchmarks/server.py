@@ -24,8 +24,9 @@ A portal as slow as a real one, time-compressed (``--command-ms``, ``--latency-m
 its commands' time, concurrent batches overlapping as on a real portal (no global lock), and
 its time is charged to the method ``batch`` in ten baskets when it ends (as measured: batches in
 flight do not see each other's time). Past the operating limit a batch is refused with 429
-``OPERATION_TIME_LIMIT`` before running. ``/_bench/stats`` also gives the 429s, the commands
-executed and the highest operating figure reached.
+``OPERATION_TIME_LIMIT`` before running. ``operating_reset_at`` is floored to tenths of a
+second, as the real portal floors it to whole seconds. ``/_bench/stats`` also gives the 429s,
+the commands executed and the highest operating figure reached.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import socket
 import sys
 import time
@@ -218,7 +220,8 @@ class Portal:
                 "start": now,
                 "finish": now,
                 "duration": 0.0,
-                "operating_reset_at": int(self.meter.reset_at()),
+                # Floored to tenths of a second: the real portal's whole seconds, compressed.
+                "operating_reset_at": math.floor(self.meter.reset_at() * 10) / 10,
                 "operating": round(self.meter.total(), 6),
             }
         )
