@@ -201,9 +201,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         (sys.executable, name, size, f"b24batch `max_in_flight={size}`") for name, size in OURS
     ]
     if not (args.no_peers or args.smoke):
-        peer = next(p for p in PEERS if p.name == "fast_bitrix24")
-        with contextlib.suppress(RuntimeError, OSError):
-            clients.append((str(ensure_venv(peer)), peer.name, "-", "fast_bitrix24 `call()`"))
+        labels = {
+            "fast_bitrix24": "fast_bitrix24 `call()`",
+            "bitrix24-api-client": "bitrix24-api-client `AsyncBitrix24Client` (10 in flight)",
+        }
+        for peer in PEERS:
+            if peer.name in labels:
+                with contextlib.suppress(RuntimeError, OSError):
+                    clients.append((str(ensure_venv(peer)), peer.name, "-", labels[peer.name]))
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for scenario in scenarios:
         with slow_server(scenario) as base:
