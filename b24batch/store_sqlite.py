@@ -125,8 +125,9 @@ class SQLiteStore(LimitStore):
         """Switch the file to WAL, waiting up to :attr:`timeout` for the other processes.
 
         SQLite answers this pragma "database is locked" at once, without its busy handler,
-        while another connection reads the file: processes that open a new file together
-        would each count the store unreachable. So it is tried again, a few ms apart.
+        while another connection is writing the file (as when several processes open a new
+        file together): each would count the store unreachable. So it is tried again, a few
+        ms apart.
         """
         deadline = time.monotonic() + self.timeout
         while True:
