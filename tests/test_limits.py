@@ -12,11 +12,14 @@ from b24batch import OperatingLimitError, RateLimit, RateLimitError, SdkError, T
 from b24batch.limits import (
     DEFAULT_RESET_SLACK,
     MAX_BURST,
+    MAX_OPERATING_LIMIT,
     MAX_RESET_SLACK,
     OPERATING_BASKET,
     OPERATING_FLOOR,
     PER_SECOND_RANGE,
     Limiter,
+    bucket_step,
+    operating_wait,
 )
 from b24batch.stores import LeakyBucket, OperatingMeter, shared_bucket
 
@@ -90,11 +93,14 @@ def test_bad_reset_slack_fails_at_construction(slack: object) -> None:
 
 
 def test_rate_limit_accepts_the_ends_of_its_ranges() -> None:
-    """burst 1 and MAX_BURST, per_second at both ends of PER_SECOND_RANGE are accepted."""
+    """burst 1 and MAX_BURST, per_second at both ends of PER_SECOND_RANGE, an operating_limit
+    below one second and at MAX_OPERATING_LIMIT are accepted."""
     low, high = PER_SECOND_RANGE
     assert RateLimit(burst=1, per_second=low).per_second == low
     assert RateLimit(burst=MAX_BURST, per_second=high).burst == MAX_BURST
     assert RateLimit(operating_limit=None, operating_margin=0).operating_margin == 0
+    assert RateLimit(operating_limit=0.5, operating_margin=0).operating_limit == 0.5
+    assert RateLimit(operating_limit=MAX_OPERATING_LIMIT).operating_limit == MAX_OPERATING_LIMIT
     assert RateLimit(operating_reset_slack=0).operating_reset_slack == 0
     assert RateLimit(operating_reset_slack=MAX_RESET_SLACK).operating_reset_slack == 60.0
     assert RateLimit().operating_reset_slack == DEFAULT_RESET_SLACK == 1.0
@@ -220,6 +226,20 @@ def test_saturated_bucket_waits_for_the_drain() -> None:
     assert bucket.reserve() == pytest.approx(0.75)  # from 10, plus this one, down to 8
 
 
+def test_bucket_step_saturate_fills_the_counter_and_returns_zero() -> None:
+    """saturate takes the counter up to the burst, keeps a level already above it, and its
+    result is 0.0 (nothing to wait for: it only records the portal's 503)."""
+    limit = RateLimit(burst=5, per_second=1.0)
+    assert bucket_step("saturate", 1.0, 0.0, 2.0, limit, 0.0) == (0.0, (5.0, 2.0))
+    assert bucket_step("saturate", 9.0, 10.0, 11.0, limit, 0.0) == (0.0, (8.0, 11.0))
+
+
+def test_bucket_step_refuses_an_unknown_op() -> None:
+    """An op other than the four raises ValueError naming it (a store's bug, not a user's)."""
+    with pytest.raises(ValueError, match=r"^unknown bucket op 'drain'$"):
+        bucket_step("drain", 0.0, 0.0, 0.0, RateLimit(), 0.0)
+
+
 def test_shared_bucket_outlives_its_clients() -> None:
     """A client made after another one was dropped still sees the same counter."""
     clock = Clock()
@@ -277,6 +297,14 @@ def test_meter_without_limit_never_waits() -> None:
     assert meter.delay() == 0.0
 
 
+def test_operating_wait_starts_at_exactly_limit_less_margin() -> None:
+    """time.operating equal to operating_limit - operating_margin already waits for the reset;
+    just below it does not."""
+    limit = RateLimit(operating_limit=100.0, operating_margin=10.0)
+    assert operating_wait(limit, 90.0, 130.0, 100.0) == 30.0 + DEFAULT_RESET_SLACK
+    assert operating_wait(limit, 89.9, 130.0, 100.0) is None
+
+
 def _limiter(slept: list[float], clock: Clock, wall: Clock) -> Limiter:
     limit = RateLimit(burst=1, per_second=1.0, operating_limit=10.0, operating_margin=1.0)
     return Limiter(
@@ -310,8 +338,11 @@ def test_operating_reset_beyond_the_budget_raises_without_waiting() -> None:
         limiter.before_send(budget=3.0)
     assert info.value.retry_at == 105.0
     assert (info.value.code, info.value.status) == ("OPERATION_TIME_LIMIT", 0)
-    assert "5.0 s" in str(info.value)
-    assert "nothing was sent" in str(info.value)
+    assert str(info.value) == (
+        "OPERATION_TIME_LIMIT (HTTP 0): the client's operating-time reset needs a wait of 5.0 s "
+        "before this batch, more than the 3.0 s left of the retry policy's max_wait; nothing "
+        "was sent: send it again at retry_at, or raise max_wait"
+    )
     assert slept == []
     assert limiter.state().requests_available == 1.0  # nothing was booked
 
@@ -327,6 +358,11 @@ def test_bucket_wait_beyond_the_budget_raises_and_books_nothing() -> None:
             limiter.before_send(budget=0.5)
         assert info.value.retry_at == 101.0
         assert (info.value.code, info.value.status) == ("QUERY_LIMIT_EXCEEDED", 0)
+        assert str(info.value) == (
+            "QUERY_LIMIT_EXCEEDED (HTTP 0): the client's request-rate bucket needs a wait of "
+            "1.0 s before this batch, more than the 0.5 s left of the retry policy's max_wait; "
+            "nothing was sent: send it again at retry_at, or raise max_wait"
+        )
     assert slept == []
     assert limiter.before_send(budget=1.0) == 1.0
     assert slept == [1.0]
@@ -344,6 +380,88 @@ def test_both_waits_must_fit_together() -> None:
         limiter.before_send(budget=0.9)
     assert info.value.retry_at == pytest.approx(101.0)
     assert slept == []
+
+
+def test_a_sub_second_operating_wait_is_slept() -> None:
+    """An operating-time reset half a second away is waited for, not skipped."""
+    clock, wall = Clock(), Clock(100.0)
+    slept: list[float] = []
+    limiter = _limiter(slept, clock, wall)
+    limiter.meter.record(Time(operating=9.5, operating_reset_at=99.5))  # and 1 s of slack
+    assert limiter.before_send(budget=60) == 0.5
+    assert slept == [0.5]
+
+
+class RivalBucket:
+    """A LeakyBucket where another thread books a request right after each wait() is read:
+    the race that before_send checks for when it books."""
+
+    def __init__(self, inner: LeakyBucket) -> None:
+        self.inner = inner
+        self.limit = inner.limit
+
+    def reserve(self, budget: float = float("inf")) -> float:
+        return self.inner.reserve(budget)
+
+    def wait(self, after: float = 0.0) -> float:
+        wait = self.inner.wait(after)
+        self.inner.reserve()  # the rival's request
+        return wait
+
+    def saturate(self) -> None:
+        self.inner.saturate()
+
+    def available(self) -> float:
+        return self.inner.available()
+
+
+def test_a_rival_booking_after_the_check_is_refused_and_books_nothing() -> None:
+    """When another thread books between the check and the booking, the booked wait no longer
+    fits what the operating wait left of the budget: RateLimitError for both waits together,
+    and this request books nothing."""
+    clock, wall = Clock(), Clock(100.0)
+    slept: list[float] = []
+    limit = RateLimit(burst=1, per_second=1.0, operating_limit=10.0, operating_margin=1.0)
+    bucket = RivalBucket(LeakyBucket(limit, clock))
+    limiter = Limiter(bucket, OperatingMeter(limit, wall), sleep=slept.append, wall_clock=wall)
+    limiter.meter.record(Time(operating=9.5, operating_reset_at=99.5))  # and 1 s of slack
+    with pytest.raises(RateLimitError) as info:
+        limiter.before_send(budget=1.2)  # 0.5 s reset, then 1.0 s behind the rival: 1.5 s
+    assert (info.value.code, info.value.status, info.value.retry_at) == (
+        "QUERY_LIMIT_EXCEEDED",
+        0,
+        101.5,
+    )
+    assert str(info.value) == (
+        "QUERY_LIMIT_EXCEEDED (HTTP 0): the client's request-rate bucket needs a wait of 1.5 s "
+        "before this batch, more than the 1.2 s left of the retry policy's max_wait; nothing "
+        "was sent: send it again at retry_at, or raise max_wait"
+    )
+    assert slept == [0.5]  # the reset was waited for before the booking was refused
+    assert bucket.inner.wait() == 1.0  # only the rival's request is booked
+
+
+def test_wait_after_predicts_before_send() -> None:
+    """wait_after(d) is what before_send waits when called d seconds later: the operating
+    wait left then, and the bucket's wait after that one."""
+    clock, wall = Clock(), Clock(100.0)
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.now += seconds
+        wall.now += seconds
+
+    limit = RateLimit(burst=1, per_second=1.0, operating_limit=10.0, operating_margin=1.0)
+    limiter = Limiter(
+        LeakyBucket(limit, clock), OperatingMeter(limit, wall), sleep=sleep, wall_clock=wall
+    )
+    assert limiter.before_send(budget=0.0) == 0.0  # the one request of the burst
+    limiter.meter.record(Time(operating=9.5, operating_reset_at=99.5))  # and 1 s of slack
+    assert limiter.wait_after(0.25) == 0.75  # 0.25 s to the reset, then 0.5 s of drain
+    sleep(0.25)
+    assert limiter.before_send(budget=60) == 0.75
+    assert slept == [0.25, 0.25, 0.5]
 
 
 def test_reserve_within_budget_books_only_what_fits() -> None:

@@ -35,10 +35,13 @@ from b24batch.retry import RetryKind, backoff, is_read_only, retry_kind
         ("crm.deal.userfield.add", False),
         ("im.message.send", False),
         ("tasks.task.getaccess", False),
+        ("list", True),
+        ("batch", False),
     ],
 )
 def test_read_only_rule(method: str, expected: bool) -> None:
-    """The name rule: read verbs are read-only, everything else is a write."""
+    """The name rule: read verbs are read-only, everything else is a write, also for a name
+    without a dot."""
     assert is_read_only(method) is expected
 
 
