@@ -128,6 +128,7 @@ _TOP_KEY = st.text(
     alphabet=st.sampled_from([c for c in _CHARS if c not in "[]\0. "]), min_size=1, max_size=8
 )
 _KEY = st.one_of(_KEY_TEXT, st.integers(min_value=-(2**70), max_value=2**70))
+_COMMAND_KEY = _KEY_TEXT.filter(str.strip)  # a blank command key is refused (tested apart)
 _LEAF = st.one_of(
     _TEXT,
     st.integers(min_value=-(2**80), max_value=2**80),
@@ -189,7 +190,7 @@ def test_encode_query_round_trips_through_php(batch: list[dict[Any, Any]]) -> No
 @settings(max_examples=20, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.one_of(_KEY_TEXT, st.integers(0, 10**6)), _PARAMS),
+        st.tuples(st.one_of(_COMMAND_KEY, st.integers(0, 10**6)), _PARAMS),
         min_size=1,
         max_size=6,
     ).map(lambda rows: list(_unique_text(rows).items())),
@@ -237,6 +238,7 @@ def test_body_without_params_sends_the_bare_method() -> None:
     [
         pytest.param([EntryV2("a[b]", "x.y")], ["calls['a[b]']", "'['"], id="bracket-key"),
         pytest.param([EntryV2("", "x.y")], ["empty command key"], id="empty-key"),
+        pytest.param([EntryV2("  ", "x.y")], ["empty command key"], id="blank-key"),
         pytest.param([EntryV2(-1, "x.y")], ["0 or more"], id="negative-position"),
         pytest.param([EntryV2("1", "x.y"), EntryV2(1, "x.y")], ["unique"], id="same-text"),
         pytest.param([EntryV2("a", "x.y?z")], ["'?'"], id="question-mark-method"),
