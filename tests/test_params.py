@@ -16,6 +16,7 @@ from b24batch import SdkError
 from b24batch import params as params_module
 from b24batch.commands import normalize
 from b24batch.params import MAX_PARAMS_DEPTH, check_json_keys, explain_unencodable
+from b24batch.wire import encode_batch
 
 
 def _explain(params: dict[str, Any]) -> SdkError:
@@ -193,6 +194,24 @@ def test_a_shared_acyclic_sub_object_is_no_cycle() -> None:
 def test_each_unencodable_value_gets_its_own_fix(value: object, what: str) -> None:
     """The whole explanation: row, path, what the value is, and the fix for that type."""
     assert str(_explain({"x": value})) == f"calls[1] params['x'] {what}"
+
+
+@pytest.mark.parametrize("key", [math.nan, math.inf, -math.inf])
+def test_a_nan_or_infinite_key_is_explained(key: float) -> None:
+    """A NaN or infinite dict key, which the encoder refuses, is named with its path."""
+    error = encode_error({"x": {key: 1}})
+    assert type(error) is SdkError
+    assert str(error) == (
+        f"calls[1] params['x'] has the key {key!r}; JSON has no NaN or Infinity: "
+        f"use a finite number or a str"
+    )
+
+
+def encode_error(params: dict[Any, Any]) -> Exception:
+    """What encoding a batch with ``params`` in its second row raises."""
+    with pytest.raises((SdkError, TypeError)) as info:
+        encode_batch(normalize([("ok.get", {}), ("a.get", params)]), halt_on_error=True)
+    return info.value
 
 
 def test_colliding_keys_are_refused_in_full() -> None:
