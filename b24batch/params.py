@@ -151,6 +151,13 @@ def _find_unencodable(
                             f"has a key of type {type(k).__name__}; JSON keys are strings",
                             True,
                         )
+                    if isinstance(k, float) and not math.isfinite(k):
+                        return (
+                            path,
+                            f"has the key {k!r}; JSON has no NaN or Infinity: use a finite "
+                            f"number or a str",
+                            False,
+                        )
                     found = _find_unencodable(v, f"{path}[{k!r}]", active, depth + 1)
                     if found:
                         return found

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from b24batch import Command, SdkError, SdkTypeError
-from b24batch.commands import MAX_COMMANDS, normalize
+from b24batch.commands import MAX_COMMANDS, Commands, check_references, normalize, ref, ref_array
 
 
 def test_tuple_rows_keep_order_and_positions() -> None:
@@ -197,3 +197,164 @@ def test_fast_path_for_plain_tuples_agrees_with_the_full_checks(
 def test_a_command_may_be_named_calls() -> None:
     """Only an object with both 'calls' and 'options' is taken for the JS SDK's argument."""
     assert normalize({"calls": ("a.get",)}).keys == ("calls",)
+
+
+def test_part_keeps_the_keys_aliases_and_naming_of_its_rows() -> None:
+    """Commands.part(range) is that slice of items, keys and aliases, and stays named."""
+    commands = normalize(
+        {"a": ("a.get",), "b": Command("b.get", as_="bee"), "c": ("c.get", {"id": 3})}
+    )
+    assert commands.part(range(1, 3)) == Commands(
+        items=(Command("b.get", as_="bee"), Command("c.get", {"id": 3})),
+        keys=("b", "c"),
+        aliases=("bee", "c"),
+        named=True,
+    )
+
+
+@pytest.mark.parametrize("read_only", [True, False, None])
+def test_dict_row_read_only_reaches_the_command(read_only: bool | None) -> None:
+    """A dict row's 'read_only' becomes the command's; left out, it is None (the name rule)."""
+    row: dict[str, Any] = {"method": "crm.deal.add"}
+    if read_only is not None:
+        row["read_only"] = read_only
+    assert normalize([row]).items[0].read_only is read_only
+
+
+_ALIAS_RULE = "an alias is a non-empty name"
+_NO_DOT = "references read 'alias.item.id', so an alias cannot contain a dot"
+_NO_NUMBER = (
+    "numbers already name commands by position in references ('0.item.id'), "
+    "so use a name with a letter"
+)
+_OWN_AS = " (or give the row its own 'as')"
+
+
+@pytest.mark.parametrize(
+    ("calls", "message"),
+    [
+        pytest.param(
+            {"calls": [("a.get",)], "options": {}},
+            "calls looks like the JS SDK's {calls, options} object: pass the commands as the "
+            "first argument and the options as keyword arguments, "
+            "make(calls, halt_on_error=..., request_id=...)",
+            id="js-style-object",
+        ),
+        pytest.param(
+            [{"method": "a.get", "as": " "}],
+            f"calls[0]: its 'as' is empty; {_ALIAS_RULE}",
+            id="as-blank",
+        ),
+        pytest.param(
+            [{"method": "a.get", "as": "a.b"}],
+            f"calls[0]: its 'as' 'a.b' contains '.'; {_NO_DOT}",
+            id="as-dot",
+        ),
+        pytest.param(
+            [{"method": "a.get", "as": "12"}],
+            f"calls[0]: its 'as' '12' is a number; {_NO_NUMBER}",
+            id="as-digits",
+        ),
+        pytest.param(
+            {" ": ("a.get",)},
+            f"calls[' ']: its name, sent as 'as', is empty; {_ALIAS_RULE}{_OWN_AS}",
+            id="name-blank",
+        ),
+        pytest.param(
+            {"a.b": ("a.get",)},
+            f"calls['a.b']: its name, sent as 'as', 'a.b' contains '.'; {_NO_DOT}{_OWN_AS}",
+            id="name-dot",
+        ),
+        pytest.param(
+            {"12": ("a.get",)},
+            f"calls['12']: its name, sent as 'as', '12' is a number; {_NO_NUMBER}{_OWN_AS}",
+            id="name-digits",
+        ),
+        pytest.param(
+            [{"method": "a.get", "query": {"id": 1}}],
+            "calls[0] has the unknown key 'query'; use 'params' for the method's parameters "
+            "(b24batch sends them as 'query')",
+            id="query-key",
+        ),
+        pytest.param(
+            [{"method": "a.get", "as_": "x"}],
+            "calls[0] has the unknown key 'as_'; use 'as_' in Command(...) or 'as' in a dict row",
+            id="as_-key",
+        ),
+        pytest.param(
+            [{"method": "a.get", "zz": 1, "halt": 0}],
+            "calls[0] has the unknown key 'halt'; "
+            "a dict row takes as, method, parallel, params, read_only",
+            id="unknown-keys-first-named",
+        ),
+        pytest.param(
+            [("a.get",), {"method": "a.get", "parallel": "yes"}],
+            "calls[1] has 'parallel' of type str; use True or False",
+            id="parallel-str",
+        ),
+        pytest.param(
+            {"x": {"method": "a.get", "read_only": 1}},
+            "calls['x'] has 'read_only' of type int; use True or False",
+            id="read_only-int",
+        ),
+        pytest.param(
+            [("a.get", {}), ("BATCH", {})],
+            "calls[1] calls 'batch'; a batch cannot contain another batch",
+            id="nested-upper-case",
+        ),
+    ],
+)
+def test_refusals_name_the_row_and_the_whole_fix(calls: object, message: str) -> None:
+    """The whole message of each refusal: the row, what is wrong, and what to do instead."""
+    with pytest.raises((SdkError, SdkTypeError)) as info:
+        normalize(calls)
+    assert str(info.value) == message
+
+
+def test_a_bad_row_outside_calls_is_called_row() -> None:
+    """Command.from_row without a position names the row 'row'."""
+    with pytest.raises(SdkTypeError) as info:
+        Command.from_row(42)
+    assert str(info.value) == (
+        "row is a int; a row is a (method, params) tuple, a dict with 'method' and 'params', "
+        "or a Command"
+    )
+
+
+_PATH_RULE = (
+    "a reference path is 'alias.field' or 'alias.item.field', dot-separated with no empty part"
+)
+
+
+@pytest.mark.parametrize(
+    ("make", "path", "error", "message"),
+    [
+        pytest.param(ref, "x", SdkError, f"ref('x'): {_PATH_RULE}", id="ref-no-dot"),
+        pytest.param(
+            ref_array, "x.", SdkError, f"ref_array('x.'): {_PATH_RULE}", id="ref_array-empty-part"
+        ),
+        pytest.param(ref, 5, SdkTypeError, "ref() takes a str path, not int", id="ref-int"),
+        pytest.param(
+            ref_array, None, SdkTypeError, "ref_array() takes a str path, not NoneType", id="none"
+        ),
+    ],
+)
+def test_bad_reference_paths_are_refused_naming_the_helper(
+    make: Any, path: object, error: type[Exception], message: str
+) -> None:
+    """ref() and ref_array() name themselves, the path and the rule it breaks."""
+    with pytest.raises(error) as info:
+        make(path)
+    assert type(info.value) is error
+    assert str(info.value) == message
+
+
+def test_a_reference_to_no_earlier_alias_names_the_row() -> None:
+    """check_references names the row by key, the path, and the alias it could not find."""
+    commands = normalize({"a": ("a.get",), "b": ("b.get", {"id": ref("x.item.id")})})
+    with pytest.raises(SdkError) as info:
+        check_references(commands)
+    assert str(info.value) == (
+        "calls['b'] references 'x.item.id', but no earlier command has the alias 'x'; "
+        "a reference points back to an earlier command's 'as' (or name)"
+    )

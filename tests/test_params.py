@@ -7,13 +7,16 @@ import decimal
 import json
 import math
 import re
+import sys
 from typing import Any
 
 import pytest
 
 from b24batch import SdkError
+from b24batch import params as params_module
 from b24batch.commands import normalize
 from b24batch.params import MAX_PARAMS_DEPTH, check_json_keys, explain_unencodable
+from b24batch.wire import encode_batch
 
 
 def _explain(params: dict[str, Any]) -> SdkError:
@@ -140,4 +143,149 @@ def test_a_shared_acyclic_sub_object_is_no_cycle() -> None:
     params = {"a": shared, "b": shared, "c": [shared, shared], "d": math.nan}
     assert str(_explain(params)) == (
         "calls[1] params['d'] is nan; JSON has no NaN or Infinity: send null or a number"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "what"),
+    [
+        pytest.param({1, 2}, "is a set, which JSON cannot encode: use a list", id="set"),
+        pytest.param(
+            frozenset({1}), "is a frozenset, which JSON cannot encode: use a list", id="frozenset"
+        ),
+        pytest.param(
+            b"ab",
+            "is a bytes, which JSON cannot encode: decode it to str (or base64 it)",
+            id="bytes",
+        ),
+        pytest.param(
+            bytearray(b"ab"),
+            "is a bytearray, which JSON cannot encode: decode it to str (or base64 it)",
+            id="bytearray",
+        ),
+        pytest.param(
+            datetime.datetime(2026, 1, 2, 3, 4),
+            "is a datetime, which JSON cannot encode: send value.isoformat()",
+            id="datetime",
+        ),
+        pytest.param(
+            datetime.date(2026, 1, 2),
+            "is a date, which JSON cannot encode: send value.isoformat()",
+            id="date",
+        ),
+        pytest.param(
+            decimal.Decimal("1.5"),
+            "is a Decimal, which JSON cannot encode: send str(value) or float(value)",
+            id="decimal",
+        ),
+        pytest.param(
+            object(),
+            "is a object, which JSON cannot encode: "
+            "convert it to str, number, bool, None, list or dict",
+            id="other",
+        ),
+        pytest.param(
+            "a\ud800",
+            "is text with a lone surrogate, which UTF-8 cannot carry",
+            id="surrogate",
+        ),
+    ],
+)
+def test_each_unencodable_value_gets_its_own_fix(value: object, what: str) -> None:
+    """The whole explanation: row, path, what the value is, and the fix for that type."""
+    assert str(_explain({"x": value})) == f"calls[1] params['x'] {what}"
+
+
+@pytest.mark.parametrize("key", [math.nan, math.inf, -math.inf])
+def test_a_nan_or_infinite_key_is_explained(key: float) -> None:
+    """A NaN or infinite dict key, which the encoder refuses, is named with its path."""
+    error = encode_error({"x": {key: 1}})
+    assert type(error) is SdkError
+    assert str(error) == (
+        f"calls[1] params['x'] has the key {key!r}; JSON has no NaN or Infinity: "
+        f"use a finite number or a str"
+    )
+
+
+def encode_error(params: dict[Any, Any]) -> Exception:
+    """What encoding a batch with ``params`` in its second row raises."""
+    with pytest.raises((SdkError, TypeError)) as info:
+        encode_batch(normalize([("ok.get", {}), ("a.get", params)]), halt_on_error=True)
+    return info.value
+
+
+def test_colliding_keys_are_refused_in_full() -> None:
+    """The whole message of a collision: row, path, both keys, how JSON writes them, the fix."""
+    commands = normalize([("ok.get", {"id": 1}), ("a.get", {1: "a", "1": "b"})])
+    with pytest.raises(SdkError) as info:
+        check_json_keys(commands)
+    assert str(info.value) == (
+        "calls[1] params has the keys 1 and '1', which JSON writes alike, as \"1\"; "
+        "the portal would keep only one of them: use one key"
+    )
+
+
+@pytest.fixture
+def depth_limit(monkeypatch: pytest.MonkeyPatch) -> int:
+    """A small MAX_PARAMS_DEPTH, so the boundary is tested without a deep stack (and under
+    mutmut's trampoline, where 500 levels of recursion overflow)."""
+    monkeypatch.setattr(params_module, "MAX_PARAMS_DEPTH", 5)
+    return 5
+
+
+def test_params_exactly_at_the_depth_limit_are_not_called_too_deep(depth_limit: int) -> None:
+    """MAX_PARAMS_DEPTH levels (the params dict is level 1) are not reported as too deep."""
+    nested = _nested(depth_limit - 1)  # depth_limit levels: dict, list, dict, list, dict
+    assert str(_explain(nested)) == "the batch cannot be encoded as JSON"
+
+
+def test_params_one_level_past_the_depth_limit_are_explained(depth_limit: int) -> None:
+    """One level more is an SdkError naming the path, the depth reached and the limit."""
+    error = _explain(_nested(depth_limit + 1))
+    assert type(error) is SdkError
+    assert str(error) == (
+        "calls[1] params['a'][0]['a'][0]['a'] is nested 6 levels deep, beyond the 5 the "
+        "portal reads (and deeper than Python's JSON encoder goes): flatten the structure"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name_length", "shown"),
+    [
+        pytest.param(67, "params['" + "k" * 67 + "'][0]", id="80-kept"),
+        pytest.param(68, "params['" + "k" * 32 + "…" + "k" * 35 + "'][0]", id="81-cut"),
+    ],
+)
+def test_a_long_path_to_a_too_deep_value_has_its_middle_cut_out(
+    monkeypatch: pytest.MonkeyPatch, name_length: int, shown: str
+) -> None:
+    """A path up to 80 characters is shown whole; a longer one keeps 40 from each end."""
+    monkeypatch.setattr(params_module, "MAX_PARAMS_DEPTH", 2)
+    error = _explain({"k" * name_length: [[]]})
+    assert str(error) == (
+        f"calls[1] {shown} is nested 3 levels deep, beyond the 2 the portal reads "
+        f"(and deeper than Python's JSON encoder goes): flatten the structure"
+    )
+
+
+def _stack_depth() -> int:
+    frame, depth = sys._getframe(), 0
+    while frame is not None:
+        frame, depth = frame.f_back, depth + 1  # type: ignore[assignment]
+    return depth
+
+
+def test_params_too_deep_for_the_callers_stack_are_explained() -> None:
+    """When the caller's stack leaves too little room, the answer says so: no RecursionError."""
+    commands = normalize([("ok.get", {}), ("a.get", _nested(400))])
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(_stack_depth() + 100)
+    try:
+        error = explain_unencodable(commands)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert type(error) is SdkError
+    assert str(error) == (
+        "calls[1] params are nested too deeply to be encoded as JSON from this point of the "
+        "program; flatten them (the portal reads at most 500 levels)"
     )
