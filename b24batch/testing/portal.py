@@ -34,6 +34,18 @@ from requests.structures import CaseInsensitiveDict
 from b24batch.redaction import redact
 from b24batch.testing.classic import classic_methods, execute_classic, parse_classic
 from b24batch.testing.classic_store import PAGE_SIZE, CrmSeeding, CrmStore
+from b24batch.testing.messages import (
+    EXPIRED,
+    JSON_TYPE,
+    MALFORMED,
+    NO_AUTH,
+    OPERATION_LIMIT,
+    OVERLOAD,
+    QUERY_LIMIT,
+    RecordedRequest,
+    Reply,
+    classic_error,
+)
 from b24batch.testing.phpform import parse_str_bytes
 from b24batch.testing.seeding import BulkSeeding
 from b24batch.testing.store import (
@@ -78,7 +90,6 @@ _MAX_LINE: Final = 1024  # a chunk-size line, or a trailer line, longer than thi
 # still sending before closing: closing with unread data resets the connection, and the client
 # would lose the 413 it has not read yet.
 _DRAIN_BYTES: Final = 64 * 1024 * 1024
-_JSON: Final = "application/json; charset=utf-8"
 
 _INVALID_JSON: Final = "BITRIX_REST_V3_EXCEPTION_INVALIDJSONEXCEPTION"
 _INVALID_KEY: Final = "BITRIX_REST_V3_EXCEPTION_INVALIDIDEMPOTENCYKEYEXCEPTION"
@@ -87,46 +98,6 @@ _IDEMPOTENCY_KEY: Final = re.compile(r"[\x20-\x7e]{1,255}")
 _WEBHOOK_BATCH: Final = re.compile(r"/rest/api/([^/]+)/([^/]+)/batch")
 _CLASSIC_BATCH: Final = re.compile(r"/rest/(?!api/)(?:([^/]+)/([^/]+)/)?batch(?:\.json)?")
 _CLASSIC_METHOD: Final = re.compile(r"/rest/(?!api/)([^/]+)/([^/]+)/([A-Za-z0-9_.]+?)(?:\.json)?")
-
-
-def _classic(code: str, description: str) -> dict[str, str]:
-    return {"error": code, "error_description": description}
-
-
-_NO_AUTH: Final = _classic("NO_AUTH_FOUND", "Wrong authorization data")
-_EXPIRED: Final = _classic("expired_token", "The access token provided has expired.")
-_QUERY_LIMIT: Final = _classic("QUERY_LIMIT_EXCEEDED", "Too many requests")
-_OPERATION_LIMIT: Final = _classic(
-    "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit."
-)
-_OVERLOAD: Final = _classic("OVERLOAD_LIMIT", "REST API is blocked due to overload.")
-_MALFORMED: Final = _classic("INVALID_REQUEST", "Malformed request body")
-
-
-@attrs.frozen
-class RecordedRequest:
-    """One HTTP request as the portal received it, recorded before any processing.
-
-    Attributes:
-        method: The HTTP method, e.g. ``"POST"``.
-        path: The URL path without the query string (it holds the webhook secret).
-        query: Query-string parameters (the last value wins for a repeated name).
-        headers: Request headers; lookups are case-insensitive.
-        body: The body decoded as JSON, or None when it is not JSON.
-        raw: The body bytes exactly as received.
-    """
-
-    method: str
-    path: str
-    query: Mapping[str, str]
-    headers: CaseInsensitiveDict[str]
-    body: Any
-    raw: bytes
-
-    def __repr__(self) -> str:
-        # The path holds the webhook secret, the headers a Bearer token and a classic body
-        # its auth field: a recorded request shows in a test's failure output, so none of them.
-        return f"<RecordedRequest {self.method} {redact(self.path)} {len(self.raw)} bytes>"
 
 
 FaultKind = Literal["delay", "drop_before", "drop_after", "html", "truncated", "response"]
@@ -212,7 +183,7 @@ class Fault:
             content_type = "text/plain; charset=utf-8"
         else:
             payload = json.dumps(body).encode("utf-8")
-            content_type = _JSON
+            content_type = JSON_TYPE
         if not any(name.lower() == "content-type" for name in extra):
             extra["Content-Type"] = content_type
         return cls(kind="response", status=status, body=payload, headers=tuple(extra.items()))
@@ -220,33 +191,22 @@ class Fault:
     @classmethod
     def overload(cls) -> Fault:
         """503 ``OVERLOAD_LIMIT`` (REST blocked by support); the batch does NOT execute."""
-        return cls.response(503, _OVERLOAD)
+        return cls.response(503, OVERLOAD)
 
     @classmethod
     def rate_limited(cls) -> Fault:
         """503 ``QUERY_LIMIT_EXCEEDED`` without touching the leaky bucket; does NOT execute."""
-        return cls.response(503, _QUERY_LIMIT)
+        return cls.response(503, QUERY_LIMIT)
 
     @classmethod
     def operating_limited(cls) -> Fault:
         """429 ``OPERATION_TIME_LIMIT`` without touching the meter; does NOT execute."""
-        return cls.response(429, _OPERATION_LIMIT)
+        return cls.response(429, OPERATION_LIMIT)
 
 
 def _check_status(status: int) -> None:
     if not 100 <= status <= 599:
         raise ValueError(f"status must be an HTTP status code, got {status}")
-
-
-@attrs.frozen
-class _Reply:
-    status: int
-    body: bytes
-    headers: tuple[tuple[str, str], ...] = (("Content-Type", _JSON),)
-
-    @classmethod
-    def of(cls, status: int, data: Any, *extra: tuple[str, str]) -> _Reply:
-        return cls(status, json.dumps(data).encode("utf-8"), (("Content-Type", _JSON), *extra))
 
 
 class _LeakyBucket:
@@ -313,7 +273,7 @@ class _OperatingMeter:
 @attrs.frozen
 class _Stored:
     fingerprint: str
-    reply: _Reply
+    reply: Reply
     expires: float
 
 
@@ -690,7 +650,7 @@ class FakePortal(CrmSeeding, BulkSeeding):
         """Mask the secret segment of a webhook path, the portal's own or a wrong one."""
         return redact(path, (self._secret,))
 
-    def _process(self, request: RecordedRequest) -> _Reply:
+    def _process(self, request: RecordedRequest) -> Reply:
         classic = _CLASSIC_BATCH.fullmatch(request.path)
         if classic is not None:
             return self._classic_batch(request, *classic.groups())
@@ -699,11 +659,11 @@ class FakePortal(CrmSeeding, BulkSeeding):
             return self._classic_method(request, *single.groups())
         webhook = _WEBHOOK_BATCH.fullmatch(request.path)
         if webhook is None and request.path != "/rest/api/batch":
-            return _Reply.of(404, _classic("ERROR_METHOD_NOT_FOUND", "Method not found!"))
+            return Reply.of(404, classic_error("ERROR_METHOD_NOT_FOUND", "Method not found!"))
         if request.method != "POST":
-            return _Reply.of(
+            return Reply.of(
                 405,
-                _classic("INVALID_REQUEST", "The batch method accepts POST only"),
+                classic_error("INVALID_REQUEST", "The batch method accepts POST only"),
                 ("Allow", "POST"),
             )
         if webhook is not None:
@@ -715,12 +675,12 @@ class FakePortal(CrmSeeding, BulkSeeding):
         with self._lock:
             return self._run(request, credential)
 
-    def _classic_batch(self, request: RecordedRequest, user: str | None, secret: str) -> _Reply:
+    def _classic_batch(self, request: RecordedRequest, user: str | None, secret: str) -> Reply:
         """The classic ``batch`` (protocol §7): the commands run in ``classic.py``."""
         if request.method != "POST":
-            return _Reply.of(
+            return Reply.of(
                 405,
-                _classic("INVALID_REQUEST", "The batch method accepts POST only"),
+                classic_error("INVALID_REQUEST", "The batch method accepts POST only"),
                 ("Allow", "POST"),
             )
         refusal = self._webhook_auth(user, secret)[1] if user is not None else None
@@ -731,16 +691,16 @@ class FakePortal(CrmSeeding, BulkSeeding):
                 request.headers.get("Content-Type", ""), request.raw, request.query
             )
         except CommandError as exc:
-            return _Reply.of(400, _classic(exc.code, exc.message))
+            return Reply.of(400, classic_error(exc.code, exc.message))
         if user is None:
             refusal = self._oauth_auth("Bearer " + (batch.auth or ""))[1]
             if refusal is not None:
                 return refusal
         with self._lock:
             if self._bucket is not None and not self._bucket.admit():
-                return _Reply.of(503, _QUERY_LIMIT)
+                return Reply.of(503, QUERY_LIMIT)
             if self._over_limit("batch"):
-                return _Reply.of(429, _OPERATION_LIMIT)
+                return Reply.of(429, OPERATION_LIMIT)
             start = self._wall_clock()
             result, ran = execute_classic(
                 batch,
@@ -748,14 +708,12 @@ class FakePortal(CrmSeeding, BulkSeeding):
                 clock=self._wall_clock,
                 time_block=self._time_block,
                 on_command=self._before,
-                blocked=lambda method: _OPERATION_LIMIT if self._over_limit(method) else None,
+                blocked=lambda method: OPERATION_LIMIT if self._over_limit(method) else None,
             )
             self._executed += ran
-            return _Reply.of(200, {"result": result, "time": self._time_block("batch", start)})
+            return Reply.of(200, {"result": result, "time": self._time_block("batch", start)})
 
-    def _classic_method(
-        self, request: RecordedRequest, user: str, secret: str, name: str
-    ) -> _Reply:
+    def _classic_method(self, request: RecordedRequest, user: str, secret: str, name: str) -> Reply:
         """One classic method called on its own (webhook only): ``{"result", "total"?,
         "next"?, "time"}``, or ``{"error", "error_description"}`` with 400 or 404."""
         refusal = self._webhook_auth(user, secret)[1]
@@ -773,16 +731,16 @@ class FakePortal(CrmSeeding, BulkSeeding):
         method = name.lower()
         with self._lock:
             if self._bucket is not None and not self._bucket.admit():
-                return _Reply.of(503, _QUERY_LIMIT)
+                return Reply.of(503, QUERY_LIMIT)
             target = classic_methods(self._handlers, self._crm, self._wall_clock)(method)
             if target is None or method == "batch":
-                return _Reply.of(404, _classic("ERROR_METHOD_NOT_FOUND", "Method not found!"))
+                return Reply.of(404, classic_error("ERROR_METHOD_NOT_FOUND", "Method not found!"))
             start = self._wall_clock()
             self._before(method)
             try:
                 answer = target(_php_values(params))
             except CommandError as exc:
-                return _Reply.of(400, _classic(exc.code, exc.message))
+                return Reply.of(400, classic_error(exc.code, exc.message))
             self._executed += 1
             body: dict[str, Any] = {"result": answer.result}
             if answer.total is not None:
@@ -790,7 +748,7 @@ class FakePortal(CrmSeeding, BulkSeeding):
             if answer.next is not None:
                 body["next"] = answer.next
             body["time"] = self._time_block(method, start)
-            return _Reply.of(200, body)
+            return Reply.of(200, body)
 
     def _over_limit(self, method: str) -> bool:
         limit = self._operating_limit
@@ -811,25 +769,25 @@ class FakePortal(CrmSeeding, BulkSeeding):
             "operating": round(self._meter.total(method), 6),
         }
 
-    def _webhook_auth(self, user: str, secret: str) -> tuple[str, _Reply | None]:
+    def _webhook_auth(self, user: str, secret: str) -> tuple[str, Reply | None]:
         ok = user == str(self._user_id) and hmac.compare_digest(
             secret.encode("utf-8"), self._secret.encode("utf-8")
         )
-        return f"webhook:{user}", None if ok else _Reply.of(401, _NO_AUTH)
+        return f"webhook:{user}", None if ok else Reply.of(401, NO_AUTH)
 
-    def _oauth_auth(self, authorization: str) -> tuple[str, _Reply | None]:
+    def _oauth_auth(self, authorization: str) -> tuple[str, Reply | None]:
         scheme, _, token = authorization.strip().partition(" ")
         with self._lock:
             valid = self._tokens.get(token.strip()) if scheme.lower() == "bearer" else None
         if valid is None:
-            return "oauth", _Reply.of(401, _NO_AUTH)
+            return "oauth", Reply.of(401, NO_AUTH)
         # One application per portal: its idempotency store survives a token refresh.
-        return "oauth", None if valid else _Reply.of(401, _EXPIRED)
+        return "oauth", None if valid else Reply.of(401, EXPIRED)
 
-    def _run(self, request: RecordedRequest, credential: str) -> _Reply:
+    def _run(self, request: RecordedRequest, credential: str) -> Reply:
         """Everything after authentication, under the portal lock."""
         if self._bucket is not None and not self._bucket.admit():
-            return _Reply.of(503, _QUERY_LIMIT)
+            return Reply.of(503, QUERY_LIMIT)
         key = request.headers.get("Idempotency-Key")
         if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
             return _command_error(
@@ -891,11 +849,11 @@ class FakePortal(CrmSeeding, BulkSeeding):
             return {"batch"}
         return {row.method.lower() for row in rows}
 
-    def _operating_block(self, rows: tuple[Row, ...]) -> _Reply | None:
+    def _operating_block(self, rows: tuple[Row, ...]) -> Reply | None:
         if self._operating_limit is None:
             return None
         if any(self._meter.total(name) >= self._operating_limit for name in self._charged_to(rows)):
-            return _Reply.of(429, _OPERATION_LIMIT)
+            return Reply.of(429, OPERATION_LIMIT)
         return None
 
     def _charge(self, method: str) -> None:
@@ -911,7 +869,7 @@ class FakePortal(CrmSeeding, BulkSeeding):
     def _count_executed(self, method: str) -> None:
         self._executed += 1
 
-    def _execute(self, rows: tuple[Row, ...], start: float) -> _Reply:
+    def _execute(self, rows: tuple[Row, ...], start: float) -> Reply:
         # In order, without rollback: a failing row's error is the answer, and what the rows
         # before it wrote stays (and counts in executed_commands).
         try:
@@ -927,9 +885,9 @@ class FakePortal(CrmSeeding, BulkSeeding):
             return _command_error(exc)
         except Exception:
             logger.exception("a registered handler failed; the rows before it stay executed")
-            return _Reply.of(500, _classic("INTERNAL_SERVER_ERROR", "Internal server error"))
+            return Reply.of(500, classic_error("INTERNAL_SERVER_ERROR", "Internal server error"))
         charged = max(self._charged_to(rows), key=self._meter.total)
-        return _Reply.of(200, {"result": results, "time": self._time_block(charged, start)})
+        return Reply.of(200, {"result": results, "time": self._time_block(charged, start)})
 
 
 def _check_http_options(
@@ -979,8 +937,8 @@ def _php_values(value: Any) -> Any:
     return value
 
 
-def _command_error(exc: CommandError) -> _Reply:
-    return _Reply.of(exc.status, exc.envelope())
+def _command_error(exc: CommandError) -> Reply:
+    return Reply.of(exc.status, exc.envelope())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1118,7 +1076,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             with contextlib.suppress(OSError):
                 self._send(
-                    _Reply.of(500, _classic("INTERNAL_SERVER_ERROR", "Internal server error"))
+                    Reply.of(500, classic_error("INTERNAL_SERVER_ERROR", "Internal server error"))
                 )
 
     def _serve(self) -> None:
@@ -1130,7 +1088,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if raw is None:
             self.close_connection = True
-            self._send(_Reply.of(400, _MALFORMED))
+            self._send(Reply.of(400, MALFORMED))
             return
         url = urlsplit(self.path)
         try:
@@ -1165,13 +1123,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(_html_page(fault.status, request.path))
             return
         if fault is not None and kind == "response":
-            self._send(_Reply(fault.status, fault.body, fault.headers))
+            self._send(Reply(fault.status, fault.body, fault.headers))
             return
         try:
             reply = portal._process(request)
         except Exception:
             logger.exception("FakePortal failed on %s", portal._redact(request.path))
-            reply = _Reply.of(500, _classic("INTERNAL_SERVER_ERROR", "Internal server error"))
+            reply = Reply.of(500, classic_error("INTERNAL_SERVER_ERROR", "Internal server error"))
         if kind == "drop_after":
             self._drop(request)
             return
@@ -1185,9 +1143,9 @@ class _Handler(BaseHTTPRequestHandler):
         size = f"{length} bytes" if length is not None else "a chunked body past that"
         self.close_connection = True
         self._send(
-            _Reply.of(
+            Reply.of(
                 413,
-                _classic(
+                classic_error(
                     "REQUEST_ENTITY_TOO_LARGE",
                     f"The request body may be at most {limit} bytes; got {size}",
                 ),
@@ -1203,7 +1161,7 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("%s %s -> dropped", request.method, self.server.portal._redact(request.path))
         self.close_connection = True
 
-    def _send(self, reply: _Reply) -> None:
+    def _send(self, reply: Reply) -> None:
         """Write the whole response in one send, so no client waits on Nagle or delayed ACK."""
         try:
             reason = HTTPStatus(reply.status).phrase
@@ -1239,7 +1197,7 @@ class _TooLarge(Exception):
         self.length = length
 
 
-def _html_page(status: int, path: str) -> _Reply:
+def _html_page(status: int, path: str) -> Reply:
     try:
         reason = HTTPStatus(status).phrase
     except ValueError:
@@ -1249,4 +1207,4 @@ def _html_page(status: int, path: str) -> _Reply:
         f"<h1>{status} {reason}</h1><p>The proxy could not serve {html.escape(path)}</p>"
         "<hr><center>nginx</center></body></html>\n"
     )
-    return _Reply(status, page.encode("utf-8"), (("Content-Type", "text/html; charset=utf-8"),))
+    return Reply(status, page.encode("utf-8"), (("Content-Type", "text/html; charset=utf-8"),))
