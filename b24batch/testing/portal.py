@@ -35,6 +35,7 @@ from b24batch.redaction import redact
 from b24batch.testing.classic import classic_methods, execute_classic, parse_classic
 from b24batch.testing.classic_store import PAGE_SIZE, CrmSeeding, CrmStore
 from b24batch.testing.faults import Fault
+from b24batch.testing.limits import LeakyBucket, OperatingMeter, OperatingTime
 from b24batch.testing.messages import (
     EXPIRED,
     MALFORMED,
@@ -53,7 +54,6 @@ from b24batch.testing.store import (
     Row,
     TaskStore,
     execute_batch,
-    format_datetime,
     parse_batch,
     validate_fields,
 )
@@ -81,8 +81,6 @@ DEFAULT_IDLE_TIMEOUT: Final = 30.0
 """Seconds a connection may stay silent (between requests, or mid-request) before it is closed."""
 DEFAULT_MAX_RECORDED: Final = 1000
 """How many requests ``FakePortal.requests`` keeps; older ones are dropped first."""
-OPERATING_BASKETS: Final = 10
-BASKET_SECONDS: Final = 60.0
 _POLL_INTERVAL: Final = 0.01  # also the worst-case latency of stop()
 _MAX_LINE: Final = 1024  # a chunk-size line, or a trailer line, longer than this is malformed
 # After refusing a body as too large, read and discard at most this much of what the client is
@@ -99,67 +97,6 @@ _CLASSIC_BATCH: Final = re.compile(r"/rest/(?!api/)(?:([^/]+)/([^/]+)/)?batch(?:
 _CLASSIC_METHOD: Final = re.compile(r"/rest/(?!api/)([^/]+)/([^/]+)/([A-Za-z0-9_.]+?)(?:\.json)?")
 
 
-class _LeakyBucket:
-    """The request-rate limiter: +1 per admitted request, drains ``per_second`` per second.
-
-    A request that finds the level at or above ``burst`` is refused and does not raise it.
-    """
-
-    def __init__(self, burst: float, per_second: float, clock: Callable[[], float]) -> None:
-        self._burst = burst
-        self._per_second = per_second
-        self._clock = clock
-        self._level = 0.0
-        self._updated = clock()
-
-    def admit(self) -> bool:
-        now = self._clock()
-        drained = max(0.0, now - self._updated) * self._per_second
-        self._level = max(0.0, self._level - drained)
-        self._updated = now
-        if self._level >= self._burst:
-            return False
-        self._level += 1.0
-        return True
-
-    def reset(self) -> None:
-        self._level = 0.0
-        self._updated = self._clock()
-
-
-class _OperatingMeter:
-    """Operating time per method in ``OPERATING_BASKETS`` one-minute baskets of ``clock``."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self._baskets: dict[str, dict[int, float]] = {}
-
-    def _live(self, method: str) -> dict[int, float]:
-        current = int(self._clock() // BASKET_SECONDS)
-        baskets = self._baskets.setdefault(method, {})
-        for index in [i for i in baskets if i <= current - OPERATING_BASKETS]:
-            del baskets[index]
-        return baskets
-
-    def charge(self, method: str, seconds: float) -> None:
-        index = int(self._clock() // BASKET_SECONDS)
-        baskets = self._live(method)
-        baskets[index] = baskets.get(index, 0.0) + seconds
-
-    def total(self, method: str) -> float:
-        return sum(self._live(method).values())
-
-    def reset_at(self, method: str, wall_now: float) -> float:
-        """Wall time at which ``method``'s oldest basket drops out of the window."""
-        baskets = self._live(method)
-        now = self._clock()
-        oldest = min(baskets) if baskets else int(now // BASKET_SECONDS)
-        return wall_now + (oldest + OPERATING_BASKETS) * BASKET_SECONDS - now
-
-    def reset(self) -> None:
-        self._baskets = {}
-
-
 @attrs.frozen
 class _Stored:
     fingerprint: str
@@ -167,7 +104,7 @@ class _Stored:
     expires: float
 
 
-class FakePortal(CrmSeeding, BulkSeeding):
+class FakePortal(OperatingTime, CrmSeeding, BulkSeeding):
     """A Bitrix24 portal on loopback that serves the REST 3.0 ``batch`` method over real HTTP.
 
     It serves the classic (v2) ``batch`` too, on ``/rest/USER/SECRET/batch`` and (OAuth, the
@@ -293,8 +230,8 @@ class FakePortal(CrmSeeding, BulkSeeding):
         self._tokens: dict[str, bool] = {self._access_token: True}
         self._requests: deque[RecordedRequest] = deque(maxlen=max_recorded)
         self._faults: deque[tuple[Fault, int]] = deque()
-        self._bucket = _LeakyBucket(*rate_limit, clock) if rate_limit else None
-        self._meter = _OperatingMeter(clock)
+        self._bucket = LeakyBucket(*rate_limit, clock) if rate_limit else None
+        self._meter = OperatingMeter(clock)
         self._idempotent: dict[tuple[str, str], _Stored] = {}
         self._executed = 0
         self._active = 0
@@ -640,25 +577,6 @@ class FakePortal(CrmSeeding, BulkSeeding):
             body["time"] = self._time_block(method, start)
             return Reply.of(200, body)
 
-    def _over_limit(self, method: str) -> bool:
-        limit = self._operating_limit
-        return limit is not None and self._meter.total(method) >= limit
-
-    def _time_block(self, method: str, start: float) -> dict[str, Any]:
-        """A ``time`` block from ``start`` to now, with ``method``'s operating time."""
-        finish = self._wall_clock()
-        duration = max(0.0, finish - start)
-        return {
-            "start": start,
-            "finish": finish,
-            "duration": duration,
-            "processing": duration,
-            "date_start": format_datetime(start),
-            "date_finish": format_datetime(finish),
-            "operating_reset_at": int(self._meter.reset_at(method, finish)),
-            "operating": round(self._meter.total(method), 6),
-        }
-
     def _webhook_auth(self, user: str, secret: str) -> tuple[str, Reply | None]:
         ok = user == str(self._user_id) and hmac.compare_digest(
             secret.encode("utf-8"), self._secret.encode("utf-8")
@@ -732,24 +650,6 @@ class FakePortal(CrmSeeding, BulkSeeding):
                 fingerprint=fingerprint, reply=reply, expires=wall_now + IDEMPOTENCY_TTL
             )
         return reply
-
-    def _charged_to(self, rows: tuple[Row, ...]) -> set[str]:
-        """The meter's names that ``rows`` are charged to, under ``operating_charge``."""
-        if self._operating_charge == "batch":
-            return {"batch"}
-        return {row.method.lower() for row in rows}
-
-    def _operating_block(self, rows: tuple[Row, ...]) -> Reply | None:
-        if self._operating_limit is None:
-            return None
-        if any(self._meter.total(name) >= self._operating_limit for name in self._charged_to(rows)):
-            return Reply.of(429, OPERATION_LIMIT)
-        return None
-
-    def _charge(self, method: str) -> None:
-        self._meter.charge(
-            "batch" if self._operating_charge == "batch" else method, self._command_cost
-        )
 
     def _before(self, method: str) -> None:
         self._charge(method)
