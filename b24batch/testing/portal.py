@@ -22,20 +22,18 @@ from typing import Any, ClassVar, Final, Literal
 import attrs
 
 from b24batch.redaction import redact
-from b24batch.testing.classic import classic_methods, execute_classic, parse_classic
+from b24batch.testing.classic_route import ClassicRoute
 from b24batch.testing.classic_store import PAGE_SIZE, CrmSeeding, CrmStore
 from b24batch.testing.faults import Fault
 from b24batch.testing.limits import LeakyBucket, OperatingMeter, OperatingTime
 from b24batch.testing.messages import (
     EXPIRED,
     NO_AUTH,
-    OPERATION_LIMIT,
     QUERY_LIMIT,
     RecordedRequest,
     Reply,
     classic_error,
 )
-from b24batch.testing.phpform import parse_str_bytes
 from b24batch.testing.seeding import BulkSeeding
 from b24batch.testing.server import Server, check_http_options
 from b24batch.testing.store import (
@@ -89,7 +87,7 @@ class _Stored:
     expires: float
 
 
-class FakePortal(OperatingTime, CrmSeeding, BulkSeeding):
+class FakePortal(ClassicRoute, OperatingTime, CrmSeeding, BulkSeeding):
     """A Bitrix24 portal on loopback that serves the REST 3.0 ``batch`` method over real HTTP.
 
     It serves the classic (v2) ``batch`` too, on ``/rest/USER/SECRET/batch`` and (OAuth, the
@@ -487,81 +485,6 @@ class FakePortal(OperatingTime, CrmSeeding, BulkSeeding):
         with self._lock:
             return self._run(request, credential)
 
-    def _classic_batch(self, request: RecordedRequest, user: str | None, secret: str) -> Reply:
-        """The classic ``batch`` (protocol §7): the commands run in ``classic.py``."""
-        if request.method != "POST":
-            return Reply.of(
-                405,
-                classic_error("INVALID_REQUEST", "The batch method accepts POST only"),
-                ("Allow", "POST"),
-            )
-        refusal = self._webhook_auth(user, secret)[1] if user is not None else None
-        if refusal is not None:
-            return refusal
-        try:
-            batch = parse_classic(
-                request.headers.get("Content-Type", ""), request.raw, request.query
-            )
-        except CommandError as exc:
-            return Reply.of(400, classic_error(exc.code, exc.message))
-        if user is None:
-            refusal = self._oauth_auth("Bearer " + (batch.auth or ""))[1]
-            if refusal is not None:
-                return refusal
-        with self._lock:
-            if self._bucket is not None and not self._bucket.admit():
-                return Reply.of(503, QUERY_LIMIT)
-            if self._over_limit("batch"):
-                return Reply.of(429, OPERATION_LIMIT)
-            start = self._wall_clock()
-            result, ran = execute_classic(
-                batch,
-                classic_methods(self._handlers, self._crm, self._wall_clock),
-                clock=self._wall_clock,
-                time_block=self._time_block,
-                on_command=self._before,
-                blocked=lambda method: OPERATION_LIMIT if self._over_limit(method) else None,
-            )
-            self._executed += ran
-            return Reply.of(200, {"result": result, "time": self._time_block("batch", start)})
-
-    def _classic_method(self, request: RecordedRequest, user: str, secret: str, name: str) -> Reply:
-        """One classic method called on its own (webhook only): ``{"result", "total"?,
-        "next"?, "time"}``, or ``{"error", "error_description"}`` with 400 or 404."""
-        refusal = self._webhook_auth(user, secret)[1]
-        if refusal is not None:
-            return refusal
-        if "json" in request.headers.get("Content-Type", "").lower():
-            params = request.body if isinstance(request.body, dict) else {}
-        else:
-            raw = request.raw or "&".join(f"{k}={v}" for k, v in request.query.items()).encode()
-            decoded = parse_str_bytes(raw)
-            params = {
-                (key.decode() if isinstance(key, bytes) else str(key)): value
-                for key, value in decoded.items()
-            }
-        method = name.lower()
-        with self._lock:
-            if self._bucket is not None and not self._bucket.admit():
-                return Reply.of(503, QUERY_LIMIT)
-            target = classic_methods(self._handlers, self._crm, self._wall_clock)(method)
-            if target is None or method == "batch":
-                return Reply.of(404, classic_error("ERROR_METHOD_NOT_FOUND", "Method not found!"))
-            start = self._wall_clock()
-            self._before(method)
-            try:
-                answer = target(_php_values(params))
-            except CommandError as exc:
-                return Reply.of(400, classic_error(exc.code, exc.message))
-            self._executed += 1
-            body: dict[str, Any] = {"result": answer.result}
-            if answer.total is not None:
-                body["total"] = answer.total
-            if answer.next is not None:
-                body["next"] = answer.next
-            body["time"] = self._time_block(method, start)
-            return Reply.of(200, body)
-
     def _webhook_auth(self, user: str, secret: str) -> tuple[str, Reply | None]:
         ok = user == str(self._user_id) and hmac.compare_digest(
             secret.encode("utf-8"), self._secret.encode("utf-8")
@@ -663,20 +586,6 @@ class FakePortal(OperatingTime, CrmSeeding, BulkSeeding):
             return Reply.of(500, classic_error("INTERNAL_SERVER_ERROR", "Internal server error"))
         charged = max(self._charged_to(rows), key=self._meter.total)
         return Reply.of(200, {"result": results, "time": self._time_block(charged, start)})
-
-
-def _php_values(value: Any) -> Any:
-    """JSON params as PHP sees them: bytes decoded, numbers and booleans kept (the store
-    compares them as text)."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, dict):
-        return {
-            str(k.decode() if isinstance(k, bytes) else k): _php_values(v) for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_php_values(item) for item in value]
-    return value
 
 
 def _command_error(exc: CommandError) -> Reply:
