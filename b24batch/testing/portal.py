@@ -8,8 +8,6 @@ binds to loopback and must never face a network.
 from __future__ import annotations
 
 import hmac
-import json
-import logging
 import re
 import secrets
 import threading
@@ -19,32 +17,16 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, ClassVar, Final, Literal
 
-import attrs
-
 from b24batch.redaction import redact
 from b24batch.testing.classic_route import ClassicRoute
 from b24batch.testing.classic_store import PAGE_SIZE, CrmSeeding, CrmStore
 from b24batch.testing.faults import Fault
 from b24batch.testing.limits import LeakyBucket, OperatingMeter, OperatingTime
-from b24batch.testing.messages import (
-    EXPIRED,
-    NO_AUTH,
-    QUERY_LIMIT,
-    RecordedRequest,
-    Reply,
-    classic_error,
-)
+from b24batch.testing.messages import EXPIRED, NO_AUTH, RecordedRequest, Reply, classic_error
 from b24batch.testing.seeding import BulkSeeding
 from b24batch.testing.server import Server, check_http_options
-from b24batch.testing.store import (
-    CommandError,
-    Handler,
-    Row,
-    TaskStore,
-    execute_batch,
-    parse_batch,
-    validate_fields,
-)
+from b24batch.testing.store import CommandError, Handler, TaskStore, validate_fields
+from b24batch.testing.v3_route import IDEMPOTENCY_TTL, StoredReply, V3Route
 
 __all__ = [
     "DEFAULT_COMMAND_COST",
@@ -57,12 +39,8 @@ __all__ = [
     "RecordedRequest",
 ]
 
-logger = logging.getLogger("b24batch.testing")
-
 DEFAULT_COMMAND_COST: Final = 0.01
 """Seconds of operating time charged per executed command."""
-IDEMPOTENCY_TTL: Final = 24 * 3600.0
-"""How long a stored ``Idempotency-Key`` response is replayed, in wall-clock seconds."""
 DEFAULT_MAX_BODY_BYTES: Final = 16 * 1024 * 1024
 """The largest request body accepted; a larger one is answered 413 ``REQUEST_ENTITY_TOO_LARGE``."""
 DEFAULT_IDLE_TIMEOUT: Final = 30.0
@@ -71,23 +49,12 @@ DEFAULT_MAX_RECORDED: Final = 1000
 """How many requests ``FakePortal.requests`` keeps; older ones are dropped first."""
 _POLL_INTERVAL: Final = 0.01  # also the worst-case latency of stop()
 
-_INVALID_JSON: Final = "BITRIX_REST_V3_EXCEPTION_INVALIDJSONEXCEPTION"
-_INVALID_KEY: Final = "BITRIX_REST_V3_EXCEPTION_INVALIDIDEMPOTENCYKEYEXCEPTION"
-_KEY_REUSED: Final = "BITRIX_REST_V3_EXCEPTION_IDEMPOTENCYKEYREUSEDEXCEPTION"
-_IDEMPOTENCY_KEY: Final = re.compile(r"[\x20-\x7e]{1,255}")
 _WEBHOOK_BATCH: Final = re.compile(r"/rest/api/([^/]+)/([^/]+)/batch")
 _CLASSIC_BATCH: Final = re.compile(r"/rest/(?!api/)(?:([^/]+)/([^/]+)/)?batch(?:\.json)?")
 _CLASSIC_METHOD: Final = re.compile(r"/rest/(?!api/)([^/]+)/([^/]+)/([A-Za-z0-9_.]+?)(?:\.json)?")
 
 
-@attrs.frozen
-class _Stored:
-    fingerprint: str
-    reply: Reply
-    expires: float
-
-
-class FakePortal(ClassicRoute, OperatingTime, CrmSeeding, BulkSeeding):
+class FakePortal(V3Route, ClassicRoute, OperatingTime, CrmSeeding, BulkSeeding):
     """A Bitrix24 portal on loopback that serves the REST 3.0 ``batch`` method over real HTTP.
 
     It serves the classic (v2) ``batch`` too, on ``/rest/USER/SECRET/batch`` and (OAuth, the
@@ -215,7 +182,7 @@ class FakePortal(ClassicRoute, OperatingTime, CrmSeeding, BulkSeeding):
         self._faults: deque[tuple[Fault, int]] = deque()
         self._bucket = LeakyBucket(*rate_limit, clock) if rate_limit else None
         self._meter = OperatingMeter(clock)
-        self._idempotent: dict[tuple[str, str], _Stored] = {}
+        self._idempotent: dict[tuple[str, str], StoredReply] = {}
         self._executed = 0
         self._active = 0
         self._peak = 0
@@ -500,93 +467,7 @@ class FakePortal(ClassicRoute, OperatingTime, CrmSeeding, BulkSeeding):
         # One application per portal: its idempotency store survives a token refresh.
         return "oauth", None if valid else Reply.of(401, EXPIRED)
 
-    def _run(self, request: RecordedRequest, credential: str) -> Reply:
-        """Everything after authentication, under the portal lock."""
-        if self._bucket is not None and not self._bucket.admit():
-            return Reply.of(503, QUERY_LIMIT)
-        key = request.headers.get("Idempotency-Key")
-        if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
-            return _command_error(
-                CommandError(
-                    "Idempotency-Key must be 1 to 255 printable ASCII characters",
-                    code=_INVALID_KEY,
-                )
-            )
-        content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if content_type and not (
-            content_type == "application/json" or content_type.endswith("+json")
-        ):
-            return _command_error(CommandError("Request body is not JSON", code=_INVALID_JSON))
-        try:
-            body = json.loads(request.raw.decode("utf-8"))
-        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python goes
-            return _command_error(
-                CommandError("Request body is not valid JSON", code=_INVALID_JSON)
-            )
-        try:
-            rows = parse_batch(body)
-        except CommandError as exc:
-            return _command_error(exc)
-
-        fingerprint = json.dumps(body, sort_keys=True, separators=(",", ":"))
-        wall_now = self._wall_clock()
-        if key is not None:
-            stored = self._idempotent.get((credential, key))
-            if stored is not None and stored.expires <= wall_now:
-                del self._idempotent[credential, key]
-                stored = None
-            if stored is not None:
-                if stored.fingerprint != fingerprint:
-                    return _command_error(
-                        CommandError(
-                            "Idempotency-Key was already used with a different request",
-                            code=_KEY_REUSED,
-                            status=422,
-                        )
-                    )
-                replay = stored.reply
-                return attrs.evolve(
-                    replay, headers=(*replay.headers, ("Idempotent-Replayed", "true"))
-                )
-
-        blocked = self._operating_block(rows)
-        if blocked is not None:
-            return blocked
-        reply = self._execute(rows, wall_now)
-        if key is not None and reply.status == 200:
-            self._idempotent[credential, key] = _Stored(
-                fingerprint=fingerprint, reply=reply, expires=wall_now + IDEMPOTENCY_TTL
-            )
-        return reply
-
     def _before(self, method: str) -> None:
         self._charge(method)
         for hook in self._hooks:
             hook(method)
-
-    def _count_executed(self, method: str) -> None:
-        self._executed += 1
-
-    def _execute(self, rows: tuple[Row, ...], start: float) -> Reply:
-        # In order, without rollback: a failing row's error is the answer, and what the rows
-        # before it wrote stays (and counts in executed_commands).
-        try:
-            results = execute_batch(
-                rows,
-                self._store,
-                self._handlers,
-                now=start,
-                on_command=self._before,
-                on_executed=self._count_executed,
-            )
-        except CommandError as exc:
-            return _command_error(exc)
-        except Exception:
-            logger.exception("a registered handler failed; the rows before it stay executed")
-            return Reply.of(500, classic_error("INTERNAL_SERVER_ERROR", "Internal server error"))
-        charged = max(self._charged_to(rows), key=self._meter.total)
-        return Reply.of(200, {"result": results, "time": self._time_block(charged, start)})
-
-
-def _command_error(exc: CommandError) -> Reply:
-    return Reply.of(exc.status, exc.envelope())
