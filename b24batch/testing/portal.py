@@ -1,7 +1,9 @@
-"""FakePortal: a loopback HTTP server that answers the Bitrix24 REST 3.0 ``batch`` method.
+"""FakePortal: a loopback HTTP server that answers the Bitrix24 ``batch`` methods.
 
-The HTTP layer only: routing, authentication, idempotency, rate and operating-time limits, fault
-injection and request recording. Commands run in ``store.py``. Meant for tests and demos; it
+The portal object itself: its options, lifecycle, credentials and test-facing API (seeding,
+handlers, faults, records), and the routing and authentication of each request. The HTTP layer
+is ``server.py``; the routes after it are ``v3_route.py`` and ``classic_route.py``, the limits
+``limits.py``; commands run in ``store.py`` and ``classic.py``. Meant for tests and demos; it
 binds to loopback and must never face a network.
 """
 

@@ -3,7 +3,7 @@
 Parses a batch body into rows, substitutes ``$ref``/``$refArray`` markers and runs each row
 against the tasks store or a registered handler, in order, stopping at the first failure without
 rolling anything back (as the portal's own dispatcher does, protocol §4). Time, locking,
-authentication, limits and faults belong to the HTTP layer (``portal.py``).
+authentication, limits and faults belong to the portal (``portal.py``, ``v3_route.py``).
 """
 
 from __future__ import annotations
