@@ -22,6 +22,7 @@ __all__ = [
     "VALIDATION",
     "VALIDATION_MESSAGE",
     "CommandError",
+    "bad_batch",
 ]
 
 INVALID_SELECT: Final = "BITRIX_REST_V3_EXCEPTION_INVALIDSELECTEXCEPTION"
@@ -90,3 +91,8 @@ class CommandError(Exception):
         if self.validation is not None:
             error["validation"] = [dict(row) for row in self.validation]
         return {"error": error}
+
+
+def bad_batch(message: str) -> CommandError:
+    """An ``INVALIDSELECTEXCEPTION``, the answer to a malformed batch body or reference."""
+    return CommandError(message, code=INVALID_SELECT)

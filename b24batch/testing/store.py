@@ -1,7 +1,7 @@
 """The FakePortal's in-memory tasks store and batch executor. Pure: no I/O, no clocks, no locks.
 
-Parses a batch body into rows, substitutes ``$ref``/``$refArray`` markers and runs each row
-against the tasks store or a registered handler, in order, stopping at the first failure without
+Parses a batch body into rows and runs each row against the tasks store or a registered handler,
+in order, its references substituted (``references.py``), stopping at the first failure without
 rolling anything back (as the portal's own dispatcher does, protocol §4). The tasks' fields are
 checked in ``task_fields.py``, their list query read in ``task_query.py``, and ``CommandError``
 lives in ``command_error.py``; the names this module always exported it still does. Time,
@@ -20,10 +20,11 @@ import attrs
 
 from b24batch.testing.command_error import (
     ENTITY_NOT_FOUND,
-    INVALID_SELECT,
     METHOD_NOT_FOUND,
     CommandError,
+    bad_batch,
 )
+from b24batch.testing.references import Context, substitute
 from b24batch.testing.task_fields import (
     TASK_FIELDS,
     format_datetime,
@@ -70,10 +71,6 @@ Handler = Callable[[dict[str, Any]], Any]
 _BATCH_ROW_KEYS: Final = frozenset({"method", "query", "as", "parallel"})
 
 
-def _bad_batch(message: str) -> CommandError:
-    return CommandError(message, code=INVALID_SELECT)
-
-
 # ---------------------------------------------------------------------------------------------
 # Batch body
 
@@ -92,29 +89,29 @@ class Row:
         """Validate one element of the batch array. Raises CommandError (INVALIDSELECT)."""
         where = f"Command #{index}"
         if not isinstance(data, dict):
-            raise _bad_batch(f"{where} must be an object")
+            raise bad_batch(f"{where} must be an object")
         unknown = sorted(set(data) - _BATCH_ROW_KEYS)
         if unknown:
-            raise _bad_batch(f"{where} has unknown keys: {', '.join(unknown)}")
+            raise bad_batch(f"{where} has unknown keys: {', '.join(unknown)}")
         method = data.get("method")
         if not isinstance(method, str) or not method:
-            raise _bad_batch(f"{where}: `method` must be a non-empty string")
+            raise bad_batch(f"{where}: `method` must be a non-empty string")
         if method.lower() == "batch":
-            raise _bad_batch(f"{where}: a batch cannot contain `batch`")
+            raise bad_batch(f"{where}: a batch cannot contain `batch`")
         if "query" not in data:
-            raise _bad_batch(f"{where}: `query` is required")
+            raise bad_batch(f"{where}: `query` is required")
         query = data["query"]
         if query == []:
             # PHP decodes `{}` and `[]` alike, so an empty list is an empty query there too.
             query = {}
         if not isinstance(query, dict):
-            raise _bad_batch(f"{where}: `query` must be an object")
+            raise bad_batch(f"{where}: `query` must be an object")
         alias = data.get("as")
         if "as" in data and (not isinstance(alias, str) or not alias):
-            raise _bad_batch(f"{where}: `as` must be a non-empty string")
+            raise bad_batch(f"{where}: `as` must be a non-empty string")
         parallel = data.get("parallel", False)
         if not isinstance(parallel, bool):
-            raise _bad_batch(f"{where}: `parallel` must be a boolean")
+            raise bad_batch(f"{where}: `parallel` must be a boolean")
         return cls(method=method, query=query, alias=alias, parallel=parallel)
 
 
@@ -128,23 +125,23 @@ def parse_batch(data: Any) -> tuple[Row, ...]:
     if isinstance(data, dict):
         positions = [str(i) for i in range(len(data))]
         if set(data) != set(positions):
-            raise _bad_batch(
+            raise bad_batch(
                 "The batch must be a JSON array of commands (or an object keyed 0..n-1)"
             )
         items: list[Any] = [data[key] for key in positions]
     elif isinstance(data, list):
         items = data
     else:
-        raise _bad_batch("The batch must be a JSON array of commands")
+        raise bad_batch("The batch must be a JSON array of commands")
     if not 1 <= len(items) <= MAX_COMMANDS:
-        raise _bad_batch(f"A batch must hold 1 to {MAX_COMMANDS} commands, got {len(items)}")
+        raise bad_batch(f"A batch must hold 1 to {MAX_COMMANDS} commands, got {len(items)}")
     rows = tuple(Row.from_json(index, item) for index, item in enumerate(items))
     seen: dict[str, int] = {}
     for index, row in enumerate(rows):
         if row.alias is None:
             continue
         if row.alias in seen:
-            raise _bad_batch(
+            raise bad_batch(
                 f"Command #{index}: alias `{row.alias}` is already used by "
                 f"command #{seen[row.alias]}"
             )
@@ -152,76 +149,6 @@ def parse_batch(data: Any) -> tuple[Row, ...]:
     return rows
 
 
-# ---------------------------------------------------------------------------------------------
-# References
-
-
-class _Context:
-    """Outputs of the commands run so far; only their ``item``/``items`` parts are addressable."""
-
-    def __init__(self) -> None:
-        self._by_alias: dict[str, dict[str, Any]] = {}
-        self._by_position: dict[str, dict[str, Any]] = {}
-
-    def add(self, position: int, alias: str | None, output: Any) -> None:
-        parts: dict[str, Any] = {}
-        if isinstance(output, dict):
-            parts = {key: output[key] for key in ("item", "items") if key in output}
-        self._by_position[str(position)] = parts
-        if alias is not None:
-            self._by_alias[alias] = parts
-
-    def lookup(self, name: str) -> dict[str, Any] | None:
-        # An alias wins over a position, so `"as": "1"` is reachable by its own name.
-        found = self._by_alias.get(name)
-        return found if found is not None else self._by_position.get(name)
-
-
-def _unresolved(kind: str, path: Any) -> CommandError:
-    return _bad_batch(f"Unable to resolve `{kind}` path `{path}`")
-
-
-def _walk(node: Any, segments: Sequence[str], kind: str, path: str) -> Any:
-    for segment in segments:
-        if isinstance(node, dict) and segment in node:
-            node = node[segment]
-        elif isinstance(node, list) and segment.isdigit() and int(segment) < len(node):
-            node = node[int(segment)]
-        else:
-            raise _unresolved(kind, path)
-    return node
-
-
-def _resolve(marker: dict[str, Any], context: _Context) -> Any:
-    if len(marker) != 1:
-        raise _bad_batch("A reference must be an object with the single key `$ref` or `$refArray`")
-    ((kind, path),) = marker.items()
-    if not isinstance(path, str) or "." not in path:
-        raise _unresolved(kind, path)
-    name, *segments = path.split(".")
-    source = context.lookup(name)
-    if source is None:
-        raise _unresolved(kind, path)
-    if kind == "$ref":
-        return copy.deepcopy(_walk(source, segments, kind, path))
-    items = source.get("items")
-    if not isinstance(items, list):
-        raise _unresolved(kind, path)
-    return [copy.deepcopy(_walk(item, segments, kind, path)) for item in items]
-
-
-def _substitute(value: Any, context: _Context) -> Any:
-    """Return ``value`` with every reference marker, at any depth, replaced by its target."""
-    if isinstance(value, dict):
-        if "$ref" in value or "$refArray" in value:
-            return _resolve(value, context)
-        return {key: _substitute(item, context) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_substitute(item, context) for item in value]
-    return value
-
-
-# ---------------------------------------------------------------------------------------------
 # Tasks
 
 
@@ -430,10 +357,10 @@ def execute_batch(
             reference fail at their row, like any other error).
         Exception: Whatever a registered handler raised.
     """
-    context = _Context()
+    context = Context()
     results: list[Any] = []
     for position, row in enumerate(rows):
-        query = _substitute(row.query, context)
+        query = substitute(row.query, context)
         name = row.method.lower()
         handler = handlers.get(name)
         builtin = store.method(name)
