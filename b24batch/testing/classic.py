@@ -3,7 +3,8 @@
 Reads ``halt``, ``cmd[KEY]=METHOD?QUERY`` and ``auth`` from a form or JSON body, decodes each
 query as PHP's ``parse_str`` does, substitutes ``$result[KEY][path]`` (and ``$next``,
 ``$total``, ``$time``, ``$error``), runs the commands in order and answers the five sections in
-PHP's JSON shapes (protocol §7). Authentication, limits and time belong to ``portal.py``.
+PHP's JSON shapes (protocol §7). Authentication, limits and time belong to
+``classic_route.py``.
 """
 
 from __future__ import annotations

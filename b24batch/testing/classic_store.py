@@ -3,7 +3,7 @@
 ``crm.deal.*`` and ``crm.contact.*`` (``add``, ``get``, ``list``, ``update``, ``delete``) and
 ``user.current``, in the classic shapes: upper-case field names, string ``ID``s, ``add``
 answering the new id as an int, ``list`` pages of 50 with ``total`` and ``next``. Errors are
-:class:`~b24batch.testing.store.CommandError`, which the classic batch reports per command.
+:class:`~b24batch.testing.command_error.CommandError`, which the classic batch reports per command.
 """
 
 from __future__ import annotations

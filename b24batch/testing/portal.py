@@ -1,51 +1,34 @@
-"""FakePortal: a loopback HTTP server that answers the Bitrix24 REST 3.0 ``batch`` method.
+"""FakePortal: a loopback HTTP server that answers the Bitrix24 ``batch`` methods.
 
-The HTTP layer only: routing, authentication, idempotency, rate and operating-time limits, fault
-injection and request recording. Commands run in ``store.py``. Meant for tests and demos; it
+The portal object itself: its options, lifecycle, credentials and test-facing API (seeding,
+handlers, faults, records), and the routing and authentication of each request. The HTTP layer
+is ``server.py``; the routes after it are ``v3_route.py`` and ``classic_route.py``, the limits
+``limits.py``; commands run in ``store.py`` and ``classic.py``. Meant for tests and demos; it
 binds to loopback and must never face a network.
 """
 
 from __future__ import annotations
 
-import contextlib
-import email.utils
 import hmac
-import html
-import ipaddress
-import json
-import logging
 import re
 import secrets
-import socket
-import socketserver
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, ClassVar, Final, Literal
-from urllib.parse import parse_qsl, urlsplit
-
-import attrs
-from requests.structures import CaseInsensitiveDict
 
 from b24batch.redaction import redact
-from b24batch.testing.classic import classic_methods, execute_classic, parse_classic
+from b24batch.testing.classic_route import ClassicRoute
 from b24batch.testing.classic_store import PAGE_SIZE, CrmSeeding, CrmStore
-from b24batch.testing.phpform import parse_str_bytes
+from b24batch.testing.faults import Fault
+from b24batch.testing.limits import LeakyBucket, OperatingMeter, OperatingTime
+from b24batch.testing.messages import EXPIRED, NO_AUTH, RecordedRequest, Reply, classic_error
 from b24batch.testing.seeding import BulkSeeding
-from b24batch.testing.store import (
-    CommandError,
-    Handler,
-    Row,
-    TaskStore,
-    execute_batch,
-    format_datetime,
-    parse_batch,
-    validate_fields,
-)
+from b24batch.testing.server import Server, check_http_options
+from b24batch.testing.store import CommandError, Handler, TaskStore, validate_fields
+from b24batch.testing.v3_route import IDEMPOTENCY_TTL, StoredReply, V3Route
 
 __all__ = [
     "DEFAULT_COMMAND_COST",
@@ -58,266 +41,22 @@ __all__ = [
     "RecordedRequest",
 ]
 
-logger = logging.getLogger("b24batch.testing")
-
 DEFAULT_COMMAND_COST: Final = 0.01
 """Seconds of operating time charged per executed command."""
-IDEMPOTENCY_TTL: Final = 24 * 3600.0
-"""How long a stored ``Idempotency-Key`` response is replayed, in wall-clock seconds."""
 DEFAULT_MAX_BODY_BYTES: Final = 16 * 1024 * 1024
 """The largest request body accepted; a larger one is answered 413 ``REQUEST_ENTITY_TOO_LARGE``."""
 DEFAULT_IDLE_TIMEOUT: Final = 30.0
 """Seconds a connection may stay silent (between requests, or mid-request) before it is closed."""
 DEFAULT_MAX_RECORDED: Final = 1000
 """How many requests ``FakePortal.requests`` keeps; older ones are dropped first."""
-OPERATING_BASKETS: Final = 10
-BASKET_SECONDS: Final = 60.0
 _POLL_INTERVAL: Final = 0.01  # also the worst-case latency of stop()
-_MAX_LINE: Final = 1024  # a chunk-size line, or a trailer line, longer than this is malformed
-# After refusing a body as too large, read and discard at most this much of what the client is
-# still sending before closing: closing with unread data resets the connection, and the client
-# would lose the 413 it has not read yet.
-_DRAIN_BYTES: Final = 64 * 1024 * 1024
-_JSON: Final = "application/json; charset=utf-8"
 
-_INVALID_JSON: Final = "BITRIX_REST_V3_EXCEPTION_INVALIDJSONEXCEPTION"
-_INVALID_KEY: Final = "BITRIX_REST_V3_EXCEPTION_INVALIDIDEMPOTENCYKEYEXCEPTION"
-_KEY_REUSED: Final = "BITRIX_REST_V3_EXCEPTION_IDEMPOTENCYKEYREUSEDEXCEPTION"
-_IDEMPOTENCY_KEY: Final = re.compile(r"[\x20-\x7e]{1,255}")
 _WEBHOOK_BATCH: Final = re.compile(r"/rest/api/([^/]+)/([^/]+)/batch")
 _CLASSIC_BATCH: Final = re.compile(r"/rest/(?!api/)(?:([^/]+)/([^/]+)/)?batch(?:\.json)?")
 _CLASSIC_METHOD: Final = re.compile(r"/rest/(?!api/)([^/]+)/([^/]+)/([A-Za-z0-9_.]+?)(?:\.json)?")
 
 
-def _classic(code: str, description: str) -> dict[str, str]:
-    return {"error": code, "error_description": description}
-
-
-_NO_AUTH: Final = _classic("NO_AUTH_FOUND", "Wrong authorization data")
-_EXPIRED: Final = _classic("expired_token", "The access token provided has expired.")
-_QUERY_LIMIT: Final = _classic("QUERY_LIMIT_EXCEEDED", "Too many requests")
-_OPERATION_LIMIT: Final = _classic(
-    "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit."
-)
-_OVERLOAD: Final = _classic("OVERLOAD_LIMIT", "REST API is blocked due to overload.")
-_MALFORMED: Final = _classic("INVALID_REQUEST", "Malformed request body")
-
-
-@attrs.frozen
-class RecordedRequest:
-    """One HTTP request as the portal received it, recorded before any processing.
-
-    Attributes:
-        method: The HTTP method, e.g. ``"POST"``.
-        path: The URL path without the query string (it holds the webhook secret).
-        query: Query-string parameters (the last value wins for a repeated name).
-        headers: Request headers; lookups are case-insensitive.
-        body: The body decoded as JSON, or None when it is not JSON.
-        raw: The body bytes exactly as received.
-    """
-
-    method: str
-    path: str
-    query: Mapping[str, str]
-    headers: CaseInsensitiveDict[str]
-    body: Any
-    raw: bytes
-
-    def __repr__(self) -> str:
-        # The path holds the webhook secret, the headers a Bearer token and a classic body
-        # its auth field: a recorded request shows in a test's failure output, so none of them.
-        return f"<RecordedRequest {self.method} {redact(self.path)} {len(self.raw)} bytes>"
-
-
-FaultKind = Literal["delay", "drop_before", "drop_after", "html", "truncated", "response"]
-
-
-@attrs.frozen
-class Fault:
-    """A misbehaviour the portal applies to one upcoming request; build it with a classmethod.
-
-    Faults are queued by ``FakePortal.inject`` and applied first in, first out, one per request,
-    to whatever request arrives next (any path, before authentication).
-    """
-
-    kind: FaultKind
-    seconds: float = 0.0
-    status: int = 200
-    body: bytes = b""
-    headers: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def executes(self) -> bool:
-        """Whether the request is still processed (and a valid batch committed)."""
-        return self.kind in ("delay", "drop_after", "truncated")
-
-    @classmethod
-    def delay(cls, seconds: float) -> Fault:
-        """Wait ``seconds`` of real time, then process normally: the batch DOES execute.
-
-        A client whose read timeout fires meanwhile cannot know the batch committed.
-        """
-        if seconds < 0:
-            raise ValueError(f"seconds must be >= 0, got {seconds}")
-        return cls(kind="delay", seconds=seconds)
-
-    @classmethod
-    def drop_before(cls) -> Fault:
-        """Close the connection without a response; the batch does NOT execute."""
-        return cls(kind="drop_before")
-
-    @classmethod
-    def drop_after(cls) -> Fault:
-        """Process (the batch DOES execute and commit), then close without a response."""
-        return cls(kind="drop_after")
-
-    @classmethod
-    def html(cls, status: int = 502) -> Fault:
-        """Answer an HTML error page that echoes the request path; the batch does NOT execute.
-
-        The page carries the path, webhook secret included, as some proxies do, so a client's
-        redaction can be tested.
-        """
-        _check_status(status)
-        return cls(kind="html", status=status)
-
-    @classmethod
-    def truncated(cls) -> Fault:
-        """Process (the batch DOES execute), then send the first half of the response body.
-
-        Content-Length matches the bytes sent, so the client reads a complete, invalid JSON.
-        """
-        return cls(kind="truncated")
-
-    @classmethod
-    def response(
-        cls,
-        status: int,
-        body: Mapping[str, Any] | str,
-        headers: Mapping[str, str] | None = None,
-    ) -> Fault:
-        """Answer ``status`` with ``body`` (a mapping is sent as JSON, a str as given, as text
-        unless ``headers`` set Content-Type); the batch does NOT execute.
-
-        Content-Length is always computed from ``body``; one in ``headers`` is ignored.
-        """
-        _check_status(status)
-        extra = {
-            name: value
-            for name, value in (headers or {}).items()
-            if name.lower() not in ("content-length", "connection", "transfer-encoding")
-        }
-        if isinstance(body, str):
-            payload = body.encode("utf-8")
-            content_type = "text/plain; charset=utf-8"
-        else:
-            payload = json.dumps(body).encode("utf-8")
-            content_type = _JSON
-        if not any(name.lower() == "content-type" for name in extra):
-            extra["Content-Type"] = content_type
-        return cls(kind="response", status=status, body=payload, headers=tuple(extra.items()))
-
-    @classmethod
-    def overload(cls) -> Fault:
-        """503 ``OVERLOAD_LIMIT`` (REST blocked by support); the batch does NOT execute."""
-        return cls.response(503, _OVERLOAD)
-
-    @classmethod
-    def rate_limited(cls) -> Fault:
-        """503 ``QUERY_LIMIT_EXCEEDED`` without touching the leaky bucket; does NOT execute."""
-        return cls.response(503, _QUERY_LIMIT)
-
-    @classmethod
-    def operating_limited(cls) -> Fault:
-        """429 ``OPERATION_TIME_LIMIT`` without touching the meter; does NOT execute."""
-        return cls.response(429, _OPERATION_LIMIT)
-
-
-def _check_status(status: int) -> None:
-    if not 100 <= status <= 599:
-        raise ValueError(f"status must be an HTTP status code, got {status}")
-
-
-@attrs.frozen
-class _Reply:
-    status: int
-    body: bytes
-    headers: tuple[tuple[str, str], ...] = (("Content-Type", _JSON),)
-
-    @classmethod
-    def of(cls, status: int, data: Any, *extra: tuple[str, str]) -> _Reply:
-        return cls(status, json.dumps(data).encode("utf-8"), (("Content-Type", _JSON), *extra))
-
-
-class _LeakyBucket:
-    """The request-rate limiter: +1 per admitted request, drains ``per_second`` per second.
-
-    A request that finds the level at or above ``burst`` is refused and does not raise it.
-    """
-
-    def __init__(self, burst: float, per_second: float, clock: Callable[[], float]) -> None:
-        self._burst = burst
-        self._per_second = per_second
-        self._clock = clock
-        self._level = 0.0
-        self._updated = clock()
-
-    def admit(self) -> bool:
-        now = self._clock()
-        drained = max(0.0, now - self._updated) * self._per_second
-        self._level = max(0.0, self._level - drained)
-        self._updated = now
-        if self._level >= self._burst:
-            return False
-        self._level += 1.0
-        return True
-
-    def reset(self) -> None:
-        self._level = 0.0
-        self._updated = self._clock()
-
-
-class _OperatingMeter:
-    """Operating time per method in ``OPERATING_BASKETS`` one-minute baskets of ``clock``."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self._baskets: dict[str, dict[int, float]] = {}
-
-    def _live(self, method: str) -> dict[int, float]:
-        current = int(self._clock() // BASKET_SECONDS)
-        baskets = self._baskets.setdefault(method, {})
-        for index in [i for i in baskets if i <= current - OPERATING_BASKETS]:
-            del baskets[index]
-        return baskets
-
-    def charge(self, method: str, seconds: float) -> None:
-        index = int(self._clock() // BASKET_SECONDS)
-        baskets = self._live(method)
-        baskets[index] = baskets.get(index, 0.0) + seconds
-
-    def total(self, method: str) -> float:
-        return sum(self._live(method).values())
-
-    def reset_at(self, method: str, wall_now: float) -> float:
-        """Wall time at which ``method``'s oldest basket drops out of the window."""
-        baskets = self._live(method)
-        now = self._clock()
-        oldest = min(baskets) if baskets else int(now // BASKET_SECONDS)
-        return wall_now + (oldest + OPERATING_BASKETS) * BASKET_SECONDS - now
-
-    def reset(self) -> None:
-        self._baskets = {}
-
-
-@attrs.frozen
-class _Stored:
-    fingerprint: str
-    reply: _Reply
-    expires: float
-
-
-class FakePortal(CrmSeeding, BulkSeeding):
+class FakePortal(V3Route, ClassicRoute, OperatingTime, CrmSeeding, BulkSeeding):
     """A Bitrix24 portal on loopback that serves the REST 3.0 ``batch`` method over real HTTP.
 
     It serves the classic (v2) ``batch`` too, on ``/rest/USER/SECRET/batch`` and (OAuth, the
@@ -424,14 +163,14 @@ class FakePortal(CrmSeeding, BulkSeeding):
         self._wall_clock = wall_clock
         self._host = host
         self._port = port
-        _check_http_options(host, max_body_bytes, idle_timeout, max_recorded)
+        check_http_options(host, max_body_bytes, idle_timeout, max_recorded)
         self._max_body_bytes = max_body_bytes
         self._idle_timeout = idle_timeout
 
         # Reentrant: a handler or a before_command hook runs under it and may seed or delete.
         self._lock = threading.RLock()
         self._stopping = threading.Event()
-        self._server: _Server | None = None
+        self._server: Server | None = None
         self._thread: threading.Thread | None = None
         self._latency = float(latency)
         self._store = TaskStore(user_id=user_id, page_size=list_page_size)
@@ -443,9 +182,9 @@ class FakePortal(CrmSeeding, BulkSeeding):
         self._tokens: dict[str, bool] = {self._access_token: True}
         self._requests: deque[RecordedRequest] = deque(maxlen=max_recorded)
         self._faults: deque[tuple[Fault, int]] = deque()
-        self._bucket = _LeakyBucket(*rate_limit, clock) if rate_limit else None
-        self._meter = _OperatingMeter(clock)
-        self._idempotent: dict[tuple[str, str], _Stored] = {}
+        self._bucket = LeakyBucket(*rate_limit, clock) if rate_limit else None
+        self._meter = OperatingMeter(clock)
+        self._idempotent: dict[tuple[str, str], StoredReply] = {}
         self._executed = 0
         self._active = 0
         self._peak = 0
@@ -466,7 +205,7 @@ class FakePortal(CrmSeeding, BulkSeeding):
         if self._server is not None:
             return self
         self._stopping.clear()
-        server = _Server((self._host, self._port), self)
+        server = Server((self._host, self._port), self)
         self._port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(
@@ -690,7 +429,7 @@ class FakePortal(CrmSeeding, BulkSeeding):
         """Mask the secret segment of a webhook path, the portal's own or a wrong one."""
         return redact(path, (self._secret,))
 
-    def _process(self, request: RecordedRequest) -> _Reply:
+    def _process(self, request: RecordedRequest) -> Reply:
         classic = _CLASSIC_BATCH.fullmatch(request.path)
         if classic is not None:
             return self._classic_batch(request, *classic.groups())
@@ -699,11 +438,11 @@ class FakePortal(CrmSeeding, BulkSeeding):
             return self._classic_method(request, *single.groups())
         webhook = _WEBHOOK_BATCH.fullmatch(request.path)
         if webhook is None and request.path != "/rest/api/batch":
-            return _Reply.of(404, _classic("ERROR_METHOD_NOT_FOUND", "Method not found!"))
+            return Reply.of(404, classic_error("ERROR_METHOD_NOT_FOUND", "Method not found!"))
         if request.method != "POST":
-            return _Reply.of(
+            return Reply.of(
                 405,
-                _classic("INVALID_REQUEST", "The batch method accepts POST only"),
+                classic_error("INVALID_REQUEST", "The batch method accepts POST only"),
                 ("Allow", "POST"),
             )
         if webhook is not None:
@@ -715,538 +454,22 @@ class FakePortal(CrmSeeding, BulkSeeding):
         with self._lock:
             return self._run(request, credential)
 
-    def _classic_batch(self, request: RecordedRequest, user: str | None, secret: str) -> _Reply:
-        """The classic ``batch`` (protocol §7): the commands run in ``classic.py``."""
-        if request.method != "POST":
-            return _Reply.of(
-                405,
-                _classic("INVALID_REQUEST", "The batch method accepts POST only"),
-                ("Allow", "POST"),
-            )
-        refusal = self._webhook_auth(user, secret)[1] if user is not None else None
-        if refusal is not None:
-            return refusal
-        try:
-            batch = parse_classic(
-                request.headers.get("Content-Type", ""), request.raw, request.query
-            )
-        except CommandError as exc:
-            return _Reply.of(400, _classic(exc.code, exc.message))
-        if user is None:
-            refusal = self._oauth_auth("Bearer " + (batch.auth or ""))[1]
-            if refusal is not None:
-                return refusal
-        with self._lock:
-            if self._bucket is not None and not self._bucket.admit():
-                return _Reply.of(503, _QUERY_LIMIT)
-            if self._over_limit("batch"):
-                return _Reply.of(429, _OPERATION_LIMIT)
-            start = self._wall_clock()
-            result, ran = execute_classic(
-                batch,
-                classic_methods(self._handlers, self._crm, self._wall_clock),
-                clock=self._wall_clock,
-                time_block=self._time_block,
-                on_command=self._before,
-                blocked=lambda method: _OPERATION_LIMIT if self._over_limit(method) else None,
-            )
-            self._executed += ran
-            return _Reply.of(200, {"result": result, "time": self._time_block("batch", start)})
-
-    def _classic_method(
-        self, request: RecordedRequest, user: str, secret: str, name: str
-    ) -> _Reply:
-        """One classic method called on its own (webhook only): ``{"result", "total"?,
-        "next"?, "time"}``, or ``{"error", "error_description"}`` with 400 or 404."""
-        refusal = self._webhook_auth(user, secret)[1]
-        if refusal is not None:
-            return refusal
-        if "json" in request.headers.get("Content-Type", "").lower():
-            params = request.body if isinstance(request.body, dict) else {}
-        else:
-            raw = request.raw or "&".join(f"{k}={v}" for k, v in request.query.items()).encode()
-            decoded = parse_str_bytes(raw)
-            params = {
-                (key.decode() if isinstance(key, bytes) else str(key)): value
-                for key, value in decoded.items()
-            }
-        method = name.lower()
-        with self._lock:
-            if self._bucket is not None and not self._bucket.admit():
-                return _Reply.of(503, _QUERY_LIMIT)
-            target = classic_methods(self._handlers, self._crm, self._wall_clock)(method)
-            if target is None or method == "batch":
-                return _Reply.of(404, _classic("ERROR_METHOD_NOT_FOUND", "Method not found!"))
-            start = self._wall_clock()
-            self._before(method)
-            try:
-                answer = target(_php_values(params))
-            except CommandError as exc:
-                return _Reply.of(400, _classic(exc.code, exc.message))
-            self._executed += 1
-            body: dict[str, Any] = {"result": answer.result}
-            if answer.total is not None:
-                body["total"] = answer.total
-            if answer.next is not None:
-                body["next"] = answer.next
-            body["time"] = self._time_block(method, start)
-            return _Reply.of(200, body)
-
-    def _over_limit(self, method: str) -> bool:
-        limit = self._operating_limit
-        return limit is not None and self._meter.total(method) >= limit
-
-    def _time_block(self, method: str, start: float) -> dict[str, Any]:
-        """A ``time`` block from ``start`` to now, with ``method``'s operating time."""
-        finish = self._wall_clock()
-        duration = max(0.0, finish - start)
-        return {
-            "start": start,
-            "finish": finish,
-            "duration": duration,
-            "processing": duration,
-            "date_start": format_datetime(start),
-            "date_finish": format_datetime(finish),
-            "operating_reset_at": int(self._meter.reset_at(method, finish)),
-            "operating": round(self._meter.total(method), 6),
-        }
-
-    def _webhook_auth(self, user: str, secret: str) -> tuple[str, _Reply | None]:
+    def _webhook_auth(self, user: str, secret: str) -> tuple[str, Reply | None]:
         ok = user == str(self._user_id) and hmac.compare_digest(
             secret.encode("utf-8"), self._secret.encode("utf-8")
         )
-        return f"webhook:{user}", None if ok else _Reply.of(401, _NO_AUTH)
+        return f"webhook:{user}", None if ok else Reply.of(401, NO_AUTH)
 
-    def _oauth_auth(self, authorization: str) -> tuple[str, _Reply | None]:
+    def _oauth_auth(self, authorization: str) -> tuple[str, Reply | None]:
         scheme, _, token = authorization.strip().partition(" ")
         with self._lock:
             valid = self._tokens.get(token.strip()) if scheme.lower() == "bearer" else None
         if valid is None:
-            return "oauth", _Reply.of(401, _NO_AUTH)
+            return "oauth", Reply.of(401, NO_AUTH)
         # One application per portal: its idempotency store survives a token refresh.
-        return "oauth", None if valid else _Reply.of(401, _EXPIRED)
-
-    def _run(self, request: RecordedRequest, credential: str) -> _Reply:
-        """Everything after authentication, under the portal lock."""
-        if self._bucket is not None and not self._bucket.admit():
-            return _Reply.of(503, _QUERY_LIMIT)
-        key = request.headers.get("Idempotency-Key")
-        if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
-            return _command_error(
-                CommandError(
-                    "Idempotency-Key must be 1 to 255 printable ASCII characters",
-                    code=_INVALID_KEY,
-                )
-            )
-        content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if content_type and not (
-            content_type == "application/json" or content_type.endswith("+json")
-        ):
-            return _command_error(CommandError("Request body is not JSON", code=_INVALID_JSON))
-        try:
-            body = json.loads(request.raw.decode("utf-8"))
-        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python goes
-            return _command_error(
-                CommandError("Request body is not valid JSON", code=_INVALID_JSON)
-            )
-        try:
-            rows = parse_batch(body)
-        except CommandError as exc:
-            return _command_error(exc)
-
-        fingerprint = json.dumps(body, sort_keys=True, separators=(",", ":"))
-        wall_now = self._wall_clock()
-        if key is not None:
-            stored = self._idempotent.get((credential, key))
-            if stored is not None and stored.expires <= wall_now:
-                del self._idempotent[credential, key]
-                stored = None
-            if stored is not None:
-                if stored.fingerprint != fingerprint:
-                    return _command_error(
-                        CommandError(
-                            "Idempotency-Key was already used with a different request",
-                            code=_KEY_REUSED,
-                            status=422,
-                        )
-                    )
-                replay = stored.reply
-                return attrs.evolve(
-                    replay, headers=(*replay.headers, ("Idempotent-Replayed", "true"))
-                )
-
-        blocked = self._operating_block(rows)
-        if blocked is not None:
-            return blocked
-        reply = self._execute(rows, wall_now)
-        if key is not None and reply.status == 200:
-            self._idempotent[credential, key] = _Stored(
-                fingerprint=fingerprint, reply=reply, expires=wall_now + IDEMPOTENCY_TTL
-            )
-        return reply
-
-    def _charged_to(self, rows: tuple[Row, ...]) -> set[str]:
-        """The meter's names that ``rows`` are charged to, under ``operating_charge``."""
-        if self._operating_charge == "batch":
-            return {"batch"}
-        return {row.method.lower() for row in rows}
-
-    def _operating_block(self, rows: tuple[Row, ...]) -> _Reply | None:
-        if self._operating_limit is None:
-            return None
-        if any(self._meter.total(name) >= self._operating_limit for name in self._charged_to(rows)):
-            return _Reply.of(429, _OPERATION_LIMIT)
-        return None
-
-    def _charge(self, method: str) -> None:
-        self._meter.charge(
-            "batch" if self._operating_charge == "batch" else method, self._command_cost
-        )
+        return "oauth", None if valid else Reply.of(401, EXPIRED)
 
     def _before(self, method: str) -> None:
         self._charge(method)
         for hook in self._hooks:
             hook(method)
-
-    def _count_executed(self, method: str) -> None:
-        self._executed += 1
-
-    def _execute(self, rows: tuple[Row, ...], start: float) -> _Reply:
-        # In order, without rollback: a failing row's error is the answer, and what the rows
-        # before it wrote stays (and counts in executed_commands).
-        try:
-            results = execute_batch(
-                rows,
-                self._store,
-                self._handlers,
-                now=start,
-                on_command=self._before,
-                on_executed=self._count_executed,
-            )
-        except CommandError as exc:
-            return _command_error(exc)
-        except Exception:
-            logger.exception("a registered handler failed; the rows before it stay executed")
-            return _Reply.of(500, _classic("INTERNAL_SERVER_ERROR", "Internal server error"))
-        charged = max(self._charged_to(rows), key=self._meter.total)
-        return _Reply.of(200, {"result": results, "time": self._time_block(charged, start)})
-
-
-def _check_http_options(
-    host: str, max_body_bytes: int, idle_timeout: float, max_recorded: int
-) -> None:
-    if not _is_loopback(host):
-        raise ValueError(
-            f"host={host!r}: the FakePortal binds to loopback only (an address in 127.0.0.0/8, "
-            f"'::1' or 'localhost'); it must never face a network"
-        )
-    for name, value, least in (
-        ("max_body_bytes", max_body_bytes, 1),
-        ("max_recorded", max_recorded, 0),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
-    if (
-        isinstance(idle_timeout, bool)
-        or not isinstance(idle_timeout, int | float)
-        or not (0 < idle_timeout < float("inf"))
-    ):
-        raise ValueError(f"idle_timeout must be a number of seconds > 0, got {idle_timeout!r}")
-
-
-def _is_loopback(host: object) -> bool:
-    if not isinstance(host, str):
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _php_values(value: Any) -> Any:
-    """JSON params as PHP sees them: bytes decoded, numbers and booleans kept (the store
-    compares them as text)."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, dict):
-        return {
-            str(k.decode() if isinstance(k, bytes) else k): _php_values(v) for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_php_values(item) for item in value]
-    return value
-
-
-def _command_error(exc: CommandError) -> _Reply:
-    return _Reply.of(exc.status, exc.envelope())
-
-
-# ---------------------------------------------------------------------------------------------
-# HTTP server
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], portal: FakePortal) -> None:
-        self.portal = portal
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.address_family = family
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves a FQDN for the host: a DNS lookup we never need.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def track(self, connection: socket.socket) -> None:
-        with self._connections_lock:
-            self._connections.add(connection)
-
-    def untrack(self, connection: socket.socket) -> None:
-        with self._connections_lock:
-            self._connections.discard(connection)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that resets or vanishes mid-answer is routine here: log, never print."""
-        logger.debug(
-            "FakePortal connection from %s ended in an error", client_address, exc_info=True
-        )
-
-    def close_connections(self) -> None:
-        """Shut down idle keep-alive connections so their handler threads end now."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-    server_version = "FakePortal"
-    sys_version = ""
-
-    def setup(self) -> None:
-        super().setup()
-        # A silent client's reads end in TimeoutError, which handle_one_request answers by
-        # closing the connection: an idle keep-alive connection holds no thread for long.
-        self.connection.settimeout(self.server.portal._idle_timeout)
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.track(self.connection)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.untrack(self.connection)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence the default stderr access log; ``_send`` logs at DEBUG instead."""
-
-    def do_POST(self) -> None:
-        self._handle()
-
-    do_GET = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = do_POST
-
-    def _read_body(self) -> bytes | None:
-        """The request body; None when its framing is broken.
-
-        Raises:
-            _TooLarge: The body is longer than ``max_body_bytes``.
-        """
-        limit = self.server.portal._max_body_bytes
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return self._read_chunks(limit)
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            return None
-        if length < 0:
-            return None
-        if length > limit:
-            raise _TooLarge(length)
-        body = self.rfile.read(length) if length else b""
-        return body if len(body) == length else None
-
-    def _read_chunks(self, limit: int) -> bytes | None:
-        parts: list[bytes] = []
-        total = 0
-        while True:
-            line = self.rfile.readline(_MAX_LINE)
-            if not line.endswith(b"\n"):
-                return None
-            try:
-                size = int(line.split(b";")[0].strip(), 16)
-            except ValueError:
-                return None
-            if size < 0:
-                return None
-            if size == 0:
-                for _ in range(100):  # trailers: a bounded number of bounded lines
-                    line = self.rfile.readline(_MAX_LINE)
-                    if line in (b"\r\n", b"\n"):
-                        return b"".join(parts)
-                    if not line.endswith(b"\n"):
-                        return None
-                return None
-            total += size
-            if total > limit:
-                raise _TooLarge(None)
-            part = self.rfile.read(size)
-            if len(part) != size or self.rfile.readline(_MAX_LINE) not in (b"\r\n", b"\n"):
-                return None
-            parts.append(part)
-
-    def _handle(self) -> None:
-        try:
-            self._serve()
-        except OSError:
-            raise  # the connection's own trouble (a timeout, a reset): nobody to answer
-        except Exception:
-            # A failure of the portal's own code: answer what a portal would, keep serving.
-            logger.exception("FakePortal failed on %s", self.server.portal._redact(self.path))
-            self.close_connection = True
-            with contextlib.suppress(OSError):
-                self._send(
-                    _Reply.of(500, _classic("INTERNAL_SERVER_ERROR", "Internal server error"))
-                )
-
-    def _serve(self) -> None:
-        portal = self.server.portal
-        try:
-            raw = self._read_body()
-        except _TooLarge as exc:
-            self._refuse_too_large(exc.length)
-            return
-        if raw is None:
-            self.close_connection = True
-            self._send(_Reply.of(400, _MALFORMED))
-            return
-        url = urlsplit(self.path)
-        try:
-            body = json.loads(raw.decode("utf-8")) if raw else None
-        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python goes
-            body = None
-        request = RecordedRequest(
-            method=self.command,
-            path=url.path,
-            query=dict(parse_qsl(url.query, keep_blank_values=True)),
-            headers=CaseInsensitiveDict(dict(self.headers.items())),
-            body=body,
-            raw=raw,
-        )
-        fault = portal._receive(request)
-        try:
-            self._answer(portal, request, fault)
-        finally:
-            portal._answered()
-
-    def _answer(self, portal: FakePortal, request: RecordedRequest, fault: Fault | None) -> None:
-        if portal._latency and portal._stopping.wait(portal._latency):
-            self._drop(request)  # the portal is stopping: give up on the request
-            return
-        kind = fault.kind if fault is not None else None
-        if fault is not None and fault.kind == "delay" and portal._stopping.wait(fault.seconds):
-            kind = "drop_before"  # the portal is stopping: give up on the request
-        if kind == "drop_before":
-            self._drop(request)
-            return
-        if fault is not None and kind == "html":
-            self._send(_html_page(fault.status, request.path))
-            return
-        if fault is not None and kind == "response":
-            self._send(_Reply(fault.status, fault.body, fault.headers))
-            return
-        try:
-            reply = portal._process(request)
-        except Exception:
-            logger.exception("FakePortal failed on %s", portal._redact(request.path))
-            reply = _Reply.of(500, _classic("INTERNAL_SERVER_ERROR", "Internal server error"))
-        if kind == "drop_after":
-            self._drop(request)
-            return
-        if kind == "truncated":
-            reply = attrs.evolve(reply, body=reply.body[: len(reply.body) // 2])
-        self._send(reply)
-
-    def _refuse_too_large(self, length: int | None) -> None:
-        """Answer 413 and close, draining (within bounds) what the client still sends."""
-        limit = self.server.portal._max_body_bytes
-        size = f"{length} bytes" if length is not None else "a chunked body past that"
-        self.close_connection = True
-        self._send(
-            _Reply.of(
-                413,
-                _classic(
-                    "REQUEST_ENTITY_TOO_LARGE",
-                    f"The request body may be at most {limit} bytes; got {size}",
-                ),
-            )
-        )
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_WR)
-            budget = _DRAIN_BYTES
-            while budget > 0 and (data := self.rfile.read1(65536)):
-                budget -= len(data)
-
-    def _drop(self, request: RecordedRequest) -> None:
-        logger.debug("%s %s -> dropped", request.method, self.server.portal._redact(request.path))
-        self.close_connection = True
-
-    def _send(self, reply: _Reply) -> None:
-        """Write the whole response in one send, so no client waits on Nagle or delayed ACK."""
-        try:
-            reason = HTTPStatus(reply.status).phrase
-        except ValueError:
-            reason = "Unknown"
-        head = [
-            f"HTTP/1.1 {reply.status} {reason}",
-            f"Server: {self.server_version}",
-            f"Date: {email.utils.formatdate(usegmt=True)}",
-            *(f"{name}: {value}" for name, value in reply.headers),
-            f"Content-Length: {len(reply.body)}",
-        ]
-        if self.close_connection:
-            head.append("Connection: close")
-        data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
-        if self.command != "HEAD":
-            data += reply.body
-        # Logged before sending, so a client that has its answer also finds the log line.
-        logger.debug(
-            "%s %s -> %d",
-            self.command,
-            self.server.portal._redact(urlsplit(self.path).path),
-            reply.status,
-        )
-        self.wfile.write(data)
-
-
-class _TooLarge(Exception):
-    """A request body over ``max_body_bytes``; ``length`` is its Content-Length, if it has one."""
-
-    def __init__(self, length: int | None) -> None:
-        super().__init__(length)
-        self.length = length
-
-
-def _html_page(status: int, path: str) -> _Reply:
-    try:
-        reason = HTTPStatus(status).phrase
-    except ValueError:
-        reason = "Error"
-    page = (
-        f"<html><head><title>{status} {reason}</title></head><body>"
-        f"<h1>{status} {reason}</h1><p>The proxy could not serve {html.escape(path)}</p>"
-        "<hr><center>nginx</center></body></html>\n"
-    )
-    return _Reply(status, page.encode("utf-8"), (("Content-Type", "text/html; charset=utf-8"),))
