@@ -461,3 +461,15 @@ def test_each_batch_is_logged_at_debug_with_its_request_id_and_outcome(
     failed = re.fullmatch(r"batch b: 1 commands failed after \d+\.\d ms: (.*)", lines[2])
     assert failed is not None
     assert failed[1] == str(info.value)
+
+
+def test_every_batch_asks_for_json_and_says_what_it_sends(
+    client: B24Hook, portal: FakePortal
+) -> None:
+    """Accept: application/json and the protocol's Content-Type go with each batch."""
+    BatchV3(client).make([("tasks.task.list", {})])
+    (request,) = portal.requests
+    assert (request.headers["Accept"], request.headers["Content-Type"]) == (
+        "application/json",
+        "application/json",
+    )

@@ -32,7 +32,8 @@ from b24batch.redaction import (
     redact_data,
 )
 from b24batch.testing import FakePortal, Fault
-from b24batch.wire import decode_response
+from b24batch.wire import V3, decode_response
+from b24batch.wire_v2 import V2
 
 secrets = st.from_regex(r"[A-Za-z0-9]{16,40}", fullmatch=True)
 
@@ -304,3 +305,9 @@ def test_a_secret_refuses_to_be_pickled() -> None:
     with pytest.raises(TypeError) as info:
         pickle.dumps(Secret("abcSecret9"))
     assert str(info.value) == "a Secret is not pickled"
+
+
+def test_the_auth_objects_of_an_oauth_client_hide_the_token() -> None:
+    """The Bearer header and the classic body field requests holds show *** in their repr."""
+    client = B24OAuth("https://p.example/rest/", "tokenValue42")
+    assert (repr(client._auth(V3)), repr(client._auth(V2))) == ("<Bearer ***>", "<auth field ***>")
