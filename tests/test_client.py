@@ -7,6 +7,7 @@ import re
 import socket
 import time
 import traceback
+from pathlib import Path
 
 import pytest
 import requests
@@ -20,9 +21,11 @@ from b24batch import (
     RetryPolicy,
     SdkError,
     SdkTypeError,
+    SQLiteStore,
     TransportError,
 )
 from b24batch.client import DEFAULT_TIMEOUT, USER_AGENT
+from b24batch.stores import SharedMeter
 from b24batch.testing import FakePortal, Fault
 
 from .loopback import RawServer, answer
@@ -473,3 +476,18 @@ def test_every_batch_asks_for_json_and_says_what_it_sends(
         "application/json",
         "application/json",
     )
+
+
+def test_each_webhook_has_its_own_operating_meter_in_a_store(tmp_path: Path) -> None:
+    """In a limit store each webhook has its own operating meter: one key per secret."""
+    store = SQLiteStore(tmp_path / "limits.sqlite3")
+    one, again, other = (
+        B24Hook.from_webhook_url(f"https://x.bitrix24.com/rest/1/{secret}/", limit_store=store)
+        for secret in (SECRET, SECRET, "anotherSecret77")
+    )
+    keys = [client.limiter.meter for client in (one, again, other)]
+    assert all(isinstance(meter, SharedMeter) for meter in keys)
+    first, same, second = (meter.key for meter in keys if isinstance(meter, SharedMeter))
+    assert first == same
+    assert first != second
+    assert SECRET not in first
