@@ -6,6 +6,7 @@ import logging
 import pickle
 import socket
 import traceback
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -289,14 +290,15 @@ def test_install_log_filter_puts_one_filter_on_each_named_logger(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """install_log_filter(names) filters those loggers once, however often it is called."""
-    names = ("b24batch-test.a", "b24batch-test.b")
+    fresh = uuid.uuid4().hex  # loggers outlive a test: new ones, which have no filter yet
+    names = (f"b24batch-test.{fresh}.a", f"b24batch-test.{fresh}.b")
     install_log_filter(names)
     install_log_filter(names)
     for name in names:
         assert [type(f) for f in logging.getLogger(name).filters] == [UrlRedactingFilter]
     assert not any(isinstance(f, UrlRedactingFilter) for f in logging.getLogger().filters)
-    caplog.set_level(logging.INFO, logger="b24batch-test.b")
-    logging.getLogger("b24batch-test.b").info("GET %s", "https://p/rest/1/abcSecret9/")
+    caplog.set_level(logging.INFO, logger=names[1])
+    logging.getLogger(names[1]).info("GET %s", "https://p/rest/1/abcSecret9/")
     assert [r.getMessage() for r in caplog.records] == ["GET https://p/rest/1/***/"]
 
 
