@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import time
 import traceback
+from pathlib import Path
 
 import pytest
 import requests
 from urllib3.util.retry import Retry
 
-from b24batch import B24Hook, BatchV3, RetryPolicy, SdkError, SdkTypeError, TransportError
+from b24batch import (
+    AuthError,
+    B24Hook,
+    BatchV3,
+    DecodeError,
+    RetryPolicy,
+    SdkError,
+    SdkTypeError,
+    SQLiteStore,
+    TransportError,
+)
 from b24batch.client import DEFAULT_TIMEOUT, USER_AGENT
-from b24batch.testing import FakePortal
+from b24batch.stores import SharedMeter
+from b24batch.testing import FakePortal, Fault
 
 from .loopback import RawServer, answer
 
@@ -383,3 +396,98 @@ def test_a_refused_connection_is_repeated_with_a_scalar_timeout_too() -> None:
     ):
         BatchV3(client).make([("tasks.task.get", {"id": 1})])
     assert (info.value.never_connected, info.value.attempts) == (True, 1 + CONNECT_RETRIES)
+
+
+def test_a_webhook_client_has_no_credential_to_renew() -> None:
+    """B24Hook: version 0, renew() says no, and a 401 is raised after one request."""
+    expired = {"error": "expired_token", "error_description": "The access token has expired."}
+    with FakePortal() as portal:
+        portal.inject(Fault.response(401, expired), times=2)
+        with B24Hook.from_webhook_url(portal.webhook_url, rate_limit=None) as client:
+            with pytest.raises(AuthError) as info:
+                BatchV3(client).make([("tasks.task.get", {"id": 1})])
+            assert client.credential_version() == 0
+            assert client.renew(info.value, 0) is False
+        assert len(portal.requests) == 1
+    assert (info.value.code, info.value.attempts) == ("expired_token", 1)
+
+
+def test_closed_is_false_until_close() -> None:
+    """closed is the bool False on a new client and True after close()."""
+    client = B24Hook.from_webhook_url(f"https://x.bitrix24.com/rest/1/{SECRET}/")
+    assert client.closed is False
+    client.close()
+    assert client.closed is True
+
+
+@pytest.mark.parametrize("secret", ["", 123, None])
+def test_the_constructor_refuses_an_empty_or_non_str_secret(secret: object) -> None:
+    """B24Hook(origin, user, secret) with a secret that is no non-empty str: SdkTypeError."""
+    with pytest.raises(SdkTypeError) as info:
+        B24Hook("https://x.bitrix24.com", 1, secret)  # type: ignore[arg-type]
+    assert str(info.value) == "the webhook secret must be a non-empty str"
+
+
+def test_a_refused_connection_names_the_client_without_its_secret() -> None:
+    """The TransportError says which client could not connect, with the secret masked."""
+    port = _closed_port()
+    url = f"http://127.0.0.1:{port}/rest/1/{SECRET}/"
+    with (
+        B24Hook.from_webhook_url(url, retry=None, rate_limit=None) as client,
+        pytest.raises(TransportError) as info,
+    ):
+        BatchV3(client).make([("tasks.task.get", {"id": 1})], request_id="rid-2")
+    assert str(info.value).startswith(
+        f"could not connect to <B24Hook http://127.0.0.1:{port}/rest/api/1/***/>; "
+        "the batch was not sent ("
+    )
+    assert info.value.request_id == "rid-2"
+
+
+def test_each_batch_is_logged_at_debug_with_its_request_id_and_outcome(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """DEBUG: one line per answered batch (status, size) and one per failed one (the error)."""
+    caplog.set_level(logging.DEBUG, logger="b24batch")
+    with (
+        FakePortal() as portal,
+        B24Hook.from_webhook_url(portal.webhook_url, retry=None, rate_limit=None) as client,
+    ):
+        BatchV3(client).make([("tasks.task.list", {}), ("tasks.task.list", {})], request_id="a")
+        portal.inject(Fault.html(502))
+        with pytest.raises(DecodeError) as info:
+            BatchV3(client).make([("tasks.task.list", {})], request_id="b")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("batch ")]
+    assert len(lines) == 3
+    assert re.fullmatch(r"batch a: 2 commands -> HTTP 200, \d+ bytes in \d+\.\d ms", lines[0])
+    assert re.fullmatch(r"batch b: 1 commands -> HTTP 502, \d+ bytes in \d+\.\d ms", lines[1])
+    failed = re.fullmatch(r"batch b: 1 commands failed after \d+\.\d ms: (.*)", lines[2])
+    assert failed is not None
+    assert failed[1] == str(info.value)
+
+
+def test_every_batch_asks_for_json_and_says_what_it_sends(
+    client: B24Hook, portal: FakePortal
+) -> None:
+    """Accept: application/json and the protocol's Content-Type go with each batch."""
+    BatchV3(client).make([("tasks.task.list", {})])
+    (request,) = portal.requests
+    assert (request.headers["Accept"], request.headers["Content-Type"]) == (
+        "application/json",
+        "application/json",
+    )
+
+
+def test_each_webhook_has_its_own_operating_meter_in_a_store(tmp_path: Path) -> None:
+    """In a limit store each webhook has its own operating meter: one key per secret."""
+    store = SQLiteStore(tmp_path / "limits.sqlite3")
+    one, again, other = (
+        B24Hook.from_webhook_url(f"https://x.bitrix24.com/rest/1/{secret}/", limit_store=store)
+        for secret in (SECRET, SECRET, "anotherSecret77")
+    )
+    keys = [client.limiter.meter for client in (one, again, other)]
+    assert all(isinstance(meter, SharedMeter) for meter in keys)
+    first, same, second = (meter.key for meter in keys if isinstance(meter, SharedMeter))
+    assert first == same
+    assert first != second
+    assert SECRET not in first

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,10 +12,13 @@ import requests
 from b24batch import (
     AjaxError,
     AuthError,
+    B24Hook,
     B24OAuth,
     BatchV3,
     RateLimit,
     RetryPolicy,
+    SdkError,
+    SdkTypeError,
     TransportError,
 )
 from b24batch.testing import FakePortal, Fault
@@ -247,3 +251,119 @@ def test_a_raised_error_after_a_lost_answer_marks_the_write(
         2,
         (0,),
     )
+
+
+# -- gaps a mutant showed in client.py (issue 12) ---------------------------------------------
+
+
+def test_a_non_callable_refresh_or_on_token_is_refused_by_name() -> None:
+    """refresh= or on_token= that cannot be called: SdkTypeError naming the option and its use."""
+    with pytest.raises(SdkTypeError) as refresh:
+        B24OAuth("https://p.example/rest/", "token-value", refresh="tok")  # type: ignore[arg-type]
+    with pytest.raises(SdkTypeError) as on_token:
+        B24OAuth("https://p.example/rest/", "token-value", on_token=[])  # type: ignore[arg-type]
+    assert str(refresh.value) == "refresh must be a callable that returns a new access token"
+    assert str(on_token.value) == "on_token must be a callable that takes the new access token"
+
+
+def test_each_refresh_hands_the_new_token_to_on_token_and_counts(
+    portal: FakePortal, fake_time: FakeTime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two expiries, two refreshes: on_token gets each new token, the version counts to 2."""
+    caplog.set_level(logging.INFO, logger="b24batch")
+    stored: list[str] = []
+    with _oauth(portal, fake_time, refresh=portal.refresh_token, on_token=stored.append) as oauth:
+        first = portal.access_token
+        for _ in range(2):
+            portal.expire_token()
+            assert BatchV3(oauth).make(READ).is_success
+        assert oauth.credential_version() == 2
+    assert stored[0] != first
+    assert stored == [portal.requests[1].headers["Authorization"][7:], portal.access_token]
+    refreshed = [r.getMessage() for r in caplog.records if "refreshed" in r.getMessage()]
+    assert refreshed == ["access token refreshed after expired_token"] * 2
+
+
+def test_renew_after_another_threads_refresh_only_reports_it(
+    portal: FakePortal, fake_time: FakeTime
+) -> None:
+    """renew() for a batch sent before the last refresh: True, and refresh is not called again."""
+    refresh = _Refresh(portal)
+    expired = AuthError("expired", code="expired_token", status=401, request_id="r-1")
+    with _oauth(portal, fake_time, refresh=refresh) as oauth:
+        assert oauth.renew(expired, 0) is True
+        assert oauth.renew(expired, 0) is True  # sent under version 0, now 1: already renewed
+        assert (refresh.calls, oauth.credential_version()) == (1, 1)
+
+
+def test_the_last_four_replaced_tokens_stay_redacted(
+    portal: FakePortal, fake_time: FakeTime
+) -> None:
+    """After five refreshes redact() masks the current token and the four before it, no more."""
+    refresh = _Refresh(portal)
+    expired = AuthError("expired", code="expired_token", status=401, request_id="r-1")
+    with _oauth(portal, fake_time, refresh=refresh) as oauth:
+        tokens = [portal.access_token]
+        for version in range(5):
+            assert oauth.renew(expired, version) is True
+            tokens.append(portal.access_token)
+        masked = [oauth.redact(f"t={token}.") == "t=***." for token in tokens]
+    assert masked == [False, True, True, True, True, True]
+
+
+def test_a_failing_refresh_keeps_the_request_id(portal: FakePortal, fake_time: FakeTime) -> None:
+    """The AuthError of a refresh that raised carries the batch's request_id, code and status."""
+
+    def broken() -> str:
+        raise RuntimeError("no")
+
+    portal.expire_token()
+    with _oauth(portal, fake_time, refresh=broken) as oauth, pytest.raises(AuthError) as info:
+        BatchV3(oauth).make(READ, request_id="job-7")
+    assert (info.value.request_id, info.value.code, info.value.status) == (
+        "job-7",
+        "expired_token",
+        401,
+    )
+
+
+def test_oauth_and_webhook_clients_of_one_portal_share_the_default_bucket(
+    portal: FakePortal,
+) -> None:
+    """The default limit is one bucket per portal origin, whichever client kind draws from it."""
+    with FakePortal() as other:
+        oauth = B24OAuth(portal.oauth_endpoint, portal.access_token)
+        hook = B24Hook.from_webhook_url(portal.webhook_url)
+        elsewhere = B24OAuth(other.oauth_endpoint, other.access_token)
+        assert oauth.limiter.bucket is hook.limiter.bucket
+        assert elsewhere.limiter.bucket is not oauth.limiter.bucket
+
+
+def test_a_half_constructed_oauth_client_has_a_repr() -> None:
+    """A client whose construction failed (seen in a traceback's locals) says so in its repr."""
+    assert repr(B24OAuth.__new__(B24OAuth)) == "<B24OAuth (not constructed)>"
+    assert repr(B24Hook.__new__(B24Hook)) == "<B24Hook (not constructed)>"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "message"),
+    [
+        pytest.param(
+            "ftp://p.example/rest/",
+            "this is not a client endpoint: expected https://PORTAL/rest/ (the client endpoint) "
+            "or https://PORTAL",
+            id="scheme",
+        ),
+        pytest.param(
+            "https://p.example/rest/" + "x" * 100,
+            f"the endpoint for p.example has the path '/rest/{'x' * 74}': expected "
+            "https://PORTAL/rest/ (the client endpoint) or https://PORTAL",
+            id="long-path",
+        ),
+    ],
+)
+def test_a_bad_endpoint_is_refused_with_the_shape_it_needs(endpoint: str, message: str) -> None:
+    """A URL that is no client endpoint: SdkError saying what one looks like, its path cut at 80."""
+    with pytest.raises(SdkError) as info:
+        B24OAuth(endpoint, "token-value")
+    assert str(info.value) == message

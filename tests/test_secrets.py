@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import socket
 import traceback
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,9 +25,16 @@ from b24batch import (
     RetryPolicy,
     SdkError,
 )
-from b24batch.redaction import redact, redact_data
+from b24batch.redaction import (
+    Secret,
+    UrlRedactingFilter,
+    install_log_filter,
+    redact,
+    redact_data,
+)
 from b24batch.testing import FakePortal, Fault
-from b24batch.wire import decode_response
+from b24batch.wire import V3, decode_response
+from b24batch.wire_v2 import V2
 
 secrets = st.from_regex(r"[A-Za-z0-9]{16,40}", fullmatch=True)
 
@@ -253,3 +262,54 @@ def test_a_bearer_credential_in_any_case_is_masked(scheme: str) -> None:
     assert redact(f"Authorization: {scheme} abc123tok, next") == (
         f"Authorization: {scheme} ***, next"
     )
+
+
+def test_the_log_filter_masks_a_record_and_keeps_it() -> None:
+    """UrlRedactingFilter: a record naming a webhook URL is kept, its message masked in place."""
+    record = logging.LogRecord(
+        "urllib3.connectionpool",
+        logging.DEBUG,
+        __file__,
+        1,
+        "POST %s",
+        ("/rest/1/abcSecret9/x",),
+        None,
+    )
+    plain = logging.LogRecord("urllib3", logging.DEBUG, __file__, 1, "pool %s", ("full",), None)
+    flt = UrlRedactingFilter()
+    assert (flt.filter(record), flt.filter(plain)) == (True, True)
+    assert (record.getMessage(), record.msg, record.args) == (
+        "POST /rest/1/***/x",
+        "POST /rest/1/***/x",
+        None,
+    )
+    assert (plain.msg, plain.args) == ("pool %s", ("full",))  # nothing to mask: left as it was
+
+
+def test_install_log_filter_puts_one_filter_on_each_named_logger(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """install_log_filter(names) filters those loggers once, however often it is called."""
+    fresh = uuid.uuid4().hex  # loggers outlive a test: new ones, which have no filter yet
+    names = (f"b24batch-test.{fresh}.a", f"b24batch-test.{fresh}.b")
+    install_log_filter(names)
+    install_log_filter(names)
+    for name in names:
+        assert [type(f) for f in logging.getLogger(name).filters] == [UrlRedactingFilter]
+    assert not any(isinstance(f, UrlRedactingFilter) for f in logging.getLogger().filters)
+    caplog.set_level(logging.INFO, logger=names[1])
+    logging.getLogger(names[1]).info("GET %s", "https://p/rest/1/abcSecret9/")
+    assert [r.getMessage() for r in caplog.records] == ["GET https://p/rest/1/***/"]
+
+
+def test_a_secret_refuses_to_be_pickled() -> None:
+    """pickle.dumps(Secret(...)) raises TypeError saying so, and never writes the value."""
+    with pytest.raises(TypeError) as info:
+        pickle.dumps(Secret("abcSecret9"))
+    assert str(info.value) == "a Secret is not pickled"
+
+
+def test_the_auth_objects_of_an_oauth_client_hide_the_token() -> None:
+    """The Bearer header and the classic body field requests holds show *** in their repr."""
+    client = B24OAuth("https://p.example/rest/", "tokenValue42")
+    assert (repr(client._auth(V3)), repr(client._auth(V2))) == ("<Bearer ***>", "<auth field ***>")
