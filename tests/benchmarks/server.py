@@ -210,16 +210,18 @@ class Portal:
         """How long a batch of ``commands`` takes: the latency each way and the commands."""
         return 2 * self.latency_s + self.command_s * commands
 
-    def time_block(self) -> bytes:
-        """The answer's ``time``, with the operating figure as it stands when it ends."""
+    def time_block(self, commands: int) -> bytes:
+        """The answer's ``time``: the batch's running time as its ``duration`` (as a real
+        portal reports it), and the operating figure as it stands when the batch ends."""
         if self.meter.limit is None:
             return _time_block()
         now = time.time()
+        duration = self.command_s * commands
         return _dumps(
             {
-                "start": now,
+                "start": now - duration,
                 "finish": now,
-                "duration": 0.0,
+                "duration": duration,
                 # Floored to tenths of a second: the real portal's whole seconds, compressed.
                 "operating_reset_at": math.floor(self.meter.reset_at() * 10) / 10,
                 "operating": round(self.meter.total(), 6),
@@ -401,7 +403,7 @@ class _Connection(asyncio.Protocol):
         self._waiting = False
         if self._transport is None:
             return
-        self._reply(status, payload.replace(TIME_MARK, portal.time_block()), close=close)
+        self._reply(status, payload.replace(TIME_MARK, portal.time_block(commands)), close=close)
         if self._buffer and self._transport is not None:
             self.data_received(b"")
 
