@@ -397,9 +397,10 @@ def test_a_missing_list_entry_names_the_command_by_its_position_alone() -> None:
     )
 
 
-def _not_json(content: bytes, content_type: str, status: int = 502) -> str:
+def _not_json(content: bytes, content_type: str | None, status: int = 502) -> str:
+    headers = {} if content_type is None else {"Content-Type": content_type}
     with pytest.raises(DecodeError) as info:
-        _decode(content, status=status, headers={"Content-Type": content_type})
+        _decode(content, status=status, headers=headers)
     return str(info.value)
 
 
@@ -414,8 +415,8 @@ def test_a_truncated_body_names_its_media_type_size_and_the_byte_it_broke_at() -
 
 
 def test_a_body_that_is_not_utf8_says_so_without_a_byte_position() -> None:
-    """Invalid UTF-8 is a UnicodeDecodeError, which has no pos: the message says '?'."""
-    assert _not_json(b"\x80abc", "", status=404) == (
+    """Invalid UTF-8 (a UnicodeDecodeError, no pos) gives '?'; no Content-Type is said so."""
+    assert _not_json(b"\x80abc", None, status=404) == (
         "the portal answered HTTP 404 (no content type, 4 bytes) with a body that is not valid "
         "JSON, perhaps truncated: UnicodeDecodeError at byte ?"
     )
@@ -468,3 +469,57 @@ def test_a_validation_row_without_field_or_message_keeps_them_empty() -> None:
     payload = {"error": {"code": "BAD", "message": "no", "validation": [{"message": "m"}, {}]}}
     error = _decode(payload, status=400).error
     assert error.validation == (FieldError("", "m"), FieldError("", ""))
+
+
+def test_json_nested_too_deeply_on_a_4xx_does_not_say_the_batch_may_have_run() -> None:
+    """A 404 was not executed: the too-deep message stops after 'to decode'."""
+    with pytest.raises(DecodeError) as info:
+        _decode(b"[" * 200_000 + b"]" * 200_000, status=404)
+    assert str(info.value) == "the portal answered HTTP 404 with JSON nested too deeply to decode"
+    assert info.value.outcome_unknown is False
+
+
+@pytest.mark.parametrize(
+    ("status", "tail"),
+    [
+        pytest.param(200, "; the batch may have been executed", id="200"),
+        pytest.param(400, "", id="400"),
+    ],
+)
+def test_json_that_is_not_an_object_is_named_by_its_type(status: int, tail: str) -> None:
+    """A JSON list is refused in full words; only a 2xx or 5xx adds that the batch may have run."""
+    assert _not_json(b"[1, 2]", "application/json", status=status) == (
+        f"the portal answered HTTP {status} with JSON list, not an object with 'result' or "
+        f"'error'{tail}"
+    )
+
+
+def test_an_object_without_result_or_error_lists_its_first_eight_keys_sorted() -> None:
+    """Up to eight keys are named in sorted order, separated by commas; none says 'none'."""
+    payload = {key: 1 for key in "jihgfedcba"}
+    assert _not_json(json.dumps(payload).encode(), "application/json", status=200) == (
+        "the portal answered HTTP 200 with JSON that has neither 'result' nor 'error' "
+        "(keys: a, b, c, d, e, f, g, h); the batch may have been executed"
+    )
+    assert _not_json(b"{}", "application/json", status=400) == (
+        "the portal answered HTTP 400 with JSON that has neither 'result' nor 'error' "
+        "(keys: none)"
+    )
+
+
+def test_a_result_on_http_300_is_not_taken_and_did_not_run() -> None:
+    """Only 2xx answers carry results: a 300 with 'result' is a DecodeError, outcome known."""
+    with pytest.raises(DecodeError) as info:
+        _decode({"result": [1, 2]}, status=300)
+    assert str(info.value) == (
+        "the portal answered HTTP 300 with JSON that has neither 'result' nor 'error' "
+        "(keys: result)"
+    )
+    assert info.value.outcome_unknown is False
+
+
+def test_an_error_envelope_keeps_its_time_block() -> None:
+    """The time block of an error answer is decoded too, so the operating meter can learn it."""
+    payload = {"error": "OPERATION_TIME_LIMIT", "time": {"operating": 480.5, "start": 10}}
+    envelope = _decode(payload, status=429)
+    assert envelope.time == Time(start=10.0, operating=480.5)
