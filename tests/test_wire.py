@@ -502,8 +502,7 @@ def test_an_object_without_result_or_error_lists_its_first_eight_keys_sorted() -
         "(keys: a, b, c, d, e, f, g, h); the batch may have been executed"
     )
     assert _not_json(b"{}", "application/json", status=400) == (
-        "the portal answered HTTP 400 with JSON that has neither 'result' nor 'error' "
-        "(keys: none)"
+        "the portal answered HTTP 400 with JSON that has neither 'result' nor 'error' (keys: none)"
     )
 
 
