@@ -375,3 +375,150 @@ def test_retry_after_as_an_http_date_gives_the_seconds_until_it() -> None:
     past = "Wed, 21 Oct 2015 07:28:00 GMT"
     assert _decode(payload, status=503, headers={"Retry-After": past}).error.retry_after == 0.0
     assert _decode(payload, status=503, headers={"Retry-After": "soon"}).error.retry_after is None
+
+
+def test_numeric_retry_after_is_read_as_given_and_never_negative() -> None:
+    """Retry-After "0.5" is half a second, "0" none, and a negative number counts as 0."""
+    payload = {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}
+    waits = [
+        _decode(payload, status=503, headers={"Retry-After": value}).error.retry_after
+        for value in ("0.5", "0", "-3")
+    ]
+    assert waits == [0.5, 0.0, 0.0]
+
+
+def test_a_missing_list_entry_names_the_command_by_its_position_alone() -> None:
+    """For list calls the key is the position, so the message does not repeat it in brackets."""
+    with pytest.raises(DecodeError) as info:
+        _decode({"result": [1]})
+    assert str(info.value) == (
+        "the portal's result has 1 entries for 2 commands: no entry for command 1; "
+        "the batch was executed, but its answer does not match the commands"
+    )
+
+
+def _not_json(content: bytes, content_type: str | None, status: int = 502) -> str:
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    with pytest.raises(DecodeError) as info:
+        _decode(content, status=status, headers=headers)
+    return str(info.value)
+
+
+def test_a_truncated_body_names_its_media_type_size_and_the_byte_it_broke_at() -> None:
+    """The message gives the Content-Type without parameters, the length and the error's byte."""
+    content = b'{"result": [{"item": {"id": 1'
+    assert _not_json(content, "application/json; charset=utf-8", status=200) == (
+        "the portal answered HTTP 200 (application/json, 29 bytes) with a body that is not "
+        "valid JSON, perhaps truncated: JSONDecodeError at byte 29; "
+        "the batch may have been executed"
+    )
+
+
+def test_a_body_that_is_not_utf8_says_so_without_a_byte_position() -> None:
+    """Invalid UTF-8 (a UnicodeDecodeError, no pos) gives '?'; no Content-Type is said so."""
+    assert _not_json(b"\x80abc", None, status=404) == (
+        "the portal answered HTTP 404 (no content type, 4 bytes) with a body that is not valid "
+        "JSON, perhaps truncated: UnicodeDecodeError at byte ?"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "shown"),
+    [
+        pytest.param(b"Bad gateway", "text/html; charset=utf-8", "Bad gateway", id="html-type"),
+        pytest.param(b"Error <title>Down</title>", "text/plain", "Down", id="title-anywhere"),
+        pytest.param(b"  \n<p>Down\n for   now</p>", "", "<p>Down for now</p>", id="leading-tag"),
+        pytest.param(b"<p>caf\xe9</p>", "", "<p>caf\ufffd</p>", id="not-utf8"),
+    ],
+)
+def test_an_html_page_is_recognised_by_type_title_or_leading_tag(
+    content: bytes, content_type: str, shown: str
+) -> None:
+    """Any one sign makes an HTML page; it is quoted, whitespace folded, bad bytes replaced."""
+    assert _not_json(content, content_type) == (
+        "the portal (or a proxy before it) answered HTTP 502 with an HTML page, not JSON: "
+        f"{shown!r}; the batch may have been executed"
+    )
+
+
+def test_an_html_title_is_looked_for_in_the_first_4096_bytes_only() -> None:
+    """A title that ends past byte 4096 is not found: the page's text is quoted instead."""
+    tag = b"<title>late</title>"
+    assert _not_json(b" " * (4096 - len(tag)) + tag, "") == (
+        "the portal (or a proxy before it) answered HTTP 502 with an HTML page, not JSON: "
+        "'late'; the batch may have been executed"
+    )
+    assert _not_json(b" " * (4097 - len(tag)) + tag, "") == (
+        "the portal (or a proxy before it) answered HTTP 502 with an HTML page, not JSON: "
+        "'<title>late</title>'; the batch may have been executed"
+    )
+
+
+def test_an_error_envelope_without_code_or_message_is_named_by_what_there_is() -> None:
+    """No code gives UNKNOWN_ERROR; no message (or no error_description) repeats the code."""
+    no_code = _decode({"error": {"message": "boom"}}, status=400).error
+    assert (no_code.code, no_code.message) == ("UNKNOWN_ERROR", "boom")
+    no_message = _decode({"error": {"code": "BAD"}}, status=400).error
+    assert (no_message.code, no_message.message) == ("BAD", "BAD")
+    classic = _decode({"error": "NOT_FOUND"}, status=404).error
+    assert (classic.code, classic.message) == ("NOT_FOUND", "NOT_FOUND")
+
+
+def test_a_validation_row_without_field_or_message_keeps_them_empty() -> None:
+    """A row's missing field or message becomes '', never a placeholder."""
+    payload = {"error": {"code": "BAD", "message": "no", "validation": [{"message": "m"}, {}]}}
+    error = _decode(payload, status=400).error
+    assert error.validation == (FieldError("", "m"), FieldError("", ""))
+
+
+def test_json_nested_too_deeply_on_a_4xx_does_not_say_the_batch_may_have_run() -> None:
+    """A 404 was not executed: the too-deep message stops after 'to decode'."""
+    with pytest.raises(DecodeError) as info:
+        _decode(b"[" * 200_000 + b"]" * 200_000, status=404)
+    assert str(info.value) == "the portal answered HTTP 404 with JSON nested too deeply to decode"
+    assert info.value.outcome_unknown is False
+
+
+@pytest.mark.parametrize(
+    ("status", "tail"),
+    [
+        pytest.param(200, "; the batch may have been executed", id="200"),
+        pytest.param(400, "", id="400"),
+    ],
+)
+def test_json_that_is_not_an_object_is_named_by_its_type(status: int, tail: str) -> None:
+    """A JSON list is refused in full words; only a 2xx or 5xx adds that the batch may have run."""
+    assert _not_json(b"[1, 2]", "application/json", status=status) == (
+        f"the portal answered HTTP {status} with JSON list, not an object with 'result' or "
+        f"'error'{tail}"
+    )
+
+
+def test_an_object_without_result_or_error_lists_its_first_eight_keys_sorted() -> None:
+    """Up to eight keys are named in sorted order, separated by commas; none says 'none'."""
+    payload = {key: 1 for key in "jihgfedcba"}
+    assert _not_json(json.dumps(payload).encode(), "application/json", status=200) == (
+        "the portal answered HTTP 200 with JSON that has neither 'result' nor 'error' "
+        "(keys: a, b, c, d, e, f, g, h); the batch may have been executed"
+    )
+    assert _not_json(b"{}", "application/json", status=400) == (
+        "the portal answered HTTP 400 with JSON that has neither 'result' nor 'error' (keys: none)"
+    )
+
+
+def test_a_result_on_http_300_is_not_taken_and_did_not_run() -> None:
+    """Only 2xx answers carry results: a 300 with 'result' is a DecodeError, outcome known."""
+    with pytest.raises(DecodeError) as info:
+        _decode({"result": [1, 2]}, status=300)
+    assert str(info.value) == (
+        "the portal answered HTTP 300 with JSON that has neither 'result' nor 'error' "
+        "(keys: result)"
+    )
+    assert info.value.outcome_unknown is False
+
+
+def test_an_error_envelope_keeps_its_time_block() -> None:
+    """The time block of an error answer is decoded too, so the operating meter can learn it."""
+    payload = {"error": "OPERATION_TIME_LIMIT", "time": {"operating": 480.5, "start": 10}}
+    envelope = _decode(payload, status=429)
+    assert envelope.time == Time(start=10.0, operating=480.5)
