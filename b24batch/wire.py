@@ -254,7 +254,7 @@ def _payload(
     time = Time.from_json(payload.get("time"))
     if payload.get("error"):
         error = error_from_payload(payload, status=status, request_id=request_id, redact=redact)
-        error.retry_after = _retry_after(headers.get("Retry-After"))
+        error.retry_after = _retry_after(headers.get("Retry-After"), headers.get("Date"))
         return payload, Envelope(status=status, result=None, time=time, error=error)
     if "result" not in payload or not 200 <= status < 300:
         names = ", ".join(sorted(map(str, payload))[:8]) or "none"
@@ -318,19 +318,32 @@ def _may_have_run(status: int) -> bool:
     return 200 <= status < 300 or (status >= 500 and status != 503)
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header: a number, or an HTTP date."""
+def _retry_after(value: str | None, date: str | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header: a number, or an HTTP date.
+
+    A date is measured from the answer's own ``Date`` header, so the server's clock sets both
+    ends and a skewed (or injected) client clock cannot stretch or cut the wait; only an
+    answer without a readable ``Date`` is measured from this host's clock.
+    """
     if not value:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
         pass
+    moment = _http_date(value)
+    if moment is None:
+        return None
+    sent = _http_date(date) if date else None
+    return max(0.0, moment - (_time.time() if sent is None else sent))
+
+
+def _http_date(value: str) -> float | None:
+    """Unix seconds of an HTTP date, or None when it is not one."""
     try:
-        moment = email.utils.parsedate_to_datetime(value)
+        return email.utils.parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError):
         return None
-    return max(0.0, moment.timestamp() - _time.time())
 
 
 def _positional(value: object, keys: Sequence[Key], request_id: str | None) -> list[Any]:

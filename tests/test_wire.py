@@ -377,6 +377,21 @@ def test_retry_after_as_an_http_date_gives_the_seconds_until_it() -> None:
     assert _decode(payload, status=503, headers={"Retry-After": "soon"}).error.retry_after is None
 
 
+def test_an_http_date_retry_after_is_measured_from_the_answers_date() -> None:
+    """Retry-After as a date counts from the answer's Date header (the server's clock sets both
+    ends), whatever this host's clock says; an unreadable Date falls back to this host's."""
+    payload = {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}
+    headers = {
+        "Retry-After": "Wed, 21 Oct 2015 07:28:30 GMT",
+        "Date": "Wed, 21 Oct 2015 07:28:00 GMT",
+    }
+    assert _decode(payload, status=503, headers=headers).error.retry_after == 30.0
+    headers["Date"] = "Wed, 21 Oct 2015 07:29:00 GMT"  # the date is already past
+    assert _decode(payload, status=503, headers=headers).error.retry_after == 0.0
+    headers["Date"] = "yesterday"  # this host's clock: 2015 is long past
+    assert _decode(payload, status=503, headers=headers).error.retry_after == 0.0
+
+
 def test_numeric_retry_after_is_read_as_given_and_never_negative() -> None:
     """Retry-After "0.5" is half a second, "0" none, and a negative number counts as 0."""
     payload = {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}
