@@ -204,9 +204,10 @@ class AjaxError(B24Error):
 
     def __str__(self) -> str:
         # A classic command's error comes inside an HTTP 200 answer, sometimes without a code
-        # ("Not found"): say only what there is.
+        # ("Not found"): say only what there is. Status 0 is the client's own refusal, which
+        # had no HTTP answer: "(HTTP 0)" would read as one.
         label = self.code
-        if self.status != 200:
+        if self.status not in (0, 200):
             label = f"{label} (HTTP {self.status})" if label else f"HTTP {self.status}"
         text = f"{label}: {self.message}" if label else self.message
         if self.key is not None:

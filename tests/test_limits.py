@@ -339,7 +339,7 @@ def test_operating_reset_beyond_the_budget_raises_without_waiting() -> None:
     assert info.value.retry_at == 105.0
     assert (info.value.code, info.value.status) == ("OPERATION_TIME_LIMIT", 0)
     assert str(info.value) == (
-        "OPERATION_TIME_LIMIT (HTTP 0): the client's operating-time reset needs a wait of 5.0 s "
+        "OPERATION_TIME_LIMIT: the client's operating-time reset needs a wait of 5.0 s "
         "before this batch, more than the 3.0 s left of the retry policy's max_wait; nothing "
         "was sent: send it again at retry_at, or raise max_wait"
     )
@@ -359,7 +359,7 @@ def test_bucket_wait_beyond_the_budget_raises_and_books_nothing() -> None:
         assert info.value.retry_at == 101.0
         assert (info.value.code, info.value.status) == ("QUERY_LIMIT_EXCEEDED", 0)
         assert str(info.value) == (
-            "QUERY_LIMIT_EXCEEDED (HTTP 0): the client's request-rate bucket needs a wait of "
+            "QUERY_LIMIT_EXCEEDED: the client's request-rate bucket needs a wait of "
             "1.0 s before this batch, more than the 0.5 s left of the retry policy's max_wait; "
             "nothing was sent: send it again at retry_at, or raise max_wait"
         )
@@ -433,7 +433,7 @@ def test_a_rival_booking_after_the_check_is_refused_and_books_nothing() -> None:
         101.5,
     )
     assert str(info.value) == (
-        "QUERY_LIMIT_EXCEEDED (HTTP 0): the client's request-rate bucket needs a wait of 1.5 s "
+        "QUERY_LIMIT_EXCEEDED: the client's request-rate bucket needs a wait of 1.5 s "
         "before this batch, more than the 1.2 s left of the retry policy's max_wait; nothing "
         "was sent: send it again at retry_at, or raise max_wait"
     )
