@@ -1056,41 +1056,100 @@ def test_an_unreachable_redis_is_named_in_the_warning(
     )
 
 
-def test_a_silent_redis_is_given_up_after_one_try_within_the_timeout(clock: Clock) -> None:
-    """A server that accepts and never answers: one connection, then the in-process limits."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.1)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
+def _commands(data: bytes) -> int:
+    """How many RESP commands (arrays, ``*N``) begin in ``data``."""
+    return data.startswith(b"*") + data.count(b"\r\n*")
 
-    def accept() -> None:
-        while not stop.is_set():
+
+class _OddRedis:
+    """A loopback listener posing as Redis: it hangs up at once (``answer_after=None``), or
+    reads and answers ``+OK`` to everything only ``answer_after`` seconds after a client
+    connects (sooner if the client hangs up). Counts the connections; every wait is bounded."""
+
+    def __init__(self, answer_after: float | None) -> None:
+        self.answer_after = answer_after
+        self.accepted = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve)
+        self._thread.start()
+        self.url = f"redis://127.0.0.1:{self._listener.getsockname()[1]}/0"
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
             try:
-                accepted.append(listener.accept()[0])
+                conn = self._listener.accept()[0]
             except TimeoutError:
                 continue
+            self.accepted += 1
+            with conn:
+                if self.answer_after is not None:
+                    self._answer_late(conn, self.answer_after)
 
-    acceptor = threading.Thread(target=accept)
-    acceptor.start()
-    port = listener.getsockname()[1]
-    store = RedisStore(f"redis://127.0.0.1:{port}/0", timeout=0.2)
-    bucket = SharedBucket(store, ORIGIN, clock, LeakyBucket(RateLimit(burst=5), clock))
+    def _answer_late(self, conn: socket.socket, delay: float) -> None:
+        conn.settimeout(delay)
+        pending = 0  # commands read and not yet answered
+        try:
+            while data := conn.recv(4096):
+                pending += _commands(data)
+            return  # the client hung up
+        except TimeoutError:
+            pass
+        conn.settimeout(0.2)
+        try:
+            while not self._stop.is_set():
+                conn.sendall(b"+OK\r\n" * pending)
+                data = conn.recv(4096)
+                if not data:
+                    return
+                pending = _commands(data)
+        except OSError:
+            return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._listener.close()
+
+
+def _reserve_in_thread(bucket: SharedBucket) -> list[float]:
+    """bucket.reserve() on a thread, joined with a bound; the waits it returned."""
     waits: list[float] = []
     caller = threading.Thread(target=lambda: waits.append(bucket.reserve()))
+    caller.start()
+    caller.join(timeout=10)
+    assert not caller.is_alive()
+    return waits
+
+
+def test_a_slow_redis_is_given_up_at_the_store_timeout(clock: Clock) -> None:
+    """A server that answers only after a second: the store gives up at its own timeout
+    (0.2 s), on one connection, and the in-process limits count the request."""
+    odd = _OddRedis(answer_after=1.0)
+    store = RedisStore(odd.url, timeout=0.2)
+    bucket = SharedBucket(store, ORIGIN, clock, LeakyBucket(RateLimit(burst=5), clock))
     try:
-        caller.start()
-        caller.join(timeout=10)
-        assert not caller.is_alive()
-        assert waits == [0.0]
+        assert _reserve_in_thread(bucket) == [0.0]
         assert bucket.available() == 2.0  # the fallback counted it
-        assert len(accepted) == 1
     finally:
-        stop.set()
-        acceptor.join(timeout=5)
         store.close()
-        for conn in accepted:
-            conn.close()
-        listener.close()
+        odd.close()
+    assert odd.accepted == 1
+
+
+def test_a_redis_that_hangs_up_is_tried_once(clock: Clock) -> None:
+    """A server that closes every connection at once: one attempt, no retries, then in-process."""
+    odd = _OddRedis(answer_after=None)
+    store = RedisStore(odd.url, timeout=0.2)
+    bucket = SharedBucket(store, ORIGIN, clock, LeakyBucket(RateLimit(burst=5), clock))
+    try:
+        assert _reserve_in_thread(bucket) == [0.0]
+        assert bucket.available() == 2.0
+    finally:
+        store.close()
+        odd.close()
+    assert odd.accepted == 1
 
 
 def test_a_redis_saturation_is_kept_in_redis(
