@@ -842,6 +842,14 @@ def test_a_meter_without_an_operating_limit_never_waits(
     assert meter.delay() == 0.0
 
 
+def test_a_meter_without_limits_never_waits(make_store: StoreFactory, clock: Clock) -> None:
+    """limit=None (no limits at all): no wait, whatever the store holds."""
+    store = make_store("sqlite")
+    meter = SharedMeter(store, store.meter_key(ORIGIN, "abc", "batch"), None, clock)
+    meter.record(Time(operating=590.0, operating_reset_at=clock.now + 30.0))
+    assert meter.delay() == 0.0
+
+
 @pytest.mark.parametrize(
     ("ahead", "delay", "kept"),
     [
