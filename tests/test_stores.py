@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import socket
 import sqlite3
 import sys
 import threading
@@ -33,7 +34,13 @@ from b24batch import (
 )
 from b24batch.limits import DEFAULT_RESET_SLACK, Bucket
 from b24batch.redaction import Secret
-from b24batch.stores import LeakyBucket, SharedBucket, SharedMeter, fingerprint
+from b24batch.stores import (
+    FUTURE_TOLERANCE,
+    LeakyBucket,
+    SharedBucket,
+    SharedMeter,
+    fingerprint,
+)
 from b24batch.testing import FakePortal
 from tests.redis_server import RedisServer
 
@@ -639,3 +646,552 @@ def test_limit_store_without_limits_is_a_contradiction(tmp_path: Path) -> None:
         B24Hook.from_webhook_url(
             f"{ORIGIN}/rest/1/s/", rate_limit=None, limit_store=SQLiteStore(tmp_path / "l.db")
         )
+
+
+# -- found by mutation testing (issue #12) --------------------------------------------------
+
+
+def test_an_sqlite_error_code_outranks_its_message() -> None:
+    """With SQLite's code at hand, an error that only mentions "locked" is not a lock."""
+    from b24batch.store_sqlite import _busy
+
+    error = sqlite3.OperationalError("no such table: locked_rows")
+    error.sqlite_errorcode = 1  # type: ignore[attr-defined]  # SQLITE_ERROR
+    assert not _busy(error)
+
+
+def test_a_sqlite_path_with_a_nul_byte_is_refused() -> None:
+    """A path holding NUL fails at construction with the whole message, not at first use."""
+    with pytest.raises(SdkError) as info:
+        SQLiteStore("limits\0.sqlite3")
+    assert str(info.value) == (
+        "path='limits\\x00.sqlite3': pass a file path every process can write, such as "
+        "/var/lib/myapp/b24-limits.sqlite3"
+    )
+
+
+def test_a_thread_keeps_its_sqlite_connection(tmp_path: Path) -> None:
+    """One connection per thread, reused by each later operation; another thread has its own."""
+    store = SQLiteStore(tmp_path / "limits.sqlite3")
+    first = store._connection()
+    assert store._connection() is first
+    theirs: list[int] = []
+
+    def other_thread() -> None:
+        own = store._connection()
+        theirs.append(id(own))
+        own.close()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join(timeout=10)
+    assert len(theirs) == 1
+    assert theirs[0] != id(first)
+
+
+def test_a_sqlite_lock_is_waited_for_only_the_store_timeout(tmp_path: Path, clock: Clock) -> None:
+    """A WAL file whose lock another connection holds: the store gives up after its own
+    timeout (0.05 s), not SQLite's default 5 s, though the lock is freed a second later."""
+    path = tmp_path / "limits.sqlite3"
+    store = SQLiteStore(path, timeout=0.05)
+    assert store.bucket_op("k", "available", RateLimit(burst=5), 0.0, clock) == 3.0  # WAL, tables
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    freed = threading.Timer(1.0, writer.execute, ("ROLLBACK",))
+    freed.start()
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            SQLiteStore(path, timeout=0.05).bucket_op(
+                "k", "reserve", RateLimit(burst=5), 9.0, clock
+            )
+    finally:
+        freed.cancel()
+        freed.join(timeout=5)
+        if writer.in_transaction:
+            writer.execute("ROLLBACK")
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("row", "available"),
+    [
+        pytest.param((0.5, 0.0), 2.5, id="below-one-request"),
+        pytest.param((3.0, FUTURE_TOLERANCE), 0.0, id="dated-at-the-tolerance"),
+    ],
+)
+def test_a_sqlite_row_within_bounds_is_kept(
+    row: tuple[float, float],
+    available: float,
+    make_store: StoreFactory,
+    tmp_path: Path,
+    clock: Clock,
+) -> None:
+    """A level under one request, and a state dated exactly FUTURE_TOLERANCE ahead, are real."""
+    store = make_store("sqlite")
+    limit = RateLimit(burst=5, per_second=2.0)
+    bucket = SharedBucket(store, ORIGIN, clock, LeakyBucket(limit, clock))
+    assert bucket.available() == 3.0  # makes the tables
+    level, ahead = row
+    with sqlite3.connect(tmp_path / "limits.sqlite3") as db:
+        db.execute(
+            "INSERT OR REPLACE INTO b24batch_bucket VALUES (?, ?, ?)",
+            (bucket.key, level, clock.now + ahead),
+        )
+    assert bucket.available() == available
+
+
+@pytest.mark.parametrize(
+    ("row", "state"),
+    [
+        pytest.param((-5.0, 100.0), (None, 100.0), id="negative-operating"),
+        pytest.param((0.0, 100.0), (0.0, 100.0), id="zero-operating"),
+    ],
+)
+def test_a_sqlite_meter_row_is_read_as_stored_or_dropped(
+    row: tuple[float, float],
+    state: tuple[float | None, float],
+    make_store: StoreFactory,
+    tmp_path: Path,
+    clock: Clock,
+) -> None:
+    """A negative operating figure reads as none; zero is a figure (the reset stays)."""
+    store = make_store("sqlite")
+    meter = SharedMeter(store, store.meter_key(ORIGIN, "abc", "batch"), RateLimit(), clock)
+    assert meter.state() == (None, None)  # makes the tables
+    with sqlite3.connect(tmp_path / "limits.sqlite3") as db:
+        db.execute("INSERT INTO b24batch_meter VALUES (?, ?, ?)", (meter.key, *row))
+    assert meter.state() == state
+
+
+@pytest.mark.parametrize("kind", SHARED)
+def test_a_reset_time_alone_keeps_the_operating_figure(
+    kind: str, make_store: StoreFactory, clock: Clock
+) -> None:
+    """An answer with only operating_reset_at reaches the store and keeps the figure there."""
+    store = make_store(kind)
+    key = store.meter_key(ORIGIN, "abc", "batch")
+    told, other = (SharedMeter(store, key, RateLimit(), clock) for _ in "ab")
+    told.record(Time(operating=80.0, operating_reset_at=clock.now + 40.0))
+    told.record(Time(operating_reset_at=clock.now + 50.0))
+    assert other.state() == (80.0, clock.now + 50.0)
+    assert other.reset_at() == clock.now + 50.0
+
+
+@pytest.mark.parametrize("kind", SHARED)
+def test_an_operating_figure_without_a_reset_is_read_back(
+    kind: str, make_store: StoreFactory, clock: Clock
+) -> None:
+    """A figure reported with no reset time ever is kept and read as it was."""
+    store = make_store(kind)
+    meter = SharedMeter(store, store.meter_key(ORIGIN, "abc", "batch"), RateLimit(), clock)
+    meter.record(Time(operating=80.0))
+    assert store.meter_op(meter.key, "read", None, None, clock)[:2] == (80.0, None)
+
+
+@pytest.mark.parametrize("kind", SHARED)
+def test_forget_spares_a_figure_of_a_newer_reset(
+    kind: str, make_store: StoreFactory, clock: Clock
+) -> None:
+    """forget names the reset it saw: a figure another client recorded since is kept."""
+    store = make_store(kind)
+    key = store.meter_key(ORIGIN, "abc", "batch")
+    store.meter_op(key, "record", 90.0, clock.now + 60.0, clock)
+    assert store.meter_op(key, "forget", None, clock.now - 1.0, clock)[:2] == (
+        90.0,
+        clock.now + 60.0,
+    )
+    assert store.meter_op(key, "forget", None, clock.now + 60.0, clock)[:2] == (
+        None,
+        clock.now + 60.0,
+    )
+
+
+@pytest.mark.parametrize("kind", SHARED)
+def test_reset_at_reads_what_another_client_reported(
+    kind: str, make_store: StoreFactory, clock: Clock
+) -> None:
+    """reset_at() of a meter that was told nothing is the reset another client recorded."""
+    store = make_store(kind)
+    key = store.meter_key(ORIGIN, "abc", "batch")
+    told, other = (SharedMeter(store, key, RateLimit(), clock) for _ in "ab")
+    assert other.reset_at() is None
+    told.record(Time(operating=10.0, operating_reset_at=clock.now + 30.0))
+    assert other.reset_at() == clock.now + 30.0
+
+
+def test_a_meter_limits_in_process_while_its_store_is_down(tmp_path: Path, clock: Clock) -> None:
+    """Figures recorded while the store is unreachable still make the meter wait."""
+    store = SQLiteStore(tmp_path / "missing-folder" / "limits.sqlite3")
+    limit = RateLimit(operating_limit=100.0, operating_margin=25.0)
+    meter = SharedMeter(store, store.meter_key(ORIGIN, "abc", "batch"), limit, clock)
+    meter.record(Time(operating=90.0, operating_reset_at=clock.now + 20.0))
+    assert meter.state() == (90.0, clock.now + 20.0)
+    assert meter.reset_at() == clock.now + 20.0
+    assert meter.delay() == 20.0 + DEFAULT_RESET_SLACK
+
+
+def test_a_meter_without_an_operating_limit_never_waits(
+    make_store: StoreFactory, clock: Clock
+) -> None:
+    """operating_limit=None: no wait, whatever the store holds."""
+    store = make_store("sqlite")
+    meter = SharedMeter(
+        store, store.meter_key(ORIGIN, "abc", "batch"), RateLimit(operating_limit=None), clock
+    )
+    meter.record(Time(operating=590.0, operating_reset_at=clock.now + 30.0))
+    assert meter.delay() == 0.0
+
+
+def test_a_meter_without_limits_never_waits(make_store: StoreFactory, clock: Clock) -> None:
+    """limit=None (no limits at all): no wait, whatever the store holds."""
+    store = make_store("sqlite")
+    meter = SharedMeter(store, store.meter_key(ORIGIN, "abc", "batch"), None, clock)
+    meter.record(Time(operating=590.0, operating_reset_at=clock.now + 30.0))
+    assert meter.delay() == 0.0
+
+
+@pytest.mark.parametrize(
+    ("ahead", "delay", "kept"),
+    [
+        pytest.param(0.5, 0.5, 90.0, id="half-a-second-left"),
+        pytest.param(0.0, 0.0, None, id="on-the-dot"),
+    ],
+)
+def test_a_shared_figure_is_forgotten_only_once_its_wait_is_over(
+    ahead: float, delay: float, kept: float | None, make_store: StoreFactory, clock: Clock
+) -> None:
+    """A wait of half a second keeps the figure; a wait of exactly zero forgets it."""
+    limit = RateLimit(operating_limit=100.0, operating_margin=25.0)
+    store = make_store("sqlite")
+    meter = SharedMeter(store, store.meter_key(ORIGIN, "abc", "batch"), limit, clock)
+    reset = clock.now + ahead - DEFAULT_RESET_SLACK
+    meter.record(Time(operating=90.0, operating_reset_at=reset))
+    assert meter.delay() == delay
+    assert meter.state() == (kept, reset)
+
+
+def test_the_credential_hash_is_pinned() -> None:
+    """The hash is part of the stored keys: processes of two releases must still share them."""
+    assert fingerprint(Secret("a/secret1")) == "05cf694370ac9fd3"
+
+
+@pytest.mark.parametrize("egress", ["a", "x" * 100])
+def test_egress_labels_of_one_to_100_characters_are_taken(egress: str) -> None:
+    """An egress label may be one character long, or 100."""
+    assert SQLiteStore("/tmp/limits.sqlite3", egress=egress).bucket_key(ORIGIN) == (
+        f"bucket:{ORIGIN}@{egress}"
+    )
+
+
+def test_without_egress_the_bucket_key_is_the_portal() -> None:
+    """With no egress label the bucket is keyed by the portal alone."""
+    assert SQLiteStore("/tmp/limits.sqlite3").bucket_key(ORIGIN) == f"bucket:{ORIGIN}"
+
+
+@pytest.mark.parametrize(
+    ("options", "kind", "message"),
+    [
+        pytest.param(
+            {"egress": "x" * 101},
+            SdkError,
+            f"egress={'x' * 101!r}: pass a short printable label for the public IP this host's "
+            "requests leave through, or None when all hosts share one",
+            id="egress-101",
+        ),
+        pytest.param(
+            {"recheck": "5"}, SdkTypeError, "recheck='5': pass seconds as a number", id="str"
+        ),
+        pytest.param(
+            {"timeout": True}, SdkTypeError, "timeout=True: pass seconds as a number", id="bool"
+        ),
+        pytest.param(
+            {"timeout": 3600.5},
+            SdkError,
+            "timeout=3600.5: pass seconds above 0 and at most 3600",
+            id="timeout-past-an-hour",
+        ),
+    ],
+)
+def test_store_options_are_refused_with_the_whole_message(
+    options: dict[str, Any], kind: type[Exception], message: str
+) -> None:
+    """Each refused option is named with its value and the fix."""
+    with pytest.raises(kind) as info:
+        SQLiteStore("/tmp/limits.sqlite3", **options)
+    assert type(info.value) is kind
+    assert str(info.value) == message
+
+
+def test_an_hour_is_the_longest_timeout_and_recheck() -> None:
+    """timeout= and recheck= of exactly 3600 s are accepted."""
+    store = SQLiteStore("/tmp/limits.sqlite3", timeout=3600, recheck=3600)
+    assert (store.timeout, store.recheck) == (3600.0, 3600.0)
+
+
+def test_an_unreachable_store_is_not_tried_again_before_recheck(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """Until recheck has passed the store is left alone, even if it could answer now."""
+    folder = tmp_path / "later"
+    store = SQLiteStore(folder / "limits.sqlite3", recheck=3600)
+    bucket = SharedBucket(store, ORIGIN, clock, LeakyBucket(RateLimit(burst=5), clock))
+    assert bucket.reserve() == 0.0  # in-process
+    folder.mkdir()
+    assert bucket.reserve() == 0.0
+    assert bucket.available() == 1.0  # the fallback's two bookings, not the store's one
+    assert not (folder / "limits.sqlite3").exists()
+
+
+def test_the_unreachable_warning_names_the_error(
+    tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The WARNING says the store, the exception's type and its text."""
+    store = SQLiteStore(tmp_path / "missing-folder" / "limits.sqlite3")
+    with caplog.at_level(logging.WARNING, logger="b24batch"):
+        SharedBucket(store, ORIGIN, clock, LeakyBucket(RateLimit(), clock)).reserve()
+    assert [record.getMessage() for record in caplog.records] == [
+        f"limit store <SQLiteStore {store.path}> unreachable (OperationalError: unable to open "
+        "database file): limiting in this process until it answers again"
+    ]
+
+
+class _DownStore(LimitStore):
+    """A store of a user's own that never answers."""
+
+    def __init__(self) -> None:
+        super().__init__(egress=None, recheck=60.0, timeout=1.0)
+
+    def bucket_op(self, *args: Any) -> float:
+        raise OSError("down")
+
+    def meter_op(self, *args: Any) -> Any:
+        raise OSError("down")
+
+
+def test_a_store_of_ones_own_is_named_by_its_class(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A LimitStore subclass without describe() is named by its class in the WARNING."""
+    with caplog.at_level(logging.WARNING, logger="b24batch"):
+        SharedBucket(_DownStore(), ORIGIN, clock, LeakyBucket(RateLimit(), clock)).reserve()
+    assert [record.getMessage() for record in caplog.records] == [
+        "limit store _DownStore unreachable (OSError: down): limiting in this process until "
+        "it answers again"
+    ]
+
+
+def _call_in_child(store: SQLiteStore, out: Any) -> None:
+    out.put(store.call(lambda: "answered"))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork is POSIX")
+def test_a_store_lock_held_at_fork_does_not_block_the_child(tmp_path: Path) -> None:
+    """A fork while another thread holds the store's lock: the child gets a free lock."""
+    store = SQLiteStore(tmp_path / "limits.sqlite3")
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    with store._lock:
+        child = context.Process(target=_call_in_child, args=(store, out))
+        child.start()
+    try:
+        assert out.get(timeout=10) == "answered"
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+            child.join(timeout=5)
+    assert child.exitcode == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "kind", "message"),
+    [
+        pytest.param(
+            {"url": b"redis://localhost"},
+            SdkTypeError,
+            "url: pass a str such as redis://host:6379/0",
+            id="url-bytes",
+        ),
+        pytest.param(
+            {"prefix": "a\nb"},
+            SdkError,
+            "prefix='a\\nb': pass a printable str such as 'b24batch:'",
+            id="prefix-newline",
+        ),
+        pytest.param(
+            {"clock": 5.0},
+            SdkTypeError,
+            "clock=: pass a callable returning Unix seconds, or None",
+            id="clock-number",
+        ),
+    ],
+)
+def test_redis_store_options_are_refused_with_the_whole_message(
+    options: dict[str, Any], kind: type[Exception], message: str
+) -> None:
+    """A non-str URL, an unprintable prefix or a clock that is no callable fail at once."""
+    arguments = {"url": "redis://localhost:6379/0", **options}
+    with pytest.raises(kind) as info:
+        RedisStore(**arguments)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        pytest.param(
+            "unix:///run/redis/redis.sock?db=1", "unix:///run/redis/redis.sock", id="unix"
+        ),
+        pytest.param("redis://redis.internal/0", "redis://redis.internal:6379/0", id="no-port"),
+    ],
+)
+def test_the_redis_store_shows_where_it_connects(url: str, shown: str) -> None:
+    """repr names the socket of a unix:// URL, and the default port 6379 of one without."""
+    assert repr(RedisStore(url)) == f"<RedisStore {shown} prefix='b24batch:'>"
+
+
+def test_an_unreachable_redis_is_named_in_the_warning(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The WARNING names the Redis store by its repr (no password)."""
+    store = RedisStore("unix:///nonexistent/redis.sock", timeout=0.2)
+    with caplog.at_level(logging.WARNING, logger="b24batch"):
+        SharedBucket(store, ORIGIN, clock, LeakyBucket(RateLimit(), clock)).reserve()
+    [message] = [record.getMessage() for record in caplog.records]
+    assert message.startswith(
+        "limit store <RedisStore unix:///nonexistent/redis.sock prefix='b24batch:'> "
+        "unreachable (ConnectionError: "
+    )
+
+
+def _commands(data: bytes) -> int:
+    """How many RESP commands (arrays, ``*N``) begin in ``data``."""
+    return data.startswith(b"*") + data.count(b"\r\n*")
+
+
+class _OddRedis:
+    """A loopback listener posing as Redis: it hangs up at once (``answer_after=None``), or
+    reads and answers ``+OK`` to everything only ``answer_after`` seconds after a client
+    connects (sooner if the client hangs up). Counts the connections; every wait is bounded."""
+
+    def __init__(self, answer_after: float | None) -> None:
+        self.answer_after = answer_after
+        self.accepted = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve)
+        self._thread.start()
+        self.url = f"redis://127.0.0.1:{self._listener.getsockname()[1]}/0"
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn = self._listener.accept()[0]
+            except TimeoutError:
+                continue
+            self.accepted += 1
+            with conn:
+                if self.answer_after is not None:
+                    self._answer_late(conn, self.answer_after)
+
+    def _answer_late(self, conn: socket.socket, delay: float) -> None:
+        conn.settimeout(delay)
+        pending = 0  # commands read and not yet answered
+        try:
+            while data := conn.recv(4096):
+                pending += _commands(data)
+            return  # the client hung up
+        except TimeoutError:
+            pass
+        conn.settimeout(0.2)
+        try:
+            while not self._stop.is_set():
+                conn.sendall(b"+OK\r\n" * pending)
+                data = conn.recv(4096)
+                if not data:
+                    return
+                pending = _commands(data)
+        except OSError:
+            return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._listener.close()
+
+
+def _reserve_in_thread(bucket: SharedBucket) -> list[float]:
+    """bucket.reserve() on a thread, joined with a bound; the waits it returned."""
+    waits: list[float] = []
+    caller = threading.Thread(target=lambda: waits.append(bucket.reserve()))
+    caller.start()
+    caller.join(timeout=10)
+    assert not caller.is_alive()
+    return waits
+
+
+def test_a_slow_redis_is_given_up_at_the_store_timeout(clock: Clock) -> None:
+    """A server that answers only after a second: the store gives up at its own timeout
+    (0.2 s), on one connection, and the in-process limits count the request."""
+    odd = _OddRedis(answer_after=1.0)
+    store = RedisStore(odd.url, timeout=0.2)
+    bucket = SharedBucket(store, ORIGIN, clock, LeakyBucket(RateLimit(burst=5), clock))
+    try:
+        assert _reserve_in_thread(bucket) == [0.0]
+        assert bucket.available() == 2.0  # the fallback counted it
+    finally:
+        store.close()
+        odd.close()
+    assert odd.accepted == 1
+
+
+def test_a_redis_that_hangs_up_is_tried_once(clock: Clock) -> None:
+    """A server that closes every connection at once: one attempt, no retries, then in-process."""
+    odd = _OddRedis(answer_after=None)
+    store = RedisStore(odd.url, timeout=0.2)
+    bucket = SharedBucket(store, ORIGIN, clock, LeakyBucket(RateLimit(burst=5), clock))
+    try:
+        assert _reserve_in_thread(bucket) == [0.0]
+        assert bucket.available() == 2.0
+    finally:
+        store.close()
+        odd.close()
+    assert odd.accepted == 1
+
+
+def test_a_redis_saturation_is_kept_in_redis(
+    make_store: StoreFactory, raw: redis.Redis, clock: Clock
+) -> None:
+    """After a 503 the Redis bucket itself holds the full burst (no fall back in-process)."""
+    bucket = SharedBucket(
+        make_store("redis"), ORIGIN, clock, LeakyBucket(RateLimit(burst=10), clock)
+    )
+    bucket.saturate()
+    assert float(raw.hget("b24batch:" + bucket.key, "level") or -1) == 10.0
+
+
+@pytest.mark.parametrize(
+    ("script", "answer", "message"),
+    [
+        pytest.param("_bucket", b"nan", "the bucket script answered nan", id="bucket-nan"),
+        pytest.param("_bucket", b"", "the bucket script answered None", id="bucket-empty"),
+        pytest.param(
+            "_meter", [b"", b"", b""], "the meter script answered [b'', b'', b'']", id="meter"
+        ),
+    ],
+)
+def test_a_nonsense_script_answer_counts_as_unreachable(
+    script: str, answer: object, message: str, make_store: StoreFactory, clock: Clock
+) -> None:
+    """A script answer that is no figure raises OSError (the store's unreachable error)."""
+    store = make_store("redis")
+    setattr(store, script, lambda keys, args: answer)
+    operation: Callable[[], object] = (
+        (lambda: store.bucket_op("bucket:k", "available", RateLimit(), 0.0, clock))
+        if script == "_bucket"
+        else (lambda: store.meter_op("operating:k", "read", None, None, clock))
+    )
+    with pytest.raises(OSError, match="script answered") as info:
+        operation()
+    assert str(info.value) == message
