@@ -160,3 +160,111 @@ def test_a_figure_the_meter_has_counts_before_this_ledger_saw_one() -> None:
     ledger.learn(Time(duration=10.0))  # a cost, but no operating figure of its own yet
     ledger.admit(IDLE, 1.0)
     assert ledger.admit(_Meter(80.0), budget=0.05)[0] >= 0.05  # 80 + 10 + 10 >= 85
+
+
+class _Ticks:
+    """A clock that moves one second each time it is read: a hold never really waits.
+
+    ``admit`` then reports 1.0 for a send that went at once, and 2.0 for one held to a budget of
+    1.0 (its start, the check, the end).
+    """
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+AT_ONCE, HELD = 1.0, 2.0
+
+
+def _ledger(limit: float = 100.0, margin: float = 0.0) -> Ledger:
+    return Ledger(RateLimit(operating_limit=limit, operating_margin=margin), clock=_Ticks())
+
+
+def test_the_margin_is_kept_free() -> None:
+    """Reported 70 + 10 in flight + 10 passes 95 - 10 (the margin) though not 95: held."""
+    ledger = _ledger(limit=95.0, margin=10.0)
+    ledger.learn(Time(duration=10.0))
+    ledger.admit(IDLE, 1.0)
+    assert ledger.admit(_Meter(70.0), budget=1.0) == (HELD, 10.0)
+
+
+def test_reaching_the_limit_exactly_holds() -> None:
+    """80 + 10 in flight + 10 is exactly the limit of 100: held (the limit is not room)."""
+    ledger = _ledger()
+    ledger.learn(Time(duration=10.0))
+    ledger.admit(IDLE, 1.0)
+    assert ledger.admit(_Meter(80.0), budget=1.0) == (HELD, 10.0)
+    assert ledger.admit(_Meter(79.5), budget=1.0)[0] == HELD  # now 20 in flight: still held
+
+
+def test_a_lower_figure_than_an_answer_of_the_same_window_does_not_count() -> None:
+    """Answers said 80; a meter showing an older 60 (out of order) is not taken: held."""
+    ledger = _ledger()
+    ledger.learn(Time(operating=70.0, operating_reset_at=500.0))
+    ledger.learn(Time(operating=80.0, operating_reset_at=500.0))  # one batch cost 10
+    ledger.admit(IDLE, 1.0)
+    assert ledger.admit(_Meter(60.0), budget=1.0) == (HELD, 10.0)  # 80 + 10 + 10 >= 100
+
+
+def test_a_figure_dropped_by_the_meter_holds_until_learnt_again() -> None:
+    """The meter has no figure (past a reset) but answers gave one: one batch at a time."""
+    ledger = _ledger()
+    ledger.learn(Time(operating=10.0))
+    ledger.learn(Time(operating=20.0))
+    ledger.admit(IDLE, 1.0)
+    assert ledger.admit(_Meter(None), budget=1.0) == (HELD, 10.0)
+
+
+def test_a_portal_that_never_reports_a_figure_counts_as_zero() -> None:
+    """Durations but never an operating figure: 0 + 4.5 in flight + 4.5 < 10 goes at once."""
+    ledger = _ledger(limit=10.0)
+    ledger.learn(Time(duration=4.5))
+    ledger.admit(IDLE, 1.0)
+    assert ledger.admit(_Meter(None), budget=1.0) == (AT_ONCE, 4.5)
+
+
+def test_a_budget_of_zero_never_waits() -> None:
+    """A send held with no time left to wait returns at once (the meter decides next)."""
+    ledger = Ledger(RateLimit(operating_limit=100.0), clock=lambda: 7.0)
+    ledger.admit(IDLE, 1.0)  # the cost is unknown: the next one would be held
+    result: list[tuple[float, float]] = []
+    sender = threading.Thread(target=lambda: result.append(ledger.admit(IDLE, 0.0)), daemon=True)
+    sender.start()
+    sender.join(timeout=5.0)
+    assert result == [(0.0, 0.0)]
+
+
+def test_an_answer_without_a_time_block_keeps_the_cost_learnt() -> None:
+    """learn(None) after a cost of 10 was learnt: the next batch is still charged 10."""
+    ledger = _ledger()
+    ledger.learn(Time(duration=10.0))
+    ledger.learn(None)
+    assert ledger.admit(IDLE, 1.0)[1] == 10.0
+
+
+def test_an_answer_without_a_time_block_first_costs_nothing() -> None:
+    """learn(None) with nothing learnt: a cost of 0, and the next send is not held."""
+    ledger = _ledger()
+    ledger.learn(None)
+    assert ledger.admit(IDLE, 1.0)[1] == 0.0
+    assert ledger.admit(IDLE, 1.0) == (AT_ONCE, 0.0)
+
+
+def test_a_time_block_without_figures_costs_nothing() -> None:
+    """A first answer with neither operating nor duration: cost 0, sends are not held."""
+    ledger = _ledger()
+    ledger.admit(IDLE, 1.0)
+    ledger.learn(Time())
+    assert ledger.admit(IDLE, 1.0) == (AT_ONCE, 0.0)
+
+
+def test_a_late_lower_figure_does_not_lower_the_base_of_the_next_rise() -> None:
+    """70, 80, a late 75, then 85: the last batch cost 5 (from 80), not 10 (from 75)."""
+    ledger = _ledger()
+    for operating in (70.0, 80.0, 75.0, 85.0):
+        ledger.learn(Time(operating=operating, operating_reset_at=500.0))
+    assert ledger.admit(IDLE, 1.0)[1] == 5.0

@@ -7,8 +7,9 @@ wire overlap there, and ``peak_concurrency`` says how many it was handling at on
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -23,7 +24,7 @@ from b24batch import (
 )
 from b24batch.testing import FakePortal, Fault
 from b24batch.transport import POOL_SIZE
-from b24batch.window import MAX_IN_FLIGHT
+from b24batch.window import MAX_IN_FLIGHT, Outcome, Window, checked_in_flight
 
 SLOW = 0.2  # seconds each delayed request is held: long enough for a window to fill
 
@@ -230,3 +231,144 @@ def test_a_bad_row_read_ahead_waits_for_the_chunks_in_flight(
         consume()
     assert seen == [range(0, 50), range(50, 100)]  # both were in flight when the row was read
     assert len(echo.requests) == 2
+
+
+# The Window on its own: ``send`` and the chunks are stand-ins, the clock is the test's.
+
+
+class _Ticks:
+    """Monotonic seconds the test moves: ``latency`` is added at each read."""
+
+    def __init__(self, latency: float) -> None:
+        self.now, self.latency = 0.0, latency
+
+    def __call__(self) -> float:
+        self.now += self.latency
+        return self.now
+
+
+def _outcomes(window: Window, count: int) -> list[Outcome]:
+    return list(window.run(iter(cast(Any, range(count)))))
+
+
+def test_one_in_flight_sends_on_the_callers_thread() -> None:
+    """max_in_flight=1: each chunk is sent on the caller's thread, its result handed back."""
+    threads: list[threading.Thread] = []
+
+    def send(chunk: Any) -> Any:
+        threads.append(threading.current_thread())
+        return chunk * 10
+
+    window = Window(send, 1, rate=(50, 20.0))
+    outcomes = _outcomes(window, 3)
+    assert [(o.chunk, o.result, o.error) for o in outcomes] == [
+        (0, 0, None),
+        (1, 10, None),
+        (2, 20, None),
+    ]
+    assert threads == [threading.current_thread()] * 3
+    assert window.sent == 3
+
+
+def test_one_in_flight_hands_back_what_send_raised() -> None:
+    """max_in_flight=1: an exception from send is the chunk's outcome, in order."""
+    failure = RuntimeError("the transport broke")
+
+    def send(chunk: Any) -> Any:
+        if chunk == 1:
+            raise failure
+        return chunk
+
+    outcomes = _outcomes(Window(send, 1, rate=(50, 20.0)), 3)
+    assert [(o.chunk, o.result, o.error) for o in outcomes] == [
+        (0, 0, None),
+        (1, None, failure),
+        (2, 2, None),
+    ]
+
+
+@pytest.mark.parametrize("size", [2, MAX_IN_FLIGHT])
+def test_a_window_fills_to_its_size_on_named_threads(size: int) -> None:
+    """max_in_flight=N: N sends are on the wire at once, each on a b24batch-window thread."""
+    barrier = threading.Barrier(size, timeout=5.0)  # broken unless N are in flight together
+    names: list[str] = []
+
+    def send(chunk: Any) -> Any:
+        names.append(threading.current_thread().name)
+        barrier.wait()
+        return chunk
+
+    outcomes = _outcomes(Window(send, size, rate=(50, 20.0)), size)
+    assert [(o.result, o.error) for o in outcomes] == [(n, None) for n in range(size)]
+    assert all(name.startswith("b24batch-window") for name in names)
+
+
+def test_a_chunk_that_goes_alone_waits_and_then_flies_alone() -> None:
+    """Chunk 1 must go alone: sent after chunk 0 landed, chunk 2 only after it; all yielded."""
+    events: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def send(chunk: Any) -> Any:
+        with lock:
+            events.append(("sent", chunk))
+        with lock:
+            events.append(("answered", chunk))
+        return chunk
+
+    window = Window(send, 3, rate=(50, 20.0), alone=lambda chunk: chunk == 1)
+    outcomes = _outcomes(window, 4)
+    assert [o.result for o in outcomes] == [0, 1, 2, 3]
+    assert events[:4] == [("sent", 0), ("answered", 0), ("sent", 1), ("answered", 1)]
+    assert window.sent == 4
+
+
+def test_drain_waits_for_the_chunks_still_in_flight() -> None:
+    """Stopped after the first outcome: drain() hands back the two chunks still on the wire."""
+    window = Window(lambda chunk: chunk, 3, rate=(50, 20.0))
+    run = window.run(iter(cast(Any, range(10))))
+    assert next(run).result == 0
+    window.stop()
+    assert [o.result for o in window.drain()] == [1, 2]
+    assert window.sent == 3  # nothing after the stop
+
+
+@pytest.mark.parametrize(
+    ("latencies", "available", "size"),
+    [
+        pytest.param([0.5], 0.0, 6, id="10/s-x-0.5s-plus-one"),
+        pytest.param([0.5, 0.5], 0.0, 13, id="smoothed-0.5-then-3s"),
+        pytest.param([0.01], 5.0, 1, id="fast-stays-at-one-whatever-is-left"),
+        pytest.param([0.1], 5.0, 5, id="slow-spends-the-burst-left"),
+        pytest.param([0.1], 0.0, 2, id="two"),
+        pytest.param([10.0], 0.0, 16, id="at-most-16"),
+    ],
+)
+def test_auto_learns_its_size_from_the_latency(
+    latencies: list[float], available: float, size: int
+) -> None:
+    """'auto': per_second x smoothed latency + 1, the burst left when above 1, within bounds."""
+    clock = _Ticks(latencies[0])
+    window = Window(
+        lambda chunk: chunk, "auto", rate=(50, 10.0), available=lambda: available, clock=clock
+    )
+    run = window.run(iter(cast(Any, range(100))))
+    for latency in latencies:
+        clock.latency = latency
+        next(run)
+    assert window.size == size
+    run.close()
+
+
+def test_auto_is_bounded_by_a_small_burst() -> None:
+    """'auto' with a burst of 1: a slow portal still gets one batch at a time."""
+    window = Window(lambda chunk: chunk, "auto", rate=(1, 10.0), clock=_Ticks(10.0))
+    run = window.run(iter(cast(Any, range(3))))
+    next(run)
+    assert window.size == 1
+    run.close()
+
+
+@pytest.mark.parametrize("value", [1, MAX_IN_FLIGHT, "auto"])
+def test_max_in_flight_accepts_its_bounds(value: object) -> None:
+    """1, 16 and 'auto' are accepted as they are."""
+    assert checked_in_flight(value) == value
