@@ -359,7 +359,7 @@ def _iter(
         for outcome in window.run(plan(pairs, named=named, settings=settings, rules=rules)):
             if outcome.error is not None:
                 # What was in flight with it still lands: keep it on the error.
-                _attach(outcome.error, _landed(window.drain()))
+                _attach(outcome.error, _landed(window.drain(), named))
                 raise outcome.error
             assert outcome.result is not None
             yield outcome.result
@@ -370,12 +370,11 @@ def _iter(
         report.close()
 
 
-def _landed(outcomes: list[Outcome]) -> ChunkedResult[Any]:
-    """The chunks that completed while a lazy iteration was raising (for ``error.partial``)."""
+def _landed(outcomes: list[Outcome], named: bool) -> ChunkedResult[Any]:
+    """The chunks that completed while a lazy iteration was raising (for ``error.partial``):
+    their data by name or in call order, as ``make`` gives it, even when none landed."""
     results = [outcome.result for outcome in outcomes if outcome.result is not None]
-    data: Any = {}
-    if results and not isinstance(results[0].data, dict):
-        data = []
+    data: list[Any] | dict[str, Any] = {} if named else []
     for result in results:
         _merge(data, result)
     return ChunkedResult(data=data, chunks=tuple(results))

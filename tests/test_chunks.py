@@ -21,6 +21,7 @@ from b24batch import (
     ChunkedResult,
     Command,
     DecodeError,
+    RateLimit,
     SdkError,
     SdkTypeError,
     ref,
@@ -86,22 +87,40 @@ def test_zero_commands_are_refused(echo: FakePortal, client: B24Hook, calls: Any
 
 
 @pytest.mark.parametrize(
-    ("options", "error"),
+    ("options", "error", "message"),
     [
-        ({"chunk_size": 0}, SdkError),
-        ({"chunk_size": 51}, SdkError),
-        ({"chunk_size": 2.0}, SdkTypeError),
-        ({"halt_on_error": "no"}, SdkTypeError),
-        ({"progress": "yes"}, SdkTypeError),
-        ({"request_id": "x" * 250}, SdkError),
+        ({"chunk_size": 0}, SdkError, "chunk_size=0: a batch takes 1 to 50 commands"),
+        ({"chunk_size": 51}, SdkError, "chunk_size=51: a batch takes 1 to 50 commands"),
+        ({"chunk_size": 2.0}, SdkTypeError, "chunk_size=2.0: pass a whole number from 1 to 50"),
+        ({"halt_on_error": "no"}, SdkTypeError, "halt_on_error='no': pass True or False"),
+        ({"isolate_errors": "yes"}, SdkTypeError, "isolate_errors='yes': pass True or False"),
+        (
+            {"progress": "yes"},
+            SdkTypeError,
+            "progress='yes': pass True, a callable (done, total), or None",
+        ),
+        (
+            {"request_id": "x" * 250},
+            SdkError,
+            "request_id is 250 characters; chunked calls append '.<chunk>', so keep it to 245",
+        ),
     ],
 )
+@pytest.mark.parametrize("how", ["make", "iter"])
 def test_bad_options_fail_before_sending(
-    echo: FakePortal, client: B24Hook, options: dict[str, Any], error: type[Exception]
+    echo: FakePortal,
+    client: B24Hook,
+    options: dict[str, Any],
+    error: type[Exception],
+    message: str,
+    how: str,
 ) -> None:
-    """Impossible options are refused before any request."""
-    with pytest.raises(error):
-        BatchByChunkV3(client).make(_list_calls(3), **options)
+    """Impossible options are refused before any request, naming the option and the fix."""
+    call = getattr(BatchByChunkV3(client), how)  # iter() checks its options before it yields
+    with pytest.raises(error) as info:
+        call(_list_calls(3), **options)
+    assert type(info.value) is error
+    assert str(info.value) == message
     assert echo.requests == []
 
 
@@ -682,3 +701,105 @@ def test_a_failing_on_token_keeps_the_chunks_fetched(echo: FakePortal) -> None:
     assert isinstance(partial, ChunkedResult)
     assert partial.data == [{"item": {"n": n}} for n in range(50)]
     assert [chunk.positions for chunk in partial.chunks] == [range(0, 50)]
+
+
+# -- what lands after iter() raises --------------------------------------------------------
+
+
+def _odd_calls(named: bool) -> Any:
+    """Six echo calls, the second of which does not fit ``EchoedItem`` (its chunk raises)."""
+    calls: list[Any] = _list_calls(6)
+    calls[1] = ("test.odd", {})
+    return {f"c{n}": call for n, call in enumerate(calls)} if named else calls
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["list", "named"])
+def test_iter_error_carries_the_chunks_in_flight_with_it(
+    echo: FakePortal, client: B24Hook, named: bool
+) -> None:
+    """Chunk 0 raises with chunks 1 and 2 in flight: they land on error.partial, merged."""
+    echo.register("test.odd", lambda query: {"item": {"n": "not a number"}})
+    chunks = BatchByChunkV3(client).iter(
+        _odd_calls(named), chunk_size=2, max_in_flight=3, result_type=EchoedItem
+    )
+    with pytest.raises(DecodeError) as info:
+        next(chunks)
+    partial = info.value.partial
+    assert partial is not None
+    typed = {n: EchoedItem(Echoed(n)) for n in range(2, 6)}
+    expected = {f"c{n}": item for n, item in typed.items()} if named else list(typed.values())
+    assert partial.data == expected
+    assert [chunk.positions for chunk in partial.chunks] == [range(2, 4), range(4, 6)]
+    assert len(echo.requests) == 3
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["list", "named"])
+def test_iter_error_with_nothing_in_flight_has_an_empty_partial(
+    echo: FakePortal, client: B24Hook, named: bool
+) -> None:
+    """One batch at a time: error.partial holds no chunk, and data of the call's kind."""
+    echo.register("test.odd", lambda query: {"item": {"n": "not a number"}})
+    chunks = BatchByChunkV3(client).iter(
+        _odd_calls(named), chunk_size=2, max_in_flight=1, result_type=EchoedItem
+    )
+    with pytest.raises(DecodeError) as info:
+        next(chunks)
+    partial = info.value.partial
+    assert partial is not None
+    assert (partial.data, partial.chunks) == (({} if named else []), ())
+    assert len(echo.requests) == 1
+
+
+class _Sealed(Exception):
+    """An exception that cannot take a ``partial`` attribute: it has its own, read-only."""
+
+    @property
+    def partial(self) -> str:
+        return "its own"
+
+
+def test_an_exception_that_cannot_hold_partial_is_raised_unchanged(
+    echo: FakePortal, client: B24Hook
+) -> None:
+    """A callback's exception with a read-only partial is re-raised as it is, not a TypeError."""
+
+    def progress(done: int, total: int | None) -> None:
+        raise _Sealed
+
+    with pytest.raises(_Sealed) as info:
+        BatchByChunkV3(client).make(_list_calls(60), progress=progress)
+    assert info.value.partial == "its own"
+
+
+# -- the window's size under "auto" -------------------------------------------------------
+
+
+def _reads(methods: list[str]) -> list[Command]:
+    return [Command(method, {"n": n}, read_only=True) for n, method in enumerate(methods)]
+
+
+def test_auto_window_without_a_rate_limit_widens_after_a_slow_batch(
+    echo: FakePortal, client: B24Hook
+) -> None:
+    """No client-side bucket: a batch slower than the default drain widens the window, and
+    every chunk still lands, in order."""
+    echo.inject(Fault.delay(0.5))  # 0.5 s at the default 2 requests/s: two batches in flight
+    result = BatchByChunkV3(client).make(_reads(["test.echo"] * 4), chunk_size=1)
+    assert result.data == [{"item": {"n": n}} for n in range(4)]
+    assert [chunk.positions for chunk in result.chunks] == [range(n, n + 1) for n in range(4)]
+
+
+def test_auto_window_spends_what_is_left_of_the_burst(echo: FakePortal) -> None:
+    """After a slow batch "auto" sends as many reads at once as the bucket lets out (8 of a
+    burst of 10, headroom 2): a failure in the next chunk finds all 8 already on the wire."""
+    echo.inject(Fault.delay(0.5))  # drains the first request from the bucket: 8 available
+    with B24Hook.from_webhook_url(
+        echo.webhook_url, retry=None, rate_limit=RateLimit(burst=10)
+    ) as hook:
+        result = BatchByChunkV3(hook).make(
+            _reads(["test.echo", "test.fail"] + ["test.echo"] * 10), chunk_size=1
+        )
+    assert len(echo.requests) == 9  # chunk 0, then chunks 1 to 8 together
+    assert [chunk.positions for chunk in result.chunks] == [range(n, n + 1) for n in range(9)]
+    assert [error.chunk for error in result.errors] == [1]
+    assert result.not_executed == (9, 10, 11)

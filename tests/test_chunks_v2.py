@@ -5,10 +5,17 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs
 
+import attrs
 import pytest
 
 from b24batch import B24Hook, BatchByChunkV2, SdkError, TransportError
 from b24batch.testing import FakePortal, Fault
+
+
+@attrs.frozen
+class Deal:
+    ID: str
+    TITLE: str
 
 
 def adds(count: int) -> list[Any]:
@@ -127,4 +134,68 @@ def test_options_are_checked(portal: FakePortal, client: B24Hook) -> None:
     """chunk_size out of range is refused before any request."""
     with pytest.raises(SdkError, match="chunk_size=51: a batch takes 1 to 50 commands"):
         BatchByChunkV2(client).make(adds(2), chunk_size=51)
+    assert portal.requests == []
+
+
+def test_make_honours_request_id_and_result_type(portal: FakePortal, client: B24Hook) -> None:
+    """make(): chunk k is sent as request_id.k, and every chunk's results are typed."""
+    ids = [portal.add_deal(TITLE=f"D{n}") for n in range(3)]
+    calls = [("crm.deal.get", {"id": deal}) for deal in ids]
+    result = BatchByChunkV2(client).make(calls, chunk_size=2, request_id="job", result_type=Deal)
+    assert result.data == [Deal(ID=str(deal), TITLE=f"D{n}") for n, deal in enumerate(ids)]
+    assert [chunk.request_id for chunk in result.chunks] == ["job.0", "job.1"]
+    assert [r.query["bx24_request_id"] for r in portal.requests] == ["job.0", "job.1"]
+
+
+def test_iter_over_named_calls_honours_every_option(portal: FakePortal, client: B24Hook) -> None:
+    """iter() over named calls: typed dicts by name, sent under the names, request_id.k."""
+    ids = [portal.add_deal(TITLE=f"D{n}") for n in range(3)]
+    calls = {f"d{n}": ("crm.deal.get", {"id": deal}) for n, deal in enumerate(ids)}
+    chunks = list(
+        BatchByChunkV2(client).iter(calls, chunk_size=2, request_id="job", result_type=Deal)
+    )
+    assert [chunk.data for chunk in chunks] == [
+        {"d0": Deal(ID=str(ids[0]), TITLE="D0"), "d1": Deal(ID=str(ids[1]), TITLE="D1")},
+        {"d2": Deal(ID=str(ids[2]), TITLE="D2")},
+    ]
+    assert [chunk.request_id for chunk in chunks] == ["job.0", "job.1"]
+    assert [r.query["bx24_request_id"] for r in portal.requests] == ["job.0", "job.1"]
+    assert "cmd[d2]" in parse_qs(portal.requests[1].raw.decode("ascii"))
+
+
+def test_iter_halts_by_default_after_the_chunk_with_a_failed_command(
+    portal: FakePortal, client: B24Hook
+) -> None:
+    """iter() with the default halt_on_error yields the failed chunk and sends nothing after."""
+    calls = adds(9)
+    calls[4] = ("crm.deal.get", {"id": 999})
+    chunks = list(BatchByChunkV2(client).iter(calls, chunk_size=3))
+    assert [chunk.positions for chunk in chunks] == [range(0, 3), range(3, 6)]
+    assert list(chunks[1].errors_by_key) == [4]
+    assert chunks[1].not_executed == (5,)
+    assert len(portal.requests) == 2
+
+
+@pytest.mark.parametrize("how", ["make", "iter"])
+def test_progress_callback_gets_done_and_total(
+    portal: FakePortal, client: B24Hook, how: str
+) -> None:
+    """The callback gets (done, total) after every chunk; a list gives iter() its total."""
+    seen: list[tuple[int, int | None]] = []
+    chunker = BatchByChunkV2(client)
+    options: dict[str, Any] = {"chunk_size": 3, "progress": lambda d, t: seen.append((d, t))}
+    if how == "make":
+        chunker.make(adds(7), **options)
+    else:
+        list(chunker.iter(adds(7), **options))
+    assert seen == [(3, 7), (6, 7), (7, 7)]
+
+
+@pytest.mark.parametrize("how", ["make", "iter"])
+def test_max_in_flight_is_checked(portal: FakePortal, client: B24Hook, how: str) -> None:
+    """max_in_flight out of range is refused, with the range, before any request."""
+    call = getattr(BatchByChunkV2(client), how)  # iter() checks its options before it yields
+    with pytest.raises(SdkError) as info:
+        call(adds(2), max_in_flight=17)
+    assert str(info.value) == "max_in_flight=17: pass 1 to 16 (1 sends one batch at a time)"
     assert portal.requests == []
