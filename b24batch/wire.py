@@ -318,7 +318,7 @@ def _may_have_run(status: int) -> bool:
     return 200 <= status < 300 or (status >= 500 and status != 503)
 
 
-def _retry_after(value: str | None, date: str | None = None) -> float | None:
+def _retry_after(value: str | None, date: str | None) -> float | None:
     """Seconds from a ``Retry-After`` header: a number, or an HTTP date.
 
     A date is measured from the answer's own ``Date`` header, so the server's clock sets both
