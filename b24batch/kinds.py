@@ -76,6 +76,9 @@ _TABLE: Final = {
     "insufficient_scope": ErrorKind.ACCESS,
     "INVALID_CREDENTIALS": ErrorKind.ACCESS,
     "ACCESS_DENIED": ErrorKind.ACCESS,
+    # An OAuth refresh refused because the portal's trial or subscription ended (§11): the
+    # application may not work there until it is paid for; no credential of its own fixes it.
+    "PAYMENT_REQUIRED": ErrorKind.ACCESS,
     "NO_AUTH_FOUND": ErrorKind.AUTH,
     "expired_token": ErrorKind.AUTH,
     "invalid_token": ErrorKind.AUTH,
