@@ -15,20 +15,20 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import attrs
 
-from b24batch.building import Answers, Builder
+from b24batch._engine.build import Answers, Builder
+from b24batch._engine.isolate import Isolation
+from b24batch._engine.send import mark, reads, send
+from b24batch._protocols.v3 import V3, Envelope, encode_batch
 from b24batch.commands import Commands, check_references, normalize, references
 from b24batch.errors import (
     B24Error,
     SdkError,
     SdkTypeError,
 )
-from b24batch.isolate import Isolation
 from b24batch.results import (
     BatchResult,
     check_type,
 )
-from b24batch.sending import mark, reads, send
-from b24batch.wire import V3, Envelope, encode_batch
 
 if TYPE_CHECKING:
     from b24batch.client import _Client

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import attrs
 
+from b24batch._engine.build import Answers, Builder
+from b24batch._engine.send import send
+from b24batch._protocols.v2 import V2, EntryV2, EnvelopeV2, Outcome, encode_batch_v2, references_v2
 from b24batch.batch import check_options, check_result_types, checked_request_id
-from b24batch.building import Answers, Builder
 from b24batch.commands import Commands, normalize
 from b24batch.errors import AjaxError, OperatingLimitError, RateLimitError, SdkError
 from b24batch.results import BatchResult, Key
-from b24batch.sending import send
-from b24batch.wire_v2 import V2, EntryV2, EnvelopeV2, Outcome, encode_batch_v2, references_v2
 
 if TYPE_CHECKING:
     from b24batch.client import _Client

@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import attrs
 
+from b24batch._engine.plan import CLASSIC, REST_V3, Chunk, Rules, plan
+from b24batch._engine.send import read_only
+from b24batch._engine.window import InFlight, Outcome, Window, checked_in_flight
 from b24batch.batch import (
     check_options,
     checked_idempotency_key,
@@ -25,13 +28,10 @@ from b24batch.batch_v2 import execute_v2
 from b24batch.commands import MAX_COMMANDS, refuse_js_object
 from b24batch.errors import B24Error, SdkError, SdkTypeError
 from b24batch.limits import RateLimit
-from b24batch.planning import CLASSIC, REST_V3, Chunk, Rules, plan
 from b24batch.progress import Progress
 from b24batch.progress import Report as _Report
 from b24batch.progress import progress_report as _progress
 from b24batch.results import BatchResult, ChunkedResult, ChunkError, Key
-from b24batch.sending import read_only
-from b24batch.window import InFlight, Outcome, Window, checked_in_flight
 
 if TYPE_CHECKING:
     from b24batch.client import _Client

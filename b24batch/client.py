@@ -25,6 +25,8 @@ from urllib.parse import SplitResult, quote, urlsplit
 import requests
 import requests.auth
 
+from b24batch._protocols.v2 import V2
+from b24batch._protocols.v3 import V3, Answered, Envelope, Wire
 from b24batch._version import __version__
 from b24batch.errors import (
     AuthError,
@@ -52,8 +54,6 @@ from b24batch.transport import (
     Transport,
     new_session,
 )
-from b24batch.wire import V3, Answered, Envelope, Wire
-from b24batch.wire_v2 import V2
 
 if TYPE_CHECKING:
     from b24batch.actions import Actions
@@ -206,8 +206,8 @@ class _Client:
         """POST one encoded batch and decode the answer. One HTTP request, no retries here.
 
         Args:
-            body: The body from :func:`b24batch.wire.encode_batch` (REST 3.0, JSON) or
-                :func:`b24batch.wire_v2.encode_batch_v2` (classic, a form).
+            body: The body from :func:`b24batch._protocols.v3.encode_batch` (REST 3.0, JSON) or
+                :func:`b24batch._protocols.v2.encode_batch_v2` (classic, a form).
             keys: The commands' keys, in order (the answer must have one entry per key).
             request_id: Sent as ``bx24_request_id`` and put on every error.
             idempotency_key: Sent as ``Idempotency-Key`` when given (REST 3.0 only).

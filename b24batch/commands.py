@@ -13,7 +13,6 @@ from typing import Any
 import attrs
 
 from b24batch.errors import SdkError, SdkTypeError
-from b24batch.params import is_utf8
 from b24batch.results import Key
 
 __all__ = [
@@ -436,3 +435,12 @@ def _check_alias(alias: str, where: str, *, from_name: bool) -> None:
             f"{where}: {origin} {alias!r} is a number; numbers already name commands by "
             f"position in references ('0.item.id'), so use a name with a letter{fix}"
         )
+
+
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (it holds no lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

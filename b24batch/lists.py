@@ -13,11 +13,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from b24batch.batch import checked_request_id
-from b24batch.commands import MAX_COMMANDS
-from b24batch.errors import B24Error
-from b24batch.lists_plan import Page, Walk
-from b24batch.lists_routes import (
+from b24batch._engine.pages import (
     PAGE_LIMIT,
     Route,
     Spec,
@@ -27,6 +23,10 @@ from b24batch.lists_routes import (
     item_id,
     items_of,
 )
+from b24batch._engine.walk import Page, Walk
+from b24batch.batch import checked_request_id
+from b24batch.commands import MAX_COMMANDS
+from b24batch.errors import B24Error
 from b24batch.progress import Progress, Report, progress_report
 from b24batch.results import ChunkedResult, ChunkError, check_type, structure, structure_quick
 

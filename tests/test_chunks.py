@@ -27,8 +27,8 @@ from b24batch import (
     ref,
     ref_array,
 )
+from b24batch._engine.plan import REST_V3, plan
 from b24batch.chunks import Settings
-from b24batch.planning import REST_V3, plan
 from b24batch.testing import FakePortal, Fault
 
 
@@ -472,7 +472,7 @@ def test_make_walks_each_chunks_keys_a_bounded_number_of_times(
     echo: FakePortal, client: B24Hook, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """make() touches each chunk's keys a few times, not once per earlier chunk (quadratic)."""
-    import b24batch.planning as planning
+    import b24batch._engine.plan as planning
 
     real = planning.Commands
 

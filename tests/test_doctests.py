@@ -23,8 +23,8 @@ MODULES = [
     "b24batch.store_sqlite",
     "b24batch.store_redis",
     "b24batch.lists",
-    "b24batch.form",
-    "b24batch.wire_v2",
+    "b24batch._protocols.phpform",
+    "b24batch._protocols.v2",
 ]
 
 

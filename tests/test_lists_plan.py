@@ -12,10 +12,10 @@ from typing import Any, ClassVar
 
 import pytest
 
+from b24batch._engine.pages import Spec, V3Route
+from b24batch._engine.walk import Page, Query, Walk
 from b24batch.errors import DecodeError
 from b24batch.lists import _HOLD, _pages
-from b24batch.lists_plan import Page, Query, Walk
-from b24batch.lists_routes import Spec, V3Route
 from b24batch.progress import Report
 
 

@@ -1,4 +1,4 @@
-"""What JSON can carry of params (b24batch.params): explanations, depth, colliding keys; no I/O."""
+"""What JSON can carry of params (`_protocols/jsonparams`): explanations, depth, key collisions."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from b24batch import SdkError
-from b24batch import params as params_module
+from b24batch._protocols import jsonparams as params_module
+from b24batch._protocols.jsonparams import MAX_PARAMS_DEPTH, check_json_keys, explain_unencodable
+from b24batch._protocols.v3 import encode_batch
 from b24batch.commands import normalize
-from b24batch.params import MAX_PARAMS_DEPTH, check_json_keys, explain_unencodable
-from b24batch.wire import encode_batch
 
 
 def _explain(params: dict[str, Any]) -> SdkError:

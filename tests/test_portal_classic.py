@@ -11,9 +11,9 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from b24batch._protocols.v2 import EntryV2, decode_response_v2, encode_batch_v2
 from b24batch.testing import ClassicAnswer, CommandError, FakePortal, Fault
 from b24batch.testing.phpform import parse_str_bytes
-from b24batch.wire_v2 import EntryV2, decode_response_v2, encode_batch_v2
 from tests.php import canon, php_parse
 
 TIMEOUT = 5.0

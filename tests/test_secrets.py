@@ -25,6 +25,8 @@ from b24batch import (
     RetryPolicy,
     SdkError,
 )
+from b24batch._protocols.v2 import V2
+from b24batch._protocols.v3 import V3, decode_response
 from b24batch.redaction import (
     Secret,
     UrlRedactingFilter,
@@ -33,8 +35,6 @@ from b24batch.redaction import (
     redact_data,
 )
 from b24batch.testing import FakePortal, Fault
-from b24batch.wire import V3, decode_response
-from b24batch.wire_v2 import V2
 
 secrets = st.from_regex(r"[A-Za-z0-9]{16,40}", fullmatch=True)
 

@@ -22,9 +22,9 @@ from b24batch import (
     SdkError,
     SdkTypeError,
 )
+from b24batch._engine.window import MAX_IN_FLIGHT, Outcome, Window, checked_in_flight
 from b24batch.testing import FakePortal, Fault
 from b24batch.transport import POOL_SIZE
-from b24batch.window import MAX_IN_FLIGHT, Outcome, Window, checked_in_flight
 
 SLOW = 0.2  # seconds each delayed request is held: long enough for a window to fill
 

@@ -1,4 +1,4 @@
-"""The wire format (b24batch.wire): body encoding and answer decoding, no I/O."""
+"""The wire format (b24batch._protocols.v3): body encoding and answer decoding, no I/O."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from b24batch import AjaxError, AuthError, Command, DecodeError, FieldError, SdkError, Time
+from b24batch._protocols.v3 import decode_response, encode_batch
 from b24batch.commands import normalize
-from b24batch.wire import decode_response, encode_batch
 
 
 def _rows(calls: Any, halt_on_error: bool = True) -> list[dict[str, Any]]:

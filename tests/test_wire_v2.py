@@ -12,9 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from b24batch.errors import AuthError, DecodeError, RateLimitError, SdkError, SdkTypeError
-from b24batch.testing.phpform import php_key
-from b24batch.wire_v2 import (
+from b24batch._protocols.v2 import (
     MAX_DEPTH,
     EntryV2,
     decode_response_v2,
@@ -22,6 +20,8 @@ from b24batch.wire_v2 import (
     encode_query,
     references_v2,
 )
+from b24batch.errors import AuthError, DecodeError, RateLimitError, SdkError, SdkTypeError
+from b24batch.testing.phpform import php_key
 from tests.php import php_parse
 
 # ---------------------------------------------------------------------------------------------

@@ -352,7 +352,7 @@ async def _api_client_window(base: str, commands: int) -> tuple[int, str | None]
 def planning(commands: int) -> dict[str, Any]:
     """Seconds b24batch spends planning ``commands`` rows into chunks, as ``make()`` does."""
     chunks_module = importlib.import_module("b24batch.chunks")
-    planning_module = importlib.import_module("b24batch.planning")
+    planning_module = importlib.import_module("b24batch._engine.plan")
     settings = chunks_module.Settings.checked(50, True, "bench", None, None)
     rows = [(n, ("tasks.task.get", {"id": n + 1})) for n in range(commands)]
     started = time.perf_counter()

@@ -10,14 +10,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from b24batch.commands import Commands, is_utf8
 from b24batch.errors import SdkError, SdkTypeError
 
-if TYPE_CHECKING:
-    from b24batch.commands import Commands
-
-__all__ = ["MAX_PARAMS_DEPTH", "check_json_keys", "explain_unencodable", "is_utf8"]
+__all__ = ["MAX_PARAMS_DEPTH", "check_json_keys", "explain_unencodable"]
 
 MAX_PARAMS_DEPTH = 500
 """The deepest nesting of dicts and lists in params that b24batch explains rather than encodes:
@@ -108,15 +106,6 @@ def _json_key(name: object) -> str:
 
 
 _SCALARS = (str, int, bool, type(None))
-
-
-def is_utf8(text: str) -> bool:
-    """Whether ``text`` can be written as UTF-8 (it holds no lone surrogate)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _find_unencodable(

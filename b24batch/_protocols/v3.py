@@ -16,6 +16,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
 
+from b24batch._protocols.jsonparams import check_json_keys, explain_unencodable
 from b24batch.commands import Commands
 from b24batch.errors import (
     AjaxError,
@@ -24,7 +25,6 @@ from b24batch.errors import (
     OperatingLimitError,
     RateLimitError,
 )
-from b24batch.params import check_json_keys, explain_unencodable
 from b24batch.redaction import redact as _redact_default
 from b24batch.results import FieldError, Key, Time
 

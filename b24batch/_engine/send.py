@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from b24batch._protocols.v3 import Answered, Wire
 from b24batch.commands import Command, Commands
 from b24batch.errors import (
     AjaxError,
@@ -23,7 +24,6 @@ from b24batch.errors import (
 )
 from b24batch.results import Key
 from b24batch.retry import RetryKind, is_read_only, retry_kind
-from b24batch.wire import Answered, Wire
 
 if TYPE_CHECKING:
     from b24batch.client import _Client

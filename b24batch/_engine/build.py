@@ -13,11 +13,11 @@ from typing import Any
 
 import attrs
 
+from b24batch._engine.send import reads
+from b24batch._protocols.v3 import Envelope
 from b24batch.commands import Commands
 from b24batch.errors import AjaxError, DecodeError
 from b24batch.results import AjaxResult, BatchResult, Time, structure, structure_quick
-from b24batch.sending import reads
-from b24batch.wire import Envelope
 
 __all__ = ["Answers", "Builder"]
 

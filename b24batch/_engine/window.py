@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 import attrs
 
+from b24batch._engine.plan import Chunk
 from b24batch.errors import SdkError, SdkTypeError
-from b24batch.planning import Chunk
 from b24batch.results import BatchResult
 
 __all__ = ["MAX_IN_FLIGHT", "InFlight", "Outcome", "Window", "checked_in_flight"]

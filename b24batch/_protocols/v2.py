@@ -14,11 +14,11 @@ from typing import Any, Final
 
 import attrs
 
+from b24batch._protocols.phpform import MAX_DEPTH, encode_query, quote
+from b24batch._protocols.v3 import Wire, decode_payload, error_from_payload
 from b24batch.errors import AjaxError, DecodeError, SdkError, SdkTypeError
-from b24batch.form import MAX_DEPTH, encode_query, quote
 from b24batch.redaction import redact as _redact_default
 from b24batch.results import Key, Time
-from b24batch.wire import Wire, decode_payload, error_from_payload
 
 __all__ = [
     "MAX_COMMANDS",

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
+from b24batch._protocols.v2 import references_v2
+from b24batch._protocols.v3 import encode_batch
 from b24batch.batch import check_isolation, check_result_types
 from b24batch.batch_v2 import Planned, plan_v2, wire_key
 from b24batch.commands import (
@@ -25,8 +27,6 @@ from b24batch.commands import (
 )
 from b24batch.errors import SdkError, SdkTypeError
 from b24batch.results import Key
-from b24batch.wire import encode_batch
-from b24batch.wire_v2 import references_v2
 
 if TYPE_CHECKING:
     from b24batch.chunks import Settings

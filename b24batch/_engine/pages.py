@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
+from b24batch._engine.walk import Query
+from b24batch._protocols.v3 import encode_batch
 from b24batch.batch import execute
 from b24batch.batch_v2 import execute_v2, plan_v2
 from b24batch.commands import normalize
 from b24batch.errors import DecodeError, SdkError, SdkTypeError
-from b24batch.lists_plan import Query
-from b24batch.wire import encode_batch
 
 if TYPE_CHECKING:
     from b24batch.client import _Client

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from b24batch._protocols.v3 import Envelope
 from b24batch.errors import AjaxError
 from b24batch.results import Time
-from b24batch.wire import Envelope
 
 __all__ = ["Isolation", "Send"]
 
