@@ -14,10 +14,11 @@ Import public names from here only; the submodules' layout may change.
 """
 
 from b24batch._version import __version__
-from b24batch.batch import BatchV3
-from b24batch.batch_v2 import BatchV2
+from b24batch.actions import Actions as _Actions
+from b24batch.batch import BatchV2, BatchV3
 from b24batch.chunks import BatchByChunkV2, BatchByChunkV3
 from b24batch.client import B24Hook, B24OAuth
+from b24batch.client import install_actions as _install_actions
 from b24batch.commands import Command, ref, ref_array
 from b24batch.errors import (
     AjaxError,
@@ -30,7 +31,7 @@ from b24batch.errors import (
     SdkTypeError,
     TransportError,
 )
-from b24batch.kinds import ErrorKind
+from b24batch.kinds import CODE_KINDS, ErrorKind, kind_of_code
 from b24batch.limits import LimitState, RateLimit
 from b24batch.lists import CallListV2, CallListV3, FetchListV2, FetchListV3
 from b24batch.results import AjaxResult, BatchResult, ChunkedResult, ChunkError, FieldError, Time
@@ -38,6 +39,10 @@ from b24batch.retry import RetryPolicy
 from b24batch.store_redis import RedisStore
 from b24batch.store_sqlite import SQLiteStore
 from b24batch.stores import LimitStore
+
+# ``b24.actions.v3.batch`` (the JS SDK's path): the faces sit above the client, which never
+# imports them, so the package hands the client its factory here, before any client exists.
+_install_actions(_Actions)
 
 __all__ = [
     "AjaxError",
@@ -51,6 +56,7 @@ __all__ = [
     "BatchResult",
     "BatchV2",
     "BatchV3",
+    "CODE_KINDS",
     "CallListV2",
     "CallListV3",
     "ChunkError",
@@ -74,6 +80,7 @@ __all__ = [
     "Time",
     "TransportError",
     "__version__",
+    "kind_of_code",
     "ref",
     "ref_array",
 ]

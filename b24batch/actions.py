@@ -1,28 +1,22 @@
 """``client.actions.v3.batch``, ``.batch_by_chunk``, ``.call_list``, ``.fetch_list`` (and ``v2``).
 
-The JS SDK's paths.
-
-A facade only, above both batch modules, so neither the client nor the batch layer imports
-upward.
+The JS SDK's paths to the faces. A facade only, above the faces; ``b24batch/__init__.py``
+hands ``Actions`` to the client as the factory ``client.actions`` calls, so the client never
+imports a face.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from b24batch.batch import BatchV3
-from b24batch.batch_v2 import BatchV2
+from b24batch._engine.port import Client
+from b24batch.batch import BatchV2, BatchV3
 from b24batch.chunks import BatchByChunkV2, BatchByChunkV3
 from b24batch.lists import CallListV2, CallListV3, FetchListV2, FetchListV3
-
-if TYPE_CHECKING:
-    from b24batch.client import _Client
 
 __all__ = ["Actions"]
 
 
 class _V3:
-    def __init__(self, client: _Client) -> None:
+    def __init__(self, client: Client) -> None:
         self.batch = BatchV3(client)
         self.batch_by_chunk = BatchByChunkV3(client)
         self.call_list = CallListV3(client)
@@ -30,7 +24,7 @@ class _V3:
 
 
 class _V2:
-    def __init__(self, client: _Client) -> None:
+    def __init__(self, client: Client) -> None:
         self.batch = BatchV2(client)
         self.batch_by_chunk = BatchByChunkV2(client)
         self.call_list = CallListV2(client)
@@ -41,6 +35,6 @@ class Actions:
     """``client.actions.v3.batch`` / ``.batch_by_chunk`` / ``.call_list`` / ``.fetch_list``,
     and the same under ``v2``."""
 
-    def __init__(self, client: _Client) -> None:
+    def __init__(self, client: Client) -> None:
         self.v3 = _V3(client)
         self.v2 = _V2(client)

@@ -1,9 +1,9 @@
 """The clients: credentials (webhook, OAuth token), URL rules and options; no batch logic.
 
 ``B24Hook`` (inbound webhook) and ``B24OAuth`` (application token) share one ``send()`` that
-posts an encoded batch of either protocol (its ``Wire``: REST 3.0 or classic) through their
-:class:`~b24batch.transport.Transport` and returns the decoded envelope or raises
-``TransportError`` / ``DecodeError``. Each client holds its retry
+posts a prepared batch of either protocol (REST 3.0 or classic: the batch's ``Protocol`` says
+where it goes and how) through their :class:`~b24batch.transport.Transport` and returns the
+decoded ``Answers`` or raises ``TransportError`` / ``DecodeError``. Each client holds its retry
 policy and limiters for the batch layer. Secrets never leave a client unredacted, and live only
 inside a masked ``Secret``, so no frame of a traceback shows them among its locals.
 """
@@ -17,16 +17,17 @@ import re
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import SplitResult, quote, urlsplit
 
 import requests
 import requests.auth
 
+from b24batch._protocols.base import Answers, Prepared, Protocol
 from b24batch._protocols.v2 import V2
-from b24batch._protocols.v3 import V3, Answered, Envelope, Wire
+from b24batch._protocols.v3 import V3
 from b24batch._version import __version__
 from b24batch.errors import (
     AuthError,
@@ -44,7 +45,6 @@ from b24batch.options import (
     limiter,
 )
 from b24batch.redaction import Secret, install_log_filter, redact
-from b24batch.results import Key
 from b24batch.retry import RetryPolicy, backoff
 from b24batch.stores import fingerprint
 from b24batch.transport import (
@@ -85,8 +85,16 @@ _TOKEN_RULE = "a non-empty string of printable ASCII characters without spaces" 
 
 
 _C = TypeVar("_C", bound="_Client")
-_E = TypeVar("_E", bound=Answered)
-_WIRES = (V3, V2)
+_PROTOCOLS: tuple[Protocol, ...] = (V3, V2)
+# What ``client.actions`` builds, installed by ``b24batch/__init__.py`` before any client can
+# exist. The faces sit above the client, so the client never imports them; it only holds the
+# one factory the package hands it.
+_ACTIONS: list[Callable[[_Client], Actions]] = []
+
+
+def install_actions(factory: Callable[[_Client], Actions]) -> None:
+    """Install what ``client.actions`` returns (``b24batch/__init__.py`` calls this once)."""
+    _ACTIONS[:] = [factory]
 
 
 class _Client:
@@ -95,7 +103,7 @@ class _Client:
     def __init__(self, origin: str, urls: Mapping[str, Secret[str]], options: Options) -> None:
         """The options both clients take (see :class:`B24Hook` for each one), checked.
 
-        ``urls`` maps each wire's ``api`` segment to the batch URL of that protocol.
+        ``urls`` maps each protocol's ``api`` segment to its batch URL.
         """
         self._origin = origin
         self._urls = dict(urls)
@@ -123,8 +131,8 @@ class _Client:
             attempt_deadline=deadline,
         )
         self._headers = {
-            wire.api: {"Content-Type": wire.content_type, "Accept": "application/json"}
-            for wire in _WIRES
+            protocol.api: {"Content-Type": protocol.content_type, "Accept": "application/json"}
+            for protocol in _PROTOCOLS
         }
 
     @property
@@ -149,9 +157,7 @@ class _Client:
     @functools.cached_property
     def actions(self) -> Actions:
         """The JS SDK's path to the same objects: ``b24.actions.v3.batch.make(calls)``."""
-        from b24batch.actions import Actions  # the facade sits above the client: import late
-
-        return Actions(self)
+        return _ACTIONS[0](self)
 
     def limit_state(self) -> LimitState:
         """What the client's limiters know now: requests available, operating time, reset."""
@@ -173,49 +179,19 @@ class _Client:
         """Renew the credential after ``error``; True when a re-send may now succeed."""
         return False
 
-    @overload
     def send(
-        self,
-        body: bytes,
-        *,
-        keys: Sequence[Key],
-        request_id: str,
-        idempotency_key: str | None = ...,
-    ) -> Envelope: ...
-
-    @overload
-    def send(
-        self,
-        body: bytes,
-        *,
-        keys: Sequence[Key],
-        request_id: str,
-        idempotency_key: str | None = ...,
-        wire: Wire[_E],
-    ) -> _E: ...
-
-    def send(
-        self,
-        body: bytes,
-        *,
-        keys: Sequence[Key],
-        request_id: str,
-        idempotency_key: str | None = None,
-        wire: Wire[Any] = V3,
-    ) -> Any:
-        """POST one encoded batch and decode the answer. One HTTP request, no retries here.
+        self, prepared: Prepared, *, request_id: str, idempotency_key: str | None = None
+    ) -> Answers:
+        """POST one prepared batch and decode the answer. One HTTP request, no retries here.
 
         Args:
-            body: The body from :func:`b24batch._protocols.v3.encode_batch` (REST 3.0, JSON) or
-                :func:`b24batch._protocols.v2.encode_batch_v2` (classic, a form).
-            keys: The commands' keys, in order (the answer must have one entry per key).
+            prepared: The batch, encoded for its protocol, which says where it goes, as what,
+                how an OAuth token travels, and how the answer decodes.
             request_id: Sent as ``bx24_request_id`` and put on every error.
             idempotency_key: Sent as ``Idempotency-Key`` when given (REST 3.0 only).
-            wire: The protocol: ``wire.V3`` (default) or ``wire_v2.V2``. It says where the
-                batch goes, as what, how an OAuth token travels, and how the answer decodes.
 
         Returns:
-            The decoded envelope: results, or the portal's error envelope.
+            The decoded answers: results, or the portal's error envelope.
 
         Raises:
             TransportError: No usable HTTP answer (refused, timeout, TLS, reset, redirect, an
@@ -226,18 +202,20 @@ class _Client:
         if self._closed:
             # requests would silently open a new pool on a closed Session: refuse instead.
             raise SdkError(f"{self!r} is closed and sends nothing more; create a new client")
-        headers = self._headers[wire.api]  # requests merges it into a new dict: never changed
+        protocol = prepared.protocol
+        headers = self._headers[protocol.api]  # requests merges it into a new dict: never changed
         if idempotency_key is not None:
             headers = {**headers, "Idempotency-Key": idempotency_key}
+        count = len(prepared.commands)
         started = time.perf_counter()
         try:
             answer = self._transport.post(
-                self._urls[wire.api],
+                self._urls[protocol.api],
                 f"?bx24_request_id={quote(request_id, safe='')}"
                 f"&bx24_sdk_ver={__version__}&bx24_sdk_type={SDK_TYPE}",
-                body,
+                prepared.body,
                 headers=headers,
-                auth=self._auth(wire),
+                auth=self._auth(protocol),
                 where=repr(self),
                 redact=self.redact,
                 request_id=request_id,
@@ -246,15 +224,15 @@ class _Client:
                 log.debug(
                     "batch %s: %d commands -> HTTP %d, %d bytes in %.1f ms",
                     request_id,
-                    len(keys),
+                    count,
                     answer.status,
                     len(answer.content),
                     (time.perf_counter() - started) * 1000,
                 )
-            envelope = wire.decode(
+            answers = protocol.decode(
                 answer.status,
                 answer.content,
-                keys=keys,
+                prepared=prepared,
                 request_id=request_id,
                 headers=answer.headers,
                 redact=self.redact,
@@ -266,15 +244,15 @@ class _Client:
             log.debug(
                 "batch %s: %d commands failed after %.1f ms: %s",
                 request_id,
-                len(keys),
+                count,
                 (time.perf_counter() - started) * 1000,
                 error,
             )
             raise
         self.limiter.after_answer(
-            envelope.limit_time, refused=isinstance(envelope.error, RateLimitError)
+            answers.limit_time, refused=isinstance(answers.error, RateLimitError)
         )
-        return envelope
+        return answers
 
     @property
     def closed(self) -> bool:
@@ -307,7 +285,7 @@ class _Client:
     def _secrets(self) -> tuple[str, ...]:
         raise NotImplementedError
 
-    def _auth(self, wire: Wire[Any]) -> requests.auth.AuthBase | None:
+    def _auth(self, protocol: Protocol) -> requests.auth.AuthBase | None:
         return None
 
 
@@ -367,7 +345,10 @@ class B24Hook(_Client):
         self._user_id = user_id
         super().__init__(
             origin,
-            {w.api: Secret(f"{origin}/rest/{w.api}{user_id}/{hidden.value}/batch") for w in _WIRES},
+            {
+                p.api: Secret(f"{origin}/rest/{p.api}{user_id}/{hidden.value}/batch")
+                for p in _PROTOCOLS
+            },
             checked,
         )
         self._secret = hidden
@@ -471,7 +452,7 @@ class B24OAuth(_Client):
         self._on_token = on_token
         self._token_lock = threading.Lock()
         super().__init__(
-            origin, {wire.api: Secret(f"{origin}/rest/{wire.api}batch") for wire in _WIRES}, checked
+            origin, {p.api: Secret(f"{origin}/rest/{p.api}batch") for p in _PROTOCOLS}, checked
         )
 
     @property
@@ -547,11 +528,11 @@ class B24OAuth(_Client):
     def _secrets(self) -> tuple[str, ...]:
         return tuple(token.value for token in (self._token, *self._old_tokens))
 
-    def _auth(self, wire: Wire[Any]) -> requests.auth.AuthBase:
+    def _auth(self, protocol: Protocol) -> requests.auth.AuthBase:
         # Passed as auth=, not as a header: with a header, a caller's Session that trusts the
         # environment would let a ~/.netrc entry for the portal replace it with Basic auth. The
         # classic endpoint takes the token as the body's auth field instead (protocol §7).
-        return _BodyToken(self._token) if wire.token_in_body else _Bearer(self._token)
+        return _BodyToken(self._token) if protocol.token_in_body else _Bearer(self._token)
 
 
 class _Bearer(requests.auth.AuthBase):

@@ -7,7 +7,7 @@ All input validation lives here and runs before any I/O: a bad row raises
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -19,17 +19,15 @@ __all__ = [
     "MAX_COMMANDS",
     "Command",
     "Commands",
-    "check_references",
     "command_alias",
     "normalize",
     "ref",
     "ref_array",
-    "references",
     "refuse_js_object",
 ]
 
 MAX_COMMANDS = 50
-"""The most commands one REST 3.0 batch may carry."""
+"""The most commands one batch carries, REST 3.0 or classic (the portal refuses the rest)."""
 
 _ROW_KEYS = frozenset({"method", "params", "as", "parallel", "read_only"})
 
@@ -111,12 +109,20 @@ class Commands:
     def __len__(self) -> int:
         return len(self.items)
 
-    def part(self, positions: range) -> Commands:
+    def part(self, positions: Sequence[int]) -> Commands:
         """The commands at ``positions`` as a batch of their own, keeping keys and aliases."""
+        if isinstance(positions, range) and positions.step == 1:
+            cut = slice(positions.start, positions.stop)
+            return Commands(
+                items=self.items[cut],
+                keys=self.keys[cut],
+                aliases=self.aliases[cut],
+                named=self.named,
+            )
         return Commands(
-            items=self.items[positions.start : positions.stop],
-            keys=self.keys[positions.start : positions.stop],
-            aliases=self.aliases[positions.start : positions.stop],
+            items=tuple(self.items[p] for p in positions),
+            keys=tuple(self.keys[p] for p in positions),
+            aliases=tuple(self.aliases[p] for p in positions),
             named=self.named,
         )
 
@@ -268,77 +274,6 @@ def _checked_path(path: object, what: str) -> str:
             f"dot-separated with no empty part"
         )
     return path
-
-
-_REF_KEYS = ("$ref", "$refArray")
-
-
-def references(value: object) -> list[str]:
-    """Every reference path (``$ref`` / ``$refArray``) inside ``value``, at any depth."""
-    found: list[str] = []
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if len(item) == 1:
-                for marker in _REF_KEYS:
-                    path = item.get(marker)
-                    if isinstance(path, str):
-                        found.append(path)
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
-    return found
-
-
-def check_references(commands: Commands) -> None:
-    """Check that every reference of one batch points back to an earlier command in it.
-
-    (The chunker checks references itself, with :func:`reference_target`, as it plans.)
-
-    Raises:
-        SdkError: A reference names an alias defined later or nowhere, or a position at or
-            after its own.
-    """
-    defined: dict[str, int] = {}
-    for index, (key, command, alias) in enumerate(
-        zip(commands.keys, commands.items, commands.aliases, strict=True)
-    ):
-        for path in references(command.params) if command.params else ():
-            reference_target(path, defined, index, f"calls[{key!r}]", positional=True)
-        if alias is not None:
-            defined[alias] = index
-
-
-def reference_target(
-    path: str, defined: Mapping[str, int], index: int, where: str, positional: bool
-) -> int:
-    """The position of the command that ``path`` references, from ``index`` at ``where``.
-
-    Raises:
-        SdkError: The reference cannot be resolved within the batch.
-    """
-    head = path.split(".", 1)[0]
-    if head.isdigit():
-        if not positional:
-            raise SdkError(
-                f"{where} references {path!r} by position; positions change meaning when "
-                f"calls are split into chunks: give the command it means an 'as' and "
-                f"reference that"
-            )
-        if int(head) >= index:
-            raise SdkError(
-                f"{where} references {path!r}, but command {head} does not run before it; "
-                f"a reference points back to an earlier command"
-            )
-        return int(head)
-    target = defined.get(head)
-    if target is None:
-        raise SdkError(
-            f"{where} references {path!r}, but no earlier command has the alias {head!r}; "
-            f"a reference points back to an earlier command's 'as' (or name)"
-        )
-    return target
 
 
 def _plain(row: object) -> bool:

@@ -1,120 +1,32 @@
 """``CallListV3``/``FetchListV3`` and ``CallListV2``/``FetchListV2``: every item of a list method.
 
-Checks the caller's params, turns the scan's id ranges (``lists_plan.py``) into list commands of
-each protocol, sends each batch through the engine (``batch.execute`` / ``batch_v2.execute_v2``:
-the client's limiters and retry policy) and hands the pages out in id order. No HTTP of its own;
-the commands of one batch never depend on one another's output.
+Faces only: signatures, docstrings, examples. Each checks the caller's params and hands the
+walk to the engine (``_engine/pages.py`` and ``_engine/walk.py``) with its protocol.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import attrs
 
-from b24batch._engine.pages import (
-    PAGE_LIMIT,
-    Route,
-    Spec,
-    V2Route,
-    V3Route,
-    checked,
-    item_id,
-    items_of,
-)
-from b24batch._engine.walk import Page, Walk
-from b24batch.batch import checked_request_id
-from b24batch.commands import MAX_COMMANDS
+from b24batch._engine.pages import HOLD, Route, checked, pages
+from b24batch._engine.port import Client
+from b24batch._protocols.base import Protocol
+from b24batch._protocols.v2 import V2
+from b24batch._protocols.v3 import V3
 from b24batch.errors import B24Error
-from b24batch.progress import Progress, Report, progress_report
-from b24batch.results import ChunkedResult, ChunkError, check_type, structure, structure_quick
+from b24batch.progress import Progress, progress_report
+from b24batch.results import check_type
 
-if TYPE_CHECKING:
-    from b24batch.client import _Client
-
-__all__ = ["PAGE_LIMIT", "CallListV2", "CallListV3", "FetchListV2", "FetchListV3"]
-
-_HOLD: Final = MAX_COMMANDS * PAGE_LIMIT  # one batch of full pages: see FetchList.iter
-
-
-def _pages(
-    client: _Client,
-    route: Route,
-    spec: Spec,
-    result_type: Any,
-    hold: int | None,
-    report: Report,
-) -> Iterator[list[Any]]:
-    """Run the walk: one batch per round, the pages that are complete yielded in id order.
-
-    A ``B24Error`` raised on the way carries what was fetched and not yet handed out in
-    ``error.partial.data`` (in id order).
-    """
-    walk = Walk(page_limit=PAGE_LIMIT, hold=hold, where=spec.method)
-    base = checked_request_id(None)
-    try:
-        while not walk.finished:
-            queries = walk.queries()
-            rows = [route.row(spec, query) for query in queries]
-            request_id = f"{base}.{walk.batches}"
-            try:
-                result = route.send(client, rows, request_id)
-                if result.errors:
-                    raise result.errors[0]
-                pages = []
-                for position, data in enumerate(result.data):
-                    where = f"{spec.method} (command {position} of batch {walk.batches})"
-                    items = items_of(data, where)
-                    pages.append(Page([item_id(item, spec.id_key, where) for item in items], items))
-                ready = walk.take(queries, pages)
-            except B24Error as error:
-                held = [item for page in walk.held_pages() for item in page]
-                keys = tuple(range(len(queries)))
-                error.partial = ChunkedResult(
-                    data=held, errors=(ChunkError(walk.batches, keys, error),)
-                )
-                raise
-            for page in _packed(ready):
-                yield _structured(page, result_type, spec.method, request_id)
-            report(sum(map(len, ready)))
-    finally:
-        report.close()
-
-
-def _packed(pages: Sequence[Sequence[Any]]) -> Iterator[list[Any]]:
-    """The pages' items, in order, as pages of ``PAGE_LIMIT`` (the last may be shorter):
-    ranges cut finer than a page, or an end page merged with its neighbour, still come out
-    as pages of the usual size."""
-    current: list[Any] = []
-    for page in pages:
-        for item in page:
-            current.append(item)
-            if len(current) == PAGE_LIMIT:
-                yield current
-                current = []
-    if current:
-        yield current
-
-
-def _structured(page: Sequence[Any], result_type: Any, method: str, request_id: str) -> list[Any]:
-    if result_type is None:
-        return list(page)
-    try:
-        return [structure_quick(item, result_type) for item in page]
-    except Exception:  # the detailed converter says where and why
-        return [
-            structure(
-                item, result_type, path=f"$[{n}]", label=f"{method} item", request_id=request_id
-            )
-            for n, item in enumerate(page)
-        ]
+__all__ = ["CallListV2", "CallListV3", "FetchListV2", "FetchListV3"]
 
 
 class _Lister:
-    _route: Route
+    _protocol: Protocol
 
-    def __init__(self, client: _Client) -> None:
+    def __init__(self, client: Client) -> None:
         """Args: client: the portal client (B24Hook or B24OAuth) the batches go through."""
         self._client = client
 
@@ -127,11 +39,12 @@ class _Lister:
         progress: Progress,
         hold: int | None,
     ) -> Iterator[list[Any]]:
-        spec = checked(self._route, method, params, id_key or self._route.id_key)
+        protocol = self._protocol
+        spec = checked(protocol, method, params, id_key or protocol.id_key)
         if result_type is not None:
             check_type(result_type, "result_type")
         report = progress_report(progress, None, unit="item")
-        return _pages(self._client, self._route, spec, result_type, hold, report)
+        return pages(self._client, Route(protocol), spec, result_type, hold, report)
 
 
 class _CallList(_Lister):
@@ -209,7 +122,7 @@ class _FetchList(_Lister):
             >>> for page in pages:  # doctest: +SKIP
             ...     save(page)
         """
-        return self._start(method, params, id_key, result_type, progress, hold=_HOLD)
+        return self._start(method, params, id_key, result_type, progress, hold=HOLD)
 
     make = iter
 
@@ -226,7 +139,7 @@ class CallListV3(_CallList):
         (120, {'id': 1, 'title': 'Task 1'}, 2)
     """
 
-    _route = V3Route
+    _protocol = V3
 
 
 class FetchListV3(_FetchList):
@@ -241,7 +154,7 @@ class FetchListV3(_FetchList):
         (50, 50, 20)
     """
 
-    _route = V3Route
+    _protocol = V3
 
 
 class CallListV2(_CallList):
@@ -256,7 +169,7 @@ class CallListV2(_CallList):
         (120, {'ID': '120', 'TITLE': 'Deal 120'})
     """
 
-    _route = V2Route
+    _protocol = V2
 
 
 class FetchListV2(_FetchList):
@@ -271,4 +184,4 @@ class FetchListV2(_FetchList):
         ('1', '51')
     """
 
-    _route = V2Route
+    _protocol = V2

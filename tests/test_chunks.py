@@ -27,8 +27,9 @@ from b24batch import (
     ref,
     ref_array,
 )
-from b24batch._engine.plan import REST_V3, plan
-from b24batch.chunks import Settings
+from b24batch._engine.call_options import CallOptions
+from b24batch._engine.plan import plan
+from b24batch._protocols.v3 import V3
 from b24batch.testing import FakePortal, Fault
 
 
@@ -370,11 +371,11 @@ def test_iter_bad_row_raises_when_reached(echo: FakePortal, client: B24Hook) -> 
 
 
 def _planned_peak(count: int) -> int:
-    settings = Settings.checked(50, True, "r", None, None)
+    options = CallOptions.checked(V3, chunk_size=50, halt_on_error=True, request_id="r")
     rows = ((n, ("test.echo", {"n": n})) for n in range(count))
     tracemalloc.start()
     try:
-        for _ in plan(rows, named=False, settings=settings, rules=REST_V3):
+        for _ in plan(rows, named=False, options=options, protocol=V3):
             pass
         return tracemalloc.get_traced_memory()[1]
     finally:

@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from b24batch import Command, SdkError, SdkTypeError
-from b24batch.commands import MAX_COMMANDS, Commands, check_references, normalize, ref, ref_array
+from b24batch._protocols.v3 import check_references
+from b24batch.commands import MAX_COMMANDS, Commands, normalize, ref, ref_array
 
 
 def test_tuple_rows_keep_order_and_positions() -> None:

@@ -1,4 +1,4 @@
-"""The keyset scan's planner and merger (lists_plan.py, lists._pages) over an in-memory list."""
+"""The keyset scan's planner and merger (``_engine/walk.py``, ``pages``) over an in-memory list."""
 
 from __future__ import annotations
 
@@ -12,14 +12,15 @@ from typing import Any, ClassVar
 
 import pytest
 
-from b24batch._engine.pages import Spec, V3Route
+from b24batch._engine.pages import HOLD, Route, pages
 from b24batch._engine.walk import Page, Query, Walk
+from b24batch._protocols.base import Spec
+from b24batch._protocols.v3 import V3
 from b24batch.errors import DecodeError
-from b24batch.lists import _HOLD, _pages
 from b24batch.progress import Report
 
 
-class _Memory(V3Route):
+class _Memory(Route):
     """The REST 3.0 route with ``send`` answered from ids in memory, as the portal would."""
 
     ids: Sequence[int] = ()
@@ -49,10 +50,10 @@ class _Memory(V3Route):
         return {"items": [{"id": i, "title": f"Task {i}"} for i in chosen]}
 
 
-def _walk(ids: Sequence[int], *, page: int = 50, hold: int | None = _HOLD) -> Any:
+def _walk(ids: Sequence[int], *, page: int = 50, hold: int | None = HOLD) -> Any:
     _Memory.ids, _Memory.page, _Memory.batches = ids, page, []
     spec = Spec(method="tasks.task.list", params={}, filter=[], id_key="id")
-    return _pages(None, _Memory, spec, None, hold, Report())  # type: ignore[arg-type]
+    return pages(None, _Memory(V3), spec, None, hold, Report())  # type: ignore[arg-type]
 
 
 def _peak(count: int) -> int:
@@ -101,14 +102,14 @@ def test_the_walk_never_holds_more_than_one_batch() -> None:
     """Between batches the walk holds at most 2 500 items that wait to be handed out."""
     ids = [*range(1, 20_000), *range(500_000, 520_000)]
     held: list[int] = []
-    walker = Walk(page_limit=50, hold=_HOLD, where="x")
+    walker = Walk(page_limit=50, hold=HOLD, where="x")
     _Memory.ids, _Memory.page = ids, 50
     while not walker.finished:
         queries = walker.queries()
         pages = [_page_of(q) for q in queries]
         walker.take(queries, pages)
         held.append(walker.held + sum(len(p.ids) for p in pages))
-    assert max(held) <= _HOLD == 50 * 50  # one batch of 50 full pages, as the issue asks
+    assert max(held) <= HOLD == 50 * 50  # one batch of 50 full pages, as the issue asks
 
 
 def _page_of(query: Query) -> Page:

@@ -11,7 +11,7 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from b24batch._protocols.v2 import EntryV2, decode_response_v2, encode_batch_v2
+from b24batch._protocols.v2 import Entry, decode_response, encode_batch
 from b24batch.testing import ClassicAnswer, CommandError, FakePortal, Fault
 from b24batch.testing.phpform import parse_str_bytes
 from tests.php import canon, php_parse
@@ -523,25 +523,23 @@ def test_parse_str_quirks_match_php() -> None:
 def test_encoder_portal_decoder_end_to_end(portal: FakePortal) -> None:
     """wire_v2's body runs on the portal and its answer decodes into outcomes by key."""
     entries = [
-        EntryV2("contact", "crm.contact.add", {"fields": {"NAME": "Ann & Co", "POST": None}}),
-        EntryV2(
+        Entry("contact", "crm.contact.add", {"fields": {"NAME": "Ann & Co", "POST": None}}),
+        Entry(
             "deal",
             "crm.deal.add",
             {"fields": {"TITLE": "50% off", "CONTACT_ID": "$result[contact]"}},
         ),
-        EntryV2("missing", "crm.deal.get", {"id": 404}),
-        EntryV2("list", "crm.deal.list", {"select": ["ID", "TITLE"], "filter": {">=ID": 1}}),
+        Entry("missing", "crm.deal.get", {"id": 404}),
+        Entry("list", "crm.deal.list", {"select": ["ID", "TITLE"], "filter": {">=ID": 1}}),
     ]
     response = requests.post(
         portal.webhook_url + "batch",
-        data=encode_batch_v2(entries, halt=False),
+        data=encode_batch(entries, halt=False),
         headers=FORM,
         timeout=TIMEOUT,
     )
     keys = [entry.key for entry in entries]
-    envelope = decode_response_v2(
-        response.status_code, response.content, keys=keys, request_id="r1"
-    )
+    envelope = decode_response(response.status_code, response.content, keys=keys, request_id="r1")
     contact, deal, missing, listed = envelope.outcomes
     assert (contact.result, deal.result) == (1, 1)
     assert portal.deals[1]["CONTACT_ID"] == "1"

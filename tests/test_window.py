@@ -22,7 +22,8 @@ from b24batch import (
     SdkError,
     SdkTypeError,
 )
-from b24batch._engine.window import MAX_IN_FLIGHT, Outcome, Window, checked_in_flight
+from b24batch._engine.call_options import MAX_IN_FLIGHT, checked_in_flight
+from b24batch._engine.window import Outcome, Window
 from b24batch.testing import FakePortal, Fault
 from b24batch.transport import POOL_SIZE
 

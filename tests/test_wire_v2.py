@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 
 from b24batch._protocols.v2 import (
     MAX_DEPTH,
-    EntryV2,
-    decode_response_v2,
-    encode_batch_v2,
+    Entry,
+    decode_response,
+    encode_batch,
     encode_query,
-    references_v2,
+    references,
 )
 from b24batch.errors import AuthError, DecodeError, RateLimitError, SdkError, SdkTypeError
 from b24batch.testing.phpform import php_key
@@ -198,8 +198,8 @@ def test_encode_query_round_trips_through_php(batch: list[dict[Any, Any]]) -> No
 )
 def test_full_body_round_trips_through_php(rows: list[tuple[Any, Any]], halt: bool) -> None:
     """PHP reads the body as halt and cmd[KEY] => METHOD?QUERY, and each QUERY as its params."""
-    entries = [EntryV2(key, f"crm.deal.m{i}", params) for i, (key, params) in enumerate(rows)]
-    body = encode_batch_v2(entries, halt=halt)
+    entries = [Entry(key, f"crm.deal.m{i}", params) for i, (key, params) in enumerate(rows)]
+    body = encode_batch(entries, halt=halt)
     (parsed,) = php_parse([body])
     assert parsed[0] == ["s" + b"halt".hex(), b"1".hex() if halt else b"0".hex()]
     assert parsed[1][0] == "s" + b"cmd".hex()
@@ -217,18 +217,18 @@ def test_full_body_round_trips_through_php(rows: list[tuple[Any, Any]], halt: bo
 
 
 # ---------------------------------------------------------------------------------------------
-# encode_batch_v2
+# encode_batch
 
 
 def test_body_encodes_query_twice() -> None:
     """The METHOD?QUERY is one form value: its own percent signs are encoded again."""
-    body = encode_batch_v2([EntryV2(0, "crm.deal.list", {"filter": {">ID": 10}})], halt=False)
+    body = encode_batch([Entry(0, "crm.deal.list", {"filter": {">ID": 10}})], halt=False)
     assert body == b"halt=0&cmd[0]=crm.deal.list%3Ffilter%5B%253EID%5D%3D10"
 
 
 def test_body_without_params_sends_the_bare_method() -> None:
     """A command without params is just its method name."""
-    assert encode_batch_v2([EntryV2("me", "user.current")], halt=True) == (
+    assert encode_batch([Entry("me", "user.current")], halt=True) == (
         b"halt=1&cmd[me]=user.current"
     )
 
@@ -236,27 +236,27 @@ def test_body_without_params_sends_the_bare_method() -> None:
 @pytest.mark.parametrize(
     ("entries", "fragments"),
     [
-        pytest.param([EntryV2("a[b]", "x.y")], ["calls['a[b]']", "'['"], id="bracket-key"),
-        pytest.param([EntryV2("", "x.y")], ["empty command key"], id="empty-key"),
-        pytest.param([EntryV2("  ", "x.y")], ["empty command key"], id="blank-key"),
-        pytest.param([EntryV2(-1, "x.y")], ["0 or more"], id="negative-position"),
-        pytest.param([EntryV2("1", "x.y"), EntryV2(1, "x.y")], ["unique"], id="same-text"),
-        pytest.param([EntryV2("a", "x.y?z")], ["'?'"], id="question-mark-method"),
-        pytest.param([EntryV2("a", " ")], ["empty method"], id="empty-method"),
-        pytest.param([EntryV2("\ud800", "x.y")], ["lone surrogate"], id="surrogate-key"),
+        pytest.param([Entry("a[b]", "x.y")], ["calls['a[b]']", "'['"], id="bracket-key"),
+        pytest.param([Entry("", "x.y")], ["empty command key"], id="empty-key"),
+        pytest.param([Entry("  ", "x.y")], ["empty command key"], id="blank-key"),
+        pytest.param([Entry(-1, "x.y")], ["0 or more"], id="negative-position"),
+        pytest.param([Entry("1", "x.y"), Entry(1, "x.y")], ["unique"], id="same-text"),
+        pytest.param([Entry("a", "x.y?z")], ["'?'"], id="question-mark-method"),
+        pytest.param([Entry("a", " ")], ["empty method"], id="empty-method"),
+        pytest.param([Entry("\ud800", "x.y")], ["lone surrogate"], id="surrogate-key"),
         pytest.param(
-            [EntryV2("a", "x.y", {"f": {"DONE": False}}, where="calls['row']")],
+            [Entry("a", "x.y", {"f": {"DONE": False}}, where="calls['row']")],
             ["calls['row'].params.f.DONE", "'Y'/'N'"],
             id="bool-names-row",
         ),
         pytest.param([], ["empty"], id="no-entries"),
-        pytest.param([EntryV2(i, "x.y") for i in range(51)], ["at most 50"], id="too-many"),
+        pytest.param([Entry(i, "x.y") for i in range(51)], ["at most 50"], id="too-many"),
     ],
 )
-def test_body_refuses(entries: list[EntryV2], fragments: list[str]) -> None:
+def test_body_refuses(entries: list[Entry], fragments: list[str]) -> None:
     """Bad keys, methods and params are refused before any request, naming the row."""
     with pytest.raises(SdkError) as caught:
-        encode_batch_v2(entries, halt=True)
+        encode_batch(entries, halt=True)
     for fragment in fragments:
         assert fragment in str(caught.value)
 
@@ -264,20 +264,20 @@ def test_body_refuses(entries: list[EntryV2], fragments: list[str]) -> None:
 @pytest.mark.parametrize(
     "entry",
     [
-        pytest.param(EntryV2(1.5, "x.y"), id="float-key"),  # type: ignore[arg-type]
-        pytest.param(EntryV2(True, "x.y"), id="bool-key"),
-        pytest.param(EntryV2("a", 7), id="int-method"),  # type: ignore[arg-type]
-        pytest.param(EntryV2("a", "x.y", ["id"]), id="list-params"),  # type: ignore[arg-type]
+        pytest.param(Entry(1.5, "x.y"), id="float-key"),  # type: ignore[arg-type]
+        pytest.param(Entry(True, "x.y"), id="bool-key"),
+        pytest.param(Entry("a", 7), id="int-method"),  # type: ignore[arg-type]
+        pytest.param(Entry("a", "x.y", ["id"]), id="list-params"),  # type: ignore[arg-type]
     ],
 )
-def test_body_refuses_wrong_types(entry: EntryV2) -> None:
+def test_body_refuses_wrong_types(entry: Entry) -> None:
     """A key, method or params of the wrong type is a TypeError naming the row."""
     with pytest.raises(SdkTypeError, match=r"calls\["):
-        encode_batch_v2([entry], halt=True)
+        encode_batch([entry], halt=True)
 
 
 # ---------------------------------------------------------------------------------------------
-# references_v2
+# references
 
 
 def test_references_found_in_values_and_keys() -> None:
@@ -287,11 +287,11 @@ def test_references_found_in_values_and_keys() -> None:
         "filter": ["a $next[0] b $time[t][start]", {"k": "$error[e]"}],
         "plain": "$other[x] $result[]",
     }
-    assert references_v2(params) == ["contact", "list", "0", "t", "e"]
+    assert references(params) == ["contact", "list", "0", "t", "e"]
 
 
 # ---------------------------------------------------------------------------------------------
-# decode_response_v2
+# decode_response
 
 
 def _answer(**sections: Any) -> bytes:
@@ -307,7 +307,7 @@ def _answer(**sections: Any) -> bytes:
 )
 def test_decoder_accepts_list_and_object_sections(result: Any) -> None:
     """A section keyed 0..n-1 may arrive as a JSON list or an object."""
-    envelope = decode_response_v2(
+    envelope = decode_response(
         200, _answer(result=result, result_error=[]), keys=[0, 1, 2], request_id=None
     )
     assert [outcome.result for outcome in envelope.outcomes] == ["r0", "r1", "r2"]
@@ -325,7 +325,7 @@ def test_decoder_accepts_gapped_object_and_empty_list() -> None:
         result_next=[],
         result_time={"0": {"duration": 0.1}, "2": {"duration": 0.3}},
     )
-    outcomes = decode_response_v2(200, content, keys=[0, 1, 2, 3], request_id="r").outcomes
+    outcomes = decode_response(200, content, keys=[0, 1, 2, 3], request_id="r").outcomes
     assert [o.result for o in outcomes] == ["r0", None, "r2", None]
     assert [o.executed for o in outcomes] == [True, True, True, False]
     error = outcomes[1].error
@@ -341,7 +341,7 @@ def test_decoder_maps_named_keys_and_list_fields() -> None:
         result_total={"deals": 120},
         result_next={"deals": 50},
     )
-    deals, me = decode_response_v2(200, content, keys=["deals", "me"], request_id=None).outcomes
+    deals, me = decode_response(200, content, keys=["deals", "me"], request_id=None).outcomes
     assert (deals.key, deals.result, deals.total, deals.next) == ("deals", [{"ID": "1"}], 120, 50)
     assert (me.key, me.total, me.next) == ("me", None, None)
 
@@ -353,14 +353,14 @@ def test_decoder_types_limit_errors() -> None:
             "a": {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}
         }
     )
-    (outcome,) = decode_response_v2(200, content, keys=["a"], request_id=None).outcomes
+    (outcome,) = decode_response(200, content, keys=["a"], request_id=None).outcomes
     assert isinstance(outcome.error, RateLimitError)
 
 
 def test_decoder_returns_whole_request_error() -> None:
     """A 401 error envelope is the envelope's error, read by the shared REST decoder."""
     content = json.dumps({"error": "expired_token", "error_description": "expired"}).encode()
-    envelope = decode_response_v2(401, content, keys=[0], request_id=None)
+    envelope = decode_response(401, content, keys=[0], request_id=None)
     assert isinstance(envelope.error, AuthError)
     assert envelope.outcomes == ()
 
@@ -378,5 +378,5 @@ def test_decoder_returns_whole_request_error() -> None:
 def test_decoder_refuses_malformed(content: bytes, fragment: str) -> None:
     """An answer that does not fit the commands is a DecodeError saying why."""
     with pytest.raises(DecodeError) as caught:
-        decode_response_v2(200, content, keys=[0], request_id=None)
+        decode_response(200, content, keys=[0], request_id=None)
     assert fragment in str(caught.value)

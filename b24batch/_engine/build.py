@@ -8,63 +8,15 @@ protocols return. Pure: no I/O, no retries; a result that does not fit ``result_
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
-import attrs
-
-from b24batch._engine.send import reads
-from b24batch._protocols.v3 import Envelope
+from b24batch._engine.outcomes import reads
+from b24batch._protocols.base import Answers
 from b24batch.commands import Commands
-from b24batch.errors import AjaxError, DecodeError
-from b24batch.results import AjaxResult, BatchResult, Time, structure, structure_quick
+from b24batch.errors import DecodeError
+from b24batch.results import AjaxResult, BatchResult, structure, structure_quick
 
-__all__ = ["Answers", "Builder"]
-
-
-@attrs.frozen(kw_only=True)
-class Answers:
-    """What the portal's answers said about a batch, by position, for the :class:`Builder`.
-
-    Attributes:
-        status: The HTTP status of the (last) answer.
-        time: The batch's ``time`` block.
-        replayed: Answered from the idempotency store (REST 3.0).
-        entries: One raw result per command (None where a command has none), or None when
-            the batch failed as a whole.
-        errors: Position -> error: one per failing command, or ``{0: error}`` for the
-            batch's own error when ``entries`` is None.
-        not_run: Positions of the commands that did not run (classic ``halt``).
-        times: The commands' own ``time`` blocks (classic), by position; else the batch's.
-        totals: The commands' ``total`` (classic lists), by position.
-        nexts: The commands' ``next`` (classic lists), by position.
-    """
-
-    status: int
-    time: Time | None
-    replayed: bool = False
-    entries: list[Any] | None
-    errors: Mapping[int, AjaxError] = attrs.field(factory=dict)
-    not_run: frozenset[int] = frozenset()
-    times: Sequence[Time | None] | None = None
-    totals: Sequence[int | None] | None = None
-    nexts: Sequence[int | None] | None = None
-
-    @classmethod
-    def of(
-        cls,
-        envelope: Envelope,
-        entries: list[Any] | None,
-        errors: Mapping[int, AjaxError] | None = None,
-    ) -> Answers:
-        """The answers of a REST 3.0 batch: ``envelope``'s status, time and replay flag."""
-        return cls(
-            status=envelope.status,
-            time=envelope.time,
-            replayed=envelope.replayed,
-            entries=entries,
-            errors=errors or {},
-        )
+__all__ = ["Builder"]
 
 
 class Builder:
@@ -88,7 +40,7 @@ class Builder:
         """The result: data as the call asked for it, errors in call order, what did not run."""
         commands = self.commands
         entries = answers.entries
-        errors = answers.errors
+        errors = answers.errors if answers.error is None else {0: answers.error}
         if entries is not None and (
             self._result_type is not None or any(c.result_type is not None for c in commands.items)
         ):

@@ -1,10 +1,10 @@
-"""Which commands of a failed read-only REST 3.0 batch fail: found by re-sending parts of it.
+"""Which commands of a failed read-only batch fail: found by re-sending parts of it.
 
-The portal runs a batch's rows in order and answers only the first failure's error, naming no
+A protocol that stops at its first failure (REST 3.0) answers only that error, naming no
 row. So a part that succeeds gives the results of all its rows, and one that fails says the
 first failure is inside it: a bisection over parts finds each failing row in about log2(n)
 requests. Logic only: the ``send`` callable it is given does the HTTP (through the client's
-limiter and retry policy), and ``batch.py`` builds the result. Safe only for read-only rows.
+limiter and retry policy), and ``execute.py`` builds the result. Safe only for read-only rows.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from b24batch._protocols.v3 import Envelope
+from b24batch._protocols.base import Answers
 from b24batch.errors import AjaxError
 from b24batch.results import Time
 
 __all__ = ["Isolation", "Send"]
 
-Send = Callable[[range], tuple[Envelope, int, float]]
-"""Sends the rows at these positions as one batch: ``(envelope, sends, seconds waited)``."""
+Send = Callable[[range], tuple[Answers, int, float]]
+"""Sends the rows at these positions as one batch: ``(answers, sends, seconds waited)``."""
 
 
 class Isolation:
@@ -27,7 +27,7 @@ class Isolation:
 
     Args:
         count: The batch's number of commands.
-        first: The envelope that failed the whole batch.
+        first: The answers that failed the whole batch.
         keys: The commands' keys, put on each error found.
 
     Attributes:
@@ -38,7 +38,7 @@ class Isolation:
         time: The ``time`` block of the last answer.
     """
 
-    def __init__(self, count: int, first: Envelope, keys: tuple[Any, ...]) -> None:
+    def __init__(self, count: int, first: Answers, keys: tuple[Any, ...]) -> None:
         assert first.error is not None
         self._count = count
         self._first = first
@@ -61,28 +61,28 @@ class Isolation:
         error = self._first.error
         while start < self._count:
             if failing is None:
-                envelope = self._send(send, range(start, self._count))
-                if envelope.error is None:
+                answers = self._send(send, range(start, self._count))
+                if answers.error is None:
                     break
-                failing, error = self._count, envelope.error
+                failing, error = self._count, answers.error
             while failing - start > 1:
                 middle = (start + failing) // 2
-                envelope = self._send(send, range(start, middle))
-                if envelope.error is None:
+                answers = self._send(send, range(start, middle))
+                if answers.error is None:
                     start = middle
                 else:
-                    failing, error = middle, envelope.error
+                    failing, error = middle, answers.error
             assert error is not None
             error.key = self._keys[start]
             self.errors[start] = error
             start, failing = start + 1, None
 
-    def _send(self, send: Send, positions: range) -> Envelope:
-        envelope, sends, waited = send(positions)
+    def _send(self, send: Send, positions: range) -> Answers:
+        answers, sends, waited = send(positions)
         self.attempts += sends
         self.waited += waited
-        self.time = envelope.time
-        if envelope.error is None:
-            assert envelope.result is not None
-            self.results.update(zip(positions, envelope.result, strict=True))
-        return envelope
+        self.time = answers.time
+        if answers.error is None:
+            assert answers.entries is not None
+            self.results.update(zip(positions, answers.entries, strict=True))
+        return answers

@@ -1,158 +1,132 @@
-"""The two protocols' list commands for the keyset scan: checking params, building commands.
+"""A list walk's batches: the caller's params checked, each round's commands sent, pages out.
 
-REST 3.0 filters are lists of conditions, classic filters dicts keyed by prefixed fields (a
-PHP array holds one value per key, so the caller's own ``>=ID``/``<ID`` are folded into the
-walk's ranges); each route sends its batch through its engine entry point. No planning here.
+Drives the keyset scan of ``walk.py``: each round's id ranges become list commands of the
+call's protocol (its ``list_row``), each batch goes through ``execute`` (the client's limiters
+and retry policy), and the pages that are complete come out in id order. The commands of one
+batch never depend on one another's output.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Final
 
-import attrs
+from b24batch._engine.call_options import CallOptions, checked_request_id
+from b24batch._engine.execute import execute, prepare
+from b24batch._engine.port import Client
+from b24batch._engine.walk import Page, Query, Walk
+from b24batch._protocols.base import PAGE_LIMIT, Protocol, Spec
+from b24batch.commands import MAX_COMMANDS, normalize
+from b24batch.errors import B24Error, DecodeError, SdkError, SdkTypeError
+from b24batch.progress import Report
+from b24batch.results import BatchResult, ChunkedResult, ChunkError, structure, structure_quick
 
-from b24batch._engine.walk import Query
-from b24batch._protocols.v3 import encode_batch
-from b24batch.batch import execute
-from b24batch.batch_v2 import execute_v2, plan_v2
-from b24batch.commands import normalize
-from b24batch.errors import DecodeError, SdkError, SdkTypeError
+__all__ = ["HOLD", "Route", "checked", "item_id", "items_of", "pages"]
 
-if TYPE_CHECKING:
-    from b24batch.client import _Client
-
-__all__ = ["PAGE_LIMIT", "Route", "Spec", "V2Route", "V3Route", "checked", "item_id", "items_of"]
-
-PAGE_LIMIT: Final = 50
-"""The page asked for (REST 3.0 ``pagination.limit``; a classic page is 50). The portal may
-clamp it lower, silently: the walk judges a page full by the largest page it has seen."""
+HOLD: Final = MAX_COMMANDS * PAGE_LIMIT
+"""What a lazy walk holds at most: one batch of full pages (see ``FetchList*.iter``)."""
 _OWN_PAGING: Final = ("order", "start", "pagination", "cursor", "limit")
 
 
-@attrs.frozen(kw_only=True)
-class Spec:
-    """A checked list call: what every command of the walk shares."""
+class Route:
+    """A list walk's commands and batches in one protocol.
 
-    method: str
-    params: Mapping[str, Any]  # the caller's params without filter (select completed)
-    filter: Any  # a REST 3.0 list of conditions, or a classic dict without our two id keys
-    id_key: str
-    low: int | None = None  # the caller's own classic bounds on id_key, folded into ours
-    high: int | None = None
+    Args:
+        protocol: The protocol the walk's batches are sent in.
+    """
 
+    def __init__(self, protocol: Protocol) -> None:
+        self.protocol = protocol
 
-class V3Route:
-    name = "REST 3.0"
-    id_key = "id"
+    def row(self, spec: Spec, query: Query) -> tuple[str, dict[str, Any]]:
+        """The list command for one id range of the walk."""
+        return self.protocol.list_row(spec, query.low, query.high, query.descending)
 
-    @staticmethod
-    def filter_of(value: Any, id_key: str) -> tuple[Any, int | None, int | None]:
-        if value is None:
-            return [], None, None
-        if not isinstance(value, list):
-            raise SdkTypeError(
-                f"params['filter'] is a {type(value).__name__}; a REST 3.0 filter is a list of "
-                f"[field, operator, value] conditions, e.g. [['responsibleId', '=', 7]]"
-            )
-        return list(value), None, None
-
-    @staticmethod
-    def row(spec: Spec, query: Query) -> tuple[str, dict[str, Any]]:
-        conditions = list(spec.filter)
-        if query.low is not None:
-            conditions.append([spec.id_key, ">=", query.low])
-        if query.high is not None:
-            conditions.append([spec.id_key, "<", query.high])
-        params = dict(spec.params)
-        params["filter"] = conditions
-        params["order"] = {spec.id_key: "DESC" if query.descending else "ASC"}
-        params["pagination"] = {"limit": PAGE_LIMIT}
-        return spec.method, params
-
-    @staticmethod
-    def send(client: _Client, rows: list[tuple[str, dict[str, Any]]], request_id: str) -> Any:
-        commands = normalize(rows)
-        body = encode_batch(commands, halt_on_error=True)
-        return execute(
-            client,
-            commands,
-            body,
-            request_id=request_id,
-            idempotency_key=None,
-            result_type=None,
-            return_ajax_result=False,
-        )
+    def send(
+        self, client: Client, rows: list[tuple[str, dict[str, Any]]], request_id: str
+    ) -> BatchResult[Any]:
+        """One batch of list commands, through the engine; stopped at the first failure."""
+        commands = normalize(rows, what=self.protocol.name)
+        options = CallOptions(request_id=request_id)
+        return execute(client, prepare(self.protocol, commands, options), options)
 
 
-class V2Route:
-    name = "classic"
-    id_key = "ID"
+def pages(
+    client: Client,
+    route: Route,
+    spec: Spec,
+    result_type: Any,
+    hold: int | None,
+    report: Report,
+) -> Iterator[list[Any]]:
+    """Run the walk: one batch per round, the pages that are complete yielded in id order.
 
-    @staticmethod
-    def filter_of(value: Any, id_key: str) -> tuple[Any, int | None, int | None]:
-        """The caller's filter without the ``>=ID``/``<ID`` keys the walk sets, which are
-        folded into the walk's own bounds instead (a PHP array holds one value per key)."""
-        if value is None:
-            return {}, None, None
-        if not isinstance(value, Mapping):
-            raise SdkTypeError(
-                f"params['filter'] is a {type(value).__name__}; a classic filter is a dict, "
-                f"e.g. {{'>OPPORTUNITY': 0}}"
-            )
-        kept: dict[str, Any] = {}
-        low = high = None
-        for key, wanted in value.items():
-            upper = str(key).upper()
-            if upper not in (f">={id_key.upper()}", f"<{id_key.upper()}"):
-                kept[key] = wanted
-                continue
-            text = str(wanted).strip()
-            if isinstance(wanted, bool) or not text.lstrip("-").isdigit():
-                raise SdkError(
-                    f"params['filter'][{key!r}] = {wanted!r}: the walk combines it with its "
-                    f"own id ranges, so pass a whole number"
+    A ``B24Error`` raised on the way carries what was fetched and not yet handed out in
+    ``error.partial.data`` (in id order).
+    """
+    walk = Walk(page_limit=PAGE_LIMIT, hold=hold, where=spec.method)
+    base = checked_request_id(None)
+    try:
+        while not walk.finished:
+            queries = walk.queries()
+            rows = [route.row(spec, query) for query in queries]
+            request_id = f"{base}.{walk.batches}"
+            try:
+                result = route.send(client, rows, request_id)
+                if result.errors:
+                    raise result.errors[0]
+                answered = []
+                for position, data in enumerate(result.data):
+                    where = f"{spec.method} (command {position} of batch {walk.batches})"
+                    items = items_of(data, where)
+                    answered.append(
+                        Page([item_id(item, spec.id_key, where) for item in items], items)
+                    )
+                ready = walk.take(queries, answered)
+            except B24Error as error:
+                held = [item for page in walk.held_pages() for item in page]
+                keys = tuple(range(len(queries)))
+                error.partial = ChunkedResult(
+                    data=held, errors=(ChunkError(walk.batches, keys, error),)
                 )
-            if upper.startswith(">="):
-                low = int(text)
-            else:
-                high = int(text)
-        return kept, low, high
-
-    @staticmethod
-    def row(spec: Spec, query: Query) -> tuple[str, dict[str, Any]]:
-        conditions = dict(spec.filter)
-        low = _tighter(max, query.low, spec.low)
-        high = _tighter(min, query.high, spec.high)
-        if low is not None:
-            conditions[f">={spec.id_key}"] = low
-        if high is not None:
-            conditions[f"<{spec.id_key}"] = high
-        params = dict(spec.params)
-        if conditions:
-            params["filter"] = conditions
-        params["order"] = {spec.id_key: "DESC" if query.descending else "ASC"}
-        params["start"] = -1  # no count: the documented fast way through a large list
-        return spec.method, params
-
-    @staticmethod
-    def send(client: _Client, rows: list[tuple[str, dict[str, Any]]], request_id: str) -> Any:
-        planned = plan_v2(normalize(rows, what="classic"), halt=True)
-        return execute_v2(
-            client, planned, request_id=request_id, result_type=None, return_ajax_result=False
-        )
+                raise
+            for page in _packed(ready):
+                yield _structured(page, result_type, spec.method, request_id)
+            report(sum(map(len, ready)))
+    finally:
+        report.close()
 
 
-Route = type[V3Route] | type[V2Route]
+def _packed(pages: Sequence[Sequence[Any]]) -> Iterator[list[Any]]:
+    """The pages' items, in order, as pages of ``PAGE_LIMIT`` (the last may be shorter):
+    ranges cut finer than a page, or an end page merged with its neighbour, still come out
+    as pages of the usual size."""
+    current: list[Any] = []
+    for page in pages:
+        for item in page:
+            current.append(item)
+            if len(current) == PAGE_LIMIT:
+                yield current
+                current = []
+    if current:
+        yield current
 
 
-def _tighter(pick: Any, ours: int | None, theirs: int | None) -> int | None:
-    if ours is None or theirs is None:
-        return theirs if ours is None else ours
-    return int(pick(ours, theirs))
+def _structured(page: Sequence[Any], result_type: Any, method: str, request_id: str) -> list[Any]:
+    if result_type is None:
+        return list(page)
+    try:
+        return [structure_quick(item, result_type) for item in page]
+    except Exception:  # the detailed converter says where and why
+        return [
+            structure(
+                item, result_type, path=f"$[{n}]", label=f"{method} item", request_id=request_id
+            )
+            for n, item in enumerate(page)
+        ]
 
 
-def checked(route: Route, method: object, params: object, id_key: object) -> Spec:
+def checked(protocol: Protocol, method: object, params: object, id_key: object) -> Spec:
     """Check a list call before anything is sent.
 
     Raises:
@@ -175,7 +149,7 @@ def checked(route: Route, method: object, params: object, id_key: object) -> Spe
             )
     rest = {key: value for key, value in params.items() if str(key).lower() != "filter"}
     found = [params[key] for key in params if str(key).lower() == "filter"]
-    conditions, low, high = route.filter_of(found[0] if found else None, id_key)
+    conditions, low, high = protocol.list_filter(found[0] if found else None, id_key)
     select_key = next((key for key in rest if str(key).lower() == "select"), None)
     if select_key is not None:
         rest[select_key] = _with_id(rest[select_key], id_key)

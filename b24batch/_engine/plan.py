@@ -1,151 +1,64 @@
-"""Cutting a stream of rows into encoded chunks, keeping every reference inside its chunk.
+"""Cutting a stream of rows into prepared chunks, keeping every reference inside its chunk.
 
 For both protocols: rows are validated as they are read, each command's references are found
-(REST 3.0: ``{"$ref": "alias.…"}``; classic: ``$result[KEY]``) and a chunk never ends between a
-command and one it references. What differs — how a command is named for references, how a
-reference is read, how a chunk is encoded — is a ``Rules`` object per protocol. At most two
-chunks of rows are held. No I/O.
+by its ``Protocol`` (REST 3.0: ``{"$ref": "alias.…"}``; classic: ``$result[KEY]``), and a
+chunk never ends between a command and one it references. At most two chunks of rows are
+held. No I/O.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
-from b24batch._protocols.v2 import references_v2
-from b24batch._protocols.v3 import encode_batch
-from b24batch.batch import check_isolation, check_result_types
-from b24batch.batch_v2 import Planned, plan_v2, wire_key
-from b24batch.commands import (
-    Command,
-    Commands,
-    command_alias,
-    reference_target,
-    references,
-)
+from b24batch._engine.call_options import CallOptions
+from b24batch._engine.execute import prepare
+from b24batch._protocols.base import Prepared, Protocol
+from b24batch.commands import Command, Commands, command_alias
 from b24batch.errors import SdkError, SdkTypeError
 from b24batch.results import Key
 
-if TYPE_CHECKING:
-    from b24batch.chunks import Settings
-
-__all__ = ["CLASSIC", "REST_V3", "Chunk", "Rules", "plan"]
+__all__ = ["Chunk", "plan"]
 
 
 @attrs.frozen
 class Chunk:
-    """One planned chunk: its index, its commands (keyed globally), and what goes on the wire.
+    """One planned chunk: its index, its commands (keyed globally), and its prepared batch.
 
     Attributes:
         index: The chunk's number, from 0.
-        commands: Its commands; keys are global positions or the caller's names.
+        prepared: Its batch; its commands' keys are global positions or the caller's names.
         positions: The positions in the whole input it covers.
-        body: The encoded REST 3.0 body (None for a classic chunk).
-        planned: The classic batch, with its wire keys and form (None for REST 3.0).
     """
 
     index: int
-    commands: Commands
+    prepared: Prepared
     positions: range
-    body: bytes | None = attrs.field(default=None, repr=False)
-    planned: Planned | None = None
+
+    @property
+    def commands(self) -> Commands:
+        """The chunk's commands."""
+        return self.prepared.commands
 
 
-class Rules(Protocol):
-    """What the planner asks of a protocol."""
-
-    name: str
-
-    def name_of(
-        self, command: Command, key: Key, index: int, named: bool, where: str, seen: dict[str, str]
-    ) -> str | None:
-        """The name later commands reference this one by (None: not referenceable)."""
-
-    def targets(
-        self, command: Command, defined: dict[str, int], index: int, where: str
-    ) -> list[tuple[int, str]]:
-        """``(global index, how the reference reads)`` of each command ``command`` references."""
-
-    def chunk(self, number: int, commands: Commands, positions: range, settings: Settings) -> Chunk:
-        """Check and encode one chunk."""
-
-
-class _RestV3:
-    name = "REST 3.0"
-
-    def name_of(
-        self, command: Command, key: Key, index: int, named: bool, where: str, seen: dict[str, str]
-    ) -> str | None:
-        return command_alias(command, str(key) if named else None, where, seen)
-
-    def targets(
-        self, command: Command, defined: dict[str, int], index: int, where: str
-    ) -> list[tuple[int, str]]:
-        return [
-            (reference_target(path, defined, index, where, positional=False), repr(path))
-            for path in (references(command.params) if command.params else ())
-        ]
-
-    def chunk(self, number: int, commands: Commands, positions: range, settings: Settings) -> Chunk:
-        check_result_types(commands, settings.result_type)
-        if settings.isolate_errors:
-            check_isolation(commands)
-        body = encode_batch(commands, halt_on_error=settings.halt_on_error)
-        return Chunk(index=number, commands=commands, positions=positions, body=body)
-
-
-class _Classic:
-    """Commands are sent under global keys — the caller's name, else ``as``, else the global
-    position — so ``$result[KEY]`` means the same command in every chunk."""
-
-    name = "classic"
-
-    def name_of(
-        self, command: Command, key: Key, index: int, named: bool, where: str, seen: dict[str, str]
-    ) -> str | None:
-        alias = command_alias(command, str(key) if named else None, where, seen)
-        return str(wire_key(key, alias, named))  # a list call's key is its global position
-
-    def targets(
-        self, command: Command, defined: dict[str, int], index: int, where: str
-    ) -> list[tuple[int, str]]:
-        found = []
-        for target in references_v2(command.params) if command.params else ():
-            position = defined.get(target)
-            if position is None:
-                raise SdkError(
-                    f"{where} references $result[{target}], which names no earlier command; "
-                    f"the portal would pass the text on as a value. Reference a command before "
-                    f"it by its key (its name, its 'as', or its position)"
-                )
-            found.append((position, f"$result[{target}]"))
-        return found
-
-    def chunk(self, number: int, commands: Commands, positions: range, settings: Settings) -> Chunk:
-        check_result_types(commands, settings.result_type)
-        # The planner resolved every reference to an earlier command of this chunk already.
-        planned = plan_v2(commands, halt=settings.halt_on_error, references_checked=True)
-        return Chunk(index=number, commands=commands, positions=positions, planned=planned)
-
-
-REST_V3: Rules = _RestV3()
-CLASSIC: Rules = _Classic()
-
-# (global index, key, command, name, lowest index it references)
+# (global index, key, command, alias, lowest index it references)
 _Entry = tuple[int, Key, Command, str | None, int]
 
 
 def plan(
-    pairs: Iterator[tuple[Key, object]], *, named: bool, settings: Settings, rules: Rules
+    pairs: Iterator[tuple[Key, object]],
+    *,
+    named: bool,
+    options: CallOptions,
+    protocol: Protocol,
 ) -> Iterator[Chunk]:
     """Validate rows as they are read and cut them into encoded chunks.
 
     Holds at most ``2 * chunk_size`` unsent rows: enough to see every reference into the
     chunk being cut, since a reference from further away could not share a batch anyway.
     """
-    size = settings.chunk_size
+    size = options.chunk_size
     buffer: list[_Entry] = []
     defined: dict[str, int] = {}
     seen: dict[str, str] = {}
@@ -159,9 +72,10 @@ def plan(
             )
         where = f"calls[{key!r}]"
         command = Command.from_row(row, where)
-        name = rules.name_of(command, key, index, named, where, seen)
+        alias = command_alias(command, str(key) if named else None, where, seen)
+        name = protocol.reference_name(key, alias, named)
         low = index
-        for target, reference in rules.targets(command, defined, index, where):
+        for target, reference in protocol.targets(command, defined, index, where):
             if target < first_unsent:
                 raise SdkError(
                     f"{where} references {reference}, defined by a command more than "
@@ -171,18 +85,18 @@ def plan(
             low = min(low, target)
         if name is not None:
             defined[name] = index
-        buffer.append((index, key, command, name, low))
+        buffer.append((index, key, command, alias, low))
         count = index + 1
         if len(buffer) >= 2 * size:
             chunk, buffer = _cut(buffer, size)
             first_unsent = buffer[0][0]
-            yield _encoded(chunks, chunk, named, settings, rules)
+            yield _prepared(chunks, chunk, named, options, protocol)
             chunks += 1
     if count == 0:
         raise SdkError("calls is empty: pass at least one command")
     while buffer:
         chunk, buffer = _cut(buffer, size)
-        yield _encoded(chunks, chunk, named, settings, rules)
+        yield _prepared(chunks, chunk, named, options, protocol)
         chunks += 1
 
 
@@ -208,19 +122,15 @@ def _cut(buffer: list[_Entry], size: int) -> tuple[list[_Entry], list[_Entry]]:
     )
 
 
-def _encoded(
-    number: int, entries: list[_Entry], named: bool, settings: Settings, rules: Rules
+def _prepared(
+    number: int, entries: list[_Entry], named: bool, options: CallOptions, protocol: Protocol
 ) -> Chunk:
-    # A classic chunk of list calls sends each command under its global position or 'as',
-    # which is what the entry's name holds; a REST 3.0 chunk sends its aliases as 'as'.
-    aliases: tuple[Any, ...] = tuple(entry[3] for entry in entries)
-    if rules is CLASSIC and not named:
-        aliases = tuple(entry[2].as_ for entry in entries)
     commands = Commands(
         items=tuple(entry[2] for entry in entries),
         keys=tuple(entry[1] for entry in entries),
-        aliases=aliases,
+        aliases=tuple(entry[3] for entry in entries),
         named=named,
     )
     start = entries[0][0]
-    return rules.chunk(number, commands, range(start, start + len(entries)), settings)
+    prepared = prepare(protocol, commands, options, planned=True)
+    return Chunk(index=number, prepared=prepared, positions=range(start, start + len(entries)))

@@ -4,7 +4,7 @@ A real portal takes 0.5–3 s to run a batch: sent one after another, the reques
 idle most of the time. A ``Window`` keeps up to ``size`` chunks on the wire, each sent from a
 thread of its own through the same ``send`` (so the same limiters and retry policy), and hands
 the outcomes back in chunk order, on the caller's thread. ``"auto"`` starts at one batch and
-grows to what keeps the bucket's drain rate busy. No planning, no merging: ``chunks.py`` does.
+grows to what keeps the bucket's drain rate busy. No planning, no merging: ``chunked.py`` does.
 """
 
 from __future__ import annotations
@@ -14,42 +14,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Literal
+from typing import Any
 
 import attrs
 
+from b24batch._engine.call_options import MAX_IN_FLIGHT, InFlight
 from b24batch._engine.plan import Chunk
-from b24batch.errors import SdkError, SdkTypeError
 from b24batch.results import BatchResult
 
-__all__ = ["MAX_IN_FLIGHT", "InFlight", "Outcome", "Window", "checked_in_flight"]
-
-MAX_IN_FLIGHT = 16
-"""The widest window: more would load a real portal with thousands of commands at once."""
-
-InFlight = int | Literal["auto"]
-"""``max_in_flight``: a fixed number of batches on the wire, or ``"auto"``."""
+__all__ = ["Outcome", "Window"]
 
 _SMOOTHING = 0.3  # weight of the newest latency in the moving average
-
-
-def checked_in_flight(value: object) -> InFlight:
-    """Check ``max_in_flight``: ``"auto"`` or a whole number from 1 to ``MAX_IN_FLIGHT``.
-
-    Raises:
-        SdkError: A number out of range; SdkTypeError for anything else.
-    """
-    if value == "auto":
-        return "auto"
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SdkTypeError(
-            f"max_in_flight={value!r}: pass 'auto' or a whole number from 1 to {MAX_IN_FLIGHT}"
-        )
-    if not 1 <= value <= MAX_IN_FLIGHT:
-        raise SdkError(
-            f"max_in_flight={value}: pass 1 to {MAX_IN_FLIGHT} (1 sends one batch at a time)"
-        )
-    return value
 
 
 @attrs.frozen

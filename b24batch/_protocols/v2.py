@@ -1,9 +1,9 @@
-"""The classic (v2) batch wire format: commands to a form body, an answer to outcomes.
+"""The classic (v2) batch: ``cmd[KEY]=METHOD?QUERY`` in a PHP form, an outcome per command.
 
-Pure functions, no I/O (protocol §7). ``encode_batch_v2`` writes the form body
-``halt=…&cmd[KEY]=METHOD?QUERY``, each query by ``form.encode_query`` (re-exported here);
-``decode_response_v2`` turns the classic answer into one :class:`Outcome` per command;
-``references_v2`` finds the ``$result[KEY]`` references. Error envelopes are read by ``wire.py``.
+``V2`` is the protocol value the engine holds (protocol §7): a command's key on the wire is
+the caller's name, else the row's ``as``, else its position; ``encode_batch`` writes the form
+body (each query by ``phpform.encode_query``), ``decode_response`` turns the answer into one
+:class:`Outcome` per command, ``references`` finds ``$result[KEY]``. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -14,31 +14,36 @@ from typing import Any, Final
 
 import attrs
 
+from b24batch._protocols.base import (
+    NO_HEADERS,
+    Answers,
+    Prepared,
+    Protocol,
+    Spec,
+    decode_payload,
+    error_from_payload,
+)
 from b24batch._protocols.phpform import MAX_DEPTH, encode_query, quote
-from b24batch._protocols.v3 import Wire, decode_payload, error_from_payload
+from b24batch.commands import MAX_COMMANDS, Command, Commands
 from b24batch.errors import AjaxError, DecodeError, SdkError, SdkTypeError
 from b24batch.redaction import redact as _redact_default
 from b24batch.results import Key, Time
 
 __all__ = [
-    "MAX_COMMANDS",
     "MAX_DEPTH",
     "V2",
-    "EntryV2",
-    "EnvelopeV2",
+    "Entry",
+    "Envelope",
     "Outcome",
     "check_key",
-    "decode_response_v2",
-    "encode_batch_v2",
+    "decode_response",
+    "encode_batch",
     "encode_query",
-    "references_v2",
+    "references",
+    "wire_key",
 ]
 
-MAX_COMMANDS: Final = 50
-"""The most commands one classic batch runs; the portal refuses the rest one by one."""
-
 _SECTIONS: Final = ("result", "result_error", "result_total", "result_next", "result_time")
-_NO_HEADERS: Mapping[str, str] = {}
 _REFERENCE: Final = re.compile(r"\$(?:result|next|total|time|error)\[([^\]]+)\]")
 
 
@@ -47,7 +52,7 @@ _REFERENCE: Final = re.compile(r"\$(?:result|next|total|time|error)\[([^\]]+)\]"
 
 
 @attrs.frozen
-class EntryV2:
+class Entry:
     """One command as the classic body carries it.
 
     Attributes:
@@ -97,7 +102,7 @@ def check_key(key: object, where: str) -> str:
     return text
 
 
-def encode_batch_v2(entries: Sequence[EntryV2], *, halt: bool) -> bytes:
+def encode_batch(entries: Sequence[Entry], *, halt: bool) -> bytes:
     """Encode ``entries`` as the classic batch form body ``halt=0|1&cmd[KEY]=METHOD?QUERY…``.
 
     The whole ``METHOD?QUERY`` is one form value, so its query is percent-encoded twice. The
@@ -110,7 +115,7 @@ def encode_batch_v2(entries: Sequence[EntryV2], *, halt: bool) -> bytes:
         SdkTypeError: A key, method or parameter of the wrong type.
 
     Example:
-        >>> encode_batch_v2([EntryV2("deal", "crm.deal.get", {"id": 7})], halt=True)
+        >>> encode_batch([Entry("deal", "crm.deal.get", {"id": 7})], halt=True)
         b'halt=1&cmd[deal]=crm.deal.get%3Fid%3D7'
     """
     if not entries:
@@ -150,14 +155,14 @@ def encode_batch_v2(entries: Sequence[EntryV2], *, halt: bool) -> bytes:
     return "&".join(parts).encode("ascii")
 
 
-def references_v2(params: object) -> list[str]:
+def references(params: object) -> list[str]:
     """The command keys ``params`` references, as text, in the order found.
 
     Scans string keys and values at any depth for ``$result[KEY]``, ``$next[KEY]``,
     ``$total[KEY]``, ``$time[KEY]`` and ``$error[KEY]``. A position appears as its digits.
 
     Example:
-        >>> references_v2({"fields": {"CONTACT_ID": "$result[contact]"}, "id": "$next[0]"})
+        >>> references({"fields": {"CONTACT_ID": "$result[contact]"}, "id": "$next[0]"})
         ['contact', '0']
     """
     found: list[str] = []
@@ -208,7 +213,7 @@ class Outcome:
 
 
 @attrs.frozen(kw_only=True)
-class EnvelopeV2:
+class Envelope:
     """A decoded classic answer: one outcome per command, or a whole-request error.
 
     Attributes:
@@ -233,15 +238,15 @@ class EnvelopeV2:
         return max(known, key=lambda time: time.operating or 0.0) if known else self.time
 
 
-def decode_response_v2(
+def decode_response(
     status: int,
     content: bytes,
     *,
     keys: Sequence[Key],
     request_id: str | None,
-    headers: Mapping[str, str] = _NO_HEADERS,
+    headers: Mapping[str, str] = NO_HEADERS,
     redact: Callable[[str], str] = _redact_default,
-) -> EnvelopeV2:
+) -> Envelope:
     """Decode the classic answer to a batch sent with ``keys``.
 
     Each section may be a JSON list (keys ``0..n-1``), an object keyed by the command keys
@@ -259,11 +264,13 @@ def decode_response_v2(
         DecodeError: The body is not JSON, has neither ``result`` nor ``error``, a section is
             not a list or object, or names a command that was not sent.
     """
-    payload, failed = decode_payload(
+    payload, error = decode_payload(
         status, content, request_id=request_id, headers=headers, redact=redact
     )
-    if failed is not None:
-        return EnvelopeV2(status=status, outcomes=(), time=failed.time, error=failed.error)
+    if error is not None:
+        return Envelope(
+            status=status, outcomes=(), time=Time.from_json(payload.get("time")), error=error
+        )
     by_text = {int.__repr__(k) if isinstance(k, int) else str(k): k for k in keys}
     body = payload["result"]
     if not isinstance(body, dict):
@@ -291,7 +298,7 @@ def decode_response_v2(
                 time=Time.from_json(sections["result_time"].get(text)),
             )
         )
-    return EnvelopeV2(
+    return Envelope(
         status=status, outcomes=tuple(outcomes), time=Time.from_json(payload.get("time"))
     )
 
@@ -350,12 +357,187 @@ def _malformed(message: str, request_id: str | None) -> DecodeError:
     )
 
 
-V2: Wire[EnvelopeV2] = Wire(
-    name="classic",
-    api="",
-    content_type="application/x-www-form-urlencoded",
-    token_in_body=True,
-    stops_at_failure=False,
-    decode=decode_response_v2,
-)
-"""The classic batch: a form to ``/rest/…/batch``, an outcome for every command."""
+def wire_key(key: Key, alias: str | None, named: bool) -> Key:
+    """The key a command is sent under: the caller's name, else the row's ``as``, else its
+    position."""
+    return key if named or alias is None else alias
+
+
+class _Classic(Protocol):
+    """The classic batch: a form to ``/rest/…/batch``, an outcome for every command.
+
+    In a chunked call every command is sent under its global key — the caller's name, else
+    ``as``, else its position in the whole call — so ``$result[KEY]`` means the same command
+    in every chunk.
+    """
+
+    name = "classic"
+    api = ""
+    content_type = "application/x-www-form-urlencoded"
+    token_in_body = True
+    stops_at_failure = False
+    takes_idempotency_key = False
+    id_key = "ID"
+
+    def reference_name(self, key: Key, alias: str | None, named: bool) -> str | None:
+        return str(wire_key(key, alias, named))  # a list call's key is its global position
+
+    def targets(
+        self, command: Command, defined: Mapping[str, int], index: int, where: str
+    ) -> list[tuple[int, str]]:
+        found = []
+        for target in references(command.params) if command.params else ():
+            position = defined.get(target)
+            if position is None:
+                raise SdkError(
+                    f"{where} references $result[{target}], which names no earlier command; "
+                    f"the portal would pass the text on as a value. Reference a command before "
+                    f"it by its key (its name, its 'as', or its position)"
+                )
+            found.append((position, f"$result[{target}]"))
+        return found
+
+    def referenced(self, params: object) -> list[str]:
+        return references(params)
+
+    def prepare(
+        self, commands: Commands, *, halt: bool, references_checked: bool = False
+    ) -> Prepared:
+        """Check what only the classic batch needs and encode the form.
+
+        Raises:
+            SdkError: A row sets ``parallel`` (the classic batch has none); a ``$result[KEY]``
+                reference names no earlier command of the batch (the portal would send its
+                text on as a value); a parameter a form cannot carry.
+        """
+        keys = tuple(
+            wire_key(key, alias, commands.named)
+            for key, alias in zip(commands.keys, commands.aliases, strict=True)
+        )
+        earlier: set[str] = set()
+        for key, sent_as, command in zip(commands.keys, keys, commands.items, strict=True):
+            where = f"calls[{key!r}]"
+            if command.parallel is not None:
+                raise SdkError(
+                    f"{where} sets 'parallel', which the classic batch does not have; use "
+                    f"halt_on_error to choose whether a failure stops the batch"
+                )
+            walk = command.params and not references_checked
+            for target in references(command.params) if walk else ():
+                if target not in earlier:
+                    raise SdkError(
+                        f"{where} references $result[{target}], which names no earlier command "
+                        f"of this batch; the portal would pass the text on as a value. "
+                        f"Reference a command before it by its key (its name, its 'as', or its "
+                        f"position)"
+                    )
+            earlier.add(str(sent_as))
+        body = self.encode(commands, keys, halt=halt)
+        return Prepared(protocol=self, commands=commands, wire_keys=keys, halt=halt, body=body)
+
+    def encode(self, commands: Commands, wire_keys: Sequence[Key], *, halt: bool) -> bytes:
+        entries = [
+            Entry(sent_as, command.method, command.params, where=f"calls[{key!r}]")
+            for key, sent_as, command in zip(commands.keys, wire_keys, commands.items, strict=True)
+        ]
+        return encode_batch(entries, halt=halt)
+
+    def decode(
+        self,
+        status: int,
+        content: bytes,
+        *,
+        prepared: Prepared,
+        request_id: str | None,
+        headers: Mapping[str, str] = NO_HEADERS,
+        redact: Callable[[str], str] = _redact_default,
+    ) -> Answers:
+        envelope = decode_response(
+            status,
+            content,
+            keys=prepared.wire_keys,
+            request_id=request_id,
+            headers=headers,
+            redact=redact,
+        )
+        if envelope.error is not None:  # the whole request was refused: no command ran
+            return Answers(
+                status=status, time=envelope.time, limit_time=envelope.time, error=envelope.error
+            )
+        errors: dict[int, AjaxError] = {}
+        not_run: set[int] = set()
+        keys = prepared.commands.keys
+        for position, outcome in enumerate(envelope.outcomes):
+            if outcome.error is not None:
+                outcome.error.key = keys[position]
+                errors[position] = outcome.error
+            elif not outcome.executed:
+                not_run.add(position)
+        outcomes = envelope.outcomes
+        return Answers(
+            status=status,
+            time=envelope.time,
+            limit_time=envelope.limit_time,
+            entries=[outcome.result for outcome in outcomes],
+            errors=errors,
+            not_run=frozenset(not_run),
+            times=[outcome.time for outcome in outcomes],
+            totals=[outcome.total for outcome in outcomes],
+            nexts=[outcome.next for outcome in outcomes],
+        )
+
+    def list_filter(self, value: Any, id_key: str) -> tuple[Any, int | None, int | None]:
+        """The caller's filter without the ``>=ID``/``<ID`` keys the walk sets, which are
+        folded into the walk's own bounds instead (a PHP array holds one value per key)."""
+        if value is None:
+            return {}, None, None
+        if not isinstance(value, Mapping):
+            raise SdkTypeError(
+                f"params['filter'] is a {type(value).__name__}; a classic filter is a dict, "
+                f"e.g. {{'>OPPORTUNITY': 0}}"
+            )
+        kept: dict[str, Any] = {}
+        low = high = None
+        for key, wanted in value.items():
+            upper = str(key).upper()
+            if upper not in (f">={id_key.upper()}", f"<{id_key.upper()}"):
+                kept[key] = wanted
+                continue
+            text = str(wanted).strip()
+            if isinstance(wanted, bool) or not text.lstrip("-").isdigit():
+                raise SdkError(
+                    f"params['filter'][{key!r}] = {wanted!r}: the walk combines it with its "
+                    f"own id ranges, so pass a whole number"
+                )
+            if upper.startswith(">="):
+                low = int(text)
+            else:
+                high = int(text)
+        return kept, low, high
+
+    def list_row(
+        self, spec: Spec, low: int | None, high: int | None, descending: bool
+    ) -> tuple[str, dict[str, Any]]:
+        conditions = dict(spec.filter)
+        low = _tighter(max, low, spec.low)
+        high = _tighter(min, high, spec.high)
+        if low is not None:
+            conditions[f">={spec.id_key}"] = low
+        if high is not None:
+            conditions[f"<{spec.id_key}"] = high
+        params = dict(spec.params)
+        if conditions:
+            params["filter"] = conditions
+        params["order"] = {spec.id_key: "DESC" if descending else "ASC"}
+        params["start"] = -1  # no count: the documented fast way through a large list
+        return spec.method, params
+
+
+def _tighter(pick: Callable[[int, int], int], ours: int | None, theirs: int | None) -> int | None:
+    if ours is None or theirs is None:
+        return theirs if ours is None else ours
+    return pick(ours, theirs)
+
+
+V2: Final[Protocol] = _Classic()
+"""The classic batch."""

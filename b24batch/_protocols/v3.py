@@ -1,51 +1,52 @@
-"""The REST 3.0 batch wire format: commands to a JSON body, an HTTP answer to an ``Envelope``.
+"""REST 3.0: the batch as a bare JSON array, its positional answer, ``$ref``/``$refArray``.
 
-Pure functions, no I/O (protocol §2–§4). ``encode_batch`` writes the bare JSON array the portal
-requires; ``decode_response`` reads either answer envelope and maps an error envelope to an
-``AjaxError`` in one place. Neither decides whether an error is raised or returned.
+``V3`` is the protocol value the engine holds (protocol §1–§4); ``encode_batch`` and
+``decode_response`` are its wire, ``references`` and ``check_references`` its references, and
+``list_row`` its list commands (§8). Pure: no I/O.
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
-import re
-import time as _time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Final
 
 import attrs
 
-from b24batch._protocols.jsonparams import check_json_keys, explain_unencodable
-from b24batch.commands import Commands
-from b24batch.errors import (
-    AjaxError,
-    AuthError,
-    DecodeError,
-    OperatingLimitError,
-    RateLimitError,
+from b24batch._protocols.base import (
+    NO_HEADERS,
+    PAGE_LIMIT,
+    Answers,
+    Prepared,
+    Protocol,
+    Spec,
+    decode_payload,
 )
+from b24batch._protocols.jsonparams import check_json_keys, explain_unencodable
+from b24batch.commands import Command, Commands
+from b24batch.errors import AjaxError, DecodeError, SdkError, SdkTypeError
 from b24batch.redaction import redact as _redact_default
-from b24batch.results import FieldError, Key, Time
+from b24batch.results import Key, Time
 
 __all__ = [
     "V3",
-    "Answered",
     "Envelope",
-    "Wire",
-    "decode_payload",
+    "check_references",
     "decode_response",
     "encode_batch",
-    "error_from_payload",
+    "reference_target",
+    "references",
 ]
 
-_ERROR_TYPES: dict[str, type[AjaxError]] = {
-    "QUERY_LIMIT_EXCEEDED": RateLimitError,
-    "OPERATION_TIME_LIMIT": OperatingLimitError,
-}
-_NO_HEADERS: Mapping[str, str] = {}
 _encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
-_SNIPPET = 160
+# Error envelopes the portal answers before running any row: nothing of the batch ran.
+_REFUSED_BEFORE_RUNNING: Final = frozenset(
+    {
+        "BITRIX_REST_V3_EXCEPTION_INVALIDJSONEXCEPTION",
+        "BITRIX_REST_V3_EXCEPTION_INVALIDIDEMPOTENCYKEYEXCEPTION",
+        "BITRIX_REST_V3_EXCEPTION_IDEMPOTENCYKEYREUSEDEXCEPTION",
+    }
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -66,53 +67,6 @@ class Envelope:
     time: Time | None
     error: AjaxError | None = None
     replayed: bool = False
-
-    @property
-    def limit_time(self) -> Time | None:
-        """The time block the client's operating meter learns from: the batch's."""
-        return self.time
-
-
-class Answered(Protocol):
-    """What the engine reads of either protocol's decoded answer."""
-
-    @property
-    def status(self) -> int: ...
-
-    @property
-    def error(self) -> AjaxError | None: ...
-
-    @property
-    def limit_time(self) -> Time | None: ...
-
-
-E = TypeVar("E", bound=Answered)
-
-
-@attrs.frozen
-class Wire(Generic[E]):
-    """What differs between the two batch protocols on the way to the portal and back.
-
-    ``V3`` (here) and ``wire_v2.V2`` are the two; the client posts and decodes by them, and
-    the batch engine reads ``stops_at_failure``. Everything else is shared.
-
-    Attributes:
-        name: ``"REST 3.0"`` or ``"classic"``, for messages.
-        api: The URL segment after ``/rest/``: ``"api/"`` selects REST 3.0, ``""`` classic.
-        content_type: The body's ``Content-Type``.
-        token_in_body: The OAuth token travels as the body's ``auth`` field (classic), not
-            as an ``Authorization: Bearer`` header (REST 3.0).
-        stops_at_failure: An error answer means the portal ran the commands before the
-            failing one and reported none of them (REST 3.0); a classic answer reports each.
-        decode: ``(status, content, *, keys, request_id, headers, redact) -> envelope``.
-    """
-
-    name: str
-    api: str
-    content_type: str
-    token_in_body: bool
-    stops_at_failure: bool
-    decode: Callable[..., E] = attrs.field(repr=False)
 
 
 def encode_batch(commands: Commands, *, halt_on_error: bool) -> bytes:
@@ -152,7 +106,7 @@ def decode_response(
     *,
     keys: Sequence[Key],
     request_id: str | None,
-    headers: Mapping[str, str] = _NO_HEADERS,
+    headers: Mapping[str, str] = NO_HEADERS,
     redact: Callable[[str], str] = _redact_default,
 ) -> Envelope:
     """Decode an HTTP answer to a batch of ``len(keys)`` commands.
@@ -177,11 +131,12 @@ def decode_response(
         DecodeError: The body is not JSON (HTML page, truncated), has neither ``result`` nor
             ``error``, or ``result`` lacks an entry.
     """
-    payload, failed = decode_payload(
+    payload, refused = decode_payload(
         status, content, request_id=request_id, headers=headers, redact=redact
     )
-    if failed is not None:
-        return failed
+    if refused is not None:
+        time = Time.from_json(payload.get("time"))
+        return Envelope(status=status, result=None, time=time, error=refused)
     try:
         result = _positional(payload["result"], keys, request_id)
     except DecodeError as error:
@@ -190,160 +145,6 @@ def decode_response(
     replayed = headers.get("Idempotent-Replayed", "").strip().lower() == "true"
     time = Time.from_json(payload.get("time"))
     return Envelope(status=status, result=result, time=time, replayed=replayed)
-
-
-def decode_payload(
-    status: int,
-    content: bytes,
-    *,
-    request_id: str | None,
-    headers: Mapping[str, str] = _NO_HEADERS,
-    redact: Callable[[str], str] = _redact_default,
-) -> tuple[dict[str, Any], Envelope | None]:
-    """Read an answer's JSON object; an error envelope comes back as an ``Envelope`` too.
-
-    The part both batch protocols share: REST 3.0 reads ``result`` positionally, the classic
-    batch by command key.
-
-    Returns:
-        ``(payload, None)`` for a 2xx answer with ``result``, ``(payload, envelope)`` when the
-        portal answered an error envelope (``envelope.error`` is set).
-
-    Raises:
-        DecodeError: The body is not JSON, not an object, or has neither ``result`` nor
-            ``error`` (or ``result`` on a non-2xx status).
-    """
-    try:
-        return _payload(status, content, request_id, headers, redact)
-    except RecursionError:  # nested deeper than Python's stack: json or str() of a part
-        unknown = _may_have_run(status)
-        raise DecodeError(
-            f"the portal answered HTTP {status} with JSON nested too deeply to decode"
-            + ("; the batch may have been executed" if unknown else ""),
-            request_id=request_id,
-            outcome_unknown=unknown,
-        ) from None
-
-
-def _payload(
-    status: int,
-    content: bytes,
-    request_id: str | None,
-    headers: Mapping[str, str],
-    redact: Callable[[str], str],
-) -> tuple[dict[str, Any], Envelope | None]:
-    try:
-        payload = json.loads(content)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both are ValueErrors
-        unknown = _may_have_run(status)
-        message = _not_json_message(status, content, headers.get("Content-Type", ""), exc, redact)
-        raise DecodeError(
-            message + ("; the batch may have been executed" if unknown else ""),
-            request_id=request_id,
-            outcome_unknown=unknown,
-        ) from None
-    unknown = _may_have_run(status)
-    may_have_run = "; the batch may have been executed" if unknown else ""
-    if not isinstance(payload, dict):
-        raise DecodeError(
-            f"the portal answered HTTP {status} with JSON {type(payload).__name__}, "
-            f"not an object with 'result' or 'error'{may_have_run}",
-            request_id=request_id,
-            outcome_unknown=unknown,
-        )
-    time = Time.from_json(payload.get("time"))
-    if payload.get("error"):
-        error = error_from_payload(payload, status=status, request_id=request_id, redact=redact)
-        error.retry_after = _retry_after(headers.get("Retry-After"), headers.get("Date"))
-        return payload, Envelope(status=status, result=None, time=time, error=error)
-    if "result" not in payload or not 200 <= status < 300:
-        names = ", ".join(sorted(map(str, payload))[:8]) or "none"
-        raise DecodeError(
-            f"the portal answered HTTP {status} with JSON that has neither 'result' nor 'error' "
-            f"(keys: {names}){may_have_run}",
-            request_id=request_id,
-            outcome_unknown=unknown,
-        )
-    return payload, None
-
-
-def error_from_payload(
-    payload: dict[str, Any],
-    *,
-    status: int,
-    request_id: str | None,
-    redact: Callable[[str], str] = _redact_default,
-) -> AjaxError:
-    """Map either error envelope to an ``AjaxError`` or the subclass its status or code names.
-
-    ``AuthError`` for HTTP 401, ``RateLimitError`` for ``QUERY_LIMIT_EXCEEDED``,
-    ``OperatingLimitError`` for ``OPERATION_TIME_LIMIT``.
-
-    REST 3.0: ``{"error": {"code", "message", "validation": [{"field", "message"}]}}``.
-    Classic: ``{"error": "CODE", "error_description": "..."}``.
-    """
-    error = payload["error"]
-    validation: list[FieldError] = []
-    if isinstance(error, dict):
-        code = str(error.get("code") or "UNKNOWN_ERROR")
-        message = str(error.get("message") or "")
-        rows = error.get("validation")
-        if isinstance(rows, list):
-            for row in rows:
-                if isinstance(row, dict):
-                    validation.append(
-                        FieldError(
-                            redact(str(row.get("field") or "")),
-                            redact(str(row.get("message") or "")),
-                        )
-                    )
-                elif row is not None:
-                    validation.append(FieldError("", redact(str(row))))
-    else:
-        code = str(error)
-        message = str(payload.get("error_description") or "")
-    error_type = AuthError if status == 401 else _ERROR_TYPES.get(code, AjaxError)
-    return error_type(
-        redact(message or code),
-        code=redact(code),
-        status=status,
-        validation=validation,
-        request_id=request_id,
-        outcome_unknown=_may_have_run(status) and status >= 500,
-    )
-
-
-def _may_have_run(status: int) -> bool:
-    """Whether an answer with ``status`` leaves open that the batch ran (protocol §5)."""
-    return 200 <= status < 300 or (status >= 500 and status != 503)
-
-
-def _retry_after(value: str | None, date: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header: a number, or an HTTP date.
-
-    A date is measured from the answer's own ``Date`` header, so the server's clock sets both
-    ends and a skewed (or injected) client clock cannot stretch or cut the wait; only an
-    answer without a readable ``Date`` is measured from this host's clock.
-    """
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    moment = _http_date(value)
-    if moment is None:
-        return None
-    sent = _http_date(date) if date else None
-    return max(0.0, moment - (_time.time() if sent is None else sent))
-
-
-def _http_date(value: str) -> float | None:
-    """Unix seconds of an HTTP date, or None when it is not one."""
-    try:
-        return email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return None
 
 
 def _positional(value: object, keys: Sequence[Key], request_id: str | None) -> list[Any]:
@@ -391,43 +192,167 @@ def _name(keys: Sequence[Key], position: int) -> str:
     return str(position) if key == position else f"{position} ({key!r})"
 
 
-_WHITESPACE = re.compile(r"\s+")
-_TITLE = re.compile(r"(?is)<title[^>]*>(.*?)</title>")
+_REF_KEYS = ("$ref", "$refArray")
 
 
-def _not_json_message(
-    status: int,
-    content: bytes,
-    content_type: str,
-    exc: ValueError,
-    redact: Callable[[str], str],
-) -> str:
-    kind = content_type.split(";")[0].strip() or "no content type"
-    if not content:
-        return f"the portal answered HTTP {status} with an empty body, not JSON"
-    head = content[:4096].decode("utf-8", "replace")
-    title = _TITLE.search(head)
-    if "html" in kind or title or head.lstrip().startswith("<"):
-        # Redacted whole, then cut: a cut first could leave part of a secret unrecognised.
-        shown = title.group(1) if title else content.decode("utf-8", "replace")
-        snippet = redact(_WHITESPACE.sub(" ", shown).strip())[:_SNIPPET]
-        return (
-            f"the portal (or a proxy before it) answered HTTP {status} with an HTML page, "
-            f"not JSON: {snippet!r}"
+def references(value: object) -> list[str]:
+    """Every reference path (``$ref`` / ``$refArray``) inside ``value``, at any depth."""
+    found: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if len(item) == 1:
+                for marker in _REF_KEYS:
+                    path = item.get(marker)
+                    if isinstance(path, str):
+                        found.append(path)
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return found
+
+
+def check_references(commands: Commands) -> None:
+    """Check that every reference of one batch points back to an earlier command in it.
+
+    (The chunker checks references itself, with :func:`reference_target`, as it plans.)
+
+    Raises:
+        SdkError: A reference names an alias defined later or nowhere, or a position at or
+            after its own.
+    """
+    defined: dict[str, int] = {}
+    for index, (key, command, alias) in enumerate(
+        zip(commands.keys, commands.items, commands.aliases, strict=True)
+    ):
+        for path in references(command.params) if command.params else ():
+            reference_target(path, defined, index, f"calls[{key!r}]", positional=True)
+        if alias is not None:
+            defined[alias] = index
+
+
+def reference_target(
+    path: str, defined: Mapping[str, int], index: int, where: str, positional: bool
+) -> int:
+    """The position of the command that ``path`` references, from ``index`` at ``where``.
+
+    Raises:
+        SdkError: The reference cannot be resolved within the batch.
+    """
+    head = path.split(".", 1)[0]
+    if head.isdigit():
+        if not positional:
+            raise SdkError(
+                f"{where} references {path!r} by position; positions change meaning when "
+                f"calls are split into chunks: give the command it means an 'as' and "
+                f"reference that"
+            )
+        if int(head) >= index:
+            raise SdkError(
+                f"{where} references {path!r}, but command {head} does not run before it; "
+                f"a reference points back to an earlier command"
+            )
+        return int(head)
+    target = defined.get(head)
+    if target is None:
+        raise SdkError(
+            f"{where} references {path!r}, but no earlier command has the alias {head!r}; "
+            f"a reference points back to an earlier command's 'as' (or name)"
         )
-    return (
-        f"the portal answered HTTP {status} ({kind}, {len(content)} bytes) with a body that is "
-        f"not valid JSON, perhaps truncated: {exc.__class__.__name__} at byte "
-        f"{getattr(exc, 'pos', '?')}"
-    )
+    return target
 
 
-V3: Wire[Envelope] = Wire(
-    name="REST 3.0",
-    api="api/",
-    content_type="application/json",
-    token_in_body=False,
-    stops_at_failure=True,
-    decode=decode_response,
-)
-"""The REST 3.0 batch: a JSON array to ``/rest/api/…/batch``, one error for the whole batch."""
+class _RestV3(Protocol):
+    """REST 3.0: a JSON array to ``/rest/api/…/batch``; one error for the whole batch."""
+
+    name = "REST 3.0"
+    api = "api/"
+    content_type = "application/json"
+    token_in_body = False
+    stops_at_failure = True
+    refused_before_running = _REFUSED_BEFORE_RUNNING
+    takes_idempotency_key = True
+    id_key = "id"
+
+    def reference_name(self, key: Key, alias: str | None, named: bool) -> str | None:
+        return alias
+
+    def targets(
+        self, command: Command, defined: Mapping[str, int], index: int, where: str
+    ) -> list[tuple[int, str]]:
+        return [
+            (reference_target(path, defined, index, where, positional=False), repr(path))
+            for path in (references(command.params) if command.params else ())
+        ]
+
+    def referenced(self, params: object) -> list[str]:
+        return [path.split(".", 1)[0] for path in references(params)]
+
+    def prepare(
+        self, commands: Commands, *, halt: bool, references_checked: bool = False
+    ) -> Prepared:
+        body = encode_batch(commands, halt_on_error=halt)
+        if not references_checked and b'"$ref' in body:  # a C-speed scan skips the walk
+            check_references(commands)
+        return Prepared(
+            protocol=self, commands=commands, wire_keys=commands.keys, halt=halt, body=body
+        )
+
+    def encode(self, commands: Commands, wire_keys: Sequence[Key], *, halt: bool) -> bytes:
+        return encode_batch(commands, halt_on_error=halt)
+
+    def decode(
+        self,
+        status: int,
+        content: bytes,
+        *,
+        prepared: Prepared,
+        request_id: str | None,
+        headers: Mapping[str, str] = NO_HEADERS,
+        redact: Callable[[str], str] = _redact_default,
+    ) -> Answers:
+        envelope = decode_response(
+            status,
+            content,
+            keys=prepared.wire_keys,
+            request_id=request_id,
+            headers=headers,
+            redact=redact,
+        )
+        return Answers(
+            status=envelope.status,
+            time=envelope.time,
+            limit_time=envelope.time,
+            replayed=envelope.replayed,
+            error=envelope.error,
+            entries=envelope.result,
+        )
+
+    def list_filter(self, value: Any, id_key: str) -> tuple[Any, int | None, int | None]:
+        if value is None:
+            return [], None, None
+        if not isinstance(value, list):
+            raise SdkTypeError(
+                f"params['filter'] is a {type(value).__name__}; a REST 3.0 filter is a list of "
+                f"[field, operator, value] conditions, e.g. [['responsibleId', '=', 7]]"
+            )
+        return list(value), None, None
+
+    def list_row(
+        self, spec: Spec, low: int | None, high: int | None, descending: bool
+    ) -> tuple[str, dict[str, Any]]:
+        conditions = list(spec.filter)
+        if low is not None:
+            conditions.append([spec.id_key, ">=", low])
+        if high is not None:
+            conditions.append([spec.id_key, "<", high])
+        params = dict(spec.params)
+        params["filter"] = conditions
+        params["order"] = {spec.id_key: "DESC" if descending else "ASC"}
+        params["pagination"] = {"limit": PAGE_LIMIT}
+        return spec.method, params
+
+
+V3: Final[Protocol] = _RestV3()
+"""The REST 3.0 batch."""

@@ -351,16 +351,15 @@ async def _api_client_window(base: str, commands: int) -> tuple[int, str | None]
 
 def planning(commands: int) -> dict[str, Any]:
     """Seconds b24batch spends planning ``commands`` rows into chunks, as ``make()`` does."""
-    chunks_module = importlib.import_module("b24batch.chunks")
+    options_module = importlib.import_module("b24batch._engine.call_options")
     planning_module = importlib.import_module("b24batch._engine.plan")
-    settings = chunks_module.Settings.checked(50, True, "bench", None, None)
+    v3 = importlib.import_module("b24batch._protocols.v3").V3
+    options = options_module.CallOptions.checked(
+        v3, chunk_size=50, halt_on_error=True, request_id="bench"
+    )
     rows = [(n, ("tasks.task.get", {"id": n + 1})) for n in range(commands)]
     started = time.perf_counter()
-    chunks = list(
-        planning_module.plan(
-            iter(rows), named=False, settings=settings, rules=planning_module.REST_V3
-        )
-    )
+    chunks = list(planning_module.plan(iter(rows), named=False, options=options, protocol=v3))
     return {"wall_s": time.perf_counter() - started, "chunks": len(chunks)}
 
 

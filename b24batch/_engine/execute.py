@@ -1,0 +1,242 @@
+"""One batch of either protocol: prepare it, send it, re-send what is safe, build its result.
+
+The one path every face takes — ``BatchV3``/``BatchV2``, each chunk of a chunked call, each
+batch of a list walk, and every part ``isolate_errors`` sends. Decides what is returned and
+what is raised: an error envelope the portal answered (other than 401, 429 and 5xx, which
+``send.py`` raises) comes back in the result's ``errors``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from b24batch._engine.build import Builder
+from b24batch._engine.call_options import CallOptions
+from b24batch._engine.isolate import Isolation
+from b24batch._engine.outcomes import mark, reads
+from b24batch._engine.port import Client
+from b24batch._engine.send import send
+from b24batch._protocols.base import Answers, Prepared, Protocol
+from b24batch.commands import Commands, normalize
+from b24batch.errors import AjaxError, B24Error, OperatingLimitError, RateLimitError, SdkError
+from b24batch.results import BatchResult, check_type
+
+__all__ = ["check_isolation", "check_result_types", "execute", "make", "prepare"]
+
+_LIMITS = (RateLimitError, OperatingLimitError)
+
+
+def make(
+    client: Client, protocol: Protocol, calls: object, options: CallOptions
+) -> BatchResult[Any]:
+    """Check, prepare and execute ``calls`` as one batch (``BatchV3.make``, ``BatchV2.make``).
+
+    Raises:
+        SdkError: ``calls`` are wrong for one batch of ``protocol`` (nothing is sent).
+        B24Error: As :func:`execute`.
+    """
+    commands = normalize(calls, what=protocol.name)
+    return execute(client, prepare(protocol, commands, options), options)
+
+
+def prepare(
+    protocol: Protocol, commands: Commands, options: CallOptions, *, planned: bool = False
+) -> Prepared:
+    """Check what the call's options ask of ``commands``, then let ``protocol`` prepare them.
+
+    ``planned``: the chunk planner has already resolved every reference.
+
+    Raises:
+        SdkError: A command's own ``result_type`` is not a type; ``isolate_errors`` for a
+            batch it cannot re-send in parts; what ``protocol.prepare`` refuses.
+    """
+    check_result_types(commands)
+    if options.isolate_errors:
+        check_isolation(protocol, commands)
+    return protocol.prepare(commands, halt=options.halt_on_error, references_checked=planned)
+
+
+def execute(
+    client: Client,
+    prepared: Prepared,
+    options: CallOptions,
+    *,
+    index: int | None = None,
+    positions: range | None = None,
+) -> BatchResult[Any]:
+    """Send one prepared batch and build its result.
+
+    Args:
+        client: The client it goes through.
+        prepared: The batch.
+        options: The call's options.
+        index: The batch's number in a call of many (its request id and idempotency key get
+            ``.{index}``); None for a call of one batch.
+        positions: The positions in the whole call the batch covers (chunked calls).
+
+    Raises:
+        B24Error: What the retry loop raises (401, 429, 5xx, transport and decoding
+            failures), with ``maybe_executed`` set.
+    """
+    request_id, key = options.ids(index)
+    answers, attempts, waited, uncertain = send(client, prepared, request_id, key)
+    build = Builder(
+        prepared.commands, request_id, options.result_type, options.return_ajax_result, positions
+    )
+    error = answers.error
+    if error is not None:
+        if options.isolate_errors:
+            return _isolated(client, prepared, answers, build, attempts, waited)
+        error.attempts = attempts
+        mark(error, prepared, returned=True, uncertain=uncertain)
+        return build(answers, attempts=attempts, waited=waited)
+    if answers.errors:
+        answers, attempts, waited = _resend_refused(
+            client, prepared, answers, request_id, attempts, waited
+        )
+    return build(answers, attempts=attempts, waited=waited)
+
+
+def _isolated(
+    client: Client,
+    prepared: Prepared,
+    first: Answers,
+    build: Builder,
+    attempts: int,
+    waited: float,
+) -> BatchResult[Any]:
+    """Find the failing commands of a failed read-only batch; build the partial result."""
+    request_id = build.request_id
+    commands = prepared.commands
+
+    def send_part(positions: range) -> tuple[Answers, int, float]:
+        answers, sends, part_waited, _ = send(client, prepared.part(positions), request_id, None)
+        return answers, sends, part_waited
+
+    isolation = Isolation(len(commands), first, commands.keys)
+
+    def partial() -> BatchResult[Any]:
+        entries = [isolation.results.get(position) for position in range(len(commands))]
+        total = attempts + isolation.attempts
+        for error in isolation.errors.values():
+            error.attempts = total
+        answers = Answers(
+            status=first.status,
+            time=isolation.time,
+            replayed=first.replayed,
+            entries=entries,
+            errors=isolation.errors,
+        )
+        return build(answers, attempts=total, waited=waited + isolation.waited)
+
+    try:
+        isolation.run(send_part)
+    except B24Error as raised:
+        raised.attempts += attempts + isolation.attempts
+        raised.result = partial()
+        raise
+    return partial()
+
+
+def _resend_refused(
+    client: Client,
+    prepared: Prepared,
+    answers: Answers,
+    request_id: str,
+    attempts: int,
+    waited: float,
+) -> tuple[Answers, int, float]:
+    """Send again, in place, the commands a limit refused inside the answer (they never ran).
+
+    Only a protocol that reports each command on its own (classic) answers such refusals.
+    With ``halt`` the commands after a refused one did not run either and go with it. A
+    command that references one outside the re-sent part stays as it is: its reference could
+    not resolve. Each round waits what the limit implies, and stops when that would not fit in
+    ``max_wait`` or the policy's attempts are used up; what is still refused stays an error.
+    """
+    policy = client.retry
+    rounds = 1
+    while rounds < policy.max_attempts:
+        refused = [p for p, error in sorted(answers.errors.items()) if isinstance(error, _LIMITS)]
+        if not refused:
+            break
+        again = _resendable(prepared, answers, refused)
+        if not again:
+            break
+        delay = _limit_delay(client, [answers.errors[p] for p in refused], rounds)
+        if waited + delay > policy.max_wait:
+            break
+        client.limiter.sleep(delay)
+        waited += delay
+        part, sends, part_waited, _ = send(client, prepared.part(again), request_id, None)
+        attempts += sends
+        waited += part_waited
+        rounds += 1
+        if part.error is not None:  # the repeat was refused as a whole: keep the first
+            break
+        answers = answers.replaced(again, part)
+    return answers, attempts, waited
+
+
+def _resendable(prepared: Prepared, answers: Answers, refused: Sequence[int]) -> list[int]:
+    """The positions to send again: the refused ones and, under ``halt``, those after them
+    that did not run — less any that reference a command outside that part."""
+    first = refused[0]
+    chosen = [
+        p
+        for p in range(len(prepared.commands))
+        if p in refused or (prepared.halt and p > first and p in answers.not_run)
+    ]
+    kept: list[int] = []
+    inside: set[str] = set()
+    referenced = prepared.protocol.referenced
+    for position in chosen:
+        params = prepared.commands.items[position].params
+        if params and any(target not in inside for target in referenced(params)):
+            continue
+        kept.append(position)
+        inside.add(str(prepared.wire_keys[position]))
+    return kept
+
+
+def _limit_delay(client: Client, errors: list[AjaxError], rounds: int) -> float:
+    """How long the refusals ask to wait: the operating-time reset, or the bucket's drain."""
+    if any(isinstance(error, OperatingLimitError) for error in errors):
+        retry_at, delay = client.limiter.operating_retry()
+        for error in errors:
+            if isinstance(error, OperatingLimitError):
+                error.retry_at = retry_at
+        return delay
+    client.limiter.after_answer(None, refused=True)  # the portal's counter is full
+    return client.backoff(rounds)
+
+
+def check_result_types(commands: Commands) -> None:
+    """Check every command's own ``result_type`` before anything is sent."""
+    for key, command in zip(commands.keys, commands.items, strict=True):
+        if command.result_type is not None:
+            check_type(command.result_type, f"calls[{key!r}] result_type")
+
+
+def check_isolation(protocol: Protocol, commands: Commands) -> None:
+    """Refuse ``isolate_errors=True`` for a batch it cannot re-send in parts safely.
+
+    Raises:
+        SdkError: A command writes (it would run again), or references another command (a
+            part of the batch could lose what it references); the message names the row.
+    """
+    for key, command in zip(commands.keys, commands.items, strict=True):
+        if not reads(command):
+            raise SdkError(
+                f"isolate_errors=True re-sends parts of a failed batch, which is safe only for "
+                f"commands that read; calls[{key!r}] ({command.method}) writes. Send writes in "
+                f"a batch of their own without isolate_errors, or mark a command that only "
+                f"reads with Command(..., read_only=True)"
+            )
+        if command.params and protocol.referenced(command.params):
+            raise SdkError(
+                f"isolate_errors=True re-sends parts of a failed batch, and calls[{key!r}] "
+                f"references another command, which a part may not contain; send it without "
+                f"isolate_errors"
+            )
