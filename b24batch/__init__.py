@@ -13,6 +13,8 @@ or by command name::
 Import public names from here only; the submodules' layout may change.
 """
 
+from b24batch._limits.redis import RedisStore
+from b24batch._limits.sqlite import SQLiteStore
 from b24batch._version import __version__
 from b24batch.batch import BatchV3
 from b24batch.batch_v2 import BatchV2
@@ -35,8 +37,6 @@ from b24batch.limits import LimitState, RateLimit
 from b24batch.lists import CallListV2, CallListV3, FetchListV2, FetchListV3
 from b24batch.results import AjaxResult, BatchResult, ChunkedResult, ChunkError, FieldError, Time
 from b24batch.retry import RetryPolicy
-from b24batch.store_redis import RedisStore
-from b24batch.store_sqlite import SQLiteStore
 from b24batch.stores import LimitStore
 
 __all__ = [

@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 import attrs
 
+from b24batch._limits.ledger import Ledger
 from b24batch.errors import OperatingLimitError, RateLimitError, SdkError
-from b24batch.ledger import Ledger
 from b24batch.results import Time
 
 __all__ = [

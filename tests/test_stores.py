@@ -568,7 +568,7 @@ def test_a_new_file_another_process_writes_is_waited_for(tmp_path: Path, clock: 
 def test_only_a_lock_is_waited_for() -> None:
     """A busy or locked file is tried again; any other error is the store's failure at once
     (by SQLite's code, or on Python 3.10, whose errors carry none, by its message)."""
-    from b24batch.store_sqlite import _busy
+    from b24batch._limits.sqlite import _busy
 
     def error(message: str, code: int | None) -> sqlite3.OperationalError:
         made = sqlite3.OperationalError(message)
@@ -653,7 +653,7 @@ def test_limit_store_without_limits_is_a_contradiction(tmp_path: Path) -> None:
 
 def test_an_sqlite_error_code_outranks_its_message() -> None:
     """With SQLite's code at hand, an error that only mentions "locked" is not a lock."""
-    from b24batch.store_sqlite import _busy
+    from b24batch._limits.sqlite import _busy
 
     error = sqlite3.OperationalError("no such table: locked_rows")
     error.sqlite_errorcode = 1  # type: ignore[attr-defined]  # SQLITE_ERROR
