@@ -13,7 +13,9 @@ or by command name::
 Import public names from here only; the submodules' layout may change.
 """
 
+from b24batch._limits.policy import LimitState, RateLimit
 from b24batch._limits.redis import RedisStore
+from b24batch._limits.shared import LimitStore
 from b24batch._limits.sqlite import SQLiteStore
 from b24batch._version import __version__
 from b24batch.batch import BatchV3
@@ -33,11 +35,9 @@ from b24batch.errors import (
     TransportError,
 )
 from b24batch.kinds import ErrorKind
-from b24batch.limits import LimitState, RateLimit
 from b24batch.lists import CallListV2, CallListV3, FetchListV2, FetchListV3
 from b24batch.results import AjaxResult, BatchResult, ChunkedResult, ChunkError, FieldError, Time
 from b24batch.retry import RetryPolicy
-from b24batch.stores import LimitStore
 
 __all__ = [
     "AjaxError",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import attrs
 
+from b24batch._limits.policy import RateLimit
 from b24batch.batch import (
     check_options,
     checked_idempotency_key,
@@ -24,7 +25,6 @@ from b24batch.batch import (
 from b24batch.batch_v2 import execute_v2
 from b24batch.commands import MAX_COMMANDS, refuse_js_object
 from b24batch.errors import B24Error, SdkError, SdkTypeError
-from b24batch.limits import RateLimit
 from b24batch.planning import CLASSIC, REST_V3, Chunk, Rules, plan
 from b24batch.progress import Progress
 from b24batch.progress import Report as _Report

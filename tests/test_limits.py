@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from b24batch import OperatingLimitError, RateLimit, RateLimitError, SdkError, Time
-from b24batch.limits import (
+from b24batch._limits.policy import (
     DEFAULT_RESET_SLACK,
     MAX_BURST,
     MAX_OPERATING_LIMIT,
@@ -21,7 +21,7 @@ from b24batch.limits import (
     bucket_step,
     operating_wait,
 )
-from b24batch.stores import LeakyBucket, OperatingMeter, shared_bucket
+from b24batch._limits.shared import LeakyBucket, OperatingMeter, shared_bucket
 
 
 class Clock:

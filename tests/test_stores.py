@@ -32,15 +32,15 @@ from b24batch import (
     SQLiteStore,
     Time,
 )
-from b24batch.limits import DEFAULT_RESET_SLACK, Bucket
-from b24batch.redaction import Secret
-from b24batch.stores import (
+from b24batch._limits.policy import DEFAULT_RESET_SLACK, Bucket
+from b24batch._limits.shared import (
     FUTURE_TOLERANCE,
     LeakyBucket,
     SharedBucket,
     SharedMeter,
     fingerprint,
 )
+from b24batch.redaction import Secret
 from b24batch.testing import FakePortal
 from tests.redis_server import RedisServer
 

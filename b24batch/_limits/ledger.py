@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # names for annotations only: limits.py builds a Ledger for every Limiter
-    from b24batch.limits import Meter, RateLimit
+    from b24batch._limits.policy import Meter, RateLimit
     from b24batch.results import Time
 
 __all__ = ["Ledger"]

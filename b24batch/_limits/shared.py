@@ -20,8 +20,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from b24batch._limits.policy import RateLimit, bucket_step, operating_wait
 from b24batch.errors import SdkError, SdkTypeError
-from b24batch.limits import RateLimit, bucket_step, operating_wait
 from b24batch.redaction import Secret
 from b24batch.results import Time
 
