@@ -32,14 +32,9 @@ from b24batch import (
     SQLiteStore,
     Time,
 )
-from b24batch._limits.policy import DEFAULT_RESET_SLACK, Bucket
-from b24batch._limits.shared import (
-    FUTURE_TOLERANCE,
-    LeakyBucket,
-    SharedBucket,
-    SharedMeter,
-    fingerprint,
-)
+from b24batch._limits.bucket import Bucket, LeakyBucket
+from b24batch._limits.policy import DEFAULT_RESET_SLACK
+from b24batch._limits.shared import FUTURE_TOLERANCE, SharedBucket, SharedMeter, fingerprint
 from b24batch.redaction import Secret
 from b24batch.testing import FakePortal
 from tests.redis_server import RedisServer

@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from b24batch._limits.policy import RateLimit, bucket_step
+from b24batch._limits.bucket import bucket_step
+from b24batch._limits.policy import RateLimit
 from b24batch._limits.shared import (
     DEFAULT_RECHECK,
     DEFAULT_STORE_TIMEOUT,
