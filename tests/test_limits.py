@@ -1,5 +1,5 @@
-"""Client-side limiters (b24batch.limits, in-process state from b24batch.stores) on an injected
-clock: no sleeping, no I/O."""
+"""Client-side limiters (b24batch._limits: policy, bucket, meter, limiter) on an injected clock:
+no sleeping, no I/O."""
 
 from __future__ import annotations
 

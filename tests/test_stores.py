@@ -1,4 +1,4 @@
-"""The limit stores (b24batch.stores, store_sqlite, store_redis) against the in-process bucket.
+"""The limit stores (b24batch._limits: shared, sqlite, redis) against the in-process bucket.
 
 Every shared store must give exactly the in-process figures on the same injected clock; the
 Redis store runs against a real ``redis-server`` (tests/redis_server.py), with its clock

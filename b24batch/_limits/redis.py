@@ -2,7 +2,7 @@
 
 Each operation is one Lua script, atomic on the server, that reads the time from the server
 (``TIME``), so hosts whose clocks disagree still share one bucket. The arithmetic mirrors
-``limits.bucket_step`` line for line. Needs the ``redis`` extra (redis-py); importing this
+``bucket.bucket_step`` line for line. Needs the ``redis`` extra (redis-py); importing this
 module does not.
 """
 
