@@ -13,6 +13,10 @@ or by command name::
 Import public names from here only; the submodules' layout may change.
 """
 
+from b24batch._limits.policy import LimitState, RateLimit
+from b24batch._limits.redis import RedisStore
+from b24batch._limits.shared import LimitStore
+from b24batch._limits.sqlite import SQLiteStore
 from b24batch._version import __version__
 from b24batch.actions import Actions as _Actions
 from b24batch.batch import BatchV2, BatchV3
@@ -32,13 +36,9 @@ from b24batch.errors import (
     TransportError,
 )
 from b24batch.kinds import CODE_KINDS, ErrorKind, kind_of_code
-from b24batch.limits import LimitState, RateLimit
 from b24batch.lists import CallListV2, CallListV3, FetchListV2, FetchListV3
 from b24batch.results import AjaxResult, BatchResult, ChunkedResult, ChunkError, FieldError, Time
 from b24batch.retry import RetryPolicy
-from b24batch.store_redis import RedisStore
-from b24batch.store_sqlite import SQLiteStore
-from b24batch.stores import LimitStore
 
 # ``b24.actions.v3.batch`` (the JS SDK's path): the faces sit above the client, which never
 # imports them, so the package hands the client its factory here, before any client exists.

@@ -25,6 +25,8 @@ from urllib.parse import SplitResult, quote, urlsplit
 import requests
 import requests.auth
 
+from b24batch._limits.policy import LimitState
+from b24batch._limits.shared import fingerprint
 from b24batch._protocols.base import Answers, Prepared, Protocol
 from b24batch._protocols.v2 import V2
 from b24batch._protocols.v3 import V3
@@ -36,7 +38,6 @@ from b24batch.errors import (
     SdkError,
     SdkTypeError,
 )
-from b24batch.limits import LimitState
 from b24batch.options import (
     DEFAULT_RATE_LIMIT,
     DEFAULT_TIMEOUT,
@@ -46,7 +47,6 @@ from b24batch.options import (
 )
 from b24batch.redaction import Secret, install_log_filter, redact
 from b24batch.retry import RetryPolicy, backoff
-from b24batch.stores import fingerprint
 from b24batch.transport import (
     DEADLINE_MARGIN,
     DEFAULT_MAX_RESPONSE_BYTES,

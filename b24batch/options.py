@@ -15,11 +15,14 @@ from typing import Any, Final
 import attrs
 import requests
 
+from b24batch._limits.bucket import LeakyBucket
+from b24batch._limits.bucket import shared_bucket as _shared_bucket
+from b24batch._limits.limiter import Limiter
+from b24batch._limits.meter import OperatingMeter
+from b24batch._limits.policy import RateLimit
+from b24batch._limits.shared import LimitStore, SharedBucket, SharedMeter
 from b24batch.errors import SdkError, SdkTypeError
-from b24batch.limits import Limiter, RateLimit
 from b24batch.retry import RetryPolicy
-from b24batch.stores import LeakyBucket, LimitStore, OperatingMeter, SharedBucket, SharedMeter
-from b24batch.stores import shared_bucket as _shared_bucket
 from b24batch.transport import DEADLINE_MARGIN, DEFAULT_MAX_RESPONSE_BYTES, Timeout
 
 __all__ = [

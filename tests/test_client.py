@@ -24,8 +24,8 @@ from b24batch import (
     SQLiteStore,
     TransportError,
 )
+from b24batch._limits.shared import SharedMeter
 from b24batch.client import DEFAULT_TIMEOUT, USER_AGENT
-from b24batch.stores import SharedMeter
 from b24batch.testing import FakePortal, Fault
 
 from .loopback import RawServer, answer

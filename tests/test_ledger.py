@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from b24batch import B24Hook, BatchByChunkV3, RateLimit, RetryPolicy
-from b24batch.ledger import Ledger
+from b24batch._limits.ledger import Ledger
 from b24batch.results import Time
 from b24batch.testing import FakePortal, Fault
 

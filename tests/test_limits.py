@@ -1,5 +1,5 @@
-"""Client-side limiters (b24batch.limits, in-process state from b24batch.stores) on an injected
-clock: no sleeping, no I/O."""
+"""Client-side limiters (b24batch._limits: policy, bucket, meter, limiter) on an injected clock:
+no sleeping, no I/O."""
 
 from __future__ import annotations
 
@@ -9,19 +9,16 @@ import threading
 import pytest
 
 from b24batch import OperatingLimitError, RateLimit, RateLimitError, SdkError, Time
-from b24batch.limits import (
+from b24batch._limits.bucket import LeakyBucket, bucket_step, shared_bucket
+from b24batch._limits.limiter import OPERATING_BASKET, OPERATING_FLOOR, Limiter
+from b24batch._limits.meter import OperatingMeter, operating_wait
+from b24batch._limits.policy import (
     DEFAULT_RESET_SLACK,
     MAX_BURST,
     MAX_OPERATING_LIMIT,
     MAX_RESET_SLACK,
-    OPERATING_BASKET,
-    OPERATING_FLOOR,
     PER_SECOND_RANGE,
-    Limiter,
-    bucket_step,
-    operating_wait,
 )
-from b24batch.stores import LeakyBucket, OperatingMeter, shared_bucket
 
 
 class Clock:

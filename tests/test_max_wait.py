@@ -22,7 +22,7 @@ from b24batch import (
     RetryPolicy,
     TransportError,
 )
-from b24batch.limits import DEFAULT_RESET_SLACK
+from b24batch._limits.policy import DEFAULT_RESET_SLACK
 from b24batch.testing import FakePortal, Fault
 
 from .test_resilience import FakeTime

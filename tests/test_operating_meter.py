@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from b24batch import BatchV3, OperatingLimitError, RateLimit, RetryPolicy, SQLiteStore, Time
-from b24batch.limits import DEFAULT_RESET_SLACK
+from b24batch._limits.meter import OperatingMeter
+from b24batch._limits.policy import DEFAULT_RESET_SLACK
 from b24batch.options import DEFAULT_RATE_LIMIT
-from b24batch.stores import OperatingMeter
 from b24batch.testing import FakePortal, Fault
 
 from .test_resilience import READ, FakeTime, _hook

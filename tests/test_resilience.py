@@ -35,7 +35,7 @@ from b24batch import (
     SdkTypeError,
     TransportError,
 )
-from b24batch.limits import DEFAULT_RESET_SLACK
+from b24batch._limits.policy import DEFAULT_RESET_SLACK
 from b24batch.testing import FakePortal, Fault
 
 READ = [("tasks.task.get", {"id": 1, "select": ["id"]})]

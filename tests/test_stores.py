@@ -1,4 +1,4 @@
-"""The limit stores (b24batch.stores, store_sqlite, store_redis) against the in-process bucket.
+"""The limit stores (b24batch._limits: shared, sqlite, redis) against the in-process bucket.
 
 Every shared store must give exactly the in-process figures on the same injected clock; the
 Redis store runs against a real ``redis-server`` (tests/redis_server.py), with its clock
@@ -32,15 +32,10 @@ from b24batch import (
     SQLiteStore,
     Time,
 )
-from b24batch.limits import DEFAULT_RESET_SLACK, Bucket
+from b24batch._limits.bucket import Bucket, LeakyBucket
+from b24batch._limits.policy import DEFAULT_RESET_SLACK
+from b24batch._limits.shared import FUTURE_TOLERANCE, SharedBucket, SharedMeter, fingerprint
 from b24batch.redaction import Secret
-from b24batch.stores import (
-    FUTURE_TOLERANCE,
-    LeakyBucket,
-    SharedBucket,
-    SharedMeter,
-    fingerprint,
-)
 from b24batch.testing import FakePortal
 from tests.redis_server import RedisServer
 
@@ -568,7 +563,7 @@ def test_a_new_file_another_process_writes_is_waited_for(tmp_path: Path, clock: 
 def test_only_a_lock_is_waited_for() -> None:
     """A busy or locked file is tried again; any other error is the store's failure at once
     (by SQLite's code, or on Python 3.10, whose errors carry none, by its message)."""
-    from b24batch.store_sqlite import _busy
+    from b24batch._limits.sqlite import _busy
 
     def error(message: str, code: int | None) -> sqlite3.OperationalError:
         made = sqlite3.OperationalError(message)
@@ -653,7 +648,7 @@ def test_limit_store_without_limits_is_a_contradiction(tmp_path: Path) -> None:
 
 def test_an_sqlite_error_code_outranks_its_message() -> None:
     """With SQLite's code at hand, an error that only mentions "locked" is not a lock."""
-    from b24batch.store_sqlite import _busy
+    from b24batch._limits.sqlite import _busy
 
     error = sqlite3.OperationalError("no such table: locked_rows")
     error.sqlite_errorcode = 1  # type: ignore[attr-defined]  # SQLITE_ERROR

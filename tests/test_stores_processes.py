@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from b24batch import B24Error, B24Hook, BatchV3, RateLimit, RedisStore, RetryPolicy, SQLiteStore
-from b24batch.limits import DEFAULT_RESET_SLACK
+from b24batch._limits.policy import DEFAULT_RESET_SLACK
 from b24batch.testing import FakePortal
 from tests.benchmarks.stores import CALLS, run_processes
 from tests.redis_server import RedisServer

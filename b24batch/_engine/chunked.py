@@ -18,10 +18,10 @@ from b24batch._engine.outcomes import read_only
 from b24batch._engine.plan import Chunk, plan
 from b24batch._engine.port import Client
 from b24batch._engine.window import Outcome, Window
+from b24batch._limits.policy import RateLimit
 from b24batch._protocols.base import Protocol
 from b24batch.commands import refuse_js_object
 from b24batch.errors import B24Error, SdkTypeError
-from b24batch.limits import RateLimit
 from b24batch.progress import Progress
 from b24batch.progress import Report as _Report
 from b24batch.progress import progress_report as _progress

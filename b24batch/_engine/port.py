@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from b24batch._limits.limiter import Limiter
 from b24batch._protocols.base import Answers, Prepared
 from b24batch.errors import AuthError
-from b24batch.limits import Limiter
 from b24batch.retry import RetryPolicy
 from b24batch.transport import Timeout
 

@@ -2,7 +2,7 @@
 how a batch is charged to, refused by and reported from that meter (the ``time`` block).
 
 The limiters only keep numbers on the clock they are given; the portal holds its lock around
-them. Distinct from ``b24batch.limits``, the client's side of the same limits.
+them. Distinct from ``b24batch._limits``, the client's side of the same limits.
 """
 
 from __future__ import annotations

@@ -16,15 +16,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from b24batch.errors import SdkError, SdkTypeError
-from b24batch.limits import RateLimit, bucket_step
-from b24batch.stores import (
+from b24batch._limits.bucket import bucket_step
+from b24batch._limits.policy import RateLimit
+from b24batch._limits.shared import (
     DEFAULT_RECHECK,
     DEFAULT_STORE_TIMEOUT,
     FUTURE_TOLERANCE,
     LimitStore,
     MeterState,
 )
+from b24batch.errors import SdkError, SdkTypeError
 
 __all__ = ["SQLiteStore"]
 

@@ -1,10 +1,9 @@
-"""Where the limiters keep their numbers: in this process, or in a store many processes share.
+"""Limits shared by many processes: ``LimitStore``, the interface of a store, and the
+``SharedBucket`` and ``SharedMeter`` that put one behind the limiter.
 
-``LeakyBucket`` and ``OperatingMeter`` keep the state in process memory (the default).
-``LimitStore`` is the interface of a shared store (``SQLiteStore``, ``RedisStore``): two atomic
-operations on a bucket's and a meter's numbers; ``SharedBucket`` and ``SharedMeter`` put them
-behind the limiter and fall back to the in-process state while the store is unreachable. The
-arithmetic is ``limits.bucket_step``'s; nothing secret is ever written to a store.
+A store keeps numbers only, never a secret (``fingerprint`` names a credential), and does none
+of the arithmetic; while it is unreachable the limits hold in-process. A forked child gets fresh
+locks.
 """
 
 from __future__ import annotations
@@ -20,22 +19,21 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from b24batch._limits.bucket import LeakyBucket
+from b24batch._limits.meter import OperatingMeter, operating_wait
+from b24batch._limits.policy import RateLimit
 from b24batch.errors import SdkError, SdkTypeError
-from b24batch.limits import RateLimit, bucket_step, operating_wait
 from b24batch.redaction import Secret
 from b24batch.results import Time
 
 __all__ = [
     "DEFAULT_RECHECK",
     "DEFAULT_STORE_TIMEOUT",
-    "LeakyBucket",
     "LimitStore",
     "MeterState",
-    "OperatingMeter",
     "SharedBucket",
     "SharedMeter",
     "fingerprint",
-    "shared_bucket",
 ]
 
 log = logging.getLogger("b24batch")
@@ -49,111 +47,6 @@ FUTURE_TOLERANCE = 1.0
 
 MeterState = tuple[float | None, float | None, float]
 """``(operating, operating_reset_at, now)``: a meter's numbers and the store's Unix time."""
-
-
-class LeakyBucket:
-    """The portal's request counter, kept in this process and shared by threads.
-
-    The counter rises by one per request and drains at ``per_second``. ``reserve()`` books the
-    next slot and returns how long to wait for it, so concurrent callers queue in order and
-    each sends when the counter, its own request included, is at most ``limit.ceiling``.
-    """
-
-    def __init__(self, limit: RateLimit, clock: Callable[[], float]) -> None:
-        self.limit = limit
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._state = (0.0, clock())  # (level, updated), booked requests included
-
-    def step(self, op: str, arg: float = 0.0) -> float:
-        """One :func:`~b24batch.limits.bucket_step` operation on this bucket, atomically."""
-        with self._lock:
-            result, state = bucket_step(op, *self._state, self._clock(), self.limit, arg)
-            if state is not None:
-                self._state = state
-        return result
-
-    def reserve(self, budget: float = math.inf) -> float:
-        """Book one request if its wait fits in ``budget``; return the seconds to wait for it.
-
-        A wait longer than ``budget`` books nothing: the request is not going to be sent.
-        """
-        return self.step("reserve", budget)
-
-    def wait(self, after: float = 0.0) -> float:
-        """The seconds a request booked ``after`` seconds from now would wait; books nothing."""
-        return self.step("wait", after)
-
-    def saturate(self) -> None:
-        """The portal said 503 ``QUERY_LIMIT_EXCEEDED``: take its counter as full, so the
-        next request waits for it to drain."""
-        self.step("saturate")
-
-    def available(self) -> float:
-        """Requests that could be sent right now without waiting."""
-        return self.step("available")
-
-
-class OperatingMeter:
-    """Remembers the portal's ``time.operating`` and says how long to wait for its reset."""
-
-    def __init__(self, limit: RateLimit | None, wall_clock: Callable[[], float]) -> None:
-        self._limit = limit
-        self._wall_clock = wall_clock
-        self._lock = threading.Lock()
-        self._operating: float | None = None
-        self._reset_at: float | None = None
-
-    def record(self, time: Time | None) -> None:
-        """Take the latest figures from an answer's ``time`` block (absent fields change none)."""
-        if time is None or (time.operating is None and time.operating_reset_at is None):
-            return
-        with self._lock:
-            if time.operating is not None:
-                self._operating = time.operating
-            if time.operating_reset_at is not None:
-                self._reset_at = time.operating_reset_at
-
-    def reset_at(self) -> float | None:
-        """Unix seconds of the last reported reset, if any."""
-        with self._lock:
-            return self._reset_at
-
-    def delay(self) -> float:
-        """Seconds to wait before the next batch so as not to collect a 429; 0 if none."""
-        with self._lock:
-            operating, reset_at = self._operating, self._reset_at
-        wait = operating_wait(self._limit, operating, reset_at, self._wall_clock())
-        if wait is not None and wait <= 0:
-            with self._lock:  # the basket has dropped out: the figure is stale
-                if self._reset_at == reset_at:
-                    self._operating = None
-        return max(0.0, wait or 0.0)
-
-    def state(self) -> tuple[float | None, float | None]:
-        """``(operating, operating_reset_at)`` as last reported."""
-        with self._lock:
-            return self._operating, self._reset_at
-
-
-_shared_lock = threading.Lock()
-_shared: dict[tuple[str, Callable[[], float]], LeakyBucket] = {}
-
-
-def shared_bucket(origin: str, clock: Callable[[], float]) -> LeakyBucket:
-    """The one default-limit bucket for ``origin`` in this process, made on first use.
-
-    The portal counts requests per portal and source IP, so every client of one portal in a
-    process must draw from one counter. The bucket outlives its clients, as the portal's
-    counter does: a new client made right after another must not start with a full burst.
-    """
-    key = (origin, clock)
-    with _shared_lock:
-        bucket = _shared.get(key)
-        if bucket is None:
-            bucket = LeakyBucket(RateLimit(), clock)
-            _shared[key] = bucket
-        return bucket
 
 
 def fingerprint(credential: Secret[str]) -> str:
@@ -223,7 +116,7 @@ class LimitStore(abc.ABC):
     def bucket_op(
         self, key: str, op: str, limit: RateLimit, arg: float, clock: Callable[[], float]
     ) -> float:
-        """Apply :func:`~b24batch.limits.bucket_step` to the bucket under ``key``, atomically.
+        """Apply the bucket arithmetic, ``bucket_step``, to the bucket under ``key``, atomically.
 
         ``clock`` is read inside the store's lock (a store with a clock of its own ignores it).
         A missing, foreign or nonsense state counts as empty and is overwritten.

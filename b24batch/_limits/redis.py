@@ -2,7 +2,7 @@
 
 Each operation is one Lua script, atomic on the server, that reads the time from the server
 (``TIME``), so hosts whose clocks disagree still share one bucket. The arithmetic mirrors
-``limits.bucket_step`` line for line. Needs the ``redis`` extra (redis-py); importing this
+``bucket.bucket_step`` line for line. Needs the ``redis`` extra (redis-py); importing this
 module does not.
 """
 
@@ -13,16 +13,16 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from b24batch.errors import SdkError, SdkTypeError
-from b24batch.limits import RateLimit
-from b24batch.redaction import Secret
-from b24batch.stores import (
+from b24batch._limits.policy import RateLimit
+from b24batch._limits.shared import (
     DEFAULT_RECHECK,
     DEFAULT_STORE_TIMEOUT,
     FUTURE_TOLERANCE,
     LimitStore,
     MeterState,
 )
+from b24batch.errors import SdkError, SdkTypeError
+from b24batch.redaction import Secret
 
 __all__ = ["DEFAULT_PREFIX", "RedisStore"]
 

@@ -13,11 +13,10 @@ from __future__ import annotations
 import threading
 import time as _time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # names for annotations only: limits.py builds a Ledger for every Limiter
-    from b24batch.limits import Meter, RateLimit
-    from b24batch.results import Time
+from b24batch._limits.meter import Meter
+from b24batch._limits.policy import RateLimit
+from b24batch.results import Time
 
 __all__ = ["Ledger"]
 
