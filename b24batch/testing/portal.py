@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Final, Literal
 
 from b24batch.redaction import redact
+from b24batch.testing.command_error import CommandError
 from b24batch.testing.faults import Fault
 from b24batch.testing.limits import LeakyBucket, OperatingMeter, OperatingTime
 from b24batch.testing.messages import EXPIRED, NO_AUTH, RecordedRequest, Reply, classic_error
@@ -28,7 +29,7 @@ from b24batch.testing.server import Server, check_http_options
 from b24batch.testing.v2_route import ClassicRoute
 from b24batch.testing.v2_store import PAGE_SIZE, CrmSeeding, CrmStore
 from b24batch.testing.v3_route import IDEMPOTENCY_TTL, StoredReply, V3Route
-from b24batch.testing.v3_store import CommandError, Handler, TaskStore, validate_fields
+from b24batch.testing.v3_store import Handler, TaskStore, validate_fields
 
 __all__ = [
     "DEFAULT_COMMAND_COST",

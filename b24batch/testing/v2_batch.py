@@ -18,9 +18,9 @@ from typing import Any, Final
 
 import attrs
 
+from b24batch.testing.command_error import CommandError
 from b24batch.testing.phpform import PhpKey, parse_str, parse_str_bytes, php_key, php_text
 from b24batch.testing.v2_store import ClassicAnswer, CrmStore
-from b24batch.testing.v3_store import CommandError
 
 __all__ = [
     "MAX_COMMANDS",

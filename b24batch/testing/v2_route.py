@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from b24batch.testing.command_error import CommandError
 from b24batch.testing.limits import LeakyBucket
 from b24batch.testing.messages import (
     OPERATION_LIMIT,
@@ -23,7 +24,7 @@ from b24batch.testing.messages import (
 from b24batch.testing.phpform import parse_str_bytes
 from b24batch.testing.v2_batch import classic_methods, execute_classic, parse_classic
 from b24batch.testing.v2_store import CrmStore
-from b24batch.testing.v3_store import CommandError, Handler
+from b24batch.testing.v3_store import Handler
 
 __all__ = ["ClassicRoute"]
 
