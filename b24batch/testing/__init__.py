@@ -5,8 +5,8 @@ For tests, demos and users' own test suites; it never talks to a real portal. Th
 ``b24_portal`` and ``b24_client`` come from ``b24batch.testing.pytest_plugin``.
 """
 
-from b24batch.testing.classic_store import ClassicAnswer
+from b24batch.testing.command_error import CommandError
 from b24batch.testing.portal import FakePortal, Fault, RecordedRequest
-from b24batch.testing.store import CommandError
+from b24batch.testing.v2_store import ClassicAnswer
 
 __all__ = ["ClassicAnswer", "CommandError", "FakePortal", "Fault", "RecordedRequest"]

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, Final, Literal
 
 from b24batch.testing.messages import OPERATION_LIMIT, Reply
-from b24batch.testing.store import Row, format_datetime
+from b24batch.testing.v3_store import Row, format_datetime
 
 __all__ = ["BASKET_SECONDS", "OPERATING_BASKETS", "LeakyBucket", "OperatingMeter", "OperatingTime"]
 

@@ -2,8 +2,8 @@
 
 The portal object itself: its options, lifecycle, credentials and test-facing API (seeding,
 handlers, faults, records), and the routing and authentication of each request. The HTTP layer
-is ``server.py``; the routes after it are ``v3_route.py`` and ``classic_route.py``, the limits
-``limits.py``; commands run in ``store.py`` and ``classic.py``. Meant for tests and demos; it
+is ``server.py``; the routes after it are ``v3_route.py`` and ``v2_route.py``, the limits
+``limits.py``; commands run in ``v3_store.py`` and ``v2_batch.py``. Meant for tests and demos; it
 binds to loopback and must never face a network.
 """
 
@@ -20,15 +20,16 @@ from types import TracebackType
 from typing import Any, ClassVar, Final, Literal
 
 from b24batch.redaction import redact
-from b24batch.testing.classic_route import ClassicRoute
-from b24batch.testing.classic_store import PAGE_SIZE, CrmSeeding, CrmStore
+from b24batch.testing.command_error import CommandError
 from b24batch.testing.faults import Fault
 from b24batch.testing.limits import LeakyBucket, OperatingMeter, OperatingTime
 from b24batch.testing.messages import EXPIRED, NO_AUTH, RecordedRequest, Reply, classic_error
 from b24batch.testing.seeding import BulkSeeding
 from b24batch.testing.server import Server, check_http_options
-from b24batch.testing.store import CommandError, Handler, TaskStore, validate_fields
+from b24batch.testing.v2_route import ClassicRoute
+from b24batch.testing.v2_store import PAGE_SIZE, CrmSeeding, CrmStore
 from b24batch.testing.v3_route import IDEMPOTENCY_TTL, StoredReply, V3Route
+from b24batch.testing.v3_store import Handler, TaskStore, validate_fields
 
 __all__ = [
     "DEFAULT_COMMAND_COST",

@@ -12,8 +12,9 @@ import threading
 from collections.abc import Callable
 from typing import Any, Final
 
-from b24batch.testing.classic_store import CrmStore
-from b24batch.testing.store import CommandError, TaskStore, validate_fields
+from b24batch.testing.command_error import CommandError
+from b24batch.testing.v2_store import CrmStore
+from b24batch.testing.v3_store import TaskStore, validate_fields
 
 __all__ = ["SPARSE_TOP", "BulkSeeding"]
 

@@ -2,7 +2,7 @@
 
 Checks the ``Idempotency-Key`` and the JSON body, replays a stored answer for a repeated key,
 refuses a batch over its operating limit, and runs the rows in order without rollback (the
-commands themselves run in ``store.py``). Mixed into FakePortal, which holds the state, the
+commands themselves run in ``v3_store.py``). Mixed into FakePortal, which holds the state, the
 lock, and the routing and authentication that come before.
 """
 
@@ -18,7 +18,14 @@ import attrs
 
 from b24batch.testing.limits import LeakyBucket, OperatingMeter
 from b24batch.testing.messages import QUERY_LIMIT, RecordedRequest, Reply, classic_error
-from b24batch.testing.store import CommandError, Handler, Row, TaskStore, execute_batch, parse_batch
+from b24batch.testing.v3_store import (
+    CommandError,
+    Handler,
+    Row,
+    TaskStore,
+    execute_batch,
+    parse_batch,
+)
 
 __all__ = ["IDEMPOTENCY_TTL", "StoredReply", "V3Route"]
 

@@ -1,11 +1,12 @@
 """The FakePortal's in-memory tasks store and batch executor. Pure: no I/O, no clocks, no locks.
 
 Parses a batch body into rows and runs each row against the tasks store or a registered handler,
-in order, its references substituted (``references.py``), stopping at the first failure without
-rolling anything back (as the portal's own dispatcher does, protocol §4). The tasks' fields are
-checked in ``task_fields.py``, their list query read in ``task_query.py``, and ``CommandError``
-lives in ``command_error.py``; the names this module always exported it still does. Time,
-locking, authentication, limits and faults belong to the portal (``portal.py``, ``v3_route.py``).
+in order, its references substituted (``v3_references.py``), stopping at the first failure
+without rolling anything back (as the portal's own dispatcher does, protocol §4). The tasks'
+fields are checked in ``v3_task_fields.py``, their list query read in ``v3_task_query.py``, and
+``CommandError`` lives in ``command_error.py``; the names this module always exported it still
+does. Time, locking, authentication, limits and faults belong to the portal (``portal.py``,
+``v3_route.py``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from b24batch.testing.command_error import (
     CommandError,
     bad_batch,
 )
-from b24batch.testing.references import Context, substitute
-from b24batch.testing.task_fields import (
+from b24batch.testing.v3_references import Context, substitute
+from b24batch.testing.v3_task_fields import (
     TASK_FIELDS,
     format_datetime,
     query_task_id,
@@ -33,7 +34,7 @@ from b24batch.testing.task_fields import (
     validate_fields,
     writable_fields,
 )
-from b24batch.testing.task_query import (
+from b24batch.testing.v3_task_query import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
     id_bounds,

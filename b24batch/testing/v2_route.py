@@ -2,7 +2,7 @@
 ``/rest/batch`` (OAuth, the token in the body), and one classic method called on its own.
 
 Authenticates, applies the rate and operating limits, and answers in the classic shapes; the
-commands run in ``classic.py`` over ``classic_store.py``. Mixed into FakePortal, which holds the
+commands run in ``v2_batch.py`` over ``v2_store.py``. Mixed into FakePortal, which holds the
 state and the lock.
 """
 
@@ -12,8 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from b24batch.testing.classic import classic_methods, execute_classic, parse_classic
-from b24batch.testing.classic_store import CrmStore
+from b24batch.testing.command_error import CommandError
 from b24batch.testing.limits import LeakyBucket
 from b24batch.testing.messages import (
     OPERATION_LIMIT,
@@ -23,7 +22,9 @@ from b24batch.testing.messages import (
     classic_error,
 )
 from b24batch.testing.phpform import parse_str_bytes
-from b24batch.testing.store import CommandError, Handler
+from b24batch.testing.v2_batch import classic_methods, execute_classic, parse_classic
+from b24batch.testing.v2_store import CrmStore
+from b24batch.testing.v3_store import Handler
 
 __all__ = ["ClassicRoute"]
 
@@ -44,7 +45,7 @@ class ClassicRoute:
     _before: Callable[[str], None]
 
     def _classic_batch(self, request: RecordedRequest, user: str | None, secret: str) -> Reply:
-        """The classic ``batch`` (protocol §7): the commands run in ``classic.py``."""
+        """The classic ``batch`` (protocol §7): the commands run in ``v2_batch.py``."""
         if request.method != "POST":
             return Reply.of(
                 405,

@@ -17,7 +17,8 @@ from typing import Any, Final
 
 import attrs
 
-from b24batch.testing.store import CommandError, SortedIds, format_datetime
+from b24batch.testing.command_error import CommandError
+from b24batch.testing.v3_store import SortedIds, format_datetime
 
 __all__ = ["CONTACT_FIELDS", "DEAL_FIELDS", "PAGE_SIZE", "ClassicAnswer", "CrmSeeding", "CrmStore"]
 

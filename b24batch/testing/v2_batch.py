@@ -4,7 +4,7 @@ Reads ``halt``, ``cmd[KEY]=METHOD?QUERY`` and ``auth`` from a form or JSON body,
 query as PHP's ``parse_str`` does, substitutes ``$result[KEY][path]`` (and ``$next``,
 ``$total``, ``$time``, ``$error``), runs the commands in order and answers the five sections in
 PHP's JSON shapes (protocol §7). Authentication, limits and time belong to
-``classic_route.py``.
+``v2_route.py``.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any, Final
 
 import attrs
 
-from b24batch.testing.classic_store import ClassicAnswer, CrmStore
+from b24batch.testing.command_error import CommandError
 from b24batch.testing.phpform import PhpKey, parse_str, parse_str_bytes, php_key, php_text
-from b24batch.testing.store import CommandError
+from b24batch.testing.v2_store import ClassicAnswer, CrmStore
 
 __all__ = [
     "MAX_COMMANDS",

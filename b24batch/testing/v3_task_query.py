@@ -18,7 +18,7 @@ from b24batch.testing.command_error import (
     UNKNOWN_FILTER_OPERATOR,
     CommandError,
 )
-from b24batch.testing.task_fields import TASK_FIELDS, parse_datetime, unknown_field
+from b24batch.testing.v3_task_fields import TASK_FIELDS, parse_datetime, unknown_field
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",

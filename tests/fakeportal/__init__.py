@@ -1,0 +1,1 @@
+"""Tests of the FakePortal (``b24batch.testing``), mirroring its modules."""
