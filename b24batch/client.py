@@ -1,26 +1,25 @@
-"""The clients: credentials (webhook, OAuth token), URL rules and options; no batch logic.
+"""The clients ``B24Hook`` and ``B24OAuth``: a credential, options and one send; no batch logic.
 
 ``B24Hook`` (inbound webhook) and ``B24OAuth`` (application token) share one ``send()`` that
 posts a prepared batch of either protocol (REST 3.0 or classic: the batch's ``Protocol`` says
 where it goes and how) through their :class:`~b24batch.transport.Transport` and returns the
 decoded ``Answers`` or raises ``TransportError`` / ``DecodeError``. Each client holds its retry
 policy and limiters for the batch layer. Secrets never leave a client unredacted, and live only
-inside a masked ``Secret``, so no frame of a traceback shows them among its locals.
+inside a masked ``Secret``, so no frame of a traceback shows them among its locals. The URL
+rules and token placement are ``credentials.py``'s.
 """
 
 from __future__ import annotations
 
 import functools
-import ipaddress
 import logging
-import re
 import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import SplitResult, quote, urlsplit
+from urllib.parse import quote
 
 import requests
 import requests.auth
@@ -31,6 +30,14 @@ from b24batch._protocols.base import Answers, Prepared, Protocol
 from b24batch._protocols.v2 import V2
 from b24batch._protocols.v3 import V3
 from b24batch._version import __version__
+from b24batch.credentials import (
+    TOKEN_RULE,
+    Bearer,
+    BodyToken,
+    endpoint_origin,
+    valid_token,
+    webhook_parts,
+)
 from b24batch.errors import (
     AuthError,
     B24Error,
@@ -75,13 +82,6 @@ _RENEWABLE = frozenset({"expired_token", "invalid_token"})
 
 log = logging.getLogger("b24batch")
 install_log_filter()  # urllib3 logs request URLs, and a webhook URL holds the secret
-
-_WEBHOOK_PATH = re.compile(r"^/rest/(?:api/)?(?P<user>[0-9]{1,18})/(?P<secret>[^/]+)/?$")
-_WEBHOOK_SHAPE = "https://PORTAL/rest/USER_ID/SECRET/ (or https://PORTAL/rest/api/USER_ID/SECRET/)"
-_ENDPOINT_PATH = re.compile(r"^(?:/rest(?:/api)?)?/?$")
-_ENDPOINT_SHAPE = "https://PORTAL/rest/ (the client endpoint) or https://PORTAL"
-_TOKEN = re.compile(r"[\x21-\x7e]+")
-_TOKEN_RULE = "a non-empty string of printable ASCII characters without spaces"  # noqa: S105 - a rule, not a token
 
 
 _C = TypeVar("_C", bound="_Client")
@@ -376,7 +376,7 @@ class B24Hook(_Client):
         hidden = Secret(url)
         del url  # a traceback's frames show their locals: keep only the masked holder
         checked_options(options)  # before the URL is taken apart, so misuse names no secret
-        parsed = _webhook_parts(hidden)
+        parsed = webhook_parts(hidden)
         if isinstance(parsed, SdkError):
             raise parsed
         origin, user_id, secret = parsed
@@ -440,11 +440,11 @@ class B24OAuth(_Client):
             raise SdkTypeError("refresh must be a callable that returns a new access token")
         if on_token is not None and not callable(on_token):
             raise SdkTypeError("on_token must be a callable that takes the new access token")
-        origin = _endpoint_origin(hidden)
+        origin = endpoint_origin(hidden)
         if isinstance(origin, SdkError):
             raise origin
-        if not _valid_token(token):
-            raise SdkError(f"the access token must be {_TOKEN_RULE}")
+        if not valid_token(token):
+            raise SdkError(f"the access token must be {TOKEN_RULE}")
         self._token = token
         self._version = 0
         self._old_tokens: tuple[Secret[str], ...] = ()
@@ -494,9 +494,9 @@ class B24OAuth(_Client):
                 )
                 failure.refresh_error = exc
             else:
-                if not _valid_token(fresh):
+                if not valid_token(fresh):
                     failure = self._refresh_failed(
-                        error, f"returned no usable token (a token is {_TOKEN_RULE})"
+                        error, f"returned no usable token (a token is {TOKEN_RULE})"
                     )
                 else:
                     self._old_tokens = (*self._old_tokens[-3:], self._token)
@@ -532,118 +532,4 @@ class B24OAuth(_Client):
         # Passed as auth=, not as a header: with a header, a caller's Session that trusts the
         # environment would let a ~/.netrc entry for the portal replace it with Basic auth. The
         # classic endpoint takes the token as the body's auth field instead (protocol §7).
-        return _BodyToken(self._token) if protocol.token_in_body else _Bearer(self._token)
-
-
-class _Bearer(requests.auth.AuthBase):
-    """``Authorization: Bearer TOKEN`` on one request; repr without the token."""
-
-    def __init__(self, token: Secret[str]) -> None:
-        self._token = token
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self._token.value}"
-        return request
-
-    def __repr__(self) -> str:
-        return "<Bearer ***>"
-
-
-class _BodyToken(requests.auth.AuthBase):
-    """``&auth=TOKEN`` appended to one request's form body; repr without the token.
-
-    The token joins the body only here, as requests prepares the request, so no frame of
-    b24batch's own holds a body with the token in it.
-    """
-
-    def __init__(self, token: Secret[str]) -> None:
-        self._token = token
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        body = request.body
-        assert isinstance(body, bytes)  # the classic body is always encoded bytes
-        request.body = body + b"&auth=" + quote(self._token.value, safe="").encode("ascii")
-        request.prepare_content_length(request.body)
-        return request
-
-    def __repr__(self) -> str:
-        return "<auth field ***>"
-
-
-def _webhook_parts(url: Secret[Any]) -> tuple[str, int, Secret[str]] | SdkError:
-    """``(origin, user id, secret)`` of a webhook URL, or the error to raise (not raised here,
-    where the URL's parts are locals)."""
-    parts = _split_url(url, "webhook URL", _WEBHOOK_SHAPE)
-    if isinstance(parts, SdkError):
-        return parts
-    match = _WEBHOOK_PATH.match(parts.path)
-    if match is None:
-        return SdkError(
-            f"the URL for {parts.hostname} is not a webhook URL (it needs a user id and a "
-            f"secret after /rest/): expected {_WEBHOOK_SHAPE}"
-        )
-    return _origin(parts), int(match["user"]), Secret(match["secret"])
-
-
-def _endpoint_origin(endpoint: Secret[Any]) -> str | SdkError:
-    """The origin of an OAuth client endpoint, or the error to raise (never with the path of a
-    webhook URL, which holds its secret)."""
-    parts = _split_url(endpoint, "client endpoint", _ENDPOINT_SHAPE)
-    if isinstance(parts, SdkError):
-        return parts
-    if _WEBHOOK_PATH.match(parts.path):
-        return SdkError(
-            f"the endpoint for {parts.hostname} is a webhook URL (a user id and a secret after "
-            f"/rest/), which B24Hook.from_webhook_url takes; expected {_ENDPOINT_SHAPE}"
-        )
-    if not _ENDPOINT_PATH.match(parts.path):
-        return SdkError(
-            f"the endpoint for {parts.hostname} has the path {redact(parts.path)[:80]!r}: "
-            f"expected {_ENDPOINT_SHAPE}"
-        )
-    return _origin(parts)
-
-
-def _split_url(url: Secret[Any], what: str, shape: str) -> SplitResult | SdkError:
-    """Check scheme, host, userinfo, query and http-only-on-loopback; the parts, or the error."""
-    if not isinstance(url.value, str):
-        return SdkTypeError(f"the {what} is a {type(url.value).__name__}; pass a str")
-    try:
-        parts = urlsplit(url.value.strip())
-        host = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError for a malformed port
-    except ValueError:  # a malformed port or IPv6 address
-        return SdkError(f"this is not a {what}: expected {shape}")
-    if parts.scheme.lower() not in ("https", "http") or not host:
-        return SdkError(f"this is not a {what}: expected {shape}")
-    if parts.username is not None or parts.password is not None:
-        return SdkError(f"a {what} has no user:password@ part: expected {shape}")
-    if parts.query or parts.fragment:
-        return SdkError(f"a {what} has no query string or fragment: expected {shape}")
-    if parts.scheme.lower() == "http" and not _is_loopback(host):
-        return SdkError(
-            f"{host} is reached over plain http; Bitrix24 requires https (http is allowed "
-            f"only for loopback hosts such as the FakePortal)"
-        )
-    return parts
-
-
-def _origin(parts: SplitResult) -> str:
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    port = parts.port
-    return f"{parts.scheme.lower()}://{netloc}" + (f":{port}" if port is not None else "")
-
-
-def _valid_token(token: Secret[Any]) -> bool:
-    """Whether a token can go in a header as it is: printable ASCII, no spaces."""
-    return isinstance(token.value, str) and _TOKEN.fullmatch(token.value) is not None
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        return BodyToken(self._token) if protocol.token_in_body else Bearer(self._token)
