@@ -245,6 +245,45 @@ class BatchByChunkV2:
         """Args: client: the portal client (B24Hook or B24OAuth) the chunks go through."""
         self._client = client
 
+    @overload
+    def make(
+        self,
+        calls: Mapping[str, Any],
+        *,
+        chunk_size: int = ...,
+        halt_on_error: bool = ...,
+        result_type: type[T],
+        request_id: str | None = ...,
+        progress: Progress = ...,
+        max_in_flight: InFlight = ...,
+    ) -> ChunkedResult[dict[str, T]]: ...
+
+    @overload
+    def make(
+        self,
+        calls: Iterable[Any],
+        *,
+        chunk_size: int = ...,
+        halt_on_error: bool = ...,
+        result_type: type[T],
+        request_id: str | None = ...,
+        progress: Progress = ...,
+        max_in_flight: InFlight = ...,
+    ) -> ChunkedResult[list[T]]: ...
+
+    @overload
+    def make(
+        self,
+        calls: object,
+        *,
+        chunk_size: int = ...,
+        halt_on_error: bool = ...,
+        result_type: Any = ...,
+        request_id: str | None = ...,
+        progress: Progress = ...,
+        max_in_flight: InFlight = ...,
+    ) -> ChunkedResult[Any]: ...
+
     def make(
         self,
         calls: object,
@@ -290,6 +329,45 @@ class BatchByChunkV2:
             max_in_flight=max_in_flight,
         )
         return chunked.make(self._client, V2, calls, options, progress)
+
+    @overload
+    def iter(
+        self,
+        calls: Mapping[str, Any],
+        *,
+        chunk_size: int = ...,
+        halt_on_error: bool = ...,
+        result_type: type[T],
+        request_id: str | None = ...,
+        progress: Progress = ...,
+        max_in_flight: InFlight = ...,
+    ) -> Iterator[BatchResult[dict[str, T]]]: ...
+
+    @overload
+    def iter(
+        self,
+        calls: Iterable[Any],
+        *,
+        chunk_size: int = ...,
+        halt_on_error: bool = ...,
+        result_type: type[T],
+        request_id: str | None = ...,
+        progress: Progress = ...,
+        max_in_flight: InFlight = ...,
+    ) -> Iterator[BatchResult[list[T]]]: ...
+
+    @overload
+    def iter(
+        self,
+        calls: Iterable[object] | Mapping[str, object],
+        *,
+        chunk_size: int = ...,
+        halt_on_error: bool = ...,
+        result_type: Any = ...,
+        request_id: str | None = ...,
+        progress: Progress = ...,
+        max_in_flight: InFlight = ...,
+    ) -> Iterator[BatchResult[Any]]: ...
 
     def iter(
         self,

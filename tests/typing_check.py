@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from b24batch import B24Hook, BatchByChunkV3, BatchResult, BatchV3, ChunkedResult, ErrorKind
+from b24batch import (
+    B24Hook,
+    BatchByChunkV2,
+    BatchByChunkV3,
+    BatchResult,
+    BatchV2,
+    BatchV3,
+    ChunkedResult,
+    ErrorKind,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import assert_type
@@ -46,6 +55,21 @@ def chunk_types(b24: B24Hook) -> None:
     assert_type(chunked.iter(rows), Iterator[BatchResult[Any]])
     for chunk in chunked.iter(rows, result_type=Item):
         assert_type(chunk.data[0], Item)
+
+
+def classic_types(b24: B24Hook) -> None:
+    """BatchV2 and BatchByChunkV2 have the REST 3.0 faces' overloads; the JS SDK's path too."""
+    rows = [("crm.deal.get", {"id": i}) for i in range(120)]
+    named = {f"d{i}": row for i, row in enumerate(rows)}
+    assert_type(BatchV2(b24).make(rows[:50], result_type=Item), BatchResult[list[Item]])
+    assert_type(BatchV2(b24).make({"a": rows[0]}, result_type=Item), BatchResult[dict[str, Item]])
+    chunked = BatchByChunkV2(b24)
+    assert_type(chunked.make(rows, result_type=Item), ChunkedResult[list[Item]])
+    assert_type(chunked.make(named, result_type=Item), ChunkedResult[dict[str, Item]])
+    assert_type(chunked.make(rows), ChunkedResult[Any])
+    assert_type(chunked.iter(named, result_type=Item), Iterator[BatchResult[dict[str, Item]]])
+    assert_type(b24.actions.v2.batch_by_chunk, BatchByChunkV2)
+    assert_type(b24.actions.v3.batch.make(rows[:1], result_type=Item), BatchResult[list[Item]])
 
 
 def error_types(error: Exception) -> None:
