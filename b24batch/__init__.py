@@ -37,8 +37,10 @@ from b24batch.errors import (
 )
 from b24batch.kinds import CODE_KINDS, ErrorKind, kind_of_code
 from b24batch.lists import CallListV2, CallListV3, FetchListV2, FetchListV3
+from b24batch.options import DEFAULT_RATE_LIMIT, DEFAULT_TIMEOUT
 from b24batch.results import AjaxResult, BatchResult, ChunkedResult, ChunkError, FieldError, Time
 from b24batch.retry import RetryPolicy
+from b24batch.transport import DEADLINE_MARGIN, DEFAULT_MAX_RESPONSE_BYTES
 
 # ``b24.actions.v3.batch`` (the JS SDK's path): the faces sit above the client, which never
 # imports them, so the package hands the client its factory here, before any client exists.
@@ -62,6 +64,10 @@ __all__ = [  # noqa: RUF022 - plain sorted(), as tests/test_public_api.py checks
     "ChunkError",
     "ChunkedResult",
     "Command",
+    "DEADLINE_MARGIN",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "DEFAULT_RATE_LIMIT",
+    "DEFAULT_TIMEOUT",
     "DecodeError",
     "ErrorKind",
     "FetchListV2",

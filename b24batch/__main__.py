@@ -1,4 +1,7 @@
-"""``python -m b24batch``: the command line (see :mod:`b24batch.cli`)."""
+"""``python -m b24batch``: runs the command line of ``cli.py``.
+
+Nothing else: the commands, their output and their exit status are ``cli.py``'s.
+"""
 
 import sys
 

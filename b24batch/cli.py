@@ -1,11 +1,9 @@
 """The command line: ``python -m b24batch demo | run FILE | serve`` (also the ``b24batch`` script).
 
-``demo`` runs example batches against the built-in FakePortal; ``run`` sends the commands of a
-JSON file to a portal (or the FakePortal), in chunks of 50 when there are more; ``serve`` keeps
-a FakePortal running in the foreground, with sample data on ``--seed``. Uses only the public API
-and b24batch.testing; prints to stdout, errors and the library's warnings to stderr, one line
-each, never a traceback or a secret (``cli_output.py`` makes every line inert). Exit status:
-0 success, 1 failed batch, 2 bad input.
+``demo`` runs example batches on the built-in FakePortal, ``run`` sends a JSON file's commands to
+a portal (in chunks of 50 when there are more), ``serve`` keeps a FakePortal running. Exit status
+0, 1 (a failed batch) or 2 (bad input). Prints one inert line per result or error
+(``cli_output.py``), never a traceback or a secret.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """The clients ``B24Hook`` and ``B24OAuth``: a credential, options and one send; no batch logic.
 
-``B24Hook`` (inbound webhook) and ``B24OAuth`` (application token) share one ``send()`` that
-posts a prepared batch of either protocol (REST 3.0 or classic: the batch's ``Protocol`` says
-where it goes and how) through their :class:`~b24batch.transport.Transport` and returns the
-decoded ``Answers`` or raises ``TransportError`` / ``DecodeError``. Each client holds its retry
-policy and limiters for the batch layer. Secrets never leave a client unredacted, and live only
-inside a masked ``Secret``, so no frame of a traceback shows them among its locals. The URL
-rules and token placement are ``credentials.py``'s.
+``send()`` posts a prepared batch of either protocol (its ``Protocol`` says where and how)
+through the client's :class:`~b24batch.transport.Transport` and returns the decoded ``Answers``
+or raises. The client holds the retry policy and limiters the engine's loop uses; secrets live
+only in a masked ``Secret``; URL rules and token placement are ``credentials.py``'s.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Commands, and the normalisation of every accepted form of ``calls`` into them.
 
-All input validation lives here and runs before any I/O: a bad row raises
-:class:`~b24batch.errors.SdkError` (a ``ValueError``) or :class:`~b24batch.errors.SdkTypeError`
-(a ``TypeError``) naming the row by position or name and saying how to fix it.
+Checks each row's shape, method, alias and flags before any I/O: a bad row raises ``SdkError``
+or ``SdkTypeError`` naming it and the fix. What a protocol can carry of the params is the
+protocol's check (``_protocols``), the call's options ``_engine/call_options.py``'s.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """How results look to a person: short reprs, notebook HTML tables, flat records for pandas.
 
-Pure functions over the result models (duck-typed, so this module imports none of them). Every
+Pure functions over the result models (duck-typed: it imports them for type checking only). Every
 preview is redacted (webhook secrets, tokens, and ``auth``/``password``-like keys at any depth)
 and truncated, and all HTML is escaped.
 """

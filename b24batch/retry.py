@@ -2,7 +2,7 @@
 
 ``RetryPolicy`` is the immutable policy; ``is_read_only`` is the documented rule on method
 names; ``retry_kind`` classifies a failure from the attributes its error was born with; and
-``backoff`` computes full-jitter exponential delays. ``batch.py`` runs the loop.
+``backoff`` computes full-jitter exponential delays. The loop itself is ``_engine/send.py``'s.
 """
 
 from __future__ import annotations

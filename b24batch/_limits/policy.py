@@ -1,8 +1,7 @@
-"""The limits' policy: ``RateLimit``, the portal's figures the client keeps below, and
-``LimitState``, a snapshot of the limiters; with the ranges they accept (``MAX_BURST``, ...).
+"""The limits' policy: ``RateLimit``, what the client keeps below, and ``LimitState``, a snapshot.
 
-Immutable values, checked at construction. No state, no clock, no I/O: the bucket, the meter
-and the limiter keep and use the numbers.
+With the ranges they accept (``MAX_BURST``, ...). Immutable values, checked at construction. No
+state, no clock, no I/O: the bucket, the meter and the limiter keep and use the numbers.
 """
 
 from __future__ import annotations

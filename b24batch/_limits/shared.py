@@ -1,5 +1,4 @@
-"""Limits shared by many processes: ``LimitStore``, the interface of a store, and the
-``SharedBucket`` and ``SharedMeter`` that put one behind the limiter.
+"""Limits shared by many processes: ``LimitStore``, and ``SharedBucket``/``SharedMeter`` over it.
 
 A store keeps numbers only, never a secret (``fingerprint`` names a credential), and does none
 of the arithmetic; while it is unreachable the limits hold in-process. A forked child gets fresh

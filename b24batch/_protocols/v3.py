@@ -77,8 +77,8 @@ def encode_batch(commands: Commands, *, halt_on_error: bool) -> bytes:
 
     Raises:
         SdkError: A parameter cannot be encoded as JSON (NaN, a set, nesting past
-            :data:`~b24batch.commands.MAX_PARAMS_DEPTH`, ...), or two keys of one dict would be
-            written alike (``1`` and ``"1"``); the message names the row and path.
+            :data:`~b24batch._protocols.jsonparams.MAX_PARAMS_DEPTH`, ...), or two keys of one
+            dict would be written alike (``1`` and ``"1"``); the message names the row and path.
     """
     default_parallel = not halt_on_error
     rows = []

@@ -1,8 +1,8 @@
-"""Test support: FakePortal, a real loopback HTTP server that behaves like a Bitrix24 portal's
-``batch`` methods (REST 3.0 and classic), with fault injection and request recording.
+"""Test support: FakePortal, a loopback HTTP server that acts as a Bitrix24 portal's ``batch``.
 
-For tests, demos and users' own test suites; it never talks to a real portal. The pytest fixtures
-``b24_portal`` and ``b24_client`` come from ``b24batch.testing.pytest_plugin``.
+REST 3.0 and classic, with fault injection and request recording; for tests, demos and users'
+own test suites, it never talks to a real portal. The pytest fixtures ``b24_portal`` and
+``b24_client`` come with the package's pytest plugin (``pytest_plugin.py``).
 """
 
 from b24batch.testing.command_error import CommandError

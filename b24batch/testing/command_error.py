@@ -1,7 +1,7 @@
-"""``CommandError``, the REST 3.0 error a FakePortal command fails with, and the error codes
-the fake answers. Plain data: no I/O.
+"""``CommandError``: the REST 3.0 error a FakePortal command fails with, and the fake's codes.
 
-Raised by the stores, the classic batch and users' handlers; the routes turn it into an answer.
+Plain data, no I/O: raised by the stores, the classic batch and users' handlers; the routes turn
+it into an answer.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The FakePortal's own limits: the request-rate leaky bucket, the operating-time meter, and
-how a batch is charged to, refused by and reported from that meter (the ``time`` block).
+"""The FakePortal's own limits: the request-rate bucket and the operating-time meter.
 
+Also how a batch is charged to, refused by and reported from that meter (the ``time`` block).
 The limiters only keep numbers on the clock they are given; the portal holds its lock around
 them. Distinct from ``b24batch._limits``, the client's side of the same limits.
 """

@@ -1,7 +1,7 @@
-"""The FakePortal's messages: a request as it arrived, an answer as it will be sent, and the
-error envelopes (in the classic ``{"error", "error_description"}`` shape) the portal answers with.
+"""The FakePortal's messages: requests as they arrived, answers as they will go, error envelopes.
 
-Plain data shared by the HTTP layer, the faults and the routes: no I/O, no portal state.
+The error envelopes are in the classic ``{"error", "error_description"}`` shape. Plain data
+shared by the HTTP layer, the faults and the routes: no I/O, no portal state.
 """
 
 from __future__ import annotations

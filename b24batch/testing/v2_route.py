@@ -1,8 +1,8 @@
-"""The FakePortal's classic (v2) routes: ``batch`` on ``/rest/USER/SECRET/batch`` (webhook) or
-``/rest/batch`` (OAuth, the token in the body), and one classic method called on its own.
+"""The FakePortal's classic (v2) routes: ``batch`` and one classic method called on its own.
 
-Authenticates, applies the rate and operating limits, and answers in the classic shapes; the
-commands run in ``v2_batch.py`` over ``v2_store.py``. Mixed into FakePortal, which holds the
+``batch`` on ``/rest/USER/SECRET/batch`` (webhook) or ``/rest/batch`` (OAuth, the token in the
+body). Authenticates, applies the rate and operating limits, and answers in the classic shapes;
+the commands run in ``v2_batch.py`` over ``v2_store.py``. Mixed into FakePortal, which holds the
 state and the lock.
 """
 

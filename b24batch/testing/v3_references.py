@@ -1,6 +1,8 @@
-"""The REST 3.0 batch's references: ``{"$ref": "NAME.PATH"}`` and ``{"$refArray": "NAME.PATH"}``
-markers, at any depth of a row's query, replaced by what an earlier row answered (its ``item`` or
-``items`` part, by alias or position). Pure; an unresolvable one is ``INVALIDSELECTEXCEPTION``.
+"""The REST 3.0 batch's references, ``$ref`` and ``$refArray``, replaced by earlier rows' answers.
+
+``{"$ref": "NAME.PATH"}`` and ``{"$refArray": "NAME.PATH"}`` at any depth of a row's query take
+what an earlier row answered (its ``item`` or ``items`` part, by alias or position). Pure; an
+unresolvable one is ``INVALIDSELECTEXCEPTION``.
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
-"""The FakePortal's in-memory tasks store and batch executor. Pure: no I/O, no clocks, no locks.
+"""The FakePortal's in-memory tasks store and REST 3.0 batch executor. Pure: no I/O, clocks, locks.
 
-Parses a batch body into rows and runs each row against the tasks store or a registered handler,
-in order, its references substituted (``v3_references.py``), stopping at the first failure
-without rolling anything back (as the portal's own dispatcher does, protocol §4). The tasks'
-fields are checked in ``v3_task_fields.py``, their list query read in ``v3_task_query.py``, and
-``CommandError`` lives in ``command_error.py``; the names this module always exported it still
-does. Time, locking, authentication, limits and faults belong to the portal (``portal.py``,
-``v3_route.py``).
+Parses a batch body into rows and runs each against the tasks store or a registered handler, in
+order, references substituted (``v3_references.py``), stopping at the first failure without
+rollback (protocol §4). Time, locking, authentication, limits and faults are the portal's.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The tasks' fields as the FakePortal keeps them: their wire types, the checks on written
-values and ids, and the portal's date format. Pure: no I/O, no store.
+"""The tasks' fields as the FakePortal keeps them: wire types, value and id checks, date format.
+
+Pure: no I/O, no store.
 """
 
 from __future__ import annotations

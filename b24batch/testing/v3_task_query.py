@@ -1,4 +1,5 @@
-"""The query of ``tasks.task.get`` and ``tasks.task.list`` as the FakePortal reads it:
+"""How the FakePortal reads the query of ``tasks.task.get`` and ``tasks.task.list``.
+
 ``select``, ``filter`` (conditions and logic groups), ``order`` and ``pagination``, each checked
 with the portal's errors and turned into a projection, a predicate, sort keys or a slice. Pure.
 """
