@@ -1,7 +1,7 @@
 """The limit stores (b24batch._limits: shared, sqlite, redis) against the in-process bucket.
 
 Every shared store must give exactly the in-process figures on the same injected clock; the
-Redis store runs against a real ``redis-server`` (tests/redis_server.py), with its clock
+Redis store runs against a real ``redis-server`` (tests/support/redis_server.py), with its clock
 injected where a figure is exact. Also: keys, foreign values, fallback, fork, misuse.
 """
 
@@ -37,7 +37,7 @@ from b24batch._limits.policy import DEFAULT_RESET_SLACK
 from b24batch._limits.shared import FUTURE_TOLERANCE, SharedBucket, SharedMeter, fingerprint
 from b24batch.redaction import Secret
 from b24batch.testing import FakePortal
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 ORIGIN = "https://example.bitrix24.com"
 CALLS = [("tasks.task.list", {"select": ["id"]})]

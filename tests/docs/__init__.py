@@ -1,0 +1,1 @@
+"""The documentation's promises: every example runs, every link and command holds."""
