@@ -46,7 +46,7 @@ from b24batch.transport import DEADLINE_MARGIN, DEFAULT_MAX_RESPONSE_BYTES
 # imports them, so the package hands the client its factory here, before any client exists.
 _install_actions(_Actions)
 
-__all__ = [  # noqa: RUF022 - plain sorted(), as tests/test_public_api.py checks
+__all__ = [  # noqa: RUF022 - plain sorted(), as tests/guarantees/test_public_api.py checks
     "AjaxError",
     "AjaxResult",
     "AuthError",

@@ -127,7 +127,7 @@ def run_processes(
 
 @contextmanager
 def _stores(folder: Path) -> Iterator[dict[str, StoreSpec]]:
-    from tests.redis_server import RedisServer
+    from tests.support.redis_server import RedisServer
 
     server = RedisServer()
     server.start()

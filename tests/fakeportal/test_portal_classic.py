@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from b24batch._protocols.v2 import Entry, decode_response, encode_batch
 from b24batch.testing import ClassicAnswer, CommandError, FakePortal, Fault
 from b24batch.testing.phpform import parse_str_bytes
-from tests.php import canon, php_parse
+from tests.support.php import canon, php_parse
 
 TIMEOUT = 5.0
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

@@ -29,7 +29,7 @@ from b24batch import (
     TransportError,
 )
 from b24batch.testing import FakePortal, Fault
-from tests.loopback import RawServer, answer
+from tests.support.loopback import RawServer, answer
 
 PACKAGE = Path(b24batch.__file__).resolve().parent
 SECRET = "fr4meS3cretValue77"

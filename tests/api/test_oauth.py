@@ -22,8 +22,7 @@ from b24batch import (
     TransportError,
 )
 from b24batch.testing import FakePortal, Fault
-
-from .test_resilience import READ, WRITE, FakeTime
+from tests.engine.test_resilience import READ, WRITE, FakeTime
 
 EXPIRED = {"error": "expired_token", "error_description": "The access token provided has expired."}
 

@@ -1,7 +1,7 @@
 """The README's promises: its test command is the one CI runs.
 
-Its examples, and every page's, run in tests/test_docs.py; its Quick start against a real
-``serve --seed`` in tests/test_quickstart.py.
+Its examples, and every page's, run in tests/docs/test_docs.py; its Quick start against a real
+``serve --seed`` in tests/docs/test_quickstart.py.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _shell_blocks(text: str) -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from b24batch import B24Hook, BatchV3, TransportError
-from tests.test_frames import assert_no_secret_in_frames
+from tests.guarantees.test_frames import assert_no_secret_in_frames
 
 WRITE = [("tasks.task.add", {"fields": {"title": "x"}})]
 

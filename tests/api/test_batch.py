@@ -31,8 +31,7 @@ from b24batch import (
 )
 from b24batch.client import USER_AGENT
 from b24batch.testing import FakePortal, Fault
-
-from .conftest import SECRET
+from tests.conftest import SECRET
 
 
 @attrs.frozen

@@ -11,8 +11,7 @@ from b24batch._limits.meter import OperatingMeter
 from b24batch._limits.policy import DEFAULT_RESET_SLACK
 from b24batch.options import DEFAULT_RATE_LIMIT
 from b24batch.testing import FakePortal, Fault
-
-from .test_resilience import READ, FakeTime, _hook
+from tests.engine.test_resilience import READ, FakeTime, _hook
 
 
 class Clock:

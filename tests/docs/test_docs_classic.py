@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-PAGE = Path(__file__).resolve().parent.parent / "docs" / "classic.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "classic.md"
 
 
 def test_classic_page_examples_run(capsys: pytest.CaptureFixture[str]) -> None:

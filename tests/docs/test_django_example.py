@@ -21,7 +21,7 @@ from django.conf import settings  # noqa: E402 - only once Django is known to be
 from b24batch import B24Hook  # noqa: E402
 from b24batch.testing import FakePortal, Fault  # noqa: E402
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "django_view.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "django_view.py"
 
 if not settings.configured:
     settings.configure(

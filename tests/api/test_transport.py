@@ -19,7 +19,7 @@ from b24batch import B24Hook, BatchV3, DecodeError, SdkError, SdkTypeError, Tran
 from b24batch.client import DEFAULT_TIMEOUT
 from b24batch.testing import FakePortal, Fault
 from b24batch.transport import DEADLINE_MARGIN, DEFAULT_MAX_RESPONSE_BYTES
-from tests.loopback import RawServer, answer
+from tests.support.loopback import RawServer, answer
 
 GET = [("tasks.task.get", {"id": 1})]
 OK_BODY = json.dumps({"result": [{"item": {"id": 1}}]}).encode()

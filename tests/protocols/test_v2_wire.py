@@ -22,7 +22,7 @@ from b24batch._protocols.v2 import (
 )
 from b24batch.errors import AuthError, DecodeError, RateLimitError, SdkError, SdkTypeError
 from b24batch.testing.phpform import php_key
-from tests.php import php_parse
+from tests.support.php import php_parse
 
 # ---------------------------------------------------------------------------------------------
 # encode_query: tables

@@ -4,8 +4,8 @@ SLOW (10 to 15 s on two cores), but needs nothing beyond the ``test`` extra and 
 index: the build runs without isolation, on the setuptools and wheel the extra installs, and
 the fresh venv sees b24batch's dependencies where this interpreter has them (a ``.pth`` line;
 the wheel itself is installed with ``--no-index``). Run everything else with
-``pytest --deselect tests/test_packaging.py``. The build runs on a copy of the source in a
-temporary directory, so no ``build/`` or ``*.egg-info`` is left in the work tree.
+``pytest --deselect tests/guarantees/test_packaging.py``. The build runs on a copy of the
+source in a temporary directory, so no ``build/`` or ``*.egg-info`` is left in the work tree.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import pytest
 pytest.importorskip("build")
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = "Scripts" if sys.platform == "win32" else "bin"
 # Never copied: what a build or an editable install leaves behind, and VCS/tool state.
 LEFTOVERS = shutil.ignore_patterns(

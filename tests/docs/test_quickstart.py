@@ -9,9 +9,9 @@ import sys
 import threading
 from pathlib import Path
 
-from tests.test_docs import python_blocks
+from tests.docs.test_docs import python_blocks
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WAIT = 20.0  # seconds: every wait on the two processes is bounded by this
 
 

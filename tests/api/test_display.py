@@ -12,8 +12,7 @@ import pytest
 from b24batch import AjaxResult, B24Hook, BatchByChunkV3, BatchV3
 from b24batch.display import PREVIEW_CHARS, ROWS_SHOWN, preview
 from b24batch.testing import FakePortal
-
-from .conftest import SECRET
+from tests.conftest import SECRET
 
 
 def _cells(html: str) -> list[str]:

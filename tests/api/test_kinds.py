@@ -24,7 +24,7 @@ from b24batch import (
 from b24batch.kinds import CODE_KINDS, kind_of_code
 from b24batch.testing import FakePortal
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 V3 = "BITRIX_REST_V3_EXCEPTION_"
 
 

@@ -21,7 +21,7 @@ from b24batch import B24Error, B24Hook, BatchV3, RateLimit, RedisStore, RetryPol
 from b24batch._limits.policy import DEFAULT_RESET_SLACK
 from b24batch.testing import FakePortal
 from tests.benchmarks.stores import CALLS, run_processes
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 BUCKET = (50, 20.0)
 PROCESSES, BATCHES = 4, 50

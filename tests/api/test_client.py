@@ -27,8 +27,7 @@ from b24batch import (
 from b24batch._limits.shared import SharedMeter
 from b24batch.client import DEFAULT_TIMEOUT, USER_AGENT
 from b24batch.testing import FakePortal, Fault
-
-from .loopback import RawServer, answer
+from tests.support.loopback import RawServer, answer
 
 CONNECT_RETRIES = RetryPolicy().max_attempts - 1  # made by the batch layer, under max_wait
 

@@ -23,8 +23,7 @@ from b24batch import (
     TransportError,
 )
 from b24batch.testing import FakePortal, Fault
-
-from .conftest import SECRET
+from tests.conftest import SECRET
 
 
 @attrs.frozen

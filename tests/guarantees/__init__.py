@@ -1,0 +1,1 @@
+"""Guarantees across the package: secrets, frames, pickling, the public surface, packaging."""

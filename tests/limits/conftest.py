@@ -1,0 +1,51 @@
+"""Fixtures of the limit-store tests: one real redis-server a module, stores on a settable clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from b24batch import LimitStore, RedisStore, SQLiteStore
+from tests.limits.helpers import Clock, StoreFactory
+from tests.support.redis_server import RedisServer
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    """One real redis-server for the module; each test uses keys under its own prefix."""
+    running = RedisServer()
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def raw(server: RedisServer) -> Iterator[redis.Redis]:
+    """A plain redis-py client on the test server, to look at and spoil what the store wrote."""
+    client = redis.Redis(unix_socket_path=str(server.socket), socket_timeout=2.0)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def make_store(server: RedisServer, tmp_path: Path, clock: Clock, raw: redis.Redis) -> StoreFactory:
+    """``make_store(kind)``: a SQLiteStore in tmp_path, or a RedisStore on the injected clock."""
+
+    def make(kind: str, **options: Any) -> LimitStore:
+        if kind == "sqlite":
+            return SQLiteStore(tmp_path / "limits.sqlite3", **options)
+        return RedisStore(server.url, clock=clock, **options)
+
+    return make
