@@ -81,8 +81,8 @@ def batch_html(result: BatchResult[Any]) -> str:
         notes = [f"error: {message}" for message in result.error_messages]
     else:
         rows = [
-            (key, method, _NOT_RUN, "")
-            if error is _NOT_RUN
+            (key, method, error, "")
+            if error is _NOT_RUN or error is _UNANSWERED
             else (key, method, "ok", preview(value))
             if error is None
             else (key, method, "failed", error)
@@ -168,17 +168,23 @@ def _flatten(value: Mapping[str, Any], prefix: str, into: dict[str, Any]) -> Non
 
 
 _NOT_RUN = "not executed"
+_UNANSWERED = "not in the answer: may have run"
 
 
 def _commands(result: BatchResult[Any]) -> Iterator[tuple[Any, str, Any, Any]]:
     """``(key, method, value, error)`` per command of a result that names its failures; the
-    error is ``_NOT_RUN`` for a command that did not run."""
+    error is ``_NOT_RUN`` for a command that did not run, ``_UNANSWERED`` for one the answer
+    says nothing about."""
     errors = result.errors_by_key
     skipped = set(result.not_executed)
+    unanswered = set(result.unanswered)
     data = result.data
     for position, (key, method) in enumerate(zip(result.keys, result.methods, strict=False)):
         if key in skipped:
             yield key, method, None, _NOT_RUN
+            continue
+        if key in unanswered:
+            yield key, method, None, _UNANSWERED
             continue
         value = data.get(str(key)) if isinstance(data, Mapping) else data[position]
         yield key, method, value, errors.get(key)
@@ -191,9 +197,11 @@ def _values(data: Any) -> Iterable[Any]:
 def _summary(result: BatchResult[Any]) -> str:
     count = len(result.keys)
     noun = "command" if count == 1 else "commands"
-    if result.errors_by_key or result.not_executed:
+    if result.errors_by_key or result.not_executed or result.unanswered:
         first = result.errors[0].code or result.errors[0].message if result.errors else ""
         left = f", {len(result.not_executed)} not executed" if result.not_executed else ""
+        if result.unanswered:
+            left += f", {len(result.unanswered)} unanswered (may have run)"
         return f"failed: {len(result.errors)} of {count} {noun}{left}, {first}"
     if result.errors:
         return f"failed: {count} {noun}, {result.errors[0].code} (HTTP {result.status})"

@@ -199,6 +199,9 @@ class BatchResult(Generic[D]):
         not_executed: Keys of the commands that did not run, in call order: in a classic
             batch with ``halt_on_error=True``, those after the first failing command. They have
             no result and no error. Always empty for REST 3.0, whose answer names no command.
+        unanswered: Keys of the commands that were sent but that the answer says nothing
+            about although nothing skipped them (a classic answer that names them in no
+            section): each may have run, so each is in ``maybe_executed``; none has a result.
 
     Example:
         >>> result = BatchV3(b24).make([("tasks.task.get", {"id": 1})])  # doctest: +SKIP
@@ -218,11 +221,12 @@ class BatchResult(Generic[D]):
     keys: tuple[Key, ...] = ()
     methods: tuple[str, ...] = ()
     not_executed: tuple[Key, ...] = ()
+    unanswered: tuple[Key, ...] = ()
 
     @property
     def is_success(self) -> bool:
         """True when the batch ran and every command has its result."""
-        return not self.errors and not self.not_executed
+        return not self.errors and not self.not_executed and not self.unanswered
 
     @property
     def errors_by_key(self) -> Mapping[Key, AjaxError]:
@@ -235,11 +239,13 @@ class BatchResult(Generic[D]):
 
     @property
     def maybe_executed(self) -> tuple[Key, ...]:
-        """Keys of the write commands that may have run although no result says so.
+        """Keys of the commands that may have run although no result says so: the writes an
+        error leaves in doubt (see :attr:`B24Error.maybe_executed`), then ``unanswered``.
 
-        Empty on success (every result is in ``data``). See :attr:`B24Error.maybe_executed`.
+        Empty on success (every result is in ``data``).
         """
-        return tuple(key for error in self.errors for key in error.maybe_executed)
+        doubtful = [key for error in self.errors for key in error.maybe_executed]
+        return (*doubtful, *(key for key in self.unanswered if key not in doubtful))
 
     def to_records(self) -> list[dict[str, Any]]:
         """One flat dict per command, for ``pandas.DataFrame(result.to_records())``.
@@ -349,12 +355,19 @@ class ChunkedResult(Generic[D]):
     @property
     def is_success(self) -> bool:
         """True when every command was sent and every chunk succeeded."""
-        return not self.errors and not self.not_executed
+        return (
+            not self.errors
+            and not self.not_executed
+            and not any(chunk.unanswered for chunk in self.chunks)
+        )
 
     @property
     def maybe_executed(self) -> tuple[Key, ...]:
-        """Writes of every failed chunk that may have run although no result says so, in order."""
-        return tuple(key for error in self.errors for key in error.maybe_executed)
+        """Commands that may have run although no result says so: the writes of every failed
+        chunk an error leaves in doubt, then every chunk's ``unanswered``, in order."""
+        doubtful = [key for error in self.errors for key in error.maybe_executed]
+        unanswered = [key for chunk in self.chunks for key in chunk.unanswered]
+        return (*doubtful, *(key for key in unanswered if key not in doubtful))
 
     @property
     def error_messages(self) -> list[str]:

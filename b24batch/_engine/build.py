@@ -53,7 +53,8 @@ class Builder:
             if self._as_ajax:
                 values = self._ajax(answers, entries)
             if commands.named:
-                left_out = answers.not_run if self._as_ajax else {*errors, *answers.not_run}
+                silent = answers.not_run | answers.unknown  # no result of theirs to show
+                left_out = silent if self._as_ajax else {*errors, *silent}
                 data = {
                     str(key): value
                     for position, (key, value) in enumerate(zip(commands.keys, values, strict=True))
@@ -75,6 +76,7 @@ class Builder:
             keys=keys,
             methods=tuple(command.method for command in commands.items),
             not_executed=tuple(keys[position] for position in sorted(answers.not_run)),
+            unanswered=tuple(keys[position] for position in sorted(answers.unknown)),
         )
 
     def _ajax(self, answers: Answers, entries: list[Any]) -> list[Any]:
@@ -83,7 +85,7 @@ class Builder:
         times, totals, nexts = answers.times, answers.totals, answers.nexts
         return [
             None
-            if position in answers.not_run
+            if position in answers.not_run or position in answers.unknown
             else AjaxResult(
                 key=key,
                 method=command.method,

@@ -93,7 +93,7 @@ def execute(
         return build(answers, attempts=attempts, waited=waited)
     if answers.errors:
         answers, attempts, waited = _resend_refused(
-            client, prepared, answers, request_id, attempts, waited
+            client, prepared, answers, build, attempts, waited
         )
     return build(answers, attempts=attempts, waited=waited)
 
@@ -143,7 +143,7 @@ def _resend_refused(
     client: Client,
     prepared: Prepared,
     answers: Answers,
-    request_id: str,
+    build: Builder,
     attempts: int,
     waited: float,
 ) -> tuple[Answers, int, float]:
@@ -154,8 +154,12 @@ def _resend_refused(
     command that references one outside the re-sent part stays as it is: its reference could
     not resolve. Each round waits what the limit implies, and stops when that would not fit in
     ``max_wait`` or the policy's attempts are used up; what is still refused stays an error.
+    A re-send that raises carries what the answers so far said on ``error.result`` (the
+    commands that ran, with their results), and in ``maybe_executed`` the re-sent writes its
+    failure leaves in doubt.
     """
     policy = client.retry
+    request_id = build.request_id
     rounds = 1
     while rounds < policy.max_attempts:
         refused = [p for p, error in sorted(answers.errors.items()) if isinstance(error, _LIMITS)]
@@ -169,7 +173,12 @@ def _resend_refused(
             break
         client.limiter.sleep(delay)
         waited += delay
-        part, sends, part_waited, _ = send(client, prepared.part(again), request_id, None)
+        try:
+            part, sends, part_waited, _ = send(client, prepared.part(again), request_id, None)
+        except B24Error as error:
+            error.attempts += attempts
+            error.result = build(answers, attempts=error.attempts, waited=waited)
+            raise
         attempts += sends
         waited += part_waited
         rounds += 1

@@ -95,6 +95,8 @@ class Answers:
         errors: Position -> error, one per command that failed on its own (classic); each
             error's ``key`` is the caller's key.
         not_run: Positions of the commands the answer says did not run (classic ``halt``).
+        unknown: Positions of the commands the answer says nothing about although nothing
+            skipped them (classic): each was sent, and may have run.
         times: The commands' own ``time`` blocks (classic), by position; else None.
         totals: The commands' ``total`` (classic lists), by position; else None.
         nexts: The commands' ``next`` (classic lists), by position; else None.
@@ -108,6 +110,7 @@ class Answers:
     entries: list[Any] | None = None
     errors: Mapping[int, AjaxError] = attrs.field(factory=dict)
     not_run: frozenset[int] = frozenset()
+    unknown: frozenset[int] = frozenset()
     times: Sequence[Time | None] | None = None
     totals: Sequence[int | None] | None = None
     nexts: Sequence[int | None] | None = None
@@ -120,6 +123,7 @@ class Answers:
         entries = list(self.entries)
         errors = dict(self.errors)
         not_run = set(self.not_run)
+        unknown = set(self.unknown)
         times, totals, nexts = _listed(self.times), _listed(self.totals), _listed(self.nexts)
         for index, position in enumerate(positions):
             entries[position] = part.entries[index]
@@ -127,8 +131,11 @@ class Answers:
             if index in part.errors:
                 errors[position] = part.errors[index]
             not_run.discard(position)
+            unknown.discard(position)
             if index in part.not_run:
                 not_run.add(position)
+            if index in part.unknown:
+                unknown.add(position)
             for mine, theirs in ((times, part.times), (totals, part.totals), (nexts, part.nexts)):
                 if mine is not None and theirs is not None:
                     mine[position] = theirs[index]
@@ -137,6 +144,7 @@ class Answers:
             entries=entries,
             errors=errors,
             not_run=frozenset(not_run),
+            unknown=frozenset(unknown),
             times=times,
             totals=totals,
             nexts=nexts,
@@ -403,7 +411,9 @@ def error_from_payload(
         status=status,
         validation=validation,
         request_id=request_id,
-        outcome_unknown=_may_have_run(status) and status >= 500,
+        # A 5xx other than 503 may come after the batch ran; so may an error envelope on a
+        # 2xx, which no protocol answers before running anything: its writes may have run.
+        outcome_unknown=_may_have_run(status),
     )
 
 

@@ -337,7 +337,9 @@ def _command_error(
     elif "error" not in entry:
         # Kept as sent: the classic CRM methods answer some errors with an empty code.
         entry = {**entry, "error": ""}
-    return error_from_payload(entry, status=status, request_id=request_id, redact=redact)
+    error = error_from_payload(entry, status=status, request_id=request_id, redact=redact)
+    error.outcome_unknown = False  # the answer says this command failed: nothing is in doubt
+    return error
 
 
 def _count(value: object) -> int | None:
@@ -351,9 +353,12 @@ def _count(value: object) -> int | None:
 
 
 def _malformed(message: str, request_id: str | None) -> DecodeError:
+    # A 200 with a result: the portal ran the batch, and this answer cannot say what each
+    # command did, so every write of it may have run.
     return DecodeError(
         message + "; the batch was executed, but its answer does not match the commands",
         request_id=request_id,
+        outcome_unknown=True,
     )
 
 
@@ -465,14 +470,19 @@ class _Classic(Protocol):
                 status=status, time=envelope.time, limit_time=envelope.time, error=envelope.error
             )
         errors: dict[int, AjaxError] = {}
-        not_run: set[int] = set()
+        missing: list[int] = []
         keys = prepared.commands.keys
         for position, outcome in enumerate(envelope.outcomes):
             if outcome.error is not None:
                 outcome.error.key = keys[position]
                 errors[position] = outcome.error
             elif not outcome.executed:
-                not_run.add(position)
+                missing.append(position)
+        # Only a halt skips commands: those after the first failing one did not run. Any other
+        # command the answer leaves out was sent and nothing skipped it, so it may have run.
+        halted_at = min(errors) if prepared.halt and errors else len(keys)
+        not_run = frozenset(p for p in missing if p > halted_at)
+        unknown = frozenset(p for p in missing if p < halted_at)
         outcomes = envelope.outcomes
         return Answers(
             status=status,
@@ -480,7 +490,8 @@ class _Classic(Protocol):
             limit_time=envelope.limit_time,
             entries=[outcome.result for outcome in outcomes],
             errors=errors,
-            not_run=frozenset(not_run),
+            not_run=not_run,
+            unknown=unknown,
             times=[outcome.time for outcome in outcomes],
             totals=[outcome.total for outcome in outcomes],
             nexts=[outcome.next for outcome in outcomes],

@@ -140,7 +140,10 @@ def decode_response(
     try:
         result = _positional(payload["result"], keys, request_id)
     except DecodeError as error:
+        # The portal ran the batch, but which result is whose cannot be read: its writes may
+        # have run, and nothing of the answer can be trusted to say which.
         error.message += "; the batch was executed, but its answer does not match the commands"
+        error.outcome_unknown = True
         raise
     replayed = headers.get("Idempotent-Replayed", "").strip().lower() == "true"
     time = Time.from_json(payload.get("time"))
