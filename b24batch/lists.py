@@ -18,7 +18,7 @@ from b24batch._protocols.v2 import V2
 from b24batch._protocols.v3 import V3
 from b24batch.errors import B24Error
 from b24batch.progress import Progress, progress_report
-from b24batch.results import check_type
+from b24batch.results import ChunkedResult, check_type
 
 __all__ = ["CallListV2", "CallListV3", "FetchListV2", "FetchListV3"]
 
@@ -91,10 +91,12 @@ class _CallList(_Lister):
         try:
             for page in pages:
                 items.extend(page)
-        except B24Error as error:
-            partial = error.partial
-            if partial is not None and isinstance(partial.data, list):
-                error.partial = attrs.evolve(partial, data=items + partial.data)
+        except (B24Error, KeyboardInterrupt) as error:  # keep every item already fetched
+            partial = getattr(error, "partial", None)
+            if partial is None:
+                partial = ChunkedResult(data=[])
+            if isinstance(partial.data, list):
+                error.partial = attrs.evolve(partial, data=items + partial.data)  # type: ignore[union-attr]
             raise
         return items
 

@@ -9,12 +9,12 @@ or by name. Never sleeps on its own, never drops what it fetched.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping, Sized
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from typing import Any
 
 from b24batch._engine.call_options import CallOptions
 from b24batch._engine.execute import execute
-from b24batch._engine.outcomes import read_only
+from b24batch._engine.outcomes import CallRecord, Stopped, interrupted, read_only
 from b24batch._engine.plan import Chunk, plan
 from b24batch._engine.port import Client
 from b24batch._engine.window import Outcome, Window
@@ -57,47 +57,68 @@ def _iter(
     options: CallOptions,
     report: _Report,
 ) -> Iterator[BatchResult[Any]]:
-    window = _window(client, options)
+    record = CallRecord()
+    window = _window(client, options, record)
+    attached: BaseException | None = None
     try:
         chunks = plan(pairs, named=named, options=options, protocol=protocol)
         for outcome in window.run(chunks):
+            if isinstance(outcome.error, Stopped):  # only after an interrupt: never sent
+                continue
             if outcome.error is not None:
                 # What was in flight with it still lands: keep it on the error.
-                _attach(outcome.error, _landed(window.drain(), named))
-                raise outcome.error
+                attached = outcome.error
+                _attach(attached, _leftover(window, record, options, named, outcome))
+                raise attached
             assert outcome.result is not None
             yield outcome.result
             report(len(outcome.chunk.commands))
             if outcome.result.errors and options.halt_on_error:
                 window.stop()  # what is already in flight is still yielded
+    except BaseException as error:  # Ctrl+C while waiting for an answer, say
+        if error is not attached and not isinstance(error, GeneratorExit):
+            _attach(error, _leftover(window, record, options, named))
+        raise
     finally:
         report.close()
 
 
-def _landed(outcomes: list[Outcome], named: bool) -> ChunkedResult[Any]:
-    """The chunks that completed while a lazy iteration was raising (for ``error.partial``):
-    their data by name or in call order, as ``make`` gives it, even when none landed."""
-    results = [outcome.result for outcome in outcomes if outcome.result is not None]
-    data: list[Any] | dict[str, Any] = {} if named else []
-    for result in results:
-        _merge(data, result)
-    return ChunkedResult(data=data, chunks=tuple(results))
+def _leftover(
+    window: Window,
+    record: CallRecord,
+    options: CallOptions,
+    named: bool,
+    failed: Outcome | None = None,
+) -> ChunkedResult[Any]:
+    """What a lazy iteration that is raising has not handed out (for ``error.partial``): the
+    chunks that landed meanwhile, by name or in call order as ``make`` gives them (even when
+    none did), the chunk ``failed`` if an interrupt left it, and what was never sent."""
+    record.stop()
+    tally = _Tally({} if named else [], record, options)
+    if failed is not None and not isinstance(failed.error, B24Error):
+        tally.take(failed)  # interrupted: in doubt if it was on the wire, else not sent
+    for outcome in window.drain():
+        tally.take(outcome)
+    for chunk in window.left():
+        tally.abandon(chunk)
+    return tally.result()
 
 
-def _window(client: Client, options: CallOptions) -> Window:
+def _window(client: Client, options: CallOptions, record: CallRecord) -> Window:
     """The call's window: its size, the client's bucket for ``"auto"``, and which chunks go
     alone (writes under ``halt_on_error`` with ``"auto"``: nothing is sent after a failure)."""
     bucket = client.limiter.bucket
     limit = bucket.limit if bucket is not None else RateLimit()
     auto_halts = options.max_in_flight == "auto" and options.halt_on_error
     return Window(
-        lambda chunk: _send(client, chunk, options),
+        lambda chunk: _send(client, chunk, options, record),
         options.max_in_flight,
         rate=(limit.burst, limit.per_second),
         available=bucket.available if bucket is not None else lambda: 0.0,
         alone=(lambda chunk: not read_only(chunk.commands))
         if auto_halts
         else (lambda chunk: False),
+        interrupt=record.stop,
     )
 
 
@@ -128,56 +149,100 @@ def _run(
     data: list[Any] | dict[str, Any],
 ) -> ChunkedResult[Any]:
     """Send the planned chunks through the window and merge what they return (``make``)."""
-    done: list[BatchResult[Any]] = []
-    errors: list[ChunkError] = []
-    window = _window(client, options)
-
-    def so_far() -> ChunkedResult[Any]:
-        # The keys of the chunks never sent, gathered only when the run stops early:
-        # gathering them for every chunk made planning quadratic in the number of chunks.
-        # A classic chunk's own not_executed (after a halt) comes first: it is earlier.
-        skipped = tuple(key for result in done for key in result.not_executed)
-        unsent = tuple(key for later in chunks[window.sent :] for key in later.commands.keys)
-        return ChunkedResult(
-            data=data, errors=tuple(errors), chunks=tuple(done), not_executed=skipped + unsent
-        )
-
-    def take(outcome: Outcome) -> BaseException | None:
-        chunk = outcome.chunk
-        if outcome.error is not None:
-            if isinstance(outcome.error, B24Error):
-                errors.append(ChunkError(chunk.index, chunk.commands.keys, outcome.error))
-            return outcome.error
-        assert outcome.result is not None
-        done.append(outcome.result)
-        _merge(data, outcome.result)
-        errors.extend(_chunk_errors(chunk, outcome.result))
-        return None
-
+    record = CallRecord()
+    window = _window(client, options, record)
+    tally = _Tally(data, record, options)
     raised: BaseException | None = None
     try:
         for outcome in window.run(iter(chunks)):
-            failure = take(outcome)
+            failure = tally.take(outcome)
             if failure is not None:  # stop sending; what is in flight still lands, and counts
                 raised = raised or failure
                 window.stop()
+                if not isinstance(failure, B24Error):
+                    record.stop()  # an interrupt: nothing more leaves, not even what waits
+                continue
+            if outcome.result is None:  # stopped before it went out: not executed
                 continue
             if raised is None:
                 report(len(outcome.chunk.commands))
-            assert outcome.result is not None
             if outcome.result.errors and options.halt_on_error:
                 window.stop()
     except BaseException as error:  # the caller's progress callback, or Ctrl+C while waiting
         raised = raised or error
+        record.stop()
         for outcome in window.drain():
-            take(outcome)
+            tally.take(outcome)
+        for chunk in window.left():  # a second Ctrl+C left them on the wire
+            tally.abandon(chunk)
+    # The keys of the chunks never sent, gathered only now: gathering them for every chunk
+    # made planning quadratic in the number of chunks.
+    result = tally.result(chunks[window.sent :])
     if raised is not None:
         if isinstance(raised, B24Error):
-            raised.partial = so_far()
-        else:  # from the caller's own callback, say
-            _attach(raised, so_far())
+            raised.partial = result
+        else:  # Ctrl+C, or the caller's own callback
+            _attach(raised, result)
         raise raised
-    return so_far()
+    return result
+
+
+class _Tally:
+    """Where every command of a chunked call stands, from the outcomes of its chunks: each in
+    ``data`` (executed), an error (failed, or in doubt: ``maybe_executed``), or
+    ``not_executed`` (a halt skipped it, or it was never sent)."""
+
+    def __init__(
+        self, data: list[Any] | dict[str, Any], record: CallRecord, options: CallOptions
+    ) -> None:
+        self.data = data
+        self._record = record
+        self._options = options
+        self._done: list[BatchResult[Any]] = []
+        self._errors: list[ChunkError] = []
+        self._unsent: list[Key] = []
+
+    def take(self, outcome: Outcome) -> BaseException | None:
+        """Count one chunk's outcome; the exception it raised, if any, is returned."""
+        chunk, error = outcome.chunk, outcome.error
+        if error is None:
+            assert outcome.result is not None
+            self._done.append(outcome.result)
+            _merge(self.data, outcome.result)
+            self._errors.extend(_chunk_errors(chunk, outcome.result))
+            return None
+        if isinstance(error, Stopped):  # the call was stopped before it went out
+            self._unsent.extend(chunk.commands.keys)
+            return None
+        if isinstance(error, B24Error):
+            self._errors.append(ChunkError(chunk.index, chunk.commands.keys, error))
+        else:  # Ctrl+C, or the caller's exception, while it was out
+            self.abandon(chunk)
+        return error
+
+    def abandon(self, chunk: Chunk) -> None:
+        """Count a chunk the call gave up waiting for: in doubt if it was on the wire, else
+        never sent."""
+        if self._record.is_on_wire(chunk.index):
+            request_id, _ = self._options.ids(chunk.index)
+            error = interrupted(chunk.prepared, request_id)
+            self._errors.append(ChunkError(chunk.index, chunk.commands.keys, error))
+        else:
+            self._unsent.extend(chunk.commands.keys)
+
+    def result(self, later: Sequence[Chunk] = ()) -> ChunkedResult[Any]:
+        """What the chunks gave, with ``later`` (never handed to the window) not executed.
+
+        A classic chunk's own ``not_executed`` (after a halt) comes first: it is earlier.
+        """
+        skipped = [key for result in self._done for key in result.not_executed]
+        unsent = [key for chunk in later for key in chunk.commands.keys]
+        return ChunkedResult(
+            data=self.data,
+            errors=tuple(self._errors),
+            chunks=tuple(self._done),
+            not_executed=(*skipped, *self._unsent, *unsent),
+        )
 
 
 def _chunk_errors(chunk: Chunk, result: BatchResult[Any]) -> list[ChunkError]:
@@ -195,8 +260,17 @@ def _attach(error: BaseException, partial: ChunkedResult[Any]) -> None:
         error.partial = partial  # type: ignore[attr-defined]
 
 
-def _send(client: Client, chunk: Chunk, options: CallOptions) -> BatchResult[Any]:
-    return execute(client, chunk.prepared, options, index=chunk.index, positions=chunk.positions)
+def _send(
+    client: Client, chunk: Chunk, options: CallOptions, record: CallRecord
+) -> BatchResult[Any]:
+    return execute(
+        client,
+        chunk.prepared,
+        options,
+        index=chunk.index,
+        positions=chunk.positions,
+        record=record,
+    )
 
 
 def _pairs(calls: object) -> tuple[bool, Iterator[tuple[Key, object]]]:

@@ -14,7 +14,7 @@ from typing import Any
 from b24batch._engine.build import Builder
 from b24batch._engine.call_options import CallOptions
 from b24batch._engine.isolate import Isolation
-from b24batch._engine.outcomes import mark, reads
+from b24batch._engine.outcomes import CallRecord, mark, reads
 from b24batch._engine.port import Client
 from b24batch._engine.send import send
 from b24batch._protocols.base import Answers, Prepared, Protocol
@@ -64,6 +64,7 @@ def execute(
     *,
     index: int | None = None,
     positions: range | None = None,
+    record: CallRecord | None = None,
 ) -> BatchResult[Any]:
     """Send one prepared batch and build its result.
 
@@ -74,26 +75,27 @@ def execute(
         index: The batch's number in a call of many (its request id and idempotency key get
             ``.{index}``); None for a call of one batch.
         positions: The positions in the whole call the batch covers (chunked calls).
+        record: The call's record: its stop signal, and the batches it has on the wire.
 
     Raises:
         B24Error: What the retry loop raises (401, 429, 5xx, transport and decoding
             failures), with ``maybe_executed`` set.
     """
     request_id, key = options.ids(index)
-    answers, attempts, waited, uncertain = send(client, prepared, request_id, key)
+    answers, attempts, waited, uncertain = send(client, prepared, request_id, key, record, index)
     build = Builder(
         prepared.commands, request_id, options.result_type, options.return_ajax_result, positions
     )
     error = answers.error
     if error is not None:
         if options.isolate_errors:
-            return _isolated(client, prepared, answers, build, attempts, waited)
+            return _isolated(client, prepared, answers, build, attempts, waited, record, index)
         error.attempts = attempts
         mark(error, prepared, returned=True, uncertain=uncertain)
         return build(answers, attempts=attempts, waited=waited)
     if answers.errors:
         answers, attempts, waited = _resend_refused(
-            client, prepared, answers, build, attempts, waited
+            client, prepared, answers, build, attempts, waited, record, index
         )
     return build(answers, attempts=attempts, waited=waited)
 
@@ -105,13 +107,16 @@ def _isolated(
     build: Builder,
     attempts: int,
     waited: float,
+    record: CallRecord | None,
+    index: int | None,
 ) -> BatchResult[Any]:
     """Find the failing commands of a failed read-only batch; build the partial result."""
     request_id = build.request_id
     commands = prepared.commands
 
     def send_part(positions: range) -> tuple[Answers, int, float]:
-        answers, sends, part_waited, _ = send(client, prepared.part(positions), request_id, None)
+        part = prepared.part(positions)
+        answers, sends, part_waited, _ = send(client, part, request_id, None, record, index)
         return answers, sends, part_waited
 
     isolation = Isolation(len(commands), first, commands.keys)
@@ -146,6 +151,8 @@ def _resend_refused(
     build: Builder,
     attempts: int,
     waited: float,
+    record: CallRecord | None,
+    index: int | None,
 ) -> tuple[Answers, int, float]:
     """Send again, in place, the commands a limit refused inside the answer (they never ran).
 
@@ -171,10 +178,15 @@ def _resend_refused(
         delay = _limit_delay(client, [answers.errors[p] for p in refused], rounds)
         if waited + delay > policy.max_wait:
             break
-        client.limiter.sleep(delay)
+        if record is None:
+            client.limiter.sleep(delay)
+        else:
+            record.sleep(delay, client.limiter.sleep)
         waited += delay
         try:
-            part, sends, part_waited, _ = send(client, prepared.part(again), request_id, None)
+            part, sends, part_waited, _ = send(
+                client, prepared.part(again), request_id, None, record, index
+            )
         except B24Error as error:
             error.attempts += attempts
             error.result = build(answers, attempts=error.attempts, waited=waited)

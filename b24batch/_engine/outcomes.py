@@ -1,19 +1,32 @@
-"""Which commands of a batch write, and which of them a failure may have run.
+"""Which commands of a call ran, may have run, or did not: the rules and the call's record.
 
 ``reads`` is the read-only rule (a command's own ``read_only``, else the rule on method names);
-``mark`` sets a raised or returned error's ``maybe_executed`` from the protocol's failure model.
-Pure: no I/O, no retries.
+``mark`` sets an error's ``maybe_executed`` from the protocol's failure model; a ``CallRecord``
+is one call's stop signal and the batches it has on the wire. No I/O, no retries.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
+
 from b24batch._protocols.base import Prepared
 from b24batch.commands import Command, Commands
-from b24batch.errors import B24Error
+from b24batch.errors import B24Error, TransportError
 from b24batch.results import Key
 from b24batch.retry import is_read_only
 
-__all__ = ["mark", "read_only", "reads", "writes", "writes_before_last"]
+__all__ = [
+    "CallRecord",
+    "Stopped",
+    "interrupted",
+    "mark",
+    "read_only",
+    "reads",
+    "writes",
+    "writes_before_last",
+]
 
 
 def mark(error: B24Error, prepared: Prepared, *, returned: bool, uncertain: bool) -> None:
@@ -65,3 +78,82 @@ def read_only(commands: Commands) -> bool:
 def reads(command: Command) -> bool:
     """Whether ``command`` only reads: its ``read_only``, else the rule on method names."""
     return is_read_only(command.method) if command.read_only is None else command.read_only
+
+
+class Stopped(Exception):
+    """A batch of a stopped call was not sent: it is not executed. Raised inside the engine
+    only; what reaches the caller is the interrupt that stopped the call."""
+
+
+class CallRecord:
+    """One call's stop signal, and which of its batches are on the wire; shared by its threads.
+
+    After :meth:`stop` (Ctrl+C, an abandoned iteration) no new request of the call leaves:
+    a batch waiting in a limiter or a backoff wakes and is not sent (:class:`Stopped`); one on
+    the wire stays on it until it lands or is abandoned, and then may have run.
+    """
+
+    def __init__(self) -> None:
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._wire: set[int | None] = set()
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the call was stopped."""
+        return self._stopped.is_set()
+
+    def stop(self) -> None:
+        """Send nothing more, and wake every batch waiting to be sent. Once it returns, no
+        batch of the call goes on the wire (:meth:`sending` refuses)."""
+        with self._lock:
+            self._stopped.set()
+
+    def check(self) -> None:
+        """Raise :class:`Stopped` when the call was stopped (call it before sending)."""
+        if self._stopped.is_set():
+            raise Stopped
+
+    def sleep(self, seconds: float, sleep: Callable[[float], None]) -> None:
+        """Wait ``seconds`` unless the call is stopped meanwhile, then raise :class:`Stopped`.
+
+        The real ``time.sleep`` becomes a wait on the stop signal, which Ctrl+C cuts short; an
+        injected ``sleep`` (a test's clock) is called as it is, and the signal checked after.
+        """
+        if sleep is time.sleep:
+            self._stopped.wait(seconds)
+        elif seconds > 0:
+            sleep(seconds)
+        self.check()
+
+    def sending(self, index: int | None) -> None:
+        """Batch ``index`` is about to be sent: until :meth:`off_wire`, it may have run.
+
+        Raises:
+            Stopped: The call was stopped; the batch is not sent.
+        """
+        with self._lock:  # with stop()'s lock: a batch is either refused or on the wire
+            if self._stopped.is_set():
+                raise Stopped
+            self._wire.add(index)
+
+    def off_wire(self, index: int | None) -> None:
+        """Batch ``index`` has its answer, or an error that says what may have run."""
+        with self._lock:
+            self._wire.discard(index)
+
+    def is_on_wire(self, index: int | None) -> bool:
+        """Whether batch ``index`` was on the wire when the call was interrupted."""
+        with self._lock:
+            return index in self._wire
+
+
+def interrupted(prepared: Prepared, request_id: str) -> TransportError:
+    """The error of a batch abandoned on the wire (Ctrl+C): its writes may have run."""
+    error = TransportError(
+        "the call was interrupted while this batch was on the wire; it may have been executed",
+        request_id=request_id,
+        outcome_unknown=True,
+    )
+    error.set_maybe_executed(writes(prepared.commands), "unknown")
+    return error

@@ -90,6 +90,10 @@ def pages(
                     data=held, errors=(ChunkError(walk.batches, keys, error),)
                 )
                 raise
+            except KeyboardInterrupt as interrupt:  # a walk only reads: nothing is in doubt
+                held = [item for page in walk.held_pages() for item in page]
+                interrupt.partial = ChunkedResult(data=held)  # type: ignore[attr-defined]
+                raise
             for page in _packed(ready):
                 yield _structured(page, result_type, spec.method, request_id)
             report(sum(map(len, ready)))

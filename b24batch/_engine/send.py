@@ -9,8 +9,9 @@ writes that may have run (``outcomes.mark``). No encoding, no result building.
 from __future__ import annotations
 
 import logging
+from functools import partial
 
-from b24batch._engine.outcomes import mark, read_only, writes_before_last
+from b24batch._engine.outcomes import CallRecord, mark, read_only, writes_before_last
 from b24batch._engine.port import Client
 from b24batch._protocols.base import Answers, Prepared
 from b24batch.errors import (
@@ -29,7 +30,12 @@ log = logging.getLogger("b24batch")
 
 
 def send(
-    client: Client, prepared: Prepared, request_id: str, key: str | None
+    client: Client,
+    prepared: Prepared,
+    request_id: str,
+    key: str | None,
+    record: CallRecord | None = None,
+    index: int | None = None,
 ) -> tuple[Answers, int, float, bool]:
     """Send until the batch has an answer to return, or raise.
 
@@ -40,6 +46,10 @@ def send(
     comes before the last command (see ``outcomes.writes_before_last``). One
     credential renewal (OAuth) is re-sent outside the budget. Never sleeps after the last
     attempt. A raised error says in ``maybe_executed`` which writes may have run.
+
+    With a ``record`` (the call's), nothing is sent once the call is stopped: a wait in the
+    limiters or a backoff ends at once and raises :class:`Stopped`; while the request is out
+    the record holds batch ``index`` on the wire, and an interrupt (Ctrl+C) leaves it there.
     """
     policy = client.retry
     limiter = client.limiter
@@ -48,17 +58,27 @@ def send(
     waited = 0.0
     connecting = 0.0  # the connect timeouts of repeats after a failed connect: waits too
     renewed = uncertain = False
+    sleep = limiter.sleep if record is None else partial(record.sleep, sleep=limiter.sleep)
+    stopped = None if record is None else lambda: record.stopped
     while True:
+        if record is not None:
+            record.check()
         # Booked on the in-flight ledger before the limiters' waits, and taken off it however
         # the attempt ends, so batches in flight together never overrun the operating budget.
-        held, charged = limiter.ledger.admit(limiter.meter, policy.max_wait - waited - connecting)
+        held, charged = limiter.ledger.admit(
+            limiter.meter, policy.max_wait - waited - connecting, stop=stopped
+        )
         waited += held
         try:
             try:
-                waited += limiter.before_send(policy.max_wait - waited - connecting)
+                if record is not None:
+                    record.check()
+                waited += limiter.before_send(policy.max_wait - waited - connecting, sleep=sleep)
             except AjaxError as refused:  # a limiter's wait would not fit: nothing was sent
                 refused.request_id, refused.attempts = request_id, sends
                 raise
+            if record is not None:
+                record.sending(index)  # an interrupt from here on leaves it on the wire
             version = client.credential_version()
             sends += 1
             budgeted += 1
@@ -66,8 +86,12 @@ def send(
             try:
                 answers = client.send(prepared, request_id=request_id, idempotency_key=key)
             except (TransportError, DecodeError) as exc:
-                failure = exc
+                failure = exc  # its maybe_executed will say what may have run
+                if record is not None:
+                    record.off_wire(index)
             else:
+                if record is not None:
+                    record.off_wire(index)
                 error = answers.error
                 if error is None or not _raised(error.status):
                     return answers, sends, waited, uncertain
@@ -99,7 +123,7 @@ def send(
             delay,
             _cause(failure),
         )
-        limiter.sleep(delay)
+        sleep(delay)
         waited += delay
 
 

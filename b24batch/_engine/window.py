@@ -48,6 +48,9 @@ class Window:
             until it is answered (a chunk with writes under ``halt_on_error``: a failure must
             stop everything after it).
         clock: Monotonic seconds, to learn the latency.
+        interrupt: Called when the run ends early by an exception (Ctrl+C, the caller closing
+            the iteration): the call's stop signal, so that batches waiting in a limiter or a
+            backoff are never sent.
     """
 
     def __init__(
@@ -59,8 +62,12 @@ class Window:
         available: Callable[[], float] = lambda: 0.0,
         alone: Callable[[Chunk], bool] = lambda chunk: False,
         clock: Callable[[], float] = time.monotonic,
+        interrupt: Callable[[], None] = lambda: None,
     ) -> None:
         self._send = send
+        self._interrupt = interrupt
+        self.abandoned = False
+        """A second interrupt came while waiting for the batches on the wire: they were left."""
         self._auto = size == "auto"
         self._fixed = 1 if size == "auto" else size
         burst, per_second = rate
@@ -115,25 +122,43 @@ class Window:
                         raise unreadable
                     return
                 yield self._land()
+        except BaseException:
+            self._interrupt()  # nothing more leaves, not even what waits in a limiter
+            raise
         finally:
             # Closed early (a halt, an error, Ctrl+C): what is on the wire still lands, and is
-            # kept for drain(), so nothing fetched is lost.
+            # kept for drain(), so nothing fetched is lost; a second Ctrl+C leaves it.
             self.stop()
-            self._leftover.extend(self._land_all())
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
+            self._land_leftover()
 
     def drain(self) -> list[Outcome]:
-        """Stop sending, wait for every chunk still in flight; their outcomes, in order."""
-        self.stop()
-        landed, self._leftover = self._leftover, []
-        return landed + self._land_all()
+        """Stop sending, wait for every chunk still in flight; their outcomes, in order.
 
-    def _land_all(self) -> list[Outcome]:
-        landed = []
-        while self._flying:
-            landed.append(self._land())
+        After :attr:`abandoned`, waits for nothing: what was still on the wire is in
+        :meth:`left`.
+        """
+        self.stop()
+        if not self.abandoned:
+            self._land_leftover()
+        landed, self._leftover = self._leftover, []
         return landed
+
+    def left(self) -> list[Chunk]:
+        """The chunks abandoned in flight by a second interrupt, in order."""
+        return [chunk for chunk, _, _ in self._flying]
+
+    def _land_leftover(self) -> None:
+        try:
+            while self._flying:
+                self._leftover.append(self._land())
+        except BaseException:
+            self.abandoned = True  # a second Ctrl+C: stop waiting for what is on the wire
+            raise
+        finally:
+            if self._pool is not None and not self._flying:
+                self._pool.shutdown(wait=True)
+            elif self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _launch(self, chunk: Chunk) -> None:
         if self._fixed == 1 and not self._auto:
@@ -158,7 +183,9 @@ class Window:
         try:
             result = future.result()
         except BaseException as error:
-            if not future.done():  # interrupted while waiting (Ctrl+C): it is still in flight
+            if not future.done() or future.exception() is not error:
+                # Interrupted while waiting (Ctrl+C), not the chunk's own failure: it is still
+                # in flight, or has just landed, and is landed later.
                 raise
             self._flying.popleft()
             return Outcome(chunk, error=error)

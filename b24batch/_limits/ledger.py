@@ -46,16 +46,19 @@ class Ledger:
         with self._changed:
             return self._count, self._flying
 
-    def admit(self, meter: Meter, budget: float) -> tuple[float, float]:
+    def admit(
+        self, meter: Meter, budget: float, *, stop: Callable[[], bool] | None = None
+    ) -> tuple[float, float]:
         """Hold a send while the batches in flight would take the method past its limit (at
-        most ``budget`` seconds: then the meter's own check decides), and book it in the same
-        breath, so two threads cannot both see room for one: ``(seconds held, cost charged)``.
+        most ``budget`` seconds: then the meter's own check decides, and no longer than until
+        ``stop()`` says the call was stopped), and book it in the same breath, so two threads
+        cannot both see room for one: ``(seconds held, cost charged)``.
         """
         with self._changed:
-            held = self._hold(meter, budget)
+            held = self._hold(meter, budget, stop)
             return held, self._book()
 
-    def _hold(self, meter: Meter, budget: float) -> float:
+    def _hold(self, meter: Meter, budget: float, stop: Callable[[], bool] | None) -> float:
         if self._limit is None or not self._count:  # nothing on the wire: the meter decides
             return 0.0
         started = self._clock()
@@ -75,7 +78,7 @@ class Ledger:
             ):
                 break
             left = budget - (self._clock() - started)
-            if left <= 0:
+            if left <= 0 or (stop is not None and stop()):
                 break
             # One batch in flight while the figure is unknown teaches it; more would guess.
             self._changed.wait(timeout=min(left, 1.0))

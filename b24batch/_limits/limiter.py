@@ -51,12 +51,13 @@ class Limiter:
         self.ledger = Ledger(limit)
         """The operating time of this client's batches on the wire (windows of batches)."""
 
-    def before_send(self, budget: float) -> float:
+    def before_send(self, budget: float, *, sleep: Callable[[float], None] | None = None) -> float:
         """Wait until a batch may go out; return the seconds waited.
 
         Both waits together — an operating-time reset, then the request-rate bucket — must fit
         in ``budget`` (what is left of the policy's ``max_wait``); a wait that would not fit is
-        not started and nothing is booked.
+        not started and nothing is booked. ``sleep`` replaces the limiter's own for this call
+        (a call's stoppable wait); whatever it raises ends the wait.
 
         Raises:
             OperatingLimitError: The operating-time reset is further away than ``budget``.
@@ -70,15 +71,16 @@ class Limiter:
         rate = 0.0 if self.bucket is None else self.bucket.wait(after=operating)
         if operating + rate > budget:
             raise self._refusal(RateLimitError, operating + rate, budget)
+        pause = self.sleep if sleep is None else sleep
         if operating > 0:
-            self.sleep(operating)
+            pause(operating)
         if self.bucket is not None:
             # Booked only now: another thread may have booked since, so check once more.
             rate = self.bucket.reserve(budget - operating)
             if rate > budget - operating:
                 raise self._refusal(RateLimitError, operating + rate, budget)
             if rate > 0:
-                self.sleep(rate)
+                pause(rate)
         return operating + rate
 
     def wait_after(self, delay: float) -> float:
