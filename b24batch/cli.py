@@ -34,7 +34,15 @@ from b24batch import (
     Command,
     SdkError,
 )
-from b24batch.cli_output import CleanFormatter, clean, json_text, render, result_json, summary
+from b24batch.cli_output import (
+    CleanFormatter,
+    clean,
+    json_text,
+    plural,
+    render,
+    result_json,
+    summary,
+)
 from b24batch.commands import MAX_COMMANDS
 from b24batch.redaction import redact
 from b24batch.testing import FakePortal
@@ -44,6 +52,7 @@ __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_OK", "main"]
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl+C
 WEBHOOK_ENV = "B24_WEBHOOK_URL"
 _MAX_PORT = 65535
 _LOGGERS = ("b24batch", "urllib3")
@@ -154,6 +163,8 @@ def _run(args: argparse.Namespace) -> int:
         if exc.partial is not None and exc.partial.chunks:  # never drop what was fetched
             _print_result(exc.partial, args, "fetched before the error")
         return _fail(EXIT_FAILED, f"{type(exc).__name__}: {exc}")
+    except KeyboardInterrupt as exc:
+        return _interrupted(getattr(exc, "partial", None), args)
     _print_result(result, args)
     return EXIT_OK if result.is_success else EXIT_FAILED
 
@@ -308,6 +319,20 @@ def _rate(text: str) -> tuple[float, float]:
     if burst < 1 or per_second <= 0:
         raise ValueError("pass a burst of at least 1 and a per-second rate above 0, e.g. 50/2")
     return burst, per_second
+
+
+def _interrupted(partial: ChunkedResult[Any] | None, args: argparse.Namespace) -> int:
+    """Ctrl+C: what landed first, then one line on what may have run and what was not sent."""
+    if partial is None:
+        return _fail(EXIT_INTERRUPTED, "interrupted (Ctrl+C); the batch may have run")
+    if partial.chunks:  # never drop what was fetched
+        _print_result(partial, args, "fetched before Ctrl+C")
+    doubt, unsent = len(partial.maybe_executed), len(partial.not_executed)
+    return _fail(
+        EXIT_INTERRUPTED,
+        f"interrupted (Ctrl+C): {plural(doubt, 'command')} may have run, "
+        f"{plural(unsent, 'command')} not sent",
+    )
 
 
 def _fail(status: int, message: str) -> int:

@@ -6,37 +6,15 @@ in a limiter, as a user's Ctrl+C would be; the ``KeyboardInterrupt`` carries ``.
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from b24batch import B24Hook, BatchByChunkV2, BatchByChunkV3, CallListV3, RateLimit
 from b24batch.testing import FakePortal, Fault
-
-BOUND = 10.0  # seconds any wait for the portal may take before the test gives up
-
-
-def _interrupt() -> None:
-    """Ctrl+C, as the terminal sends it: SIGINT to the main thread."""
-    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
-
-
-def _when(condition: Callable[[], bool], then: Callable[[], None]) -> threading.Thread:
-    """Run ``then`` on a thread once ``condition()`` holds (polled, within ``BOUND``)."""
-
-    def watch() -> None:
-        deadline = time.monotonic() + BOUND
-        while not condition() and time.monotonic() < deadline:
-            time.sleep(0.005)
-        then()
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
+from tests.support.interrupts import BOUND, interrupt, when
 
 
 @pytest.fixture
@@ -59,7 +37,7 @@ def test_a_chunk_on_the_wire_when_ctrl_c_comes_is_in_doubt_not_lost(
     executed; the chunks before it are in data, the ones after it never ran."""
     portal.inject(Fault.delay(0.0), times=2)
     portal.inject(Fault.delay(1.0))  # the third chunk is slow to answer
-    _when(lambda: len(portal.requests) >= 3, _interrupt)
+    when(lambda: len(portal.requests) >= 3, interrupt)
     with pytest.raises(KeyboardInterrupt) as raised:
         BatchByChunkV3(hook).make(_adds(200), max_in_flight=1, halt_on_error=False)
     partial = raised.value.partial  # type: ignore[attr-defined]
@@ -79,7 +57,7 @@ def test_after_ctrl_c_nothing_waiting_in_a_limiter_is_sent(portal: FakePortal) -
     client = B24Hook.from_webhook_url(
         portal.webhook_url, timeout=(2.0, BOUND), retry=None, rate_limit=limit
     )
-    _when(lambda: len(portal.requests) >= 2, _interrupt)
+    when(lambda: len(portal.requests) >= 2, interrupt)
     with client, pytest.raises(KeyboardInterrupt) as raised:
         BatchByChunkV3(client).make(_adds(20), chunk_size=1, max_in_flight=8, halt_on_error=False)
     sent = len(portal.requests)
@@ -105,7 +83,7 @@ def test_iter_ctrl_c_carries_what_landed_and_what_is_in_doubt(
     )
     first = next(chunks)
     assert len(first.data) == 50
-    _when(lambda: len(portal.requests) >= 2, _interrupt)
+    when(lambda: len(portal.requests) >= 2, interrupt)
     with pytest.raises(KeyboardInterrupt) as raised:
         next(chunks)
     partial = raised.value.partial  # type: ignore[attr-defined]
@@ -118,11 +96,11 @@ def test_a_second_ctrl_c_abandons_what_is_on_the_wire(portal: FakePortal, hook: 
     portal.inject(Fault.delay(3.0), times=4)
 
     def twice() -> None:
-        _interrupt()
+        interrupt()
         time.sleep(0.3)
-        _interrupt()
+        interrupt()
 
-    _when(lambda: len(portal.requests) >= 4, twice)
+    when(lambda: len(portal.requests) >= 4, twice)
     with pytest.raises(KeyboardInterrupt) as raised:
         BatchByChunkV3(hook).make(_adds(200), max_in_flight=4, halt_on_error=False)
     partial = raised.value.partial  # type: ignore[attr-defined]
@@ -138,7 +116,7 @@ def test_a_list_walk_interrupted_keeps_the_items_it_fetched(
     portal.add_tasks(3000)
     portal.inject(Fault.delay(0.0))
     portal.inject(Fault.delay(1.0))
-    _when(lambda: len(portal.requests) >= 2, _interrupt)
+    when(lambda: len(portal.requests) >= 2, interrupt)
     with pytest.raises(KeyboardInterrupt) as raised:
         CallListV3(hook).make("tasks.task.list", {"select": ["id"]})
     items = raised.value.partial.data  # type: ignore[attr-defined]
