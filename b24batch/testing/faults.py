@@ -8,7 +8,7 @@ layer applies them.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import attrs
@@ -18,7 +18,9 @@ from b24batch.testing.messages import JSON_TYPE, OPERATION_LIMIT, OVERLOAD, QUER
 __all__ = ["Fault", "FaultKind"]
 
 
-FaultKind = Literal["delay", "drop_before", "drop_after", "html", "truncated", "response"]
+FaultKind = Literal[
+    "delay", "drop_before", "drop_after", "html", "truncated", "response", "rewrite"
+]
 
 
 @attrs.frozen
@@ -34,11 +36,12 @@ class Fault:
     status: int = 200
     body: bytes = b""
     headers: tuple[tuple[str, str], ...] = ()
+    edit: Callable[[Any], Any] | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def executes(self) -> bool:
         """Whether the request is still processed (and a valid batch committed)."""
-        return self.kind in ("delay", "drop_after", "truncated")
+        return self.kind in ("delay", "drop_after", "truncated", "rewrite")
 
     @classmethod
     def delay(cls, seconds: float) -> Fault:
@@ -77,6 +80,18 @@ class Fault:
         Content-Length matches the bytes sent, so the client reads a complete, invalid JSON.
         """
         return cls(kind="truncated")
+
+    @classmethod
+    def rewrite(cls, edit: Callable[[Any], Any]) -> Fault:
+        """Process (the batch DOES execute), then answer what ``edit`` makes of the JSON answer
+        (same status): an answer that says less, or other, than what ran.
+
+        Example:
+            >>> drop_results = Fault.rewrite(lambda answer: {**answer, "result": []})
+        """
+        if not callable(edit):
+            raise TypeError("edit must be callable: it takes and returns the decoded answer")
+        return cls(kind="rewrite", edit=edit)
 
     @classmethod
     def response(

@@ -282,6 +282,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if kind == "truncated":
             reply = attrs.evolve(reply, body=reply.body[: len(reply.body) // 2])
+        if fault is not None and kind == "rewrite":
+            assert fault.edit is not None
+            edited = fault.edit(json.loads(reply.body))
+            reply = attrs.evolve(reply, body=json.dumps(edited).encode("utf-8"))
         self._send(reply)
 
     def _refuse_too_large(self, length: int | None) -> None:

@@ -144,3 +144,19 @@ def test_fault_declares_whether_it_executes(
         post(portal, [add("x")])
     assert [task["title"] for task in portal.tasks.values()] == (["x"] if executes else [])
     assert portal.executed_commands == (1 if executes else 0)
+
+
+def test_fault_rewrite_executes_then_answers_the_edited_answer(portal: FakePortal) -> None:
+    """rewrite commits the batch, then answers what its function makes of the JSON answer."""
+    portal.inject(Fault.rewrite(lambda answer: {**answer, "result": [], "note": "edited"}))
+    reply = post(portal, [add("x"), add("y")])
+    assert reply.status_code == 200
+    assert reply.json()["result"] == []
+    assert reply.json()["note"] == "edited"
+    assert [task["title"] for task in portal.tasks.values()] == ["x", "y"]
+
+
+def test_fault_rewrite_needs_a_function() -> None:
+    """rewrite refuses anything that cannot be called."""
+    with pytest.raises(TypeError, match="edit must be callable"):
+        Fault.rewrite({"result": []})  # type: ignore[arg-type]
