@@ -180,7 +180,7 @@ def _commands(result: BatchResult[Any]) -> Iterator[tuple[Any, str, Any, Any]]:
         if key in skipped:
             yield key, method, None, _NOT_RUN
             continue
-        value = data.get(str(key)) if isinstance(data, Mapping) else data[position]
+        value = data.get(key) if isinstance(data, Mapping) else data[position]
         yield key, method, value, errors.get(key)
 
 

@@ -55,7 +55,7 @@ class Builder:
             if commands.named:
                 left_out = answers.not_run if self._as_ajax else {*errors, *answers.not_run}
                 data = {
-                    str(key): value
+                    key: value
                     for position, (key, value) in enumerate(zip(commands.keys, values, strict=True))
                     if position not in left_out
                 }

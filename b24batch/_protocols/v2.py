@@ -24,7 +24,7 @@ from b24batch._protocols.base import (
     error_from_payload,
 )
 from b24batch._protocols.phpform import MAX_DEPTH, encode_query, quote
-from b24batch.commands import MAX_COMMANDS, Command, Commands
+from b24batch.commands import MAX_COMMANDS, Command, Commands, name_text
 from b24batch.errors import AjaxError, DecodeError, SdkError, SdkTypeError
 from b24batch.redaction import redact as _redact_default
 from b24batch.results import Key, Time
@@ -85,7 +85,9 @@ def check_key(key: object, where: str) -> str:
         )
     if isinstance(key, int):
         if key < 0:
-            raise SdkError(f"{where} has the command key {key}; a position is 0 or more")
+            raise SdkError(
+                f"{where} has the command key {key}; a key that is a number is 0 or more"
+            )
         return int.__repr__(key)
     text = str.__str__(key)
     if not text.strip():
@@ -380,7 +382,7 @@ class _Classic(Protocol):
     id_key = "ID"
 
     def reference_name(self, key: Key, alias: str | None, named: bool) -> str | None:
-        return str(wire_key(key, alias, named))  # a list call's key is its global position
+        return name_text(wire_key(key, alias, named))  # a list call's: its global position
 
     def targets(
         self, command: Command, defined: Mapping[str, int], index: int, where: str
@@ -422,6 +424,12 @@ class _Classic(Protocol):
                     f"{where} sets 'parallel', which the classic batch does not have; use "
                     f"halt_on_error to choose whether a failure stops the batch"
                 )
+            if not commands.named and command.as_ is not None and command.as_.isdigit():
+                raise SdkError(
+                    f"{where}: its 'as' {command.as_!r} is a number, which in a list of calls "
+                    f"names the command at that position ($result[{command.as_}]); use a name "
+                    f"with a letter, or pass a dict keyed by the numbers"
+                )
             walk = command.params and not references_checked
             for target in references(command.params) if walk else ():
                 if target not in earlier:
@@ -431,7 +439,7 @@ class _Classic(Protocol):
                         f"Reference a command before it by its key (its name, its 'as', or its "
                         f"position)"
                     )
-            earlier.add(str(sent_as))
+            earlier.add(name_text(sent_as))
         body = self.encode(commands, keys, halt=halt)
         return Prepared(protocol=self, commands=commands, wire_keys=keys, halt=halt, body=body)
 
