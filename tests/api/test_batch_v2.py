@@ -17,6 +17,7 @@ from b24batch import (
     B24OAuth,
     BatchV2,
     Command,
+    ErrorKind,
     RetryPolicy,
     SdkError,
     SdkTypeError,
@@ -452,3 +453,39 @@ def test_numeric_names_in_ajax_results(portal: FakePortal, client: B24Hook) -> N
     result = BatchV2(client).make({deal: ("crm.deal.get", {"id": deal})}, return_ajax_result=True)
     assert result.data[deal].key == deal
     assert result.data[deal].result["TITLE"] == "A"
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors with an empty code
+
+
+def test_an_empty_code_inside_the_batch_is_the_callers_input(
+    portal: FakePortal, client: B24Hook
+) -> None:
+    """{"error": "", "error_description": "ID is not defined or invalid."}: kind INPUT."""
+    result = BatchV2(client).make({"bad": ("crm.deal.get", {"id": "abc"})})
+    (error,) = result.errors
+    assert (error.key, error.code, error.message) == ("bad", "", "ID is not defined or invalid.")
+    assert error.kind is ErrorKind.INPUT
+
+
+def test_an_empty_code_not_found_inside_the_batch_is_not_found(
+    portal: FakePortal, client: B24Hook
+) -> None:
+    """A command answered {"error": "", "error_description": "Not found"} is NOT_FOUND."""
+    result = BatchV2(client).make({"gone": ("crm.deal.get", {"id": 999})})
+    assert [(error.key, error.kind) for error in result.errors] == [("gone", ErrorKind.NOT_FOUND)]
+
+
+def test_a_whole_request_400_with_an_empty_code_is_returned_not_found(
+    portal: FakePortal, client: B24Hook
+) -> None:
+    """HTTP 400 {"error": "", "error_description": "Not found"}: a returned NOT_FOUND error."""
+    portal.inject(Fault.response(400, {"error": "", "error_description": "Not found"}))
+    result = BatchV2(client).make({"x": ("crm.deal.get", {"id": 1})})
+    assert not result.is_success
+    assert (result.status, result.data) == (400, {})
+    (error,) = result.errors
+    assert (error.code, error.message, error.status) == ("", "Not found", 400)
+    assert error.kind is ErrorKind.NOT_FOUND
+    assert len(portal.requests) == 1
