@@ -8,6 +8,7 @@ body (each query by ``phpform.encode_query``), ``decode_response`` turns the ans
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
@@ -23,7 +24,13 @@ from b24batch._protocols.base import (
     decode_payload,
     error_from_payload,
 )
-from b24batch._protocols.phpform import MAX_DEPTH, encode_query, quote
+from b24batch._protocols.phpform import (
+    MAX_DEPTH,
+    MAX_INPUT_VARS,
+    count_variables,
+    encode_query,
+    quote,
+)
 from b24batch.commands import MAX_COMMANDS, Command, Commands, name_text
 from b24batch.errors import AjaxError, DecodeError, SdkError, SdkTypeError
 from b24batch.redaction import redact as _redact_default
@@ -43,6 +50,7 @@ __all__ = [
     "wire_key",
 ]
 
+_log = logging.getLogger("b24batch")
 _SECTIONS: Final = ("result", "result_error", "result_total", "result_next", "result_time")
 _REFERENCE: Final = re.compile(r"\$(?:result|next|total|time|error)\[([^\]]+)\]")
 
@@ -104,12 +112,16 @@ def check_key(key: object, where: str) -> str:
     return text
 
 
-def encode_batch(entries: Sequence[Entry], *, halt: bool) -> bytes:
+def encode_batch(entries: Sequence[Entry], *, halt: bool, warn: bool = True) -> bytes:
     """Encode ``entries`` as the classic batch form body ``halt=0|1&cmd[KEY]=METHOD?QUERY…``.
 
     The whole ``METHOD?QUERY`` is one form value, so its query is percent-encoded twice. The
     OAuth token is not part of the body built here: the transport appends ``&auth=TOKEN`` as
     it sends, so the token never sits in these frames.
+
+    A command whose query makes more than ``MAX_INPUT_VARS`` form variables is sent, but with
+    ``warn`` one WARNING names it: PHP's ``parse_str`` keeps only the first 1 000, and the
+    portal would answer for params cut short (a filter of fewer ids, say).
 
     Raises:
         SdkError: No entries or more than ``MAX_COMMANDS``; a bad key, repeated key or method;
@@ -149,6 +161,20 @@ def encode_batch(entries: Sequence[Entry], *, halt: bool) -> bytes:
                 f"first '?', so a method has no '?' and no spaces around it"
             )
         query = encode_query(entry.params, f"{row}.params")
+        if warn and len(query) > 2 * MAX_INPUT_VARS:  # each variable takes 2 characters or more
+            count = count_variables(query)
+            if count > MAX_INPUT_VARS:
+                _log.warning(
+                    "%s (%s) has %d form variables; PHP's parse_str on the portal keeps the "
+                    "first %d (max_input_vars) and drops the rest, so the portal would answer "
+                    "for params cut short: split the filter (or list) across commands of at "
+                    "most %d values each",
+                    row,
+                    entry.method,
+                    count,
+                    MAX_INPUT_VARS,
+                    MAX_INPUT_VARS,
+                )
         try:
             value = quote(f"{method}?{query}" if query else method, safe="")
         except UnicodeEncodeError:
@@ -440,15 +466,12 @@ class _Classic(Protocol):
                         f"position)"
                     )
             earlier.add(name_text(sent_as))
-        body = self.encode(commands, keys, halt=halt)
+        body = encode_batch(_entries(commands, keys), halt=halt)  # warns once, here
         return Prepared(protocol=self, commands=commands, wire_keys=keys, halt=halt, body=body)
 
     def encode(self, commands: Commands, wire_keys: Sequence[Key], *, halt: bool) -> bytes:
-        entries = [
-            Entry(sent_as, command.method, command.params, where=f"calls[{key!r}]")
-            for key, sent_as, command in zip(commands.keys, wire_keys, commands.items, strict=True)
-        ]
-        return encode_batch(entries, halt=halt)
+        # A part of a batch already prepared (and warned about) once: no second warning.
+        return encode_batch(_entries(commands, wire_keys), halt=halt, warn=False)
 
     def decode(
         self,
@@ -539,6 +562,13 @@ class _Classic(Protocol):
         params["order"] = {spec.id_key: "DESC" if descending else "ASC"}
         params["start"] = -1  # no count: the documented fast way through a large list
         return spec.method, params
+
+
+def _entries(commands: Commands, wire_keys: Sequence[Key]) -> list[Entry]:
+    return [
+        Entry(sent_as, command.method, command.params, where=f"calls[{key!r}]")
+        for key, sent_as, command in zip(commands.keys, wire_keys, commands.items, strict=True)
+    ]
 
 
 def _tighter(pick: Callable[[int, int], int], ours: int | None, theirs: int | None) -> int | None:

@@ -15,6 +15,7 @@ from b24batch import (
     AuthError,
     B24Hook,
     B24OAuth,
+    BatchByChunkV2,
     BatchV2,
     Command,
     ErrorKind,
@@ -489,3 +490,38 @@ def test_a_whole_request_400_with_an_empty_code_is_returned_not_found(
     assert (error.code, error.message, error.status) == ("", "Not found", 400)
     assert error.kind is ErrorKind.NOT_FOUND
     assert len(portal.requests) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# More than max_input_vars form variables in one command
+
+
+def test_a_command_past_1000_form_variables_logs_one_warning(
+    portal: FakePortal, client: B24Hook, caplog: pytest.LogCaptureFixture
+) -> None:
+    """1001 ids in one filter: sent, with one WARNING naming the command, count and the fix."""
+    big = {"filter": {"@ID": list(range(1001))}, "select": ["ID"]}
+    fits = {"filter": {"@ID": list(range(999))}, "select": ["ID"]}
+    with caplog.at_level(logging.WARNING, logger="b24batch"):
+        result = BatchV2(client).make(
+            {"big": ("crm.deal.list", big), "fits": ("crm.deal.list", fits)}
+        )
+    assert result.is_success
+    warnings = [r for r in caplog.records if r.name == "b24batch" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    message = warnings[0].getMessage()
+    assert message.startswith("calls['big'] (crm.deal.list) has 1002 form variables;")
+    assert "keeps the first 1000 (max_input_vars)" in message
+    assert "split the filter (or list) across commands" in message
+    assert len(portal.requests) == 1
+
+
+def test_chunks_warn_once_per_command_past_1000_form_variables(
+    portal: FakePortal, client: B24Hook, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In a chunked call each oversized command is named once, by its global key."""
+    calls = [("crm.deal.list", {"filter": {"@ID": list(range(n))}}) for n in (5, 1200, 3, 1500)]
+    with caplog.at_level(logging.WARNING, logger="b24batch"):
+        BatchByChunkV2(client).make(calls, chunk_size=2)
+    named = [r.getMessage().split(" has ")[0] for r in caplog.records if r.name == "b24batch"]
+    assert named == ["calls[1] (crm.deal.list)", "calls[3] (crm.deal.list)"]
