@@ -21,6 +21,8 @@ from b24batch.results import BatchResult
 __all__ = ["BatchV2", "BatchV3"]
 
 T = TypeVar("T")
+K = TypeVar("K", bound=int | str)
+"""A classic command's name: a str, or an int such as a record id."""
 
 
 class BatchV3:
@@ -166,14 +168,14 @@ class BatchV2:
     @overload
     def make(
         self,
-        calls: Mapping[str, Any],
+        calls: Mapping[K, Any],
         *,
         halt_on_error: bool = ...,
         return_ajax_result: Literal[False] = ...,
         request_id: str | None = ...,
         result_type: type[T],
         idempotency_key: None = ...,
-    ) -> BatchResult[dict[str, T]]: ...
+    ) -> BatchResult[dict[K, T]]: ...
 
     @overload
     def make(
@@ -214,8 +216,11 @@ class BatchV2:
         Args:
             calls: 1 to 50 commands in the forms :meth:`BatchV3.make` takes. A command's key
                 on the wire, for ``$result[KEY]`` references in later commands, is your name
-                (named calls), else the row's ``as``, else its position. Params travel as a
-                PHP form: no booleans (send ``"Y"``/``"N"`` or 1/0), no empty lists or dicts.
+                (named calls), else the row's ``as``, else its position. A name is any str
+                without ``[``, ``]`` or NUL (``"a.b c"``, ``"007"``), or an int such as a
+                record id (sent as its digits); ``data``, errors' ``key`` and
+                ``not_executed`` use the names as you passed them. Params travel as a PHP
+                form: no booleans (send ``"Y"``/``"N"`` or 1/0), no empty lists or dicts.
             halt_on_error: Sent as ``halt=1``: the portal stops at the first failing command
                 and the ones after it are ``not_executed``. False runs every command.
             return_ajax_result: Put an :class:`AjaxResult` per executed command in ``data``,

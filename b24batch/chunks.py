@@ -21,6 +21,8 @@ from b24batch.results import BatchResult, ChunkedResult
 __all__ = ["BatchByChunkV2", "BatchByChunkV3", "Progress"]
 
 T = TypeVar("T")
+K = TypeVar("K", bound=int | str)
+"""A classic command's name: a str, or an int such as a record id."""
 
 
 class BatchByChunkV3:
@@ -248,7 +250,7 @@ class BatchByChunkV2:
     @overload
     def make(
         self,
-        calls: Mapping[str, Any],
+        calls: Mapping[K, Any],
         *,
         chunk_size: int = ...,
         halt_on_error: bool = ...,
@@ -256,7 +258,7 @@ class BatchByChunkV2:
         request_id: str | None = ...,
         progress: Progress = ...,
         max_in_flight: InFlight = ...,
-    ) -> ChunkedResult[dict[str, T]]: ...
+    ) -> ChunkedResult[dict[K, T]]: ...
 
     @overload
     def make(
@@ -300,8 +302,9 @@ class BatchByChunkV2:
         Every row is checked and every chunk planned and encoded before the first request.
 
         Args:
-            calls: A list (or any iterable) of rows, or a dict of named rows, in the forms
-                :meth:`BatchV2.make` takes; any number of them.
+            calls: A list (or any iterable) of rows, or a dict of named rows (str or int
+                names, such as record ids), in the forms :meth:`BatchV2.make` takes; any
+                number of them.
             chunk_size: Commands per batch, 1 to 50. A command is kept in the same batch as
                 the commands it references, so a chunk can end early.
             halt_on_error: Each chunk is sent with ``halt=1``, and the first failed command
@@ -333,7 +336,7 @@ class BatchByChunkV2:
     @overload
     def iter(
         self,
-        calls: Mapping[str, Any],
+        calls: Mapping[K, Any],
         *,
         chunk_size: int = ...,
         halt_on_error: bool = ...,
@@ -341,7 +344,7 @@ class BatchByChunkV2:
         request_id: str | None = ...,
         progress: Progress = ...,
         max_in_flight: InFlight = ...,
-    ) -> Iterator[BatchResult[dict[str, T]]]: ...
+    ) -> Iterator[BatchResult[dict[K, T]]]: ...
 
     @overload
     def iter(

@@ -19,7 +19,9 @@ __all__ = [
     "MAX_COMMANDS",
     "Command",
     "Commands",
+    "check_name",
     "command_alias",
+    "name_text",
     "normalize",
     "ref",
     "ref_array",
@@ -150,10 +152,7 @@ def normalize(calls: object, *, limit: int = MAX_COMMANDS, what: str = "REST 3.0
         named = True
         pairs: list[tuple[Key, object]] = []
         for name, row in calls.items():
-            if not isinstance(name, str) or not name:
-                raise SdkTypeError(
-                    f"calls has the key {name!r}; names of commands must be non-empty strings"
-                )
+            check_name(name)
             pairs.append((name, row))
             if len(pairs) > limit:
                 break
@@ -187,7 +186,7 @@ def normalize(calls: object, *, limit: int = MAX_COMMANDS, what: str = "REST 3.0
             continue
         where = f"calls[{key!r}]"
         command = Command.from_row(row, where)
-        alias = command_alias(command, str(key) if named else None, where, seen)
+        alias = command_alias(command, name_text(key) if named else None, where, seen)
         items.append(command)
         aliases.append(alias)
     return Commands(
@@ -213,19 +212,54 @@ def refuse_js_object(calls: Mapping[Any, Any]) -> None:
         )
 
 
+def check_name(key: object) -> None:
+    """Check the type of a command's name in a dict of calls: a non-empty str, or an int.
+
+    Which names a protocol takes beyond that is the protocol's rule: REST 3.0 takes no int,
+    no number and no dot (its ``prepare`` says so); the classic batch takes record ids.
+
+    Raises:
+        SdkTypeError: The name is neither a non-empty str nor an int.
+    """
+    if isinstance(key, bool) or not isinstance(key, str | int) or key == "":
+        raise SdkTypeError(
+            f"calls has the key {key!r}; names of commands must be non-empty strings "
+            f"(the classic batch also takes ints, such as record ids)"
+        )
+
+
+def name_text(key: Key) -> str:
+    """A name or position as text, as it goes on the wire (an int as its decimal digits)."""
+    return int.__repr__(key) if isinstance(key, int) else str.__str__(key)
+
+
 def command_alias(
     command: Command, name: str | None, where: str, seen: dict[str, str]
 ) -> str | None:
-    """The ``as`` a command sends (its own, else its name), checked and recorded in ``seen``.
+    """The ``as`` a command sends (its own, else its name as text), checked and recorded in
+    ``seen``.
+
+    Only what both protocols refuse is checked here (an empty alias, one already in ``seen``);
+    each protocol's ``prepare`` checks its own naming rule.
 
     Raises:
-        SdkError: The alias is empty, dotted, numeric, or already in ``seen``.
+        SdkError: The alias is empty or already in ``seen`` (two names alike as text, such as
+            ``1`` and ``"1"``, included).
     """
     alias = command.as_ if command.as_ is not None else name
     if alias is None:
         return None
-    _check_alias(alias, where, from_name=command.as_ is None)
+    from_name = command.as_ is None
+    if not alias.strip():
+        origin = "its name, sent as 'as'," if from_name else "its 'as'"
+        fix = " (or give the row its own 'as')" if from_name else ""
+        raise SdkError(f"{where}: {origin} is empty; an alias is a non-empty name{fix}")
     if alias in seen:
+        if from_name:
+            raise SdkError(
+                f"{where} and {seen[alias]} are named alike: both are sent as {alias!r}; "
+                f"each command needs a name of its own"
+            )
         raise SdkError(
             f"{where} uses the alias {alias!r}, as {seen[alias]} does; "
             f"each 'as' must be unique in a batch"
@@ -353,23 +387,6 @@ def _checked(command: Command, where: str) -> Command:
                 f"{where} has '{name}' of type {type(value).__name__}; use True or False"
             )
     return command
-
-
-def _check_alias(alias: str, where: str, *, from_name: bool) -> None:
-    origin = "its name, sent as 'as'," if from_name else "its 'as'"
-    fix = " (or give the row its own 'as')" if from_name else ""
-    if not alias.strip():
-        raise SdkError(f"{where}: {origin} is empty; an alias is a non-empty name{fix}")
-    if "." in alias:
-        raise SdkError(
-            f"{where}: {origin} {alias!r} contains '.'; references read 'alias.item.id', "
-            f"so an alias cannot contain a dot{fix}"
-        )
-    if alias.isdigit():
-        raise SdkError(
-            f"{where}: {origin} {alias!r} is a number; numbers already name commands by "
-            f"position in references ('0.item.id'), so use a name with a letter{fix}"
-        )
 
 
 def is_utf8(text: str) -> bool:

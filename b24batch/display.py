@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from b24batch.redaction import redact, redact_data
+from b24batch.redaction import MASK, SENSITIVE_KEYS, redact
 
 if TYPE_CHECKING:
     from b24batch.results import AjaxResult, BatchResult, ChunkedResult
@@ -41,17 +41,68 @@ _STYLE = "border-collapse:collapse;font-size:90%"
 _CELL = "text-align:left;vertical-align:top;padding:2px 8px"
 
 
+_CUT = "…"
+_MAX_DEPTH = 100
+"""The deepest a preview looks into a value; JSON can nest deeper than Python's stack."""
+_FLAT_DEPTH = 32
+"""The deepest ``to_records`` flattens a mapping into dotted columns; deeper stays whole."""
+
+
 def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
-    """A one-line, redacted, truncated text of ``value`` (JSON, or repr for other objects)."""
+    """A one-line, redacted, truncated text of ``value`` (JSON, or repr for other objects).
+
+    Bounded in depth and size whatever ``value`` holds (a result can nest deeper than Python's
+    stack): it looks ``limit`` levels deep at most (and never past 100) and at ``limit`` items;
+    what lies beyond is shown as ``…``. Every level and item writes at least one character, so
+    the first ``limit`` characters are what the whole value would show.
+    """
     if attrs.has(type(value)):
-        text = repr(value)
-    else:
         try:
-            text = json.dumps(redact_data(value), ensure_ascii=False, default=repr)
-        except ValueError:  # a cycle, in a caller's own object
             text = repr(value)
+        except RecursionError:
+            text = f"{type(value).__name__}({_CUT})"
+    else:
+        bounded = _bounded(value, min(limit, _MAX_DEPTH), [limit])
+        try:
+            text = json.dumps(bounded, ensure_ascii=False, default=_short_repr)
+        except (ValueError, RecursionError):  # a caller's own object, deep or cyclic
+            text = _short_repr(value)
     text = redact(" ".join(text.split()))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + _CUT
+
+
+def _bounded(value: Any, depth: int, budget: list[int]) -> Any:
+    """A redacted copy of JSON-like ``value`` at most ``depth`` levels deep and ``budget[0]``
+    items in all; what is cut becomes ``…``. (``redact_data`` without its unbounded depth.)"""
+    budget[0] -= 1
+    if not isinstance(value, dict | list | tuple):
+        return value
+    if depth <= 0 or budget[0] < 0:
+        return _CUT
+    if isinstance(value, dict):
+        copy: dict[Any, Any] = {}
+        for key, item in value.items():
+            if budget[0] < 0:
+                copy[_CUT] = _CUT
+                break
+            sensitive = isinstance(key, str) and key.lower() in SENSITIVE_KEYS
+            copy[key] = MASK if sensitive else _bounded(item, depth - 1, budget)
+        return copy
+    items = []
+    for item in value:
+        if budget[0] < 0:
+            items.append(_CUT)
+            break
+        items.append(_bounded(item, depth - 1, budget))
+    return items
+
+
+def _short_repr(value: Any) -> str:
+    """``repr(value)``, or its type and ``…`` when it is too deep to write."""
+    try:
+        return repr(value)
+    except RecursionError:
+        return f"<{type(value).__name__} {_CUT}>"
 
 
 def batch_repr(result: BatchResult[Any]) -> str:
@@ -158,12 +209,12 @@ def batch_records(result: BatchResult[Any]) -> list[dict[str, Any]]:
     return records
 
 
-def _flatten(value: Mapping[str, Any], prefix: str, into: dict[str, Any]) -> None:
+def _flatten(value: Mapping[str, Any], prefix: str, into: dict[str, Any], depth: int = 0) -> None:
     for name, item in value.items():
         column = f"{prefix}{name}"
-        if isinstance(item, Mapping) and item:
-            _flatten(item, f"{column}.", into)
-        else:
+        if isinstance(item, Mapping) and item and depth < _FLAT_DEPTH:
+            _flatten(item, f"{column}.", into, depth + 1)
+        else:  # a leaf, or a mapping too deep to flatten: kept whole
             into[column] = item
 
 
@@ -186,7 +237,7 @@ def _commands(result: BatchResult[Any]) -> Iterator[tuple[Any, str, Any, Any]]:
         if key in unanswered:
             yield key, method, None, _UNANSWERED
             continue
-        value = data.get(str(key)) if isinstance(data, Mapping) else data[position]
+        value = data.get(key) if isinstance(data, Mapping) else data[position]
         yield key, method, value, errors.get(key)
 
 

@@ -94,6 +94,15 @@ CODE_KINDS: Final[Mapping[str, ErrorKind]] = MappingProxyType(_TABLE)
 """Every portal error code b24batch knows, and its kind. The classic CRM methods answer with an
 empty code (``""``); :func:`kind_of_code` reads their message instead."""
 
+# The classic CRM methods answer some errors with an empty code and only a message (protocol
+# §7); these are the messages the portal is known to send, read as lower-case fragments.
+_EMPTY_CODE_MESSAGES: Final = (
+    ("not found", ErrorKind.NOT_FOUND),
+    ("access denied", ErrorKind.ACCESS),
+    ("is not defined or invalid", ErrorKind.INPUT),
+    ("must be array", ErrorKind.INPUT),
+    ("is not specified", ErrorKind.INPUT),
+)
 _BY_UPPER: Final = {code.upper(): kind for code, kind in _TABLE.items()}
 _STATUS_KINDS: Final = {401: ErrorKind.AUTH, 403: ErrorKind.ACCESS, 404: ErrorKind.NOT_FOUND}
 _HTTP_CLIENT_ERROR: Final = 400
@@ -107,11 +116,15 @@ def kind_of_code(code: str, status: int, message: str = "") -> ErrorKind:
     Args:
         code: The portal's error code, in any letter case.
         status: The answer's HTTP status (0 for a refusal the client made itself).
-        message: The portal's message; read only for the classic empty code (``"Not found"``).
+        message: The portal's message; read only for the classic empty code (``"Not found"``,
+            ``"ID is not defined or invalid."``, ``"Access denied."``).
 
     Returns:
         The kind. An unknown code falls to its status: 401 ``AUTH``, 403 ``ACCESS``, 404
-        ``NOT_FOUND``, 429 ``LIMIT``, other 4xx ``INPUT``, anything else ``PORTAL``.
+        ``NOT_FOUND``, 429 ``LIMIT``, other 4xx ``INPUT``, anything else ``PORTAL``. The empty
+        code is read by its message where the message is a known one; else by its status,
+        where a 2xx (a command's error inside a batch answer) counts as the 400 the method
+        answers alone: ``INPUT``.
 
     Example:
         >>> kind_of_code("OPERATION_TIME_LIMIT", 429)
@@ -124,8 +137,15 @@ def kind_of_code(code: str, status: int, message: str = "") -> ErrorKind:
     kind = _BY_UPPER.get(code.upper())
     if kind is not None:
         return kind
-    if not code and "not found" in message.lower():
-        return ErrorKind.NOT_FOUND
+    if not code:
+        lowered = message.lower()
+        for fragment, known in _EMPTY_CODE_MESSAGES:
+            if fragment in lowered:
+                return known
+        if status < _HTTP_CLIENT_ERROR:
+            # A command's error inside a batch answer carries the batch's 200; answered alone,
+            # a method's error without a code comes with HTTP 400: the input was refused.
+            return ErrorKind.INPUT
     if status in _STATUS_KINDS:
         return _STATUS_KINDS[status]
     if status == _HTTP_TOO_MANY:

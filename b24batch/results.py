@@ -33,7 +33,8 @@ Key = int | str
 """A command's key: its position in a list of calls, or its name in a dict of calls."""
 
 D = TypeVar("D")
-"""The type of ``BatchResult.data``: ``list[T]`` for list calls, ``dict[str, T]`` for named."""
+"""The type of ``BatchResult.data``: ``list[T]`` for list calls, ``dict[K, T]`` for named
+(``K`` is ``str``; a classic call may also name commands by int)."""
 
 # Private, as cattrs advises for libraries: users' own hooks on the global converter never
 # change how b24batch decodes, and ours never leak into theirs. use_alias lets an attrs field
@@ -176,7 +177,8 @@ class BatchResult(Generic[D]):
 
     Attributes:
         data: List calls give a list in call order, dict calls a dict keyed by the caller's
-            names. Items are decoded results, or :class:`AjaxResult` objects when the call asked
+            names, as passed (a classic ``35943`` stays an int, ``"35943"`` a str). Items are
+            decoded results, or :class:`AjaxResult` objects when the call asked
             for ``return_ajax_result=True``. Empty when the batch failed: a REST 3.0 batch
             stops at its first failing command and the portal answers only that error. With
             ``isolate_errors=True`` a failed batch gives a partial result: a list holds None

@@ -56,7 +56,7 @@ class Builder:
                 silent = answers.not_run | answers.unknown  # no result of theirs to show
                 left_out = silent if self._as_ajax else {*errors, *silent}
                 data = {
-                    str(key): value
+                    key: value
                     for position, (key, value) in enumerate(zip(commands.keys, values, strict=True))
                     if position not in left_out
                 }

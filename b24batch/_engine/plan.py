@@ -15,8 +15,8 @@ import attrs
 from b24batch._engine.call_options import CallOptions
 from b24batch._engine.execute import prepare
 from b24batch._protocols.base import Prepared, Protocol
-from b24batch.commands import Command, Commands, command_alias
-from b24batch.errors import SdkError, SdkTypeError
+from b24batch.commands import Command, Commands, check_name, command_alias, name_text
+from b24batch.errors import SdkError
 from b24batch.results import Key
 
 __all__ = ["Chunk", "plan"]
@@ -66,13 +66,11 @@ def plan(
     count = 0
     chunks = 0
     for index, (key, row) in enumerate(pairs):
-        if named and (not isinstance(key, str) or not key):
-            raise SdkTypeError(
-                f"calls has the key {key!r}; names of commands must be non-empty strings"
-            )
+        if named:
+            check_name(key)  # what else a name may be is the protocol's rule, in prepare
         where = f"calls[{key!r}]"
         command = Command.from_row(row, where)
-        alias = command_alias(command, str(key) if named else None, where, seen)
+        alias = command_alias(command, name_text(key) if named else None, where, seen)
         name = protocol.reference_name(key, alias, named)
         low = index
         for target, reference in protocol.targets(command, defined, index, where):

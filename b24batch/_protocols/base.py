@@ -354,7 +354,7 @@ def _payload(
             request_id=request_id,
             outcome_unknown=unknown,
         )
-    if payload.get("error"):
+    if _is_error(payload, status):
         error = error_from_payload(payload, status=status, request_id=request_id, redact=redact)
         error.retry_after = _retry_after(headers.get("Retry-After"), headers.get("Date"))
         return payload, error
@@ -367,6 +367,16 @@ def _payload(
             outcome_unknown=unknown,
         )
     return payload, None
+
+
+def _is_error(payload: dict[str, Any], status: int) -> bool:
+    """Whether ``payload`` is an error envelope: a non-empty ``error``, or the classic empty
+    code (``{"error": "", "error_description": "Not found"}``, protocol §7) where there is no
+    ``result`` or the status is not 2xx."""
+    error = payload.get("error")
+    if error:
+        return True
+    return error == "" and ("result" not in payload or not 200 <= status < 300)
 
 
 def error_from_payload(

@@ -16,10 +16,14 @@ from urllib.parse import quote as _quote
 
 from b24batch.errors import SdkError, SdkTypeError
 
-__all__ = ["MAX_DEPTH", "encode_query"]
+__all__ = ["MAX_DEPTH", "MAX_INPUT_VARS", "count_variables", "encode_query"]
 
 MAX_DEPTH: Final = 32
 """The most levels of nesting below ``params``; PHP drops a variable nested past 64."""
+
+MAX_INPUT_VARS: Final = 1000
+"""PHP's default ``max_input_vars``: ``parse_str`` keeps this many variables of a query and
+drops the rest (with only a warning in the portal's own log)."""
 
 _IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BOOL_HINT: Final = (
@@ -85,6 +89,19 @@ def encode_query(params: Mapping[Any, Any] | None, where: str = "params") -> str
         text = _key_text(key, where, seen, top=True)
         _encode_value(value, quote(text, safe=""), _child(where, key), pairs, set(), 0)
     return "&".join(pairs)
+
+
+def count_variables(query: str) -> int:
+    """How many variables ``parse_str`` creates from ``query``, one of ours: one per leaf.
+
+    Every name and value :func:`encode_query` writes is percent-encoded, so each ``&`` in its
+    output separates two variables.
+
+    Example:
+        >>> count_variables(encode_query({"filter": {"@ID": [1, 2, 3]}, "select": ["ID"]}))
+        4
+    """
+    return query.count("&") + 1 if query else 0
 
 
 def _encode_value(

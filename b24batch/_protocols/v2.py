@@ -8,6 +8,7 @@ body (each query by ``phpform.encode_query``), ``decode_response`` turns the ans
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
@@ -23,8 +24,14 @@ from b24batch._protocols.base import (
     decode_payload,
     error_from_payload,
 )
-from b24batch._protocols.phpform import MAX_DEPTH, encode_query, quote
-from b24batch.commands import MAX_COMMANDS, Command, Commands
+from b24batch._protocols.phpform import (
+    MAX_DEPTH,
+    MAX_INPUT_VARS,
+    count_variables,
+    encode_query,
+    quote,
+)
+from b24batch.commands import MAX_COMMANDS, Command, Commands, name_text
 from b24batch.errors import AjaxError, DecodeError, SdkError, SdkTypeError
 from b24batch.redaction import redact as _redact_default
 from b24batch.results import Key, Time
@@ -43,6 +50,7 @@ __all__ = [
     "wire_key",
 ]
 
+_log = logging.getLogger("b24batch")
 _SECTIONS: Final = ("result", "result_error", "result_total", "result_next", "result_time")
 _REFERENCE: Final = re.compile(r"\$(?:result|next|total|time|error)\[([^\]]+)\]")
 
@@ -85,7 +93,9 @@ def check_key(key: object, where: str) -> str:
         )
     if isinstance(key, int):
         if key < 0:
-            raise SdkError(f"{where} has the command key {key}; a position is 0 or more")
+            raise SdkError(
+                f"{where} has the command key {key}; a key that is a number is 0 or more"
+            )
         return int.__repr__(key)
     text = str.__str__(key)
     if not text.strip():
@@ -102,12 +112,16 @@ def check_key(key: object, where: str) -> str:
     return text
 
 
-def encode_batch(entries: Sequence[Entry], *, halt: bool) -> bytes:
+def encode_batch(entries: Sequence[Entry], *, halt: bool, warn: bool = True) -> bytes:
     """Encode ``entries`` as the classic batch form body ``halt=0|1&cmd[KEY]=METHOD?QUERY…``.
 
     The whole ``METHOD?QUERY`` is one form value, so its query is percent-encoded twice. The
     OAuth token is not part of the body built here: the transport appends ``&auth=TOKEN`` as
     it sends, so the token never sits in these frames.
+
+    A command whose query makes more than ``MAX_INPUT_VARS`` form variables is sent, but with
+    ``warn`` one WARNING names it: PHP's ``parse_str`` keeps only the first 1 000, and the
+    portal would answer for params cut short (a filter of fewer ids, say).
 
     Raises:
         SdkError: No entries or more than ``MAX_COMMANDS``; a bad key, repeated key or method;
@@ -147,6 +161,20 @@ def encode_batch(entries: Sequence[Entry], *, halt: bool) -> bytes:
                 f"first '?', so a method has no '?' and no spaces around it"
             )
         query = encode_query(entry.params, f"{row}.params")
+        if warn and len(query) > 2 * MAX_INPUT_VARS:  # each variable takes 2 characters or more
+            count = count_variables(query)
+            if count > MAX_INPUT_VARS:
+                _log.warning(
+                    "%s (%s) has %d form variables; PHP's parse_str on the portal keeps the "
+                    "first %d (max_input_vars) and drops the rest, so the portal would answer "
+                    "for params cut short: split the filter (or list) across commands of at "
+                    "most %d values each",
+                    row,
+                    entry.method,
+                    count,
+                    MAX_INPUT_VARS,
+                    MAX_INPUT_VARS,
+                )
         try:
             value = quote(f"{method}?{query}" if query else method, safe="")
         except UnicodeEncodeError:
@@ -385,7 +413,7 @@ class _Classic(Protocol):
     id_key = "ID"
 
     def reference_name(self, key: Key, alias: str | None, named: bool) -> str | None:
-        return str(wire_key(key, alias, named))  # a list call's key is its global position
+        return name_text(wire_key(key, alias, named))  # a list call's: its global position
 
     def targets(
         self, command: Command, defined: Mapping[str, int], index: int, where: str
@@ -427,6 +455,12 @@ class _Classic(Protocol):
                     f"{where} sets 'parallel', which the classic batch does not have; use "
                     f"halt_on_error to choose whether a failure stops the batch"
                 )
+            if not commands.named and command.as_ is not None and command.as_.isdigit():
+                raise SdkError(
+                    f"{where}: its 'as' {command.as_!r} is a number, which in a list of calls "
+                    f"names the command at that position ($result[{command.as_}]); use a name "
+                    f"with a letter, or pass a dict keyed by the numbers"
+                )
             walk = command.params and not references_checked
             for target in references(command.params) if walk else ():
                 if target not in earlier:
@@ -436,16 +470,13 @@ class _Classic(Protocol):
                         f"Reference a command before it by its key (its name, its 'as', or its "
                         f"position)"
                     )
-            earlier.add(str(sent_as))
-        body = self.encode(commands, keys, halt=halt)
+            earlier.add(name_text(sent_as))
+        body = encode_batch(_entries(commands, keys), halt=halt)  # warns once, here
         return Prepared(protocol=self, commands=commands, wire_keys=keys, halt=halt, body=body)
 
     def encode(self, commands: Commands, wire_keys: Sequence[Key], *, halt: bool) -> bytes:
-        entries = [
-            Entry(sent_as, command.method, command.params, where=f"calls[{key!r}]")
-            for key, sent_as, command in zip(commands.keys, wire_keys, commands.items, strict=True)
-        ]
-        return encode_batch(entries, halt=halt)
+        # A part of a batch already prepared (and warned about) once: no second warning.
+        return encode_batch(_entries(commands, wire_keys), halt=halt, warn=False)
 
     def decode(
         self,
@@ -542,6 +573,13 @@ class _Classic(Protocol):
         params["order"] = {spec.id_key: "DESC" if descending else "ASC"}
         params["start"] = -1  # no count: the documented fast way through a large list
         return spec.method, params
+
+
+def _entries(commands: Commands, wire_keys: Sequence[Key]) -> list[Entry]:
+    return [
+        Entry(sent_as, command.method, command.params, where=f"calls[{key!r}]")
+        for key, sent_as, command in zip(commands.keys, wire_keys, commands.items, strict=True)
+    ]
 
 
 def _tighter(pick: Callable[[int, int], int], ours: int | None, theirs: int | None) -> int | None:

@@ -31,6 +31,7 @@ from b24batch.results import Key, Time
 __all__ = [
     "V3",
     "Envelope",
+    "check_names",
     "check_references",
     "decode_response",
     "encode_batch",
@@ -266,6 +267,41 @@ def reference_target(
     return target
 
 
+def check_names(commands: Commands) -> None:
+    """REST 3.0's naming rule: a name is a non-empty str, and an alias (a row's ``as``, else
+    its name) has a letter and no dot, since references read ``alias.item.id`` and a number
+    there means a position.
+
+    Raises:
+        SdkTypeError: A dict of calls names a command by an int.
+        SdkError: An alias with a dot, or one that is a number; the message names the row.
+    """
+    if commands.named:
+        for key in commands.keys:
+            if not isinstance(key, str):
+                raise SdkTypeError(
+                    f"calls has the key {key!r}; names of REST 3.0 commands must be non-empty "
+                    f"strings"
+                )
+    for key, command, alias in zip(commands.keys, commands.items, commands.aliases, strict=True):
+        if alias is None:
+            continue
+        from_name = command.as_ is None
+        origin = "its name, sent as 'as'," if from_name else "its 'as'"
+        fix = " (or give the row its own 'as')" if from_name else ""
+        where = f"calls[{key!r}]"
+        if "." in alias:
+            raise SdkError(
+                f"{where}: {origin} {alias!r} contains '.'; references read 'alias.item.id', "
+                f"so an alias cannot contain a dot{fix}"
+            )
+        if alias.isdigit():
+            raise SdkError(
+                f"{where}: {origin} {alias!r} is a number; numbers already name commands by "
+                f"position in references ('0.item.id'), so use a name with a letter{fix}"
+            )
+
+
 class _RestV3(Protocol):
     """REST 3.0: a JSON array to ``/rest/api/…/batch``; one error for the whole batch."""
 
@@ -295,6 +331,8 @@ class _RestV3(Protocol):
     def prepare(
         self, commands: Commands, *, halt: bool, references_checked: bool = False
     ) -> Prepared:
+        if commands.named or any(alias is not None for alias in commands.aliases):
+            check_names(commands)
         body = encode_batch(commands, halt_on_error=halt)
         if not references_checked and b'"$ref' in body:  # a C-speed scan skips the walk
             check_references(commands)

@@ -61,7 +61,7 @@ _NUMERIC: Final = re.compile(r"ID|.*_ID|OPPORTUNITY|PROBABILITY")
 _DATES: Final = frozenset({"DATE_CREATE", "DATE_MODIFY", "BEGINDATE", "CLOSEDATE", "BIRTHDATE"})
 _PREFIXES: Final = (">=", "<=", "!=", "!%", "=", "!", ">", "<", "%")
 _NOT_FOUND: Final = "Not found"
-_BAD_ID: Final = "ID is not defined or invalid"
+_BAD_ID: Final = "ID is not defined or invalid."  # with its period, as real answers
 
 
 @attrs.frozen

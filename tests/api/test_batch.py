@@ -18,6 +18,7 @@ from b24batch import (
     AuthError,
     B24Error,
     B24Hook,
+    BatchByChunkV3,
     BatchV3,
     Command,
     DecodeError,
@@ -256,6 +257,27 @@ def test_misuse_fails_before_any_request(
     """Every validation error is raised before anything reaches the portal."""
     with pytest.raises(error):
         BatchV3(client).make(calls, **options)
+    assert portal.requests == []
+
+
+@pytest.mark.parametrize(
+    ("calls", "error", "message"),
+    [
+        pytest.param({"0": ("a.get",)}, SdkError, "sent as 'as', '0' is a number", id="0"),
+        pytest.param({"a.b c": ("a.get",)}, SdkError, "'a.b c' contains '.'", id="dot"),
+        pytest.param({35943: ("a.get",)}, SdkTypeError, "calls has the key 35943", id="int"),
+        pytest.param([{"method": "a.get", "as": "7"}], SdkError, "'7' is a number", id="as-7"),
+    ],
+)
+def test_rest3_naming_rules_still_hold(
+    portal: FakePortal, client: B24Hook, calls: Any, error: type[Exception], message: str
+) -> None:
+    """REST 3.0 keeps its own rule: names are non-empty strings, not numbers, without dots."""
+    with pytest.raises(error, match=re.escape(message)) as info:
+        BatchV3(client).make(calls)
+    assert type(info.value) is error
+    with pytest.raises(error, match=re.escape(message)):
+        BatchByChunkV3(client).make(calls)
     assert portal.requests == []
 
 

@@ -15,8 +15,10 @@ from b24batch import (
     AuthError,
     B24Hook,
     B24OAuth,
+    BatchByChunkV2,
     BatchV2,
     Command,
+    ErrorKind,
     RetryPolicy,
     SdkError,
     SdkTypeError,
@@ -220,6 +222,16 @@ def test_typed_results(portal: FakePortal, client: B24Hook) -> None:
         pytest.param(
             [("crm.deal.get",)] * 51, {}, SdkError, "one classic batch takes at most 50", id="51"
         ),
+        pytest.param(
+            [("user.current",), {"method": "crm.deal.get", "as": "12"}],
+            {},
+            SdkError,
+            "calls[1]: its 'as' '12' is a number, which in a list of calls names the command at "
+            "that position ($result[12])",
+            id="as-number-in-a-list",
+        ),
+        pytest.param({-1: ("crm.deal.get",)}, {}, SdkError, "is 0 or more", id="negative-int"),
+        pytest.param({True: ("crm.deal.get",)}, {}, SdkTypeError, "key True", id="bool-name"),
     ],
 )
 def test_misuse_fails_before_any_request(
@@ -346,3 +358,170 @@ def test_actions_path_mirrors_js_sdk(portal: FakePortal, client: B24Hook) -> Non
     result = client.actions.v2.batch.make([("user.current",)])
     assert result.data[0]["ID"] == "1"
     assert client.actions.v2.batch_by_chunk.make([("user.current",)]).data[0]["ID"] == "1"
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands named by number (record ids), and names REST 3.0 would refuse
+
+
+def test_commands_keyed_by_record_id_are_sent_and_answered_under_it(
+    portal: FakePortal, client: B24Hook
+) -> None:
+    """int and numeric-str names go as cmd[ID]; data is keyed as the caller passed them."""
+    first = portal.add_deal(TITLE="First")
+    second = portal.add_deal(TITLE="Second")
+    result = BatchV2(client).make(
+        {
+            35943: ("crm.deal.get", {"id": first}),
+            "35944": ("crm.deal.get", {"id": second}),
+            "copy": ("crm.deal.get", {"id": "$result[35943][ID]"}),
+        }
+    )
+    assert result.is_success
+    assert result.data[35943]["TITLE"] == "First"
+    assert result.data["35944"]["TITLE"] == "Second"
+    assert result.data["copy"]["TITLE"] == "First"
+    assert list(result.data) == [35943, "35944", "copy"]
+    assert result.keys == (35943, "35944", "copy")
+    assert sorted(key for key in form(portal) if key.startswith("cmd")) == [
+        "cmd[35943]",
+        "cmd[35944]",
+        "cmd[copy]",
+    ]
+
+
+def test_numeric_names_key_errors_and_skipped_commands_as_passed(
+    portal: FakePortal, client: B24Hook
+) -> None:
+    """An int-named command's error and a skipped one keep the int key the caller used."""
+    deal = portal.add_deal(TITLE="Here")
+    result = BatchV2(client).make(
+        {deal: ("crm.deal.get", {"id": deal}), 999: ("crm.deal.get", {"id": 999}), 7: ("x.y",)}
+    )
+    assert list(result.data) == [deal]
+    assert result.data[deal]["TITLE"] == "Here"
+    (error,) = result.errors
+    assert (error.key, error.message) == (999, "Not found")
+    assert result.errors_by_key == {999: error}
+    assert result.not_executed == (7,)
+
+
+def test_positions_as_names_are_answered_as_php_lists_and_objects(
+    portal: FakePortal, client: B24Hook
+) -> None:
+    """Names 0 and 1: PHP answers result as a list and result_error as an object; both read."""
+    deal = portal.add_deal(TITLE="Zero")
+    result = BatchV2(client).make(
+        {0: ("crm.deal.get", {"id": deal}), 1: ("crm.deal.get", {"id": 999})},
+        halt_on_error=False,
+    )
+    assert list(result.data) == [0]
+    assert result.data[0]["TITLE"] == "Zero"
+    assert [(error.key, error.message) for error in result.errors] == [(1, "Not found")]
+
+
+def test_names_rest3_refuses_are_classic_names(portal: FakePortal, client: B24Hook) -> None:
+    """'a.b c' and '007' are fine classic keys: sent as they are, referenced, keyed back."""
+    deal = portal.add_deal(TITLE="Kept")
+    result = BatchV2(client).make(
+        {
+            "a.b c": ("crm.deal.get", {"id": deal}),
+            "007": ("crm.deal.get", {"id": "$result[a.b c][ID]"}),
+        }
+    )
+    assert result.data["a.b c"]["TITLE"] == "Kept"
+    assert result.data["007"]["ID"] == str(deal)
+    assert sorted(key for key in form(portal) if key.startswith("cmd")) == [
+        "cmd[007]",
+        "cmd[a.b c]",
+    ]
+
+
+def test_two_names_alike_on_the_wire_are_refused_naming_both(
+    portal: FakePortal, client: B24Hook
+) -> None:
+    """1 and '1' would both be cmd[1]: refused before anything is sent, naming both."""
+    with pytest.raises(SdkError) as info:
+        BatchV2(client).make({1: ("crm.deal.get", {"id": 1}), "1": ("crm.deal.get", {"id": 2})})
+    assert "calls['1']" in str(info.value)
+    assert "calls[1]" in str(info.value)
+    assert portal.requests == []
+
+
+def test_numeric_names_in_ajax_results(portal: FakePortal, client: B24Hook) -> None:
+    """return_ajax_result=True keys each AjaxResult by the int name, and the result knows it."""
+    deal = portal.add_deal(TITLE="A")
+    result = BatchV2(client).make({deal: ("crm.deal.get", {"id": deal})}, return_ajax_result=True)
+    assert result.data[deal].key == deal
+    assert result.data[deal].result["TITLE"] == "A"
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors with an empty code
+
+
+def test_an_empty_code_inside_the_batch_is_the_callers_input(
+    portal: FakePortal, client: B24Hook
+) -> None:
+    """{"error": "", "error_description": "ID is not defined or invalid."}: kind INPUT."""
+    result = BatchV2(client).make({"bad": ("crm.deal.get", {"id": "abc"})})
+    (error,) = result.errors
+    assert (error.key, error.code, error.message) == ("bad", "", "ID is not defined or invalid.")
+    assert error.kind is ErrorKind.INPUT
+
+
+def test_an_empty_code_not_found_inside_the_batch_is_not_found(
+    portal: FakePortal, client: B24Hook
+) -> None:
+    """A command answered {"error": "", "error_description": "Not found"} is NOT_FOUND."""
+    result = BatchV2(client).make({"gone": ("crm.deal.get", {"id": 999})})
+    assert [(error.key, error.kind) for error in result.errors] == [("gone", ErrorKind.NOT_FOUND)]
+
+
+def test_a_whole_request_400_with_an_empty_code_is_returned_not_found(
+    portal: FakePortal, client: B24Hook
+) -> None:
+    """HTTP 400 {"error": "", "error_description": "Not found"}: a returned NOT_FOUND error."""
+    portal.inject(Fault.response(400, {"error": "", "error_description": "Not found"}))
+    result = BatchV2(client).make({"x": ("crm.deal.get", {"id": 1})})
+    assert not result.is_success
+    assert (result.status, result.data) == (400, {})
+    (error,) = result.errors
+    assert (error.code, error.message, error.status) == ("", "Not found", 400)
+    assert error.kind is ErrorKind.NOT_FOUND
+    assert len(portal.requests) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# More than max_input_vars form variables in one command
+
+
+def test_a_command_past_1000_form_variables_logs_one_warning(
+    portal: FakePortal, client: B24Hook, caplog: pytest.LogCaptureFixture
+) -> None:
+    """1001 ids in one filter: sent, with one WARNING naming the command, count and the fix."""
+    big = {"filter": {"@ID": list(range(1001))}, "select": ["ID"]}
+    fits = {"filter": {"@ID": list(range(999))}, "select": ["ID"]}
+    with caplog.at_level(logging.WARNING, logger="b24batch"):
+        result = BatchV2(client).make(
+            {"big": ("crm.deal.list", big), "fits": ("crm.deal.list", fits)}
+        )
+    assert result.is_success
+    warnings = [r for r in caplog.records if r.name == "b24batch" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    message = warnings[0].getMessage()
+    assert message.startswith("calls['big'] (crm.deal.list) has 1002 form variables;")
+    assert "keeps the first 1000 (max_input_vars)" in message
+    assert "split the filter (or list) across commands" in message
+    assert len(portal.requests) == 1
+
+
+def test_chunks_warn_once_per_command_past_1000_form_variables(
+    portal: FakePortal, client: B24Hook, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In a chunked call each oversized command is named once, by its global key."""
+    calls = [("crm.deal.list", {"filter": {"@ID": list(range(n))}}) for n in (5, 1200, 3, 1500)]
+    with caplog.at_level(logging.WARNING, logger="b24batch"):
+        BatchByChunkV2(client).make(calls, chunk_size=2)
+    named = [r.getMessage().split(" has ")[0] for r in caplog.records if r.name == "b24batch"]
+    assert named == ["calls[1] (crm.deal.list)", "calls[3] (crm.deal.list)"]

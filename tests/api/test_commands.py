@@ -11,8 +11,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from b24batch import Command, SdkError, SdkTypeError
-from b24batch._protocols.v3 import check_references
+from b24batch._protocols.v3 import V3, check_references
 from b24batch.commands import MAX_COMMANDS, Commands, normalize, ref, ref_array
+
+
+def as_rest3(calls: object) -> Commands:
+    """``calls`` normalised and prepared for REST 3.0, whose naming rule is checked there."""
+    commands = normalize(calls)
+    V3.prepare(commands, halt=True)
+    return commands
 
 
 def test_tuple_rows_keep_order_and_positions() -> None:
@@ -144,6 +151,8 @@ def test_more_than_fifty_stops_reading_a_generator() -> None:
             id="name-collides-with-as",
         ),
         pytest.param({1: ("a.get",)}, SdkTypeError, "key 1", id="name-int"),
+        pytest.param({1.5: ("a.get",)}, SdkTypeError, "key 1.5", id="name-float"),
+        pytest.param({True: ("a.get",)}, SdkTypeError, "key True", id="name-bool"),
         pytest.param({"": ("a.get",)}, SdkTypeError, "non-empty strings", id="name-empty"),
         pytest.param({"a.b": ("a.get",)}, SdkError, "own 'as'", id="name-dot"),
         pytest.param(
@@ -159,7 +168,7 @@ def test_bad_calls_are_refused_with_the_row_named(
 ) -> None:
     """Each kind of bad input raises the right error, naming the row and the fix."""
     with pytest.raises(error, match=re.escape(fragment)) as info:
-        normalize(calls)
+        as_rest3(calls)
     assert type(info.value) is error  # not just any subclass
     assert isinstance(info.value, ValueError)
     if error is SdkTypeError:
@@ -308,7 +317,7 @@ _OWN_AS = " (or give the row its own 'as')"
 def test_refusals_name_the_row_and_the_whole_fix(calls: object, message: str) -> None:
     """The whole message of each refusal: the row, what is wrong, and what to do instead."""
     with pytest.raises((SdkError, SdkTypeError)) as info:
-        normalize(calls)
+        as_rest3(calls)
     assert str(info.value) == message
 
 

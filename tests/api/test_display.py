@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from html import unescape
 from typing import Any
@@ -9,9 +10,9 @@ from typing import Any
 import attrs
 import pytest
 
-from b24batch import AjaxResult, B24Hook, BatchByChunkV3, BatchV3
+from b24batch import AjaxResult, B24Hook, BatchByChunkV3, BatchResult, BatchV2, BatchV3
 from b24batch.display import PREVIEW_CHARS, ROWS_SHOWN, preview
-from b24batch.testing import FakePortal
+from b24batch.testing import FakePortal, Fault
 from tests.conftest import SECRET
 
 
@@ -221,3 +222,59 @@ def test_classic_failures_and_skipped_commands_show_per_command(
     records = result.to_records()
     assert [record["ok"] for record in records] == [True, False, False]
     assert records[2]["error"] == "not executed"
+
+
+def _nested_json(depth: int) -> str:
+    """JSON text nested ``depth`` levels deep, built without recursion: [{"x": [{"x": …}]}]."""
+    opens = "".join('{"x": ' if level % 2 else "[" for level in reversed(range(depth)))
+    closes = "".join("}" if level % 2 else "]" for level in range(depth))
+    return f'{opens}"bottom"{closes}'
+
+
+@pytest.mark.parametrize("depth", [600, 900])
+def test_deeply_nested_results_display_bounded(
+    portal: FakePortal, client: B24Hook, depth: int
+) -> None:
+    """A result nested 600 or 900 deep (valid JSON the batch returns) shows, cut with '…'."""
+    answer = (
+        f'{{"result": {{"result": {{"deep": {_nested_json(depth)}}}, "result_error": [], '
+        f'"result_total": [], "result_next": [], "result_time": []}}, "time": {{}}}}'
+    )
+    portal.inject(Fault.response(200, answer, {"Content-Type": "application/json"}))
+    result = BatchV2(client).make({"deep": ("test.deep",)}, return_ajax_result=True)
+    ajax = result.data["deep"]
+    level, depth_seen = ajax.result, 0
+    while not isinstance(level, str):
+        level, depth_seen = level[0] if isinstance(level, list) else level["x"], depth_seen + 1
+    assert (level, depth_seen) == ("bottom", depth)
+    shown = repr(ajax)
+    assert shown.startswith('<AjaxResult \'deep\' test.deep ok: {"x": [{"x": [')
+    assert "…" in shown
+    assert len(shown) < 200
+    assert "…" in unescape(_cells(ajax._repr_html_())[3])
+    assert _cells(result._repr_html_())[:3] == ["deep", "test.deep", "ok"]
+    assert "…" in unescape(_cells(result._repr_html_())[3])
+    assert repr(result).startswith("<BatchResult ok: 1 command, HTTP 200")
+    (record,) = result.to_records()
+    assert (sorted(record), record["ok"]) == (["key", "method", "ok", "x"], True)
+
+
+def test_records_of_a_deep_mapping_flatten_33_levels_then_keep_it_whole() -> None:
+    """to_records() of dicts nested 900 deep: dotted columns 33 levels down, the rest whole."""
+    deep: Any = {"leaf": 1}
+    for _ in range(900):
+        deep = {"a": deep}
+    result = BatchResult(data=[deep], request_id="r", status=200, keys=(0,), methods=("m",))
+    (record,) = result.to_records()
+    (column,) = (name for name in record if name.startswith("a."))
+    assert column == ".".join(["a"] * 33)
+    assert isinstance(record[column], dict)
+
+
+def test_a_deep_preview_shows_its_top_levels() -> None:
+    """preview() of a value nested past its depth bound keeps its top 100 levels, then '…'."""
+    text = preview(json.loads(_nested_json(900)), limit=10_000)
+    assert text.startswith('{"x": [{"x": [')
+    assert text.count("[") + text.count("{") == 100  # looks 100 levels deep, no further
+    assert '["…"]' in text
+    assert len(text) < 1_000

@@ -119,6 +119,27 @@ def test_classic_empty_code_reads_not_found_from_the_message() -> None:
 
 
 @pytest.mark.parametrize(
+    ("status", "message", "kind"),
+    [
+        pytest.param(200, "ID is not defined or invalid.", ErrorKind.INPUT, id="bad-id-in-batch"),
+        pytest.param(400, "ID is not defined or invalid.", ErrorKind.INPUT, id="bad-id-alone"),
+        pytest.param(200, "Not found", ErrorKind.NOT_FOUND, id="not-found-in-batch"),
+        pytest.param(400, "Not found", ErrorKind.NOT_FOUND, id="not-found-whole-request"),
+        pytest.param(200, "Access denied.", ErrorKind.ACCESS, id="access-denied"),
+        pytest.param(200, "The parameter 'fields' must be array.", ErrorKind.INPUT, id="fields"),
+        pytest.param(200, "Something new.", ErrorKind.INPUT, id="unknown-in-batch"),
+        pytest.param(403, "Something new.", ErrorKind.ACCESS, id="unknown-403"),
+        pytest.param(500, "Something new.", ErrorKind.PORTAL, id="unknown-500"),
+    ],
+)
+def test_an_empty_code_is_read_by_its_message_then_status(
+    status: int, message: str, kind: ErrorKind
+) -> None:
+    """The empty code: known messages first; unknown ones by status (a command's 200 as 400)."""
+    assert kind_of_code("", status, message) is kind
+
+
+@pytest.mark.parametrize(
     ("error", "kind"),
     [
         pytest.param(SdkError("bad"), ErrorKind.MISUSE, id="sdk"),

@@ -63,7 +63,11 @@ def classic_types(b24: B24Hook) -> None:
     named = {f"d{i}": row for i, row in enumerate(rows)}
     assert_type(BatchV2(b24).make(rows[:50], result_type=Item), BatchResult[list[Item]])
     assert_type(BatchV2(b24).make({"a": rows[0]}, result_type=Item), BatchResult[dict[str, Item]])
+    by_id = {35943 + i: row for i, row in enumerate(rows)}
+    assert_type(BatchV2(b24).make({7: rows[0]}, result_type=Item), BatchResult[dict[int, Item]])
     chunked = BatchByChunkV2(b24)
+    assert_type(chunked.make(by_id, result_type=Item), ChunkedResult[dict[int, Item]])
+    assert_type(chunked.iter(by_id, result_type=Item), Iterator[BatchResult[dict[int, Item]]])
     assert_type(chunked.make(rows, result_type=Item), ChunkedResult[list[Item]])
     assert_type(chunked.make(named, result_type=Item), ChunkedResult[dict[str, Item]])
     assert_type(chunked.make(rows), ChunkedResult[Any])

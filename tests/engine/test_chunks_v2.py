@@ -199,3 +199,19 @@ def test_max_in_flight_is_checked(portal: FakePortal, client: B24Hook, how: str)
         call(adds(2), max_in_flight=17)
     assert str(info.value) == "max_in_flight=17: pass 1 to 16 (1 sends one batch at a time)"
     assert portal.requests == []
+
+
+def test_commands_keyed_by_record_id_in_chunks(portal: FakePortal, client: B24Hook) -> None:
+    """Calls keyed by deal id (int) go in chunks as cmd[ID]; data, errors keep the int keys."""
+    ids = [portal.add_deal(TITLE=f"D{n}") for n in range(5)]
+    calls: dict[Any, Any] = {deal: ("crm.deal.get", {"id": deal}) for deal in ids[:4]}
+    calls[999] = ("crm.deal.get", {"id": 999})
+    calls[ids[4]] = ("crm.deal.get", {"id": ids[4]})
+    calls["1000"] = ("crm.deal.get", {"id": f"$result[{ids[4]}][ID]"})
+    result = BatchByChunkV2(client).make(calls, chunk_size=2, halt_on_error=False)
+    assert list(result.data) == [*ids, "1000"]
+    assert [result.data[deal]["TITLE"] for deal in ids] == [f"D{n}" for n in range(5)]
+    assert result.data["1000"]["ID"] == str(ids[4])
+    assert [(error.keys, error.error.key) for error in result.errors] == [((999,), 999)]
+    sent = sorted((key for r in portal.requests for key in cmd_keys(r.raw)), key=int)
+    assert sent == [*map(str, ids), "999", "1000"]

@@ -175,6 +175,25 @@ def test_no_halt_runs_every_command(portal: FakePortal) -> None:
     assert list(portal.deals) == [1, 2]
 
 
+def test_record_id_keys_answer_lists_and_objects_in_one_answer(portal: FakePortal) -> None:
+    """Keys 0, 1 give a JSON list; 35943, '007' and a gap give objects, as PHP's json_encode."""
+    result = post(portal, {0: "crm.deal.add?fields[TITLE]=a", 1: "crm.deal.add?fields[TITLE]=b"})
+    assert result["result"] == [1, 2]
+    result = post(
+        portal,
+        {
+            0: "crm.deal.get?id=1",
+            1: "crm.deal.get?id=99",
+            35943: "crm.deal.get?id=$result[0][ID]",
+            "007": "crm.deal.get?id=$result[35943][ID]",
+        },
+    )
+    assert isinstance(result["result"], dict)
+    assert list(result["result"]) == ["0", "35943", "007"]
+    assert result["result"]["007"]["ID"] == "1"
+    assert result["result_error"] == {"1": {"error": "", "error_description": "Not found"}}
+
+
 def test_empty_sections_are_empty_lists(portal: FakePortal) -> None:
     """PHP's json_encode writes an empty section as []."""
     result = post(portal, ["user.current"])

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from b24batch._protocols.phpform import MAX_INPUT_VARS, count_variables
 from b24batch._protocols.v2 import (
     MAX_DEPTH,
     Entry,
@@ -22,7 +23,7 @@ from b24batch._protocols.v2 import (
 )
 from b24batch.errors import AuthError, DecodeError, RateLimitError, SdkError, SdkTypeError
 from b24batch.testing.phpform import php_key
-from tests.support.php import php_parse
+from tests.support.php import leaves, php_parse
 
 # ---------------------------------------------------------------------------------------------
 # encode_query: tables
@@ -380,3 +381,29 @@ def test_decoder_refuses_malformed(content: bytes, fragment: str) -> None:
     with pytest.raises(DecodeError) as caught:
         decode_response(200, content, keys=[0], request_id=None)
     assert fragment in str(caught.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# max_input_vars: how many variables parse_str makes of a command's query
+
+
+_SHAPES = [
+    pytest.param({"id": 7}, id="one"),
+    pytest.param({"filter": {"@ID": list(range(999))}, "select": ["ID"]}, id="1000"),
+    pytest.param({"filter": {"@ID": list(range(1001))}}, id="1001"),
+    pytest.param({"filter": {"@ID": list(range(600)), ">ID": 5}, "select": ["ID"] * 400}, id="mix"),
+    pytest.param(
+        {"fields": {f"UF_{n}": {"a": [None, "x & y", 1.5]} for n in range(340)}}, id="nested"
+    ),
+    pytest.param({"x": {"y": {"z": ""}}, "n": None}, id="empty-values"),
+]
+
+
+@pytest.mark.parametrize("params", _SHAPES)
+def test_variables_are_counted_as_php_counts_them(params: dict[str, Any]) -> None:
+    """One variable per leaf; PHP's default max_input_vars keeps exactly min(count, 1000)."""
+    query = encode_query(params).encode("ascii")
+    count = count_variables(query.decode("ascii"))
+    everything, default = php_parse([query]), php_parse([query], max_input_vars=MAX_INPUT_VARS)
+    assert leaves(everything[0]) == count
+    assert leaves(default[0]) == min(count, MAX_INPUT_VARS)

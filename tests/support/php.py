@@ -45,10 +45,19 @@ def php_binary() -> str:
     return found
 
 
-def php_parse(queries: Sequence[bytes]) -> list[Any]:
-    """PHP's ``parse_str`` of each query, canonical, from one ``php -r`` run."""
+def php_parse(queries: Sequence[bytes], *, max_input_vars: int = 1_000_000) -> list[Any]:
+    """PHP's ``parse_str`` of each query, canonical, from one ``php -r`` run (``max_input_vars``
+    as given: by default high enough to keep every variable; PHP's own default is 1000)."""
     completed = subprocess.run(
-        [php_binary(), "-d", "max_input_vars=1000000", "-d", "error_reporting=0", "-r", _SCRIPT],
+        [
+            php_binary(),
+            "-d",
+            f"max_input_vars={max_input_vars}",
+            "-d",
+            "error_reporting=0",
+            "-r",
+            _SCRIPT,
+        ],
         input=json.dumps([query.hex() for query in queries]).encode("ascii"),
         capture_output=True,
         timeout=60,
@@ -68,3 +77,8 @@ def canon(array: PhpArray) -> list[Any]:
         ]
         for key, value in array.items()
     ]
+
+
+def leaves(array: list[Any]) -> int:
+    """How many leaf values a canonical PHP array holds (each one form variable)."""
+    return sum(leaves(value) if isinstance(value, list) else 1 for _, value in array)
