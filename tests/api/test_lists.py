@@ -7,6 +7,8 @@ from typing import Any
 
 import attrs
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from b24batch import (
     AjaxError,
@@ -173,6 +175,51 @@ def test_short_or_uneven_pages_lose_nothing(
         B24Hook.from_webhook_url(portal.webhook_url, retry=None, rate_limit=None) as b24,
     ):
         ids = _seed(portal, lister, count, seed=count)
+        assert _walked(lister, b24) == ids
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lister=st.sampled_from([CallListV3, CallListV2, FetchListV3, FetchListV2]),
+    dense=st.integers(0, 150),
+    sparse=st.integers(0, 150),
+    seed=st.integers(0, 1_000),
+    sizes=st.lists(st.integers(1, 80), min_size=1, max_size=12),
+    clamp=st.none() | st.tuples(st.integers(1, 4), st.integers(1, 50)),
+)
+def test_pages_of_any_size_give_every_item_once_in_order(
+    lister: Any,
+    dense: int,
+    sparse: int,
+    seed: int,
+    sizes: list[int],
+    clamp: tuple[int, int] | None,
+) -> None:
+    """Whatever each page holds — short at random, larger than asked, clamped from some batch
+    on — every item comes back exactly once, in id order, on both routes and both faces."""
+
+    def size_of(batch: int, command: int) -> int:
+        size = sizes[command % len(sizes)]
+        if clamp is not None and batch >= clamp[0]:
+            size = min(size, clamp[1])
+        return size
+
+    with (
+        _portal_whose_pages_vary(size_of) as portal,
+        B24Hook.from_webhook_url(portal.webhook_url, retry=None, rate_limit=None) as b24,
+    ):
+        tasks = lister in (CallListV3, FetchListV3)
+        add = portal.add_tasks if tasks else portal.add_deals
+        add(dense)
+        add(sparse, sparse=True, seed=seed)
+        ids = sorted(portal.tasks if tasks else portal.deals)
+        limit = 50 * (len(ids) + 10)  # a walk that stopped advancing fails here, never hangs
+
+        def bounded(method: str) -> None:
+            if portal.executed_commands > limit:
+                raise FakePortal.CommandError("walk does not end", code="TOO_LONG")
+
+        portal.before_command(bounded)
         assert _walked(lister, b24) == ids
 
 
