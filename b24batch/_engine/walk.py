@@ -207,7 +207,8 @@ class Walk:
                     density = max(seen, 1) / covered if covered else segment.density
                     merged.append(_Open(position, segment.high, density))
                     break
-                ids, page = sent[1].ids, sent[1]
+                page = sent[1]
+                ids = page.ids
                 own = [n for n, item_id in enumerate(ids) if item_id < end]
                 merged.append(_Done([page.items[n] for n in own], ids[0] if own else None))
                 seen += len(own)
