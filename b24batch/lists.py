@@ -60,9 +60,11 @@ class _CallList(_Lister):
         """Every item of the list ``method`` matching ``params``' filter, in id order.
 
         The list is walked by id: a first batch reads a page from each end; the ids between
-        are cut into up to 50 disjoint ranges, one list command each, in one batch; only the
-        ranges that came back full are read (and cut) again. Each item that exists for the
-        whole call comes back exactly once; one added or deleted meanwhile at most once.
+        are cut into up to 50 disjoint ranges, one list command each, in one batch. A range is
+        finished only when a page for it reaches past its end or comes back empty, never
+        because a page looked short; the rest of a range is read (and cut) again. Each item
+        that exists for the whole call comes back exactly once; one added or deleted meanwhile
+        at most once.
 
         Args:
             method: The list method, e.g. ``"tasks.task.list"``, ``"crm.deal.list"``.
@@ -82,7 +84,8 @@ class _CallList(_Lister):
         Raises:
             SdkError: Bad params or options, before anything is sent.
             DecodeError: The portal's pages break the walk (ids out of their range or order:
-                the cursor would not advance), or an item does not fit ``result_type``.
+                the cursor would not advance; one end page empty and the other not), or an
+                item does not fit ``result_type``.
             B24Error: What a batch raised; ``error.partial.data`` holds every item fetched
                 until then, in id order.
         """

@@ -2,9 +2,11 @@
 
 Pure planning and merging over ids, no I/O: the first batch reads a page from each end of the
 list (ascending and descending); the ids between are split into disjoint ranges, one list
-command each, and only the ranges that came back full are walked (and split) again. Checks that
-every page stays inside its range and in id order, so a cursor that does not advance is an
-error, never a loop.
+command each, and a range is read again from its last id until the portal says it is finished:
+a page reaches past its end, or comes back empty. A page's length proves nothing (permission
+filtering, a method's clamp or configuration shorten pages a client cannot see), so it only
+sizes the ranges. Checks that every page stays inside its bounds and in id order, so a cursor
+that does not advance is an error, never a loop.
 """
 
 from __future__ import annotations
@@ -31,11 +33,21 @@ safety margin against a wrong estimate, without a command per item."""
 
 @attrs.frozen
 class Query:
-    """One list command: ids in ``[low, high)`` (None: open), ascending unless ``descending``."""
+    """One list command: ids in ``[low, high)`` (None: open), ascending unless ``descending``.
+
+    It answers for the ids in ``[low, end)`` (``end`` None: up to ``high``); ``high`` may reach
+    past ``end``, so that a page which goes beyond ``end`` proves the range read to its end.
+    """
 
     low: int | None = None
     high: int | None = None
     descending: bool = False
+    end: int | None = None
+
+    @property
+    def until(self) -> int | None:
+        """The end of the ids this command answers for."""
+        return self.high if self.end is None else self.end
 
 
 @attrs.frozen
@@ -49,13 +61,14 @@ class Page:
 @attrs.define
 class _Done:
     items: Sequence[Any]
+    first: int | None = None  # the id of the first item: a known item a query may reach
 
 
 @attrs.define
 class _Open:
     low: int
     high: int
-    density: float  # items per id, estimated from the page that came back full
+    density: float  # items per id, estimated from what was read around the segment
 
 
 class Walk:
@@ -65,8 +78,9 @@ class Walk:
     returns the pages that are complete in id order (everything below the first open range).
 
     Args:
-        page_limit: The page size asked for; pages are judged full against the largest page
-            actually seen (the portal clamps silently), which never exceeds it.
+        page_limit: The page size asked for. Pages may be shorter or longer, and no page's
+            length ends a range: only an empty page, or one that reaches past the range's end,
+            does. The lengths seen only size the next ranges.
         hold: When set, the most items the walk may hold between batches plus what the next
             batch can bring: fewer commands are sent while finished ranges wait above an open
             one, so a lazy export's memory stays within one batch of pages.
@@ -77,7 +91,8 @@ class Walk:
         self._page_limit = page_limit
         self._hold = hold
         self._where = where
-        self._seen = 0  # the largest page seen: what a full page holds, as far as we know
+        self._page = page_limit  # the portal's page as the last batch showed it: sizes ranges
+        self._largest = 0  # the longest page seen: what one command may bring, for ``hold``
         self._segments: list[_Done | _Open] | None = None
         self.batches = 0
 
@@ -98,24 +113,32 @@ class Walk:
         """The commands of the next batch: the two end pages first, then open ranges."""
         if self._segments is None:
             return [Query(), Query(descending=True)]
-        opened = [s for s in self._segments if isinstance(s, _Open)]
-        return _cut(opened, self._slots(len(opened)), max(self._seen, 1))
+        opened = [
+            (segment, self._reach(position))
+            for position, segment in enumerate(self._segments)
+            if isinstance(segment, _Open)
+        ]
+        return _cut(opened, self._slots(len(opened)), max(self._page, 1))
 
     def take(self, queries: Sequence[Query], pages: Sequence[Page]) -> list[Sequence[Any]]:
         """Merge a batch's pages; return the pages now complete in id order (none empty).
 
         Raises:
-            DecodeError: A page has an id outside its range or out of order: the portal
-                ignored the id filter or the order, and the walk would not advance.
+            DecodeError: A page has an id outside its range or out of order (the portal
+                ignored the id filter or the order, and the walk would not advance), or the
+                two end pages contradict each other (one empty, the other not).
         """
         self.batches += 1
         for query, page in zip(queries, pages, strict=True):
             self._check(query, page)
-        self._seen = max([self._seen, *(len(page.ids) for page in pages)])
+        lengths = [len(page.ids) for page in pages if page.ids]
+        if lengths:
+            self._page = max(lengths)
+            self._largest = max(self._largest, self._page)
         if self._segments is None:
             self._segments = self._ends(pages[0], pages[1])
         else:
-            self._segments = self._merged(queries, pages)
+            self._segments = _joined(self._merged(queries, pages))
         ready: list[Sequence[Any]] = []
         while self._segments and isinstance(self._segments[0], _Done):
             done = self._segments.pop(0)
@@ -124,30 +147,46 @@ class Walk:
                 ready.append(done.items)
         return ready
 
-    def _full(self, page: Page) -> bool:
-        return bool(page.ids) and len(page.ids) >= self._seen
+    def _reach(self, position: int) -> int | None:
+        """How far a query for the open segment at ``position`` may read: just past the first
+        known item above it, so that a page reaching that item finishes the segment."""
+        assert self._segments is not None
+        for segment in self._segments[position + 1 :]:
+            if isinstance(segment, _Open):
+                return segment.low
+            if segment.first is not None:
+                return segment.first + 1
+        return None
 
     def _ends(self, first: Page, last: Page) -> list[_Done | _Open]:
         """Segments after the two end pages: the walk may already be complete."""
+        if not first.ids or not last.ids:
+            if first.ids or last.ids:
+                empty, full = ("ascending", last) if last.ids else ("descending", first)
+                raise DecodeError(
+                    f"{self._where} answered an empty {empty} end page and one of "
+                    f"{len(full.ids)} items the other way in the first batch: the two ends of "
+                    f"one list contradict each other, so the walk cannot tell how long it is; "
+                    f"check that the method filters and orders by id_key both ways"
+                )
+            return []
         ascending = list(first.items)
-        high_seen = first.ids[-1] if first.ids else None
-        if not self._full(first) or not self._full(last) or last.ids[-1] <= first.ids[-1]:
-            # One end page holds the whole list (or the two meet): what the descending page
-            # adds above the ascending one's last id, if anything, completes it.
+        high_seen, low_top = first.ids[-1], last.ids[-1]
+        if low_top <= high_seen + 1:
+            # The two pages meet or overlap: together they hold the whole list.
             above = [
                 item
                 for item_id, item in zip(reversed(last.ids), reversed(last.items), strict=True)
-                if high_seen is None or item_id > high_seen
+                if item_id > high_seen
             ]
-            if not self._full(first):
-                above = []  # the ascending page alone was short: it is the whole list
-            return [_Done(ascending + above)] if ascending or above else []
-        low, high = first.ids[-1] + 1, last.ids[-1]
-        if low >= high:  # the two pages are adjacent: nothing lies between them
-            return [_Done(ascending + list(last.items)[::-1])]
-        spans = (first.ids[-1] - first.ids[0] + 1) + (last.ids[0] - last.ids[-1] + 1)
+            return [_Done(ascending + above, first.ids[0])]
+        spans = (high_seen - first.ids[0] + 1) + (last.ids[0] - low_top + 1)
         density = (len(first.ids) + len(last.ids)) / spans
-        return [_Done(ascending), _Open(low, high, density), _Done(list(last.items)[::-1])]
+        return [
+            _Done(ascending, first.ids[0]),
+            _Open(high_seen + 1, low_top, density),
+            _Done(list(last.items)[::-1], low_top),
+        ]
 
     def _merged(self, queries: Sequence[Query], pages: Sequence[Page]) -> list[_Done | _Open]:
         """Replace each open segment by what its commands brought, and what is still open."""
@@ -162,28 +201,32 @@ class Walk:
             seen = covered = 0  # what this batch saw of the segment: items, and ids read
             while position < segment.high:
                 sent = by_low.get(position)
-                if sent is None or sent[0].high is None:  # not asked for in this batch
+                end = None if sent is None else sent[0].until
+                if sent is None or end is None:  # not asked for in this batch
                     # The rest of the segment is as dense as what was just read of it.
                     density = max(seen, 1) / covered if covered else segment.density
                     merged.append(_Open(position, segment.high, density))
                     break
-                query, page = sent
-                assert query.high is not None
-                merged.append(_Done(page.items))
-                seen += len(page.ids)
-                if self._full(page) and page.ids[-1] + 1 < query.high:
-                    span = page.ids[-1] - position + 1
+                page = sent[1]
+                ids = page.ids
+                own = [n for n, item_id in enumerate(ids) if item_id < end]
+                merged.append(_Done([page.items[n] for n in own], ids[0] if own else None))
+                seen += len(own)
+                if ids and ids[-1] + 1 < end:
+                    # The page stopped inside the range: whatever its length, the rest of the
+                    # range is unread until a page reaches its end or comes back empty.
+                    span = ids[-1] - position + 1
                     covered += span
-                    merged.append(_Open(page.ids[-1] + 1, query.high, len(page.ids) / span))
+                    merged.append(_Open(ids[-1] + 1, end, len(ids) / span))
                 else:
-                    covered += query.high - position
-                position = query.high
+                    covered += end - position
+                position = end
         return merged
 
     def _slots(self, opened: int) -> int:
         slots = MAX_COMMANDS
         if self._hold is not None:
-            page = max(self._page_limit, self._seen, 1)
+            page = max(self._page_limit, self._largest, 1)
             slots = (self._hold - self.held) // page
         return max(1, min(slots, MAX_COMMANDS))
 
@@ -209,37 +252,60 @@ class Walk:
                 )
 
 
-def _cut(opened: list[_Open], slots: int, page: int) -> list[Query]:
+def _joined(segments: list[_Done | _Open]) -> list[_Done | _Open]:
+    """``segments`` without empty finished ranges, and open ones that then touch made one."""
+    joined: list[_Done | _Open] = []
+    for segment in segments:
+        if isinstance(segment, _Done) and not segment.items:
+            continue
+        before = joined[-1] if joined else None
+        if isinstance(segment, _Open) and isinstance(before, _Open):
+            items = before.density * (before.high - before.low)
+            items += segment.density * (segment.high - segment.low)
+            joined[-1] = _Open(before.low, segment.high, items / (segment.high - before.low))
+            continue
+        joined.append(segment)
+    return joined
+
+
+def _cut(opened: list[tuple[_Open, int | None]], slots: int, page: int) -> list[Query]:
     """Cut the open segments into at most ``slots`` id ranges, lowest ids first.
 
     Each range is sized to hold about ``page / SLACK`` items by the segment's density estimate.
     A segment larger than the slots left gets its lowest pieces now and keeps the rest open
     for a later batch (a window moving up the ids, so what is held waiting stays small). When
     every open segment fits with slots to spare, the spare ones cut the ranges finer.
+
+    Each command may read one range's width past its range (the segment's last one, up to the
+    segment's reach: just past the next known item), so that a page which holds the range
+    and goes on beyond it finishes the range in one command, however long the page is.
     """
     target = page / SLACK
-    plan: list[list[int]] = []  # [low, high, pieces]
+    plan: list[tuple[_Open, int | None, list[int]]] = []  # segment, reach, [low, high, pieces]
     left = slots
-    for segment in opened:
+    for segment, reach in opened:
         if left == 0:
             break
         width = segment.high - segment.low
         need = min(width, max(1, math.ceil(segment.density * width / target)))
         if need > left:
             piece = max(1, math.floor(target / segment.density))
-            plan.append([segment.low, min(segment.high, segment.low + piece * left), left])
+            high = min(segment.high, segment.low + piece * left)
+            plan.append((segment, reach, [segment.low, high, left]))
             left = 0
             break
-        plan.append([segment.low, segment.high, need])
+        plan.append((segment, reach, [segment.low, segment.high, need]))
         left -= need
     if left and len(plan) == len(opened):
-        total = sum(entry[2] for entry in plan)
-        for entry in plan:
+        total = sum(entry[2] for _, _, entry in plan)
+        for _, _, entry in plan:
             finer = entry[2] + left * entry[2] // total
             entry[2] = min(entry[1] - entry[0], finer, entry[2] * FINER)
     queries: list[Query] = []
-    for low, high, count in plan:
+    for segment, reach, (low, high, count) in plan:
         width = high - low
         bounds = [low + width * k // count for k in range(count + 1)]
-        queries.extend(Query(a, b) for a, b in itertools.pairwise(bounds))
+        for start, end in itertools.pairwise(bounds):
+            beyond = end + (end - start)
+            queries.append(Query(start, reach if beyond >= segment.high else beyond, end=end))
     return queries[:slots]

@@ -92,8 +92,14 @@ class FakePortal(V3Route, ClassicRoute, OperatingTime, CrmSeeding, BulkSeeding):
         idle_timeout: Seconds a connection may stay silent, between requests or in the middle
             of one, before the portal closes it without an answer.
         max_recorded: How many requests ``requests`` keeps (0 keeps none); the oldest go first.
-        list_page_size: Where the list methods clamp a page, silently, on both routes
-            (``tasks.task.list``'s ``pagination.limit``; the classic lists' 50).
+        list_page_size: How many items a list page holds, on both routes. An int clamps every
+            page silently (``tasks.task.list``'s ``pagination.limit``; the classic lists' 50).
+            A callable is called before each list command as ``list_page_size(method,
+            asked)`` (the lower-case method name, e.g. ``"crm.deal.list"``, and the page size
+            the command asked for: its ``pagination.limit``, 50 on classic) and that page holds
+            at most the int >= 1 it returns, even more than asked: short pages at random, a
+            clamp that changes mid-walk, pages larger than asked. It runs under the portal's
+            lock; any other answer fails that command with ``INTERNAL_SERVER_ERROR``.
         latency: Seconds every request waits before it is processed (outside the portal's
             lock, so concurrent requests wait side by side), as a distant portal would.
 
@@ -126,13 +132,17 @@ class FakePortal(V3Route, ClassicRoute, OperatingTime, CrmSeeding, BulkSeeding):
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         max_recorded: int = DEFAULT_MAX_RECORDED,
-        list_page_size: int = PAGE_SIZE,
+        list_page_size: int | Callable[[str, int], int] = PAGE_SIZE,
         latency: float = 0.0,
     ) -> None:
-        if isinstance(list_page_size, bool) or not isinstance(list_page_size, int):
-            raise ValueError(f"list_page_size must be an int >= 1, got {list_page_size!r}")
-        if list_page_size < 1:
-            raise ValueError(f"list_page_size must be an int >= 1, got {list_page_size!r}")
+        if not callable(list_page_size) and (
+            isinstance(list_page_size, bool)
+            or not isinstance(list_page_size, int)
+            or list_page_size < 1
+        ):
+            raise ValueError(
+                f"list_page_size must be an int >= 1 or a callable, got {list_page_size!r}"
+            )
         if (
             isinstance(latency, bool)
             or not isinstance(latency, int | float)

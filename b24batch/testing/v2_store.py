@@ -19,6 +19,7 @@ import attrs
 
 from b24batch.testing.command_error import CommandError
 from b24batch.testing.v3_store import SortedIds, format_datetime
+from b24batch.testing.v3_task_query import PageSize, page_length
 
 __all__ = ["CONTACT_FIELDS", "DEAL_FIELDS", "PAGE_SIZE", "ClassicAnswer", "CrmSeeding", "CrmStore"]
 
@@ -104,9 +105,14 @@ class _Entity:
     """One CRM entity type's records: id -> fields, all values text."""
 
     def __init__(
-        self, fields: Mapping[str, str | None], user_id: int, page_size: int = PAGE_SIZE
+        self,
+        fields: Mapping[str, str | None],
+        user_id: int,
+        page_size: PageSize = PAGE_SIZE,
+        name: str = "crm.deal",
     ) -> None:
         self.fields = fields
+        self.name = name
         self._user = str(user_id)
         self.page_size = page_size
         self.records: dict[int, dict[str, Any]] = {}
@@ -226,7 +232,7 @@ class _Entity:
             matches.sort(key=lambda record: _sort_key(record, field), reverse=descending)
         start = _start(params.get("START"))
         select = _select(params.get("SELECT"), self.fields)
-        size = self.page_size
+        size = page_length(self.page_size, f"{self.name}.list", PAGE_SIZE)
         if start < 0:  # start=-1: no count, no next (the fast way through a large list)
             page = matches[:size]
             return ClassicAnswer([_project(record, select) for record in page])
@@ -359,15 +365,14 @@ def _condition(prefix: str, field: str, have: Any, wanted: Any) -> bool:
 class CrmStore:
     """Deals and contacts of one portal, and its current user."""
 
-    def __init__(self, *, user_id: int, page_size: int = PAGE_SIZE) -> None:
+    def __init__(self, *, user_id: int, page_size: PageSize = PAGE_SIZE) -> None:
         self._user_id = user_id
         self._page_size = page_size
-        self.deals = _Entity(DEAL_FIELDS, user_id, page_size)
-        self.contacts = _Entity(CONTACT_FIELDS, user_id, page_size)
+        self.clear()
 
     def clear(self) -> None:
-        self.deals = _Entity(DEAL_FIELDS, self._user_id, self._page_size)
-        self.contacts = _Entity(CONTACT_FIELDS, self._user_id, self._page_size)
+        self.deals = _Entity(DEAL_FIELDS, self._user_id, self._page_size, "crm.deal")
+        self.contacts = _Entity(CONTACT_FIELDS, self._user_id, self._page_size, "crm.contact")
 
     def user_current(self, params: Mapping[str, Any], now: float) -> ClassicAnswer:
         user = str(self._user_id)

@@ -33,6 +33,7 @@ from b24batch.testing.v3_task_fields import (
 from b24batch.testing.v3_task_query import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
+    PageSize,
     id_bounds,
     parse_filter,
     parse_order,
@@ -181,10 +182,11 @@ class TaskStore:
 
     Args:
         user_id: Default ``creatorId`` and ``responsibleId`` of a new task.
-        page_size: Where ``tasks.task.list`` clamps ``pagination.limit``, silently.
+        page_size: Where ``tasks.task.list`` clamps ``pagination.limit``, silently, or a
+            callable that sizes each page (see ``page_length``).
     """
 
-    def __init__(self, *, user_id: int, page_size: int = MAX_PAGE_SIZE) -> None:
+    def __init__(self, *, user_id: int, page_size: PageSize = MAX_PAGE_SIZE) -> None:
         self._user_id = user_id
         self.page_size = page_size
         self._tasks: dict[int, dict[str, Any]] = {}
@@ -279,7 +281,7 @@ class TaskStore:
         select = parse_select(query, ("id",))
         predicate = parse_filter(query.get("filter"))
         order = parse_order(query)
-        window = parse_page(query, self.page_size)
+        window = parse_page(query, self.page_size, "tasks.task.list")
         # The ids a range filter allows, in id order: an id-range walk over 100 000 tasks
         # looks at each page's tasks only, not at the whole store for every command.
         candidates = (self._tasks[i] for i in self._ids.between(*id_bounds(query.get("filter"))))

@@ -24,7 +24,9 @@ from b24batch.testing.v3_task_fields import TASK_FIELDS, parse_datetime, unknown
 __all__ = [
     "DEFAULT_PAGE_SIZE",
     "MAX_PAGE_SIZE",
+    "PageSize",
     "id_bounds",
+    "page_length",
     "parse_filter",
     "parse_order",
     "parse_page",
@@ -38,6 +40,8 @@ MAX_PAGE_SIZE: Final = 50
 """``tasks.task.list`` clamps ``pagination.limit`` here silently, as measured on a cloud portal
 (the docs say 1000). ``limit: 0`` or a non-number is ``INVALIDPAGINATIONEXCEPTION`` (400) and
 ``limit: -1`` a 500 ``INTERNAL_SERVER_ERROR``, as measured too."""
+PageSize = int | Callable[[str, int], int]
+"""A list page's size: an int clamps what a command asked for; a callable decides per command."""
 _OPERATORS: Final = frozenset({"=", "!=", ">", ">=", "<", "<=", "in", "between"})
 
 
@@ -192,7 +196,29 @@ def parse_order(query: Mapping[str, Any]) -> list[tuple[str, bool]]:
     return keys
 
 
-def parse_page(query: Mapping[str, Any], page_size: int = MAX_PAGE_SIZE) -> slice:
+def page_length(page_size: PageSize, method: str, asked: int) -> int:
+    """How many items one list command's page holds at most.
+
+    An int clamps ``asked`` silently, as a portal's own maximum does. A callable is called as
+    ``page_size(method, asked)`` for every command and its answer is the page's size, even
+    above ``asked``: pages that vary from one command to the next, a clamp that changes
+    mid-walk, pages larger than asked.
+
+    Raises:
+        ValueError: The callable answered something other than an int >= 1 (an empty page
+            would say the list has ended, which a portal never says of items it holds).
+    """
+    if not callable(page_size):
+        return min(asked, page_size)
+    size = page_size(method, asked)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"list_page_size({method!r}, {asked}) gave {size!r}; give an int >= 1")
+    return size
+
+
+def parse_page(
+    query: Mapping[str, Any], page_size: PageSize = MAX_PAGE_SIZE, method: str = "tasks.task.list"
+) -> slice:
     """``pagination`` -> the slice of the ordered result; ``page`` wins over ``offset``."""
     pagination = query.get("pagination")
     if pagination is None or pagination == []:
@@ -211,7 +237,7 @@ def parse_page(query: Mapping[str, Any], page_size: int = MAX_PAGE_SIZE) -> slic
         raise CommandError("Internal server error", code=INTERNAL_ERROR, status=500)
     if page < 1 or limit < 1 or offset < 0:
         raise bad
-    limit = min(limit, page_size)
+    limit = page_length(page_size, method, limit)
     start = (page - 1) * limit if "page" in pagination else offset
     return slice(start, start + limit)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from b24batch import (
     AjaxError,
@@ -112,6 +114,142 @@ def test_a_portal_that_clamps_pages_to_20_is_walked_whole() -> None:
         deals = portal.add_deals(3_000, sparse=True, seed=21)
         assert _task_ids(CallListV3(b24).make(TASKS, {})) == tasks
         assert _deal_ids(CallListV2(b24).make(DEALS, {"select": ["ID"]})) == deals
+
+
+def _portal_whose_pages_vary(size_of: Callable[[int, int], int]) -> FakePortal:
+    """A FakePortal whose list pages hold ``size_of(batch, command)`` items: the batch's and the
+    command's number, each counted from 1 over the portal's life."""
+    portal: list[FakePortal] = []
+    commands = [0]
+
+    def size(method: str, asked: int) -> int:
+        commands[0] += 1
+        return size_of(len(portal[0].requests), commands[0])
+
+    portal.append(FakePortal(list_page_size=size, max_recorded=100_000))
+    return portal[0]
+
+
+def _walked(lister: Any, b24: B24Hook) -> list[int]:
+    """Every id a list face hands out: CallList's items, or FetchList's pages flattened."""
+    if lister in (CallListV3, FetchListV3):
+        got = lister(b24).make(TASKS, {})
+        key = "id"
+    else:
+        got = lister(b24).make(DEALS, {"select": ["ID"]})
+        key = "ID"
+    items = got if isinstance(got, list) else [item for page in got for item in page]
+    return [int(item[key]) for item in items]
+
+
+def _seed(portal: FakePortal, lister: Any, count: int, seed: int) -> list[int]:
+    tasks = lister in (CallListV3, FetchListV3)
+    return (portal.add_tasks if tasks else portal.add_deals)(count, sparse=True, seed=seed)
+
+
+LISTERS = [
+    pytest.param(CallListV3, id="CallListV3"),
+    pytest.param(CallListV2, id="CallListV2"),
+    pytest.param(FetchListV3, id="FetchListV3"),
+    pytest.param(FetchListV2, id="FetchListV2"),
+]
+
+
+@pytest.mark.parametrize("lister", LISTERS)
+@pytest.mark.parametrize(
+    ("count", "size_of"),
+    [
+        pytest.param(2_120, lambda batch, command: 60 if batch == 1 else 50, id="60-then-50"),
+        pytest.param(2_120, lambda batch, command: 51 if batch == 1 else 50, id="51-then-50"),
+        pytest.param(1_234, lambda batch, command: 50 if batch == 1 else 20, id="50-then-20"),
+        pytest.param(1_500, lambda batch, command: 1 + command * 37 % 50, id="uneven"),
+    ],
+)
+def test_short_or_uneven_pages_lose_nothing(
+    lister: Any, count: int, size_of: Callable[[int, int], int]
+) -> None:
+    """Pages shorter than an earlier one, a clamp that drops mid-walk or pages of any length:
+    every item comes back once, in id order (a short page never ends a range)."""
+    with (
+        _portal_whose_pages_vary(size_of) as portal,
+        B24Hook.from_webhook_url(portal.webhook_url, retry=None, rate_limit=None) as b24,
+    ):
+        ids = _seed(portal, lister, count, seed=count)
+        assert _walked(lister, b24) == ids
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lister=st.sampled_from([CallListV3, CallListV2, FetchListV3, FetchListV2]),
+    dense=st.integers(0, 150),
+    sparse=st.integers(0, 150),
+    seed=st.integers(0, 1_000),
+    sizes=st.lists(st.integers(1, 80), min_size=1, max_size=12),
+    clamp=st.none() | st.tuples(st.integers(1, 4), st.integers(1, 50)),
+)
+def test_pages_of_any_size_give_every_item_once_in_order(
+    lister: Any,
+    dense: int,
+    sparse: int,
+    seed: int,
+    sizes: list[int],
+    clamp: tuple[int, int] | None,
+) -> None:
+    """Whatever each page holds — short at random, larger than asked, clamped from some batch
+    on — every item comes back exactly once, in id order, on both routes and both faces."""
+
+    def size_of(batch: int, command: int) -> int:
+        size = sizes[command % len(sizes)]
+        if clamp is not None and batch >= clamp[0]:
+            size = min(size, clamp[1])
+        return size
+
+    with (
+        _portal_whose_pages_vary(size_of) as portal,
+        B24Hook.from_webhook_url(portal.webhook_url, retry=None, rate_limit=None) as b24,
+    ):
+        tasks = lister in (CallListV3, FetchListV3)
+        add = portal.add_tasks if tasks else portal.add_deals
+        add(dense)
+        add(sparse, sparse=True, seed=seed)
+        ids = sorted(portal.tasks if tasks else portal.deals)
+        limit = 50 * (len(ids) + 10)  # a walk that stopped advancing fails here, never hangs
+
+        def bounded(method: str) -> None:
+            if portal.executed_commands > limit:
+                raise FakePortal.CommandError("walk does not end", code="TOO_LONG")
+
+        portal.before_command(bounded)
+        assert _walked(lister, b24) == ids
+
+
+def _contradicting_ends(empty: str) -> Callable[[Any], Any]:
+    """A list method whose ``empty`` end page (``"ASC"`` or ``"DESC"``) is empty, the other
+    full: 50 of 1 234 items, on either route."""
+
+    def answer(query: Any) -> Any:
+        order = {key.upper(): value for key, value in query["order"].items()}["ID"]
+        ids = [] if order == empty else range(1_234, 1_184, -1) if order == "DESC" else range(50)
+        if "pagination" in query:
+            return {"items": [{"id": n} for n in ids]}
+        return [{"ID": str(n)} for n in ids]
+
+    return answer
+
+
+@pytest.mark.parametrize("empty", ["ASC", "DESC"])
+@pytest.mark.parametrize("lister", LISTERS)
+def test_end_pages_that_contradict_each_other_raise(
+    big: FakePortal, b24: B24Hook, lister: Any, empty: str
+) -> None:
+    """One end page empty and the other not is a DecodeError, never an empty answer."""
+    big.register(
+        TASKS if lister in (CallListV3, FetchListV3) else DEALS, _contradicting_ends(empty)
+    )
+    with pytest.raises(DecodeError, match="contradict") as caught:
+        _walked(lister, b24)
+    assert "first batch" in str(caught.value)
+    assert len(big.requests) == 1
 
 
 @pytest.mark.parametrize("count", [0, 1, 49, 50, 51, 99, 100, 101, 250])

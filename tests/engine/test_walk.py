@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import gc
+import random
 import re
 import tracemalloc
 from collections.abc import Sequence
@@ -11,6 +12,8 @@ from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from b24batch._engine.pages import HOLD, Route, pages
 from b24batch._engine.walk import Page, Query, Walk
@@ -25,11 +28,14 @@ class _Memory(Route):
 
     ids: Sequence[int] = ()
     page = 50
+    sizes: Sequence[int] = ()  # when set, the page of each command in turn, cycled
     batches: ClassVar[list[int]] = []
+    commands = 0
 
     @classmethod
     def send(cls, client: Any, rows: list[tuple[str, dict[str, Any]]], request_id: str) -> Any:
         cls.batches.append(len(rows))
+        assert len(cls.batches) <= 2_000, "the walk stopped advancing"  # fail, never hang
         return SimpleNamespace(errors=(), data=[cls._answer(params) for _, params in rows])
 
     @classmethod
@@ -43,6 +49,9 @@ class _Memory(Route):
         start = bisect.bisect_left(cls.ids, low)
         stop = len(cls.ids) if high is None else bisect.bisect_left(cls.ids, high)
         size = min(cls.page, params["pagination"]["limit"])
+        if cls.sizes:  # pages as a portal may give them: any length, also more than asked
+            size = cls.sizes[cls.commands % len(cls.sizes)]
+        cls.commands += 1
         if params["order"]["id"] == "DESC":
             chosen = cls.ids[max(start, stop - size) : stop][::-1]
         else:
@@ -50,8 +59,11 @@ class _Memory(Route):
         return {"items": [{"id": i, "title": f"Task {i}"} for i in chosen]}
 
 
-def _walk(ids: Sequence[int], *, page: int = 50, hold: int | None = HOLD) -> Any:
+def _walk(
+    ids: Sequence[int], *, page: int = 50, hold: int | None = HOLD, sizes: Sequence[int] = ()
+) -> Any:
     _Memory.ids, _Memory.page, _Memory.batches = ids, page, []
+    _Memory.sizes, _Memory.commands = sizes, 0
     spec = Spec(method="tasks.task.list", params={}, filter=[], id_key="id")
     return pages(None, _Memory(V3), spec, None, hold, Report())  # type: ignore[arg-type]
 
@@ -96,6 +108,81 @@ def test_any_page_clamp_is_walked_whole(page: int) -> None:
     """Whatever the portal clamps a page to, every item comes back once."""
     ids = list(range(1, 4_000, 3))
     assert [item["id"] for chunk in _walk(ids, page=page) for item in chunk] == ids
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ids=st.sets(st.integers(1, 5_000), max_size=1_500).map(sorted),
+    sizes=st.lists(st.integers(1, 90), min_size=1, max_size=20),
+    lazy=st.booleans(),
+)
+def test_pages_of_any_length_give_every_item_once(
+    ids: list[int], sizes: list[int], lazy: bool
+) -> None:
+    """Pages short at random or longer than asked: every id once, in order, in pages of at
+    most 50 (``send`` fails a walk that stops advancing)."""
+    pages = list(_walk(ids, hold=HOLD if lazy else None, sizes=sizes))
+    assert [item["id"] for page in pages for item in page] == ids
+    assert all(1 <= len(page) <= 50 for page in pages)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "count"),
+    [
+        pytest.param([60, 60, 50], 2_120, id="60-then-50"),
+        pytest.param([51, 51, 50], 2_120, id="51-then-50"),
+        pytest.param([50, 50, 20], 1_234, id="50-then-20"),
+    ],
+)
+def test_a_page_shorter_than_an_earlier_one_ends_nothing(sizes: list[int], count: int) -> None:
+    """Pages shorter than the first batch's (the sizes of #22) lose nothing."""
+    ids = sorted(random.Random(count).sample(range(1, 500 * count), count))
+    sizes = sizes[:2] + [sizes[2]] * 10_000  # the end pages, then every later command
+    assert [item["id"] for page in _walk(ids, sizes=sizes) for item in page] == ids
+
+
+def test_a_short_page_leaves_the_rest_of_its_range_open() -> None:
+    """A page of 3 in a range of 40 ids finishes nothing: the next command starts after it."""
+    walker = Walk(page_limit=50, hold=None, where="x.list")
+    walker.take(
+        [Query(), Query(descending=True)], [_fake(range(1, 51)), _fake(range(500, 450, -1))]
+    )
+    walker.take([Query(51, 120, end=91)], [_fake([51, 52, 53])])
+    assert walker.queries()[0].low == 54
+    assert not walker.finished
+
+
+def test_a_page_that_reaches_past_its_range_finishes_it() -> None:
+    """A page holding its range and going beyond finishes the range, however short it is."""
+    walker = Walk(page_limit=50, hold=None, where="x.list")
+    walker.take([Query(), Query(descending=True)], [_fake([1, 2]), _fake([9, 8])])
+    assert (walker.queries()[0].low, walker.queries()[-1].high) == (3, 9)  # reaches id 8
+    ready = walker.take([Query(3, 9, end=8)], [_fake([4, 8])])
+    assert [[item["id"] for item in page] for page in ready] == [[4], [8, 9]]
+    assert walker.finished
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "empty"),
+    [
+        pytest.param([], range(1_234, 1_184, -1), "empty ascending", id="ascending-empty"),
+        pytest.param(range(1, 51), [], "empty descending", id="descending-empty"),
+    ],
+)
+def test_end_pages_that_contradict_each_other_raise(
+    first: Sequence[int], last: Sequence[int], empty: str
+) -> None:
+    """One end page empty and the other holding items is a DecodeError, not an empty list."""
+    walker = Walk(page_limit=50, hold=None, where="x.list")
+    with pytest.raises(DecodeError, match=f"x.list answered an {empty} end page and one of 50"):
+        walker.take([Query(), Query(descending=True)], [_fake(first), _fake(last)])
+
+
+def test_two_empty_end_pages_are_an_empty_list() -> None:
+    """Both end pages empty: the list is empty, and the walk is finished after one batch."""
+    walker = Walk(page_limit=50, hold=None, where="x.list")
+    assert walker.take([Query(), Query(descending=True)], [_fake([]), _fake([])]) == []
+    assert walker.finished
 
 
 def test_the_walk_never_holds_more_than_one_batch() -> None:

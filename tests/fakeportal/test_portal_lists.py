@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from b24batch import B24Hook, BatchV2, BatchV3
+from b24batch import AjaxError, B24Hook, BatchV2, BatchV3
 from b24batch.testing import FakePortal
 
 
@@ -80,9 +80,50 @@ def test_list_page_size_clamps_both_routes(client: B24Hook) -> None:
 
 
 def test_list_page_size_must_be_positive() -> None:
-    """A page size below 1 is refused at construction."""
-    with pytest.raises(ValueError, match="list_page_size"):
-        FakePortal(list_page_size=0)
+    """A page size below 1, or neither an int nor a callable, is refused at construction."""
+    for bad in (0, True, "20"):
+        with pytest.raises(ValueError, match="list_page_size must be an int >= 1 or a callable"):
+            FakePortal(list_page_size=bad)  # type: ignore[arg-type]
+
+
+def test_a_list_page_size_callable_sizes_each_page_on_both_routes() -> None:
+    """A callable is asked per list command, with the method and the size asked for, and its
+    answer is that page's size: shorter, or larger than asked."""
+    sizes = iter([7, 60, 3, 55])
+    asked: list[tuple[str, int]] = []
+
+    def size(method: str, limit: int) -> int:
+        asked.append((method, limit))
+        return next(sizes)
+
+    with (
+        FakePortal(list_page_size=size) as portal,
+        B24Hook.from_webhook_url(portal.webhook_url, retry=None, rate_limit=None) as b24,
+    ):
+        portal.add_tasks(100)
+        portal.add_deals(100)
+        page = {"pagination": {"limit": 50}}
+        tasks = BatchV3(b24).make([("tasks.task.list", page), ("tasks.task.list", page)])
+        deals = BatchV2(b24).make([("crm.deal.list", {}), ("crm.deal.list", {"start": -1})])
+    assert asked == [("tasks.task.list", 50)] * 2 + [("crm.deal.list", 50)] * 2
+    assert [len(answer["items"]) for answer in tasks.data] == [7, 60]
+    assert [len(answer) for answer in deals.data] == [3, 55]
+
+
+@pytest.mark.parametrize("answer", [0, -1, None, 2.5, True], ids=repr)
+def test_a_list_page_size_callable_that_gives_no_size_fails_the_command(answer: object) -> None:
+    """A callable answering anything but an int >= 1 fails its command, never an empty page."""
+    with (
+        FakePortal(list_page_size=lambda method, asked: answer) as portal,  # type: ignore[arg-type, return-value]
+        B24Hook.from_webhook_url(portal.webhook_url, retry=None, rate_limit=None) as b24,
+    ):
+        portal.add_tasks(3)
+        portal.add_deals(3)
+        deals = BatchV2(b24).make([("crm.deal.list", {})])
+        with pytest.raises(AjaxError) as caught:
+            BatchV3(b24).make([("tasks.task.list", {})])
+    assert deals.errors[0].code == "INTERNAL_SERVER_ERROR"
+    assert caught.value.code == "INTERNAL_SERVER_ERROR"
 
 
 def test_before_command_hook_changes_data_between_commands(
