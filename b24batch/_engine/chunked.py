@@ -173,11 +173,9 @@ def _run(
         record.stop()
         for outcome in window.drain():
             tally.take(outcome)
-        for chunk in window.left():  # a second Ctrl+C left them on the wire
-            tally.abandon(chunk)
-    # The keys of the chunks never sent, gathered only now: gathering them for every chunk
-    # made planning quadratic in the number of chunks.
-    result = tally.result(chunks[window.sent :])
+    # The chunks never taken, gathered once, now: gathering them after every chunk made
+    # planning quadratic in the number of chunks.
+    result = tally.result(chunks)
     if raised is not None:
         if isinstance(raised, B24Error):
             raised.partial = result
@@ -201,10 +199,12 @@ class _Tally:
         self._done: list[BatchResult[Any]] = []
         self._errors: list[ChunkError] = []
         self._unsent: list[Key] = []
+        self._taken: set[int] = set()
 
     def take(self, outcome: Outcome) -> BaseException | None:
         """Count one chunk's outcome; the exception it raised, if any, is returned."""
         chunk, error = outcome.chunk, outcome.error
+        self._taken.add(chunk.index)
         if error is None:
             assert outcome.result is not None
             self._done.append(outcome.result)
@@ -221,28 +221,45 @@ class _Tally:
         return error
 
     def abandon(self, chunk: Chunk) -> None:
-        """Count a chunk the call gave up waiting for: in doubt if it was on the wire, else
-        never sent."""
-        if self._record.is_on_wire(chunk.index):
-            request_id, _ = self._options.ids(chunk.index)
-            error = interrupted(chunk.prepared, request_id)
-            self._errors.append(ChunkError(chunk.index, chunk.commands.keys, error))
-        else:
+        """Count a chunk whose outcome the call never took: in doubt if it was sent, else not
+        executed."""
+        self._taken.add(chunk.index)
+        error = self._doubt(chunk)
+        if error is None:
             self._unsent.extend(chunk.commands.keys)
+        else:
+            self._errors.append(error)
 
-    def result(self, later: Sequence[Chunk] = ()) -> ChunkedResult[Any]:
-        """What the chunks gave, with ``later`` (never handed to the window) not executed.
+    def result(self, chunks: Sequence[Chunk] = ()) -> ChunkedResult[Any]:
+        """What the chunks gave. Each of ``chunks`` whose outcome was never taken (never sent,
+        or parted from the call by an interrupt as it went out or landed) is in doubt if it
+        was sent, else not executed: nothing is left out, whatever moment Ctrl+C chose.
 
         A classic chunk's own ``not_executed`` (after a halt) comes first: it is earlier.
         """
         skipped = [key for result in self._done for key in result.not_executed]
-        unsent = [key for chunk in later for key in chunk.commands.keys]
+        errors, unsent = list(self._errors), list(self._unsent)
+        for chunk in chunks:
+            if chunk.index in self._taken:
+                continue
+            error = self._doubt(chunk)
+            if error is None:
+                unsent.extend(chunk.commands.keys)
+            else:
+                errors.append(error)
         return ChunkedResult(
             data=self.data,
-            errors=tuple(self._errors),
+            errors=tuple(errors),
             chunks=tuple(self._done),
-            not_executed=(*skipped, *self._unsent, *unsent),
+            not_executed=(*skipped, *unsent),
         )
+
+    def _doubt(self, chunk: Chunk) -> ChunkError | None:
+        if not self._record.was_sent(chunk.index):
+            return None
+        request_id, _ = self._options.ids(chunk.index)
+        error = interrupted(chunk.prepared, request_id)
+        return ChunkError(chunk.index, chunk.commands.keys, error)
 
 
 def _chunk_errors(chunk: Chunk, result: BatchResult[Any]) -> list[ChunkError]:

@@ -86,17 +86,18 @@ class Stopped(Exception):
 
 
 class CallRecord:
-    """One call's stop signal, and which of its batches are on the wire; shared by its threads.
+    """One call's stop signal, and which of its batches were ever sent; shared by its threads.
 
     After :meth:`stop` (Ctrl+C, an abandoned iteration) no new request of the call leaves:
-    a batch waiting in a limiter or a backoff wakes and is not sent (:class:`Stopped`); one on
-    the wire stays on it until it lands or is abandoned, and then may have run.
+    a batch waiting in a limiter or a backoff wakes and is not sent (:class:`Stopped`). A batch
+    that was sent and whose outcome the call never took (its answer was abandoned, or an
+    interrupt came as it landed) may have run.
     """
 
     def __init__(self) -> None:
         self._stopped = threading.Event()
         self._lock = threading.Lock()
-        self._wire: set[int | None] = set()
+        self._sent: set[int | None] = set()
 
     @property
     def stopped(self) -> bool:
@@ -105,7 +106,7 @@ class CallRecord:
 
     def stop(self) -> None:
         """Send nothing more, and wake every batch waiting to be sent. Once it returns, no
-        batch of the call goes on the wire (:meth:`sending` refuses)."""
+        batch of the call goes out (:meth:`sending` refuses)."""
         with self._lock:
             self._stopped.set()
 
@@ -127,31 +128,26 @@ class CallRecord:
         self.check()
 
     def sending(self, index: int | None) -> None:
-        """Batch ``index`` is about to be sent: until :meth:`off_wire`, it may have run.
+        """Batch ``index`` is about to be sent: from now on, without its outcome, it may have run.
 
         Raises:
             Stopped: The call was stopped; the batch is not sent.
         """
-        with self._lock:  # with stop()'s lock: a batch is either refused or on the wire
+        with self._lock:  # with stop()'s lock: a batch is either refused or counted as sent
             if self._stopped.is_set():
                 raise Stopped
-            self._wire.add(index)
+            self._sent.add(index)
 
-    def off_wire(self, index: int | None) -> None:
-        """Batch ``index`` has its answer, or an error that says what may have run."""
+    def was_sent(self, index: int | None) -> bool:
+        """Whether batch ``index`` ever went out (in doubt if its outcome was never taken)."""
         with self._lock:
-            self._wire.discard(index)
-
-    def is_on_wire(self, index: int | None) -> bool:
-        """Whether batch ``index`` was on the wire when the call was interrupted."""
-        with self._lock:
-            return index in self._wire
+            return index in self._sent
 
 
 def interrupted(prepared: Prepared, request_id: str) -> TransportError:
-    """The error of a batch abandoned on the wire (Ctrl+C): its writes may have run."""
+    """The error of a batch the call stopped waiting for (Ctrl+C): its writes may have run."""
     error = TransportError(
-        "the call was interrupted while this batch was on the wire; it may have been executed",
+        "the call was interrupted after this batch was sent, before its answer was taken",
         request_id=request_id,
         outcome_unknown=True,
     )

@@ -48,8 +48,8 @@ def send(
     attempt. A raised error says in ``maybe_executed`` which writes may have run.
 
     With a ``record`` (the call's), nothing is sent once the call is stopped: a wait in the
-    limiters or a backoff ends at once and raises :class:`Stopped`; while the request is out
-    the record holds batch ``index`` on the wire, and an interrupt (Ctrl+C) leaves it there.
+    limiters or a backoff ends at once and raises :class:`Stopped`, and the record counts batch
+    ``index`` as sent before its request goes out.
     """
     policy = client.retry
     limiter = client.limiter
@@ -78,7 +78,7 @@ def send(
                 refused.request_id, refused.attempts = request_id, sends
                 raise
             if record is not None:
-                record.sending(index)  # an interrupt from here on leaves it on the wire
+                record.sending(index)  # from here on, without its outcome, it may have run
             version = client.credential_version()
             sends += 1
             budgeted += 1
@@ -87,11 +87,7 @@ def send(
                 answers = client.send(prepared, request_id=request_id, idempotency_key=key)
             except (TransportError, DecodeError) as exc:
                 failure = exc  # its maybe_executed will say what may have run
-                if record is not None:
-                    record.off_wire(index)
             else:
-                if record is not None:
-                    record.off_wire(index)
                 error = answers.error
                 if error is None or not _raised(error.status):
                     return answers, sends, waited, uncertain

@@ -168,13 +168,15 @@ class Window:
                 future.set_result(self._send(chunk))
             except BaseException as error:  # handed back in order, as a worker's would be
                 future.set_exception(error)
-        else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(
-                    max_workers=MAX_IN_FLIGHT, thread_name_prefix="b24batch-window"
-                )
-            started = self._clock()
-            future = self._pool.submit(self._send, chunk)
+            self._flying.append((chunk, future, started))
+            self.sent += 1
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                max_workers=MAX_IN_FLIGHT, thread_name_prefix="b24batch-window"
+            )
+        started = self._clock()
+        future = self._pool.submit(self._send, chunk)
         self._flying.append((chunk, future, started))
         self.sent += 1
 
