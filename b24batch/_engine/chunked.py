@@ -96,7 +96,7 @@ def _leftover(
     record.stop()
     tally = _Tally({} if named else [], record, options)
     if failed is not None and not isinstance(failed.error, B24Error):
-        tally.take(failed)  # interrupted: in doubt if it was on the wire, else not sent
+        tally.take(failed)  # interrupted: in doubt if it was sent, else not executed
     for outcome in window.drain():
         tally.take(outcome)
     for chunk in window.left():
