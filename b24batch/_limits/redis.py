@@ -118,6 +118,36 @@ def _number(text: Any) -> float | None:
     return None if text in ("", None) else float(text)
 
 
+def _where(url: Secret[str]) -> str | None:
+    """``scheme://host:port/db`` (or the socket's path) of a Redis URL, without its password;
+    None when it is not a Redis URL. Never raises: a traceback would show the URL it holds."""
+    try:
+        parts = urlsplit(url.value)
+        port = parts.port
+    except ValueError:  # a port that is no number, a broken IPv6 address
+        return None
+    if parts.scheme not in _SCHEMES or not (parts.hostname or parts.path):
+        return None
+    if parts.scheme == "unix":
+        return f"unix://{parts.path}"
+    return f"{parts.scheme}://{parts.hostname}:{port or 6379}{parts.path}"
+
+
+def _connect(redis: Any, url: Secret[str], timeout: float, retry: Any) -> Any:
+    """A redis-py client for ``url`` (it connects on first use), or None when redis-py refuses
+    the URL's options; returned, not raised, so that no traceback shows a frame holding it."""
+    try:
+        return redis.Redis.from_url(
+            url.value,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            retry=retry,
+            health_check_interval=0,
+        )
+    except (ValueError, TypeError):
+        return None
+
+
 def _arg(value: float | None) -> str:
     return "" if value is None else repr(float(min(value, _BIG)))
 
@@ -175,12 +205,8 @@ class RedisStore(LimitStore):
             ) from None
         if not isinstance(hidden.value, str):
             raise SdkTypeError("url: pass a str such as redis://host:6379/0")
-        parts = urlsplit(hidden.value)
-        try:
-            port = parts.port
-        except ValueError:
-            port = -1
-        if parts.scheme not in _SCHEMES or not (parts.hostname or parts.path) or port == -1:
+        where = _where(hidden)
+        if where is None:
             raise SdkError(
                 "url: pass redis://host:6379/0, rediss://host:6380/0 or unix:///path/redis.sock"
             )
@@ -191,24 +217,24 @@ class RedisStore(LimitStore):
         super().__init__(egress=egress, recheck=recheck, timeout=timeout)
         self.prefix = prefix
         self._clock = clock
-        where = parts.path
-        if parts.scheme != "unix":
-            where = f"{parts.hostname}:{port or 6379}{parts.path}"
-        self._where = f"{parts.scheme}://{where}"  # no password
+        self._where = where  # no password
         # One attempt per operation: the fallback, not a retry loop, covers an outage.
-        self._redis = redis.Redis.from_url(
-            hidden.value,
-            socket_connect_timeout=self.timeout,
-            socket_timeout=self.timeout,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
-        )
+        connection = _connect(redis, hidden, self.timeout, Retry(NoBackoff(), 0))
+        if connection is None:  # raised here, not in _connect: its frames see the URL
+            raise SdkError(
+                "url: redis-py refused its query (db=, or another option): pass "
+                "redis://host:6379/0 or unix:///path/redis.sock?db=0"
+            )
+        self._redis = connection
         self.errors = (redis.RedisError, OSError)
         self._bucket = self._redis.register_script(_BUCKET)
         self._meter = self._redis.register_script(_METER)
 
     def __repr__(self) -> str:
-        return f"<RedisStore {self._where} prefix={self.prefix!r}>"
+        where, prefix = getattr(self, "_where", None), getattr(self, "prefix", None)
+        if where is None or prefix is None:  # half-built: an error page shows its locals
+            return "<RedisStore (not set up)>"
+        return f"<RedisStore {where} prefix={prefix!r}>"
 
     def describe(self) -> str:
         return repr(self)

@@ -98,7 +98,10 @@ class SQLiteStore(LimitStore):
         self._local = threading.local()
 
     def __repr__(self) -> str:
-        return f"<SQLiteStore {self.path}>"
+        path = getattr(self, "path", None)
+        if path is None:  # half-built: an error page shows its locals
+            return "<SQLiteStore (not set up)>"
+        return f"<SQLiteStore {path}>"
 
     def describe(self) -> str:
         return repr(self)

@@ -352,3 +352,8 @@ def test_redis_store_options_are_refused_with_the_whole_message(
     with pytest.raises(kind) as info:
         RedisStore(**arguments)
     assert str(info.value) == message
+
+
+def test_a_half_built_redis_store_shows_a_repr() -> None:
+    """A RedisStore whose __init__ never ran (an error page's locals) still has a repr."""
+    assert repr(RedisStore.__new__(RedisStore)) == "<RedisStore (not set up)>"

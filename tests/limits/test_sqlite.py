@@ -273,3 +273,8 @@ def test_a_sqlite_path_with_a_nul_byte_is_refused() -> None:
         "path='limits\\x00.sqlite3': pass a file path every process can write, such as "
         "/var/lib/myapp/b24-limits.sqlite3"
     )
+
+
+def test_a_half_built_sqlite_store_shows_a_repr() -> None:
+    """An SQLiteStore whose __init__ never ran (an error page's locals) still has a repr."""
+    assert repr(SQLiteStore.__new__(SQLiteStore)) == "<SQLiteStore (not set up)>"
