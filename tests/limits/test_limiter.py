@@ -4,6 +4,7 @@ no sleeping, no I/O."""
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 
 import pytest
@@ -507,3 +508,51 @@ def test_a_429_holds_every_batch_until_the_reset_and_its_slack() -> None:
     assert limiter.operating_retry() == (201.5, 1.5)
     assert limiter.meter.state() == (50.0, 201.0)
     assert limiter.wait_after(0.0) == 1.5
+
+
+@pytest.mark.parametrize(
+    ("time", "kept"),
+    [
+        pytest.param(
+            Time(operating=float("nan"), operating_reset_at=1030.0), (None, 1030.0), id="nan"
+        ),
+        pytest.param(
+            Time(operating=float("inf"), operating_reset_at=1030.0), (None, 1030.0), id="inf"
+        ),
+        pytest.param(
+            Time(operating=-5.0, operating_reset_at=1030.0), (None, 1030.0), id="negative"
+        ),
+        pytest.param(Time(operating=9.5, operating_reset_at=1030.0 * 1000), (9.5, None), id="ms"),
+        pytest.param(
+            Time(operating=9.5, operating_reset_at=float("inf")), (9.5, None), id="reset-inf"
+        ),
+        pytest.param(
+            Time(operating=9.5, operating_reset_at=-1.0), (9.5, None), id="reset-negative"
+        ),
+    ],
+)
+def test_a_time_block_no_portal_sends_is_not_learnt(
+    time: Time, kept: tuple[float | None, float | None], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A figure that is not finite, is negative, or a reset beyond the portal's ten-minute
+    window (milliseconds): ignored with a DEBUG line; the next batch goes at once."""
+    clock, wall = Clock(), Clock(1000.0)
+    slept: list[float] = []
+    limiter = _limiter(slept, clock, wall)
+    with caplog.at_level(logging.DEBUG, logger="b24batch"):
+        limiter.after_answer(time, refused=False)
+    assert limiter.meter.state() == kept
+    assert limiter.before_send(budget=60) == 0.0
+    assert slept == []
+    [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert line.startswith("ignored the answer's time figures no portal sends: ")
+
+
+def test_a_reset_at_the_edge_of_the_window_is_learnt() -> None:
+    """A reset ten minutes and a basket ahead is still the portal's (its clock may be ahead)."""
+    clock, wall = Clock(), Clock(1000.0)
+    limiter = _limiter([], clock, wall)
+    limiter.after_answer(Time(operating=9.5, operating_reset_at=1660.0), refused=False)
+    assert limiter.meter.state() == (9.5, 1660.0)
+    limiter.after_answer(Time(operating=9.5, operating_reset_at=1660.5), refused=False)
+    assert limiter.meter.state() == (9.5, 1660.0)

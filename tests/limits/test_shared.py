@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import redis
 
@@ -33,6 +34,7 @@ from b24batch import (
     Time,
 )
 from b24batch._limits.bucket import Bucket, LeakyBucket
+from b24batch._limits.limiter import Limiter
 from b24batch._limits.policy import DEFAULT_RESET_SLACK
 from b24batch._limits.shared import SharedBucket, SharedMeter, fingerprint
 from b24batch.redaction import Secret
@@ -571,3 +573,38 @@ def test_limit_store_without_limits_is_a_contradiction(tmp_path: Path) -> None:
         B24Hook.from_webhook_url(
             f"{ORIGIN}/rest/1/s/", rate_limit=None, limit_store=SQLiteStore(tmp_path / "l.db")
         )
+
+
+@pytest.mark.parametrize("kind", SHARED)
+@pytest.mark.parametrize(
+    "time",
+    [
+        pytest.param(Time(operating=float("nan"), operating_reset_at=1), id="nan"),
+        pytest.param(Time(operating=470.0, operating_reset_at=1.7e12), id="reset-in-ms"),
+    ],
+)
+def test_a_bad_time_block_never_reaches_the_store(
+    kind: str, time: Time, make_store: StoreFactory, clock: Clock
+) -> None:
+    """A time block no portal sends, learnt by one client, never makes a later client of the
+    same store wait."""
+    limit = RateLimit()
+    store = make_store(kind)
+    key = store.meter_key(ORIGIN, "abc", "batch")
+
+    def limiter() -> Limiter:
+        return Limiter(
+            SharedBucket(store, ORIGIN, clock, LeakyBucket(limit, clock)),
+            SharedMeter(store, key, limit, clock),
+            sleep=lambda seconds: None,
+            wall_clock=clock,
+            limit=limit,
+        )
+
+    limiter().after_answer(
+        attrs.evolve(time, operating_reset_at=(time.operating_reset_at or 0) + clock.now),
+        refused=False,
+    )
+    later = limiter()
+    assert later.meter.delay() == 0.0
+    assert later.before_send(budget=60.0) == 0.0
