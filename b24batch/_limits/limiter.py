@@ -13,7 +13,7 @@ from collections.abc import Callable
 from b24batch._limits.bucket import Bucket
 from b24batch._limits.ledger import Ledger
 from b24batch._limits.meter import Meter, plausible
-from b24batch._limits.policy import LimitState, RateLimit
+from b24batch._limits.policy import MAX_BOOKED_WAIT, LimitState, RateLimit
 from b24batch.errors import OperatingLimitError, RateLimitError
 from b24batch.results import Time
 
@@ -78,7 +78,8 @@ class Limiter:
         if self.bucket is not None:
             # Booked only now: another thread may have booked since, so check once more.
             rate = self.bucket.reserve(budget - operating)
-            if rate > budget - operating:
+            # No bucket books a wait over MAX_BOOKED_WAIT, whatever the budget: nothing booked.
+            if rate > min(budget - operating, MAX_BOOKED_WAIT):
                 raise self._refusal(RateLimitError, operating + rate, budget)
             if rate > 0:
                 self.sleep(rate)

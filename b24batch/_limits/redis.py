@@ -13,11 +13,12 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from b24batch._limits.policy import RateLimit
+from b24batch._limits.policy import MAX_BOOKED_WAIT, RateLimit, max_level
 from b24batch._limits.shared import (
     DEFAULT_RECHECK,
     DEFAULT_STORE_TIMEOUT,
     FUTURE_TOLERANCE,
+    RESET_HORIZON,
     LimitStore,
     MeterState,
 )
@@ -33,28 +34,34 @@ _SCHEMES = ("redis", "rediss", "unix")
 _BIG = 1e300  # stands for an unbounded budget: Lua's tonumber("inf") is platform-defined
 
 # Shared head of both scripts: the time (ARGV[1], or the server's), and a foreign value under
-# the key (not a hash) deleted, so that it reads as empty and the write replaces it.
+# the key (not a hash) deleted, so that it reads as empty and the write replaces it; `foreign`
+# says so to the caller, which warns.
 _HEAD = """
 local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
+local foreign = 0
 local kind = redis.call('TYPE', KEYS[1]).ok
-if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
+if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', KEYS[1]); foreign = 1 end
 local function finite(x) return x ~= nil and x == x and x > -math.huge and x < math.huge end
 local function fmt(x) if x == nil then return '' end return string.format('%.17g', x) end
 """
 
-# ARGV: now, op, ceiling, burst, per_second, arg, future tolerance. Returns the result.
+# ARGV: now, op, ceiling, burst, per_second, arg, future tolerance, highest level.
+# Returns {result, foreign}.
 _BUCKET = (
     _HEAD
     + """
 local op, ceiling, burst = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local rate, arg, tolerance = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local highest = tonumber(ARGV[8])
 local stored = redis.call('HMGET', KEYS[1], 'level', 'updated')
 local level, updated = tonumber(stored[1]), tonumber(stored[2])
-if not (finite(level) and finite(updated) and level >= 0 and updated <= now + tolerance) then
+if not (finite(level) and finite(updated) and level >= 0 and level <= highest
+        and updated <= now + tolerance) then
+  if stored[1] or stored[2] then redis.call('DEL', KEYS[1]); foreign = 1 end
   level, updated = 0, now
 end
 local function drained(at) return math.max(0, level - math.max(0, at - updated) * rate) end
@@ -76,11 +83,12 @@ if write then
   redis.call('HSET', KEYS[1], 'level', fmt(level), 'updated', fmt(updated))
   redis.call('PEXPIRE', KEYS[1], math.ceil((level / rate + 60) * 1000))
 end
-return fmt(result)
+return {fmt(result), foreign}
 """
 )
 
-# ARGV: now, op, operating, reset_at. Returns {operating, reset_at, now}, '' for none.
+# ARGV: now, op, operating, reset_at, reset horizon. Returns {operating, reset_at, now,
+# foreign}, '' for none.
 _METER = (
     _HEAD
     + """
@@ -88,11 +96,17 @@ local op = ARGV[2]
 local stored = redis.call('HMGET', KEYS[1], 'operating', 'reset_at')
 local operating, reset_at = tonumber(stored[1]), tonumber(stored[2])
 if not (finite(operating) and operating >= 0) then operating = nil end
-if not finite(reset_at) then reset_at = nil end
+if not (finite(reset_at) and reset_at >= 0 and reset_at <= now + tonumber(ARGV[5])) then
+  reset_at = nil
+end
 local write = false
+if (stored[1] and operating == nil) or (stored[2] and reset_at == nil) then
+  foreign, write = 1, true
+end
 if op == 'record' then
   operating = tonumber(ARGV[3]) or operating
-  reset_at = tonumber(ARGV[4]) or reset_at
+  local given = tonumber(ARGV[4])  -- one it could not read back is never written
+  if finite(given) and given >= 0 and given <= now + tonumber(ARGV[5]) then reset_at = given end
   write = true
 elseif op == 'forget' then
   if reset_at ~= nil and reset_at == tonumber(ARGV[4]) then operating, write = nil, true end
@@ -107,15 +121,36 @@ if write then
   if reset_at ~= nil then ahead = math.max(0, reset_at - now) end
   redis.call('EXPIRE', KEYS[1], math.ceil(ahead + 660))
 end
-return {fmt(operating), fmt(reset_at), fmt(now)}
+return {fmt(operating), fmt(reset_at), fmt(now), foreign}
 """
 )
 
 
 def _number(text: Any) -> float | None:
+    """A figure of a script's answer: None for ''; ValueError for anything else."""
     if isinstance(text, bytes):
         text = text.decode("ascii")
-    return None if text in ("", None) else float(text)
+    if text == "":
+        return None
+    if not isinstance(text, str):
+        raise ValueError
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError
+    return value
+
+
+def _answer(answer: Any, size: int, what: str) -> tuple[list[float | None], bool]:
+    """A script's answer, ``size`` figures and the foreign flag; OSError (the store counts as
+    unreachable) for any other shape: a look-alike server may answer anything."""
+    try:
+        if not isinstance(answer, list) or len(answer) != size + 1 or answer[size] not in (0, 1):
+            raise ValueError
+        return [_number(item) for item in answer[:size]], answer[size] == 1
+    except (ValueError, TypeError, UnicodeDecodeError):
+        shown = repr(answer)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise OSError(f"the {what} script answered {shown}") from None
 
 
 def _where(url: Secret[str]) -> str | None:
@@ -226,7 +261,6 @@ class RedisStore(LimitStore):
                 "redis://host:6379/0 or unix:///path/redis.sock?db=0"
             )
         self._redis = connection
-        self.errors = (redis.RedisError, OSError)
         self._bucket = self._redis.register_script(_BUCKET)
         self._meter = self._redis.register_script(_METER)
 
@@ -247,10 +281,13 @@ class RedisStore(LimitStore):
     ) -> float:
         del clock  # the server's time (or the store's own clock): hosts' clocks may disagree
         args = [self._now(), op, str(limit.ceiling), str(limit.burst), repr(limit.per_second)]
-        args += [_arg(arg), repr(FUTURE_TOLERANCE)]
-        result = _number(self._bucket(keys=[self.prefix + key], args=args))
-        if result is None or not math.isfinite(result):
-            raise OSError(f"the bucket script answered {result!r}")
+        args += [_arg(min(arg, MAX_BOOKED_WAIT)), repr(FUTURE_TOLERANCE), repr(max_level(limit))]
+        key = self.prefix + key
+        [result], foreign = _answer(self._bucket(keys=[key], args=args), 1, "bucket")
+        if foreign:
+            self.found_foreign(key)
+        if result is None:
+            raise OSError("the bucket script answered no figure")
         return result
 
     def meter_op(
@@ -262,12 +299,16 @@ class RedisStore(LimitStore):
         clock: Callable[[], float],
     ) -> MeterState:
         del clock
-        args = [self._now(), op, _arg(operating), _arg(reset_at)]
-        answer = self._meter(keys=[self.prefix + key], args=args)
-        now = _number(answer[2])
+        args = [self._now(), op, _arg(operating), _arg(reset_at), repr(RESET_HORIZON)]
+        key = self.prefix + key
+        (operating, reset_at, now), foreign = _answer(
+            self._meter(keys=[key], args=args), 3, "meter"
+        )
+        if foreign:
+            self.found_foreign(key)
         if now is None:
-            raise OSError(f"the meter script answered {answer!r}")
-        return _number(answer[0]), _number(answer[1]), now
+            raise OSError("the meter script answered no time")
+        return operating, reset_at, now
 
     def close(self) -> None:
         """Close the connections to the server (the store reconnects if used again)."""

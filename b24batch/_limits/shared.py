@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from b24batch._limits.bucket import LeakyBucket
-from b24batch._limits.meter import OperatingMeter, operating_wait
+from b24batch._limits.meter import OPERATING_WINDOW, WINDOW_SLACK, OperatingMeter, operating_wait
 from b24batch._limits.policy import RateLimit
 from b24batch.errors import SdkError, SdkTypeError
 from b24batch.redaction import Secret
@@ -28,6 +28,7 @@ from b24batch.results import Time
 __all__ = [
     "DEFAULT_RECHECK",
     "DEFAULT_STORE_TIMEOUT",
+    "RESET_HORIZON",
     "LimitStore",
     "MeterState",
     "SharedBucket",
@@ -43,6 +44,9 @@ DEFAULT_RECHECK = 5.0
 """Seconds between attempts to reach a store that was unreachable (limits stay in-process)."""
 FUTURE_TOLERANCE = 1.0
 """A stored state dated further ahead than this is foreign (a clock reset): taken as empty."""
+RESET_HORIZON = OPERATING_WINDOW + WINDOW_SLACK
+"""A stored reset further ahead of the store's time than this is foreign: no answer the
+limiter learns from holds one (``meter.plausible``)."""
 
 MeterState = tuple[float | None, float | None, float]
 """``(operating, operating_reset_at, now)``: a meter's numbers and the store's Unix time."""
@@ -88,9 +92,6 @@ class LimitStore(abc.ABC):
         (True, 'bucket:https://example.bitrix24.com@203.0.113.7')
     """
 
-    errors: tuple[type[BaseException], ...] = (OSError,)
-    """The exceptions that mean the store is unreachable (its state then stays in-process)."""
-
     def __init__(self, *, egress: str | None, recheck: float, timeout: float) -> None:
         if egress is not None and (
             not isinstance(egress, str) or not egress.isprintable() or not 0 < len(egress) <= 100
@@ -109,6 +110,7 @@ class LimitStore(abc.ABC):
         self.timeout = float(timeout)
         self._lock = threading.Lock()
         self._down_until: float | None = None
+        self._foreign_keys: set[str] = set()
         _stores.add(self)
 
     @abc.abstractmethod
@@ -140,6 +142,21 @@ class LimitStore(abc.ABC):
         """The store for log lines: no password."""
         return type(self).__name__
 
+    def found_foreign(self, key: str) -> None:
+        """Say (one WARNING per key and store) that ``key`` held a value this store could not
+        have written — a level or a reset beyond any the arithmetic makes, text, another
+        type — which was read as empty and overwritten."""
+        with self._lock:
+            if key in self._foreign_keys:
+                return
+            self._foreign_keys.add(key)
+        log.warning(
+            "limit store %s: %r held a value the store could not have written: read as empty "
+            "and overwritten",
+            self.describe(),
+            key,
+        )
+
     def bucket_key(self, origin: str) -> str:
         """The key of the request-rate bucket of ``origin`` as seen from this host."""
         return f"bucket:{origin}" if self.egress is None else f"bucket:{origin}@{self.egress}"
@@ -149,13 +166,18 @@ class LimitStore(abc.ABC):
         return f"operating:{origin}:{credential}:{method}"
 
     def call(self, operation: Callable[..., Any], *args: Any) -> Any:
-        """``operation(*args)``, or :class:`_Unreachable` while the store does not answer."""
+        """``operation(*args)``, or :class:`_Unreachable` while the store does not answer.
+
+        Any exception of the store's counts as its being unreachable, not only
+        :attr:`errors`: a server that answers nonsense (a look-alike, a proxy) must not raise
+        ``ValueError`` or ``IndexError`` into the caller's batch.
+        """
         with self._lock:
             if self._down_until is not None and time.monotonic() < self._down_until:
                 raise _Unreachable
         try:
             result = operation(*args)
-        except self.errors as error:
+        except Exception as error:
             with self._lock:
                 starts = self._down_until is None
                 self._down_until = time.monotonic() + self.recheck

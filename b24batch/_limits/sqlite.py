@@ -17,11 +17,12 @@ from contextlib import contextmanager
 from typing import Any
 
 from b24batch._limits.bucket import bucket_step
-from b24batch._limits.policy import RateLimit
+from b24batch._limits.policy import RateLimit, max_level
 from b24batch._limits.shared import (
     DEFAULT_RECHECK,
     DEFAULT_STORE_TIMEOUT,
     FUTURE_TOLERANCE,
+    RESET_HORIZON,
     LimitStore,
     MeterState,
 )
@@ -74,8 +75,6 @@ class SQLiteStore(LimitStore):
         ...     "https://example.bitrix24.com/rest/1/s/", limit_store=store
         ... )
     """
-
-    errors = (sqlite3.Error, OSError)
 
     def __init__(
         self,
@@ -164,14 +163,17 @@ class SQLiteStore(LimitStore):
                 "SELECT level, updated FROM b24batch_bucket WHERE key = ?", (key,)
             ).fetchone()
             level, updated = 0.0, now  # missing or foreign: empty, overwritten below
-            if (
-                row is not None
-                and _finite(row[0])
-                and _finite(row[1])
-                and row[0] >= 0
-                and row[1] <= now + FUTURE_TOLERANCE
-            ):
-                level, updated = float(row[0]), float(row[1])
+            if row is not None:
+                if (
+                    _finite(row[0])
+                    and _finite(row[1])
+                    and 0 <= row[0] <= max_level(limit)
+                    and row[1] <= now + FUTURE_TOLERANCE
+                ):
+                    level, updated = float(row[0]), float(row[1])
+                else:
+                    self.found_foreign(key)
+                    db.execute("DELETE FROM b24batch_bucket WHERE key = ?", (key,))
             result, state = bucket_step(op, level, updated, now, limit, arg)
             if state is not None:
                 db.execute(
@@ -194,18 +196,28 @@ class SQLiteStore(LimitStore):
                 "SELECT operating, reset_at FROM b24batch_meter WHERE key = ?", (key,)
             ).fetchone()
             stored: tuple[float | None, float | None] = (None, None)
+            foreign = False
             if row is not None:
                 kept_operating = row[0] if _finite(row[0]) and row[0] >= 0 else None
-                stored = (kept_operating, row[1] if _finite(row[1]) else None)
+                kept_reset = (
+                    row[1] if _finite(row[1]) and 0 <= row[1] <= now + RESET_HORIZON else None
+                )
+                stored = (kept_operating, kept_reset)
+                # None is the store's own "no figure"; anything else dropped is foreign
+                foreign = any(v is not None and k is None for v, k in zip(row, stored, strict=True))
+            if foreign:
+                self.found_foreign(key)
             new = stored
             if op == "record":
+                # A reset it could not read back (a client's clock far ahead) is never written.
+                kept = reset_at is None or not 0 <= reset_at <= now + RESET_HORIZON
                 new = (
                     stored[0] if operating is None else operating,
-                    stored[1] if reset_at is None else reset_at,
+                    stored[1] if kept else reset_at,
                 )
             elif op == "forget" and stored[1] is not None and stored[1] == reset_at:
                 new = (None, stored[1])
-            if op != "read" and (row is None or tuple(row) != new):
+            if (op != "read" or foreign) and (row is None or tuple(row) != new):
                 db.execute(
                     "INSERT OR REPLACE INTO b24batch_meter (key, operating, reset_at) "
                     "VALUES (?, ?, ?)",

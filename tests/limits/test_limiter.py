@@ -15,10 +15,12 @@ from b24batch._limits.limiter import OPERATING_BASKET, OPERATING_FLOOR, Limiter
 from b24batch._limits.meter import OperatingMeter, operating_wait
 from b24batch._limits.policy import (
     DEFAULT_RESET_SLACK,
+    MAX_BOOKED_WAIT,
     MAX_BURST,
     MAX_OPERATING_LIMIT,
     MAX_RESET_SLACK,
     PER_SECOND_RANGE,
+    max_level,
 )
 
 
@@ -556,3 +558,33 @@ def test_a_reset_at_the_edge_of_the_window_is_learnt() -> None:
     assert limiter.meter.state() == (9.5, 1660.0)
     limiter.after_answer(Time(operating=9.5, operating_reset_at=1660.5), refused=False)
     assert limiter.meter.state() == (9.5, 1660.0)
+
+
+def test_no_booking_holds_a_wait_longer_than_an_hour() -> None:
+    """Whatever the budget, a booking that would wait over MAX_BOOKED_WAIT books nothing: no
+    bucket ever holds more than max_level, so a store can tell its own levels from junk."""
+    limit = RateLimit(burst=10, per_second=2.0)
+    level = limit.ceiling + limit.per_second * MAX_BOOKED_WAIT  # the last booking: an hour
+    assert level < max_level(limit)
+    assert bucket_step("reserve", level - 1, 0.0, 0.0, limit, float("inf")) == (
+        MAX_BOOKED_WAIT,
+        (level, 0.0),
+    )
+    wait, state = bucket_step("reserve", level, 0.0, 0.0, limit, float("inf"))
+    assert (wait, state) == (MAX_BOOKED_WAIT + 1 / limit.per_second, None)
+
+
+def test_a_wait_over_an_hour_is_refused_whatever_the_budget() -> None:
+    """A budget of two hours: a booking that would wait over an hour raises, nothing slept."""
+    clock = Clock()
+    slept: list[float] = []
+    limit = RateLimit(burst=10, per_second=2.0)
+    bucket = LeakyBucket(limit, clock)
+    limiter = Limiter(bucket, OperatingMeter(limit, clock), sleep=slept.append, wall_clock=clock)
+    while bucket.wait() <= MAX_BOOKED_WAIT:
+        bucket.reserve()
+    held = bucket.available()
+    with pytest.raises(RateLimitError):
+        limiter.before_send(budget=7200.0)
+    assert slept == []
+    assert bucket.available() == held  # nothing booked

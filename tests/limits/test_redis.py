@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 import redis
 
-from b24batch import B24Hook, BatchV3, RateLimit, RedisStore, SdkError, SdkTypeError
+from b24batch import B24Hook, BatchV3, RateLimit, RedisStore, SdkError, SdkTypeError, Time
 from b24batch._limits.bucket import LeakyBucket
-from b24batch._limits.shared import SharedBucket
+from b24batch._limits.limiter import Limiter
+from b24batch._limits.shared import SharedBucket, SharedMeter
 from b24batch.testing import FakePortal
 from tests.limits.helpers import CALLS, ORIGIN, Clock, StoreFactory
 from tests.support.redis_server import RedisServer
@@ -208,10 +209,20 @@ def test_a_redis_that_hangs_up_is_tried_once(clock: Clock) -> None:
 @pytest.mark.parametrize(
     ("script", "answer", "message"),
     [
-        pytest.param("_bucket", b"nan", "the bucket script answered nan", id="bucket-nan"),
-        pytest.param("_bucket", b"", "the bucket script answered None", id="bucket-empty"),
         pytest.param(
-            "_meter", [b"", b"", b""], "the meter script answered [b'', b'', b'']", id="meter"
+            "_bucket", [b"nan", 0], "the bucket script answered [b'nan', 0]", id="bucket-nan"
+        ),
+        pytest.param("_bucket", [b"", 0], "the bucket script answered no figure", id="empty"),
+        pytest.param("_bucket", b"1", "the bucket script answered b'1'", id="bucket-scalar"),
+        pytest.param(
+            "_bucket", [b"1", 7], "the bucket script answered [b'1', 7]", id="bucket-flag"
+        ),
+        pytest.param("_meter", [b"", b"", b"", 0], "the meter script answered no time", id="meter"),
+        pytest.param(
+            "_meter",
+            [b"1"] * 40,
+            f"the meter script answered {str([b'1'] * 40)[:77]}...",
+            id="long",
         ),
     ],
 )
@@ -357,3 +368,82 @@ def test_redis_store_options_are_refused_with_the_whole_message(
 def test_a_half_built_redis_store_shows_a_repr() -> None:
     """A RedisStore whose __init__ never ran (an error page's locals) still has a repr."""
     assert repr(RedisStore.__new__(RedisStore)) == "<RedisStore (not set up)>"
+
+
+class _LookAlike:
+    """A loopback listener posing as Redis that answers every command with one fixed reply."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve)
+        self._thread.start()
+        self.url = f"redis://127.0.0.1:{self._listener.getsockname()[1]}/0"
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn = self._listener.accept()[0]
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(0.2)
+                try:
+                    while not self._stop.is_set():
+                        try:
+                            data = conn.recv(65536)
+                        except TimeoutError:
+                            continue
+                        if not data:
+                            break
+                        conn.sendall(self.reply * _commands(data))
+                except OSError:
+                    continue
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._listener.close()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(b"$3\r\nabc\r\n", id="text"),
+        pytest.param(b":5\r\n", id="integer"),
+        pytest.param(b"$-1\r\n", id="nil"),
+        pytest.param(b"*1\r\n$1\r\n1\r\n", id="short-array"),
+        pytest.param(b"*3\r\n$1\r\nx\r\n$1\r\ny\r\n$1\r\nz\r\n", id="array-of-text"),
+        pytest.param(b"+OK\r\n", id="status"),
+    ],
+)
+def test_a_redis_look_alike_never_raises_into_the_batch(
+    reply: bytes, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever a server answers, the limiter waits in process: no ValueError, TypeError or
+    IndexError reaches the caller; one WARNING says the store is out of use."""
+    fake = _LookAlike(reply)
+    store = RedisStore(fake.url, timeout=0.5)
+    limit = RateLimit(burst=5)
+    key = store.meter_key(ORIGIN, "abc", "batch")
+    limiter = Limiter(
+        SharedBucket(store, ORIGIN, clock, LeakyBucket(limit, clock)),
+        SharedMeter(store, key, limit, clock),
+        sleep=lambda seconds: None,
+        wall_clock=clock,
+        limit=limit,
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="b24batch"):
+            assert limiter.before_send(budget=60.0) == 0.0
+            limiter.after_answer(
+                Time(operating=1.0, operating_reset_at=clock.now + 5), refused=False
+            )
+            assert limiter.state().requests_available == 2.0  # the fallback counted it
+    finally:
+        store.close()
+        fake.close()
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "unreachable" in warning

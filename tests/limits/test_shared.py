@@ -35,7 +35,7 @@ from b24batch import (
 )
 from b24batch._limits.bucket import Bucket, LeakyBucket
 from b24batch._limits.limiter import Limiter
-from b24batch._limits.policy import DEFAULT_RESET_SLACK
+from b24batch._limits.policy import DEFAULT_RESET_SLACK, MAX_BOOKED_WAIT
 from b24batch._limits.shared import SharedBucket, SharedMeter, fingerprint
 from b24batch.redaction import Secret
 from b24batch.testing import FakePortal
@@ -608,3 +608,95 @@ def test_a_bad_time_block_never_reaches_the_store(
     later = limiter()
     assert later.meter.delay() == 0.0
     assert later.before_send(budget=60.0) == 0.0
+
+
+def _spoil(
+    kind: str, store: LimitStore, raw: redis.Redis, table: str, key: str, **row: float
+) -> None:
+    """Write ``row`` under ``key`` as no store would: in Redis, or in the SQLite file."""
+    if kind == "redis":
+        raw.hset(f"b24batch:{key}", mapping=row)
+        return
+    assert isinstance(store, SQLiteStore)
+    names = ", ".join(row)
+    with sqlite3.connect(store.path) as db:
+        db.execute(
+            f"INSERT OR REPLACE INTO b24batch_{table} (key, {names}) VALUES (?, ?, ?)",
+            (key, *row.values()),
+        )
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+@pytest.mark.parametrize("kind", SHARED)
+def test_a_bucket_level_no_store_writes_is_read_as_empty_once_warned(
+    kind: str,
+    make_store: StoreFactory,
+    raw: redis.Redis,
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A level of 1e12 (a wait of 500 billion seconds) is none the store could have written:
+    read as empty, overwritten, one WARNING; the batches go on."""
+    store = make_store(kind)
+    limit = RateLimit(burst=10, per_second=2.0)
+    bucket = SharedBucket(store, ORIGIN, clock, LeakyBucket(limit, clock))
+    assert bucket.available() == 8.0  # makes the tables
+    _spoil(kind, store, raw, "bucket", bucket.key, level=1e12, updated=clock.now)
+    with caplog.at_level(logging.WARNING, logger="b24batch"):
+        assert bucket.wait() == 0.0
+        assert bucket.reserve() == 0.0
+        _spoil(kind, store, raw, "bucket", bucket.key, level=1e12, updated=clock.now)
+        assert bucket.available() == 8.0
+        assert bucket.reserve() == 0.0
+        assert bucket.available() == 7.0
+    [warning] = _warnings(caplog)
+    shown = ("b24batch:" if kind == "redis" else "") + bucket.key  # as the store names it
+    assert warning == (
+        f"limit store {store.describe()}: {shown!r} held a value the store could not "
+        f"have written: read as empty and overwritten"
+    )
+
+
+@pytest.mark.parametrize("kind", SHARED)
+def test_the_fullest_bucket_a_store_can_write_is_kept(
+    kind: str,
+    make_store: StoreFactory,
+    raw: redis.Redis,
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A level of the burst and the longest wait a booking may hold is the store's own."""
+    store = make_store(kind)
+    limit = RateLimit(burst=10, per_second=2.0)
+    bucket = SharedBucket(store, ORIGIN, clock, LeakyBucket(limit, clock))
+    assert bucket.available() == 8.0  # makes the tables
+    level = limit.burst + limit.per_second * MAX_BOOKED_WAIT
+    _spoil(kind, store, raw, "bucket", bucket.key, level=level, updated=clock.now)
+    with caplog.at_level(logging.WARNING, logger="b24batch"):
+        assert bucket.wait() == pytest.approx((level + 1 - limit.ceiling) / limit.per_second)
+    assert _warnings(caplog) == []
+
+
+@pytest.mark.parametrize("kind", SHARED)
+def test_a_reset_no_store_writes_is_read_as_none_once_warned(
+    kind: str,
+    make_store: StoreFactory,
+    raw: redis.Redis,
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A reset time of 1e15 is none the store could have written: dropped, one WARNING."""
+    store = make_store(kind)
+    limit = RateLimit()
+    meter = SharedMeter(store, store.meter_key(ORIGIN, "abc", "batch"), limit, clock)
+    assert meter.state() == (None, None)  # makes the tables
+    _spoil(kind, store, raw, "meter", meter.key, operating=470.0, reset_at=1e15)
+    with caplog.at_level(logging.WARNING, logger="b24batch"):
+        assert meter.delay() == 0.0
+        assert meter.state() == (470.0, None)
+    assert len(_warnings(caplog)) == 1
+    meter.record(Time(operating=470.0, operating_reset_at=clock.now + 10.0))
+    assert meter.delay() == pytest.approx(10.0 + DEFAULT_RESET_SLACK)
