@@ -70,11 +70,11 @@ class LeakyBucket:
     each sends when the counter, its own request included, is at most ``limit.ceiling``.
     """
 
-    def __init__(self, limit: RateLimit, clock: Callable[[], float]) -> None:
+    def __init__(self, limit: RateLimit, clock: Callable[[], float], *, level: float = 0.0) -> None:
         self.limit = limit
         self._clock = clock
         self._lock = threading.Lock()
-        self._state = (0.0, clock())  # (level, updated), booked requests included
+        self._state = (level, clock())  # (level, updated), booked requests included
 
     def step(self, op: str, arg: float = 0.0) -> float:
         """One :func:`bucket_step` operation on this bucket, atomically."""

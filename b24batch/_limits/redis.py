@@ -18,6 +18,7 @@ from b24batch._limits.shared import (
     DEFAULT_RECHECK,
     DEFAULT_STORE_TIMEOUT,
     FUTURE_TOLERANCE,
+    LIVE_WINDOW,
     RESET_HORIZON,
     LimitStore,
     MeterState,
@@ -49,8 +50,9 @@ local function finite(x) return x ~= nil and x == x and x > -math.huge and x < m
 local function fmt(x) if x == nil then return '' end return string.format('%.17g', x) end
 """
 
-# ARGV: now, op, ceiling, burst, per_second, arg, future tolerance, highest level.
-# Returns {result, foreign}.
+# KEYS: the bucket, the sorted set of its clients (scored by when each was last seen).
+# ARGV: now, op, ceiling, burst, per_second, arg, future tolerance, highest level, client id,
+# live window. Returns {result, level after the op, foreign, live clients}.
 _BUCKET = (
     _HEAD
     + """
@@ -83,7 +85,12 @@ if write then
   redis.call('HSET', KEYS[1], 'level', fmt(level), 'updated', fmt(updated))
   redis.call('PEXPIRE', KEYS[1], math.ceil((level / rate + 60) * 1000))
 end
-return {fmt(result), foreign}
+local live = tonumber(ARGV[10])
+if redis.call('TYPE', KEYS[2]).ok ~= 'zset' then redis.call('DEL', KEYS[2]) end
+redis.call('ZADD', KEYS[2], now, ARGV[9])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - live)
+redis.call('PEXPIRE', KEYS[2], math.ceil(live * 1000))
+return {fmt(result), fmt(drained(now)), foreign, redis.call('ZCARD', KEYS[2])}
 """
 )
 
@@ -140,13 +147,18 @@ def _number(text: Any) -> float | None:
     return value
 
 
-def _answer(answer: Any, size: int, what: str) -> tuple[list[float | None], bool]:
-    """A script's answer, ``size`` figures and the foreign flag; OSError (the store counts as
-    unreachable) for any other shape: a look-alike server may answer anything."""
+def _answer(answer: Any, shape: str, what: str) -> list[Any]:
+    """A script's answer of ``shape`` (``f``: a figure, None for ''; ``i``: an integer), or
+    OSError (the store counts as unreachable) for any other: a look-alike may answer anything."""
     try:
-        if not isinstance(answer, list) or len(answer) != size + 1 or answer[size] not in (0, 1):
+        if not isinstance(answer, list) or len(answer) != len(shape):
             raise ValueError
-        return [_number(item) for item in answer[:size]], answer[size] == 1
+        items: list[Any] = []
+        for kind, item in zip(shape, answer, strict=True):
+            if kind == "i" and (isinstance(item, bool) or not isinstance(item, int)):
+                raise ValueError
+            items.append(item if kind == "i" else _number(item))
+        return items
     except (ValueError, TypeError, UnicodeDecodeError):
         shown = repr(answer)
         shown = shown if len(shown) <= 80 else shown[:77] + "..."
@@ -282,13 +294,17 @@ class RedisStore(LimitStore):
         del clock  # the server's time (or the store's own clock): hosts' clocks may disagree
         args = [self._now(), op, str(limit.ceiling), str(limit.burst), repr(limit.per_second)]
         args += [_arg(min(arg, MAX_BOOKED_WAIT)), repr(FUTURE_TOLERANCE), repr(max_level(limit))]
-        key = self.prefix + key
-        [result], foreign = _answer(self._bucket(keys=[key], args=args), 1, "bucket")
+        args += [self.client_id(), repr(LIVE_WINDOW)]
+        keys = [self.prefix + key, f"{self.prefix}clients:{key}"]
+        result, level, foreign, clients = _answer(
+            self._bucket(keys=keys, args=args), "ffii", "bucket"
+        )
         if foreign:
-            self.found_foreign(key)
-        if result is None:
+            self.found_foreign(keys[0])
+        if result is None or level is None:
             raise OSError("the bucket script answered no figure")
-        return result
+        self.saw(key, level, max(1, clients))
+        return float(result)
 
     def meter_op(
         self,
@@ -301,14 +317,14 @@ class RedisStore(LimitStore):
         del clock
         args = [self._now(), op, _arg(operating), _arg(reset_at), repr(RESET_HORIZON)]
         key = self.prefix + key
-        (operating, reset_at, now), foreign = _answer(
-            self._meter(keys=[key], args=args), 3, "meter"
+        operating, reset_at, now, foreign = _answer(
+            self._meter(keys=[key], args=args), "fffi", "meter"
         )
         if foreign:
             self.found_foreign(key)
         if now is None:
             raise OSError("the meter script answered no time")
-        return operating, reset_at, now
+        return operating, reset_at, float(now)
 
     def close(self) -> None:
         """Close the connections to the server (the store reconnects if used again)."""

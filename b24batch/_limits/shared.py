@@ -14,13 +14,14 @@ import math
 import os
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 from b24batch._limits.bucket import LeakyBucket
 from b24batch._limits.meter import OPERATING_WINDOW, WINDOW_SLACK, OperatingMeter, operating_wait
-from b24batch._limits.policy import RateLimit
+from b24batch._limits.policy import PER_SECOND_RANGE, RateLimit
 from b24batch.errors import SdkError, SdkTypeError
 from b24batch.redaction import Secret
 from b24batch.results import Time
@@ -28,6 +29,7 @@ from b24batch.results import Time
 __all__ = [
     "DEFAULT_RECHECK",
     "DEFAULT_STORE_TIMEOUT",
+    "LIVE_WINDOW",
     "RESET_HORIZON",
     "LimitStore",
     "MeterState",
@@ -44,6 +46,9 @@ DEFAULT_RECHECK = 5.0
 """Seconds between attempts to reach a store that was unreachable (limits stay in-process)."""
 FUTURE_TOLERANCE = 1.0
 """A stored state dated further ahead than this is foreign (a clock reset): taken as empty."""
+LIVE_WINDOW = 30.0
+"""Seconds a client counts as live at a shared bucket after its last operation there: the
+clients the in-process fallback shares the rate among while the store is unreachable."""
 RESET_HORIZON = OPERATING_WINDOW + WINDOW_SLACK
 """A stored reset further ahead of the store's time than this is foreign: no answer the
 limiter learns from holds one (``meter.plausible``)."""
@@ -64,6 +69,45 @@ class _Unreachable(Exception):
 
 
 _stores: weakref.WeakSet[LimitStore] = weakref.WeakSet()
+
+
+class _Fallback:
+    """What one process knows of one shared bucket, for while its store is unreachable: the
+    last level and count of live clients the store reported, and the in-process bucket that
+    stands in for it during an outage (None while the store answers).
+
+    One per store object and key, so the clients of a process that share a store share it.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.seen: tuple[float, int, float] | None = None  # (level, clients, clock() then)
+        self.bucket: LeakyBucket | None = None
+
+    def stand_in(self, limit: RateLimit, clock: Callable[[], float]) -> LeakyBucket:
+        """The in-process bucket for this outage, made at its first use: this process's share
+        of the portal's bucket — its ceiling and rate divided among the live clients the
+        store last counted, starting from its share of the last level seen (full if none)."""
+        with self.lock:
+            if self.bucket is None:
+                clients, level = 1, float(limit.ceiling)
+                if self.seen is not None:
+                    seen_level, clients, at = self.seen
+                    level = max(0.0, seen_level - max(0.0, clock() - at) * limit.per_second)
+                share = RateLimit(
+                    burst=max(1, limit.ceiling // clients),
+                    per_second=max(PER_SECOND_RANGE[0], limit.per_second / clients),
+                    headroom=0,
+                    operating_limit=None,
+                )
+                self.bucket = LeakyBucket(share, clock, level=level / clients)
+            return self.bucket
+
+    def back(self) -> bool:
+        """The store answers again: drop the stand-in; True if there was one."""
+        with self.lock:
+            was, self.bucket = self.bucket is not None, None
+            return was
 
 
 def _after_fork() -> None:
@@ -111,6 +155,9 @@ class LimitStore(abc.ABC):
         self._lock = threading.Lock()
         self._down_until: float | None = None
         self._foreign_keys: set[str] = set()
+        self._fallbacks: dict[str, _Fallback] = {}
+        self._seen: dict[str, tuple[float, int]] = {}
+        self._client = ""
         _stores.add(self)
 
     @abc.abstractmethod
@@ -141,6 +188,28 @@ class LimitStore(abc.ABC):
     def describe(self) -> str:
         """The store for log lines: no password."""
         return type(self).__name__
+
+    def client_id(self) -> str:
+        """This store object's name among the clients of a shared bucket (one per process:
+        a forked child gets its own)."""
+        if not self._client.startswith(f"{os.getpid()}-"):
+            self._client = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        return self._client
+
+    def saw(self, key: str, level: float, clients: int) -> None:
+        """Note the level of the bucket under ``key`` after an operation, and how many clients
+        used it within :data:`LIVE_WINDOW`: what the in-process fallback starts from."""
+        self._seen[key] = (level, clients)
+
+    def seen(self, key: str) -> tuple[float, int] | None:
+        """``(level, clients)`` of the bucket under ``key`` as last noted by :meth:`saw`; None
+        from a store that does not count them."""
+        return self._seen.get(key)
+
+    def fallback(self, key: str) -> _Fallback:
+        """The in-process knowledge of the bucket under ``key``, one per store and process."""
+        with self._lock:
+            return self._fallbacks.setdefault(key, _Fallback())
 
     def found_foreign(self, key: str) -> None:
         """Say (one WARNING per key and store) that ``key`` held a value this store could not
@@ -201,7 +270,14 @@ class LimitStore(abc.ABC):
 
 
 class SharedBucket:
-    """A request-rate bucket kept in a :class:`LimitStore`, with an in-process fallback."""
+    """A request-rate bucket kept in a :class:`LimitStore`, with an in-process fallback.
+
+    While the store is unreachable the process takes its share of the portal's bucket: the
+    ceiling and rate divided among the clients the store last counted, starting from the last
+    level it reported (full if it never answered), so that processes falling back together
+    do not each drain at the whole portal's rate. When it answers again the shared bucket is
+    first taken as full (a restarted server has forgotten it). ``fallback`` gives the limit.
+    """
 
     def __init__(
         self,
@@ -214,17 +290,29 @@ class SharedBucket:
         self.store = store
         self.key = store.bucket_key(origin)
         self._clock = clock
-        self._fallback = fallback
+        self._fallback = store.fallback(self.key)
+
+    def _call(self, op: str, arg: float) -> float:
+        result: float = self.store.call(
+            self.store.bucket_op, self.key, op, self.limit, arg, self._clock
+        )
+        seen = self.store.seen(self.key)
+        if seen is not None:
+            self._fallback.seen = (*seen, self._clock())
+        return result
 
     def step(self, op: str, arg: float = 0.0) -> float:
         """One bucket operation in the store, or in-process while it is unreachable."""
+        fallback = self._fallback
         try:
-            result: float = self.store.call(
-                self.store.bucket_op, self.key, op, self.limit, arg, self._clock
-            )
+            if fallback.bucket is not None:
+                # Back from an outage: the processes drained the portal's bucket on their own,
+                # and a restarted server starts empty; take it as full before booking.
+                self._call("saturate", 0.0)
+                fallback.back()
+            return self._call(op, arg)
         except _Unreachable:
-            return self._fallback.step(op, arg)
-        return result
+            return fallback.stand_in(self.limit, self._clock).step(op, arg)
 
     def reserve(self, budget: float = math.inf) -> float:
         """As :meth:`LeakyBucket.reserve`, on the shared counter."""

@@ -22,6 +22,7 @@ from b24batch._limits.shared import (
     DEFAULT_RECHECK,
     DEFAULT_STORE_TIMEOUT,
     FUTURE_TOLERANCE,
+    LIVE_WINDOW,
     RESET_HORIZON,
     LimitStore,
     MeterState,
@@ -33,6 +34,8 @@ __all__ = ["SQLiteStore"]
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS b24batch_bucket (key TEXT PRIMARY KEY, level, updated)",
     "CREATE TABLE IF NOT EXISTS b24batch_meter (key TEXT PRIMARY KEY, operating, reset_at)",
+    "CREATE TABLE IF NOT EXISTS b24batch_clients (key TEXT, client TEXT, seen, "
+    "PRIMARY KEY (key, client))",
 )
 
 _WAL_RETRY = 0.005
@@ -180,7 +183,25 @@ class SQLiteStore(LimitStore):
                     "INSERT OR REPLACE INTO b24batch_bucket (key, level, updated) VALUES (?, ?, ?)",
                     (key, *state),
                 )
+            level, updated = state or (level, updated)
+            clients = self._count_client(db, key, now)
+        self.saw(key, max(0.0, level - max(0.0, now - updated) * limit.per_second), clients)
         return result
+
+    def _count_client(self, db: sqlite3.Connection, key: str, now: float) -> int:
+        """Note this client at the bucket under ``key``; the clients seen within LIVE_WINDOW."""
+        db.execute(
+            "INSERT OR REPLACE INTO b24batch_clients (key, client, seen) VALUES (?, ?, ?)",
+            (key, self.client_id(), now),
+        )
+        db.execute(  # gone quiet, or nonsense (a clock reset, a value of another program)
+            "DELETE FROM b24batch_clients WHERE key = ? AND NOT coalesce(seen BETWEEN ? AND ?, 0)",
+            (key, now - LIVE_WINDOW, now + FUTURE_TOLERANCE),
+        )
+        (count,) = db.execute(
+            "SELECT count(*) FROM b24batch_clients WHERE key = ?", (key,)
+        ).fetchone()
+        return max(1, int(count))
 
     def meter_op(
         self,

@@ -36,7 +36,7 @@ def test_redis_keys_live_under_the_prefix(make_store: StoreFactory, raw: redis.R
         BatchV3(hook).make(CALLS)
         hook.close()
     keys = sorted(key.decode() for key in raw.keys("*"))
-    assert [key.split(":")[2] for key in keys] == ["bucket", "operating"]
+    assert [key.split(":")[2] for key in keys] == ["bucket", "clients", "operating"]
     assert all(key.startswith("myapp:limits:") for key in keys)
     assert all(raw.ttl(key) > 0 for key in keys)
 
@@ -89,11 +89,12 @@ def test_a_redis_saturation_is_kept_in_redis(
 
 
 def test_an_unreachable_redis_answers_within_its_timeout(clock: Clock) -> None:
-    """A Redis that is not there fails fast into the fallback: calls do not fail."""
+    """A Redis that is not there fails fast into the fallback, from a full bucket (nothing is
+    known of the shared one): calls do not fail."""
     store = RedisStore("unix:///nonexistent/redis.sock", timeout=0.2)
     bucket = SharedBucket(store, ORIGIN, clock, LeakyBucket(RateLimit(), clock))
-    assert bucket.reserve() == 0.0
-    assert bucket.available() == 47.0
+    assert bucket.reserve() == 0.5
+    assert bucket.available() == 0.0
 
 
 def test_an_unreachable_redis_is_named_in_the_warning(
@@ -184,8 +185,8 @@ def test_a_slow_redis_is_given_up_at_the_store_timeout(clock: Clock) -> None:
     store = RedisStore(odd.url, timeout=0.2)
     bucket = SharedBucket(store, ORIGIN, clock, LeakyBucket(RateLimit(burst=5), clock))
     try:
-        assert _reserve_in_thread(bucket) == [0.0]
-        assert bucket.available() == 2.0  # the fallback counted it
+        assert _reserve_in_thread(bucket) == [0.5]  # the fallback starts full
+        assert bucket.available() == 0.0
     finally:
         store.close()
         odd.close()
@@ -198,8 +199,8 @@ def test_a_redis_that_hangs_up_is_tried_once(clock: Clock) -> None:
     store = RedisStore(odd.url, timeout=0.2)
     bucket = SharedBucket(store, ORIGIN, clock, LeakyBucket(RateLimit(burst=5), clock))
     try:
-        assert _reserve_in_thread(bucket) == [0.0]
-        assert bucket.available() == 2.0
+        assert _reserve_in_thread(bucket) == [0.5]
+        assert bucket.available() == 0.0
     finally:
         store.close()
         odd.close()
@@ -210,12 +211,20 @@ def test_a_redis_that_hangs_up_is_tried_once(clock: Clock) -> None:
     ("script", "answer", "message"),
     [
         pytest.param(
-            "_bucket", [b"nan", 0], "the bucket script answered [b'nan', 0]", id="bucket-nan"
+            "_bucket",
+            [b"nan", b"0", 0, 1],
+            "the bucket script answered [b'nan', b'0', 0, 1]",
+            id="bucket-nan",
         ),
-        pytest.param("_bucket", [b"", 0], "the bucket script answered no figure", id="empty"),
+        pytest.param(
+            "_bucket", [b"", b"0", 0, 1], "the bucket script answered no figure", id="empty"
+        ),
         pytest.param("_bucket", b"1", "the bucket script answered b'1'", id="bucket-scalar"),
         pytest.param(
-            "_bucket", [b"1", 7], "the bucket script answered [b'1', 7]", id="bucket-flag"
+            "_bucket",
+            [b"1", b"0", b"0", 1],
+            "the bucket script answered [b'1', b'0', b'0', 1]",
+            id="bucket-flag-as-text",
         ),
         pytest.param("_meter", [b"", b"", b"", 0], "the meter script answered no time", id="meter"),
         pytest.param(
@@ -437,11 +446,11 @@ def test_a_redis_look_alike_never_raises_into_the_batch(
     )
     try:
         with caplog.at_level(logging.WARNING, logger="b24batch"):
-            assert limiter.before_send(budget=60.0) == 0.0
+            assert limiter.before_send(budget=60.0) == 0.5  # the fallback starts full
             limiter.after_answer(
                 Time(operating=1.0, operating_reset_at=clock.now + 5), refused=False
             )
-            assert limiter.state().requests_available == 2.0  # the fallback counted it
+            assert limiter.state().requests_available == 0.0
     finally:
         store.close()
         fake.close()
