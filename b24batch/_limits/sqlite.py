@@ -7,6 +7,7 @@ and each process (after a fork) opens its own connection.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sqlite3
@@ -30,6 +31,8 @@ from b24batch._limits.shared import (
 from b24batch.errors import SdkError, SdkTypeError
 
 __all__ = ["SQLiteStore"]
+
+log = logging.getLogger("b24batch")
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS b24batch_bucket (key TEXT PRIMARY KEY, level, updated)",
@@ -98,6 +101,7 @@ class SQLiteStore(LimitStore):
         super().__init__(egress=egress, recheck=recheck, timeout=timeout)
         self.path = name
         self._local = threading.local()
+        self._moved_from: tuple[int, int] | None = None
 
     def __repr__(self) -> str:
         path = getattr(self, "path", None)
@@ -108,11 +112,25 @@ class SQLiteStore(LimitStore):
     def describe(self) -> str:
         return repr(self)
 
+    def _identity(self) -> tuple[int, int] | None:
+        """The device and inode the path names now; None when no file is there."""
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return found.st_dev, found.st_ino
+
     def _connection(self) -> sqlite3.Connection:
         held = getattr(self._local, "held", None)
         if held is not None and held[0] == os.getpid():
             connection: sqlite3.Connection = held[1]
-            return connection
+            if self._identity() == held[2]:
+                return connection
+            # A temp cleaner deleted the file, or a deploy replaced it: this connection keeps
+            # the old inode while processes opening the path now share another one. Reopen.
+            self._local.held = None
+            connection.close()
+            self._say_moved(held[2])
         # A connection must not cross a fork: the child opens its own (the parent's is left
         # alone, not closed, since closing it from the child could disturb the parent).
         connection = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
@@ -124,8 +142,21 @@ class SQLiteStore(LimitStore):
         except BaseException:
             connection.close()
             raise
-        self._local.held = (os.getpid(), connection)
+        self._local.held = (os.getpid(), connection, self._identity())
         return connection
+
+    def _say_moved(self, opened: tuple[int, int] | None) -> None:
+        """One WARNING per file that went away, however many threads had it open."""
+        with self._lock:
+            if opened == self._moved_from:
+                return
+            self._moved_from = opened
+        log.warning(
+            "limit store %s: %r names another file than the one opened (deleted or replaced): "
+            "reopened it",
+            self.describe(),
+            self.path,
+        )
 
     def _enter_wal(self, connection: sqlite3.Connection) -> None:
         """Switch the file to WAL, waiting up to :attr:`timeout` for the other processes.
