@@ -29,8 +29,10 @@ from b24batch.results import Time
 __all__ = [
     "DEFAULT_RECHECK",
     "DEFAULT_STORE_TIMEOUT",
+    "HOLD_DOWN",
     "LIVE_WINDOW",
     "RESET_HORIZON",
+    "SLOW_STORE",
     "LimitStore",
     "MeterState",
     "SharedBucket",
@@ -46,6 +48,11 @@ DEFAULT_RECHECK = 5.0
 """Seconds between attempts to reach a store that was unreachable (limits stay in-process)."""
 FUTURE_TOLERANCE = 1.0
 """A stored state dated further ahead than this is foreign (a clock reset): taken as empty."""
+HOLD_DOWN = 60.0
+"""Seconds a store that failed again soon after answering again (flapping) is left alone."""
+SLOW_STORE = 0.1
+"""Seconds an operation of a store may take on average before a WARNING says so once: a batch
+makes three or four, so a slower store costs a large share of a batch's time."""
 LIVE_WINDOW = 30.0
 """Seconds a client counts as live at a shared bucket after its last operation there: the
 clients the in-process fallback shares the rate among while the store is unreachable."""
@@ -155,6 +162,10 @@ class LimitStore(abc.ABC):
         self._lock = threading.Lock()
         self._down_until: float | None = None
         self._foreign_keys: set[str] = set()
+        self._monotonic: Callable[[], float] = time.monotonic
+        self._back_at: float | None = None
+        self._latency: float | None = None
+        self._said_slow = False
         self._fallbacks: dict[str, _Fallback] = {}
         self._seen: dict[str, tuple[float, int]] = {}
         self._client = ""
@@ -237,36 +248,68 @@ class LimitStore(abc.ABC):
     def call(self, operation: Callable[..., Any], *args: Any) -> Any:
         """``operation(*args)``, or :class:`_Unreachable` while the store does not answer.
 
-        Any exception of the store's counts as its being unreachable, not only
-        :attr:`errors`: a server that answers nonsense (a look-alike, a proxy) must not raise
-        ``ValueError`` or ``IndexError`` into the caller's batch.
+        Any exception of the store's counts as its being unreachable: a server that answers
+        nonsense (a look-alike, a proxy) must not raise ``ValueError`` or ``IndexError`` into
+        the caller's batch. A store that fails again within :data:`HOLD_DOWN` of answering
+        again (a read-only replica, a full disk: reads pass, writes fail) is flapping: it is
+        left alone for :data:`HOLD_DOWN`, so the log shows each real change once, not one
+        per batch. A store slower than :data:`SLOW_STORE` on average is said so once.
         """
+        now = self._monotonic()
         with self._lock:
-            if self._down_until is not None and time.monotonic() < self._down_until:
+            if self._down_until is not None and now < self._down_until:
                 raise _Unreachable
         try:
             result = operation(*args)
         except Exception as error:
-            with self._lock:
-                starts = self._down_until is None
-                self._down_until = time.monotonic() + self.recheck
-            if starts:
-                log.warning(
-                    "limit store %s unreachable (%s: %s): limiting in this process until it "
-                    "answers again",
-                    self.describe(),
-                    type(error).__name__,
-                    error,
-                )
+            self._failed(error)
             raise _Unreachable from error
-        if self._down_until is not None:
-            with self._lock:
-                ends, self._down_until = self._down_until is not None, None
-            if ends:
-                log.warning(
-                    "limit store %s answers again: limits are shared again", self.describe()
-                )
+        self._answered(self._monotonic() - now)
         return result
+
+    def _failed(self, error: Exception) -> None:
+        now = self._monotonic()
+        with self._lock:
+            starts = self._down_until is None
+            flapping = starts and self._back_at is not None and now - self._back_at < HOLD_DOWN
+            self._down_until = now + (max(self.recheck, HOLD_DOWN) if flapping else self.recheck)
+        if flapping:
+            log.warning(
+                "limit store %s unreachable again within %.0f s (%s: %s): limiting in this "
+                "process for %.0f s before trying it again",
+                self.describe(),
+                HOLD_DOWN,
+                type(error).__name__,
+                error,
+                max(self.recheck, HOLD_DOWN),
+            )
+        elif starts:
+            log.warning(
+                "limit store %s unreachable (%s: %s): limiting in this process until it "
+                "answers again",
+                self.describe(),
+                type(error).__name__,
+                error,
+            )
+
+    def _answered(self, took: float) -> None:
+        with self._lock:
+            ends, self._down_until = self._down_until is not None, None
+            if ends:
+                self._back_at = self._monotonic()
+            self._latency = took if self._latency is None else 0.8 * self._latency + 0.2 * took
+            slow = self._latency > SLOW_STORE and not self._said_slow
+            self._said_slow = self._said_slow or slow
+            latency = self._latency
+        if ends:
+            log.warning("limit store %s answers again: limits are shared again", self.describe())
+        if slow:
+            log.warning(
+                "limit store %s takes %.2f s an operation on average: each batch waits for it "
+                "3 or 4 times (a store on another continent, an overloaded server?)",
+                self.describe(),
+                latency,
+            )
 
 
 class SharedBucket:

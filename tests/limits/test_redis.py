@@ -11,7 +11,8 @@ import multiprocessing
 import socket
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -456,3 +457,129 @@ def test_a_redis_look_alike_never_raises_into_the_batch(
         fake.close()
     [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert "unreachable" in warning
+
+
+# -- noise: a flapping store, a slow one ------------------------------------------------------
+
+
+@pytest.fixture
+def own_server() -> Iterator[RedisServer]:
+    """A real redis-server of this test's own (it is made a replica, or slowed)."""
+    running = RedisServer()
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def _limiter(store: RedisStore, clock: Callable[[], float]) -> Limiter:
+    limit = RateLimit(burst=10, per_second=10.0)
+    return Limiter(
+        SharedBucket(store, ORIGIN, clock, LeakyBucket(limit, clock)),
+        SharedMeter(store, store.meter_key(ORIGIN, "abc", "batch"), limit, clock),
+        sleep=lambda seconds: None,
+        wall_clock=clock,
+        limit=limit,
+    )
+
+
+def test_a_read_only_replica_is_held_down_not_flapping(
+    own_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read-only replica answers reads and refuses writes: the store would flip between
+    unreachable and back with every recheck; it is held down after one flap, three WARNINGs."""
+    replica = redis.Redis(unix_socket_path=str(own_server.socket), socket_timeout=2.0)
+    replica.replicaof("127.0.0.1", 1)  # a master that is not there: read-only, stale reads
+    replica.close()
+    store = RedisStore(own_server.url, recheck=0.01, timeout=0.5)
+    clock = Clock(time.time())
+    limiter = _limiter(store, clock)
+    with caplog.at_level(logging.WARNING, logger="b24batch"):
+        for _ in range(20):
+            limiter.before_send(budget=60.0)
+            limiter.after_answer(
+                Time(operating=1.0, operating_reset_at=clock.now + 30), refused=False
+            )
+            threading.Event().wait(0.02)  # past recheck
+            clock.now += 1.0
+    store.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 3, warnings
+    assert "unreachable (ReadOnlyError" in warnings[0]
+    assert "answers again" in warnings[1]
+    assert "unreachable again within 60 s" in warnings[2]
+    assert warnings[2].endswith("limiting in this process for 60 s before trying it again")
+
+
+class _SlowProxy:
+    """A loopback TCP proxy to a Redis socket that holds each answer ``delay`` seconds."""
+
+    def __init__(self, target: str, delay: float) -> None:
+        self.target, self.delay = target, delay
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._accept)]
+        self._threads[0].start()
+        self.url = f"redis://127.0.0.1:{self._listener.getsockname()[1]}/0"
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client = self._listener.accept()[0]
+            except TimeoutError:
+                continue
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            server.connect(self.target)
+            for source, sink, delay in ((client, server, 0.0), (server, client, self.delay)):
+                thread = threading.Thread(target=self._pipe, args=(source, sink, delay))
+                self._threads.append(thread)
+                thread.start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, delay: float) -> None:
+        source.settimeout(0.1)
+        with source:
+            while not self._stop.is_set():
+                try:
+                    data = source.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                self._stop.wait(delay)
+                try:
+                    sink.sendall(data)
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self._listener.close()
+
+
+def test_a_slow_redis_is_said_once(
+    own_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis answering in 0.3 s costs a batch about a second: one WARNING says so."""
+    proxy = _SlowProxy(str(own_server.socket), 0.3)
+    store = RedisStore(proxy.url, timeout=2.0)
+    clock = Clock(time.time())
+    limiter = _limiter(store, clock)
+    try:
+        with caplog.at_level(logging.WARNING, logger="b24batch"):
+            for _ in range(2):
+                limiter.before_send(budget=60.0)
+                limiter.after_answer(Time(operating=1.0), refused=False)
+    finally:
+        store.close()
+        proxy.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith(f"limit store {store.describe()} takes ")
+    assert " s an operation on average: " in warnings[0]
+    assert "each batch waits for it 3 or 4 times" in warnings[0]

@@ -36,7 +36,7 @@ from b24batch import (
 from b24batch._limits.bucket import Bucket, LeakyBucket
 from b24batch._limits.limiter import Limiter
 from b24batch._limits.policy import DEFAULT_RESET_SLACK, MAX_BOOKED_WAIT
-from b24batch._limits.shared import SharedBucket, SharedMeter, fingerprint
+from b24batch._limits.shared import HOLD_DOWN, SharedBucket, SharedMeter, fingerprint
 from b24batch.redaction import Secret
 from b24batch.testing import FakePortal
 from tests.limits.helpers import CALLS, KINDS, ORIGIN, SHARED, Clock, StoreFactory
@@ -705,3 +705,43 @@ def test_a_reset_no_store_writes_is_read_as_none_once_warned(
     assert len(_warnings(caplog)) == 1
     meter.record(Time(operating=470.0, operating_reset_at=clock.now + 10.0))
     assert meter.delay() == pytest.approx(10.0 + DEFAULT_RESET_SLACK)
+
+
+class _FlakyStore(LimitStore):
+    """A store of a user's own that fails while ``fail`` is set; counts the calls it gets."""
+
+    def __init__(self) -> None:
+        super().__init__(egress=None, recheck=1.0, timeout=1.0)
+        self.fail = False
+        self.calls = 0
+
+    def bucket_op(self, *args: Any) -> float:
+        self.calls += 1
+        if self.fail:
+            raise OSError("read-only")
+        return 0.0
+
+    def meter_op(self, *args: Any) -> Any:
+        raise NotImplementedError
+
+
+def test_a_flapping_store_is_left_alone_for_a_minute(clock: Clock) -> None:
+    """Down, back, down again within a minute: the store is not tried for HOLD_DOWN seconds
+    (not the one-second recheck), then tried again."""
+    store = _FlakyStore()
+    store._monotonic = clock
+    bucket = SharedBucket(store, ORIGIN, clock, LeakyBucket(RateLimit(), clock))
+    store.fail = True
+    bucket.available()  # down: tried again after recheck
+    clock.now += 1.5
+    store.fail = False
+    bucket.available()  # back
+    store.fail = True
+    bucket.available()  # down again at once: flapping
+    calls, store.fail = store.calls, False
+    clock.now += HOLD_DOWN - 1
+    bucket.available()
+    assert store.calls == calls  # held down
+    clock.now += 2
+    bucket.available()
+    assert store.calls > calls
