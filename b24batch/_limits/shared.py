@@ -1,8 +1,8 @@
 """Limits shared by many processes: ``LimitStore``, and ``SharedBucket``/``SharedMeter`` over it.
 
 A store keeps numbers only, never a secret (``fingerprint`` names a credential), and does none
-of the arithmetic; while it is unreachable the limits hold in-process. A forked child gets fresh
-locks.
+of the arithmetic; while it is unreachable each process limits in-process, to its share. A
+forked child gets fresh locks.
 """
 
 from __future__ import annotations
@@ -120,6 +120,8 @@ class _Fallback:
 def _after_fork() -> None:
     for store in list(_stores):
         store._lock = threading.Lock()  # a thread of the parent may have held it
+        for fallback in store._fallbacks.values():
+            fallback.lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -132,10 +134,15 @@ class LimitStore(abc.ABC):
     The request-rate bucket is keyed by portal (and ``egress``, the public IP the host's
     requests leave through, when hosts leave through different ones: the portal counts each
     IP apart); the operating-time meter by portal, a hash of the credential and the method.
-    While the store is unreachable the clients limit in-process, one WARNING logged when that
-    starts and one when it ends; the store is tried again every ``recheck`` seconds.
+    While the store is unreachable the clients limit in-process, each process taking its share
+    of the bucket (see :class:`SharedBucket`), one WARNING logged when that starts and one when
+    it ends; the store is tried again every ``recheck`` seconds (every :data:`HOLD_DOWN` while
+    it flaps). Any exception of the store counts as its being unreachable.
 
-    Subclasses implement :meth:`bucket_op` and :meth:`meter_op`, each atomic in the store.
+    Subclasses implement :meth:`bucket_op` and :meth:`meter_op`, each atomic in the store, check
+    every value they read back against what they could have written (calling
+    :meth:`found_foreign` for the rest), and may report a bucket's level and live clients
+    through :meth:`saw` (without it the fallback starts full, as the only client).
 
     Example:
         >>> store = SQLiteStore("/var/lib/myapp/b24-limits.sqlite3", egress="203.0.113.7")
