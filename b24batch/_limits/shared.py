@@ -32,6 +32,7 @@ __all__ = [
     "HOLD_DOWN",
     "LIVE_WINDOW",
     "RESET_HORIZON",
+    "SLOW_AFTER",
     "SLOW_STORE",
     "LimitStore",
     "MeterState",
@@ -50,9 +51,12 @@ FUTURE_TOLERANCE = 1.0
 """A stored state dated further ahead than this is foreign (a clock reset): taken as empty."""
 HOLD_DOWN = 60.0
 """Seconds a store that failed again soon after answering again (flapping) is left alone."""
-SLOW_STORE = 0.1
+SLOW_STORE = 0.2
 """Seconds an operation of a store may take on average before a WARNING says so once: a batch
 makes three or four, so a slower store costs a large share of a batch's time."""
+SLOW_AFTER = 5
+"""Answers a store gives before its average speed is judged (the first, connecting, is not
+counted)."""
 LIVE_WINDOW = 30.0
 """Seconds a client counts as live at a shared bucket after its last operation there: the
 clients the in-process fallback shares the rate among while the store is unreachable."""
@@ -172,6 +176,7 @@ class LimitStore(abc.ABC):
         self._monotonic: Callable[[], float] = time.monotonic
         self._back_at: float | None = None
         self._latency: float | None = None
+        self._answers = 0
         self._said_slow = False
         self._fallbacks: dict[str, _Fallback] = {}
         self._seen: dict[str, tuple[float, int]] = {}
@@ -304,10 +309,18 @@ class LimitStore(abc.ABC):
             ends, self._down_until = self._down_until is not None, None
             if ends:
                 self._back_at = self._monotonic()
-            self._latency = took if self._latency is None else 0.8 * self._latency + 0.2 * took
-            slow = self._latency > SLOW_STORE and not self._said_slow
+            # The first answer includes connecting (and loading scripts): not counted.
+            self._answers += 1
+            if self._answers > 1:
+                last = took if self._latency is None else self._latency
+                self._latency = 0.8 * last + 0.2 * took
+            slow = (
+                self._answers > SLOW_AFTER
+                and (self._latency or 0.0) > SLOW_STORE
+                and not self._said_slow
+            )
             self._said_slow = self._said_slow or slow
-            latency = self._latency
+            latency = self._latency or 0.0
         if ends:
             log.warning("limit store %s answers again: limits are shared again", self.describe())
         if slow:
