@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-from b24batch._limits.policy import RateLimit
+from b24batch._limits.policy import MAX_BOOKED_WAIT, RateLimit
 
 __all__ = ["Bucket", "LeakyBucket", "bucket_step", "shared_bucket"]
 
@@ -35,7 +35,8 @@ def bucket_step(
     every store, pure.
 
     ``level`` counts booked requests as of ``updated`` and drains at ``per_second``. The ops:
-    ``"reserve"`` (``arg``: the budget) books one request if its wait fits and returns the wait;
+    ``"reserve"`` (``arg``: the budget) books one request if its wait fits (and is at most
+    :data:`~b24batch._limits.policy.MAX_BOOKED_WAIT`) and returns the wait;
     ``"wait"`` (``arg``: seconds from now) returns the wait a request booked then would have;
     ``"saturate"`` takes the counter as full (the portal said 503); ``"available"`` returns the
     requests that could go now without waiting.
@@ -51,7 +52,7 @@ def bucket_step(
     if op == "reserve":
         booked = drained(now) + 1.0
         delay = max(0.0, (booked - ceiling) / rate)
-        return delay, ((booked, now) if delay <= arg else None)
+        return delay, ((booked, now) if delay <= min(arg, MAX_BOOKED_WAIT) else None)
     if op == "wait":
         return max(0.0, (drained(now + arg) + 1.0 - ceiling) / rate), None
     if op == "saturate":
@@ -69,11 +70,11 @@ class LeakyBucket:
     each sends when the counter, its own request included, is at most ``limit.ceiling``.
     """
 
-    def __init__(self, limit: RateLimit, clock: Callable[[], float]) -> None:
+    def __init__(self, limit: RateLimit, clock: Callable[[], float], *, level: float = 0.0) -> None:
         self.limit = limit
         self._clock = clock
         self._lock = threading.Lock()
-        self._state = (0.0, clock())  # (level, updated), booked requests included
+        self._state = (level, clock())  # (level, updated), booked requests included
 
     def step(self, op: str, arg: float = 0.0) -> float:
         """One :func:`bucket_step` operation on this bucket, atomically."""

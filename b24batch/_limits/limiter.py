@@ -7,16 +7,19 @@ they do.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from b24batch._limits.bucket import Bucket
 from b24batch._limits.ledger import Ledger
-from b24batch._limits.meter import Meter
-from b24batch._limits.policy import LimitState, RateLimit
+from b24batch._limits.meter import Meter, plausible
+from b24batch._limits.policy import MAX_BOOKED_WAIT, LimitState, RateLimit
 from b24batch.errors import OperatingLimitError, RateLimitError
 from b24batch.results import Time
 
 __all__ = ["OPERATING_BASKET", "OPERATING_FLOOR", "Limiter"]
+
+log = logging.getLogger("b24batch")
 
 OPERATING_BASKET = 60.0
 """Seconds in one operating-time basket: the wait assumed when the portal gave no reset time."""
@@ -77,7 +80,8 @@ class Limiter:
         if self.bucket is not None:
             # Booked only now: another thread may have booked since, so check once more.
             rate = self.bucket.reserve(budget - operating)
-            if rate > budget - operating:
+            # No bucket books a wait over MAX_BOOKED_WAIT, whatever the budget: nothing booked.
+            if rate > min(budget - operating, MAX_BOOKED_WAIT):
                 raise self._refusal(RateLimitError, operating + rate, budget)
             if rate > 0:
                 pause(rate)
@@ -109,7 +113,14 @@ class Limiter:
 
     def after_answer(self, time: Time | None, *, refused: bool) -> None:
         """Learn from an answer: its operating-time figures, and whether the portal refused it
-        for the request rate (then its counter is full, whatever the bucket thought)."""
+        for the request rate (then its counter is full, whatever the bucket thought).
+
+        A figure no portal sends (see :func:`~b24batch._limits.meter.plausible`) is ignored,
+        with a DEBUG line: through a shared store it would reach every process.
+        """
+        time, dropped = plausible(time, self._wall_clock())
+        if dropped:
+            log.debug("ignored the answer's time figures no portal sends: %s", ", ".join(dropped))
         self.meter.record(time)
         self.ledger.learn(time)
         if refused and self.bucket is not None:

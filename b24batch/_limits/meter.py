@@ -7,14 +7,31 @@ never sleeps: the limiter does.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from typing import Protocol
 
+import attrs
+
 from b24batch._limits.policy import RateLimit
 from b24batch.results import Time
 
-__all__ = ["Meter", "OperatingMeter", "operating_wait"]
+__all__ = [
+    "OPERATING_WINDOW",
+    "WINDOW_SLACK",
+    "Meter",
+    "OperatingMeter",
+    "operating_wait",
+    "plausible",
+]
+
+OPERATING_WINDOW = 600.0
+"""Seconds over which the portal sums operating time (ten one-minute baskets): no reset it
+reports is further ahead."""
+WINDOW_SLACK = 60.0
+"""Seconds past :data:`OPERATING_WINDOW` still taken as the portal's: its clock and ours (or
+the store's) may disagree by that much."""
 
 
 class Meter(Protocol):
@@ -37,6 +54,32 @@ def operating_wait(
     if operating < limit.operating_limit - limit.operating_margin:
         return None
     return reset_at + limit.operating_reset_slack - now
+
+
+def _sane(value: float | None, most: float) -> bool:
+    return value is None or (math.isfinite(value) and 0 <= value <= most)
+
+
+def plausible(time: Time | None, now: float) -> tuple[Time | None, tuple[str, ...]]:
+    """``time`` without the operating figures no portal sends, and the names of those dropped.
+
+    A figure must be finite and non-negative, a reset (``operating_reset_at``) no further
+    than the portal's window (and :data:`WINDOW_SLACK`) from ``now`` (Unix seconds), and a
+    ``duration`` no longer than that window: a reset in milliseconds, or ``NaN``, would
+    otherwise hold every batch of every client sharing the figure for ever.
+    """
+    if time is None:
+        return None, ()
+    horizon = now + OPERATING_WINDOW + WINDOW_SLACK
+    checks = (
+        ("operating", time.operating, math.inf),
+        ("operating_reset_at", time.operating_reset_at, horizon),
+        ("duration", time.duration, OPERATING_WINDOW),
+    )
+    dropped = tuple(name for name, value, most in checks if not _sane(value, most))
+    if not dropped:
+        return time, ()
+    return attrs.evolve(time, **dict.fromkeys(dropped)), dropped
 
 
 class OperatingMeter:

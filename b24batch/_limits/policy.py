@@ -16,12 +16,14 @@ from b24batch.errors import SdkError
 __all__ = [
     "DEFAULT_HEADROOM",
     "DEFAULT_RESET_SLACK",
+    "MAX_BOOKED_WAIT",
     "MAX_BURST",
     "MAX_OPERATING_LIMIT",
     "MAX_RESET_SLACK",
     "PER_SECOND_RANGE",
     "LimitState",
     "RateLimit",
+    "max_level",
 ]
 
 
@@ -37,6 +39,16 @@ DEFAULT_RESET_SLACK = 1.0
 """``RateLimit.operating_reset_slack``: the portal reports its reset in whole seconds."""
 MAX_RESET_SLACK = 60.0
 """The largest ``RateLimit.operating_reset_slack``: one basket."""
+MAX_BOOKED_WAIT = 3600.0
+"""The longest wait a request-rate booking may hold, whatever ``RetryPolicy.max_wait`` allows:
+so no bucket, in process or in a store, ever holds more than ``burst + per_second * 3600``, and
+a stored level above that is none a store wrote."""
+
+
+def max_level(limit: RateLimit) -> float:
+    """The highest counter any bucket of ``limit`` can hold: a full burst with the longest
+    wait a booking may hold (:data:`MAX_BOOKED_WAIT`) queued behind it."""
+    return limit.burst + limit.per_second * MAX_BOOKED_WAIT
 
 
 def _number(value: object) -> bool:

@@ -13,11 +13,13 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from b24batch._limits.policy import RateLimit
+from b24batch._limits.policy import MAX_BOOKED_WAIT, RateLimit, max_level
 from b24batch._limits.shared import (
     DEFAULT_RECHECK,
     DEFAULT_STORE_TIMEOUT,
     FUTURE_TOLERANCE,
+    LIVE_WINDOW,
+    RESET_HORIZON,
     LimitStore,
     MeterState,
 )
@@ -33,28 +35,35 @@ _SCHEMES = ("redis", "rediss", "unix")
 _BIG = 1e300  # stands for an unbounded budget: Lua's tonumber("inf") is platform-defined
 
 # Shared head of both scripts: the time (ARGV[1], or the server's), and a foreign value under
-# the key (not a hash) deleted, so that it reads as empty and the write replaces it.
+# the key (not a hash) deleted, so that it reads as empty and the write replaces it; `foreign`
+# says so to the caller, which warns.
 _HEAD = """
 local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
+local foreign = 0
 local kind = redis.call('TYPE', KEYS[1]).ok
-if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
+if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', KEYS[1]); foreign = 1 end
 local function finite(x) return x ~= nil and x == x and x > -math.huge and x < math.huge end
 local function fmt(x) if x == nil then return '' end return string.format('%.17g', x) end
 """
 
-# ARGV: now, op, ceiling, burst, per_second, arg, future tolerance. Returns the result.
+# KEYS: the bucket, the sorted set of its clients (scored by when each was last seen).
+# ARGV: now, op, ceiling, burst, per_second, arg, future tolerance, highest level, client id,
+# live window. Returns {result, level after the op, foreign, live clients}.
 _BUCKET = (
     _HEAD
     + """
 local op, ceiling, burst = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local rate, arg, tolerance = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local highest = tonumber(ARGV[8])
 local stored = redis.call('HMGET', KEYS[1], 'level', 'updated')
 local level, updated = tonumber(stored[1]), tonumber(stored[2])
-if not (finite(level) and finite(updated) and level >= 0 and updated <= now + tolerance) then
+if not (finite(level) and finite(updated) and level >= 0 and level <= highest
+        and updated <= now + tolerance) then
+  if stored[1] or stored[2] then redis.call('DEL', KEYS[1]); foreign = 1 end
   level, updated = 0, now
 end
 local function drained(at) return math.max(0, level - math.max(0, at - updated) * rate) end
@@ -76,11 +85,17 @@ if write then
   redis.call('HSET', KEYS[1], 'level', fmt(level), 'updated', fmt(updated))
   redis.call('PEXPIRE', KEYS[1], math.ceil((level / rate + 60) * 1000))
 end
-return fmt(result)
+local live = tonumber(ARGV[10])
+if redis.call('TYPE', KEYS[2]).ok ~= 'zset' then redis.call('DEL', KEYS[2]) end
+redis.call('ZADD', KEYS[2], now, ARGV[9])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - live)
+redis.call('PEXPIRE', KEYS[2], math.ceil(live * 1000))
+return {fmt(result), fmt(drained(now)), foreign, redis.call('ZCARD', KEYS[2])}
 """
 )
 
-# ARGV: now, op, operating, reset_at. Returns {operating, reset_at, now}, '' for none.
+# ARGV: now, op, operating, reset_at, reset horizon. Returns {operating, reset_at, now,
+# foreign}, '' for none.
 _METER = (
     _HEAD
     + """
@@ -88,11 +103,17 @@ local op = ARGV[2]
 local stored = redis.call('HMGET', KEYS[1], 'operating', 'reset_at')
 local operating, reset_at = tonumber(stored[1]), tonumber(stored[2])
 if not (finite(operating) and operating >= 0) then operating = nil end
-if not finite(reset_at) then reset_at = nil end
+if not (finite(reset_at) and reset_at >= 0 and reset_at <= now + tonumber(ARGV[5])) then
+  reset_at = nil
+end
 local write = false
+if (stored[1] and operating == nil) or (stored[2] and reset_at == nil) then
+  foreign, write = 1, true
+end
 if op == 'record' then
   operating = tonumber(ARGV[3]) or operating
-  reset_at = tonumber(ARGV[4]) or reset_at
+  local given = tonumber(ARGV[4])  -- one it could not read back is never written
+  if finite(given) and given >= 0 and given <= now + tonumber(ARGV[5]) then reset_at = given end
   write = true
 elseif op == 'forget' then
   if reset_at ~= nil and reset_at == tonumber(ARGV[4]) then operating, write = nil, true end
@@ -107,15 +128,71 @@ if write then
   if reset_at ~= nil then ahead = math.max(0, reset_at - now) end
   redis.call('EXPIRE', KEYS[1], math.ceil(ahead + 660))
 end
-return {fmt(operating), fmt(reset_at), fmt(now)}
+return {fmt(operating), fmt(reset_at), fmt(now), foreign}
 """
 )
 
 
 def _number(text: Any) -> float | None:
+    """A figure of a script's answer: None for ''; ValueError for anything else."""
     if isinstance(text, bytes):
         text = text.decode("ascii")
-    return None if text in ("", None) else float(text)
+    if text == "":
+        return None
+    if not isinstance(text, str):
+        raise ValueError
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError
+    return value
+
+
+def _answer(answer: Any, shape: str, what: str) -> list[Any]:
+    """A script's answer of ``shape`` (``f``: a figure, None for ''; ``i``: an integer), or
+    OSError (the store counts as unreachable) for any other: a look-alike may answer anything."""
+    try:
+        if not isinstance(answer, list) or len(answer) != len(shape):
+            raise ValueError
+        items: list[Any] = []
+        for kind, item in zip(shape, answer, strict=True):
+            if kind == "i" and (isinstance(item, bool) or not isinstance(item, int)):
+                raise ValueError
+            items.append(item if kind == "i" else _number(item))
+        return items
+    except (ValueError, TypeError, UnicodeDecodeError):
+        shown = repr(answer)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise OSError(f"the {what} script answered {shown}") from None
+
+
+def _where(url: Secret[str]) -> str | None:
+    """``scheme://host:port/db`` (or the socket's path) of a Redis URL, without its password;
+    None when it is not a Redis URL. Never raises: a traceback would show the URL it holds."""
+    try:
+        parts = urlsplit(url.value)
+        port = parts.port
+    except ValueError:  # a port that is no number, a broken IPv6 address
+        return None
+    if parts.scheme not in _SCHEMES or not (parts.hostname or parts.path):
+        return None
+    if parts.scheme == "unix":
+        return f"unix://{parts.path}"
+    return f"{parts.scheme}://{parts.hostname}:{port or 6379}{parts.path}"
+
+
+def _connect(redis: Any, url: Secret[str], timeout: float, retry: Any) -> Any:
+    """A redis-py client for ``url`` (it connects on first use), or None when redis-py refuses
+    the URL's options; returned, not raised, so that no traceback shows a frame holding it."""
+    try:
+        return redis.Redis.from_url(
+            url.value,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            retry=retry,
+            health_check_interval=0,
+        )
+    except (ValueError, TypeError):
+        return None
 
 
 def _arg(value: float | None) -> str:
@@ -175,12 +252,8 @@ class RedisStore(LimitStore):
             ) from None
         if not isinstance(hidden.value, str):
             raise SdkTypeError("url: pass a str such as redis://host:6379/0")
-        parts = urlsplit(hidden.value)
-        try:
-            port = parts.port
-        except ValueError:
-            port = -1
-        if parts.scheme not in _SCHEMES or not (parts.hostname or parts.path) or port == -1:
+        where = _where(hidden)
+        if where is None:
             raise SdkError(
                 "url: pass redis://host:6379/0, rediss://host:6380/0 or unix:///path/redis.sock"
             )
@@ -191,24 +264,23 @@ class RedisStore(LimitStore):
         super().__init__(egress=egress, recheck=recheck, timeout=timeout)
         self.prefix = prefix
         self._clock = clock
-        where = parts.path
-        if parts.scheme != "unix":
-            where = f"{parts.hostname}:{port or 6379}{parts.path}"
-        self._where = f"{parts.scheme}://{where}"  # no password
+        self._where = where  # no password
         # One attempt per operation: the fallback, not a retry loop, covers an outage.
-        self._redis = redis.Redis.from_url(
-            hidden.value,
-            socket_connect_timeout=self.timeout,
-            socket_timeout=self.timeout,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
-        )
-        self.errors = (redis.RedisError, OSError)
+        connection = _connect(redis, hidden, self.timeout, Retry(NoBackoff(), 0))
+        if connection is None:  # raised here, not in _connect: its frames see the URL
+            raise SdkError(
+                "url: redis-py refused its query (db=, or another option): pass "
+                "redis://host:6379/0 or unix:///path/redis.sock?db=0"
+            )
+        self._redis = connection
         self._bucket = self._redis.register_script(_BUCKET)
         self._meter = self._redis.register_script(_METER)
 
     def __repr__(self) -> str:
-        return f"<RedisStore {self._where} prefix={self.prefix!r}>"
+        where, prefix = getattr(self, "_where", None), getattr(self, "prefix", None)
+        if where is None or prefix is None:  # half-built: an error page shows its locals
+            return "<RedisStore (not set up)>"
+        return f"<RedisStore {where} prefix={prefix!r}>"
 
     def describe(self) -> str:
         return repr(self)
@@ -221,11 +293,18 @@ class RedisStore(LimitStore):
     ) -> float:
         del clock  # the server's time (or the store's own clock): hosts' clocks may disagree
         args = [self._now(), op, str(limit.ceiling), str(limit.burst), repr(limit.per_second)]
-        args += [_arg(arg), repr(FUTURE_TOLERANCE)]
-        result = _number(self._bucket(keys=[self.prefix + key], args=args))
-        if result is None or not math.isfinite(result):
-            raise OSError(f"the bucket script answered {result!r}")
-        return result
+        args += [_arg(min(arg, MAX_BOOKED_WAIT)), repr(FUTURE_TOLERANCE), repr(max_level(limit))]
+        args += [self.client_id(), repr(LIVE_WINDOW)]
+        keys = [self.prefix + key, f"{self.prefix}clients:{key}"]
+        result, level, foreign, clients = _answer(
+            self._bucket(keys=keys, args=args), "ffii", "bucket"
+        )
+        if foreign:
+            self.found_foreign(keys[0])
+        if result is None or level is None:
+            raise OSError("the bucket script answered no figure")
+        self.saw(key, level, max(1, clients))
+        return float(result)
 
     def meter_op(
         self,
@@ -236,12 +315,16 @@ class RedisStore(LimitStore):
         clock: Callable[[], float],
     ) -> MeterState:
         del clock
-        args = [self._now(), op, _arg(operating), _arg(reset_at)]
-        answer = self._meter(keys=[self.prefix + key], args=args)
-        now = _number(answer[2])
+        args = [self._now(), op, _arg(operating), _arg(reset_at), repr(RESET_HORIZON)]
+        key = self.prefix + key
+        operating, reset_at, now, foreign = _answer(
+            self._meter(keys=[key], args=args), "fffi", "meter"
+        )
+        if foreign:
+            self.found_foreign(key)
         if now is None:
-            raise OSError(f"the meter script answered {answer!r}")
-        return _number(answer[0]), _number(answer[1]), now
+            raise OSError("the meter script answered no time")
+        return operating, reset_at, float(now)
 
     def close(self) -> None:
         """Close the connections to the server (the store reconnects if used again)."""

@@ -7,6 +7,7 @@ and each process (after a fork) opens its own connection.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sqlite3
@@ -17,11 +18,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from b24batch._limits.bucket import bucket_step
-from b24batch._limits.policy import RateLimit
+from b24batch._limits.policy import RateLimit, max_level
 from b24batch._limits.shared import (
     DEFAULT_RECHECK,
     DEFAULT_STORE_TIMEOUT,
     FUTURE_TOLERANCE,
+    LIVE_WINDOW,
+    RESET_HORIZON,
     LimitStore,
     MeterState,
 )
@@ -29,9 +32,13 @@ from b24batch.errors import SdkError, SdkTypeError
 
 __all__ = ["SQLiteStore"]
 
+log = logging.getLogger("b24batch")
+
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS b24batch_bucket (key TEXT PRIMARY KEY, level, updated)",
     "CREATE TABLE IF NOT EXISTS b24batch_meter (key TEXT PRIMARY KEY, operating, reset_at)",
+    "CREATE TABLE IF NOT EXISTS b24batch_clients (key TEXT, client TEXT, seen, "
+    "PRIMARY KEY (key, client))",
 )
 
 _WAL_RETRY = 0.005
@@ -75,8 +82,6 @@ class SQLiteStore(LimitStore):
         ... )
     """
 
-    errors = (sqlite3.Error, OSError)
-
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -96,18 +101,36 @@ class SQLiteStore(LimitStore):
         super().__init__(egress=egress, recheck=recheck, timeout=timeout)
         self.path = name
         self._local = threading.local()
+        self._moved_from: tuple[int, int] | None = None
 
     def __repr__(self) -> str:
-        return f"<SQLiteStore {self.path}>"
+        path = getattr(self, "path", None)
+        if path is None:  # half-built: an error page shows its locals
+            return "<SQLiteStore (not set up)>"
+        return f"<SQLiteStore {path}>"
 
     def describe(self) -> str:
         return repr(self)
+
+    def _identity(self) -> tuple[int, int] | None:
+        """The device and inode the path names now; None when no file is there."""
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return found.st_dev, found.st_ino
 
     def _connection(self) -> sqlite3.Connection:
         held = getattr(self._local, "held", None)
         if held is not None and held[0] == os.getpid():
             connection: sqlite3.Connection = held[1]
-            return connection
+            if self._identity() == held[2]:
+                return connection
+            # A temp cleaner deleted the file, or a deploy replaced it: this connection keeps
+            # the old inode while processes opening the path now share another one. Reopen.
+            self._local.held = None
+            connection.close()
+            self._say_moved(held[2])
         # A connection must not cross a fork: the child opens its own (the parent's is left
         # alone, not closed, since closing it from the child could disturb the parent).
         connection = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
@@ -119,8 +142,21 @@ class SQLiteStore(LimitStore):
         except BaseException:
             connection.close()
             raise
-        self._local.held = (os.getpid(), connection)
+        self._local.held = (os.getpid(), connection, self._identity())
         return connection
+
+    def _say_moved(self, opened: tuple[int, int] | None) -> None:
+        """One WARNING per file that went away, however many threads had it open."""
+        with self._lock:
+            if opened == self._moved_from:
+                return
+            self._moved_from = opened
+        log.warning(
+            "limit store %s: %r names another file than the one opened (deleted or replaced): "
+            "reopened it",
+            self.describe(),
+            self.path,
+        )
 
     def _enter_wal(self, connection: sqlite3.Connection) -> None:
         """Switch the file to WAL, waiting up to :attr:`timeout` for the other processes.
@@ -161,21 +197,42 @@ class SQLiteStore(LimitStore):
                 "SELECT level, updated FROM b24batch_bucket WHERE key = ?", (key,)
             ).fetchone()
             level, updated = 0.0, now  # missing or foreign: empty, overwritten below
-            if (
-                row is not None
-                and _finite(row[0])
-                and _finite(row[1])
-                and row[0] >= 0
-                and row[1] <= now + FUTURE_TOLERANCE
-            ):
-                level, updated = float(row[0]), float(row[1])
+            if row is not None:
+                if (
+                    _finite(row[0])
+                    and _finite(row[1])
+                    and 0 <= row[0] <= max_level(limit)
+                    and row[1] <= now + FUTURE_TOLERANCE
+                ):
+                    level, updated = float(row[0]), float(row[1])
+                else:
+                    self.found_foreign(key)
+                    db.execute("DELETE FROM b24batch_bucket WHERE key = ?", (key,))
             result, state = bucket_step(op, level, updated, now, limit, arg)
             if state is not None:
                 db.execute(
                     "INSERT OR REPLACE INTO b24batch_bucket (key, level, updated) VALUES (?, ?, ?)",
                     (key, *state),
                 )
+            level, updated = state or (level, updated)
+            clients = self._count_client(db, key, now)
+        self.saw(key, max(0.0, level - max(0.0, now - updated) * limit.per_second), clients)
         return result
+
+    def _count_client(self, db: sqlite3.Connection, key: str, now: float) -> int:
+        """Note this client at the bucket under ``key``; the clients seen within LIVE_WINDOW."""
+        db.execute(
+            "INSERT OR REPLACE INTO b24batch_clients (key, client, seen) VALUES (?, ?, ?)",
+            (key, self.client_id(), now),
+        )
+        db.execute(  # gone quiet, or nonsense (a clock reset, a value of another program)
+            "DELETE FROM b24batch_clients WHERE key = ? AND NOT coalesce(seen BETWEEN ? AND ?, 0)",
+            (key, now - LIVE_WINDOW, now + FUTURE_TOLERANCE),
+        )
+        (count,) = db.execute(
+            "SELECT count(*) FROM b24batch_clients WHERE key = ?", (key,)
+        ).fetchone()
+        return max(1, int(count))
 
     def meter_op(
         self,
@@ -191,18 +248,28 @@ class SQLiteStore(LimitStore):
                 "SELECT operating, reset_at FROM b24batch_meter WHERE key = ?", (key,)
             ).fetchone()
             stored: tuple[float | None, float | None] = (None, None)
+            foreign = False
             if row is not None:
                 kept_operating = row[0] if _finite(row[0]) and row[0] >= 0 else None
-                stored = (kept_operating, row[1] if _finite(row[1]) else None)
+                kept_reset = (
+                    row[1] if _finite(row[1]) and 0 <= row[1] <= now + RESET_HORIZON else None
+                )
+                stored = (kept_operating, kept_reset)
+                # None is the store's own "no figure"; anything else dropped is foreign
+                foreign = any(v is not None and k is None for v, k in zip(row, stored, strict=True))
+            if foreign:
+                self.found_foreign(key)
             new = stored
             if op == "record":
+                # A reset it could not read back (a client's clock far ahead) is never written.
+                kept = reset_at is None or not 0 <= reset_at <= now + RESET_HORIZON
                 new = (
                     stored[0] if operating is None else operating,
-                    stored[1] if reset_at is None else reset_at,
+                    stored[1] if kept else reset_at,
                 )
             elif op == "forget" and stored[1] is not None and stored[1] == reset_at:
                 new = (None, stored[1])
-            if op != "read" and (row is None or tuple(row) != new):
+            if (op != "read" or foreign) and (row is None or tuple(row) != new):
                 db.execute(
                     "INSERT OR REPLACE INTO b24batch_meter (key, operating, reset_at) "
                     "VALUES (?, ?, ?)",

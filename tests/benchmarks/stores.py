@@ -15,7 +15,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,11 +30,12 @@ from b24batch import (
     RateLimit,
     RateLimitError,
     RedisStore,
+    RetryPolicy,
     SQLiteStore,
 )
 from b24batch.testing import FakePortal
 
-__all__ = ["Run", "StoreSpec", "make_store", "run_processes"]
+__all__ = ["Outage", "Run", "StoreSpec", "make_store", "run_outage", "run_processes"]
 
 StoreSpec = tuple[str, str | None]
 """``("memory", None)``, ``("sqlite", path)`` or ``("redis", url)``: picklable, for a child."""
@@ -122,6 +123,96 @@ def run_processes(
         refused=sum(r[1] for r in results),
         other=sum(r[2] for r in results),
         wall=max(r[3] for r in results) - started,
+    )
+
+
+@attrs.frozen
+class Outage:
+    """What the processes of one outage run saw: batches answered, batches that raised, and
+    the 503s the portal answered (each one retried, or raised)."""
+
+    ok: int
+    raised: int
+    refused: int
+
+
+def _outage_child(
+    url: str,
+    spec: StoreSpec,
+    limit: tuple[int, float],
+    barrier: Any,
+    stop: Any,
+    out: Any,
+) -> None:
+    store = make_store(spec)
+    assert store is not None
+    store.recheck, store.timeout = 0.3, 0.5  # an outage of seconds, not of minutes
+    hook = B24Hook.from_webhook_url(
+        url,
+        retry=RetryPolicy(max_attempts=3, max_wait=5.0),  # the default's shape, a run's scale
+        rate_limit=RateLimit(burst=limit[0], per_second=limit[1]),
+        limit_store=store,
+    )
+    ok = raised = refused = 0
+    barrier.wait(timeout=JOIN_TIMEOUT)
+    while not stop.is_set():
+        try:
+            result = BatchV3(hook).make(CALLS)
+        except B24Error as error:
+            raised += 1
+            refused += error.attempts if error.status == 503 else max(0, error.attempts - 1)
+        else:
+            ok += 1
+            refused += result.attempts - 1  # the portal's only fault here: 503, retried
+    hook.close()
+    out.put((ok, raised, refused))
+
+
+def run_outage(
+    url: str,
+    spec: StoreSpec,
+    *,
+    outage: Callable[[], None],
+    comeback: Callable[[], None],
+    processes: int = 4,
+    limit: tuple[int, float],
+    before: float = 1.0,
+    during: float = 2.0,
+    after: float = 1.5,
+) -> Outage:
+    """``processes`` spawned clients send batches through one store for ``before`` seconds,
+    through ``outage()`` (the store goes away) for ``during``, and after ``comeback()`` for
+    ``after``; then they stop and add up what they saw."""
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(processes + 1)
+    stop = context.Event()
+    out = context.Queue()
+    children = [
+        context.Process(target=_outage_child, args=(url, spec, limit, barrier, stop, out))
+        for _ in range(processes)
+    ]
+    for child in children:
+        child.start()
+    try:
+        barrier.wait(timeout=JOIN_TIMEOUT)
+        time.sleep(before)
+        outage()
+        time.sleep(during)
+        comeback()
+        time.sleep(after)
+        stop.set()
+        results = [out.get(timeout=JOIN_TIMEOUT) for _ in children]
+    finally:
+        stop.set()
+        for child in children:
+            child.join(timeout=JOIN_TIMEOUT)
+            if child.is_alive():
+                child.kill()
+                child.join(timeout=5)
+    return Outage(
+        ok=sum(r[0] for r in results),
+        raised=sum(r[1] for r in results),
+        refused=sum(r[2] for r in results),
     )
 
 

@@ -25,6 +25,7 @@ from b24batch import (
     BatchByChunkV3,
     BatchV3,
     DecodeError,
+    RedisStore,
     RetryPolicy,
     TransportError,
 )
@@ -220,6 +221,19 @@ def test_portal_faults_hold_no_secret_in_frames(
         pytest.param(
             lambda: B24OAuth("https://p.example/rest/", TOKEN, refresh=1), id="oauth-refresh"
         ),
+        pytest.param(
+            lambda: RedisStore(f"redis://:{SECRET}@redis.internal:6379/0", prefix="a\nb"),
+            id="redis-prefix",
+        ),
+        pytest.param(
+            lambda: RedisStore(f"redis://:{SECRET}@redis.internal:6379/0", timeout=0),
+            id="redis-timeout",
+        ),
+        pytest.param(
+            lambda: RedisStore(f"redis://:{SECRET}@redis.internal:6379/0?db=x"),
+            id="redis-query",
+        ),
+        pytest.param(lambda: RedisStore(f"redis://:{SECRET}@[h:6379/0"), id="redis-bad-ipv6"),
     ],
 )
 def test_construction_errors_hold_no_secret(make: Callable[[], object]) -> None:

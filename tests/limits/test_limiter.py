@@ -4,6 +4,7 @@ no sleeping, no I/O."""
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 
 import pytest
@@ -14,10 +15,12 @@ from b24batch._limits.limiter import OPERATING_BASKET, OPERATING_FLOOR, Limiter
 from b24batch._limits.meter import OperatingMeter, operating_wait
 from b24batch._limits.policy import (
     DEFAULT_RESET_SLACK,
+    MAX_BOOKED_WAIT,
     MAX_BURST,
     MAX_OPERATING_LIMIT,
     MAX_RESET_SLACK,
     PER_SECOND_RANGE,
+    max_level,
 )
 
 
@@ -507,3 +510,81 @@ def test_a_429_holds_every_batch_until_the_reset_and_its_slack() -> None:
     assert limiter.operating_retry() == (201.5, 1.5)
     assert limiter.meter.state() == (50.0, 201.0)
     assert limiter.wait_after(0.0) == 1.5
+
+
+@pytest.mark.parametrize(
+    ("time", "kept"),
+    [
+        pytest.param(
+            Time(operating=float("nan"), operating_reset_at=1030.0), (None, 1030.0), id="nan"
+        ),
+        pytest.param(
+            Time(operating=float("inf"), operating_reset_at=1030.0), (None, 1030.0), id="inf"
+        ),
+        pytest.param(
+            Time(operating=-5.0, operating_reset_at=1030.0), (None, 1030.0), id="negative"
+        ),
+        pytest.param(Time(operating=9.5, operating_reset_at=1030.0 * 1000), (9.5, None), id="ms"),
+        pytest.param(
+            Time(operating=9.5, operating_reset_at=float("inf")), (9.5, None), id="reset-inf"
+        ),
+        pytest.param(
+            Time(operating=9.5, operating_reset_at=-1.0), (9.5, None), id="reset-negative"
+        ),
+    ],
+)
+def test_a_time_block_no_portal_sends_is_not_learnt(
+    time: Time, kept: tuple[float | None, float | None], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A figure that is not finite, is negative, or a reset beyond the portal's ten-minute
+    window (milliseconds): ignored with a DEBUG line; the next batch goes at once."""
+    clock, wall = Clock(), Clock(1000.0)
+    slept: list[float] = []
+    limiter = _limiter(slept, clock, wall)
+    with caplog.at_level(logging.DEBUG, logger="b24batch"):
+        limiter.after_answer(time, refused=False)
+    assert limiter.meter.state() == kept
+    assert limiter.before_send(budget=60) == 0.0
+    assert slept == []
+    [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert line.startswith("ignored the answer's time figures no portal sends: ")
+
+
+def test_a_reset_at_the_edge_of_the_window_is_learnt() -> None:
+    """A reset ten minutes and a basket ahead is still the portal's (its clock may be ahead)."""
+    clock, wall = Clock(), Clock(1000.0)
+    limiter = _limiter([], clock, wall)
+    limiter.after_answer(Time(operating=9.5, operating_reset_at=1660.0), refused=False)
+    assert limiter.meter.state() == (9.5, 1660.0)
+    limiter.after_answer(Time(operating=9.5, operating_reset_at=1660.5), refused=False)
+    assert limiter.meter.state() == (9.5, 1660.0)
+
+
+def test_no_booking_holds_a_wait_longer_than_an_hour() -> None:
+    """Whatever the budget, a booking that would wait over MAX_BOOKED_WAIT books nothing: no
+    bucket ever holds more than max_level, so a store can tell its own levels from junk."""
+    limit = RateLimit(burst=10, per_second=2.0)
+    level = limit.ceiling + limit.per_second * MAX_BOOKED_WAIT  # the last booking: an hour
+    assert level < max_level(limit)
+    assert bucket_step("reserve", level - 1, 0.0, 0.0, limit, float("inf")) == (
+        MAX_BOOKED_WAIT,
+        (level, 0.0),
+    )
+    wait, state = bucket_step("reserve", level, 0.0, 0.0, limit, float("inf"))
+    assert (wait, state) == (MAX_BOOKED_WAIT + 1 / limit.per_second, None)
+
+
+def test_a_wait_over_an_hour_is_refused_whatever_the_budget() -> None:
+    """A budget of two hours: a booking that would wait over an hour raises, nothing slept."""
+    clock = Clock()
+    slept: list[float] = []
+    limit = RateLimit(burst=10, per_second=2.0)
+    bucket = LeakyBucket(limit, clock)
+    limiter = Limiter(bucket, OperatingMeter(limit, clock), sleep=slept.append, wall_clock=clock)
+    while bucket.wait() <= MAX_BOOKED_WAIT:
+        bucket.reserve()
+    held = bucket.available()
+    with pytest.raises(RateLimitError):
+        limiter.before_send(budget=7200.0)
+    assert slept == []
+    assert bucket.available() == held  # nothing booked

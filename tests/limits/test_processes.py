@@ -18,13 +18,17 @@ import pytest
 import redis
 
 from b24batch import B24Error, B24Hook, BatchV3, RateLimit, RedisStore, RetryPolicy, SQLiteStore
+from b24batch._limits.bucket import LeakyBucket
 from b24batch._limits.policy import DEFAULT_RESET_SLACK
+from b24batch._limits.shared import SharedBucket
 from b24batch.testing import FakePortal
-from tests.benchmarks.stores import CALLS, run_processes
+from tests.benchmarks.stores import CALLS, run_outage, run_processes
+from tests.limits.helpers import ORIGIN, Clock
 from tests.support.redis_server import RedisServer
 
 BUCKET = (50, 20.0)
 PROCESSES, BATCHES = 4, 50
+OUTAGE_BUCKET = (10, 10.0)
 
 
 @pytest.fixture
@@ -119,7 +123,8 @@ def test_operating_time_reported_to_one_client_makes_another_wait(
 def test_redis_killed_mid_run_falls_back_and_comes_back(
     server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Redis dies: the batches go on, limited in-process, one WARNING; back: shared again."""
+    """Redis dies: the batches go on, limited in-process from the last level seen, one
+    WARNING; back: shared again, the restarted server's bucket first taken as full."""
     # Frozen clocks, the store's and the client's: neither the shared bucket nor the in-process
     # fallback may drain while the test counts what they booked (on a loaded machine five
     # batches took long enough for the store's bucket to drain one request).
@@ -152,6 +157,7 @@ def test_redis_killed_mid_run_falls_back_and_comes_back(
     assert all(result.is_success for result in results + after)
     assert before is not None
     assert during is not None
+    assert before == pytest.approx(limit.ceiling - 5, abs=0.5)  # the five the store counted
     assert during == pytest.approx(before - 10, abs=0.5)  # the fallback counted the ten
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2, warnings
@@ -159,7 +165,8 @@ def test_redis_killed_mid_run_falls_back_and_comes_back(
     assert "limiting in this process" in warnings[0]
     assert "answers again" in warnings[1]
     probe = redis.Redis(unix_socket_path=str(server.socket), socket_timeout=2.0)
-    assert float(probe.hget(key, "level") or 0) == pytest.approx(5.0, abs=0.5)  # fresh server
+    # the fresh server's bucket: taken as full (the burst), then the five
+    assert float(probe.hget(key, "level") or 0) == pytest.approx(limit.burst + 5, abs=0.5)
     probe.close()
 
 
@@ -220,3 +227,40 @@ def test_skewed_local_clocks_would_not_share_a_local_time_store(tmp_path: Path) 
             BatchV3(behind).make(CALLS)
         assert behind.limit_state().requests_available == 0.0
         assert ahead.limit_state().requests_available == limit.ceiling
+
+
+def test_redis_killed_under_four_processes_costs_at_most_three_503s(server: RedisServer) -> None:
+    """Four spawned processes on one RedisStore, portal bucket 10 at 10/s, redis-server killed
+    for two seconds mid-run: the fallbacks share the rate they last knew, so the portal says
+    503 at most three times and no batch raises."""
+    with FakePortal(rate_limit=OUTAGE_BUCKET) as portal:
+        run = run_outage(
+            portal.webhook_url,
+            ("redis", server.url),
+            outage=server.kill,
+            comeback=server.start,
+            limit=OUTAGE_BUCKET,
+        )
+    assert run.ok > 0
+    assert (run.raised, run.refused <= 3) == (0, True), run
+
+
+def test_the_fallback_takes_its_share_of_the_last_level_seen(server: RedisServer) -> None:
+    """Four clients (four store objects, as four processes) booked 4 of a ceiling of 8; Redis
+    dies: each falls back to a quarter of the bucket — ceiling 2, 2.5/s — holding a quarter
+    of the level it last saw."""
+    clock = Clock(1000.0)
+    limit = RateLimit(burst=10, per_second=10.0)
+    stores = [RedisStore(server.url, clock=clock, recheck=3600, timeout=0.5) for _ in range(4)]
+    buckets = [SharedBucket(store, ORIGIN, clock, LeakyBucket(limit, clock)) for store in stores]
+    assert [bucket.reserve() for bucket in buckets] == [0.0] * 4
+    assert [bucket.available() for bucket in buckets] == [4.0] * 4  # each sees 4 clients
+    server.kill()
+    assert [bucket.available() for bucket in buckets] == [1.0] * 4
+    assert buckets[0].reserve() == 0.0
+    assert buckets[0].reserve() == pytest.approx(1 / 2.5)
+    clock.now += 0.4
+    assert buckets[0].available() == pytest.approx(0.0)  # 3 less 0.4 s at 2.5/s: its ceiling
+    assert buckets[1].available() == pytest.approx(2.0)  # its 1 drained: its whole share
+    for store in stores:
+        store.close()

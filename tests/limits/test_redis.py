@@ -11,15 +11,17 @@ import multiprocessing
 import socket
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
 
-from b24batch import B24Hook, BatchV3, RateLimit, RedisStore, SdkError, SdkTypeError
+from b24batch import B24Hook, BatchV3, RateLimit, RedisStore, SdkError, SdkTypeError, Time
 from b24batch._limits.bucket import LeakyBucket
-from b24batch._limits.shared import SharedBucket
+from b24batch._limits.limiter import Limiter
+from b24batch._limits.shared import SharedBucket, SharedMeter
 from b24batch.testing import FakePortal
 from tests.limits.helpers import CALLS, ORIGIN, Clock, StoreFactory
 from tests.support.redis_server import RedisServer
@@ -35,7 +37,7 @@ def test_redis_keys_live_under_the_prefix(make_store: StoreFactory, raw: redis.R
         BatchV3(hook).make(CALLS)
         hook.close()
     keys = sorted(key.decode() for key in raw.keys("*"))
-    assert [key.split(":")[2] for key in keys] == ["bucket", "operating"]
+    assert [key.split(":")[2] for key in keys] == ["bucket", "clients", "operating"]
     assert all(key.startswith("myapp:limits:") for key in keys)
     assert all(raw.ttl(key) > 0 for key in keys)
 
@@ -88,11 +90,12 @@ def test_a_redis_saturation_is_kept_in_redis(
 
 
 def test_an_unreachable_redis_answers_within_its_timeout(clock: Clock) -> None:
-    """A Redis that is not there fails fast into the fallback: calls do not fail."""
+    """A Redis that is not there fails fast into the fallback, from a full bucket (nothing is
+    known of the shared one): calls do not fail."""
     store = RedisStore("unix:///nonexistent/redis.sock", timeout=0.2)
     bucket = SharedBucket(store, ORIGIN, clock, LeakyBucket(RateLimit(), clock))
-    assert bucket.reserve() == 0.0
-    assert bucket.available() == 47.0
+    assert bucket.reserve() == 0.5
+    assert bucket.available() == 0.0
 
 
 def test_an_unreachable_redis_is_named_in_the_warning(
@@ -183,8 +186,8 @@ def test_a_slow_redis_is_given_up_at_the_store_timeout(clock: Clock) -> None:
     store = RedisStore(odd.url, timeout=0.2)
     bucket = SharedBucket(store, ORIGIN, clock, LeakyBucket(RateLimit(burst=5), clock))
     try:
-        assert _reserve_in_thread(bucket) == [0.0]
-        assert bucket.available() == 2.0  # the fallback counted it
+        assert _reserve_in_thread(bucket) == [0.5]  # the fallback starts full
+        assert bucket.available() == 0.0
     finally:
         store.close()
         odd.close()
@@ -197,8 +200,8 @@ def test_a_redis_that_hangs_up_is_tried_once(clock: Clock) -> None:
     store = RedisStore(odd.url, timeout=0.2)
     bucket = SharedBucket(store, ORIGIN, clock, LeakyBucket(RateLimit(burst=5), clock))
     try:
-        assert _reserve_in_thread(bucket) == [0.0]
-        assert bucket.available() == 2.0
+        assert _reserve_in_thread(bucket) == [0.5]
+        assert bucket.available() == 0.0
     finally:
         store.close()
         odd.close()
@@ -208,10 +211,28 @@ def test_a_redis_that_hangs_up_is_tried_once(clock: Clock) -> None:
 @pytest.mark.parametrize(
     ("script", "answer", "message"),
     [
-        pytest.param("_bucket", b"nan", "the bucket script answered nan", id="bucket-nan"),
-        pytest.param("_bucket", b"", "the bucket script answered None", id="bucket-empty"),
         pytest.param(
-            "_meter", [b"", b"", b""], "the meter script answered [b'', b'', b'']", id="meter"
+            "_bucket",
+            [b"nan", b"0", 0, 1],
+            "the bucket script answered [b'nan', b'0', 0, 1]",
+            id="bucket-nan",
+        ),
+        pytest.param(
+            "_bucket", [b"", b"0", 0, 1], "the bucket script answered no figure", id="empty"
+        ),
+        pytest.param("_bucket", b"1", "the bucket script answered b'1'", id="bucket-scalar"),
+        pytest.param(
+            "_bucket",
+            [b"1", b"0", b"0", 1],
+            "the bucket script answered [b'1', b'0', b'0', 1]",
+            id="bucket-flag-as-text",
+        ),
+        pytest.param("_meter", [b"", b"", b"", 0], "the meter script answered no time", id="meter"),
+        pytest.param(
+            "_meter",
+            [b"1"] * 40,
+            f"the meter script answered {str([b'1'] * 40)[:77]}...",
+            id="long",
         ),
     ],
 )
@@ -352,3 +373,213 @@ def test_redis_store_options_are_refused_with_the_whole_message(
     with pytest.raises(kind) as info:
         RedisStore(**arguments)
     assert str(info.value) == message
+
+
+def test_a_half_built_redis_store_shows_a_repr() -> None:
+    """A RedisStore whose __init__ never ran (an error page's locals) still has a repr."""
+    assert repr(RedisStore.__new__(RedisStore)) == "<RedisStore (not set up)>"
+
+
+class _LookAlike:
+    """A loopback listener posing as Redis that answers every command with one fixed reply."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve)
+        self._thread.start()
+        self.url = f"redis://127.0.0.1:{self._listener.getsockname()[1]}/0"
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn = self._listener.accept()[0]
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(0.2)
+                try:
+                    while not self._stop.is_set():
+                        try:
+                            data = conn.recv(65536)
+                        except TimeoutError:
+                            continue
+                        if not data:
+                            break
+                        conn.sendall(self.reply * _commands(data))
+                except OSError:
+                    continue
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._listener.close()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(b"$3\r\nabc\r\n", id="text"),
+        pytest.param(b":5\r\n", id="integer"),
+        pytest.param(b"$-1\r\n", id="nil"),
+        pytest.param(b"*1\r\n$1\r\n1\r\n", id="short-array"),
+        pytest.param(b"*3\r\n$1\r\nx\r\n$1\r\ny\r\n$1\r\nz\r\n", id="array-of-text"),
+        pytest.param(b"+OK\r\n", id="status"),
+    ],
+)
+def test_a_redis_look_alike_never_raises_into_the_batch(
+    reply: bytes, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever a server answers, the limiter waits in process: no ValueError, TypeError or
+    IndexError reaches the caller; one WARNING says the store is out of use."""
+    fake = _LookAlike(reply)
+    store = RedisStore(fake.url, timeout=0.5)
+    limit = RateLimit(burst=5)
+    key = store.meter_key(ORIGIN, "abc", "batch")
+    limiter = Limiter(
+        SharedBucket(store, ORIGIN, clock, LeakyBucket(limit, clock)),
+        SharedMeter(store, key, limit, clock),
+        sleep=lambda seconds: None,
+        wall_clock=clock,
+        limit=limit,
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="b24batch"):
+            assert limiter.before_send(budget=60.0) == 0.5  # the fallback starts full
+            limiter.after_answer(
+                Time(operating=1.0, operating_reset_at=clock.now + 5), refused=False
+            )
+            assert limiter.state().requests_available == 0.0
+    finally:
+        store.close()
+        fake.close()
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "unreachable" in warning
+
+
+# -- noise: a flapping store, a slow one ------------------------------------------------------
+
+
+@pytest.fixture
+def own_server() -> Iterator[RedisServer]:
+    """A real redis-server of this test's own (it is made a replica, or slowed)."""
+    running = RedisServer()
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def _limiter(store: RedisStore, clock: Callable[[], float]) -> Limiter:
+    limit = RateLimit(burst=10, per_second=10.0)
+    return Limiter(
+        SharedBucket(store, ORIGIN, clock, LeakyBucket(limit, clock)),
+        SharedMeter(store, store.meter_key(ORIGIN, "abc", "batch"), limit, clock),
+        sleep=lambda seconds: None,
+        wall_clock=clock,
+        limit=limit,
+    )
+
+
+def test_a_read_only_replica_is_held_down_not_flapping(
+    own_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read-only replica answers reads and refuses writes: the store would flip between
+    unreachable and back with every recheck; it is held down after one flap, three WARNINGs."""
+    replica = redis.Redis(unix_socket_path=str(own_server.socket), socket_timeout=2.0)
+    replica.replicaof("127.0.0.1", 1)  # a master that is not there: read-only, stale reads
+    replica.close()
+    store = RedisStore(own_server.url, recheck=0.01, timeout=0.5)
+    clock = Clock(time.time())
+    limiter = _limiter(store, clock)
+    with caplog.at_level(logging.WARNING, logger="b24batch"):
+        for _ in range(20):
+            limiter.before_send(budget=60.0)
+            limiter.after_answer(
+                Time(operating=1.0, operating_reset_at=clock.now + 30), refused=False
+            )
+            threading.Event().wait(0.02)  # past recheck
+            clock.now += 1.0
+    store.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 3, warnings
+    assert "unreachable (ReadOnlyError" in warnings[0]
+    assert "answers again" in warnings[1]
+    assert "unreachable again within 60 s" in warnings[2]
+    assert warnings[2].endswith("limiting in this process for 60 s before trying it again")
+
+
+class _SlowProxy:
+    """A loopback TCP proxy to a Redis socket that holds each answer ``delay`` seconds."""
+
+    def __init__(self, target: str, delay: float) -> None:
+        self.target, self.delay = target, delay
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._accept)]
+        self._threads[0].start()
+        self.url = f"redis://127.0.0.1:{self._listener.getsockname()[1]}/0"
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client = self._listener.accept()[0]
+            except TimeoutError:
+                continue
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            server.connect(self.target)
+            for source, sink, delay in ((client, server, 0.0), (server, client, self.delay)):
+                thread = threading.Thread(target=self._pipe, args=(source, sink, delay))
+                self._threads.append(thread)
+                thread.start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, delay: float) -> None:
+        source.settimeout(0.1)
+        with source:
+            while not self._stop.is_set():
+                try:
+                    data = source.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                self._stop.wait(delay)
+                try:
+                    sink.sendall(data)
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self._listener.close()
+
+
+def test_a_slow_redis_is_said_once(
+    own_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis answering in 0.3 s costs a batch about a second: one WARNING says so."""
+    proxy = _SlowProxy(str(own_server.socket), 0.3)
+    store = RedisStore(proxy.url, timeout=2.0)
+    clock = Clock(time.time())
+    limiter = _limiter(store, clock)
+    try:
+        with caplog.at_level(logging.WARNING, logger="b24batch"):
+            for _ in range(2):
+                limiter.before_send(budget=60.0)
+                limiter.after_answer(Time(operating=1.0), refused=False)
+    finally:
+        store.close()
+        proxy.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith(f"limit store {store.describe()} takes ")
+    assert " s an operation on average: " in warnings[0]
+    assert "each batch waits for it 3 or 4 times" in warnings[0]

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import redis
 
@@ -33,8 +34,9 @@ from b24batch import (
     Time,
 )
 from b24batch._limits.bucket import Bucket, LeakyBucket
-from b24batch._limits.policy import DEFAULT_RESET_SLACK
-from b24batch._limits.shared import SharedBucket, SharedMeter, fingerprint
+from b24batch._limits.limiter import Limiter
+from b24batch._limits.policy import DEFAULT_RESET_SLACK, MAX_BOOKED_WAIT
+from b24batch._limits.shared import HOLD_DOWN, SharedBucket, SharedMeter, fingerprint
 from b24batch.redaction import Secret
 from b24batch.testing import FakePortal
 from tests.limits.helpers import CALLS, KINDS, ORIGIN, SHARED, Clock, StoreFactory
@@ -211,7 +213,10 @@ def test_nothing_secret_is_written_to_the_store(
         BatchV3(hook).make(CALLS)
         hook.close()
     if kind == "redis":
-        dump = b"".join(key + repr(raw.hgetall(key)).encode() for key in raw.keys("*"))
+        dump = b"".join(
+            key + repr(raw.zrange(key, 0, -1) if b":clients:" in key else raw.hgetall(key)).encode()
+            for key in raw.keys("*")
+        )
     else:
         with sqlite3.connect(tmp_path / "limits.sqlite3") as db:
             dump = "\n".join(db.iterdump()).encode()
@@ -373,13 +378,14 @@ def test_a_shared_figure_is_forgotten_only_once_its_wait_is_over(
 def test_an_unreachable_store_falls_back_and_warns_once(
     tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A store that cannot be opened: every call still limited in-process, one WARNING."""
+    """A store that cannot be opened: every call still limited in-process, from a full bucket
+    (nothing known of the shared one), one WARNING."""
     store = SQLiteStore(tmp_path / "missing-folder" / "limits.sqlite3")
     limit = RateLimit(burst=5, per_second=2.0)
     bucket = SharedBucket(store, ORIGIN, clock, LeakyBucket(limit, clock))
     with caplog.at_level(logging.WARNING, logger="b24batch"):
         waits = [bucket.reserve() for _ in range(5)]
-    assert waits == [0.0, 0.0, 0.0, 0.5, 1.0]  # the in-process figures
+    assert waits == [0.5, 1.0, 1.5, 2.0, 2.5]  # the in-process figures, from a full bucket
     messages = [record.getMessage() for record in caplog.records]
     assert len(messages) == 1
     assert messages[0].startswith(f"limit store <SQLiteStore {store.path}> unreachable (")
@@ -389,22 +395,23 @@ def test_an_unreachable_store_falls_back_and_warns_once(
 def test_a_store_that_answers_again_is_used_again(
     tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Once the store answers (after recheck), the shared state is used, one WARNING said so."""
+    """Once the store answers (after recheck), the shared state is used, first taken as full
+    (the processes drained the portal's bucket on their own meanwhile); one WARNING said so."""
     folder = tmp_path / "later"
     store = SQLiteStore(folder / "limits.sqlite3", recheck=0.01)
     limit = RateLimit(burst=5, per_second=2.0)
     bucket = SharedBucket(store, ORIGIN, clock, LeakyBucket(limit, clock))
     with caplog.at_level(logging.WARNING, logger="b24batch"):
-        assert bucket.reserve() == 0.0  # in-process
+        assert bucket.reserve() == 0.5  # in-process, from a full bucket
         folder.mkdir()
         threading.Event().wait(0.05)  # past recheck
-        assert bucket.reserve() == 0.0  # in the store, which starts empty
-        assert bucket.available() == 2.0
+        assert bucket.reserve() == 1.5  # in the store, saturated (5), then booked
+        assert bucket.available() == 0.0
     assert [r.getMessage() for r in caplog.records][1] == (
         f"limit store <SQLiteStore {store.path}> answers again: limits are shared again"
     )
     with sqlite3.connect(folder / "limits.sqlite3") as db:
-        assert db.execute("SELECT level FROM b24batch_bucket").fetchall() == [(1.0,)]
+        assert db.execute("SELECT level FROM b24batch_bucket").fetchall() == [(6.0,)]
 
 
 def test_an_unreachable_store_is_not_tried_again_before_recheck(
@@ -414,10 +421,10 @@ def test_an_unreachable_store_is_not_tried_again_before_recheck(
     folder = tmp_path / "later"
     store = SQLiteStore(folder / "limits.sqlite3", recheck=3600)
     bucket = SharedBucket(store, ORIGIN, clock, LeakyBucket(RateLimit(burst=5), clock))
-    assert bucket.reserve() == 0.0  # in-process
+    assert bucket.reserve() == 0.5  # in-process, from a full bucket
     folder.mkdir()
-    assert bucket.reserve() == 0.0
-    assert bucket.available() == 1.0  # the fallback's two bookings, not the store's one
+    assert bucket.reserve() == 1.0
+    assert bucket.available() == 0.0  # the fallback's, not the store's
     assert not (folder / "limits.sqlite3").exists()
 
 
@@ -571,3 +578,170 @@ def test_limit_store_without_limits_is_a_contradiction(tmp_path: Path) -> None:
         B24Hook.from_webhook_url(
             f"{ORIGIN}/rest/1/s/", rate_limit=None, limit_store=SQLiteStore(tmp_path / "l.db")
         )
+
+
+@pytest.mark.parametrize("kind", SHARED)
+@pytest.mark.parametrize(
+    "time",
+    [
+        pytest.param(Time(operating=float("nan"), operating_reset_at=1), id="nan"),
+        pytest.param(Time(operating=470.0, operating_reset_at=1.7e12), id="reset-in-ms"),
+    ],
+)
+def test_a_bad_time_block_never_reaches_the_store(
+    kind: str, time: Time, make_store: StoreFactory, clock: Clock
+) -> None:
+    """A time block no portal sends, learnt by one client, never makes a later client of the
+    same store wait."""
+    limit = RateLimit()
+    store = make_store(kind)
+    key = store.meter_key(ORIGIN, "abc", "batch")
+
+    def limiter() -> Limiter:
+        return Limiter(
+            SharedBucket(store, ORIGIN, clock, LeakyBucket(limit, clock)),
+            SharedMeter(store, key, limit, clock),
+            sleep=lambda seconds: None,
+            wall_clock=clock,
+            limit=limit,
+        )
+
+    limiter().after_answer(
+        attrs.evolve(time, operating_reset_at=(time.operating_reset_at or 0) + clock.now),
+        refused=False,
+    )
+    later = limiter()
+    assert later.meter.delay() == 0.0
+    assert later.before_send(budget=60.0) == 0.0
+
+
+def _spoil(
+    kind: str, store: LimitStore, raw: redis.Redis, table: str, key: str, **row: float
+) -> None:
+    """Write ``row`` under ``key`` as no store would: in Redis, or in the SQLite file."""
+    if kind == "redis":
+        raw.hset(f"b24batch:{key}", mapping=row)
+        return
+    assert isinstance(store, SQLiteStore)
+    names = ", ".join(row)
+    with sqlite3.connect(store.path) as db:
+        db.execute(
+            f"INSERT OR REPLACE INTO b24batch_{table} (key, {names}) VALUES (?, ?, ?)",
+            (key, *row.values()),
+        )
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+@pytest.mark.parametrize("kind", SHARED)
+def test_a_bucket_level_no_store_writes_is_read_as_empty_once_warned(
+    kind: str,
+    make_store: StoreFactory,
+    raw: redis.Redis,
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A level of 1e12 (a wait of 500 billion seconds) is none the store could have written:
+    read as empty, overwritten, one WARNING; the batches go on."""
+    store = make_store(kind)
+    limit = RateLimit(burst=10, per_second=2.0)
+    bucket = SharedBucket(store, ORIGIN, clock, LeakyBucket(limit, clock))
+    assert bucket.available() == 8.0  # makes the tables
+    _spoil(kind, store, raw, "bucket", bucket.key, level=1e12, updated=clock.now)
+    with caplog.at_level(logging.WARNING, logger="b24batch"):
+        assert bucket.wait() == 0.0
+        assert bucket.reserve() == 0.0
+        _spoil(kind, store, raw, "bucket", bucket.key, level=1e12, updated=clock.now)
+        assert bucket.available() == 8.0
+        assert bucket.reserve() == 0.0
+        assert bucket.available() == 7.0
+    [warning] = _warnings(caplog)
+    shown = ("b24batch:" if kind == "redis" else "") + bucket.key  # as the store names it
+    assert warning == (
+        f"limit store {store.describe()}: {shown!r} held a value the store could not "
+        f"have written: read as empty and overwritten"
+    )
+
+
+@pytest.mark.parametrize("kind", SHARED)
+def test_the_fullest_bucket_a_store_can_write_is_kept(
+    kind: str,
+    make_store: StoreFactory,
+    raw: redis.Redis,
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A level of the burst and the longest wait a booking may hold is the store's own."""
+    store = make_store(kind)
+    limit = RateLimit(burst=10, per_second=2.0)
+    bucket = SharedBucket(store, ORIGIN, clock, LeakyBucket(limit, clock))
+    assert bucket.available() == 8.0  # makes the tables
+    level = limit.burst + limit.per_second * MAX_BOOKED_WAIT
+    _spoil(kind, store, raw, "bucket", bucket.key, level=level, updated=clock.now)
+    with caplog.at_level(logging.WARNING, logger="b24batch"):
+        assert bucket.wait() == pytest.approx((level + 1 - limit.ceiling) / limit.per_second)
+    assert _warnings(caplog) == []
+
+
+@pytest.mark.parametrize("kind", SHARED)
+def test_a_reset_no_store_writes_is_read_as_none_once_warned(
+    kind: str,
+    make_store: StoreFactory,
+    raw: redis.Redis,
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A reset time of 1e15 is none the store could have written: dropped, one WARNING."""
+    store = make_store(kind)
+    limit = RateLimit()
+    meter = SharedMeter(store, store.meter_key(ORIGIN, "abc", "batch"), limit, clock)
+    assert meter.state() == (None, None)  # makes the tables
+    _spoil(kind, store, raw, "meter", meter.key, operating=470.0, reset_at=1e15)
+    with caplog.at_level(logging.WARNING, logger="b24batch"):
+        assert meter.delay() == 0.0
+        assert meter.state() == (470.0, None)
+    assert len(_warnings(caplog)) == 1
+    meter.record(Time(operating=470.0, operating_reset_at=clock.now + 10.0))
+    assert meter.delay() == pytest.approx(10.0 + DEFAULT_RESET_SLACK)
+
+
+class _FlakyStore(LimitStore):
+    """A store of a user's own that fails while ``fail`` is set; counts the calls it gets."""
+
+    def __init__(self) -> None:
+        super().__init__(egress=None, recheck=1.0, timeout=1.0)
+        self.fail = False
+        self.calls = 0
+
+    def bucket_op(self, *args: Any) -> float:
+        self.calls += 1
+        if self.fail:
+            raise OSError("read-only")
+        return 0.0
+
+    def meter_op(self, *args: Any) -> Any:
+        raise NotImplementedError
+
+
+def test_a_flapping_store_is_left_alone_for_a_minute(clock: Clock) -> None:
+    """Down, back, down again within a minute: the store is not tried for HOLD_DOWN seconds
+    (not the one-second recheck), then tried again."""
+    store = _FlakyStore()
+    store._monotonic = clock
+    bucket = SharedBucket(store, ORIGIN, clock, LeakyBucket(RateLimit(), clock))
+    store.fail = True
+    bucket.available()  # down: tried again after recheck
+    clock.now += 1.5
+    store.fail = False
+    bucket.available()  # back
+    store.fail = True
+    bucket.available()  # down again at once: flapping
+    calls, store.fail = store.calls, False
+    clock.now += HOLD_DOWN - 1
+    bucket.available()
+    assert store.calls == calls  # held down
+    clock.now += 2
+    bucket.available()
+    assert store.calls > calls

@@ -6,10 +6,13 @@ test_shared.py.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import os
 import sqlite3
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -273,3 +276,70 @@ def test_a_sqlite_path_with_a_nul_byte_is_refused() -> None:
         "path='limits\\x00.sqlite3': pass a file path every process can write, such as "
         "/var/lib/myapp/b24-limits.sqlite3"
     )
+
+
+def test_a_half_built_sqlite_store_shows_a_repr() -> None:
+    """An SQLiteStore whose __init__ never ran (an error page's locals) still has a repr."""
+    assert repr(SQLiteStore.__new__(SQLiteStore)) == "<SQLiteStore (not set up)>"
+
+
+# -- the file deleted or replaced under the store ---------------------------------------------
+
+
+def _unlink(path: Path) -> None:
+    os.unlink(path)
+
+
+def _replace(path: Path) -> None:
+    other = path.with_name("other.sqlite3")
+    sqlite3.connect(other).close()
+    os.replace(other, path)
+
+
+@pytest.mark.parametrize(
+    "swap", [pytest.param(_unlink, id="deleted"), pytest.param(_replace, id="replaced")]
+)
+def test_a_sqlite_file_deleted_or_replaced_is_reopened_once_warned(
+    swap: Callable[[Path], None], tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A temp cleaner deletes the file (or a deploy replaces it) while a store holds it open:
+    the store notices that the path names another file, reopens it, and says so once; a store
+    opened afterwards (a new process) shares one bucket with it."""
+    path = tmp_path / "limits.sqlite3"
+    limit = RateLimit(burst=10, per_second=2.0)
+    old = SQLiteStore(path)
+    held = SharedBucket(old, ORIGIN, clock, LeakyBucket(limit, clock))
+    assert held.reserve() == 0.0
+    swap(path)
+    with caplog.at_level(logging.WARNING, logger="b24batch"):
+        new = SharedBucket(SQLiteStore(path), ORIGIN, clock, LeakyBucket(limit, clock))
+        assert new.reserve() == 0.0
+        assert held.reserve() == 0.0
+        assert held.reserve() == 0.0
+        assert new.available() == 5.0  # one bucket: the three bookings since the swap
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"limit store {old.describe()}: {str(path)!r} names another file than the one opened "
+        f"(deleted or replaced): reopened it"
+    ]
+
+
+def test_a_sqlite_file_filled_with_junk_falls_back_once_warned(
+    tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The file overwritten with junk: the batches are limited in process, one WARNING."""
+    path = tmp_path / "limits.sqlite3"
+    limit = RateLimit(burst=10, per_second=2.0)
+    bucket = SharedBucket(SQLiteStore(path), ORIGIN, clock, LeakyBucket(limit, clock))
+    assert bucket.reserve() == 0.0
+    junk = tmp_path / "junk"
+    junk.write_bytes(os.urandom(8192))
+    os.replace(junk, path)
+    for extra in ("-wal", "-shm"):
+        Path(f"{path}{extra}").unlink(missing_ok=True)
+    with caplog.at_level(logging.WARNING, logger="b24batch"):
+        assert bucket.available() == 7.0  # the last level seen (1), in process
+        assert bucket.reserve() == 0.0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings  # reopened; then unreachable
+    assert "unreachable (DatabaseError: file is not a database)" in warnings[1]
