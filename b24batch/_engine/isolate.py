@@ -124,5 +124,6 @@ class Isolation:
         self.time = answers.time
         if answers.error is None:
             assert answers.entries is not None
-            self.results.update(zip(positions, answers.entries, strict=True))
+            # Whole, before anything is kept: a short answer must not lend a result to a row.
+            self.results.update(dict(zip(positions, answers.entries, strict=True)))
         return answers

@@ -572,7 +572,7 @@ def test_contradicting_answers_end_within_the_bound() -> None:
     isolation = Isolation(50, script.first(), tuple(range(50)))
     isolation.run(send)
     assert (sorted(isolation.results), isolation.errors) == (list(range(50)), {})
-    assert isolation.attempts == len(script.parts) <= 50 + EXTRA_REQUESTS - 1
+    assert isolation.attempts == len(script.parts) == 50 + EXTRA_REQUESTS - 1  # all spent
 
 
 def test_one_failure_among_fifty_costs_a_few_requests() -> None:
@@ -584,3 +584,16 @@ def test_one_failure_among_fifty_costs_a_few_requests() -> None:
         assert list(isolation.errors) == [failing]
         costs.append(1 + isolation.attempts)
     assert max(costs) <= 13
+
+
+def test_an_answer_with_too_few_results_is_not_matched_up() -> None:
+    """A part answered with fewer results than rows raises, never shifts results onto rows."""
+    first = Answers(status=400, time=None, error=AjaxError("x", code=NOT_FOUND, status=400))
+    isolation = Isolation(8, first, tuple(range(8)))
+
+    def send(positions: range) -> tuple[Answers, int, float]:
+        return Answers(status=200, time=None, entries=[{"one": 1}]), 1, 0.0
+
+    with pytest.raises(ValueError, match="zip"):
+        isolation.run(send)  # row 0 alone fits; rows 1..2 with one result do not
+    assert isolation.results == {0: {"one": 1}}
