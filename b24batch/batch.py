@@ -117,10 +117,11 @@ class BatchV3:
                 The portal stores only successful answers, so it does not make a batch that
                 failed at a command safe to send again.
             isolate_errors: For a batch whose commands all only read: when it fails, find the
-                failing commands by re-sending parts of it (about log2(n) more requests per
-                failure, through the same limiter and retry policy) and return a partial
-                result, one error per failing command in ``errors_by_key``. Refused for a
-                batch with a write (re-sending writes is never safe) or with references.
+                failing commands by re-sending parts of it (through the same limiter and retry
+                policy; at most n + 4 requests in all for n commands) and return a partial
+                result, one error per command that failed when sent alone, in
+                ``errors_by_key``. Refused for a batch with a write (re-sending writes is never
+                safe) or with references.
 
         Returns:
             A :class:`BatchResult`. Check ``is_success``: a 4xx error envelope, such as a

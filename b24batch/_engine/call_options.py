@@ -49,7 +49,7 @@ class CallOptions:
         result_type: What each result is structured into; None keeps JSON.
         idempotency_key: Sent as ``Idempotency-Key`` (a chunked call's batch ``k`` sends
             ``{key}.{k}``); None for none.
-        isolate_errors: Find the failing commands of a failed read-only batch by bisection.
+        isolate_errors: Find the failing commands of a failed read-only batch by re-sending parts.
         chunk_size: Commands per chunk (chunked calls).
         max_in_flight: Batches on the wire at once (chunked calls).
     """
