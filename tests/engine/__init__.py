@@ -1,0 +1,1 @@
+"""Tests of the engine (b24batch._engine), mirroring its modules."""

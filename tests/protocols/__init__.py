@@ -1,0 +1,1 @@
+"""Tests of the protocols (b24batch._protocols), mirroring their modules."""
