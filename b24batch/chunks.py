@@ -10,7 +10,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeVar, overload
 
 from b24batch._engine import chunked
-from b24batch._engine.call_options import CallOptions, InFlight
+from b24batch._engine.call_options import CallOptions, InDoubt, InFlight
+from b24batch._engine.journal import JournalPath
 from b24batch._engine.port import Client
 from b24batch._protocols.v2 import V2
 from b24batch._protocols.v3 import V3
@@ -52,6 +53,8 @@ class BatchByChunkV3:
         idempotency_key: str | bool | None = ...,
         isolate_errors: bool = ...,
         max_in_flight: InFlight = ...,
+        journal: JournalPath | None = ...,
+        in_doubt: InDoubt = ...,
     ) -> ChunkedResult[dict[str, T]]: ...
 
     @overload
@@ -67,6 +70,8 @@ class BatchByChunkV3:
         idempotency_key: str | bool | None = ...,
         isolate_errors: bool = ...,
         max_in_flight: InFlight = ...,
+        journal: JournalPath | None = ...,
+        in_doubt: InDoubt = ...,
     ) -> ChunkedResult[list[T]]: ...
 
     @overload
@@ -82,6 +87,8 @@ class BatchByChunkV3:
         idempotency_key: str | bool | None = ...,
         isolate_errors: bool = ...,
         max_in_flight: InFlight = ...,
+        journal: JournalPath | None = ...,
+        in_doubt: InDoubt = ...,
     ) -> ChunkedResult[Any]: ...
 
     def make(
@@ -96,6 +103,8 @@ class BatchByChunkV3:
         idempotency_key: str | bool | None = None,
         isolate_errors: bool = False,
         max_in_flight: InFlight = "auto",
+        journal: JournalPath | None = None,
+        in_doubt: InDoubt = "report",
     ) -> ChunkedResult[Any]:
         """Send all of ``calls``, ``chunk_size`` at a time, and merge the results.
 
@@ -120,6 +129,15 @@ class BatchByChunkV3:
                 generated one; see :meth:`BatchV3.make`.
             isolate_errors: As in :meth:`BatchV3.make`, for each failed chunk: one
                 :class:`ChunkError` per failing command. Every command must only read.
+            journal: A file (str or ``os.PathLike``) that keeps every chunk's outcome, so that
+                the same call run again after a crash, a Ctrl+C or a failed chunk continues
+                where it stopped: answered chunks are read back, not sent. See "Jobs that
+                resume" in the docs. A second run on the same file at once is refused.
+            in_doubt: What a resumed job does with a chunk an earlier run sent without a
+                recorded answer: ``"report"`` sends it again only when that is safe (read-only,
+                or an idempotency key and no write before its last command) and otherwise lists
+                its writes in ``maybe_executed``; ``"resend"`` sends it again (check the portal
+                first).
 
         Returns:
             A :class:`ChunkedResult`.
@@ -138,6 +156,8 @@ class BatchByChunkV3:
             result_type=result_type,
             isolate_errors=isolate_errors,
             max_in_flight=max_in_flight,
+            journal=journal,
+            in_doubt=in_doubt,
         )
         return chunked.make(self._client, V3, calls, options, progress)
 
@@ -154,6 +174,8 @@ class BatchByChunkV3:
         idempotency_key: str | bool | None = ...,
         isolate_errors: bool = ...,
         max_in_flight: InFlight = ...,
+        journal: JournalPath | None = ...,
+        in_doubt: InDoubt = ...,
     ) -> Iterator[BatchResult[dict[str, T]]]: ...
 
     @overload
@@ -169,6 +191,8 @@ class BatchByChunkV3:
         idempotency_key: str | bool | None = ...,
         isolate_errors: bool = ...,
         max_in_flight: InFlight = ...,
+        journal: JournalPath | None = ...,
+        in_doubt: InDoubt = ...,
     ) -> Iterator[BatchResult[list[T]]]: ...
 
     @overload
@@ -184,6 +208,8 @@ class BatchByChunkV3:
         idempotency_key: str | bool | None = ...,
         isolate_errors: bool = ...,
         max_in_flight: InFlight = ...,
+        journal: JournalPath | None = ...,
+        in_doubt: InDoubt = ...,
     ) -> Iterator[BatchResult[Any]]: ...
 
     def iter(
@@ -198,6 +224,8 @@ class BatchByChunkV3:
         idempotency_key: str | bool | None = None,
         isolate_errors: bool = False,
         max_in_flight: InFlight = "auto",
+        journal: JournalPath | None = None,
+        in_doubt: InDoubt = "report",
     ) -> Iterator[BatchResult[Any]]:
         """Yield one :class:`BatchResult` per chunk as it arrives, reading ``calls`` lazily.
 
@@ -221,6 +249,8 @@ class BatchByChunkV3:
             result_type=result_type,
             isolate_errors=isolate_errors,
             max_in_flight=max_in_flight,
+            journal=journal,
+            in_doubt=in_doubt,
         )
         return chunked.iterate(self._client, V3, calls, options, progress)
 
@@ -256,6 +286,8 @@ class BatchByChunkV2:
         request_id: str | None = ...,
         progress: Progress = ...,
         max_in_flight: InFlight = ...,
+        journal: JournalPath | None = ...,
+        in_doubt: InDoubt = ...,
     ) -> ChunkedResult[dict[str, T]]: ...
 
     @overload
@@ -269,6 +301,8 @@ class BatchByChunkV2:
         request_id: str | None = ...,
         progress: Progress = ...,
         max_in_flight: InFlight = ...,
+        journal: JournalPath | None = ...,
+        in_doubt: InDoubt = ...,
     ) -> ChunkedResult[list[T]]: ...
 
     @overload
@@ -282,6 +316,8 @@ class BatchByChunkV2:
         request_id: str | None = ...,
         progress: Progress = ...,
         max_in_flight: InFlight = ...,
+        journal: JournalPath | None = ...,
+        in_doubt: InDoubt = ...,
     ) -> ChunkedResult[Any]: ...
 
     def make(
@@ -294,6 +330,8 @@ class BatchByChunkV2:
         request_id: str | None = None,
         progress: Progress = None,
         max_in_flight: InFlight = "auto",
+        journal: JournalPath | None = None,
+        in_doubt: InDoubt = "report",
     ) -> ChunkedResult[Any]:
         """Send all of ``calls``, ``chunk_size`` at a time, and merge the results.
 
@@ -310,6 +348,8 @@ class BatchByChunkV2:
             result_type: As in :meth:`BatchV2.make`.
             request_id: Base id; chunk ``k`` is sent as ``{request_id}.{k}``.
             progress: True for a tqdm progress bar, or a callable ``(done_commands, total)``.
+            journal: As in :meth:`BatchByChunkV3.make`.
+            in_doubt: As in :meth:`BatchByChunkV3.make`.
 
         Returns:
             A :class:`ChunkedResult`: one :class:`ChunkError` per failed command, with its
@@ -327,6 +367,8 @@ class BatchByChunkV2:
             request_id=request_id,
             result_type=result_type,
             max_in_flight=max_in_flight,
+            journal=journal,
+            in_doubt=in_doubt,
         )
         return chunked.make(self._client, V2, calls, options, progress)
 
@@ -341,6 +383,8 @@ class BatchByChunkV2:
         request_id: str | None = ...,
         progress: Progress = ...,
         max_in_flight: InFlight = ...,
+        journal: JournalPath | None = ...,
+        in_doubt: InDoubt = ...,
     ) -> Iterator[BatchResult[dict[str, T]]]: ...
 
     @overload
@@ -354,6 +398,8 @@ class BatchByChunkV2:
         request_id: str | None = ...,
         progress: Progress = ...,
         max_in_flight: InFlight = ...,
+        journal: JournalPath | None = ...,
+        in_doubt: InDoubt = ...,
     ) -> Iterator[BatchResult[list[T]]]: ...
 
     @overload
@@ -367,6 +413,8 @@ class BatchByChunkV2:
         request_id: str | None = ...,
         progress: Progress = ...,
         max_in_flight: InFlight = ...,
+        journal: JournalPath | None = ...,
+        in_doubt: InDoubt = ...,
     ) -> Iterator[BatchResult[Any]]: ...
 
     def iter(
@@ -379,6 +427,8 @@ class BatchByChunkV2:
         request_id: str | None = None,
         progress: Progress = None,
         max_in_flight: InFlight = "auto",
+        journal: JournalPath | None = None,
+        in_doubt: InDoubt = "report",
     ) -> Iterator[BatchResult[Any]]:
         """Yield one :class:`BatchResult` per chunk as it arrives, reading ``calls`` lazily.
 
@@ -392,5 +442,7 @@ class BatchByChunkV2:
             request_id=request_id,
             result_type=result_type,
             max_in_flight=max_in_flight,
+            journal=journal,
+            in_doubt=in_doubt,
         )
         return chunked.iterate(self._client, V2, calls, options, progress)
