@@ -70,7 +70,11 @@ def _iter(
     options: CallOptions,
     report: _Report,
 ) -> Iterator[BatchResult[Any]]:
-    journal = _open(client, protocol, options, None)
+    try:
+        journal = _open(client, protocol, options, None)  # at the first next(): not before
+    except BaseException:
+        report.close()
+        raise
     if journal is not None:
         options = _resumed(options, journal)
     record = CallRecord() if journal is None else _JournalRecord(journal, options)

@@ -117,6 +117,45 @@ def test_after_ctrl_c_the_chunk_on_the_wire_is_in_doubt_and_not_repeated(
     assert summary(path)["in_doubt"] == [1]  # still in doubt: a later run may resend it
 
 
+def test_a_portal_that_goes_down_mid_job_is_resumed_when_it_is_back(
+    portal: FakePortal, client: B24Hook, path: Path
+) -> None:
+    """The portal stops with chunks in flight: the resume after it is back runs what surely
+    did not run, reports what may have, and runs nothing twice; 'resend' runs the rest."""
+    titles = [f"T{n}" for n in range(200)]
+    for _ in range(8):
+        portal.inject(Fault.delay(0.3))
+    when(lambda: len(portal.requests) >= 3, portal.stop)
+    with pytest.raises(B24Error):
+        BatchByChunkV3(client).make(
+            _adds(200), journal=path, chunk_size=10, max_in_flight=4, halt_on_error=False
+        )
+    _wait_for(lambda: not portal.running)
+    stopped = summary(path)
+    assert stopped["failed"] or stopped["in_doubt"]
+    portal.start()
+    result = BatchByChunkV3(client).make(
+        _adds(200), journal=path, chunk_size=10, max_in_flight=4, halt_on_error=False
+    )
+    ran = [task["title"] for task in portal.tasks.values()]
+    assert len(ran) == len(set(ran))  # nothing ran twice
+    in_data = {entry["item"]["title"] for entry in result.data}
+    in_errors = {f"T{key}" for error in result.errors for key in error.keys}
+    assert in_data | in_errors == set(titles)
+    assert result.maybe_executed  # the chunks cut on the wire: neither repeated nor dropped
+    assert set(ran) - in_data <= {f"T{key}" for key in result.maybe_executed}
+    again = BatchByChunkV3(client).make(
+        _adds(200),
+        journal=path,
+        chunk_size=10,
+        max_in_flight=4,
+        halt_on_error=False,
+        in_doubt="resend",
+    )
+    assert again.is_success
+    assert {task["title"] for task in portal.tasks.values()} == set(titles)
+
+
 def test_in_doubt_resend_sends_the_doubtful_chunk_again(
     portal: FakePortal, client: B24Hook, path: Path
 ) -> None:
