@@ -381,3 +381,16 @@ def _wait_for(condition: Any) -> None:
     while not condition() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert condition()
+
+
+def test_named_calls_resume_with_their_names(
+    portal: FakePortal, client: B24Hook, path: Path
+) -> None:
+    """A dict of named rows: results by name, and an in-doubt chunk names its writes."""
+    rows = {f"task{n}": ("tasks.task.add", {"fields": {"title": f"N{n}"}}) for n in range(60)}
+    BatchByChunkV3(client).make(rows, journal=path, halt_on_error=False)
+    _set_state(path, 0, "sending")
+    result = BatchByChunkV3(client).make(rows, journal=path, halt_on_error=False)
+    assert sorted(result.data) == sorted(f"task{n}" for n in range(50, 60))
+    assert result.maybe_executed == tuple(f"task{n}" for n in range(50))
+    assert len(portal.tasks) == 60
