@@ -50,6 +50,8 @@ __all__ = [
     "JournalPath",
     "State",
     "Stored",
+    "answers_from_json",
+    "answers_json",
     "chunk_fingerprint",
     "summary",
 ]
@@ -349,7 +351,7 @@ class Journal:
             return Stored("planned")
         state, answer, error = row
         if state == "answered":
-            answers, attempts, waited = _answers_from(json.loads(answer))
+            answers, attempts, waited = answers_from_json(json.loads(answer))
             return Stored("answered", answers=answers, attempts=attempts, waited=waited)
         if state == "failed":
             return Stored("failed", error=_error_from(json.loads(error)))
@@ -399,7 +401,7 @@ class Journal:
 
     def answered(self, index: int, answers: Answers, attempts: int, waited: float) -> None:
         """Chunk ``index`` has its answer: every command's outcome, in one transaction."""
-        text = json.dumps(_answers_json(answers, attempts, waited), ensure_ascii=False)
+        text = json.dumps(answers_json(answers, attempts, waited), ensure_ascii=False)
         with self._transaction() as db:
             db.execute(
                 "UPDATE chunk SET state = 'answered', answer = ?, error = NULL, updated = ?"
@@ -578,7 +580,8 @@ def _time_from(value: Any) -> Time | None:
     return None if value is None else Time(**value)
 
 
-def _answers_json(answers: Answers, attempts: int, waited: float) -> dict[str, Any]:
+def answers_json(answers: Answers, attempts: int, waited: float) -> dict[str, Any]:
+    """What the journal keeps of an answer, as JSON values (:func:`answers_from_json` reads it)."""
     return {
         "status": answers.status,
         "time": _time_json(answers.time),
@@ -596,7 +599,8 @@ def _answers_json(answers: Answers, attempts: int, waited: float) -> dict[str, A
     }
 
 
-def _answers_from(value: dict[str, Any]) -> tuple[Answers, int, float]:
+def answers_from_json(value: dict[str, Any]) -> tuple[Answers, int, float]:
+    """``(answers, attempts, waited)`` back from :func:`answers_json`'s value."""
     error = value["error"]
     times = value["times"]
     answers = Answers(

@@ -7,6 +7,7 @@ what ran, and by the result that every command is accounted for.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -16,9 +17,30 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from b24batch import B24Error, B24Hook, BatchByChunkV2, BatchByChunkV3, SdkError
-from b24batch._engine.journal import SCHEMA_VERSION, Journal, summary
+from b24batch import (
+    AjaxError,
+    AuthError,
+    B24Error,
+    B24Hook,
+    BatchByChunkV2,
+    BatchByChunkV3,
+    FieldError,
+    OperatingLimitError,
+    RateLimitError,
+    SdkError,
+    Time,
+)
+from b24batch._engine.journal import (
+    SCHEMA_VERSION,
+    Journal,
+    answers_from_json,
+    answers_json,
+    summary,
+)
+from b24batch._protocols.base import Answers
 from b24batch.testing import FakePortal, Fault
 from tests.support.interrupts import BOUND, interrupt, when
 
@@ -394,3 +416,108 @@ def test_named_calls_resume_with_their_names(
     assert sorted(result.data) == sorted(f"task{n}" for n in range(50, 60))
     assert result.maybe_executed == tuple(f"task{n}" for n in range(50))
     assert len(portal.tasks) == 60
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=6,
+)
+_ERRORS = st.builds(
+    lambda cls, code, status, unknown, maybe, key, rows: _ajax_error(
+        cls, code, status, unknown, maybe, key, rows
+    ),
+    st.sampled_from([AjaxError, AuthError, RateLimitError, OperatingLimitError]),
+    st.text(min_size=1, max_size=10),
+    st.integers(min_value=0, max_value=599),
+    st.booleans(),
+    st.lists(st.integers(0, 60) | st.text(min_size=1, max_size=5), max_size=3),
+    st.none() | st.integers(0, 60) | st.text(min_size=1, max_size=5),
+    st.lists(st.tuples(st.text(max_size=5), st.text(max_size=10)), max_size=2),
+)
+
+
+def _ajax_error(
+    cls: type[AjaxError],
+    code: str,
+    status: int,
+    unknown: bool,
+    maybe: list[Any],
+    key: Any,
+    rows: list[tuple[str, str]],
+) -> AjaxError:
+    error = cls(
+        "m " + code,
+        code=code,
+        status=status,
+        validation=[FieldError(*row) for row in rows],
+        request_id="r.1",
+        outcome_unknown=unknown,
+    )
+    error.set_maybe_executed(tuple(maybe), "unknown" if unknown else "stopped")
+    if key is not None:
+        error.key = key
+    return error
+
+
+def _error_fields(error: AjaxError | None) -> Any:
+    if error is None:
+        return None
+    return (
+        type(error),
+        str(error),
+        error.code,
+        error.status,
+        error.validation,
+        error.request_id,
+        error.outcome_unknown,
+        error.maybe_executed,
+        error.key,
+    )
+
+
+@given(
+    entries=st.none() | st.lists(_JSON, max_size=4),
+    errors=st.dictionaries(st.integers(0, 3), _ERRORS, max_size=2),
+    whole=st.none() | _ERRORS,
+    not_run=st.frozensets(st.integers(0, 3), max_size=2),
+    status=st.integers(200, 599),
+    duration=st.none() | st.floats(0, 10),
+    attempts=st.integers(1, 5),
+)
+@settings(max_examples=60, deadline=None)
+def test_stored_answers_read_back_as_they_were(
+    entries: list[Any] | None,
+    errors: dict[int, AjaxError],
+    whole: AjaxError | None,
+    not_run: frozenset[int],
+    status: int,
+    duration: float | None,
+    attempts: int,
+) -> None:
+    """What the journal writes of an answer reads back equal: results, errors, what ran."""
+    answers = Answers(
+        status=status,
+        time=None if duration is None else Time(duration=duration),
+        error=whole,
+        entries=entries,
+        errors=errors,
+        not_run=not_run,
+        unknown=frozenset({9}),
+        times=[Time(start=1.0), None],
+    )
+    text = json.dumps(answers_json(answers, attempts, 0.5))
+    back, back_attempts, waited = answers_from_json(json.loads(text))
+    assert (back_attempts, waited) == (attempts, 0.5)
+    assert (back.status, back.time, back.entries, back.not_run, back.unknown, back.times) == (
+        answers.status,
+        answers.time,
+        answers.entries,
+        answers.not_run,
+        answers.unknown,
+        answers.times,
+    )
+    assert _error_fields(back.error) == _error_fields(answers.error)
+    assert {p: _error_fields(e) for p, e in back.errors.items()} == {
+        p: _error_fields(e) for p, e in answers.errors.items()
+    }
