@@ -10,7 +10,7 @@ Schema (``PRAGMA user_version`` = :data:`SCHEMA_VERSION`)::
 
     job(id=1, protocol, origin, chunk_size, halt_on_error, request_id, idempotency_key,
         fingerprint, chunks, commands, created)
-    chunk(idx PRIMARY KEY, fingerprint, first_key, size,
+    chunk(idx PRIMARY KEY, fingerprint, first_key, size, rows,
           state: planned | sending | answered | failed,
           request_id, idempotency_key, answer JSON, error JSON, updated)
 """
@@ -63,6 +63,11 @@ JournalPath = str | os.PathLike[str]
 State = Literal["planned", "sending", "answered", "failed"]
 
 _BUSY_MS: Final = 5000
+_ROW: Final = 16  # hex characters of a row's digest
+_PLANNED: Final = (  # a chunk recorded before any run sent it; kept if it is there already
+    "INSERT OR IGNORE INTO chunk (idx, fingerprint, first_key, size, rows, state, updated)"
+    " VALUES (?, ?, ?, ?, ?, 'planned', ?)"
+)
 _SCHEMA: Final = """
 CREATE TABLE job (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -82,6 +87,7 @@ CREATE TABLE chunk (
     fingerprint TEXT NOT NULL,
     first_key TEXT NOT NULL,
     size INTEGER NOT NULL,
+    rows TEXT NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('planned', 'sending', 'answered', 'failed')),
     request_id TEXT,
     idempotency_key TEXT,
@@ -220,7 +226,7 @@ class Journal:
 
         Raises:
             SdkError: The journal holds another job: another protocol, portal or chunk size,
-                or other rows (the message names the first differing chunk and its first row).
+                or other rows (the message names the first row that differs).
         """
         with self._transaction() as db:
             row = db.execute(
@@ -247,8 +253,7 @@ class Journal:
                 self.request_id, self.idempotency_key = request_id, idempotency_key
                 if chunks is not None:
                     db.executemany(
-                        "INSERT INTO chunk (idx, fingerprint, first_key, size, state, updated)"
-                        " VALUES (?, ?, ?, ?, 'planned', ?)",
+                        _PLANNED,
                         [_chunk_row(chunk) for chunk in chunks],
                     )
                 return
@@ -284,19 +289,21 @@ class Journal:
                 (job_print, len(chunks), sum(len(c.commands) for c in chunks)),
             )
             db.executemany(
-                "INSERT OR IGNORE INTO chunk (idx, fingerprint, first_key, size, state, updated)"
-                " VALUES (?, ?, ?, ?, 'planned', ?)",
+                _PLANNED,
                 [_chunk_row(chunk) for chunk in chunks],
             )
 
     def _refuse_rows(
         self, db: sqlite3.Connection, chunks: Sequence[Chunk], count: int | None
     ) -> None:
-        stored = dict(db.execute("SELECT idx, fingerprint FROM chunk").fetchall())
+        stored = {
+            idx: (fingerprint, rows)
+            for idx, fingerprint, rows in db.execute("SELECT idx, fingerprint, rows FROM chunk")
+        }
         for chunk in chunks:
             recorded = stored.get(chunk.index)
-            if recorded is not None and recorded != chunk_fingerprint(chunk):
-                raise self._differs(chunk)
+            if recorded is not None and recorded[0] != chunk_fingerprint(chunk):
+                raise self._differs(chunk, rows=recorded[1])
         if count is not None and count != len(chunks):
             if len(chunks) > count:
                 raise self._differs(chunks[count], f"the job had {count} chunks")
@@ -306,13 +313,24 @@ class Journal:
                 f"[{chunks[-1].commands.keys[-1]!r}]); nothing was sent"
             )
 
-    def _differs(self, chunk: Chunk, why: str = "") -> SdkError:
-        first = chunk.commands.keys[0]
+    def _differs(self, chunk: Chunk, why: str = "", *, rows: str = "") -> SdkError:
+        """The refusal, naming the first row that differs from the recorded ``rows``
+        (the chunk's first row when no single row differs: its cut or encoding does)."""
+        ours = _row_digests(chunk)
+        keys = chunk.commands.keys
+        position = next(
+            (
+                p
+                for p in range(len(keys))
+                if ours[p * _ROW : (p + 1) * _ROW] != rows[p * _ROW :][:_ROW]
+            ),
+            0,
+        )
         reason = f" ({why})" if why else ""
         return SdkError(
-            f"journal {self.path!r} holds another job: chunk {chunk.index}, from calls"
-            f"[{first!r}], differs from the one it recorded{reason}; nothing was sent. Pass "
-            f"the same rows to resume, or a new journal file for a new job"
+            f"journal {self.path!r} holds another job: calls[{keys[position]!r}] differs from "
+            f"the row it recorded (chunk {chunk.index}){reason}; nothing was sent. Pass the "
+            f"same rows to resume, or a new journal file for a new job"
         )
 
     def check(self, chunk: Chunk) -> None:
@@ -323,19 +341,18 @@ class Journal:
         """
         with self._transaction() as db:
             row = db.execute(
-                "SELECT fingerprint FROM chunk WHERE idx = ?", (chunk.index,)
+                "SELECT fingerprint, rows FROM chunk WHERE idx = ?", (chunk.index,)
             ).fetchone()
             if row is None:
                 count = db.execute("SELECT chunks FROM job").fetchone()
                 if count is not None and count[0] is not None and chunk.index >= count[0]:
                     raise self._differs(chunk, f"the job had {count[0]} chunks")
                 db.execute(
-                    "INSERT INTO chunk (idx, fingerprint, first_key, size, state, updated)"
-                    " VALUES (?, ?, ?, ?, 'planned', ?)",
+                    _PLANNED,
                     _chunk_row(chunk),
                 )
             elif row[0] != chunk_fingerprint(chunk):
-                raise self._differs(chunk)
+                raise self._differs(chunk, rows=row[1])
 
     # -- one chunk ---------------------------------------------------------------------------
 
@@ -558,7 +575,18 @@ def _chunk_row(chunk: Chunk) -> tuple[Any, ...]:
         chunk_fingerprint(chunk),
         json.dumps(chunk.commands.keys[0]),
         len(chunk.commands),
+        _row_digests(chunk),
         time.time(),
+    )
+
+
+def _row_digests(chunk: Chunk) -> str:
+    """A short digest per row, only to name the row that differs: the chunk's fingerprint
+    decides whether it does."""
+    commands = chunk.commands
+    return "".join(
+        hashlib.blake2b(repr((key, command)).encode(), digest_size=_ROW // 2).hexdigest()
+        for key, command in zip(commands.keys, commands.items, strict=True)
     )
 
 

@@ -241,9 +241,13 @@ def test_different_rows_are_refused_naming_the_first_differing_row(
     sent = len(portal.requests)
     rows = _adds(120)
     rows[77] = ("tasks.task.add", {"fields": {"title": "changed"}})
-    with pytest.raises(SdkError, match=r"chunk 1, from calls\[50\], differs"):
+    with pytest.raises(SdkError, match=r"calls\[77\] differs from the row it recorded \(chunk 1\)"):
         BatchByChunkV3(client).make(rows, journal=path)
-    with pytest.raises(SdkError, match=r"chunk 2, from calls\[100\]"):
+    inserted = _adds(120)
+    inserted.insert(30, ("tasks.task.add", {"fields": {"title": "new"}}))
+    with pytest.raises(SdkError, match=r"calls\[30\] differs .*\(chunk 0\)"):
+        BatchByChunkV3(client).make(inserted, journal=path)
+    with pytest.raises(SdkError, match=r"calls\[120\] differs .*\(chunk 2\)"):
         BatchByChunkV3(client).make(_adds(160), journal=path)
     with pytest.raises(SdkError, match=r"its protocol is 'REST 3\.0'"):
         BatchByChunkV2(client).make([("crm.deal.add", {})], journal=path)
@@ -348,7 +352,7 @@ def test_iter_refuses_a_chunk_that_differs(portal: FakePortal, client: B24Hook, 
     """``iter`` checks each chunk as it is planned: a different one raises before it is sent."""
     list(BatchByChunkV3(client).iter(_adds(60), journal=path))
     sent = len(portal.requests)
-    with pytest.raises(SdkError, match=r"chunk 0, from calls\[0\], differs"):
+    with pytest.raises(SdkError, match=r"calls\[0\] differs from the row it recorded \(chunk 0\)"):
         list(BatchByChunkV3(client).iter(_adds(60, prefix="X"), journal=path))
     assert len(portal.requests) == sent
 
