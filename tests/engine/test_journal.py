@@ -525,3 +525,17 @@ def test_stored_answers_read_back_as_they_were(
     assert {p: _error_fields(e) for p, e in back.errors.items()} == {
         p: _error_fields(e) for p, e in answers.errors.items()
     }
+
+
+def test_a_classic_in_doubt_chunk_is_reported_with_its_writes(
+    portal: FakePortal, client: B24Hook, path: Path
+) -> None:
+    """Classic has no Idempotency-Key: an in-doubt chunk of writes is never repeated unasked."""
+    rows = [("crm.deal.add", {"fields": {"TITLE": f"D{n}"}}) for n in range(70)]
+    BatchByChunkV2(client).make(rows, journal=path, halt_on_error=False)
+    _set_state(path, 1, "sending")
+    sent = len(portal.requests)
+    result = BatchByChunkV2(client).make(rows, journal=path, halt_on_error=False)
+    assert len(portal.requests) == sent
+    assert result.maybe_executed == tuple(range(50, 70))
+    assert result.data == list(range(1, 51))
