@@ -546,7 +546,13 @@ def _checked_schema(db: sqlite3.Connection, where: str, *, create: bool = True) 
 def _lock(where: str) -> Any:
     """Take the job's lock, ``{path}-lock``, at once or refuse; it dies with the process."""
     lock_path = where + "-lock"
-    handle = open(lock_path, "a+b")  # noqa: SIM115 - held for the job's life
+    try:
+        handle = open(lock_path, "a+b")  # noqa: SIM115 - held for the job's life
+    except OSError as error:
+        raise SdkError(
+            f"journal {where!r} cannot be opened: {error.strerror or error}; pass a path in "
+            f"a folder this process can write"
+        ) from error
     try:
         if sys.platform == "win32":  # pragma: no cover - Windows
             import msvcrt

@@ -539,3 +539,9 @@ def test_a_classic_in_doubt_chunk_is_reported_with_its_writes(
     assert len(portal.requests) == sent
     assert result.maybe_executed == tuple(range(50, 70))
     assert result.data == list(range(1, 51))
+
+
+def test_a_journal_in_a_missing_folder_is_refused_as_such(client: B24Hook, tmp_path: Path) -> None:
+    """A path that cannot be created says so (not that another run holds it)."""
+    with pytest.raises(SdkError, match="cannot be opened: No such file or directory"):
+        BatchByChunkV3(client).make(_adds(1), journal=tmp_path / "none" / "job.journal")
