@@ -10,7 +10,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeVar, overload
 
 from b24batch._engine import chunked
-from b24batch._engine.call_options import CallOptions, InFlight
+from b24batch._engine.call_options import CallOptions, InDoubt, InFlight
+from b24batch._engine.journal import JournalPath
 from b24batch._engine.port import Client
 from b24batch._protocols.v2 import V2
 from b24batch._protocols.v3 import V3
@@ -54,6 +55,8 @@ class BatchByChunkV3:
         idempotency_key: str | bool | None = ...,
         isolate_errors: bool = ...,
         max_in_flight: InFlight = ...,
+        journal: JournalPath | None = ...,
+        in_doubt: InDoubt = ...,
     ) -> ChunkedResult[dict[str, T]]: ...
 
     @overload
@@ -69,6 +72,8 @@ class BatchByChunkV3:
         idempotency_key: str | bool | None = ...,
         isolate_errors: bool = ...,
         max_in_flight: InFlight = ...,
+        journal: JournalPath | None = ...,
+        in_doubt: InDoubt = ...,
     ) -> ChunkedResult[list[T]]: ...
 
     @overload
@@ -84,6 +89,8 @@ class BatchByChunkV3:
         idempotency_key: str | bool | None = ...,
         isolate_errors: bool = ...,
         max_in_flight: InFlight = ...,
+        journal: JournalPath | None = ...,
+        in_doubt: InDoubt = ...,
     ) -> ChunkedResult[Any]: ...
 
     def make(
@@ -98,6 +105,8 @@ class BatchByChunkV3:
         idempotency_key: str | bool | None = None,
         isolate_errors: bool = False,
         max_in_flight: InFlight = "auto",
+        journal: JournalPath | None = None,
+        in_doubt: InDoubt = "report",
     ) -> ChunkedResult[Any]:
         """Send all of ``calls``, ``chunk_size`` at a time, and merge the results.
 
@@ -122,6 +131,15 @@ class BatchByChunkV3:
                 generated one; see :meth:`BatchV3.make`.
             isolate_errors: As in :meth:`BatchV3.make`, for each failed chunk: one
                 :class:`ChunkError` per failing command. Every command must only read.
+            journal: A file (str or ``os.PathLike``) that keeps every chunk's outcome, so that
+                the same call run again after a crash, a Ctrl+C or a failed chunk continues
+                where it stopped: answered chunks are read back, not sent. See "Jobs that
+                resume" in the docs. A second run on the same file at once is refused.
+            in_doubt: What a resumed job does with a chunk an earlier run sent without a
+                recorded answer: ``"report"`` sends it again only when that is safe (read-only,
+                or an idempotency key and no write before its last command) and otherwise lists
+                its writes in ``maybe_executed``; ``"resend"`` sends it again (check the portal
+                first).
 
         Returns:
             A :class:`ChunkedResult`.
@@ -140,6 +158,8 @@ class BatchByChunkV3:
             result_type=result_type,
             isolate_errors=isolate_errors,
             max_in_flight=max_in_flight,
+            journal=journal,
+            in_doubt=in_doubt,
         )
         return chunked.make(self._client, V3, calls, options, progress)
 
@@ -156,6 +176,8 @@ class BatchByChunkV3:
         idempotency_key: str | bool | None = ...,
         isolate_errors: bool = ...,
         max_in_flight: InFlight = ...,
+        journal: JournalPath | None = ...,
+        in_doubt: InDoubt = ...,
     ) -> Iterator[BatchResult[dict[str, T]]]: ...
 
     @overload
@@ -171,6 +193,8 @@ class BatchByChunkV3:
         idempotency_key: str | bool | None = ...,
         isolate_errors: bool = ...,
         max_in_flight: InFlight = ...,
+        journal: JournalPath | None = ...,
+        in_doubt: InDoubt = ...,
     ) -> Iterator[BatchResult[list[T]]]: ...
 
     @overload
@@ -186,6 +210,8 @@ class BatchByChunkV3:
         idempotency_key: str | bool | None = ...,
         isolate_errors: bool = ...,
         max_in_flight: InFlight = ...,
+        journal: JournalPath | None = ...,
+        in_doubt: InDoubt = ...,
     ) -> Iterator[BatchResult[Any]]: ...
 
     def iter(
@@ -200,6 +226,8 @@ class BatchByChunkV3:
         idempotency_key: str | bool | None = None,
         isolate_errors: bool = False,
         max_in_flight: InFlight = "auto",
+        journal: JournalPath | None = None,
+        in_doubt: InDoubt = "report",
     ) -> Iterator[BatchResult[Any]]:
         """Yield one :class:`BatchResult` per chunk as it arrives, reading ``calls`` lazily.
 
@@ -223,6 +251,8 @@ class BatchByChunkV3:
             result_type=result_type,
             isolate_errors=isolate_errors,
             max_in_flight=max_in_flight,
+            journal=journal,
+            in_doubt=in_doubt,
         )
         return chunked.iterate(self._client, V3, calls, options, progress)
 
@@ -258,6 +288,8 @@ class BatchByChunkV2:
         request_id: str | None = ...,
         progress: Progress = ...,
         max_in_flight: InFlight = ...,
+        journal: JournalPath | None = ...,
+        in_doubt: InDoubt = ...,
     ) -> ChunkedResult[dict[K, T]]: ...
 
     @overload
@@ -271,6 +303,8 @@ class BatchByChunkV2:
         request_id: str | None = ...,
         progress: Progress = ...,
         max_in_flight: InFlight = ...,
+        journal: JournalPath | None = ...,
+        in_doubt: InDoubt = ...,
     ) -> ChunkedResult[list[T]]: ...
 
     @overload
@@ -284,6 +318,8 @@ class BatchByChunkV2:
         request_id: str | None = ...,
         progress: Progress = ...,
         max_in_flight: InFlight = ...,
+        journal: JournalPath | None = ...,
+        in_doubt: InDoubt = ...,
     ) -> ChunkedResult[Any]: ...
 
     def make(
@@ -296,6 +332,8 @@ class BatchByChunkV2:
         request_id: str | None = None,
         progress: Progress = None,
         max_in_flight: InFlight = "auto",
+        journal: JournalPath | None = None,
+        in_doubt: InDoubt = "report",
     ) -> ChunkedResult[Any]:
         """Send all of ``calls``, ``chunk_size`` at a time, and merge the results.
 
@@ -313,6 +351,8 @@ class BatchByChunkV2:
             result_type: As in :meth:`BatchV2.make`.
             request_id: Base id; chunk ``k`` is sent as ``{request_id}.{k}``.
             progress: True for a tqdm progress bar, or a callable ``(done_commands, total)``.
+            journal: As in :meth:`BatchByChunkV3.make`.
+            in_doubt: As in :meth:`BatchByChunkV3.make`.
 
         Returns:
             A :class:`ChunkedResult`: one :class:`ChunkError` per failed command, with its
@@ -330,6 +370,8 @@ class BatchByChunkV2:
             request_id=request_id,
             result_type=result_type,
             max_in_flight=max_in_flight,
+            journal=journal,
+            in_doubt=in_doubt,
         )
         return chunked.make(self._client, V2, calls, options, progress)
 
@@ -344,6 +386,8 @@ class BatchByChunkV2:
         request_id: str | None = ...,
         progress: Progress = ...,
         max_in_flight: InFlight = ...,
+        journal: JournalPath | None = ...,
+        in_doubt: InDoubt = ...,
     ) -> Iterator[BatchResult[dict[K, T]]]: ...
 
     @overload
@@ -357,6 +401,8 @@ class BatchByChunkV2:
         request_id: str | None = ...,
         progress: Progress = ...,
         max_in_flight: InFlight = ...,
+        journal: JournalPath | None = ...,
+        in_doubt: InDoubt = ...,
     ) -> Iterator[BatchResult[list[T]]]: ...
 
     @overload
@@ -370,6 +416,8 @@ class BatchByChunkV2:
         request_id: str | None = ...,
         progress: Progress = ...,
         max_in_flight: InFlight = ...,
+        journal: JournalPath | None = ...,
+        in_doubt: InDoubt = ...,
     ) -> Iterator[BatchResult[Any]]: ...
 
     def iter(
@@ -382,6 +430,8 @@ class BatchByChunkV2:
         request_id: str | None = None,
         progress: Progress = None,
         max_in_flight: InFlight = "auto",
+        journal: JournalPath | None = None,
+        in_doubt: InDoubt = "report",
     ) -> Iterator[BatchResult[Any]]:
         """Yield one :class:`BatchResult` per chunk as it arrives, reading ``calls`` lazily.
 
@@ -395,5 +445,7 @@ class BatchByChunkV2:
             request_id=request_id,
             result_type=result_type,
             max_in_flight=max_in_flight,
+            journal=journal,
+            in_doubt=in_doubt,
         )
         return chunked.iterate(self._client, V2, calls, options, progress)

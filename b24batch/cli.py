@@ -1,7 +1,8 @@
-"""The command line: ``python -m b24batch demo | run FILE | serve`` (also the ``b24batch`` script).
+"""The command line: ``python -m b24batch demo | run FILE | serve | journal FILE``.
 
 ``demo`` runs example batches on the built-in FakePortal, ``run`` sends a JSON file's commands to
-a portal (in chunks of 50 when there are more), ``serve`` keeps a FakePortal running. Exit status
+a portal (in chunks of 50 when there are more; ``--journal`` makes it a job that resumes),
+``serve`` keeps a FakePortal running, ``journal`` shows where a job stands. Exit status
 0, 1 (a failed batch) or 2 (bad input). Prints one inert line per result or error
 (``cli_output.py``), never a traceback or a secret.
 """
@@ -16,9 +17,10 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import attrs
 
@@ -34,6 +36,7 @@ from b24batch import (
     Command,
     SdkError,
 )
+from b24batch._engine.journal import summary as journal_summary
 from b24batch.cli_output import (
     CleanFormatter,
     clean,
@@ -124,7 +127,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="when a read-only batch fails, find which commands failed and keep the others",
     )
+    run.add_argument(
+        "--journal",
+        metavar="FILE",
+        help="keep each chunk's outcome in FILE; run again to continue where the job stopped",
+    )
+    run.add_argument(
+        "--resend-in-doubt",
+        action="store_true",
+        help="with --journal: send again the chunks an earlier run left without an answer",
+    )
     run.add_argument("--json", action="store_true", help="print the whole result as JSON")
+
+    journal = commands.add_parser(
+        "journal", help="show where a job with a journal stands: chunks done, failed, in doubt"
+    )
+    journal.add_argument("file", metavar="FILE")
 
     serve = commands.add_parser("serve", help="run a FakePortal in the foreground")
     serve.add_argument("--port", type=int, default=0, help="port to bind (default: any free one)")
@@ -140,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _demo()
             if args.command == "run":
                 return _run(args)
+            if args.command == "journal":
+                return _journal(args.file)
             return _serve(args.port, args.rate_limit, seed=args.seed)
     except BrokenPipeError:
         # The reader went away (``b24batch demo | head``): stop quietly, as Unix tools do, and
@@ -172,12 +192,17 @@ def _run(args: argparse.Namespace) -> int:
 def _send(b24: B24Hook, calls: Any, args: argparse.Namespace) -> Any:
     """One batch for up to 50 rows; more go through a chunker, 50 at a time."""
     halt, request_id, key = not args.no_halt, args.request_id, args.idempotency_key
+    journal = args.journal
+    if args.resend_in_doubt and journal is None:
+        raise SdkError("--resend-in-doubt: pass --journal FILE, the job to resume")
+    in_doubt: Literal["report", "resend"] = "resend" if args.resend_in_doubt else "report"
+    many = journal is not None or (isinstance(calls, (list, dict)) and len(calls) > MAX_COMMANDS)
     if args.v2:
         if key is not None:
             raise SdkError("--idempotency-key: the classic batch (--v2) has none")
         if args.isolate_errors:
             raise SdkError("--isolate-errors: a classic batch (--v2) names every failed command")
-        if not (isinstance(calls, (list, dict)) and len(calls) > MAX_COMMANDS):
+        if not many:
             return BatchV2(b24).make(calls, halt_on_error=halt, request_id=request_id)
         with _Progress(sys.stderr) as progress:
             return BatchByChunkV2(b24).make(
@@ -185,8 +210,10 @@ def _send(b24: B24Hook, calls: Any, args: argparse.Namespace) -> Any:
                 halt_on_error=halt,
                 request_id=request_id,
                 progress=progress if sys.stderr.isatty() else None,
+                journal=journal,
+                in_doubt=in_doubt,
             )
-    if not (isinstance(calls, (list, dict)) and len(calls) > MAX_COMMANDS):
+    if not many:
         return BatchV3(b24).make(
             calls,
             halt_on_error=halt,
@@ -202,7 +229,52 @@ def _send(b24: B24Hook, calls: Any, args: argparse.Namespace) -> Any:
             idempotency_key=key,
             isolate_errors=args.isolate_errors,
             progress=progress if sys.stderr.isatty() else None,
+            journal=journal,
+            in_doubt=in_doubt,
         )
+
+
+def _journal(path: str) -> int:
+    """``journal FILE``: where the job stands, in one screen."""
+    try:
+        state = journal_summary(path)
+    except SdkError as exc:
+        return _fail(EXIT_BAD_INPUT, str(exc))
+    job = state["job"]
+    chunks, commands = state["chunks"], state["commands"]
+    print(f"journal {clean(path)} (schema {state['schema']})")
+    if job is None:
+        print("no job started")
+        return EXIT_OK
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["created"]))
+    total = job["chunks"] if job["chunks"] is not None else sum(chunks.values())
+    print(
+        f"job:       {job['protocol']} on {clean(job['portal'])}, chunk_size {job['chunk_size']}, "
+        f"{total} chunks, started {started}, request id {clean(job['request_id'])}"
+    )
+    print(
+        f"done:      {chunks['answered']} chunks ({commands['answered']} commands), "
+        f"{state['answered_with_errors']} of them answered with errors"
+    )
+    print(f"failed:    {chunks['failed']} chunks{_listed(state['failed'])}")
+    print(f"in doubt:  {chunks['sending']} chunks{_listed(state['in_doubt'])}")
+    print(f"not sent:  {chunks['planned']} chunks ({commands['planned']} commands)")
+    if chunks["planned"] == chunks["failed"] == chunks["sending"] == 0:
+        print("complete: running the job again returns its result and sends nothing")
+    elif chunks["sending"]:
+        print(
+            "in doubt: sent without a recorded answer; they may have run. A run again leaves "
+            "them unsent (unless repeating them is safe); check the portal, then "
+            "--resend-in-doubt"
+        )
+    return EXIT_OK
+
+
+def _listed(indexes: list[int], shown: int = 10) -> str:
+    if not indexes:
+        return ""
+    more = f" and {len(indexes) - shown} more" if len(indexes) > shown else ""
+    return ": " + ", ".join(map(str, indexes[:shown])) + more
 
 
 def _print_result(

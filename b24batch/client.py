@@ -133,6 +133,11 @@ class _Client:
         }
 
     @property
+    def origin(self) -> str:
+        """The portal's ``scheme://host[:port]``: no path, so never a webhook's secret."""
+        return self._origin
+
+    @property
     def timeout(self) -> Timeout:
         """The timeout every request uses."""
         return self._transport.timeout

@@ -8,6 +8,7 @@ protocols return. Pure: no I/O, no retries; a result that does not fit ``result_
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from b24batch._engine.outcomes import reads
@@ -29,7 +30,11 @@ class Builder:
         result_type: Any,
         return_ajax_result: bool,
         positions: range | None,
+        observe: Callable[[Answers, int, float], None] | None = None,
     ) -> None:
+        """``observe`` is given the answers every result is built from, before it is built
+        (a journal records them)."""
+        self._observe = observe
         self.commands = commands
         self.request_id = request_id
         self._result_type = result_type
@@ -38,6 +43,8 @@ class Builder:
 
     def __call__(self, answers: Answers, *, attempts: int, waited: float) -> BatchResult[Any]:
         """The result: data as the call asked for it, errors in call order, what did not run."""
+        if self._observe is not None:
+            self._observe(answers, attempts, waited)
         commands = self.commands
         entries = answers.entries
         errors = answers.errors if answers.error is None else {0: answers.error}

@@ -7,6 +7,7 @@ the fix. The engine reads options only from here. No I/O.
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Any, Final, Literal
 
@@ -21,6 +22,7 @@ __all__ = [
     "MAX_ID_LENGTH",
     "MAX_IN_FLIGHT",
     "CallOptions",
+    "InDoubt",
     "InFlight",
     "checked_idempotency_key",
     "checked_in_flight",
@@ -35,6 +37,8 @@ _SUFFIX_ROOM: Final = 10  # ".<chunk number>" appended to request ids and idempo
 
 InFlight = int | Literal["auto"]
 """``max_in_flight``: a fixed number of batches on the wire, or ``"auto"``."""
+InDoubt = Literal["report", "resend"]
+"""``in_doubt``: what a resumed job does with a chunk an earlier run sent without an answer."""
 
 
 @attrs.frozen(kw_only=True)
@@ -52,6 +56,9 @@ class CallOptions:
         isolate_errors: Find the failing commands of a failed read-only batch by re-sending parts.
         chunk_size: Commands per chunk (chunked calls).
         max_in_flight: Batches on the wire at once (chunked calls).
+        journal: The path of the job's journal (chunked calls); None for none.
+        in_doubt: ``"report"`` leaves a chunk an earlier run sent without a recorded answer
+            unsent, unless repeating it is safe; ``"resend"`` sends it again.
     """
 
     request_id: str
@@ -62,6 +69,8 @@ class CallOptions:
     isolate_errors: bool = False
     chunk_size: int = MAX_COMMANDS
     max_in_flight: InFlight = 1
+    journal: str | None = None
+    in_doubt: InDoubt = "report"
 
     @classmethod
     def checked(
@@ -76,6 +85,8 @@ class CallOptions:
         isolate_errors: object = False,
         chunk_size: object = None,
         max_in_flight: object = 1,
+        journal: object = None,
+        in_doubt: object = "report",
     ) -> CallOptions:
         """Check a call's options for ``protocol``; ``chunk_size`` set means a chunked call.
 
@@ -117,6 +128,17 @@ class CallOptions:
                         f"{name} is {len(text)} characters; chunked calls append '.<chunk>', "
                         f"so keep it to {MAX_ID_LENGTH - _SUFFIX_ROOM}"
                     )
+        if in_doubt not in ("report", "resend"):
+            raise SdkError(f"in_doubt={in_doubt!r}: pass 'report' or 'resend'")
+        if journal is not None:
+            if not isinstance(journal, str | os.PathLike):
+                raise SdkTypeError(
+                    f"journal is a {type(journal).__name__}; pass a file path (str or "
+                    f"os.PathLike) or None"
+                )
+            journal = os.fspath(journal)
+            if not isinstance(journal, str) or not journal:
+                raise SdkError("journal: pass a non-empty file path")
         return cls(
             request_id=base_id,
             halt_on_error=bool(halt_on_error),
@@ -126,6 +148,8 @@ class CallOptions:
             isolate_errors=bool(isolate_errors),
             chunk_size=chunk_size if isinstance(chunk_size, int) else MAX_COMMANDS,
             max_in_flight=checked_in_flight(max_in_flight),
+            journal=journal,
+            in_doubt="resend" if in_doubt == "resend" else "report",
         )
 
     def ids(self, index: int | None) -> tuple[str, str | None]:

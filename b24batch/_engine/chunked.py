@@ -3,7 +3,9 @@
 One run loop for both protocols and both faces' ``make`` and ``iter``: ``plan.py`` cuts the
 rows into prepared chunks (reading at most two chunks ahead), the ``Window`` sends each through
 ``execute`` (the client's limiters and retry policy), and the answers are merged in call order
-or by name. Never sleeps on its own, never drops what it fetched.
+or by name. With a journal (``journal.py``) each chunk's outcome is kept in a file, and a run
+of the same job again reads back what landed and sends only the rest (see ``_send``). Never
+sleeps on its own, never drops what it fetched.
 """
 
 from __future__ import annotations
@@ -12,16 +14,27 @@ import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from typing import Any
 
+import attrs
+
+from b24batch._engine.build import Builder
 from b24batch._engine.call_options import CallOptions
 from b24batch._engine.execute import execute
-from b24batch._engine.outcomes import CallRecord, Stopped, interrupted, read_only
+from b24batch._engine.journal import Journal, Stored
+from b24batch._engine.outcomes import (
+    CallRecord,
+    Stopped,
+    interrupted,
+    read_only,
+    writes,
+    writes_before_last,
+)
 from b24batch._engine.plan import Chunk, plan
 from b24batch._engine.port import Client
 from b24batch._engine.window import Outcome, Window
 from b24batch._limits.policy import RateLimit
-from b24batch._protocols.base import Protocol
+from b24batch._protocols.base import Answers, Protocol
 from b24batch.commands import refuse_js_object
-from b24batch.errors import B24Error, SdkTypeError
+from b24batch.errors import AjaxError, B24Error, SdkTypeError
 from b24batch.progress import Progress
 from b24batch.progress import Report as _Report
 from b24batch.progress import progress_report as _progress
@@ -57,11 +70,20 @@ def _iter(
     options: CallOptions,
     report: _Report,
 ) -> Iterator[BatchResult[Any]]:
-    record = CallRecord()
-    window = _window(client, options, record)
+    try:
+        journal = _open(client, protocol, options, None)  # at the first next(): not before
+    except BaseException:
+        report.close()
+        raise
+    if journal is not None:
+        options = _resumed(options, journal)
+    record = CallRecord() if journal is None else _JournalRecord(journal, options)
+    window = _window(client, options, record, journal)
     attached: BaseException | None = None
     try:
         chunks = plan(pairs, named=named, options=options, protocol=protocol)
+        if journal is not None:
+            chunks = _checked(chunks, journal)
         for outcome in window.run(chunks):
             if isinstance(outcome.error, Stopped):  # only after an interrupt: never sent
                 continue
@@ -81,6 +103,46 @@ def _iter(
         raise
     finally:
         report.close()
+        if journal is not None:
+            window.drain()  # nothing may land in a closed journal
+            journal.close()
+
+
+def _open(
+    client: Client, protocol: Protocol, options: CallOptions, chunks: list[Chunk] | None
+) -> Journal | None:
+    """The call's journal, locked and checked against the job (None without one)."""
+    if options.journal is None:
+        return None
+    journal = Journal.open(options.journal)
+    try:
+        journal.begin(
+            protocol=protocol,
+            origin=client.origin,
+            chunk_size=options.chunk_size,
+            halt_on_error=options.halt_on_error,
+            request_id=options.request_id,
+            idempotency_key=options.idempotency_key,
+            chunks=chunks,
+        )
+    except BaseException:
+        journal.close()
+        raise
+    return journal
+
+
+def _resumed(options: CallOptions, journal: Journal) -> CallOptions:
+    """The options with the job's ids: a chunk sent again carries the key the portal saw."""
+    return attrs.evolve(
+        options, request_id=journal.request_id, idempotency_key=journal.idempotency_key
+    )
+
+
+def _checked(chunks: Iterator[Chunk], journal: Journal) -> Iterator[Chunk]:
+    """The lazily planned chunks, each checked against the job's before it may be sent."""
+    for chunk in chunks:
+        journal.check(chunk)
+        yield chunk
 
 
 def _leftover(
@@ -92,8 +154,13 @@ def _leftover(
 ) -> ChunkedResult[Any]:
     """What a lazy iteration that is raising has not handed out (for ``error.partial``): the
     chunks that landed meanwhile, by name or in call order as ``make`` gives them (even when
-    none did), the chunk ``failed`` if an interrupt left it, and what was never sent."""
-    record.stop()
+    none did), the chunk ``failed`` if an interrupt left it, and what was never sent.
+
+    A chunk's own error leaves the chunks already handed to the window to go out and land,
+    as ``make`` does; an interrupt (anything else) stops the call first.
+    """
+    if failed is None or not isinstance(failed.error, B24Error):
+        record.stop()
     tally = _Tally({} if named else [], record, options)
     if failed is not None and not isinstance(failed.error, B24Error):
         tally.take(failed)  # interrupted: in doubt if it was sent, else not executed
@@ -104,14 +171,16 @@ def _leftover(
     return tally.result()
 
 
-def _window(client: Client, options: CallOptions, record: CallRecord) -> Window:
+def _window(
+    client: Client, options: CallOptions, record: CallRecord, journal: Journal | None = None
+) -> Window:
     """The call's window: its size, the client's bucket for ``"auto"``, and which chunks go
     alone (writes under ``halt_on_error`` with ``"auto"``: nothing is sent after a failure)."""
     bucket = client.limiter.bucket
     limit = bucket.limit if bucket is not None else RateLimit()
     auto_halts = options.max_in_flight == "auto" and options.halt_on_error
     return Window(
-        lambda chunk: _send(client, chunk, options, record),
+        lambda chunk: _send(client, chunk, options, record, journal),
         options.max_in_flight,
         rate=(limit.burst, limit.per_second),
         available=bucket.available if bucket is not None else lambda: 0.0,
@@ -134,11 +203,16 @@ def make(
     named, pairs = _pairs(calls)
     rows = list(pairs)
     chunks = list(plan(iter(rows), named=named, options=options, protocol=protocol))
+    journal = _open(client, protocol, options, chunks)  # before anything is sent
+    if journal is not None:
+        options = _resumed(options, journal)
     report = _progress(progress, len(rows))
     try:
-        return _run(client, chunks, options, report, {} if named else [])
+        return _run(client, chunks, options, report, {} if named else [], journal)
     finally:
         report.close()
+        if journal is not None:
+            journal.close()
 
 
 def _run(
@@ -147,10 +221,11 @@ def _run(
     options: CallOptions,
     report: _Report,
     data: list[Any] | dict[str, Any],
+    journal: Journal | None = None,
 ) -> ChunkedResult[Any]:
     """Send the planned chunks through the window and merge what they return (``make``)."""
-    record = CallRecord()
-    window = _window(client, options, record)
+    record = CallRecord() if journal is None else _JournalRecord(journal, options)
+    window = _window(client, options, record, journal)
     tally = _Tally(data, record, options)
     raised: BaseException | None = None
     try:
@@ -173,6 +248,8 @@ def _run(
         record.stop()
         for outcome in window.drain():
             tally.take(outcome)
+    if journal is not None:  # a halt: what an earlier run got for them is still theirs
+        _read_back(chunks[window.sent :], journal, options, tally, report)
     # The chunks never taken, gathered once, now: gathering them after every chunk made
     # planning quadratic in the number of chunks.
     result = tally.result(chunks)
@@ -278,16 +355,150 @@ def _attach(error: BaseException, partial: ChunkedResult[Any]) -> None:
 
 
 def _send(
-    client: Client, chunk: Chunk, options: CallOptions, record: CallRecord
+    client: Client,
+    chunk: Chunk,
+    options: CallOptions,
+    record: CallRecord,
+    journal: Journal | None = None,
 ) -> BatchResult[Any]:
-    return execute(
-        client,
-        chunk.prepared,
-        options,
-        index=chunk.index,
-        positions=chunk.positions,
-        record=record,
+    """One chunk's result: sent, or with a journal perhaps read back or left in doubt.
+
+    What a journal holds of the chunk decides: ``answered`` is rebuilt from its answers and
+    not sent; ``sending`` (no answer recorded: it may have run) and ``failed`` with writes
+    that may have run are *in doubt*: sent again only when a repeat is safe (read-only, or
+    an idempotency key and no write before the last command) or the caller passed
+    ``in_doubt="resend"``, else reported as a ``JOURNAL_IN_DOUBT`` error whose
+    ``maybe_executed`` names the writes; ``failed`` with nothing that may have run, and
+    ``planned``, are sent. The journal records ``sending`` as the request leaves (the
+    record's hook), then the answers or the raised error.
+    """
+    if journal is None:
+        return execute(
+            client,
+            chunk.prepared,
+            options,
+            index=chunk.index,
+            positions=chunk.positions,
+            record=record,
+        )
+    stored = journal.stored(chunk.index)
+    if stored.state == "answered":
+        return _rebuilt(chunk, stored, options)
+    if _in_doubt(stored) and options.in_doubt == "report" and not _repeatable(chunk, options):
+        return _doubtful(chunk, stored, options)
+    seen: list[tuple[Answers, int, float]] = []
+    try:
+        result = execute(
+            client,
+            chunk.prepared,
+            options,
+            index=chunk.index,
+            positions=chunk.positions,
+            record=record,
+            observe=lambda *built: seen.append(built),
+        )
+    except B24Error as error:  # Ctrl+C or Stopped leave it as it was: 'sending' if it left
+        journal.failed(chunk.index, error)
+        raise
+    journal.answered(chunk.index, *seen[-1])
+    return result
+
+
+def _in_doubt(stored: Stored) -> bool:
+    if stored.state == "sending":
+        return True
+    return (
+        stored.state == "failed" and stored.error is not None and bool(stored.error.maybe_executed)
     )
+
+
+def _repeatable(chunk: Chunk, options: CallOptions) -> bool:
+    """The package's rule for a repeat (``send.py``): read-only, or an idempotency key and
+    no write before the last command."""
+    _, key = options.ids(chunk.index)
+    commands = chunk.commands
+    return read_only(commands) or (key is not None and not writes_before_last(commands))
+
+
+def _builder(chunk: Chunk, options: CallOptions) -> Builder:
+    request_id, _ = options.ids(chunk.index)
+    return Builder(
+        chunk.commands,
+        request_id,
+        options.result_type,
+        options.return_ajax_result,
+        chunk.positions,
+    )
+
+
+def _rebuilt(chunk: Chunk, stored: Stored, options: CallOptions) -> BatchResult[Any]:
+    """An answered chunk's result, from its recorded answers, typed as this call asks."""
+    assert stored.answers is not None
+    build = _builder(chunk, options)
+    return build(stored.answers, attempts=stored.attempts, waited=stored.waited)
+
+
+def _doubtful(chunk: Chunk, stored: Stored, options: CallOptions) -> BatchResult[Any]:
+    """The result of an in-doubt chunk not sent again: one error, its writes maybe run."""
+    request_id, _ = options.ids(chunk.index)
+    if stored.state == "failed" and stored.error is not None:
+        why = f"failed in an earlier run of this job ({stored.error})"
+        maybe = stored.error.maybe_executed
+    else:
+        why = "was sent by an earlier run of this job, which stopped before its answer"
+        maybe = writes(chunk.commands)
+    error = AjaxError(
+        f"chunk {chunk.index} {why}; it may have been executed, so it is not sent again. "
+        f"Check the portal, then resume with in_doubt='resend' to send it again",
+        code="JOURNAL_IN_DOUBT",
+        status=0,
+        request_id=request_id,
+        outcome_unknown=True,
+    )
+    error.set_maybe_executed(maybe, "unknown")
+    answers = Answers(status=0, time=None, error=error)
+    return _builder(chunk, options)(answers, attempts=0, waited=0.0)
+
+
+def _read_back(
+    chunks: Sequence[Chunk], journal: Journal, options: CallOptions, tally: _Tally, report: _Report
+) -> list[Chunk]:
+    """Take the recorded answers of chunks a halt kept from the window; the rest, unsent.
+
+    A halt stops sending, not reading: a chunk an earlier run had answered (it was in flight
+    with the one that failed) ran, and must not be reported as not executed.
+    """
+    unsent: list[Chunk] = []
+    for chunk in chunks:
+        stored = journal.stored(chunk.index)
+        if stored.state == "answered":
+            tally.take(Outcome(chunk, result=_rebuilt(chunk, stored, options)))
+            report(len(chunk.commands))
+        elif stored.state == "planned" or (stored.state == "failed" and not _in_doubt(stored)):
+            unsent.append(chunk)
+        else:  # left in doubt by an earlier run: neither sent nor silently dropped
+            tally.take(Outcome(chunk, result=_doubtful(chunk, stored, options)))
+    return unsent
+
+
+class _JournalRecord(CallRecord):
+    """The call's record, which also makes the journal say ``sending`` as a chunk leaves."""
+
+    def __init__(self, journal: Journal, options: CallOptions) -> None:
+        super().__init__()
+        self._journal = journal
+        self._options = options
+
+    def sending(self, index: int | None) -> None:
+        super().sending(index)
+        if index is None:
+            return
+        request_id, key = self._options.ids(index)
+        try:
+            self._journal.sending(index, request_id, key)
+        except BaseException:
+            self.withdraw(index)  # it never left: not sent
+            raise
 
 
 def _pairs(calls: object) -> tuple[bool, Iterator[tuple[Key, object]]]:

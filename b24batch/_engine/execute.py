@@ -8,7 +8,7 @@ what is raised: an error envelope the portal answered (other than 401, 429 and 5
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from b24batch._engine.build import Builder
@@ -65,6 +65,7 @@ def execute(
     index: int | None = None,
     positions: range | None = None,
     record: CallRecord | None = None,
+    observe: Callable[[Answers, int, float], None] | None = None,
 ) -> BatchResult[Any]:
     """Send one prepared batch and build its result.
 
@@ -76,6 +77,8 @@ def execute(
             ``.{index}``); None for a call of one batch.
         positions: The positions in the whole call the batch covers (chunked calls).
         record: The call's record: its stop signal, and the batches it has on the wire.
+        observe: Given the answers, sends and seconds waited the result is built from, each
+            time one is built (a journal keeps the last; an error raised after it wins).
 
     Raises:
         B24Error: What the retry loop raises (401, 429, 5xx, transport and decoding
@@ -84,7 +87,12 @@ def execute(
     request_id, key = options.ids(index)
     answers, attempts, waited, uncertain = send(client, prepared, request_id, key, record, index)
     build = Builder(
-        prepared.commands, request_id, options.result_type, options.return_ajax_result, positions
+        prepared.commands,
+        request_id,
+        options.result_type,
+        options.return_ajax_result,
+        positions,
+        observe,
     )
     error = answers.error
     if error is not None:

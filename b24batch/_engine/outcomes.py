@@ -138,6 +138,11 @@ class CallRecord:
                 raise Stopped
             self._sent.add(index)
 
+    def withdraw(self, index: int | None) -> None:
+        """Batch ``index`` did not leave after all (what was to precede its send failed)."""
+        with self._lock:
+            self._sent.discard(index)
+
     def was_sent(self, index: int | None) -> bool:
         """Whether batch ``index`` ever went out (in doubt if its outcome was never taken)."""
         with self._lock:

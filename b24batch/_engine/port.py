@@ -29,6 +29,10 @@ class Client(Protocol):
         """The client's rate and operating-time limiters."""
 
     @property
+    def origin(self) -> str:
+        """The portal's ``scheme://host[:port]`` (a journal tells one portal's jobs by it)."""
+
+    @property
     def timeout(self) -> Timeout:
         """The timeout every request uses (its connect part bounds repeats after a refusal)."""
 

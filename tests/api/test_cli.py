@@ -564,3 +564,43 @@ def test_serve_seed_starts_with_sample_tasks_and_deals() -> None:
         finally:
             process.send_signal(signal.SIGINT)
             assert process.wait(timeout=10) == EXIT_OK
+
+
+def test_run_journal_resumes_and_journal_shows_the_job(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run --journal FILE` twice sends the job once; `journal FILE` shows it complete."""
+    rows = [["tasks.task.add", {"fields": {"title": f"T{n}"}}] for n in range(60)]
+    journal = str(tmp_path / "job.journal")
+    with FakePortal() as portal:
+        monkeypatch.setenv("B24_WEBHOOK_URL", portal.webhook_url)
+        path = _write(tmp_path, rows)
+        assert main(["run", "--journal", journal, path]) == EXIT_OK
+        sent = len(portal.requests)
+        assert main(["run", "--journal", journal, "--json", path]) == EXIT_OK
+        assert len(portal.requests) == sent == 2
+        assert len(portal.tasks) == 60
+    capsys.readouterr()
+    assert main(["journal", journal]) == EXIT_OK
+    shown = capsys.readouterr().out
+    assert "done:      2 chunks (60 commands)" in shown
+    assert "not sent:  0 chunks (0 commands)" in shown
+    assert "complete" in shown
+    assert portal.secret not in shown
+
+
+def test_journal_of_a_missing_file_exits_2(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`journal FILE` for no such file: one line, exit 2, and no file is created."""
+    path = tmp_path / "none.journal"
+    assert main(["journal", str(path)]) == EXIT_BAD_INPUT
+    assert "does not exist" in capsys.readouterr().err
+    assert not path.exists()
+
+
+def test_resend_in_doubt_needs_a_journal(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--resend-in-doubt` alone is bad input: it resumes a job, which needs its journal."""
+    path = _write(tmp_path, [["tasks.task.list"]])
+    assert main(["run", "--fake", "--resend-in-doubt", path]) == EXIT_BAD_INPUT
+    assert "pass --journal FILE" in capsys.readouterr().err

@@ -7,6 +7,7 @@ Each ``assert_type`` fails the type check when an overload stops giving what it 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -55,6 +56,9 @@ def chunk_types(b24: B24Hook) -> None:
     assert_type(chunked.iter(rows), Iterator[BatchResult[Any]])
     for chunk in chunked.iter(rows, result_type=Item):
         assert_type(chunk.data[0], Item)
+    journaled = chunked.make(rows, result_type=Item, journal=Path("job.journal"), in_doubt="resend")
+    assert_type(journaled, ChunkedResult[list[Item]])
+    assert_type(chunked.iter(named, journal="job.journal"), Iterator[BatchResult[Any]])
 
 
 def classic_types(b24: B24Hook) -> None:
@@ -72,6 +76,7 @@ def classic_types(b24: B24Hook) -> None:
     assert_type(chunked.make(named, result_type=Item), ChunkedResult[dict[str, Item]])
     assert_type(chunked.make(rows), ChunkedResult[Any])
     assert_type(chunked.iter(named, result_type=Item), Iterator[BatchResult[dict[str, Item]]])
+    assert_type(chunked.make(rows, journal="deals.journal"), ChunkedResult[Any])
     assert_type(b24.actions.v2.batch_by_chunk, BatchByChunkV2)
     assert_type(b24.actions.v3.batch.make(rows[:1], result_type=Item), BatchResult[list[Item]])
 

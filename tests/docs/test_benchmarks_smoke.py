@@ -131,3 +131,19 @@ def test_list_export_benchmark_runs_and_writes_its_row(tmp_path: Path) -> None:
     row = next(line for line in out.read_text(encoding="utf-8").splitlines() if "b24batch" in line)
     assert row.endswith("| 2 | yes (300 of 300) | yes |")
     assert "<!-- lists:begin -->" in DOC.read_text(encoding="utf-8")
+
+
+def test_journal_benchmark_runs_and_prints_its_figures() -> None:
+    """The journal benchmark's smoke run completes both runs and reports cost and size."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.benchmarks.journal", "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| with a journal |" in done.stdout
+    assert "Size: 500 task adds (10 chunks)" in done.stdout
+    assert "<!-- journal:begin -->" in DOC.read_text(encoding="utf-8")
