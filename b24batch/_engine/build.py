@@ -61,7 +61,7 @@ class Builder:
                 values = self._ajax(answers, entries)
             if commands.named:
                 silent = answers.not_run | answers.unknown  # no result of theirs to show
-                left_out = silent if self._as_ajax else {*errors, *silent}
+                left_out = silent if self._as_ajax else {*answers.errors, *silent}
                 data = {
                     key: value
                     for position, (key, value) in enumerate(zip(commands.keys, values, strict=True))

@@ -100,6 +100,11 @@ def execute(
             return _isolated(client, prepared, answers, build, attempts, waited, record, index)
         error.attempts = attempts
         mark(error, prepared, returned=True, uncertain=uncertain)
+        if answers.entries is not None:  # an error beside results (2xx): those commands ran
+            keys = prepared.commands.keys
+            ran = {keys[p] for p in range(len(keys)) if p not in answers.unknown}
+            left = tuple(key for key in error.maybe_executed if key not in ran)
+            error.set_maybe_executed(left, "unknown")
         return build(answers, attempts=attempts, waited=waited)
     if answers.errors:
         answers, attempts, waited = _resend_refused(

@@ -8,6 +8,7 @@ body (each query by ``phpform.encode_query``), ``decode_response`` turns the ans
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -292,13 +293,29 @@ def decode_response(
         DecodeError: The body is not JSON, has neither ``result`` nor ``error``, a section is
             not a list or object, or names a command that was not sent.
     """
-    payload, error = decode_payload(
+    payload, refused = decode_payload(
         status, content, request_id=request_id, headers=headers, redact=redact
     )
-    if error is not None:
-        return Envelope(
-            status=status, outcomes=(), time=Time.from_json(payload.get("time")), error=error
-        )
+    time = Time.from_json(payload.get("time"))
+    if refused is None:
+        outcomes = _outcomes(payload, keys, status, request_id, redact)
+        return Envelope(status=status, outcomes=outcomes, time=time)
+    kept: tuple[Outcome, ...] = ()
+    if 200 <= status < 300 and "result" in payload:
+        # An error beside a result on a 2xx: the batch ran; keep every result it reports.
+        with contextlib.suppress(DecodeError):
+            kept = _outcomes(payload, keys, status, request_id, redact)
+    return Envelope(status=status, outcomes=kept, time=time, error=refused)
+
+
+def _outcomes(
+    payload: Mapping[str, Any],
+    keys: Sequence[Key],
+    status: int,
+    request_id: str | None,
+    redact: Callable[[str], str],
+) -> tuple[Outcome, ...]:
+    """One outcome per key from the answer's ``result`` sections."""
     by_text = {int.__repr__(k) if isinstance(k, int) else str(k): k for k in keys}
     body = payload["result"]
     if not isinstance(body, dict):
@@ -326,9 +343,7 @@ def decode_response(
                 time=Time.from_json(sections["result_time"].get(text)),
             )
         )
-    return Envelope(
-        status=status, outcomes=tuple(outcomes), time=Time.from_json(payload.get("time"))
-    )
+    return tuple(outcomes)
 
 
 def _section(
@@ -496,9 +511,15 @@ class _Classic(Protocol):
             headers=headers,
             redact=redact,
         )
-        if envelope.error is not None:  # the whole request was refused: no command ran
+        if envelope.error is not None:  # refused whole, or an error beside what ran (2xx)
+            outcomes = envelope.outcomes
             return Answers(
-                status=status, time=envelope.time, limit_time=envelope.time, error=envelope.error
+                status=status,
+                time=envelope.time,
+                limit_time=envelope.time,
+                error=envelope.error,
+                entries=[outcome.result for outcome in outcomes] or None,
+                unknown=frozenset(p for p, o in enumerate(outcomes) if not o.executed),
             )
         errors: dict[int, AjaxError] = {}
         missing: list[int] = []

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
@@ -137,7 +138,12 @@ def decode_response(
     )
     if refused is not None:
         time = Time.from_json(payload.get("time"))
-        return Envelope(status=status, result=None, time=time, error=refused)
+        kept = None
+        if 200 <= status < 300 and "result" in payload:
+            # An error beside a result on a 2xx: the batch ran; keep the results it reports.
+            with contextlib.suppress(DecodeError):
+                kept = _positional(payload["result"], keys, request_id)
+        return Envelope(status=status, result=kept, time=time, error=refused)
     try:
         result = _positional(payload["result"], keys, request_id)
     except DecodeError as error:

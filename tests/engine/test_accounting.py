@@ -154,3 +154,33 @@ def test_a_failed_resend_after_a_limit_keeps_what_ran(portal: FakePortal) -> Non
     assert [type(e) for e in error.result.errors] == [RateLimitError]
     assert error.result.errors[0].key == 1
     assert error.result.not_executed == (2,)
+
+
+def test_an_error_beside_a_rest3_result_keeps_the_results(
+    portal: FakePortal, client: B24Hook
+) -> None:
+    """A 200 that carries an error beside a full result ran the batch: the results are kept,
+    and no command of it is left in doubt."""
+    portal.inject(Fault.rewrite(lambda answer: {**answer, "error": "ODD"}))
+    calls = {
+        "a": ("tasks.task.add", {"fields": {"title": "x"}}),
+        "b": ("tasks.task.add", {"fields": {"title": "y"}}),
+    }
+    result = BatchV3(client).make(calls)
+    assert [error.code for error in result.errors] == ["ODD"]
+    assert result.data["a"]["item"]["title"] == "x"
+    assert set(result.data) == {"a", "b"}
+    assert result.maybe_executed == ()
+    assert len(portal.tasks) == 2
+
+
+def test_an_error_beside_a_classic_result_keeps_what_it_reports(
+    portal: FakePortal, client: B24Hook
+) -> None:
+    """A classic 200 with an error beside its sections keeps the results it reports; the
+    command it leaves out may have run."""
+    body = _classic({"a": 5})
+    portal.inject(Fault.response(200, {**body, "error": "ODD", "error_description": "x"}))
+    result = BatchV2(client).make(ADDS, halt_on_error=False)
+    assert result.data == {"a": 5}
+    assert result.maybe_executed == ("b",)

@@ -80,9 +80,9 @@ def _landed(results: list[BatchResult[Any]]) -> set[Any]:
     """The keys of the commands whose results came back."""
     done: set[Any] = set()
     for result in results:
-        left_out = {*result.not_executed, *result.unanswered, *result.errors_by_key}
-        if result.errors and not result.errors_by_key:
-            continue  # failed as a whole: no command of it has a result
+        left_out = {*result.not_executed, *result.maybe_executed, *result.errors_by_key}
+        if result.errors and not result.errors_by_key and not result.data:
+            continue  # failed as a whole, with no result kept
         done |= {key for key in result.keys if key not in left_out}
     return done
 
