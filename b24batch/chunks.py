@@ -14,7 +14,7 @@ from b24batch._engine.call_options import CallOptions, InFlight
 from b24batch._engine.port import Client
 from b24batch._protocols.v2 import V2
 from b24batch._protocols.v3 import V3
-from b24batch.commands import MAX_COMMANDS
+from b24batch.commands import MAX_COMMANDS, refuse_single_row
 from b24batch.progress import Progress
 from b24batch.results import BatchResult, ChunkedResult
 
@@ -141,6 +141,7 @@ class BatchByChunkV3:
             isolate_errors=isolate_errors,
             max_in_flight=max_in_flight,
         )
+        refuse_single_row(calls)
         return chunked.make(self._client, V3, calls, options, progress)
 
     @overload
@@ -224,6 +225,7 @@ class BatchByChunkV3:
             isolate_errors=isolate_errors,
             max_in_flight=max_in_flight,
         )
+        refuse_single_row(calls)
         return chunked.iterate(self._client, V3, calls, options, progress)
 
 
@@ -331,6 +333,7 @@ class BatchByChunkV2:
             result_type=result_type,
             max_in_flight=max_in_flight,
         )
+        refuse_single_row(calls)
         return chunked.make(self._client, V2, calls, options, progress)
 
     @overload
@@ -396,4 +399,5 @@ class BatchByChunkV2:
             result_type=result_type,
             max_in_flight=max_in_flight,
         )
+        refuse_single_row(calls)
         return chunked.iterate(self._client, V2, calls, options, progress)
