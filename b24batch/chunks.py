@@ -11,7 +11,7 @@ from typing import Any, TypeVar, overload
 
 from b24batch._engine import chunked
 from b24batch._engine.call_options import CallOptions, InFlight
-from b24batch._engine.port import Client
+from b24batch._engine.port import Client, checked_client
 from b24batch._protocols.v2 import V2
 from b24batch._protocols.v3 import V3
 from b24batch.commands import MAX_COMMANDS, refuse_single_row
@@ -39,7 +39,7 @@ class BatchByChunkV3:
 
     def __init__(self, client: Client) -> None:
         """Args: client: the portal client (B24Hook or B24OAuth) the chunks go through."""
-        self._client = client
+        self._client = checked_client(client, type(self).__name__)
 
     @overload
     def make(
@@ -247,7 +247,7 @@ class BatchByChunkV2:
 
     def __init__(self, client: Client) -> None:
         """Args: client: the portal client (B24Hook or B24OAuth) the chunks go through."""
-        self._client = client
+        self._client = checked_client(client, type(self).__name__)
 
     @overload
     def make(

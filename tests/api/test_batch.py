@@ -694,6 +694,42 @@ def test_a_returned_error_result_reports_its_wait(portal: FakePortal, client: B2
     assert (result.is_success, result.attempts, result.waited) == (False, 1, 0.0)
 
 
+_FACES = [
+    "BatchV3",
+    "BatchV2",
+    "BatchByChunkV3",
+    "BatchByChunkV2",
+    "CallListV3",
+    "CallListV2",
+    "FetchListV3",
+    "FetchListV2",
+]
+
+
+@pytest.mark.parametrize("face", _FACES)
+def test_a_webhook_url_instead_of_a_client_is_refused_with_the_fix(face: str) -> None:
+    """Every face refuses a URL str at construction, names the fix, and never echoes the secret."""
+    url = f"https://example.bitrix24.com/rest/1/{SECRET}/"
+    with pytest.raises(SdkTypeError) as info:
+        getattr(b24batch, face)(url)
+    assert str(info.value) == (
+        f"{face} takes a client, not a str; for a webhook URL make one first: "
+        f"{face}(B24Hook.from_webhook_url(url))"
+    )
+    assert isinstance(info.value, TypeError)
+    assert SECRET not in repr(info.value)
+
+
+@pytest.mark.parametrize("face", _FACES)
+def test_a_non_client_object_is_refused_at_construction(face: str) -> None:
+    """Any object without a client's members (here a dict) is refused with what to pass."""
+    with pytest.raises(SdkTypeError) as info:
+        getattr(b24batch, face)({"url": "x"})
+    assert str(info.value) == (
+        f"{face} takes a client, not a dict; pass B24Hook.from_webhook_url(url) or a B24OAuth"
+    )
+
+
 @pytest.mark.parametrize(
     ("face", "entry"),
     [
