@@ -13,7 +13,7 @@ from typing import Any, Literal, TypeVar, overload
 
 from b24batch._engine import execute
 from b24batch._engine.call_options import CallOptions
-from b24batch._engine.port import Client
+from b24batch._engine.port import Client, checked_client
 from b24batch._protocols.v2 import V2
 from b24batch._protocols.v3 import V3
 from b24batch.results import BatchResult
@@ -39,7 +39,7 @@ class BatchV3:
 
     def __init__(self, client: Client) -> None:
         """Args: client: the portal client (B24Hook or B24OAuth) the batches go through."""
-        self._client = client
+        self._client = checked_client(client, type(self).__name__)
 
     @overload
     def make(
@@ -164,7 +164,7 @@ class BatchV2:
 
     def __init__(self, client: Client) -> None:
         """Args: client: the portal client (B24Hook or B24OAuth) the batches go through."""
-        self._client = client
+        self._client = checked_client(client, type(self).__name__)
 
     @overload
     def make(

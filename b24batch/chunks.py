@@ -12,10 +12,10 @@ from typing import Any, TypeVar, overload
 from b24batch._engine import chunked
 from b24batch._engine.call_options import CallOptions, InDoubt, InFlight
 from b24batch._engine.journal import JournalPath
-from b24batch._engine.port import Client
+from b24batch._engine.port import Client, checked_client
 from b24batch._protocols.v2 import V2
 from b24batch._protocols.v3 import V3
-from b24batch.commands import MAX_COMMANDS
+from b24batch.commands import MAX_COMMANDS, refuse_single_row
 from b24batch.progress import Progress
 from b24batch.results import BatchResult, ChunkedResult
 
@@ -40,7 +40,7 @@ class BatchByChunkV3:
 
     def __init__(self, client: Client) -> None:
         """Args: client: the portal client (B24Hook or B24OAuth) the chunks go through."""
-        self._client = client
+        self._client = checked_client(client, type(self).__name__)
 
     @overload
     def make(
@@ -161,6 +161,7 @@ class BatchByChunkV3:
             journal=journal,
             in_doubt=in_doubt,
         )
+        refuse_single_row(calls)
         return chunked.make(self._client, V3, calls, options, progress)
 
     @overload
@@ -254,6 +255,7 @@ class BatchByChunkV3:
             journal=journal,
             in_doubt=in_doubt,
         )
+        refuse_single_row(calls)
         return chunked.iterate(self._client, V3, calls, options, progress)
 
 
@@ -275,7 +277,7 @@ class BatchByChunkV2:
 
     def __init__(self, client: Client) -> None:
         """Args: client: the portal client (B24Hook or B24OAuth) the chunks go through."""
-        self._client = client
+        self._client = checked_client(client, type(self).__name__)
 
     @overload
     def make(
@@ -373,6 +375,7 @@ class BatchByChunkV2:
             journal=journal,
             in_doubt=in_doubt,
         )
+        refuse_single_row(calls)
         return chunked.make(self._client, V2, calls, options, progress)
 
     @overload
@@ -448,4 +451,5 @@ class BatchByChunkV2:
             journal=journal,
             in_doubt=in_doubt,
         )
+        refuse_single_row(calls)
         return chunked.iterate(self._client, V2, calls, options, progress)

@@ -26,6 +26,7 @@ __all__ = [
     "ref",
     "ref_array",
     "refuse_js_object",
+    "refuse_single_row",
 ]
 
 MAX_COMMANDS = 50
@@ -161,6 +162,7 @@ def normalize(calls: object, *, limit: int = MAX_COMMANDS, what: str = "REST 3.0
             f"calls is a {type(calls).__name__}; pass a list of rows or a dict of named rows"
         )
     else:
+        refuse_single_row(calls)
         named = False
         pairs = []
         for position, row in enumerate(calls):
@@ -194,6 +196,31 @@ def normalize(calls: object, *, limit: int = MAX_COMMANDS, what: str = "REST 3.0
         keys=tuple(key for key, _ in pairs),
         aliases=tuple(aliases),
         named=named,
+    )
+
+
+def refuse_single_row(calls: object) -> None:
+    """Raise when ``calls`` is one row, ``(method,)`` or ``(method, params)``, not a list of rows.
+
+    No row is a str, so without this the message would be "calls[0] is a str", which names
+    neither the mistake nor the fix.
+
+    Raises:
+        SdkTypeError: ``calls`` has the shape of one row.
+    """
+    if not (
+        isinstance(calls, tuple | list)
+        and 1 <= len(calls) <= 2
+        and isinstance(calls[0], str)
+        and (len(calls) == 1 or calls[1] is None or isinstance(calls[1], Mapping))
+    ):
+        return
+    method = repr(calls[0])
+    if len(method) > 60:
+        method = method[:57] + "..."
+    raise SdkTypeError(
+        f"calls is a single row, ({method}, ...), not a list of rows; put it in a list: "
+        f"[({method}, {{...}})]"
     )
 
 

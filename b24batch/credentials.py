@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 _WEBHOOK_PATH = re.compile(r"^/rest/(?:api/)?(?P<user>[0-9]{1,18})/(?P<secret>[^/]+)/?$")
+_AFTER_SECRET = re.compile(r"^/rest/(?:api/)?[0-9]{1,18}/[^/]+/(?P<extra>[^?#]+?)/?$")
 _WEBHOOK_SHAPE = "https://PORTAL/rest/USER_ID/SECRET/ (or https://PORTAL/rest/api/USER_ID/SECRET/)"
 _ENDPOINT_PATH = re.compile(r"^(?:/rest(?:/api)?)?/?$")
 _ENDPOINT_SHAPE = "https://PORTAL/rest/ (the client endpoint) or https://PORTAL"
@@ -79,6 +80,13 @@ def webhook_parts(url: Secret[Any]) -> tuple[str, int, Secret[str]] | SdkError:
     if isinstance(parts, SdkError):
         return parts
     match = _WEBHOOK_PATH.match(parts.path)
+    extra = _AFTER_SECRET.match(parts.path) if match is None else None
+    if extra is not None:  # a method such as profile.json appended, as in a browser's address
+        return SdkError(
+            f"the webhook URL for {parts.hostname} ends in {redact(extra['extra'])[:80]!r} "
+            f"after its secret: remove it, the batch names each method itself; expected "
+            f"{_WEBHOOK_SHAPE}"
+        )
     if match is None:
         return SdkError(
             f"the URL for {parts.hostname} is not a webhook URL (it needs a user id and a "

@@ -124,9 +124,10 @@ def chunked_repr(result: ChunkedResult[Any]) -> str:
 def batch_html(result: BatchResult[Any]) -> str:
     """A compact table: one row per command with key, method, status and a result preview."""
     if result.errors and not result.errors_by_key and not result.not_executed:  # as a whole
-        status = "failed"
+        # A REST 3.0 batch has no rollback: the writes before the failing command ran.
+        doubtful = set(result.maybe_executed)
         rows = [
-            (key, method, status, "")
+            (key, method, _MAYBE if key in doubtful else "failed", "")
             for key, method in zip(result.keys, result.methods, strict=False)
         ]
         notes = [f"error: {message}" for message in result.error_messages]
@@ -183,12 +184,20 @@ def batch_records(result: BatchResult[Any]) -> list[dict[str, Any]]:
     """One flat dict per command: ``key``, ``method``, ``ok``, then the result's fields.
 
     Nested objects are flattened with dotted column names (``item.id``, ``item.title``); lists
-    stay whole. A failed batch gives one record per command with ``ok=False`` and ``error``.
+    stay whole. A failed batch gives one record per command with ``ok=False`` and ``error``;
+    one that failed as a whole adds ``maybe_executed``, True for the writes that may have run.
     """
     if result.errors and not result.errors_by_key:  # failed as a whole, naming no command
         message = result.error_messages[0]
+        doubtful = set(result.maybe_executed)
         return [
-            {"key": key, "method": method, "ok": False, "error": message}
+            {
+                "key": key,
+                "method": method,
+                "ok": False,
+                "error": message,
+                "maybe_executed": key in doubtful,
+            }
             for key, method in zip(result.keys, result.methods, strict=False)
         ]
     records = []
@@ -219,6 +228,7 @@ def _flatten(value: Mapping[str, Any], prefix: str, into: dict[str, Any], depth:
 
 
 _NOT_RUN = "not executed"
+_MAYBE = "maybe executed"
 _UNANSWERED = "not in the answer: may have run"
 
 

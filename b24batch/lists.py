@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from b24batch._engine.pages import HOLD, Route, checked, pages
-from b24batch._engine.port import Client
+from b24batch._engine.port import Client, checked_client
 from b24batch._protocols.base import Protocol
 from b24batch._protocols.v2 import V2
 from b24batch._protocols.v3 import V3
@@ -28,7 +28,7 @@ class _Lister:
 
     def __init__(self, client: Client) -> None:
         """Args: client: the portal client (B24Hook or B24OAuth) the batches go through."""
-        self._client = client
+        self._client = checked_client(client, type(self).__name__)
 
     def _start(
         self,

@@ -218,6 +218,19 @@ class Transport:
                 False,
             )
             never_connected = True
+        elif isinstance(exc, requests.exceptions.SSLError) and _certificate_failure(exc):
+            message, unknown = (
+                f"the certificate of {where} was refused; the batch was not sent",
+                False,
+            )
+        elif _handshake_failure(exc):
+            # Nothing goes before the handshake completes: a server speaking plain http, or one
+            # that hangs up mid-handshake, never saw the batch.
+            message, unknown = (
+                f"the TLS handshake with {where} failed; the batch was not sent (does the server "
+                f"speak https? a plain-http server fails the handshake)",
+                False,
+            )
         elif timed_out and time.monotonic() >= deadline:
             message = (
                 f"{where} did not send its whole answer within the attempt's deadline of "
@@ -226,11 +239,6 @@ class Transport:
         elif timed_out:
             read = self.timeout[1] if isinstance(self.timeout, tuple) else self.timeout
             message = f"{where} sent no answer within {read} s; the batch may have been executed"
-        elif isinstance(exc, requests.exceptions.SSLError) and _certificate_failure(exc):
-            message, unknown = (
-                f"the certificate of {where} was refused; the batch was not sent",
-                False,
-            )
         elif isinstance(exc, requests.exceptions.SSLError):
             # urllib3 also wraps TLS errors met while reading the answer, after the body went.
             message = f"TLS with {where} failed; the batch may have been executed"
@@ -407,19 +415,40 @@ class _Adapter(HTTPAdapter):
 
 def _certificate_failure(exc: BaseException) -> bool:
     """Whether a TLS error is a refused certificate, which happens before anything is sent."""
+    return any(
+        isinstance(item, ssl.SSLCertVerificationError | ssl.CertificateError)
+        for item in _wrapped(exc)
+    )
+
+
+def _handshake_failure(exc: BaseException) -> bool:
+    """Whether an error was raised inside the TLS handshake, before any byte of the request.
+
+    Told by where it was raised, not by its class: the same ``SSLError`` or reset met while
+    reading the answer comes after the body went.
+    """
+    for item in _wrapped(exc):
+        tb = item.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_name == "do_handshake":
+                return True
+            tb = tb.tb_next
+    return False
+
+
+def _wrapped(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it wraps (args, ``reason``, cause, context), at most 20."""
     seen: list[BaseException] = []
     pending: list[object] = [exc]
     while pending and len(seen) < 20:
         item = pending.pop()
         if not isinstance(item, BaseException) or any(item is s for s in seen):
             continue
-        if isinstance(item, ssl.SSLCertVerificationError | ssl.CertificateError):
-            return True
         seen.append(item)
         pending.extend(
             [*item.args, getattr(item, "reason", None), item.__cause__, item.__context__]
         )
-    return False
+    return seen
 
 
 def _redacted_copy(exc: requests.RequestException, text: str) -> BaseException:

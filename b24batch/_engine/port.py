@@ -1,20 +1,21 @@
 """What the engine needs of a client: a structural type, so the engine never imports the clients.
 
 ``B24Hook`` and ``B24OAuth`` (``client.py``) fit it; so does any test double with the same
-members. The faces annotate their ``client`` with it too. Types only, no behaviour.
+members. The faces annotate their ``client`` with it too, and check what they are given with
+``checked_client``: the type and that one check, no other behaviour.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Final, Protocol
 
 from b24batch._limits.limiter import Limiter
 from b24batch._protocols.base import Answers, Prepared
-from b24batch.errors import AuthError
+from b24batch.errors import AuthError, SdkTypeError
 from b24batch.retry import RetryPolicy
 from b24batch.transport import Timeout
 
-__all__ = ["Client"]
+__all__ = ["Client", "checked_client"]
 
 
 class Client(Protocol):
@@ -49,3 +50,29 @@ class Client(Protocol):
         self, prepared: Prepared, *, request_id: str, idempotency_key: str | None = None
     ) -> Answers:
         """POST one prepared batch and decode the answer: one HTTP request, no retries."""
+
+
+_MEMBERS: Final = ("retry", "limiter", "timeout", "backoff", "credential_version", "renew", "send")
+
+
+def checked_client(client: object, face: str) -> Client:
+    """``client`` if it has a client's members, else the error naming the fix, for ``face``.
+
+    Without it a webhook URL passed as the client failed at the first send with
+    ``'str' object has no attribute 'retry'``. The value itself is never shown: a URL holds
+    its secret.
+
+    Raises:
+        SdkTypeError: ``client`` is not a client (a str, such as a webhook URL, or anything else).
+    """
+    if all(hasattr(client, name) for name in _MEMBERS):
+        return client  # type: ignore[return-value]
+    kind = type(client).__name__
+    if isinstance(client, str):
+        raise SdkTypeError(
+            f"{face} takes a client, not a str; for a webhook URL make one first: "
+            f"{face}(B24Hook.from_webhook_url(url))"
+        )
+    raise SdkTypeError(
+        f"{face} takes a client, not a {kind}; pass B24Hook.from_webhook_url(url) or a B24OAuth"
+    )

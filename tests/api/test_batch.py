@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 import pytest
 
+import b24batch
 from b24batch import (
     AjaxError,
     AjaxResult,
@@ -691,3 +692,63 @@ def test_a_returned_error_result_reports_its_wait(portal: FakePortal, client: B2
     """A batch whose error envelope is returned still says it waited 0.0 s, not None."""
     result = BatchV3(client).make([("tasks.task.get", {"id": 404})])
     assert (result.is_success, result.attempts, result.waited) == (False, 1, 0.0)
+
+
+_FACES = [
+    "BatchV3",
+    "BatchV2",
+    "BatchByChunkV3",
+    "BatchByChunkV2",
+    "CallListV3",
+    "CallListV2",
+    "FetchListV3",
+    "FetchListV2",
+]
+
+
+@pytest.mark.parametrize("face", _FACES)
+def test_a_webhook_url_instead_of_a_client_is_refused_with_the_fix(face: str) -> None:
+    """Every face refuses a URL str at construction, names the fix, and never echoes the secret."""
+    url = f"https://example.bitrix24.com/rest/1/{SECRET}/"
+    with pytest.raises(SdkTypeError) as info:
+        getattr(b24batch, face)(url)
+    assert str(info.value) == (
+        f"{face} takes a client, not a str; for a webhook URL make one first: "
+        f"{face}(B24Hook.from_webhook_url(url))"
+    )
+    assert isinstance(info.value, TypeError)
+    assert SECRET not in repr(info.value)
+
+
+@pytest.mark.parametrize("face", _FACES)
+def test_a_non_client_object_is_refused_at_construction(face: str) -> None:
+    """Any object without a client's members (here a dict) is refused with what to pass."""
+    with pytest.raises(SdkTypeError) as info:
+        getattr(b24batch, face)({"url": "x"})
+    assert str(info.value) == (
+        f"{face} takes a client, not a dict; pass B24Hook.from_webhook_url(url) or a B24OAuth"
+    )
+
+
+@pytest.mark.parametrize(
+    ("face", "entry"),
+    [
+        pytest.param("BatchV3", "make", id="BatchV3.make"),
+        pytest.param("BatchV2", "make", id="BatchV2.make"),
+        pytest.param("BatchByChunkV3", "make", id="BatchByChunkV3.make"),
+        pytest.param("BatchByChunkV3", "iter", id="BatchByChunkV3.iter"),
+        pytest.param("BatchByChunkV2", "make", id="BatchByChunkV2.make"),
+        pytest.param("BatchByChunkV2", "iter", id="BatchByChunkV2.iter"),
+    ],
+)
+def test_a_single_row_as_calls_is_named_as_such(
+    portal: FakePortal, client: B24Hook, face: str, entry: str
+) -> None:
+    """A bare (method, params) tuple as calls says it is one row and to put it in a list."""
+    with pytest.raises(SdkTypeError) as info:
+        getattr(getattr(b24batch, face)(client), entry)(("tasks.task.get", {"id": 1}))
+    assert str(info.value) == (
+        "calls is a single row, ('tasks.task.get', ...), not a list of rows; put it in a list: "
+        "[('tasks.task.get', {...})]"
+    )
+    assert portal.requests == []

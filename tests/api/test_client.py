@@ -67,11 +67,6 @@ def test_port_and_ipv6_loopback_are_kept() -> None:
             "https://example.bitrix24.com/rest/x/abc/", "needs a user id", id="user-not-number"
         ),
         pytest.param(
-            f"https://example.bitrix24.com/rest/1/{SECRET}/tasks.task.get",
-            "needs a user id",
-            id="method-path",
-        ),
-        pytest.param(
             f"https://example.bitrix24.com/api/1/{SECRET}/", "needs a user id", id="other-path"
         ),
         pytest.param(
@@ -98,6 +93,29 @@ def test_bad_webhook_urls_are_refused_without_echoing_the_secret(url: str, fragm
     assert isinstance(info.value, ValueError)
     assert SECRET not in str(info.value)
     assert "https://PORTAL/rest/USER_ID/SECRET/" in str(info.value) or "https" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "extra"),
+    [
+        pytest.param(f"https://example.bitrix24.com/rest/1/{SECRET}/profile.json", "profile.json"),
+        pytest.param(f"https://example.bitrix24.com/rest/1/{SECRET}/profile", "profile"),
+        pytest.param(
+            f"https://example.bitrix24.com/rest/api/1/{SECRET}/tasks.task.get/", "tasks.task.get"
+        ),
+        pytest.param(f"https://example.bitrix24.com/rest/1/{SECRET}/batch", "batch"),
+    ],
+)
+def test_a_method_after_the_secret_is_named_for_removal(url: str, extra: str) -> None:
+    """A webhook URL with a method appended says which part to remove, and keeps the secret."""
+    with pytest.raises(SdkError) as info:
+        B24Hook.from_webhook_url(url)
+    assert str(info.value) == (
+        f"the webhook URL for example.bitrix24.com ends in {extra!r} after its secret: remove "
+        f"it, the batch names each method itself; expected https://PORTAL/rest/USER_ID/SECRET/ "
+        f"(or https://PORTAL/rest/api/USER_ID/SECRET/)"
+    )
+    assert SECRET not in repr(info.value)
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "localhost", "LOCALHOST", "[::1]"])

@@ -113,7 +113,8 @@ def test_more_than_fifty_stops_reading_a_generator() -> None:
         pytest.param("tasks.task.get", SdkTypeError, "calls is a str", id="str"),
         pytest.param(42, SdkTypeError, "calls is a int", id="int"),
         pytest.param([42], SdkTypeError, "calls[0] is a int", id="row-int"),
-        pytest.param(["a.get"], SdkTypeError, "calls[0] is a str", id="row-str"),
+        pytest.param(["a.get", "b.get"], SdkTypeError, "calls[0] is a str", id="row-str"),
+        pytest.param(["a.get"], SdkTypeError, "calls is a single row", id="one-row-as-list"),
         pytest.param([("a.get", {}, "x")], SdkError, "calls[0] has 3 items", id="tuple-3"),
         pytest.param([()], SdkError, "calls[0] has 0 items", id="tuple-0"),
         pytest.param([("",)], SdkError, "calls[0] has an empty method", id="method-empty"),
@@ -306,6 +307,18 @@ _OWN_AS = " (or give the row its own 'as')"
             {"x": {"method": "a.get", "read_only": 1}},
             "calls['x'] has 'read_only' of type int; use True or False",
             id="read_only-int",
+        ),
+        pytest.param(
+            ("tasks.task.get", {"id": 1}),
+            "calls is a single row, ('tasks.task.get', ...), not a list of rows; "
+            "put it in a list: [('tasks.task.get', {...})]",
+            id="single-tuple-row",
+        ),
+        pytest.param(
+            ["tasks.task.list"],
+            "calls is a single row, ('tasks.task.list', ...), not a list of rows; "
+            "put it in a list: [('tasks.task.list', {...})]",
+            id="single-list-row",
         ),
         pytest.param(
             [("a.get", {}), ("BATCH", {})],

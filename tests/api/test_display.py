@@ -148,6 +148,25 @@ def test_to_records_flattens_results(portal: FakePortal, client: B24Hook) -> Non
     ]
 
 
+def test_writes_before_a_rest3_failure_are_maybe_executed(
+    portal: FakePortal, client: B24Hook
+) -> None:
+    """A REST 3.0 batch failed as a whole: its writes in maybe_executed show "maybe executed"."""
+    result = BatchV3(client).make(
+        [("tasks.task.add", {"fields": {"title": "ran"}}), ("tasks.task.get", {"id": 999})]
+    )
+    assert result.maybe_executed == (0,)
+    assert portal.tasks[1]["title"] == "ran"  # it did run
+    cells = _cells(result._repr_html_())
+    assert cells[:3] == ["0", "tasks.task.add", "maybe executed"]
+    assert cells[4:7] == ["1", "tasks.task.get", "failed"]
+    records = result.to_records()
+    assert [(r["key"], r["ok"], r["maybe_executed"]) for r in records] == [
+        (0, False, True),
+        (1, False, False),
+    ]
+
+
 def test_to_records_of_a_failure(portal: FakePortal, client: B24Hook) -> None:
     """A failed batch gives one record per command, with the error."""
     result = BatchV3(client).make([("tasks.task.get", {"id": 9})])

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from b24batch import B24Hook, BatchV3, TransportError
+from b24batch.testing import FakePortal
 from tests.guarantees.test_frames import assert_no_secret_in_frames
 
 WRITE = [("tasks.task.add", {"fields": {"title": "x"}})]
@@ -147,3 +148,55 @@ def test_tls_failures_hold_no_secret_in_frames(
         BatchV3(b24).make(WRITE)
     assert ("certificate" in str(info.value)) is not trusted
     assert assert_no_secret_in_frames(info.value, secret) >= 3
+
+
+def test_https_to_a_plain_http_server_is_not_sent() -> None:
+    """https:// to a plain-HTTP FakePortal fails the handshake: not sent, not repeated."""
+    with FakePortal() as portal:
+        url = portal.webhook_url.replace("http://", "https://", 1)
+        with (
+            B24Hook.from_webhook_url(url, timeout=(2, 5)) as b24,
+            pytest.raises(TransportError) as info,
+        ):
+            BatchV3(b24).make(WRITE)
+        assert portal.requests == []
+    assert info.value.outcome_unknown is False
+    assert info.value.never_connected is False
+    message = str(info.value)
+    assert message.startswith("the TLS handshake with ")
+    assert "failed; the batch was not sent (does the server speak https?" in message
+    assert "may have been executed" not in message
+
+
+def test_a_connection_closed_during_the_handshake_is_not_sent() -> None:
+    """A server that hangs up in the middle of the handshake got no batch: not sent."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    accepted: list[int] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                raw, _ = listener.accept()
+            except OSError:  # the listener was closed: the test is over
+                return
+            accepted.append(1)
+            raw.recv(65536)  # the ClientHello; no ServerHello ever comes
+            raw.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    url = f"https://localhost:{listener.getsockname()[1]}/rest/1/s3cret/"
+    try:
+        with (
+            B24Hook.from_webhook_url(url, timeout=(2, 5)) as b24,
+            pytest.raises(TransportError) as info,
+        ):
+            BatchV3(b24).make(WRITE)
+    finally:
+        listener.close()
+        thread.join(timeout=5)
+    assert info.value.outcome_unknown is False
+    assert str(info.value).startswith("the TLS handshake with ")
+    assert accepted == [1]

@@ -9,11 +9,15 @@ from __future__ import annotations
 import ast
 import html
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from b24batch import B24Hook, BatchV3
+from b24batch.testing import FakePortal
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "docs" / "examples" / "quickstart.ipynb"
 TITLES = ["Write the report", "Call <ACME> & Co", "Book the room"]
@@ -123,6 +127,17 @@ def test_failing_cell_renders_the_error_code(shown: dict[str, tuple[Any, str | N
     assert shown["not-rolled-back"] == (((0,), "Renamed"), None)
 
 
+def test_failing_cell_marks_the_update_maybe_executed(
+    shown: dict[str, tuple[Any, str | None]],
+) -> None:
+    """The update that ran before the failure is "maybe executed" in the table, not "failed"."""
+    _, page = shown["failing-batch"]
+    assert page is not None
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", page)
+    assert cells[:3] == ["0", "tasks.task.update", "maybe executed"]
+    assert cells[4:7] == ["1", "tasks.task.get", "failed"]
+
+
 def test_chunked_cell_renders_one_row_per_chunk(shown: dict[str, tuple[Any, str | None]]) -> None:
     """120 commands go out as chunks of 50, 50 and 20, shown one row per chunk."""
     chunked, page = shown["chunked"]
@@ -145,3 +160,14 @@ def test_last_cell_stops_the_portal(
     assert shown["stop-portal"] == (None, None)
     assert shown["start-portal"][0] is namespace["b24"]
     assert not namespace["portal"].running
+
+
+def test_notebooks_page_shows_the_real_repr(portal: FakePortal, client: B24Hook) -> None:
+    """docs/notebooks.md's ``print(result)`` comment is the repr its three-command batch has."""
+    page = (NOTEBOOK.parents[1] / "notebooks.md").read_text(encoding="utf-8")
+    (comment,) = re.findall(r"print\(result\)  # (<BatchResult .*>)", page)
+    ids = [portal.add_task(title=title) for title in ("Report", "Call ACME", "Book the room")]
+    result = BatchV3(client).make(
+        [("tasks.task.get", {"id": task_id, "select": ["id", "title"]}) for task_id in ids]
+    )
+    assert comment == repr(result).replace(repr(result.request_id), "'…'")
