@@ -46,16 +46,15 @@ def test_defaults() -> None:
     options = CallOptions.checked(V3)
     assert uuid.UUID(options.request_id).version == 4
     assert options == CallOptions(request_id=options.request_id)
-    assert attrs.asdict(options) == {
-        "request_id": options.request_id,
-        "halt_on_error": True,
-        "return_ajax_result": False,
-        "result_type": None,
-        "idempotency_key": None,
-        "isolate_errors": False,
-        "chunk_size": MAX_COMMANDS,
-        "max_in_flight": 1,
-    }
+    assert (
+        options.halt_on_error,
+        options.return_ajax_result,
+        options.result_type,
+        options.idempotency_key,
+        options.isolate_errors,
+        options.chunk_size,
+        options.max_in_flight,
+    ) == (True, False, None, None, False, MAX_COMMANDS, 1)
 
 
 def test_every_option_given_is_kept() -> None:
@@ -71,16 +70,16 @@ def test_every_option_given_is_kept() -> None:
         chunk_size=7,
         max_in_flight="auto",
     )
-    assert attrs.asdict(options, recurse=False) == {
-        "request_id": "req",
-        "halt_on_error": False,
-        "return_ajax_result": True,
-        "result_type": Task,
-        "idempotency_key": "key",
-        "isolate_errors": True,
-        "chunk_size": 7,
-        "max_in_flight": "auto",
-    }
+    assert options == CallOptions(
+        request_id="req",
+        halt_on_error=False,
+        return_ajax_result=True,
+        result_type=Task,
+        idempotency_key="key",
+        isolate_errors=True,
+        chunk_size=7,
+        max_in_flight="auto",
+    )
     assert type(options) is CallOptions
 
 
