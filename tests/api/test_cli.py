@@ -706,3 +706,13 @@ def test_run_text_puts_errors_on_stderr_and_results_on_stdout(
     assert '     0  {"item": {"title": "A"}}' in captured.out
     (error,) = captured.err.splitlines()
     assert error.startswith("b24batch: error: command 1: BITRIX_REST_V3_EXCEPTION_ENTITYNOTFOUND")
+
+
+def test_run_a_long_not_executed_list_is_cut_after_ten(
+    portal: FakePortal, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A halt before 20 unsent commands lists the first ten of them and counts the rest."""
+    calls = [["tasks.task.get", {"id": 999}]] + [["tasks.task.list", {}]] * 69
+    assert main(["run", "--webhook", portal.webhook_url, _write(tmp_path, calls)]) == EXIT_FAILED
+    shown = ", ".join(map(str, range(50, 60)))
+    assert f"   not_executed=({shown}, ... and 10 more)\n" in capsys.readouterr().out
