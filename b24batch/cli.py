@@ -37,9 +37,11 @@ from b24batch import (
     SdkError,
 )
 from b24batch._engine.journal import summary as journal_summary
+from b24batch._version import __version__
 from b24batch.cli_output import (
     CleanFormatter,
     clean,
+    error_lines,
     json_text,
     plural,
     render,
@@ -99,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         0
     """
     parser = _Parser(prog="b24batch", description="Bitrix24 REST 3.0 batch from the command line.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("demo", help="run example batches against the built-in FakePortal")
 
@@ -112,6 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     target = run.add_mutually_exclusive_group()
     target.add_argument("--webhook", metavar="URL", help=f"webhook URL (default: ${WEBHOOK_ENV})")
     target.add_argument("--fake", action="store_true", help="use the built-in FakePortal")
+    run.add_argument(
+        "--seed", action="store_true", help="with --fake: start it with serve --seed's samples"
+    )
     run.add_argument("--v2", action="store_true", help="send a classic batch (CRM, users, ...)")
     run.add_argument(
         "--no-halt",
@@ -150,6 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument(
         "--seed", action="store_true", help="start with sample tasks (ids 1-3) and deals (1-2)"
     )
+    serve.add_argument(
+        "--secret",
+        help="the webhook secret, so the URL stays the same across restarts (default: random)",
+    )
 
     args = parser.parse_args(argv)
     try:
@@ -160,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _run(args)
             if args.command == "journal":
                 return _journal(args.file)
-            return _serve(args.port, args.rate_limit, seed=args.seed)
+            return _serve(args.port, args.rate_limit, seed=args.seed, secret=args.secret)
     except BrokenPipeError:
         # The reader went away (``b24batch demo | head``): stop quietly, as Unix tools do, and
         # keep Python from complaining again when it flushes stdout at exit.
@@ -169,6 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.seed and not args.fake:  # seeding writes: never to a real portal
+        return _fail(EXIT_BAD_INPUT, "--seed: only with --fake")
     try:
         calls = _read_calls(args.file)
     except (OSError, ValueError) as exc:
@@ -181,7 +193,7 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(EXIT_BAD_INPUT, str(exc))
     except B24Error as exc:
         if exc.partial is not None and exc.partial.chunks:  # never drop what was fetched
-            _print_result(exc.partial, args, "fetched before the error")
+            _print_result(exc.partial, args, "fetched before the error", raised=exc)
         return _fail(EXIT_FAILED, f"{type(exc).__name__}: {exc}")
     except KeyboardInterrupt as exc:
         return _interrupted(getattr(exc, "partial", None), args)
@@ -278,12 +290,19 @@ def _listed(indexes: list[int], shown: int = 10) -> str:
 
 
 def _print_result(
-    result: BatchResult[Any] | ChunkedResult[Any], args: argparse.Namespace, note: str = ""
+    result: BatchResult[Any] | ChunkedResult[Any],
+    args: argparse.Namespace,
+    note: str = "",
+    *,
+    raised: B24Error | None = None,
 ) -> None:
     if args.json:
         print(json_text(result_json(result)))
-    else:
-        print(render(f"{summary(result)} {note}".rstrip(), result), end="")
+        return
+    # Results are the data, on stdout; the errors beside them go to stderr, like every error.
+    print(render(f"{summary(result)} {note}".rstrip(), result, errors=False), end="", flush=True)
+    for line in error_lines(result, besides=raised):
+        print(f"b24batch: {line}", file=sys.stderr)
 
 
 class _Progress:
@@ -310,6 +329,8 @@ class _Progress:
 def _client(args: argparse.Namespace) -> Iterator[B24Hook]:
     if args.fake:
         with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
+            if args.seed:
+                _seed(portal)
             yield b24
         return
     url = args.webhook or os.environ.get(WEBHOOK_ENV)
@@ -326,7 +347,19 @@ def _read_calls(path: str) -> Any:
         return json.load(file)
 
 
-def _serve(port: int, rate_text: str | None, *, seed: bool = False) -> int:
+def _seed(portal: FakePortal) -> tuple[list[int], list[int]]:
+    """``--seed``: the sample tasks and deals, with the ids they got."""
+    tasks = [
+        portal.add_task(title=title, responsibleId=responsible, status=status)
+        for title, responsible, status in SEED_TASKS
+    ]
+    deals = [portal.add_deal(TITLE=title, OPPORTUNITY=amount) for title, amount in SEED_DEALS]
+    return tasks, deals
+
+
+def _serve(
+    port: int, rate_text: str | None, *, seed: bool = False, secret: str | None = None
+) -> int:
     if not 0 <= port <= _MAX_PORT:
         return _fail(
             EXIT_BAD_INPUT, f"--port {port}: pass a port from 0 to {_MAX_PORT} (0: any free one)"
@@ -335,7 +368,12 @@ def _serve(port: int, rate_text: str | None, *, seed: bool = False) -> int:
         rate_limit = None if rate_text is None else _rate(rate_text)
     except ValueError as exc:
         return _fail(EXIT_BAD_INPUT, f"--rate-limit {rate_text}: {exc}")
-    portal = FakePortal(port=port, rate_limit=rate_limit)
+    try:
+        portal = FakePortal(port=port, rate_limit=rate_limit, secret=secret)
+    except ValueError:  # the FakePortal's rule; the message never repeats the secret
+        return _fail(
+            EXIT_BAD_INPUT, "--secret: pass a non-empty string of letters, digits, '_' or '-'"
+        )
     try:
         portal.start()
     except (OSError, OverflowError) as exc:
@@ -344,11 +382,7 @@ def _serve(port: int, rate_text: str | None, *, seed: bool = False) -> int:
     print(f"FakePortal serving on {portal.base_url}", flush=True)
     print(f"webhook URL:    {portal.webhook_url}", flush=True)
     if seed:
-        tasks = [
-            portal.add_task(title=title, responsibleId=responsible, status=status)
-            for title, responsible, status in SEED_TASKS
-        ]
-        deals = [portal.add_deal(TITLE=title, OPPORTUNITY=amount) for title, amount in SEED_DEALS]
+        tasks, deals = _seed(portal)
         print(f"seeded:         tasks {tasks}, deals {deals}", flush=True)
     print(f"OAuth endpoint: {portal.oauth_endpoint}  token: {portal.access_token}", flush=True)
     print("Press Ctrl+C to stop.", flush=True)

@@ -20,6 +20,7 @@ __all__ = [
     "CleanFormatter",
     "clean",
     "error_json",
+    "error_lines",
     "json_text",
     "plural",
     "render",
@@ -95,22 +96,41 @@ def summary(result: Shown) -> str:
     return f"failed: {plural(len(result.errors), 'error')}, {counted}"
 
 
-def render(title: str, result: Shown) -> str:
-    """``title``, the result's status line, its errors, and one preview line per result."""
+def error_lines(result: Shown, *, besides: B24Error | None = None) -> list[str]:
+    """One ``error: ...`` line per error of ``result``, escaped; ``besides``, an error the
+    caller reports on its own line (the one a chunked call raised), is left out."""
+    errors = [error for error in result.errors if getattr(error, "error", error) is not besides]
+    return [f"error: {clean(str(error))}" for error in errors]
+
+
+def render(title: str, result: Shown, *, errors: bool = True) -> str:
+    """``title``, the result's status line, its errors (unless ``errors=False``: the caller
+    prints them elsewhere), what may have run and what did not, and one line per result."""
     lines = [title]
     if isinstance(result, BatchResult):
         lines.append(f"   is_success={result.is_success}  request_id={clean(result.request_id)}")
     else:
         lines.append(f"   is_success={result.is_success}  chunks={len(result.chunks)}")
-    lines.extend(f"   error: {clean(message)}" for message in result.error_messages)
+    if errors:
+        lines.extend(f"   {line}" for line in error_lines(result))
     if result.maybe_executed:
         lines.append(f"   maybe_executed={clean(repr(result.maybe_executed))}")
+    if result.not_executed:
+        lines.append(f"   not_executed={clean(_listed(result.not_executed))}")
     data = result.data
     items: list[tuple[Any, Any]] = (
         list(data.items()) if isinstance(data, dict) else list(enumerate(data))
     )
     lines.extend(f"   {clean(str(key)):>6}  {_preview(value)}" for key, value in items)
     return "\n".join(lines) + "\n"
+
+
+def _listed(keys: tuple[Any, ...], shown: int = 10) -> str:
+    """``keys`` as a tuple's repr, cut after ``shown`` of them: a halted chunked run may have
+    thousands."""
+    if len(keys) <= shown:
+        return repr(keys)
+    return f"{repr(keys[:shown])[:-1]}, ... and {len(keys) - shown} more)"
 
 
 def _preview(value: Any) -> str:

@@ -79,9 +79,9 @@ def test_run_v2_sends_a_classic_batch(tmp_path: Any, capsys: pytest.CaptureFixtu
         "gone": ["crm.deal.get", {"id": 999}],
     }
     assert main(["run", "--fake", "--v2", "--no-halt", _write(tmp_path, calls)]) == EXIT_FAILED
-    out = capsys.readouterr().out
-    assert "error: command 'gone': Not found" in out
-    assert '   got  {"ID": "1", "TITLE": "From CLI"' in out
+    captured = capsys.readouterr()
+    assert captured.err == "b24batch: error: command 'gone': Not found\n"
+    assert '   got  {"ID": "1", "TITLE": "From CLI"' in captured.out
 
 
 def test_run_v2_json_lists_errors_with_their_keys(
@@ -318,11 +318,10 @@ def test_a_hostile_returned_error_and_result_are_escaped(
     portal.register("test.hostile", hostile)
     calls = [["test.hostile"]]
     assert main(["run", "--webhook", portal.webhook_url, _write(tmp_path, calls)]) == EXIT_FAILED
-    out = capsys.readouterr().out
-    _assert_inert(out)
-    (line,) = [line for line in out.splitlines() if "error:" in line]
-    assert line == f"   error: HOSTILE (HTTP 400): {HOSTILE_SHOWN}"
-    assert not [line for line in out.splitlines() if line.startswith("b24batch:")]
+    captured = capsys.readouterr()
+    _assert_inert(captured.out + captured.err)
+    assert captured.err == f"b24batch: error: HOSTILE (HTTP 400): {HOSTILE_SHOWN}\n"
+    assert not [line for line in captured.out.splitlines() if line.startswith("b24batch:")]
 
 
 def test_lone_surrogates_in_results_print_escaped(
@@ -369,6 +368,8 @@ def test_retry_warnings_are_formatted_single_lines_on_stderr(
     err = capsys.readouterr().err
     assert err == (
         "b24batch: WARNING: batch r1: attempt 2 of 3 in 0.00 s after E\\x1b[2J\\nb24batch: forged\n"
+        "b24batch: error: BITRIX_REST_V3_EXCEPTION_ENTITYNOTFOUNDEXCEPTION (HTTP 400): "
+        "Record with ID = `1` not found\n"
     )
     assert len(portal.requests) == 2
 
@@ -456,10 +457,10 @@ def test_run_isolate_errors_names_the_failing_command(
     calls = [["tasks.task.get", {"id": i, "select": ["title"]}] for i in (first, 999, second)]
     path = _write(tmp_path, calls)
     assert main(["run", "--webhook", portal.webhook_url, "--isolate-errors", path]) == EXIT_FAILED
-    out = capsys.readouterr().out
-    assert out.splitlines()[0] == "failed: 1 error, 2 results"
-    assert "error: command 1: BITRIX_REST_V3_EXCEPTION_ENTITYNOTFOUNDEXCEPTION" in out
-    assert '     2  {"item": {"title": "B"}}' in out
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0] == "failed: 1 error, 2 results"
+    assert "error: command 1: BITRIX_REST_V3_EXCEPTION_ENTITYNOTFOUNDEXCEPTION" in captured.err
+    assert '     2  {"item": {"title": "B"}}' in captured.out
 
 
 class _Terminal:
@@ -604,3 +605,114 @@ def test_resend_in_doubt_needs_a_journal(tmp_path: Any, capsys: pytest.CaptureFi
     path = _write(tmp_path, [["tasks.task.list"]])
     assert main(["run", "--fake", "--resend-in-doubt", path]) == EXIT_BAD_INPUT
     assert "pass --journal FILE" in capsys.readouterr().err
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--version` prints `b24batch VERSION` on stdout and exits 0."""
+    from b24batch import __version__
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == EXIT_OK
+    assert capsys.readouterr().out == f"b24batch {__version__}\n"
+
+
+def test_run_fake_seed_answers_the_sample_tasks_and_deals(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run --fake --seed` starts the fake with serve's sample tasks, so task 2 exists."""
+    path = _write(tmp_path, [["tasks.task.get", {"id": 2, "select": ["title"]}]])
+    assert main(["run", "--fake", "--seed", path]) == EXIT_OK
+    assert '0  {"item": {"title": "Review it"}}' in capsys.readouterr().out
+    deals = _write(tmp_path, [["crm.deal.get", {"id": 1}]])
+    assert main(["run", "--fake", "--seed", "--v2", deals]) == EXIT_OK
+    assert '"TITLE": "Website redesign"' in capsys.readouterr().out
+
+
+def test_run_seed_without_fake_is_bad_input(
+    portal: FakePortal, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--seed` with a real portal exits 2 and sends nothing: it would write to the portal."""
+    path = _write(tmp_path, [["tasks.task.list"]])
+    assert main(["run", "--webhook", portal.webhook_url, "--seed", path]) == EXIT_BAD_INPUT
+    assert capsys.readouterr().err == "b24batch: --seed: only with --fake\n"
+    assert portal.requests == []
+
+
+def test_serve_secret_fixes_the_webhook_url() -> None:
+    """`serve --secret S` prints a webhook URL with S, which answers with S and no other."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "b24batch", "serve", "--secret", "fixed_Secret-1"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    ) as process:
+        try:
+            webhook = _lines(process, 2)[1].split()[-1]
+            assert webhook.endswith("/rest/1/fixed_Secret-1/")
+            with B24Hook.from_webhook_url(webhook, timeout=(2.0, 10.0)) as b24:
+                result = BatchV3(b24).make([("tasks.task.list", {})])
+            assert result.is_success
+        finally:
+            code = _stopped(process, signal.SIGTERM)
+    assert code == EXIT_OK
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        pytest.param("has/slash", id="slash"),
+        pytest.param("new\nline", id="newline"),
+        pytest.param("spa ce", id="space"),
+        pytest.param("", id="empty"),
+        pytest.param("\x1b[2Jx", id="ansi"),
+    ],
+)
+def test_serve_refuses_a_bad_secret_without_echoing_it(
+    capsys: pytest.CaptureFixture[str], secret: str
+) -> None:
+    """A --secret outside letters, digits, '_' and '-' exits 2 with one line that omits it."""
+    assert _bounded_main(["serve", "--secret", secret]) == EXIT_BAD_INPUT
+    captured = capsys.readouterr()
+    assert captured.err == (
+        "b24batch: --secret: pass a non-empty string of letters, digits, '_' or '-'\n"
+    )
+    assert captured.out == ""
+
+
+def test_run_v2_halted_text_lists_the_commands_not_run(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A halted classic batch's text output names the commands it never ran."""
+    calls = {
+        "gone": ["crm.deal.get", {"id": 999}],
+        "later": ["user.current"],
+        "last": ["crm.deal.list"],
+    }
+    assert main(["run", "--fake", "--v2", _write(tmp_path, calls)]) == EXIT_FAILED
+    assert "   not_executed=('later', 'last')\n" in capsys.readouterr().out
+
+
+def test_run_text_puts_errors_on_stderr_and_results_on_stdout(
+    portal: FakePortal, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A returned error prints on stderr; the summary and results stay on stdout."""
+    first = portal.add_task(title="A")
+    calls = [["tasks.task.get", {"id": i, "select": ["title"]}] for i in (first, 999)]
+    args = ["run", "--webhook", portal.webhook_url, "--isolate-errors", _write(tmp_path, calls)]
+    assert main(args) == EXIT_FAILED
+    captured = capsys.readouterr()
+    assert "error:" not in captured.out
+    assert '     0  {"item": {"title": "A"}}' in captured.out
+    (error,) = captured.err.splitlines()
+    assert error.startswith("b24batch: error: command 1: BITRIX_REST_V3_EXCEPTION_ENTITYNOTFOUND")
+
+
+def test_run_a_long_not_executed_list_is_cut_after_ten(
+    portal: FakePortal, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A halt before 20 unsent commands lists the first ten of them and counts the rest."""
+    calls = [["tasks.task.get", {"id": 999}]] + [["tasks.task.list", {}]] * 69
+    assert main(["run", "--webhook", portal.webhook_url, _write(tmp_path, calls)]) == EXIT_FAILED
+    shown = ", ".join(map(str, range(50, 60)))
+    assert f"   not_executed=({shown}, ... and 10 more)\n" in capsys.readouterr().out

@@ -11,6 +11,7 @@ source in a temporary directory, so no ``build/`` or ``*.egg-info`` is left in t
 from __future__ import annotations
 
 import configparser
+import email.parser
 import importlib.util
 import os
 import shutil
@@ -36,6 +37,16 @@ POINTERS = frozenset({"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBA
 EXPECTED_ENTRY_POINTS = {
     "console_scripts": {"b24batch": "b24batch.cli:main"},
     "pytest11": {"b24batch": "b24batch.testing.pytest_plugin"},
+}
+# What the package index shows beside the name: where to read more, and what the package is.
+EXPECTED_URLS = {"Documentation", "Source", "Changelog", "Issues"}
+EXPECTED_CLASSIFIERS = {
+    "Development Status :: 3 - Alpha",
+    "Framework :: Pytest",  # the pytest11 entry point: FakePortal fixtures
+    "Operating System :: OS Independent",
+    "Topic :: Internet :: WWW/HTTP",
+    "Topic :: Software Development :: Libraries :: Python Modules",
+    "Typing :: Typed",
 }
 # What the test suite reads besides the package: tests (with benchmarks), docs, and .ci/run
 # (test_readme.py compares it with the README).
@@ -176,6 +187,16 @@ def test_wheel_and_sdist_build_and_the_wheel_runs_in_a_fresh_venv(tmp_path: Path
         [entry_points] = [name for name in names if name.endswith(".dist-info/entry_points.txt")]
         parser = configparser.ConfigParser()
         parser.read_string(archive.read(entry_points).decode("utf-8"))
+        [metadata_name] = [name for name in names if name.endswith(".dist-info/METADATA")]
+        metadata = email.parser.Parser().parsestr(archive.read(metadata_name).decode("utf-8"))
+    assert metadata["Description-Content-Type"] == "text/markdown"
+    assert metadata.get_payload().startswith("# b24batch")  # the README, as the index shows it
+    assert set(metadata.get_all("Classifier") or ()) >= EXPECTED_CLASSIFIERS
+    urls = dict(line.split(", ", 1) for line in metadata.get_all("Project-URL") or ())
+    assert set(urls) == EXPECTED_URLS, urls
+    assert all(url.startswith("https://") for url in urls.values()), urls
+    assert (metadata["Author"], metadata["License"]) == ("The b24batch authors", "MIT")
+    assert "bitrix24" in metadata["Keywords"]
     assert {"b24batch/py.typed", "b24batch/testing/portal.py"} <= names
     assert "b24batch/testing/pytest_plugin.py" in names
     assert all(name.startswith(("b24batch/", "b24batch-")) for name in names), sorted(names)
