@@ -314,21 +314,15 @@ class _Tally:
 
         A classic chunk's own ``not_executed`` (after a halt) comes first: it is earlier.
         """
-        skipped = [key for result in self._done for key in result.not_executed]
-        errors, unsent = list(self._errors), list(self._unsent)
         for chunk in chunks:
-            if chunk.index in self._taken:
-                continue
-            error = self._doubt(chunk)
-            if error is None:
-                unsent.extend(chunk.commands.keys)
-            else:
-                errors.append(error)
+            if chunk.index not in self._taken:
+                self.abandon(chunk)
+        skipped = [key for result in self._done for key in result.not_executed]
         return ChunkedResult(
             data=self.data,
-            errors=tuple(errors),
+            errors=tuple(self._errors),
             chunks=tuple(self._done),
-            not_executed=(*skipped, *unsent),
+            not_executed=(*skipped, *self._unsent),
         )
 
     def _doubt(self, chunk: Chunk) -> ChunkError | None:
