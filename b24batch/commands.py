@@ -174,7 +174,8 @@ def normalize(calls: object, *, limit: int = MAX_COMMANDS, what: str = "REST 3.0
     if len(pairs) > limit:
         raise SdkError(
             f"calls has more than {limit} commands; one {what} batch takes at most {limit}: "
-            f"split them into several batches"
+            f"split them into several batches, or let BatchByChunkV3 (BatchByChunkV2 for "
+            f"classic) send them in chunks"
         )
 
     items = []

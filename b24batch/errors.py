@@ -64,6 +64,8 @@ class B24Error(Exception):
             ``DecodeError`` the untyped answer, for an error raised while ``isolate_errors``
             re-sent parts of a batch the results found until then.
         others: When ``raise_for_errors()`` raised this error, the result's other errors.
+        hint: What b24batch can add to the portal's word, and is shown after it: e.g. that a
+            method the REST 3.0 batch did not find is a classic one, and the class to use.
 
     Every error pickles (``multiprocessing``, ``ProcessPoolExecutor``, Celery) with all its
     attributes; like any exception, its ``__cause__`` and traceback stay behind.
@@ -99,10 +101,14 @@ class B24Error(Exception):
         self.attempts = 1
         self.others: tuple[B24Error, ...] = ()
         self.maybe_executed: tuple[Key, ...] = ()
+        self.hint = ""
         self._executed_note = ""
 
     def __str__(self) -> str:
-        return self.message + self._executed_note
+        return self.message + self._hint_note() + self._executed_note
+
+    def _hint_note(self) -> str:
+        return f"; {self.hint}" if self.hint else ""
 
     def set_maybe_executed(
         self, keys: tuple[Key, ...], how: Literal["stopped", "unknown", "ran"]
@@ -221,7 +227,7 @@ class AjaxError(B24Error):
                 for row in self.validation
             )
             text = f"{text} [{rows}]"
-        return text + self._executed_note
+        return text + self._hint_note() + self._executed_note
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code!r}, status={self.status})"

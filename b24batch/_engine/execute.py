@@ -95,6 +95,9 @@ def execute(
         observe,
     )
     error = answers.error
+    for failed in (error, *answers.errors.values()):
+        if failed is not None:
+            failed.hint = prepared.protocol.hint(failed, prepared.commands)
     if error is not None:
         if options.isolate_errors:
             return _isolated(client, prepared, answers, build, attempts, waited, record, index)

@@ -31,6 +31,7 @@ from b24batch.redaction import redact as _redact_default
 from b24batch.results import FieldError, Key, Time
 
 __all__ = [
+    "METHOD_NOT_FOUND",
     "NO_HEADERS",
     "PAGE_LIMIT",
     "Answers",
@@ -45,6 +46,11 @@ PAGE_LIMIT: Final = 50
 """The page a list walk asks for (REST 3.0 ``pagination.limit``; a classic page is 50)."""
 
 NO_HEADERS: Mapping[str, str] = {}
+
+METHOD_NOT_FOUND: Final = frozenset(
+    {"ERROR_METHOD_NOT_FOUND", "BITRIX_REST_V3_EXCEPTION_METHODNOTFOUNDEXCEPTION"}
+)
+"""The codes of a method the portal does not serve (in this protocol)."""
 
 _ERROR_TYPES: dict[str, type[AjaxError]] = {
     "QUERY_LIMIT_EXCEEDED": RateLimitError,
@@ -276,6 +282,11 @@ class Protocol(abc.ABC):
         Raises:
             DecodeError: An answer that is not this protocol's batch answer to these commands.
         """
+
+    def hint(self, error: AjaxError, commands: Commands) -> str:
+        """What to add to ``error`` for a caller who sent a method to the wrong protocol
+        (``""`` when nothing); only the protocols know which methods are theirs."""
+        return ""
 
     # -- list walks ----------------------------------------------------------------------------
 

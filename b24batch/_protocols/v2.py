@@ -17,6 +17,7 @@ from typing import Any, Final
 import attrs
 
 from b24batch._protocols.base import (
+    METHOD_NOT_FOUND,
     NO_HEADERS,
     Answers,
     Prepared,
@@ -40,6 +41,7 @@ from b24batch.results import Key, Time
 __all__ = [
     "MAX_DEPTH",
     "V2",
+    "V3_ONLY_FAMILIES",
     "Entry",
     "Envelope",
     "Outcome",
@@ -411,6 +413,16 @@ def wire_key(key: Key, alias: str | None, named: bool) -> Key:
     return key if named or alias is None else alias
 
 
+V3_ONLY_FAMILIES: Final = (
+    "note.",
+    "humanresources.",
+    "main.eventlog.",
+    "call.followup.",
+    "timeman.record.",
+)
+"""Method families only REST 3.0 serves (protocol §9): the classic batch does not find them."""
+
+
 class _Classic(Protocol):
     """The classic batch: a form to ``/rest/…/batch``, an outcome for every command.
 
@@ -548,6 +560,14 @@ class _Classic(Protocol):
             totals=[outcome.total for outcome in outcomes],
             nexts=[outcome.next for outcome in outcomes],
         )
+
+    def hint(self, error: AjaxError, commands: Commands) -> str:
+        if error.code.upper() not in METHOD_NOT_FOUND or error.key not in commands.keys:
+            return ""
+        method = commands.items[commands.keys.index(error.key)].method
+        if not method.lower().startswith(V3_ONLY_FAMILIES):
+            return ""
+        return f"{method} is a REST 3.0 method: send it with BatchV3 (or BatchByChunkV3)"
 
     def list_filter(self, value: Any, id_key: str) -> tuple[Any, int | None, int | None]:
         """The caller's filter without the ``>=ID``/``<ID`` keys the walk sets, which are

@@ -15,6 +15,7 @@ from typing import Any, Final
 import attrs
 
 from b24batch._protocols.base import (
+    METHOD_NOT_FOUND,
     NO_HEADERS,
     PAGE_LIMIT,
     Answers,
@@ -30,6 +31,7 @@ from b24batch.redaction import redact as _redact_default
 from b24batch.results import Key, Time
 
 __all__ = [
+    "REST_V3_FAMILIES",
     "V3",
     "Envelope",
     "check_names",
@@ -308,6 +310,20 @@ def check_names(commands: Commands) -> None:
             )
 
 
+REST_V3_FAMILIES: Final = (
+    "tasks.",
+    "note.",
+    "mail.",
+    "humanresources.",
+    "main.eventlog.",
+    "call.followup.",
+    "timeman.record.",
+    "rest.scope.list",
+    "rest.documentation.openapi",
+)
+"""The method families REST 3.0 serves (protocol §9); everything else is classic-only."""
+
+
 class _RestV3(Protocol):
     """REST 3.0: a JSON array to ``/rest/api/…/batch``; one error for the whole batch."""
 
@@ -375,6 +391,18 @@ class _RestV3(Protocol):
             error=envelope.error,
             entries=envelope.result,
         )
+
+    def hint(self, error: AjaxError, commands: Commands) -> str:
+        if error.code.upper() not in METHOD_NOT_FOUND:
+            return ""
+        for key, command in zip(commands.keys, commands.items, strict=True):
+            if not command.method.lower().startswith(REST_V3_FAMILIES):
+                return (
+                    f"calls[{key!r}] ({command.method}) is not a REST 3.0 method: CRM, users, "
+                    f"disk and most of the API are classic, so send it with BatchV2 (or "
+                    f"BatchByChunkV2; run --v2 on the command line)"
+                )
+        return ""
 
     def list_filter(self, value: Any, id_key: str) -> tuple[Any, int | None, int | None]:
         if value is None:

@@ -563,7 +563,8 @@ def test_51_named_calls_are_refused_and_50_are_sent(portal: FakePortal, client: 
         BatchV3(client).make(named)
     assert str(info.value) == (
         "calls has more than 50 commands; one REST 3.0 batch takes at most 50: "
-        "split them into several batches"
+        "split them into several batches, or let BatchByChunkV3 (BatchByChunkV2 for classic) "
+        "send them in chunks"
     )
     assert portal.requests == []
     del named["c50"]
