@@ -22,7 +22,8 @@ from b24batch import (
     TransportError,
 )
 from b24batch.testing import FakePortal, Fault
-from tests.engine.test_resilience import READ, WRITE, FakeTime
+from tests.engine.test_resilience import READ, WRITE
+from tests.support.clocks import FakeTime
 
 EXPIRED = {"error": "expired_token", "error_description": "The access token provided has expired."}
 

@@ -8,7 +8,6 @@ an exact number and no test sleeps.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs
@@ -26,28 +25,9 @@ from b24batch import (
 )
 from b24batch._limits.limiter import OPERATING_BASKET
 from b24batch.testing import FakePortal, Fault
+from tests.support.clocks import FakeTime
 
 BUSY = "QUERY_LIMIT_EXCEEDED"
-
-
-class FakeTime:
-    """Monotonic and wall clocks that move only when the client sleeps."""
-
-    def __init__(self) -> None:
-        self.mono = 1000.0
-        self.wall = time.time()
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.mono
-
-    def wall_clock(self) -> float:
-        return self.wall
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.mono += seconds
-        self.wall += seconds
 
 
 @pytest.fixture

@@ -24,8 +24,7 @@ from b24batch import (
 )
 from b24batch._limits.policy import DEFAULT_RESET_SLACK
 from b24batch.testing import FakePortal, Fault
-
-from .test_resilience import FakeTime
+from tests.support.clocks import FakeTime
 
 READ = [("tasks.task.get", {"id": 1, "select": ["id"]})]
 QUERY_LIMIT = {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}

@@ -37,31 +37,12 @@ from b24batch import (
 )
 from b24batch._limits.policy import DEFAULT_RESET_SLACK
 from b24batch.testing import FakePortal, Fault
+from tests.support.clocks import FakeTime
 
 READ = [("tasks.task.get", {"id": 1, "select": ["id"]})]
 WRITE = [("tasks.task.add", {"fields": {"title": "Written"}})]
 DELAY = 0.5  # the portal's delay; the client's read timeout is well below it
 READ_TIMEOUT = 0.15
-
-
-class FakeTime:
-    """Monotonic and wall clocks that move only when the client sleeps."""
-
-    def __init__(self) -> None:
-        self.mono = 1000.0
-        self.wall = time.time()
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.mono
-
-    def wall_clock(self) -> float:
-        return self.wall
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.mono += seconds
-        self.wall += seconds
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ from b24batch._limits.meter import OperatingMeter
 from b24batch._limits.policy import DEFAULT_RESET_SLACK
 from b24batch.options import DEFAULT_RATE_LIMIT
 from b24batch.testing import FakePortal, Fault
-from tests.engine.test_resilience import READ, FakeTime, _hook
+from tests.engine.test_resilience import READ, _hook
+from tests.support.clocks import FakeTime
 
 
 class Clock:
