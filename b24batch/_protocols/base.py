@@ -266,7 +266,6 @@ class Protocol(abc.ABC):
     def encode(self, commands: Commands, wire_keys: Sequence[Key], *, halt: bool) -> bytes:
         """The body for ``commands`` sent under ``wire_keys`` (checked already)."""
 
-    @abc.abstractmethod
     def decode(
         self,
         status: int,
@@ -277,11 +276,28 @@ class Protocol(abc.ABC):
         headers: Mapping[str, str] = NO_HEADERS,
         redact: Callable[[str], str] = _redact_default,
     ) -> Answers:
-        """Decode the HTTP answer to ``prepared``.
+        """Decode the HTTP answer to ``prepared``: the protocol's envelope, then its answers.
 
         Raises:
             DecodeError: An answer that is not this protocol's batch answer to these commands.
         """
+        envelope = self.decode_response(
+            status,
+            content,
+            keys=prepared.wire_keys,
+            request_id=request_id,
+            headers=headers,
+            redact=redact,
+        )
+        return self.answers(envelope, prepared)
+
+    decode_response: Callable[..., Any]
+    """The protocol's wire decoder: ``(status, content, *, keys, request_id, headers, redact)``
+    to its own envelope (each protocol module's ``decode_response``)."""
+
+    @abc.abstractmethod
+    def answers(self, envelope: Any, prepared: Prepared) -> Answers:
+        """What the decoded ``envelope`` says about each command of ``prepared``."""
 
     def hint(self, error: AjaxError, commands: Commands) -> str:
         """What to add to ``error`` for a caller who sent a method to the wrong protocol

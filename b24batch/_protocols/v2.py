@@ -438,6 +438,7 @@ class _Classic(Protocol):
     stops_at_failure = False
     takes_idempotency_key = False
     id_key = "ID"
+    decode_response = staticmethod(decode_response)
 
     def reference_name(self, key: Key, alias: str | None, named: bool) -> str | None:
         return name_text(wire_key(key, alias, named))  # a list call's: its global position
@@ -505,28 +506,11 @@ class _Classic(Protocol):
         # A part of a batch already prepared (and warned about) once: no second warning.
         return encode_batch(_entries(commands, wire_keys), halt=halt, warn=False)
 
-    def decode(
-        self,
-        status: int,
-        content: bytes,
-        *,
-        prepared: Prepared,
-        request_id: str | None,
-        headers: Mapping[str, str] = NO_HEADERS,
-        redact: Callable[[str], str] = _redact_default,
-    ) -> Answers:
-        envelope = decode_response(
-            status,
-            content,
-            keys=prepared.wire_keys,
-            request_id=request_id,
-            headers=headers,
-            redact=redact,
-        )
+    def answers(self, envelope: Envelope, prepared: Prepared) -> Answers:
         if envelope.error is not None:  # refused whole, or an error beside what ran (2xx)
             outcomes = envelope.outcomes
             return Answers(
-                status=status,
+                status=envelope.status,
                 time=envelope.time,
                 limit_time=envelope.time,
                 error=envelope.error,
@@ -549,7 +533,7 @@ class _Classic(Protocol):
         unknown = frozenset(p for p in missing if p < halted_at)
         outcomes = envelope.outcomes
         return Answers(
-            status=status,
+            status=envelope.status,
             time=envelope.time,
             limit_time=envelope.limit_time,
             entries=[outcome.result for outcome in outcomes],

@@ -335,6 +335,7 @@ class _RestV3(Protocol):
     refused_before_running = _REFUSED_BEFORE_RUNNING
     takes_idempotency_key = True
     id_key = "id"
+    decode_response = staticmethod(decode_response)
 
     def reference_name(self, key: Key, alias: str | None, named: bool) -> str | None:
         return alias
@@ -365,24 +366,7 @@ class _RestV3(Protocol):
     def encode(self, commands: Commands, wire_keys: Sequence[Key], *, halt: bool) -> bytes:
         return encode_batch(commands, halt_on_error=halt)
 
-    def decode(
-        self,
-        status: int,
-        content: bytes,
-        *,
-        prepared: Prepared,
-        request_id: str | None,
-        headers: Mapping[str, str] = NO_HEADERS,
-        redact: Callable[[str], str] = _redact_default,
-    ) -> Answers:
-        envelope = decode_response(
-            status,
-            content,
-            keys=prepared.wire_keys,
-            request_id=request_id,
-            headers=headers,
-            redact=redact,
-        )
+    def answers(self, envelope: Envelope, prepared: Prepared) -> Answers:
         return Answers(
             status=envelope.status,
             time=envelope.time,
