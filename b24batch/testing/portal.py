@@ -67,8 +67,10 @@ class FakePortal(LoopbackService, V3Route, ClassicRoute, OperatingTime, CrmSeedi
     """A Bitrix24 portal on loopback that serves the REST 3.0 ``batch`` method over real HTTP.
 
     It serves the classic (v2) ``batch`` too, on ``/rest/USER/SECRET/batch`` and (OAuth, the
-    token as ``auth`` in the body) ``/rest/batch``, over an in-memory CRM (``crm.deal.*``,
-    ``crm.contact.*``, ``user.current``), with the same credentials, limits and faults.
+    token as ``auth`` in the body) ``/rest/batch``, and classic methods called on their own,
+    over an in-memory CRM (``crm.deal.*``, ``crm.contact.*``, ``user.current``) and the same
+    tasks in their classic shapes (``tasks.task.*``), with the same credentials, limits and
+    faults. With ``auth_server=`` it accepts the tokens a :class:`FakeAuthServer` issued.
 
     Keeps tasks in memory (``tasks.task.add/get/list/update/delete``), accepts webhook and OAuth
     credentials, honours ``Idempotency-Key``, optionally enforces the request-rate and
