@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import requests
 
-from b24batch import AjaxError, B24Hook, BatchV2, BatchV3, CallListV2
+from b24batch import AjaxError, B24Hook, BatchV2, BatchV3, CallListV2, ErrorKind
 from b24batch.testing import FakePortal
 
 TIMEOUT = 5.0
@@ -284,6 +284,7 @@ def test_batch_v2_runs_task_methods_with_references(portal: FakePortal, client: 
     error = result.errors_by_key["missing"]
     assert isinstance(error, AjaxError)
     assert error.code == "1048582"
+    assert error.kind is ErrorKind.ACCESS
 
 
 def test_call_list_v2_walks_every_task(portal: FakePortal, client: B24Hook) -> None:
