@@ -54,13 +54,19 @@ _POLL_INTERVAL: Final = 0.01  # also the worst-case latency of stop()
 
 _WEBHOOK_BATCH: Final = re.compile(r"/rest/api/([^/]+)/([^/]+)/batch")
 _CLASSIC_BATCH: Final = re.compile(r"/rest/(?!api/)(?:([^/]+)/([^/]+)/)?batch(?:\.json)?")
-_CLASSIC_METHOD: Final = re.compile(r"/rest/(?!api/)([^/]+)/([^/]+)/([A-Za-z0-9_.]+?)(?:\.json)?")
+_CLASSIC_METHOD: Final = re.compile(
+    r"/rest/(?!api/)(?:([^/]+)/([^/]+)/)?([A-Za-z0-9_.]+?)(?:\.json)?"
+)
+_V3_METHOD: Final = re.compile(r"/rest/api/(?:([^/]+)/([^/]+)/)?([A-Za-z0-9_.]+)")
 
 
 class FakePortal(V3Route, ClassicRoute, OperatingTime, CrmSeeding, BulkSeeding):
     """A Bitrix24 portal on loopback that serves the REST 3.0 ``batch`` method over real HTTP.
 
-    It serves the classic (v2) ``batch`` too, on ``/rest/USER/SECRET/batch`` and (OAuth, the
+    Each method it knows is served on its own URL too, as a single call (protocol §10):
+    ``/rest/api/USER/SECRET/METHOD`` (OAuth: ``/rest/api/METHOD``) and, classic,
+    ``/rest/USER/SECRET/METHOD`` (OAuth: ``/rest/METHOD``, the token as ``auth``). It serves
+    the classic (v2) ``batch`` too, on ``/rest/USER/SECRET/batch`` and (OAuth, the
     token as ``auth`` in the body) ``/rest/batch``, over an in-memory CRM (``crm.deal.*``,
     ``crm.contact.*``, ``user.current``), with the same credentials, limits and faults.
 
@@ -448,8 +454,13 @@ class FakePortal(V3Route, ClassicRoute, OperatingTime, CrmSeeding, BulkSeeding):
         if single is not None:
             return self._classic_method(request, *single.groups())
         webhook = _WEBHOOK_BATCH.fullmatch(request.path)
+        method = None
         if webhook is None and request.path != "/rest/api/batch":
-            return Reply.of(404, classic_error("ERROR_METHOD_NOT_FOUND", "Method not found!"))
+            single = _V3_METHOD.fullmatch(request.path)
+            if single is None:
+                return Reply.of(404, classic_error("ERROR_METHOD_NOT_FOUND", "Method not found!"))
+            user, _, method = single.groups()
+            webhook = single if user is not None else None
         if request.method != "POST":
             return Reply.of(
                 405,
@@ -457,13 +468,13 @@ class FakePortal(V3Route, ClassicRoute, OperatingTime, CrmSeeding, BulkSeeding):
                 ("Allow", "POST"),
             )
         if webhook is not None:
-            credential, refusal = self._webhook_auth(*webhook.groups())
+            credential, refusal = self._webhook_auth(*webhook.groups()[:2])
         else:
             credential, refusal = self._oauth_auth(request.headers.get("Authorization", ""))
         if refusal is not None:
             return refusal
         with self._lock:
-            return self._run(request, credential)
+            return self._run(request, credential, method)
 
     def _webhook_auth(self, user: str, secret: str) -> tuple[str, Reply | None]:
         ok = user == str(self._user_id) and hmac.compare_digest(
