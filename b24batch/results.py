@@ -169,8 +169,8 @@ class AjaxResult:
         What ``raise_errors=True`` does to a single call (docs/errors.md, "Returned or raised").
 
         Example:
-            >>> task = CallV3(b24).make("tasks.task.get", {"id": 1})  # doctest: +SKIP
-            >>> title = task.raise_for_errors().result["item"]["title"]  # doctest: +SKIP
+            >>> call = CallV3(b24)  # doctest: +SKIP
+            >>> task = call.make("tasks.task.get", {"id": 1}).raise_for_errors()  # doctest: +SKIP
         """
         if self.error is None:
             return self

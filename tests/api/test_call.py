@@ -72,9 +72,7 @@ def _internal_error() -> Fault:
 # -- success ---------------------------------------------------------------------------------
 
 
-def test_v3_call_goes_to_the_methods_own_url_as_json(
-    portal: FakePortal, client: B24Hook
-) -> None:
+def test_v3_call_goes_to_the_methods_own_url_as_json(portal: FakePortal, client: B24Hook) -> None:
     """A REST 3.0 call posts its params as JSON to /rest/api/USER/SECRET/METHOD, not to batch."""
     task_id = portal.add_task(title="Write docs")
     answer = CallV3(client).make("tasks.task.get", {"id": task_id, "select": ["id", "title"]})
@@ -90,7 +88,8 @@ def test_v3_call_goes_to_the_methods_own_url_as_json(
         0,
     )
     assert answer.request_id == sent.query["bx24_request_id"]
-    assert answer.time is not None and answer.time.start is not None
+    assert answer.time is not None
+    assert answer.time.start is not None
     assert (answer.total, answer.next) == (None, None)
 
 
@@ -241,9 +240,11 @@ def test_a_rest3_only_method_sent_to_callv2_names_callv3(
 def test_a_wrong_secret_raises_auth_error(portal: FakePortal) -> None:
     """401 is raised, as for a batch."""
     url = portal.webhook_url.replace(SECRET, "wrongSecretValue99")
-    with B24Hook.from_webhook_url(url, retry=None, rate_limit=None) as hook:
-        with pytest.raises(AuthError):
-            CallV3(hook).make("tasks.task.list", {})
+    with (
+        B24Hook.from_webhook_url(url, retry=None, rate_limit=None) as hook,
+        pytest.raises(AuthError),
+    ):
+        CallV3(hook).make("tasks.task.list", {})
 
 
 # -- repeats ---------------------------------------------------------------------------------
@@ -281,9 +282,7 @@ def test_a_hang_up_on_a_read_is_repeated(portal: FakePortal, retrying: B24Hook) 
     assert answer.result["item"]["title"] == "Read twice"
 
 
-def test_a_rate_limit_refusal_of_a_write_is_repeated(
-    portal: FakePortal, retrying: B24Hook
-) -> None:
+def test_a_rate_limit_refusal_of_a_write_is_repeated(portal: FakePortal, retrying: B24Hook) -> None:
     """503 QUERY_LIMIT_EXCEEDED is refused before running: even a write is sent again."""
     portal.inject(Fault.rate_limited())
     answer = CallV2(retrying).make("crm.deal.add", {"fields": {"TITLE": "After a wait"}})
@@ -309,7 +308,8 @@ def test_a_generated_idempotency_key_is_sent(portal: FakePortal, client: B24Hook
     """``idempotency_key=True`` sends a fresh key."""
     CallV3(client).make("tasks.task.add", {"fields": {"title": "K"}}, idempotency_key=True)
     key = portal.requests[0].headers.get("Idempotency-Key")
-    assert key is not None and len(key) == 32
+    assert key is not None
+    assert len(key) == 32
 
 
 def test_read_only_false_keeps_a_read_from_being_repeated(

@@ -61,9 +61,7 @@ def _v2_reads(portal: FakePortal) -> dict[str, tuple[str, dict[str, Any]]]:
     }
 
 
-def test_batch_v3_returns_or_raises_as_the_client_says(
-    portal: FakePortal, hook: B24Hook
-) -> None:
+def test_batch_v3_returns_or_raises_as_the_client_says(portal: FakePortal, hook: B24Hook) -> None:
     """BatchV3: the error is returned, or raised with the result on ``error.result``."""
     calls = _v3_reads(portal)
     if not hook.raise_errors:
@@ -88,9 +86,7 @@ def test_the_calls_own_setting_wins(portal: FakePortal, hook: B24Hook, per_call:
         assert not BatchV3(hook).make(calls, raise_errors=False).is_success
 
 
-def test_batch_v2_raises_the_first_error_with_the_others(
-    portal: FakePortal, hook: B24Hook
-) -> None:
+def test_batch_v2_raises_the_first_error_with_the_others(portal: FakePortal, hook: B24Hook) -> None:
     """BatchV2: each command's error; raised, the first carries the rest and the result."""
     calls = _v2_reads(portal)
     if not hook.raise_errors:
@@ -105,9 +101,7 @@ def test_batch_v2_raises_the_first_error_with_the_others(
     assert error.result.data["ok"]["TITLE"] == "Here"  # what ran is not lost
 
 
-def test_batch_by_chunk_v3_raises_once_the_call_is_done(
-    portal: FakePortal, hook: B24Hook
-) -> None:
+def test_batch_by_chunk_v3_raises_once_the_call_is_done(portal: FakePortal, hook: B24Hook) -> None:
     """BatchByChunkV3.make: chunk errors returned, or the first raised with the whole result."""
     ids = portal.add_tasks(4)
     calls = [("tasks.task.get", {"id": task_id}) for task_id in ids]
@@ -145,9 +139,7 @@ def test_batch_by_chunk_iter_raises_at_the_failed_chunk(portal: FakePortal, hook
     calls = [("tasks.task.get", {"id": task_id}) for task_id in ids]
     calls[3] = ("tasks.task.get", {"id": MISSING})
     seen: list[BatchResult[Any]] = []
-    chunks = BatchByChunkV3(hook).iter(
-        calls, chunk_size=2, halt_on_error=False, max_in_flight=1
-    )
+    chunks = BatchByChunkV3(hook).iter(calls, chunk_size=2, halt_on_error=False, max_in_flight=1)
     if not hook.raise_errors:
         seen.extend(chunks)
         assert [chunk.is_success for chunk in seen] == [True, False, True]
@@ -178,8 +170,8 @@ def test_list_walks_raise_under_either_setting(
         raise FakePortal.CommandError("Access denied", code="ACCESS_DENIED", status=403)
 
     portal.register(method, refuse)
+    lister = face(hook)
     with pytest.raises(AjaxError) as raised:
-        lister = face(hook)
         list(lister.make(method, {}))
     assert raised.value.code == "ACCESS_DENIED"
 

@@ -85,7 +85,7 @@ def test_page_examples_run(
             elif isinstance(value, FakePortal):
                 value.stop()
     if page.name == "quickstart.md":
-        assert capsys.readouterr().out == "1 Write the spec\n2 Review it\n"
+        assert capsys.readouterr().out == "1 Write the spec\n2 Review it\n3 Ship\n"
 
 
 def test_testing_page_pytest_example_passes(pytester: pytest.Pytester) -> None:

@@ -1,4 +1,4 @@
-"""The FakePortal serves each method it knows at its own URL, REST 3.0 and classic (protocol §10)."""
+"""The FakePortal serves each method it knows at its own URL, REST 3.0 and classic (§10)."""
 
 from __future__ import annotations
 
@@ -86,9 +86,7 @@ def test_one_key_on_two_methods_is_a_reused_key(portal: FakePortal) -> None:
     listed = _post(
         f"{portal.base_url}/rest/api/1/{SECRET}/tasks.task.list", json={}, headers=headers
     )
-    other = _post(
-        f"{portal.base_url}/rest/api/1/{SECRET}/tasks.task.get", json={}, headers=headers
-    )
+    other = _post(f"{portal.base_url}/rest/api/1/{SECRET}/tasks.task.get", json={}, headers=headers)
     assert listed.status_code == 200
     assert other.status_code == 422
 
