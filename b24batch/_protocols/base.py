@@ -386,12 +386,13 @@ def _call_answers(
     time = Time.from_json(payload.get("time"))
     ran = 200 <= status < 300 and "result" in payload
     entries = [payload["result"]] if ran else None
+    # No limit_time: the call's operating time is its own method's (protocol §5), not the
+    # figure the client's meter keeps for the method ``batch``.
     if error is not None:
-        return Answers(status=status, time=time, limit_time=time, error=error, entries=entries)
+        return Answers(status=status, time=time, error=error, entries=entries)
     return Answers(
         status=status,
         time=time,
-        limit_time=time,
         replayed=headers.get("Idempotent-Replayed", "").strip().lower() == "true",
         entries=entries,
         times=[time],

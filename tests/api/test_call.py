@@ -16,15 +16,18 @@ from b24batch import (
     AuthError,
     B24Hook,
     B24OAuth,
+    BatchV3,
     CallV2,
     CallV3,
     DecodeError,
     ErrorKind,
+    RateLimit,
     RetryPolicy,
     SdkError,
     SdkTypeError,
     TransportError,
 )
+from b24batch._limits.limiter import OPERATING_BASKET
 from b24batch.testing import FakePortal, Fault
 from tests.conftest import SECRET
 from tests.support.clocks import FakeTime
@@ -404,3 +407,49 @@ def test_ajax_result_raise_for_errors(portal: FakePortal, client: B24Hook) -> No
         failed.raise_for_errors()
     assert raised.value is failed.error
     assert isinstance(ok, AjaxResult)
+
+
+# -- operating time --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def metered(portal: FakePortal) -> Iterator[tuple[B24Hook, FakeTime]]:
+    """A client with the portal's limits (operating time included), in fake time."""
+    clock = FakeTime()
+    with B24Hook.from_webhook_url(
+        portal.webhook_url,
+        timeout=(2.0, 5.0),
+        retry=RetryPolicy(max_attempts=3, base_delay=0.5, max_wait=120.0),
+        rate_limit=RateLimit(),
+        clock=clock.clock,
+        wall_clock=clock.wall_clock,
+        sleep=clock.sleep,
+    ) as hook:
+        yield hook, clock
+
+
+def test_a_single_calls_time_is_not_the_batch_meters(
+    portal: FakePortal, metered: tuple[B24Hook, FakeTime]
+) -> None:
+    """The meter keeps the method ``batch``'s figure; a call is charged to its own method."""
+    hook, _ = metered
+    portal.add_task(title="x")
+    CallV3(hook).make("tasks.task.get", {"id": 1})
+    assert hook.limit_state().operating is None
+    BatchV3(hook).make([("tasks.task.get", {"id": 1})])
+    assert hook.limit_state().operating is not None
+
+
+def test_a_429_on_a_single_call_does_not_hold_the_batches(
+    portal: FakePortal, metered: tuple[B24Hook, FakeTime]
+) -> None:
+    """The call waits a basket and is repeated; the batch meter is not marked at its limit."""
+    hook, clock = metered
+    portal.add_task(title="x")
+    portal.inject(Fault.operating_limited())
+    answer = CallV3(hook).make("tasks.task.get", {"id": 1})
+    assert answer.is_success
+    assert clock.sleeps == [OPERATING_BASKET]
+    assert hook.limit_state().operating is None
+    BatchV3(hook).make([("tasks.task.get", {"id": 1})])
+    assert clock.sleeps == [OPERATING_BASKET]  # the batch did not wait for any reset
