@@ -21,6 +21,8 @@ from b24batch import (
     B24OAuth,
     BatchByChunkV3,
     BatchV3,
+    CallV2,
+    CallV3,
     DecodeError,
     RetryPolicy,
     SdkError,
@@ -134,6 +136,36 @@ def test_webhook_secret_never_leaks(
         shown.append(repr(client))
     shown += collect.lines
     assert collect.lines  # the calls did log
+    assert not [text for text in shown if secret in text]
+
+
+def _call(face: Any, client: Any, method: str, params: Any) -> list[str]:
+    try:
+        answer = face(client).make(method, params)
+    except B24Error as error:
+        return _shown(error)
+    return [repr(answer)] + ([] if answer.error is None else _shown(answer.error))
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(secret=secrets, fault=st.sampled_from(range(len(FAULTS))))
+def test_webhook_secret_never_leaks_from_single_calls(
+    shared_portal: FakePortal, collect: Collect, secret: str, fault: int
+) -> None:
+    """A single call goes to a URL that holds the secret: any failure still shows none of it."""
+    collect.lines.clear()
+    url = shared_portal.webhook_url.replace(shared_portal.secret, secret)
+    policy = RetryPolicy(max_attempts=2, base_delay=0.0)
+    with B24Hook.from_webhook_url(url, retry=policy, rate_limit=None) as client:
+        shared_portal.inject(FAULTS[fault](secret), times=2)
+        shown = _call(CallV3, client, "tasks.task.add", {"fields": {"title": "x"}})
+        shown += _call(CallV2, client, "crm.deal.get", {"id": 1})
+    shown += collect.lines
+    assert collect.lines
     assert not [text for text in shown if secret in text]
 
 
