@@ -116,6 +116,17 @@ def test_the_readme_quick_start_is_the_sites() -> None:
     assert [code for code, _ in readme] == [quick[0][0]]
 
 
+def test_the_readme_which_class_table_is_the_quick_starts() -> None:
+    """README's quick start opens with the quick start page's table, row for row."""
+    table = re.compile(r"^\| your methods \|.*?\n(?=\n)", re.M | re.S)
+    readme = table.search((ROOT / "README.md").read_text(encoding="utf-8"))
+    quick = table.search((DOCS / "quickstart.md").read_text(encoding="utf-8"))
+    assert readme is not None
+    assert quick is not None
+    assert readme.group(0) == quick.group(0)
+    assert "| `CallV3` | `BatchV3` |" in quick.group(0)
+
+
 def test_readme_links_point_at_pages_that_exist() -> None:
     """Every docs/ page the README links to is there."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
