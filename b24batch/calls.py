@@ -32,7 +32,6 @@ class _Call:
         self,
         method: str,
         params: Mapping[str, Any] | None,
-        *,
         result_type: Any,
         request_id: str | None,
         idempotency_key: object,
@@ -112,15 +111,8 @@ class CallV3(_Call):
             TransportError: Refused connection, timeout, TLS failure, reset.
             DecodeError: An answer that cannot be decoded, or does not fit ``result_type``.
         """
-        return self._make(
-            method,
-            params,
-            result_type=result_type,
-            request_id=request_id,
-            idempotency_key=idempotency_key,
-            read_only=read_only,
-            raise_errors=raise_errors,
-        )
+        options = (result_type, request_id, idempotency_key, read_only, raise_errors)
+        return self._make(method, params, *options)
 
 
 class CallV2(_Call):
@@ -180,12 +172,5 @@ class CallV2(_Call):
             TransportError: Refused connection, timeout, TLS failure, reset.
             DecodeError: An answer that cannot be decoded, or does not fit ``result_type``.
         """
-        return self._make(
-            method,
-            params,
-            result_type=result_type,
-            request_id=request_id,
-            idempotency_key=idempotency_key,
-            read_only=read_only,
-            raise_errors=raise_errors,
-        )
+        options = (result_type, request_id, idempotency_key, read_only, raise_errors)
+        return self._make(method, params, *options)
