@@ -20,6 +20,7 @@ from b24batch._limits.sqlite import SQLiteStore
 from b24batch._version import __version__
 from b24batch.actions import Actions as _Actions
 from b24batch.batch import BatchV2, BatchV3
+from b24batch.calls import CallV2, CallV3
 from b24batch.chunks import BatchByChunkV2, BatchByChunkV3
 from b24batch.client import B24Hook, B24OAuth
 from b24batch.client import install_actions as _install_actions
@@ -61,6 +62,8 @@ __all__ = [  # noqa: RUF022 - plain sorted(), as tests/guarantees/test_public_ap
     "CODE_KINDS",
     "CallListV2",
     "CallListV3",
+    "CallV2",
+    "CallV3",
     "ChunkError",
     "ChunkedResult",
     "Command",

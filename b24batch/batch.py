@@ -3,7 +3,8 @@
 Faces only: signatures, docstrings, examples. Each checks its options once and hands the
 calls to the engine (``_engine/execute.py``) with its protocol. What is returned and what is
 raised is the engine's rule, the same for both: an error envelope the portal answered comes
-back in ``BatchResult.errors``; 401, 429, 5xx, transport and decoding failures are raised.
+back in ``BatchResult.errors`` (raised with ``raise_errors``); 401, 429, 5xx, transport and
+decoding failures are raised (docs/errors.md, "Returned or raised").
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class BatchV3:
         result_type: type[T],
         idempotency_key: str | bool | None = ...,
         isolate_errors: bool = ...,
+        raise_errors: bool | None = ...,
     ) -> BatchResult[dict[str, T]]: ...
 
     @overload
@@ -65,6 +67,7 @@ class BatchV3:
         result_type: type[T],
         idempotency_key: str | bool | None = ...,
         isolate_errors: bool = ...,
+        raise_errors: bool | None = ...,
     ) -> BatchResult[list[T]]: ...
 
     @overload
@@ -78,6 +81,7 @@ class BatchV3:
         result_type: Any = ...,
         idempotency_key: str | bool | None = ...,
         isolate_errors: bool = ...,
+        raise_errors: bool | None = ...,
     ) -> BatchResult[Any]: ...
 
     def make(
@@ -90,6 +94,7 @@ class BatchV3:
         result_type: Any = None,
         idempotency_key: str | bool | None = None,
         isolate_errors: bool = False,
+        raise_errors: bool | None = None,
     ) -> BatchResult[Any]:
         """Send ``calls`` as one batch and decode every command's result.
 
@@ -122,15 +127,19 @@ class BatchV3:
                 result, one error per command that failed when sent alone, in
                 ``errors_by_key``. Refused for a batch with a write (re-sending writes is never
                 safe) or with references.
+            raise_errors: True raises the first error of the result (``raise_for_errors()``:
+                the others on ``error.others``, the result on ``error.result``) instead of
+                returning it; None takes the client's ``raise_errors``.
 
         Returns:
             A :class:`BatchResult`. Check ``is_success``: a 4xx error envelope, such as a
-            validation error or a missing record, is returned in ``errors``, not raised.
+            validation error or a missing record, is returned in ``errors``, not raised,
+            unless ``raise_errors`` (docs/errors.md, "Returned or raised").
 
         Raises:
             SdkError: ``calls`` or an option is wrong (before anything is sent).
             AuthError: HTTP 401.
-            AjaxError: HTTP 429 and 5xx envelopes.
+            AjaxError: HTTP 429 and 5xx envelopes; with ``raise_errors``, the first error.
             TransportError: Refused connection, timeout, TLS failure, reset.
             DecodeError: An answer that cannot be decoded, or does not fit ``result_type``.
         """
@@ -142,6 +151,7 @@ class BatchV3:
             result_type=result_type,
             idempotency_key=idempotency_key,
             isolate_errors=isolate_errors,
+            raise_errors=raise_errors,
         )
         return execute.make(self._client, V3, calls, options)
 
@@ -176,6 +186,7 @@ class BatchV2:
         request_id: str | None = ...,
         result_type: type[T],
         idempotency_key: None = ...,
+        raise_errors: bool | None = ...,
     ) -> BatchResult[dict[K, T]]: ...
 
     @overload
@@ -188,6 +199,7 @@ class BatchV2:
         request_id: str | None = ...,
         result_type: type[T],
         idempotency_key: None = ...,
+        raise_errors: bool | None = ...,
     ) -> BatchResult[list[T]]: ...
 
     @overload
@@ -200,6 +212,7 @@ class BatchV2:
         request_id: str | None = ...,
         result_type: Any = ...,
         idempotency_key: object = ...,
+        raise_errors: bool | None = ...,
     ) -> BatchResult[Any]: ...
 
     def make(
@@ -211,6 +224,7 @@ class BatchV2:
         request_id: str | None = None,
         result_type: Any = None,
         idempotency_key: object = None,
+        raise_errors: bool | None = None,
     ) -> BatchResult[Any]:
         """Send ``calls`` as one classic batch and decode every command's outcome.
 
@@ -229,6 +243,8 @@ class BatchV2:
             request_id: Sent as ``bx24_request_id`` for tracing; a new uuid4 when None.
             result_type: What to structure each successful result into, as in ``BatchV3``.
             idempotency_key: Refused: the classic endpoint has none.
+            raise_errors: As in ``BatchV3``: raise the first command's error instead of
+                returning it.
 
         Returns:
             A :class:`BatchResult`: ``data`` holds every result (a list with None where a
@@ -236,11 +252,13 @@ class BatchV2:
             ``AjaxError`` per failed command with its ``key`` (also in ``errors_by_key``),
             ``not_executed`` the commands a halt skipped. A command refused by a limit inside
             the answer is sent again after the wait the limit implies, within ``max_wait``.
+            Returned, not raised, unless ``raise_errors`` (docs/errors.md, "Returned or
+            raised").
 
         Raises:
             SdkError: ``calls`` or an option is wrong (before anything is sent).
             AuthError: HTTP 401.
-            AjaxError: HTTP 429 and 5xx envelopes.
+            AjaxError: HTTP 429 and 5xx envelopes; with ``raise_errors``, the first error.
             TransportError: Refused connection, timeout, TLS failure, reset.
             DecodeError: An answer that cannot be decoded, or does not fit ``result_type``.
         """
@@ -251,5 +269,6 @@ class BatchV2:
             request_id=request_id,
             result_type=result_type,
             idempotency_key=idempotency_key,
+            raise_errors=raise_errors,
         )
         return execute.make(self._client, V2, calls, options)

@@ -57,6 +57,7 @@ class BatchByChunkV3:
         max_in_flight: InFlight = ...,
         journal: JournalPath | None = ...,
         in_doubt: InDoubt = ...,
+        raise_errors: bool | None = ...,
     ) -> ChunkedResult[dict[str, T]]: ...
 
     @overload
@@ -74,6 +75,7 @@ class BatchByChunkV3:
         max_in_flight: InFlight = ...,
         journal: JournalPath | None = ...,
         in_doubt: InDoubt = ...,
+        raise_errors: bool | None = ...,
     ) -> ChunkedResult[list[T]]: ...
 
     @overload
@@ -91,6 +93,7 @@ class BatchByChunkV3:
         max_in_flight: InFlight = ...,
         journal: JournalPath | None = ...,
         in_doubt: InDoubt = ...,
+        raise_errors: bool | None = ...,
     ) -> ChunkedResult[Any]: ...
 
     def make(
@@ -107,6 +110,7 @@ class BatchByChunkV3:
         max_in_flight: InFlight = "auto",
         journal: JournalPath | None = None,
         in_doubt: InDoubt = "report",
+        raise_errors: bool | None = None,
     ) -> ChunkedResult[Any]:
         """Send all of ``calls``, ``chunk_size`` at a time, and merge the results.
 
@@ -140,9 +144,13 @@ class BatchByChunkV3:
                 or an idempotency key and no write before its last command) and otherwise lists
                 its writes in ``maybe_executed``; ``"resend"`` sends it again (check the portal
                 first).
+            raise_errors: True raises the first chunk error once the call is done
+                (``raise_for_errors()``: the others on ``error.others``, the result on
+                ``error.partial``) instead of returning it; None takes the client's.
 
         Returns:
-            A :class:`ChunkedResult`.
+            A :class:`ChunkedResult`; chunk errors are returned in ``errors``, not raised,
+            unless ``raise_errors`` (docs/errors.md, "Returned or raised").
 
         Raises:
             SdkError: Bad input or options, found before anything is sent.
@@ -160,6 +168,7 @@ class BatchByChunkV3:
             max_in_flight=max_in_flight,
             journal=journal,
             in_doubt=in_doubt,
+            raise_errors=raise_errors,
         )
         refuse_single_row(calls)
         return chunked.make(self._client, V3, calls, options, progress)
@@ -179,6 +188,7 @@ class BatchByChunkV3:
         max_in_flight: InFlight = ...,
         journal: JournalPath | None = ...,
         in_doubt: InDoubt = ...,
+        raise_errors: bool | None = ...,
     ) -> Iterator[BatchResult[dict[str, T]]]: ...
 
     @overload
@@ -196,6 +206,7 @@ class BatchByChunkV3:
         max_in_flight: InFlight = ...,
         journal: JournalPath | None = ...,
         in_doubt: InDoubt = ...,
+        raise_errors: bool | None = ...,
     ) -> Iterator[BatchResult[list[T]]]: ...
 
     @overload
@@ -213,6 +224,7 @@ class BatchByChunkV3:
         max_in_flight: InFlight = ...,
         journal: JournalPath | None = ...,
         in_doubt: InDoubt = ...,
+        raise_errors: bool | None = ...,
     ) -> Iterator[BatchResult[Any]]: ...
 
     def iter(
@@ -229,6 +241,7 @@ class BatchByChunkV3:
         max_in_flight: InFlight = "auto",
         journal: JournalPath | None = None,
         in_doubt: InDoubt = "report",
+        raise_errors: bool | None = None,
     ) -> Iterator[BatchResult[Any]]:
         """Yield one :class:`BatchResult` per chunk as it arrives, reading ``calls`` lazily.
 
@@ -236,7 +249,9 @@ class BatchByChunkV3:
         it has sent, so memory stays flat however many commands there are. Each row is checked
         as it is read: a bad row raises :class:`SdkError` when its chunk is planned, after
         the chunks before it were yielded. With ``halt_on_error`` iteration stops after the
-        first failed chunk (which is yielded). Arguments as for :meth:`make`.
+        first failed chunk (which is yielded). Arguments as for :meth:`make`; with
+        ``raise_errors`` the first chunk with an error is raised instead of yielded (its
+        result on ``error.result``, what landed meanwhile on ``error.partial``).
 
         Example:
             >>> rows = (("tasks.task.get", {"id": i}) for i in range(1, 10_001))  # doctest: +SKIP
@@ -254,6 +269,7 @@ class BatchByChunkV3:
             max_in_flight=max_in_flight,
             journal=journal,
             in_doubt=in_doubt,
+            raise_errors=raise_errors,
         )
         refuse_single_row(calls)
         return chunked.iterate(self._client, V3, calls, options, progress)
@@ -292,6 +308,7 @@ class BatchByChunkV2:
         max_in_flight: InFlight = ...,
         journal: JournalPath | None = ...,
         in_doubt: InDoubt = ...,
+        raise_errors: bool | None = ...,
     ) -> ChunkedResult[dict[K, T]]: ...
 
     @overload
@@ -307,6 +324,7 @@ class BatchByChunkV2:
         max_in_flight: InFlight = ...,
         journal: JournalPath | None = ...,
         in_doubt: InDoubt = ...,
+        raise_errors: bool | None = ...,
     ) -> ChunkedResult[list[T]]: ...
 
     @overload
@@ -322,6 +340,7 @@ class BatchByChunkV2:
         max_in_flight: InFlight = ...,
         journal: JournalPath | None = ...,
         in_doubt: InDoubt = ...,
+        raise_errors: bool | None = ...,
     ) -> ChunkedResult[Any]: ...
 
     def make(
@@ -336,6 +355,7 @@ class BatchByChunkV2:
         max_in_flight: InFlight = "auto",
         journal: JournalPath | None = None,
         in_doubt: InDoubt = "report",
+        raise_errors: bool | None = None,
     ) -> ChunkedResult[Any]:
         """Send all of ``calls``, ``chunk_size`` at a time, and merge the results.
 
@@ -355,6 +375,7 @@ class BatchByChunkV2:
             progress: True for a tqdm progress bar, or a callable ``(done_commands, total)``.
             journal: As in :meth:`BatchByChunkV3.make`.
             in_doubt: As in :meth:`BatchByChunkV3.make`.
+            raise_errors: As in :meth:`BatchByChunkV3.make`.
 
         Returns:
             A :class:`ChunkedResult`: one :class:`ChunkError` per failed command, with its
@@ -374,6 +395,7 @@ class BatchByChunkV2:
             max_in_flight=max_in_flight,
             journal=journal,
             in_doubt=in_doubt,
+            raise_errors=raise_errors,
         )
         refuse_single_row(calls)
         return chunked.make(self._client, V2, calls, options, progress)
@@ -391,6 +413,7 @@ class BatchByChunkV2:
         max_in_flight: InFlight = ...,
         journal: JournalPath | None = ...,
         in_doubt: InDoubt = ...,
+        raise_errors: bool | None = ...,
     ) -> Iterator[BatchResult[dict[K, T]]]: ...
 
     @overload
@@ -406,6 +429,7 @@ class BatchByChunkV2:
         max_in_flight: InFlight = ...,
         journal: JournalPath | None = ...,
         in_doubt: InDoubt = ...,
+        raise_errors: bool | None = ...,
     ) -> Iterator[BatchResult[list[T]]]: ...
 
     @overload
@@ -421,6 +445,7 @@ class BatchByChunkV2:
         max_in_flight: InFlight = ...,
         journal: JournalPath | None = ...,
         in_doubt: InDoubt = ...,
+        raise_errors: bool | None = ...,
     ) -> Iterator[BatchResult[Any]]: ...
 
     def iter(
@@ -435,6 +460,7 @@ class BatchByChunkV2:
         max_in_flight: InFlight = "auto",
         journal: JournalPath | None = None,
         in_doubt: InDoubt = "report",
+        raise_errors: bool | None = None,
     ) -> Iterator[BatchResult[Any]]:
         """Yield one :class:`BatchResult` per chunk as it arrives, reading ``calls`` lazily.
 
@@ -450,6 +476,7 @@ class BatchByChunkV2:
             max_in_flight=max_in_flight,
             journal=journal,
             in_doubt=in_doubt,
+            raise_errors=raise_errors,
         )
         refuse_single_row(calls)
         return chunked.iterate(self._client, V2, calls, options, progress)

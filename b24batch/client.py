@@ -23,7 +23,7 @@ import requests.auth
 
 from b24batch._limits.policy import LimitState
 from b24batch._limits.shared import fingerprint
-from b24batch._protocols.base import Answers, Prepared, Protocol
+from b24batch._protocols.base import BATCH, Answers, Prepared, Protocol
 from b24batch._protocols.v2 import V2
 from b24batch._protocols.v3 import V3
 from b24batch._version import __version__
@@ -108,6 +108,9 @@ class _Client:
         retry = options.retry
         self.retry: RetryPolicy = retry if retry is not None else RetryPolicy(max_attempts=1)
         """The retry policy the batch layer applies to this client's calls."""
+        self.raise_errors: bool = options.raise_errors
+        """Whether the faces raise the first error a result holds (docs/errors.md, "Returned
+        or raised"); a call's own ``raise_errors=`` overrides it."""
         self._rand = options.rand
         self.limiter = limiter(origin, fingerprint(batch_url), options)
         """The client's rate and operating-time limiters, shared by its threads."""
@@ -210,9 +213,12 @@ class _Client:
             headers = {**headers, "Idempotency-Key": idempotency_key}
         count = len(prepared.commands)
         started = time.perf_counter()
+        url = self._urls[protocol.api]
+        if prepared.single:  # one method at its own URL, beside the batch's (protocol §10)
+            url = Secret(url.value[: -len(BATCH)] + prepared.endpoint)
         try:
             answer = self._transport.post(
-                self._urls[protocol.api],
+                url,
                 f"?bx24_request_id={quote(request_id, safe='')}"
                 f"&bx24_sdk_ver={__version__}&bx24_sdk_type={SDK_TYPE}",
                 prepared.body,
@@ -332,6 +338,9 @@ class B24Hook(_Client):
                   to the answer's last byte (default: connect + read timeout +
                   :data:`DEADLINE_MARGIN`). With a ``session`` of your own it is checked only
                   between reads of the body.
+                - ``raise_errors``: True makes every face raise the first error a result
+                  holds, with the rest attached, instead of returning it (default False; a
+                  call's own ``raise_errors=`` wins). See docs/errors.md, "Returned or raised".
                 - ``clock``, ``wall_clock``, ``sleep``, ``rand``: monotonic seconds, Unix
                   seconds, a sleep and a float in [0, 1) for jitter; injectable for tests.
 
@@ -365,7 +374,7 @@ class B24Hook(_Client):
                 the trailing slash. ``http://`` only for loopback hosts (tests, FakePortal).
             **options: The keyword arguments of :class:`B24Hook` (``timeout``, ``session``,
                 ``retry``, ``rate_limit``, ``limit_store``, ``max_response_bytes``,
-                ``attempt_deadline``, ...).
+                ``attempt_deadline``, ``raise_errors``, ...).
 
         Raises:
             SdkError: The URL is not a webhook URL (the message says what one looks like), or
@@ -417,8 +426,8 @@ class B24OAuth(_Client):
             None: a 401 is raised as it is.
         on_token: Receives each new token.
         **options: ``timeout``, ``session``, ``retry``, ``rate_limit``, ``limit_store``,
-            ``max_response_bytes``, ``attempt_deadline``, ``clock``, ``wall_clock``,
-            ``sleep``, ``rand``, as for :class:`B24Hook`.
+            ``max_response_bytes``, ``attempt_deadline``, ``raise_errors``, ``clock``,
+            ``wall_clock``, ``sleep``, ``rand``, as for :class:`B24Hook`.
 
     Example:
         >>> B24OAuth("https://example.bitrix24.com/rest/", "token-value")

@@ -86,8 +86,10 @@ class _CallList(_Lister):
             DecodeError: The portal's pages break the walk (ids out of their range or order:
                 the cursor would not advance; one end page empty and the other not), or an
                 item does not fit ``result_type``.
-            B24Error: What a batch raised; ``error.partial.data`` holds every item fetched
-                until then, in id order.
+            B24Error: What a batch raised, and any error the portal answered for a command:
+                a list of items has no room for one, so a walk always raises, whatever
+                ``raise_errors`` says (docs/errors.md, "Returned or raised");
+                ``error.partial.data`` holds every item fetched until then, in id order.
         """
         pages = self._start(method, params, id_key, result_type, progress, hold=None)
         items: list[Any] = []
@@ -121,6 +123,7 @@ class _FetchList(_Lister):
         as every id below them is read, and while finished ranges wait above one still being
         read, the next batch carries fewer commands. Params are checked here, before the first
         request; arguments as for ``make``. Stop iterating at any time: nothing more is sent.
+        Every error is raised, as by ``make`` (docs/errors.md, "Returned or raised").
 
         Example:
             >>> pages = FetchListV2(b24).iter("crm.deal.list", {"select": ["ID"]})  # doctest: +SKIP

@@ -69,6 +69,7 @@ class Options:
     wall_clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
     rand: Callable[[], float] = random.random
+    raise_errors: bool = False
 
 
 _OPTION_NAMES: Final = tuple(field.name for field in attrs.fields(Options))
@@ -117,6 +118,8 @@ def checked_options(options: Mapping[str, Any]) -> Options:
             f"attempt_deadline={deadline!r}: pass seconds as a positive number, or None for "
             f"connect + read timeout + {DEADLINE_MARGIN} s"
         )
+    if not isinstance(checked.raise_errors, bool):
+        raise SdkTypeError(f"raise_errors={checked.raise_errors!r}: pass True or False")
     for name in ("clock", "wall_clock", "sleep", "rand"):
         if not callable(getattr(checked, name)):
             raise SdkTypeError(f"{name}=: pass a callable, or leave the default")

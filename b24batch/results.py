@@ -138,6 +138,7 @@ class AjaxResult:
         total: For a classic list method, the list's ``total`` (None when absent, as with
             ``start=-1``).
         next: For a classic list method, the ``start`` of the next page, when there is one.
+        request_id: The id the request was sent with (``bx24_request_id``).
 
     Example:
         >>> r = AjaxResult(key=0, method="tasks.task.get", params={"id": 1},
@@ -155,11 +156,25 @@ class AjaxResult:
     error: AjaxError | None = None
     total: int | None = None
     next: int | None = None
+    request_id: str | None = None
 
     @property
     def is_success(self) -> bool:
         """True when the command has a result and no error."""
         return self.error is None
+
+    def raise_for_errors(self) -> AjaxResult:
+        """Return ``self`` on success; otherwise raise its ``error``.
+
+        What ``raise_errors=True`` does to a single call (docs/errors.md, "Returned or raised").
+
+        Example:
+            >>> call = CallV3(b24)  # doctest: +SKIP
+            >>> task = call.make("tasks.task.get", {"id": 1}).raise_for_errors()  # doctest: +SKIP
+        """
+        if self.error is None:
+            return self
+        raise self.error
 
     def __repr__(self) -> str:
         return display.ajax_repr(self)
@@ -272,7 +287,9 @@ class BatchResult(Generic[D]):
     def raise_for_errors(self) -> BatchResult[D]:
         """Return ``self`` on success; otherwise raise the first error.
 
-        The other errors, if any, are attached to the raised one as ``others``.
+        The other errors, if any, are attached to the raised one as ``others``, and this
+        result as its ``result`` (what ran, ``not_executed``, ``maybe_executed``). What
+        ``raise_errors=True`` does to a batch (docs/errors.md, "Returned or raised").
 
         Example:
             >>> tasks = batch.make(calls).raise_for_errors().data  # doctest: +SKIP
@@ -281,6 +298,7 @@ class BatchResult(Generic[D]):
             return self
         first, *rest = self.errors
         first.others = tuple(rest)
+        first.result = self
         raise first
 
 
@@ -380,6 +398,8 @@ class ChunkedResult(Generic[D]):
         """Return ``self`` when every chunk succeeded; else raise the first chunk's error.
 
         The other chunks' errors are attached to it as ``others``; this result as ``partial``.
+        What ``raise_errors=True`` does to a chunked call (docs/errors.md, "Returned or
+        raised").
         """
         if not self.errors:
             return self

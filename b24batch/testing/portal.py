@@ -60,17 +60,23 @@ DEFAULT_MAX_RECORDED: Final = 1000
 
 _WEBHOOK_BATCH: Final = re.compile(r"/rest/api/([^/]+)/([^/]+)/batch")
 _CLASSIC_BATCH: Final = re.compile(r"/rest/(?!api/)(?:([^/]+)/([^/]+)/)?batch(?:\.json)?")
-_CLASSIC_METHOD: Final = re.compile(r"/rest/(?!api/)([^/]+)/([^/]+)/([A-Za-z0-9_.]+?)(?:\.json)?")
+_CLASSIC_METHOD: Final = re.compile(
+    r"/rest/(?!api/)(?:([^/]+)/([^/]+)/)?([A-Za-z0-9_.]+?)(?:\.json)?"
+)
+_V3_METHOD: Final = re.compile(r"/rest/api/(?:([^/]+)/([^/]+)/)?([A-Za-z0-9_.]+)")
 
 
 class FakePortal(LoopbackService, V3Route, ClassicRoute, OperatingTime, CrmSeeding, BulkSeeding):
     """A Bitrix24 portal on loopback that serves the REST 3.0 ``batch`` method over real HTTP.
 
-    It serves the classic (v2) ``batch`` too, on ``/rest/USER/SECRET/batch`` and (OAuth, the
-    token as ``auth`` in the body) ``/rest/batch``, and classic methods called on their own,
-    over an in-memory CRM (``crm.deal.*``, ``crm.contact.*``, ``user.current``) and the same
-    tasks in their classic shapes (``tasks.task.*``), with the same credentials, limits and
-    faults. With ``auth_server=`` it accepts the tokens a :class:`FakeAuthServer` issued.
+    Each method it knows is served on its own URL too, as a single call (protocol §10):
+    ``/rest/api/USER/SECRET/METHOD`` (OAuth: ``/rest/api/METHOD``) and, classic,
+    ``/rest/USER/SECRET/METHOD`` (OAuth: ``/rest/METHOD``, the token as ``auth``). It serves
+    the classic (v2) ``batch`` too, on ``/rest/USER/SECRET/batch`` and (OAuth, the token as
+    ``auth`` in the body) ``/rest/batch``, over an in-memory CRM (``crm.deal.*``,
+    ``crm.contact.*``, ``user.current``) and the same tasks in their classic shapes
+    (``tasks.task.*``), with the same credentials, limits and faults. With ``auth_server=`` it
+    accepts the tokens a :class:`FakeAuthServer` issued.
 
     Keeps tasks in memory (``tasks.task.add/get/list/update/delete``), accepts webhook and OAuth
     credentials, honours ``Idempotency-Key``, optionally enforces the request-rate and
@@ -422,8 +428,13 @@ class FakePortal(LoopbackService, V3Route, ClassicRoute, OperatingTime, CrmSeedi
         if single is not None:
             return self._classic_method(request, *single.groups())
         webhook = _WEBHOOK_BATCH.fullmatch(request.path)
+        method = None
         if webhook is None and request.path != "/rest/api/batch":
-            return Reply.of(404, classic_error("ERROR_METHOD_NOT_FOUND", "Method not found!"))
+            single = _V3_METHOD.fullmatch(request.path)
+            if single is None:
+                return Reply.of(404, classic_error("ERROR_METHOD_NOT_FOUND", "Method not found!"))
+            user, _, method = single.groups()
+            webhook = single if user is not None else None
         if request.method != "POST":
             return Reply.of(
                 405,
@@ -431,13 +442,13 @@ class FakePortal(LoopbackService, V3Route, ClassicRoute, OperatingTime, CrmSeedi
                 ("Allow", "POST"),
             )
         if webhook is not None:
-            credential, refusal = self._webhook_auth(*webhook.groups())
+            credential, refusal = self._webhook_auth(*webhook.groups()[:2])
         else:
             credential, refusal = self._oauth_auth(request.headers.get("Authorization", ""))
         if refusal is not None:
             return refusal
         with self._lock:
-            return self._run(request, credential)
+            return self._run(request, credential, method)
 
     def _webhook_auth(self, user: str, secret: str) -> tuple[str, Reply | None]:
         ok = user == str(self._user_id) and hmac.compare_digest(

@@ -13,12 +13,15 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from b24batch import (
+    AjaxResult,
     B24Hook,
     BatchByChunkV2,
     BatchByChunkV3,
     BatchResult,
     BatchV2,
     BatchV3,
+    CallV2,
+    CallV3,
     ChunkedResult,
     ErrorKind,
 )
@@ -87,3 +90,10 @@ def error_types(error: Exception) -> None:
 
     if isinstance(error, B24Error):
         assert_type(error.kind, ErrorKind)
+
+
+def call_types(b24: B24Hook) -> None:
+    """CallV3/CallV2.make give an AjaxResult; ``raise_errors`` takes a bool or None."""
+    assert_type(CallV3(b24).make("tasks.task.get", {"id": 1}, raise_errors=True), AjaxResult)
+    assert_type(b24.actions.v2.call.make("crm.deal.get", {"id": 1}), AjaxResult)
+    assert_type(CallV2(b24).make("crm.deal.list").total, int | None)

@@ -85,7 +85,7 @@ def test_page_examples_run(
             elif isinstance(value, FakePortal):
                 value.stop()
     if page.name == "quickstart.md":
-        assert capsys.readouterr().out == "1 Write the spec\n2 Review it\n"
+        assert capsys.readouterr().out == "1 Write the spec\n2 Review it\n3 Ship\n"
 
 
 def test_testing_page_pytest_example_passes(pytester: pytest.Pytester) -> None:
@@ -114,6 +114,17 @@ def test_the_readme_quick_start_is_the_sites() -> None:
     readme = python_blocks(ROOT / "README.md")
     quick = python_blocks(DOCS / "quickstart.md")
     assert [code for code, _ in readme] == [quick[0][0]]
+
+
+def test_the_readme_which_class_table_is_the_quick_starts() -> None:
+    """README's quick start opens with the quick start page's table, row for row."""
+    table = re.compile(r"^\| your methods \|.*?\n(?=\n)", re.M | re.S)
+    readme = table.search((ROOT / "README.md").read_text(encoding="utf-8"))
+    quick = table.search((DOCS / "quickstart.md").read_text(encoding="utf-8"))
+    assert readme is not None
+    assert quick is not None
+    assert readme.group(0) == quick.group(0)
+    assert "| `CallV3` | `BatchV3` |" in quick.group(0)
 
 
 def test_readme_links_point_at_pages_that_exist() -> None:

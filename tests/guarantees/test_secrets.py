@@ -21,6 +21,8 @@ from b24batch import (
     B24OAuth,
     BatchByChunkV3,
     BatchV3,
+    CallV2,
+    CallV3,
     DecodeError,
     RetryPolicy,
     SdkError,
@@ -99,6 +101,14 @@ def _run(client: Any, calls: Any, **options: Any) -> list[str]:
     return texts
 
 
+def _call(face: Any, client: Any, method: str, params: Any) -> list[str]:
+    try:
+        answer = face(client).make(method, params)
+    except B24Error as error:
+        return _shown(error)
+    return [repr(answer)] + ([] if answer.error is None else _shown(answer.error))
+
+
 FAULTS = [
     lambda s: Fault.html(502),  # echoes the request path, secret included
     lambda s: Fault.truncated(),
@@ -119,18 +129,23 @@ FAULTS = [
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
-@given(secret=secrets, fault=st.sampled_from(range(len(FAULTS))))
+@given(secret=secrets, fault=st.sampled_from(range(len(FAULTS))), single=st.booleans())
 def test_webhook_secret_never_leaks(
-    shared_portal: FakePortal, collect: Collect, secret: str, fault: int
+    shared_portal: FakePortal, collect: Collect, secret: str, fault: int, single: bool
 ) -> None:
-    """Any secret, any failure: no message, repr, traceback or log line shows it."""
+    """Any secret, any failure, a batch or a single call (whose URL holds the secret too): no
+    message, repr, traceback or log line shows it."""
     collect.lines.clear()
     url = shared_portal.webhook_url.replace(shared_portal.secret, secret)
     policy = RetryPolicy(max_attempts=2, base_delay=0.0)
     with B24Hook.from_webhook_url(url, retry=policy, rate_limit=None) as client:
         shared_portal.inject(FAULTS[fault](secret), times=2)
-        shown = _run(client, [("tasks.task.add", {"fields": {"title": "x"}})])
-        shown += _run(client, [("tasks.task.get", {"id": 1})])  # the portal says 401 itself
+        if single:
+            shown = _call(CallV3, client, "tasks.task.add", {"fields": {"title": "x"}})
+            shown += _call(CallV2, client, "crm.deal.get", {"id": 1})
+        else:
+            shown = _run(client, [("tasks.task.add", {"fields": {"title": "x"}})])
+            shown += _run(client, [("tasks.task.get", {"id": 1})])  # the portal says 401 itself
         shown.append(repr(client))
     shown += collect.lines
     assert collect.lines  # the calls did log
