@@ -122,20 +122,26 @@ class _FetchList(_Lister):
         read, the next batch carries fewer commands. Params are checked here, before the first
         request; arguments as for ``make``. Stop iterating at any time: nothing more is sent.
 
-        Example:
-            >>> pages = FetchListV2(b24).iter("crm.deal.list", {"select": ["ID"]})  # doctest: +SKIP
-            >>> for page in pages:  # doctest: +SKIP
-            ...     save(page)
+        Examples:
+            >>> from b24batch.testing import FakePortal
+            >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
+            ...     _ = portal.add_deals(120)
+            ...     for page in FetchListV2(b24).iter("crm.deal.list", {"select": ["ID"]}):
+            ...         print(len(page), page[0]["ID"])
+            50 1
+            50 51
+            20 101
         """
         return self._start(method, params, id_key, result_type, progress, hold=HOLD)
 
     make = iter
+    """The same method as ``iter``, under the name the other faces use."""
 
 
 class CallListV3(_CallList):
     """Every item of a REST 3.0 list method, in id order, in few batches (``make``).
 
-    Example:
+    Examples:
         >>> from b24batch.testing import FakePortal
         >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
         ...     _ = portal.add_tasks(120)
@@ -150,7 +156,7 @@ class CallListV3(_CallList):
 class FetchListV3(_FetchList):
     """A REST 3.0 list method's items page by page, in id order (``iter``).
 
-    Example:
+    Examples:
         >>> from b24batch.testing import FakePortal
         >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
         ...     _ = portal.add_tasks(120)
@@ -165,7 +171,7 @@ class FetchListV3(_FetchList):
 class CallListV2(_CallList):
     """Every item of a classic list method (``crm.deal.list``, ...), in id order (``make``).
 
-    Example:
+    Examples:
         >>> from b24batch.testing import FakePortal
         >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
         ...     _ = portal.add_deals(120)
@@ -180,7 +186,7 @@ class CallListV2(_CallList):
 class FetchListV2(_FetchList):
     """A classic list method's items page by page, in id order (``iter``).
 
-    Example:
+    Examples:
         >>> from b24batch.testing import FakePortal
         >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
         ...     _ = portal.add_deals(70)

@@ -107,10 +107,16 @@ class FakePortal(V3Route, ClassicRoute, OperatingTime, CrmSeeding, BulkSeeding):
     are answered with the portal's error envelopes, 400 ``INVALID_REQUEST`` or
     ``INVALIDJSONEXCEPTION``; the portal keeps serving.
 
-    Example:
-        >>> with FakePortal() as portal:  # doctest: +SKIP
-        ...     requests.post(portal.oauth_endpoint + "api/batch", json=[...],
-        ...                   headers={"Authorization": f"Bearer {portal.access_token}"})
+    For example, a request of your own, as an OAuth application would send it:
+
+    ```python
+    with FakePortal() as portal:
+        requests.post(
+            portal.oauth_endpoint + "api/batch",
+            json=[{"method": "tasks.task.list", "query": {}}],
+            headers={"Authorization": f"Bearer {portal.access_token}"},
+        )
+    ```
     """
 
     CommandError: ClassVar[type[CommandError]] = CommandError
@@ -274,10 +280,12 @@ class FakePortal(V3Route, ClassicRoute, OperatingTime, CrmSeeding, BulkSeeding):
 
     @property
     def user_id(self) -> int:
+        """The webhook's user id (``user_id=``, default 1)."""
         return self._user_id
 
     @property
     def secret(self) -> str:
+        """The webhook's secret (``secret=``, or a random one made at construction)."""
         return self._secret
 
     @property
@@ -356,8 +364,11 @@ class FakePortal(V3Route, ClassicRoute, OperatingTime, CrmSeeding, BulkSeeding):
         ``delete_task``, ``add_deal``, ``delete_deal``) to change the data mid-walk, as other
         users of a real portal do. An exception from the hook fails that command.
 
-        Example:
-            >>> portal.before_command(lambda m: portal.add_task(title="late"))  # doctest: +SKIP
+        For example, a task added while a list is being walked:
+
+        ```python
+        portal.before_command(lambda method: portal.add_task(title="late"))
+        ```
         """
         if not callable(hook):
             raise TypeError("hook must be callable")
