@@ -110,20 +110,20 @@ class RateLimit:
 
     Attributes:
         burst: The portal's counter limit (its X: 50, or 250 on Enterprise plans); 1 to
-            `MAX_BURST`. The client's counter, counting the request being sent, never
+            10 000. The client's counter, counting the request being sent, never
             exceeds [`ceiling`][b24batch.RateLimit.ceiling], ``burst - headroom``.
         per_second: How fast the counter drains (the portal's Y: 2, or 5 on Enterprise);
-            within `PER_SECOND_RANGE`.
+            from 0.01 to 1 000 per second.
         operating_limit: The method's operating-time budget in seconds over ten minutes (480 in
-            the cloud; at most `MAX_OPERATING_LIMIT`); None stops the client from waiting
+            the cloud; at most 600); None stops the client from waiting
             for an operating-time reset.
         operating_margin: Start waiting for the reset once ``time.operating`` comes this close
             to ``operating_limit``.
         operating_reset_slack: Seconds past the reported ``time.operating_reset_at`` before
-            the client sends again (default `DEFAULT_RESET_SLACK`): the portal reports
+            the client sends again (default 1 s): the portal reports
             the reset in whole seconds, up to a second before its basket really drops out, and
             a batch sent on the dot is refused with 429.
-        headroom: Requests of margin kept below ``burst`` (default `DEFAULT_HEADROOM`): a
+        headroom: Requests of margin kept below ``burst`` (default 2): a
             request reaches the portal a little after its slot was booked (a descheduled
             thread, a slow send), so two can arrive closer together than booked; the margin
             absorbs ``headroom / per_second`` seconds of such jitter without a 503 (a second

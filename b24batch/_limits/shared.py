@@ -135,13 +135,13 @@ if hasattr(os, "register_at_fork"):
 class LimitStore(abc.ABC):
     """A shared store for the limiters' state: pass one as ``limit_store=`` to the clients.
 
-    The request-rate bucket is keyed by portal (and ``egress``, the public IP the host's
-    requests leave through, when hosts leave through different ones: the portal counts each
-    IP apart); the operating-time meter by portal, a hash of the credential and the method.
-    While the store is unreachable the clients limit in-process, each process taking its share
-    of the bucket (see `SharedBucket`), one WARNING logged when that starts and one when
-    it ends; the store is tried again every ``recheck`` seconds (every `HOLD_DOWN` while
-    it flaps). Any exception of the store counts as its being unreachable.
+    The request-rate bucket is keyed by portal (and ``egress``, the public IP the host's requests
+    leave through, when hosts leave through different ones: the portal counts each IP apart); the
+    operating-time meter by portal, a hash of the credential and the method. While the store is
+    unreachable the clients limit in-process, each process taking its share of the bucket (the rate
+    divided among the clients the store last counted), one WARNING logged when that starts and one
+    when it ends; the store is tried again every ``recheck`` seconds (every 60 s while it flaps).
+    Any exception of the store counts as its being unreachable.
 
     Subclasses implement [`bucket_op`][b24batch.LimitStore.bucket_op] and
     [`meter_op`][b24batch.LimitStore.meter_op], each atomic in the store, check every value they
@@ -224,7 +224,7 @@ class LimitStore(abc.ABC):
 
     def saw(self, key: str, level: float, clients: int) -> None:
         """Note the level of the bucket under ``key`` after an operation, and how many clients
-        used it within `LIVE_WINDOW`: what the in-process fallback starts from."""
+        used it within 30 s: what the in-process fallback starts from."""
         self._seen[key] = (level, clients)
 
     def seen(self, key: str) -> tuple[float, int] | None:
@@ -266,10 +266,10 @@ class LimitStore(abc.ABC):
 
         Any exception of the store's counts as its being unreachable: a server that answers
         nonsense (a look-alike, a proxy) must not raise ``ValueError`` or ``IndexError`` into
-        the caller's batch. A store that fails again within `HOLD_DOWN` of answering
+        the caller's batch. A store that fails again within 60 s of answering
         again (a read-only replica, a full disk: reads pass, writes fail) is flapping: it is
-        left alone for `HOLD_DOWN`, so the log shows each real change once, not one
-        per batch. A store slower than `SLOW_STORE` on average is said so once.
+        left alone for 60 s, so the log shows each real change once, not one
+        per batch. A store slower than 0.2 s on average is said so once.
         """
         now = self._monotonic()
         with self._lock:

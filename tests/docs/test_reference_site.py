@@ -209,3 +209,28 @@ def test_the_test_extra_installs_what_the_build_needs() -> None:
         return {line for line in lines if line}
 
     assert requirements("docs") <= requirements("test")
+
+
+def _words(docstring: str | None) -> str:
+    """A docstring's words, one space apart, as the reference flows them."""
+    return " ".join((docstring or "").split())
+
+
+def test_the_reference_gives_the_numbers_of_private_constants() -> None:
+    """Where a public docstring states a private constant's value (the reference cannot link
+    it), the value is the constant's."""
+    from b24batch._limits import policy, shared
+
+    rate_limit = _words(b24batch.RateLimit.__doc__)
+    low, high = policy.PER_SECOND_RANGE
+    assert f"1 to {policy.MAX_BURST:_}".replace("_", " ") in rate_limit
+    assert f"from {low:g} to {high:_g} per second".replace("_", " ") in rate_limit
+    assert f"at most {policy.MAX_OPERATING_LIMIT:g})" in rate_limit
+    assert f"(default {policy.DEFAULT_RESET_SLACK:g} s)" in rate_limit
+    assert f"(default {policy.DEFAULT_HEADROOM})" in rate_limit
+    store = b24batch.LimitStore
+    assert f"every {shared.HOLD_DOWN:g} s while" in _words(store.__doc__)
+    assert f"within {shared.LIVE_WINDOW:g} s:" in _words(store.saw.__doc__)
+    call = _words(store.call.__doc__)
+    assert f"left alone for {shared.HOLD_DOWN:g} s" in call
+    assert f"slower than {shared.SLOW_STORE:g} s on average" in call
