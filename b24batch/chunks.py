@@ -39,7 +39,16 @@ class BatchByChunkV3:
     """
 
     def __init__(self, client: Client) -> None:
-        """Args: client: the portal client (B24Hook or B24OAuth) the chunks go through."""
+        """Bind to ``client``; nothing is sent yet.
+
+        Args:
+            client: The portal client ([`B24Hook`][b24batch.B24Hook] or
+                [`B24OAuth`][b24batch.B24OAuth]) the chunks go through.
+
+        Raises:
+            SdkTypeError: ``client`` is not a client (a webhook URL passed as a str, ...): the
+                message names the fix.
+        """
         self._client = checked_client(client, type(self).__name__)
 
     @overload
@@ -282,7 +291,16 @@ class BatchByChunkV2:
     """
 
     def __init__(self, client: Client) -> None:
-        """Args: client: the portal client (B24Hook or B24OAuth) the chunks go through."""
+        """Bind to ``client``; nothing is sent yet.
+
+        Args:
+            client: The portal client ([`B24Hook`][b24batch.B24Hook] or
+                [`B24OAuth`][b24batch.B24OAuth]) the chunks go through.
+
+        Raises:
+            SdkTypeError: ``client`` is not a client (a webhook URL passed as a str, ...): the
+                message names the fix.
+        """
         self._client = checked_client(client, type(self).__name__)
 
     @overload

@@ -116,6 +116,12 @@ def test_no_sphinx_role_is_left_in_the_text(reference: _Page) -> None:
     assert [role for role in ROLES if role in text] == []
 
 
+def test_no_docstring_section_is_left_as_text(reference: _Page) -> None:
+    """A Google-style section is a table, not ``Args: client: ...`` run into a paragraph."""
+    text = "".join(reference.text)
+    assert "Args:" not in text
+
+
 def test_no_doctest_directive_is_shown(reference: _Page) -> None:
     """An example shows code and output, not the ``# doctest: +SKIP`` that kept it from running."""
     text = "".join(reference.text)
