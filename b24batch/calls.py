@@ -25,7 +25,16 @@ class _Call:
     _protocol: Protocol
 
     def __init__(self, client: Client) -> None:
-        """Args: client: the portal client (B24Hook or B24OAuth) the calls go through."""
+        """Bind to ``client``; nothing is sent yet.
+
+        Args:
+            client: The portal client ([`B24Hook`][b24batch.B24Hook] or
+                [`B24OAuth`][b24batch.B24OAuth]) the calls go through.
+
+        Raises:
+            SdkTypeError: ``client`` is not a client (a webhook URL passed as a str, ...): the
+                message names the fix.
+        """
         self._client = checked_client(client, type(self).__name__)
 
     def _make(
@@ -55,7 +64,7 @@ class CallV3(_Call):
     be a REST 3.0 one (tasks, `note.*`, mail, …: the table in the quick start); CRM and most
     of the API are classic: use `CallV2`.
 
-    Example:
+    Examples:
         >>> from b24batch.testing import FakePortal
         >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
         ...     task_id = portal.add_task(title="Write docs")
@@ -122,7 +131,7 @@ class CallV2(_Call):
     booleans: send ``"Y"``/``"N"``; no empty lists or dicts); a list method's answer carries
     ``total`` and ``next``.
 
-    Example:
+    Examples:
         >>> from b24batch.testing import FakePortal
         >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
         ...     _ = portal.add_deals(70)

@@ -1,7 +1,7 @@
 """The clients ``B24Hook`` and ``B24OAuth``: a credential, options and one send; no batch logic.
 
 ``send()`` posts a prepared batch of either protocol (its ``Protocol`` says where and how)
-through the client's :class:`~b24batch.transport.Transport` and returns the decoded ``Answers``
+through the client's `Transport` and returns the decoded ``Answers``
 or raises. The client holds the retry policy and limiters the engine's loop uses; secrets live
 only in a masked ``Secret``; URL rules and token placement are ``credentials.py``'s.
 """
@@ -15,7 +15,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import quote
 
 import requests
@@ -45,6 +45,7 @@ from b24batch.errors import (
 from b24batch.options import (
     DEFAULT_RATE_LIMIT,
     DEFAULT_TIMEOUT,
+    ClientOptions,
     Options,
     checked_options,
     limiter,
@@ -60,6 +61,11 @@ from b24batch.transport import (
 )
 
 if TYPE_CHECKING:
+    # Unpack is in typing from Python 3.11; the floor is 3.10. Annotations are never evaluated
+    # here (``from __future__ import annotations``), so typing_extensions is needed by type
+    # checkers only (mypy and pyright bundle it), never at run time.
+    from typing_extensions import Unpack
+
     from b24batch.actions import Actions
 
 __all__ = [
@@ -98,7 +104,7 @@ class _Client:
     """What both clients share: transport, timeouts, limits, retries, redaction, ``send()``."""
 
     def __init__(self, origin: str, urls: Mapping[str, Secret[str]], options: Options) -> None:
-        """The options both clients take (see :class:`B24Hook` for each one), checked.
+        """The options both clients take (see [`B24Hook`][b24batch.B24Hook] for each one), checked.
 
         ``urls`` maps each protocol's ``api`` segment to its batch URL.
         """
@@ -108,9 +114,7 @@ class _Client:
         retry = options.retry
         self.retry: RetryPolicy = retry if retry is not None else RetryPolicy(max_attempts=1)
         """The retry policy the batch layer applies to this client's calls."""
-        self.raise_errors: bool = options.raise_errors
-        """Whether the faces raise the first error a result holds (docs/errors.md, "Returned
-        or raised"); a call's own ``raise_errors=`` overrides it."""
+        self._raise_errors = options.raise_errors
         self._rand = options.rand
         self.limiter = limiter(origin, fingerprint(batch_url), options)
         """The client's rate and operating-time limiters, shared by its threads."""
@@ -134,6 +138,12 @@ class _Client:
             protocol.api: {"Content-Type": protocol.content_type, "Accept": "application/json"}
             for protocol in _PROTOCOLS
         }
+
+    @property
+    def raise_errors(self) -> bool:
+        """Whether the faces raise the first error a result holds (docs/errors.md, "Returned
+        or raised"); a call's own ``raise_errors=`` overrides it."""
+        return self._raise_errors
 
     @property
     def origin(self) -> str:
@@ -264,16 +274,17 @@ class _Client:
 
     @property
     def closed(self) -> bool:
-        """True once :meth:`close` was called: the client then refuses to send."""
+        """True once [`close`][b24batch.B24Hook.close] was called: the client then refuses to
+        send."""
         return self._closed
 
     def close(self) -> None:
         """Close the connection pool (a session passed in by the caller is left open).
 
-        From then on the client refuses to send: a batch raises :class:`SdkError` naming the
-        client, before anything is sent. Requests other threads have already started are not
-        cut short: each finishes on its own connection, which is then closed rather than
-        pooled. Closing twice is harmless.
+        From then on the client refuses to send: a batch raises [`SdkError`][b24batch.SdkError]
+        naming the client, before anything is sent. Requests other threads have already started are
+        not cut short: each finishes on its own connection, which is then closed rather than pooled.
+        Closing twice is harmless.
         """
         self._closed = True
         if self._own_session:
@@ -300,49 +311,30 @@ class _Client:
 class B24Hook(_Client):
     """A client for one inbound webhook of one portal.
 
-    Create it with :meth:`from_webhook_url`, once per portal, and share it: it holds one
-    ``requests.Session`` (connection pool) and its limiters, and is safe to use from several
-    threads.
+    Create it with [`from_webhook_url`][b24batch.B24Hook.from_webhook_url], once per portal, and
+    share it: it holds one ``requests.Session`` (connection pool) and its limiters, and is safe
+    to use from several threads.
 
-    Example:
+    Examples:
         >>> with B24Hook.from_webhook_url("https://example.bitrix24.com/rest/1/abc123/") as b24:
         ...     b24
         <B24Hook https://example.bitrix24.com/rest/api/1/***/>
     """
 
-    def __init__(self, origin: str, user_id: int, secret: str, **options: Any) -> None:
-        """Prefer :meth:`from_webhook_url`, which checks the URL and builds these arguments.
+    def __init__(
+        self, origin: str, user_id: int, secret: str, **options: Unpack[ClientOptions]
+    ) -> None:
+        """Prefer [`from_webhook_url`][b24batch.B24Hook.from_webhook_url], which checks the URL and
+        builds these arguments.
 
         Args:
             origin: ``scheme://host[:port]`` of the portal.
             user_id: The webhook's user id.
             secret: The webhook's secret.
-            **options: Keyword-only, all optional, each checked here:
-
-                - ``timeout``: seconds, or ``(connect, read)``; see :data:`DEFAULT_TIMEOUT`.
-                - ``session``: a ``requests.Session`` to use as given (its adapters, headers,
-                  proxies, cookies); the client neither configures nor closes it. None makes
-                  one, which stores no cookies and reads answers within the deadline.
-                - ``retry``: the :class:`RetryPolicy` (default ``RetryPolicy()``); None sends
-                  every batch once.
-                - ``rate_limit``: a :class:`RateLimit` for this client alone, None for no
-                  client-side limits, or the default: the common plan's limits in one bucket
-                  per portal origin (:data:`DEFAULT_RATE_LIMIT`).
-                - ``limit_store``: a :class:`RedisStore` or :class:`SQLiteStore` that keeps
-                  the request-rate bucket (one per portal) and the operating-time meter for
-                  every process using it; None (the default) keeps them in this process.
-                - ``max_response_bytes``: the most an answer may hold once decoded (default
-                  :data:`DEFAULT_MAX_RESPONSE_BYTES`, 64 MiB); a bigger one is dropped as a
-                  ``TransportError`` whose ``outcome_unknown`` is True.
-                - ``attempt_deadline``: seconds one HTTP attempt may take in all, from sending
-                  to the answer's last byte (default: connect + read timeout +
-                  :data:`DEADLINE_MARGIN`). With a ``session`` of your own it is checked only
-                  between reads of the body.
-                - ``raise_errors``: True makes every face raise the first error a result
-                  holds, with the rest attached, instead of returning it (default False; a
-                  call's own ``raise_errors=`` wins). See docs/errors.md, "Returned or raised".
-                - ``clock``, ``wall_clock``, ``sleep``, ``rand``: monotonic seconds, Unix
-                  seconds, a sleep and a float in [0, 1) for jitter; injectable for tests.
+            **options: Keyword-only, all optional, each checked here: ``timeout``, ``session``,
+                ``retry``, ``rate_limit``, ``limit_store``, ``max_response_bytes``,
+                ``attempt_deadline``, ``raise_errors``, ``clock``, ``wall_clock``, ``sleep``,
+                ``rand``; see [`ClientOptions`][b24batch.ClientOptions] for each one.
 
         Raises:
             SdkError: An option of the wrong value; SdkTypeError (also a TypeError) for one of
@@ -365,22 +357,21 @@ class B24Hook(_Client):
         self._secret = hidden
 
     @classmethod
-    def from_webhook_url(cls, url: str, **options: Any) -> B24Hook:
+    def from_webhook_url(cls, url: str, **options: Unpack[ClientOptions]) -> B24Hook:
         """Make a client from an inbound webhook URL, as the portal hands it out.
 
         Args:
             url: ``https://PORTAL/rest/USER_ID/SECRET/`` (classic form) or
                 ``https://PORTAL/rest/api/USER_ID/SECRET/`` (REST 3.0 form), with or without
                 the trailing slash. ``http://`` only for loopback hosts (tests, FakePortal).
-            **options: The keyword arguments of :class:`B24Hook` (``timeout``, ``session``,
-                ``retry``, ``rate_limit``, ``limit_store``, ``max_response_bytes``,
-                ``attempt_deadline``, ``raise_errors``, ...).
+            **options: The client's options, as for [`B24Hook`][b24batch.B24Hook]: see
+                [`ClientOptions`][b24batch.ClientOptions].
 
         Raises:
             SdkError: The URL is not a webhook URL (the message says what one looks like), or
                 an option is wrong (SdkTypeError for a wrong type or an unknown option).
 
-        Example:
+        Examples:
             >>> B24Hook.from_webhook_url("https://example.bitrix24.com/rest/1/abc123/")
             <B24Hook https://example.bitrix24.com/rest/api/1/***/>
         """
@@ -416,7 +407,7 @@ class B24OAuth(_Client):
     redirect. On 401 ``expired_token`` / ``invalid_token`` the client calls ``refresh`` once —
     one call however many threads hit the 401 together — hands the new token to ``on_token``
     so the application can store it, and re-sends once, outside the retry budget. A second
-    401 raises :class:`AuthError`.
+    401 raises [`AuthError`][b24batch.AuthError].
 
     Args:
         endpoint: The portal's client endpoint as Bitrix24 hands it to applications
@@ -427,9 +418,10 @@ class B24OAuth(_Client):
         on_token: Receives each new token.
         **options: ``timeout``, ``session``, ``retry``, ``rate_limit``, ``limit_store``,
             ``max_response_bytes``, ``attempt_deadline``, ``raise_errors``, ``clock``,
-            ``wall_clock``, ``sleep``, ``rand``, as for :class:`B24Hook`.
+            ``wall_clock``, ``sleep``, ``rand``, as for [`B24Hook`][b24batch.B24Hook]: see
+            [`ClientOptions`][b24batch.ClientOptions].
 
-    Example:
+    Examples:
         >>> B24OAuth("https://example.bitrix24.com/rest/", "token-value")
         <B24OAuth https://example.bitrix24.com/rest/api/batch>
     """
@@ -441,7 +433,7 @@ class B24OAuth(_Client):
         *,
         refresh: Callable[[], str] | None = None,
         on_token: Callable[[str], object] | None = None,
-        **options: Any,
+        **options: Unpack[ClientOptions],
     ) -> None:
         token = Secret(access_token)
         hidden = Secret(endpoint)  # a webhook URL passed by mistake holds a secret
@@ -480,7 +472,8 @@ class B24OAuth(_Client):
 
         Args:
             error: The 401 the batch got.
-            version: :meth:`credential_version` as it was when that batch was sent.
+            version: [`credential_version`][b24batch.B24OAuth.credential_version] as it was when
+                that batch was sent.
 
         Returns:
             True when a fresh token is in place (refreshed now, or by another thread since).

@@ -2,7 +2,7 @@
 
 ``BatchResult`` is what ``BatchV3.make`` returns; ``AjaxResult`` is one command's answer;
 ``Time`` is the batch's timing block; ``FieldError`` one validation row. Nothing here does I/O;
-structuring errors become :class:`~b24batch.errors.DecodeError` naming the command and the path.
+structuring errors become [`DecodeError`][b24batch.DecodeError] naming the command and the path.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ _fast = cattrs.Converter(use_alias=True, forbid_extra_keys=False, detailed_valid
 class FieldError:
     """One row of a REST 3.0 ``validation`` list: which field, and what is wrong with it.
 
-    Example:
+    Examples:
         >>> FieldError("id", "Required field `id` is not specified").field
         'id'
     """
@@ -74,7 +74,7 @@ class Time:
         operating_reset_at: Unix seconds when the oldest operating-time basket expires.
         operating: Seconds of operating time accumulated by the method (protocol §5).
 
-    Example:
+    Examples:
         >>> time = Time.from_json({"start": 1787219542, "duration": 0.89, "operating": "n/a"})
         >>> time.start, time.duration, time.operating
         (1787219542.0, 0.89, None)
@@ -140,7 +140,7 @@ class AjaxResult:
         next: For a classic list method, the ``start`` of the next page, when there is one.
         request_id: The id the request was sent with (``bx24_request_id``).
 
-    Example:
+    Examples:
         >>> r = AjaxResult(key=0, method="tasks.task.get", params={"id": 1},
         ...                result={"item": {"id": 1}}, time=None, status=200)
         >>> r.is_success, r
@@ -168,7 +168,7 @@ class AjaxResult:
 
         What ``raise_errors=True`` does to a single call (docs/errors.md, "Returned or raised").
 
-        Example:
+        Examples:
             >>> call = CallV3(b24)  # doctest: +SKIP
             >>> task = call.make("tasks.task.get", {"id": 1}).raise_for_errors()  # doctest: +SKIP
         """
@@ -193,12 +193,13 @@ class BatchResult(Generic[D]):
     Attributes:
         data: List calls give a list in call order, dict calls a dict keyed by the caller's
             names, as passed (a classic ``35943`` stays an int, ``"35943"`` a str). Items are
-            decoded results, or :class:`AjaxResult` objects when the call asked
+            decoded results, or [`AjaxResult`][b24batch.AjaxResult] objects when the call asked
             for ``return_ajax_result=True``. Empty when the batch failed: a REST 3.0 batch
             stops at its first failing command and the portal answers only that error. With
             ``isolate_errors=True`` a failed batch gives a partial result: a list holds None
             where a command failed, a dict only the commands that succeeded, and
-            ``return_ajax_result=True`` gives an :class:`AjaxResult` for every command.
+            ``return_ajax_result=True`` gives an [`AjaxResult`][b24batch.AjaxResult] for every
+            command.
         errors: The errors the portal answered with, in call order; empty on success. A failed
             REST 3.0 batch has one error, naming no command; with ``isolate_errors=True`` there
             is one per failing command, each with its ``key``.
@@ -220,10 +221,15 @@ class BatchResult(Generic[D]):
             about although nothing skipped them (a classic answer that names them in no
             section): each may have run, so each is in ``maybe_executed``; none has a result.
 
-    Example:
-        >>> result = BatchV3(b24).make([("tasks.task.get", {"id": 1})])  # doctest: +SKIP
-        >>> result  # doctest: +SKIP
-        <BatchResult ok: 1 command, HTTP 200, request_id='0f4b…'>
+    Examples:
+        >>> from b24batch.testing import FakePortal
+        >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
+        ...     _ = portal.add_tasks(1)
+        ...     result = BatchV3(b24).make([("tasks.task.get", {"id": 1})])
+        >>> result
+        <BatchResult ok: 1 command, HTTP 200, request_id='...'>
+        >>> result.data[0]["item"]["title"]
+        'Task 1'
     """
 
     data: D
@@ -257,7 +263,8 @@ class BatchResult(Generic[D]):
     @property
     def maybe_executed(self) -> tuple[Key, ...]:
         """Keys of the commands that may have run although no result says so: the writes an
-        error leaves in doubt (see :attr:`B24Error.maybe_executed`), then ``unanswered``.
+        error leaves in doubt (see [`B24Error.maybe_executed`][b24batch.B24Error]), then
+        ``unanswered``.
 
         Empty on success (every result is in ``data``).
         """
@@ -291,8 +298,15 @@ class BatchResult(Generic[D]):
         result as its ``result`` (what ran, ``not_executed``, ``maybe_executed``). What
         ``raise_errors=True`` does to a batch (docs/errors.md, "Returned or raised").
 
-        Example:
-            >>> tasks = batch.make(calls).raise_for_errors().data  # doctest: +SKIP
+        Examples:
+            >>> from b24batch.testing import FakePortal
+            >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
+            ...     _ = portal.add_tasks(1)
+            ...     calls = [("tasks.task.get", {"id": 1}), ("tasks.task.get", {"id": 2})]
+            ...     BatchV3(b24).make(calls).raise_for_errors()
+            Traceback (most recent call last):
+              ...
+            b24batch.errors.AjaxError: ...
         """
         if not self.errors:
             return self
@@ -314,7 +328,7 @@ class ChunkError:
         keys: The keys of the commands the error covers: positions in the whole input, or names.
         error: The portal's error for the chunk (or the error raised while sending it).
 
-    Example:
+    Examples:
         >>> error = AjaxError("boom", code="X", status=400)
         >>> print(ChunkError(1, (50, 51, 52), error))
         chunk 1 (commands 50 to 52): X (HTTP 400): boom
@@ -339,19 +353,21 @@ class ChunkError:
 class ChunkedResult(Generic[D]):
     """What ``BatchByChunkV3.make`` returns.
 
-    Generic in its ``data``, as :class:`BatchResult`: ``make(calls, result_type=T)`` gives a
-    ``ChunkedResult[list[T]]`` for list calls and ``ChunkedResult[dict[str, T]]`` for dict calls.
+    Generic in its ``data``, as [`BatchResult`][b24batch.BatchResult]:
+    ``make(calls, result_type=T)`` gives a ``ChunkedResult[list[T]]`` for list calls and
+    ``ChunkedResult[dict[str, T]]`` for dict calls.
 
     Attributes:
         data: The results of every command that succeeded, in call order for list calls (a
             list) or by name for dict calls (a dict), as in ``BatchV3``; commands of failed
             or unsent chunks are absent (``chunks`` maps list results back to positions).
-        errors: One :class:`ChunkError` per failed chunk (per failing command with
+        errors: One [`ChunkError`][b24batch.ChunkError] per failed chunk (per failing command with
             ``isolate_errors``); errors of different chunks never overwrite one another.
-        chunks: One :class:`BatchResult` per chunk sent, each with its ``positions``.
+        chunks: One [`BatchResult`][b24batch.BatchResult] per chunk sent, each with its
+            ``positions``.
         not_executed: Keys of the commands never sent, after a halt.
 
-    Example:
+    Examples:
         >>> ChunkedResult(data=[1, 2], not_executed=(2, 3))
         <ChunkedResult failed: 0 of 0 chunks failed, 2 not executed>
     """
@@ -362,7 +378,8 @@ class ChunkedResult(Generic[D]):
     not_executed: tuple[Key, ...] = ()
 
     def to_records(self) -> list[dict[str, Any]]:
-        """The records of every chunk sent, in order (see :meth:`BatchResult.to_records`)."""
+        """The records of every chunk sent, in order (see
+        [`BatchResult.to_records`][b24batch.BatchResult.to_records])."""
         return [record for chunk in self.chunks for record in chunk.to_records()]
 
     def __repr__(self) -> str:
@@ -433,7 +450,7 @@ def structure_quick(value: Any, type_: Any) -> Any:
     """Structure ``value`` into ``type_`` without collecting error details (the fast path).
 
     Raises:
-        Exception: Whatever cattrs raises; call :func:`structure` for a ``DecodeError`` that
+        Exception: Whatever cattrs raises; call `structure` for a ``DecodeError`` that
             says where and why.
     """
     return _fast.structure(value, type_)

@@ -88,7 +88,7 @@ class Limiter:
         return operating + rate
 
     def wait_after(self, delay: float) -> float:
-        """The seconds :meth:`before_send` would wait if called ``delay`` seconds from now."""
+        """The seconds `before_send` would wait if called ``delay`` seconds from now."""
         operating = max(0.0, self.meter.delay() - delay)
         rate = 0.0 if self.bucket is None else self.bucket.wait(after=delay + operating)
         return operating + rate
@@ -115,7 +115,7 @@ class Limiter:
         """Learn from an answer: its operating-time figures, and whether the portal refused it
         for the request rate (then its counter is full, whatever the bucket thought).
 
-        A figure no portal sends (see :func:`~b24batch._limits.meter.plausible`) is ignored,
+        A figure no portal sends (see `plausible`) is ignored,
         with a DEBUG line: through a shared store it would reach every process.
         """
         time, dropped = plausible(time, self._wall_clock())
@@ -128,7 +128,7 @@ class Limiter:
 
     def operating_retry(self, *, metered: bool = True) -> tuple[float, float]:
         """After a 429: ``(retry_at, seconds from now)`` until the portal's reset, at least
-        :data:`OPERATING_FLOOR`; one basket ahead when no reset time was ever reported.
+        `OPERATING_FLOOR`; one basket ahead when no reset time was ever reported.
 
         The refusal is news for every batch of the method, not only the one refused: the meter
         records the method as at its limit until then, so the other batches of a window (and,

@@ -29,7 +29,8 @@ from b24batch.redaction import Secret
 __all__ = ["DEFAULT_PREFIX", "RedisStore"]
 
 DEFAULT_PREFIX = "b24batch:"
-"""What every key of a :class:`RedisStore` starts with, unless ``prefix=`` says otherwise."""
+"""What every key of a [`RedisStore`][b24batch.RedisStore] starts with, unless ``prefix=`` says
+otherwise."""
 
 _SCHEMES = ("redis", "rediss", "unix")
 _BIG = 1e300  # stands for an unbounded budget: Lua's tonumber("inf") is platform-defined
@@ -209,7 +210,7 @@ class RedisStore(LimitStore):
     Args:
         url: ``redis://[:password@]host:6379/0``, ``rediss://...`` (TLS) or
             ``unix:///path/redis.sock[?db=0]``, as redis-py takes them.
-        prefix: What every key starts with (default :data:`DEFAULT_PREFIX`).
+        prefix: What every key starts with (default [`DEFAULT_PREFIX`][b24batch.DEFAULT_PREFIX]).
         egress: A label for the public IP this host's requests leave through, when hosts
             leave through different ones (each IP has its own bucket at the portal).
         timeout: Seconds to connect or to wait for an answer before the store counts as
@@ -221,7 +222,7 @@ class RedisStore(LimitStore):
         SdkError: The ``redis`` extra is not installed (``pip install 'b24batch[redis]'``),
             or an argument is wrong.
 
-    Example:
+    Examples:
         >>> store = RedisStore("redis://:password@redis.internal:6379/0")  # connects on use
         >>> store
         <RedisStore redis://redis.internal:6379/0 prefix='b24batch:'>

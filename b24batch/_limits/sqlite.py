@@ -75,7 +75,7 @@ class SQLiteStore(LimitStore):
         SdkError: A path that is not a file name (``":memory:"`` is refused: no other process
             could see it).
 
-    Example:
+    Examples:
         >>> store = SQLiteStore("/var/lib/myapp/b24-limits.sqlite3")
         >>> b24 = B24Hook.from_webhook_url(
         ...     "https://example.bitrix24.com/rest/1/s/", limit_store=store
@@ -159,7 +159,7 @@ class SQLiteStore(LimitStore):
         )
 
     def _enter_wal(self, connection: sqlite3.Connection) -> None:
-        """Switch the file to WAL, waiting up to :attr:`timeout` for the other processes.
+        """Switch the file to WAL, waiting up to `timeout` for the other processes.
 
         SQLite answers this pragma "database is locked" at once, without its busy handler,
         while another connection is writing the file (as when several processes open a new

@@ -132,7 +132,7 @@ def encode_batch(entries: Sequence[Entry], *, halt: bool, warn: bool = True) -> 
             a parameter a form cannot carry (the message names the row and the path).
         SdkTypeError: A key, method or parameter of the wrong type.
 
-    Example:
+    Examples:
         >>> encode_batch([Entry("deal", "crm.deal.get", {"id": 7})], halt=True)
         b'halt=1&cmd[deal]=crm.deal.get%3Fid%3D7'
     """
@@ -193,7 +193,7 @@ def references(params: object) -> list[str]:
     Scans string keys and values at any depth for ``$result[KEY]``, ``$next[KEY]``,
     ``$total[KEY]``, ``$time[KEY]`` and ``$error[KEY]``. A position appears as its digits.
 
-    Example:
+    Examples:
         >>> references({"fields": {"CONTACT_ID": "$result[contact]"}, "id": "$next[0]"})
         ['contact', '0']
     """

@@ -97,7 +97,7 @@ class Fault:
         """Process (the batch DOES execute), then answer what ``edit`` makes of the JSON answer
         (same status): an answer that says less, or other, than what ran.
 
-        Example:
+        Examples:
             >>> drop_results = Fault.rewrite(lambda answer: {**answer, "result": []})
         """
         if not callable(edit):

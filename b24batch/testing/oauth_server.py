@@ -124,7 +124,7 @@ class FakeAuthServer(LoopbackService):
         idle_timeout: Seconds a connection may stay silent before it is closed.
         max_recorded: How many (redacted) requests ``requests`` keeps.
 
-    Example:
+    Examples:
         >>> with FakeAuthServer() as auth, FakePortal(auth_server=auth) as portal:  # doctest: +SKIP
         ...     tokens = auth.install(portal)
         ...     requests.get(auth.token_url, params={"grant_type": "refresh_token",
@@ -200,10 +200,12 @@ class FakeAuthServer(LoopbackService):
 
     @property
     def client_id(self) -> str:
+        """The application's client id (``client_id=``, or random)."""
         return self._client_id
 
     @property
     def client_secret(self) -> str:
+        """The application's client secret (``client_secret=``, or random); a test value."""
         return self._client_secret
 
     @property

@@ -76,7 +76,7 @@ class FakePortal(LoopbackService, V3Route, ClassicRoute, OperatingTime, CrmSeedi
     ``auth`` in the body) ``/rest/batch``, over an in-memory CRM (``crm.deal.*``,
     ``crm.contact.*``, ``user.current``) and the same tasks in their classic shapes
     (``tasks.task.*``), with the same credentials, limits and faults. With ``auth_server=`` it
-    accepts the tokens a :class:`FakeAuthServer` issued.
+    accepts the tokens a [`FakeAuthServer`][b24batch.testing.FakeAuthServer] issued.
 
     Keeps tasks in memory (``tasks.task.add/get/list/update/delete``), accepts webhook and OAuth
     credentials, honours ``Idempotency-Key``, optionally enforces the request-rate and
@@ -116,21 +116,27 @@ class FakePortal(LoopbackService, V3Route, ClassicRoute, OperatingTime, CrmSeedi
             lock; any other answer fails that command with ``INTERNAL_SERVER_ERROR``.
         latency: Seconds every request waits before it is processed (outside the portal's
             lock, so concurrent requests wait side by side), as a distant portal would.
-        auth_server: A :class:`FakeAuthServer` the application is installed through: the
-            portal also accepts the Bearer tokens it issued for this portal (401
-            ``expired_token`` past their lifetime, ``invalid_token`` once a refresh replaced
-            them). ``access_token``, ``expire_token()`` and ``refresh_token()`` keep working
-            beside it.
+        auth_server: A [`FakeAuthServer`][b24batch.testing.FakeAuthServer] the application is
+            installed through: the portal also accepts the Bearer tokens it issued for this
+            portal (401 ``expired_token`` past their lifetime, ``invalid_token`` once a refresh
+            replaced them). ``access_token``, ``expire_token()`` and ``refresh_token()`` keep
+            working beside it.
         member_id: The portal's ``member_id`` (random 32 hex digits when omitted).
 
     Malformed requests (broken chunked framing, a bad Content-Length, JSON nested too deep)
     are answered with the portal's error envelopes, 400 ``INVALID_REQUEST`` or
     ``INVALIDJSONEXCEPTION``; the portal keeps serving.
 
-    Example:
-        >>> with FakePortal() as portal:  # doctest: +SKIP
-        ...     requests.post(portal.oauth_endpoint + "api/batch", json=[...],
-        ...                   headers={"Authorization": f"Bearer {portal.access_token}"})
+    For example, a request of your own, as an OAuth application would send it:
+
+    ```python
+    with FakePortal() as portal:
+        requests.post(
+            portal.oauth_endpoint + "api/batch",
+            json=[{"method": "tasks.task.list", "query": {}}],
+            headers={"Authorization": f"Bearer {portal.access_token}"},
+        )
+    ```
     """
 
     CommandError: ClassVar[type[CommandError]] = CommandError
@@ -244,6 +250,7 @@ class FakePortal(LoopbackService, V3Route, ClassicRoute, OperatingTime, CrmSeedi
 
     @property
     def user_id(self) -> int:
+        """The webhook's user id (``user_id=``, default 1)."""
         return self._user_id
 
     @property
@@ -253,11 +260,15 @@ class FakePortal(LoopbackService, V3Route, ClassicRoute, OperatingTime, CrmSeedi
 
     @property
     def auth_server(self) -> FakeAuthServer | None:
-        """The :class:`FakeAuthServer` this portal accepts tokens from, if any."""
+        """The [`FakeAuthServer`][b24batch.testing.FakeAuthServer] this portal accepts tokens from.
+
+        None unless the portal was made with ``auth_server=``.
+        """
         return self._auth_server
 
     @property
     def secret(self) -> str:
+        """The webhook's secret (``secret=``, or a random one made at construction)."""
         return self._secret
 
     @property
@@ -336,8 +347,11 @@ class FakePortal(LoopbackService, V3Route, ClassicRoute, OperatingTime, CrmSeedi
         ``delete_task``, ``add_deal``, ``delete_deal``) to change the data mid-walk, as other
         users of a real portal do. An exception from the hook fails that command.
 
-        Example:
-            >>> portal.before_command(lambda m: portal.add_task(title="late"))  # doctest: +SKIP
+        For example, a task added while a list is being walked:
+
+        ```python
+        portal.before_command(lambda method: portal.add_task(title="late"))
+        ```
         """
         if not callable(hook):
             raise TypeError("hook must be callable")

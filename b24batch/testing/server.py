@@ -137,13 +137,13 @@ class Server(ThreadingHTTPServer):
                 connection.shutdown(socket.SHUT_RDWR)
 
 
-_Service = TypeVar("_Service", bound="LoopbackService")
+ServiceT = TypeVar("ServiceT", bound="LoopbackService")
 
 
 class LoopbackService:
-    """Start, stop and address a loopback :class:`Server` (the FakePortal's, FakeAuthServer's).
+    """Start, stop and address a loopback ``Server`` (the FakePortal's, FakeAuthServer's).
 
-    The subclass sets ``_host``, ``_port`` and ``_stopping`` and implements :class:`Portal`.
+    The subclass sets ``_host``, ``_port`` and ``_stopping`` and implements ``Portal``.
     """
 
     _host: str
@@ -158,7 +158,7 @@ class LoopbackService:
         """Whether the server is accepting connections."""
         return self._server is not None
 
-    def start(self: _Service) -> _Service:
+    def start(self: ServiceT) -> ServiceT:
         """Bind and serve in a daemon thread; a restarted server keeps its port and state."""
         if self._server is not None:
             return self
@@ -188,7 +188,7 @@ class LoopbackService:
             thread.join(timeout=5.0)
         self._server = self._thread = None
 
-    def __enter__(self: _Service) -> _Service:
+    def __enter__(self: ServiceT) -> ServiceT:
         return self.start()
 
     def __exit__(

@@ -53,7 +53,8 @@ _SEGMENT: Final = re.compile(r"\[([^\]]+)\]")
 _NOT_IN_BATCH: Final = frozenset({"batch", "disk.file.upload", "disk.folder.uploadfile"})
 
 Method = Callable[[dict[str, Any]], ClassicAnswer]
-"""A classic method: takes the decoded params, returns its :class:`ClassicAnswer`."""
+"""A classic method: takes the decoded params, returns its
+[`ClassicAnswer`][b24batch.testing.ClassicAnswer]."""
 
 
 def _error(code: str, description: str) -> dict[str, str]:

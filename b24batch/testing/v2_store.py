@@ -3,7 +3,7 @@
 ``crm.deal.*`` and ``crm.contact.*`` (``add``, ``get``, ``list``, ``update``, ``delete``) and
 ``user.current``, in the classic shapes: upper-case field names, string ``ID``s, ``add``
 answering the new id as an int, ``list`` pages of 50 with ``total`` and ``next``. Errors are
-:class:`~b24batch.testing.command_error.CommandError`, which the classic batch reports per command.
+[`CommandError`][b24batch.testing.CommandError], which the classic batch reports per command.
 """
 
 from __future__ import annotations
@@ -453,7 +453,8 @@ class CrmSeeding:
         return self._seed(self._crm.deals, fields, {"TITLE": "Deal"})
 
     def add_contact(self, **fields: Any) -> int:
-        """Seed a contact, as :meth:`add_deal` does a deal; returns its id."""
+        """Seed a contact, as [`add_deal`][b24batch.testing.FakePortal.add_deal] does a deal;
+        returns its id."""
         return self._seed(self._crm.contacts, fields, {"NAME": "Contact"})
 
     @property

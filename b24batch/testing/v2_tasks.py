@@ -166,7 +166,7 @@ def _fields(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class _ClassicTasks:
-    """The five methods over one :class:`TaskStore`."""
+    """The five methods over one ``TaskStore``."""
 
     def __init__(self, store: TaskStore) -> None:
         self.store = store
