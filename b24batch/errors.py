@@ -247,6 +247,11 @@ class AuthError(AjaxError):
             copy (another process, a Celery result backend) carries in its place a
             :class:`B24Error` naming only the exception's type: the original may hold the
             token or the client secret, and may not pickle at all.
+        reinstall: True when a refresh through :class:`OAuthApp` found the portal's tokens
+            unusable (``invalid_grant``: the refresh token is spent, revoked or expired): only
+            installing the application again, or an admin opening it, gives new ones.
+        may_retry: True when the same refresh may succeed later (the authorization server was
+            unreachable, slow or failing, ``PAYMENT_REQUIRED`` until the portal pays).
 
     Example:
         >>> error = AuthError("expired", code="expired_token", status=401)
@@ -255,6 +260,8 @@ class AuthError(AjaxError):
     """
 
     refresh_error: BaseException | None = None
+    reinstall: bool = False
+    may_retry: bool = False
 
     @property
     def kind(self) -> ErrorKind:
