@@ -1,4 +1,4 @@
-"""The coordinator over real stores: one refresh per version for every thread, one failure, a lease."""
+"""The coordinator over real stores: one refresh per version for all threads, one failure, a lease."""
 
 from __future__ import annotations
 
@@ -133,7 +133,8 @@ def test_a_store_that_cannot_write_fails_the_refresh_clearly(tmp_path: Path) -> 
         Coordinator(store, KEY, refresher, lease=5.0).renew(1)
     assert (info.value.code, refresher.calls) == ("TOKEN_STORE", 1)
     assert "No space left on device" in str(info.value)
-    assert "access2" not in str(info.value) and "refresh2" not in str(info.value)
+    assert "access2" not in str(info.value)
+    assert "refresh2" not in str(info.value)
 
 
 def test_a_junk_record_is_refused_naming_its_key(store: LimitStore) -> None:
@@ -143,5 +144,6 @@ def test_a_junk_record_is_refused_naming_its_key(store: LimitStore) -> None:
     with pytest.raises(AuthError) as info:
         Coordinator(store, KEY, refresher, lease=5.0).load()
     assert info.value.code == "TOKEN_STORE"
-    assert repr(KEY) in str(info.value) and "access1" not in str(info.value)
+    assert repr(KEY) in str(info.value)
+    assert "access1" not in str(info.value)
     assert refresher.calls == 0

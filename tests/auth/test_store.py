@@ -33,7 +33,8 @@ def test_a_conditional_write_lands_only_on_the_version_it_expects(store: LimitSt
     assert store.token_write(KEY, Secret("late"), 1) is None
     assert store.token_write(KEY, Secret("three"), 2) == 3
     found = store.token_read(KEY)
-    assert found is not None and found[1].value == "three"
+    assert found is not None
+    assert found[1].value == "three"
 
 
 def test_the_lease_is_held_by_one_owner_until_released_or_expired(store: LimitStore) -> None:

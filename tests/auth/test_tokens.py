@@ -133,7 +133,8 @@ def test_a_wrong_field_is_named_and_no_token_is_echoed(change: dict[str, Any], f
     error = parse_tokens(Secret(given), NOW)
     assert isinstance(error, SdkError)
     assert field in str(error)
-    assert ACCESS not in str(error) and REFRESH not in str(error)
+    assert ACCESS not in str(error)
+    assert REFRESH not in str(error)
 
 
 def test_not_a_mapping_is_a_type_error() -> None:
@@ -150,7 +151,8 @@ def test_a_record_round_trips_through_its_stored_form() -> None:
     assert isinstance(again, TokenRecord)
     assert (again.access.value, again.refresh.value) == (ACCESS, REFRESH)
     assert attrs.evolve(again, access=record.access, refresh=record.refresh) == record
-    assert ACCESS not in repr(record) and REFRESH not in repr(record)
+    assert ACCESS not in repr(record)
+    assert REFRESH not in repr(record)
 
 
 @pytest.mark.parametrize(
@@ -167,7 +169,8 @@ def test_junk_in_the_store_is_refused_with_what_is_wrong(text: Any, says: str) -
     """A record the store holds but b24batch did not write is refused, naming its key."""
     error = parse_record(text, "oauth:app:m")
     assert isinstance(error, SdkError)
-    assert says in str(error) and "'oauth:app:m'" in str(error)
+    assert says in str(error)
+    assert "'oauth:app:m'" in str(error)
 
 
 @pytest.mark.parametrize(
@@ -185,4 +188,5 @@ def test_a_stored_field_of_the_wrong_type_is_refused(field: str, value: Any) -> 
     data[field] = value
     error = parse_record(json.dumps(data), "oauth:app:m")
     assert isinstance(error, SdkError)
-    assert ACCESS not in str(error) and REFRESH not in str(error)
+    assert ACCESS not in str(error)
+    assert REFRESH not in str(error)
