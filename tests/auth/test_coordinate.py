@@ -1,4 +1,4 @@
-"""The coordinator over real stores: one refresh per version for all threads, one failure, a lease."""
+"""The coordinator over real stores: one refresh per version for all threads, one failure."""
 
 from __future__ import annotations
 
