@@ -2,8 +2,8 @@
 
 Configure it with environment variables, read on first use so that web workers and Celery
 workers share one configuration: ``B24_CLIENT_ID`` and ``B24_CLIENT_SECRET`` (the
-application's), ``B24_STORE`` (``redis://…`` for a RedisStore, else the path of an SQLite
-file every process can write) and ``B24_TOKEN_URL`` (only to point at a FakeAuthServer).
+application's), ``B24_STORE`` (``redis://…``, ``rediss://…`` or ``unix://…`` for a
+RedisStore, else the path of an SQLite file every process can write) and ``B24_TOKEN_URL`` (only to point at a FakeAuthServer).
 Wire the views up with::
 
     path("b24/install/", oauth_app.install),
@@ -60,7 +60,7 @@ def get_app() -> OAuthApp:
     with _lock:
         if _app is None:
             where = os.environ["B24_STORE"]
-            store = RedisStore(where) if where.startswith("redis") else SQLiteStore(where)
+            store = RedisStore(where) if "://" in where else SQLiteStore(where)
             _app = OAuthApp(
                 client_id=os.environ["B24_CLIENT_ID"],
                 client_secret=os.environ["B24_CLIENT_SECRET"],
