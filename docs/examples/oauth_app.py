@@ -3,7 +3,8 @@
 Configure it with environment variables, read on first use so that web workers and Celery
 workers share one configuration: ``B24_CLIENT_ID`` and ``B24_CLIENT_SECRET`` (the
 application's), ``B24_STORE`` (``redis://…``, ``rediss://…`` or ``unix://…`` for a
-RedisStore, else the path of an SQLite file every process can write) and ``B24_TOKEN_URL`` (only to point at a FakeAuthServer).
+RedisStore, else the path of an SQLite file every process can write) and ``B24_TOKEN_URL``
+(only to point at a FakeAuthServer).
 Wire the views up with::
 
     path("b24/install/", oauth_app.install),
