@@ -629,13 +629,9 @@ class B24OAuth(_Client):
 
 
 def _again(failure: AuthError, error: AuthError) -> AuthError:
-    """A new error like ``failure`` for one more batch (each raise is marked by the engine)."""
-    copy = AuthError(failure.message, code=failure.code, status=failure.status)
-    kept = {k: v for k, v in vars(failure).items() if k not in ("attempts", "maybe_executed")}
-    copy.__dict__.update(kept)
+    """``failure`` once more, for one more batch (the engine marks each error it raises)."""
+    copy = failure.copy()
     copy.request_id = error.request_id or failure.request_id
-    copy.attempts, copy.maybe_executed = 1, ()
-    copy._executed_note = ""
     return copy
 
 

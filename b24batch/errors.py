@@ -268,6 +268,14 @@ class AuthError(AjaxError):
         """Always :attr:`ErrorKind.AUTH`."""
         return ErrorKind.AUTH
 
+    def copy(self) -> AuthError:
+        """A new error with this one's fields, as yet unmarked (one attempt, no
+        ``maybe_executed``): each batch that shares one failed refresh raises its own."""
+        fresh = AuthError(self.message, code=self.code, status=self.status)
+        kept = {k: v for k, v in vars(self).items() if k not in ("attempts", "maybe_executed")}
+        fresh.__dict__.update(kept, attempts=1, maybe_executed=(), _executed_note="")
+        return fresh
+
     def _pickled_state(self) -> dict[str, Any]:
         state = super()._pickled_state()
         cause = state.get("refresh_error")

@@ -148,12 +148,12 @@ class Coordinator:
                 and failed[1] == known
                 and self._clock() - failed[0] < FAILURE_HOLD
             ):
-                raise _copy(failed[2])
+                raise failed[2].copy()
             try:
                 version, record = self._renew_across(known)
             except AuthError as error:
                 portal.failure = (self._clock(), known, error)
-                raise _copy(error) from None
+                raise error.copy() from None
             portal.version, portal.record, portal.failure = version, record, None
             return version, record
         finally:
@@ -209,12 +209,3 @@ class Coordinator:
         except Exception as exc:
             failure = store_failure(what, exc, self.key)
         raise failure
-
-
-def _copy(error: AuthError) -> AuthError:
-    """A new error like ``error`` for one more waiter: the engine marks each one it raises."""
-    copy = AuthError(error.message, code=error.code, status=error.status)
-    copy.__dict__.update(
-        {k: v for k, v in vars(error).items() if k not in ("attempts", "maybe_executed")}
-    )
-    return copy

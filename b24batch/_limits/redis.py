@@ -228,8 +228,9 @@ class RedisStore(LimitStore):
     """Limits shared by processes on many hosts through one Redis server.
 
     Every update is a Lua script, atomic on the server, timed by the server's clock; keys live
-    under ``prefix`` and expire once they no longer matter. Nothing secret is written: the
-    operating-time meter is keyed by a one-way hash of the credential.
+    under ``prefix`` and expire once they no longer matter. The limits write nothing secret:
+    the operating-time meter is keyed by a one-way hash of the credential. An
+    :class:`OAuthApp` using the store keeps its portals' token pairs here (the only secrets).
 
     Args:
         url: ``redis://[:password@]host:6379/0``, ``rediss://...`` (TLS) or

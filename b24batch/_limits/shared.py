@@ -1,8 +1,9 @@
 """Limits shared by many processes: ``LimitStore``, and ``SharedBucket``/``SharedMeter`` over it.
 
-A store keeps numbers only, never a secret (``fingerprint`` names a credential), and does none
-of the arithmetic; while it is unreachable each process limits in-process, to its share. A
-forked child gets fresh locks.
+For the limits a store keeps numbers only, never a secret (``fingerprint`` names a
+credential), and does none of the arithmetic; while it is unreachable each process limits
+in-process, to its share. An ``OAuthApp``'s token records are the one secret it may hold
+(``token_*``; they never fall back). A forked child gets fresh locks.
 """
 
 from __future__ import annotations
