@@ -1,9 +1,10 @@
 """One refresh request to the authorization server, and its answer read into a record or an error.
 
-``refresh_tokens`` POSTs ``grant_type=refresh_token`` with the client id; the client secret and
-the refresh token join the body only inside requests (``RefreshForm``), so no frame of ours
-holds them. Every failure becomes an ``AuthError`` saying whether the tokens are now unusable
-(``reinstall``) or the refresh may be tried again (``may_retry``). Coordinates nothing.
+``refresh_tokens`` GETs ``?grant_type=refresh_token`` with the client id, as the official docs
+show; the client secret and the refresh token join the URL only inside requests
+(``RefreshQuery``), so no frame of ours holds them, and log lines and errors mask them. Every
+failure becomes an ``AuthError`` saying whether the tokens are now unusable (``reinstall``) or
+the refresh may be tried again (``may_retry``). Coordinates nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from b24batch.errors import AuthError, SdkError, TransportError
 from b24batch.redaction import Secret, redact
 from b24batch.transport import Transport
 
-__all__ = ["RefreshForm", "refresh_tokens", "store_failure"]
+__all__ = ["RefreshQuery", "refresh_tokens", "store_failure"]
 
 # What the authorization server's error codes mean for the portal's tokens
 # (settings/oauth/error-codes.md): spent, revoked or expired tokens need a new installation.
@@ -37,29 +38,23 @@ _CONFIG = (
 )
 
 
-class RefreshForm(requests.auth.AuthBase):
-    """Appends ``client_secret`` and ``refresh_token`` to one request's form body; no repr of
-    either."""
+class RefreshQuery(requests.auth.AuthBase):
+    """Appends ``client_secret`` and ``refresh_token`` to one request's query string, as requests
+    prepares it, so no frame of ours holds them; no repr of either."""
 
     def __init__(self, client_secret: Secret[str], refresh_token: Secret[str]) -> None:
         self._secret = client_secret
         self._refresh = refresh_token
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        body = request.body
-        assert isinstance(body, bytes)
-        request.body = (
-            body
-            + b"&client_secret="
-            + quote(self._secret.value, safe="").encode("ascii")
-            + b"&refresh_token="
-            + quote(self._refresh.value, safe="").encode("ascii")
+        request.url = (
+            f"{request.url}&client_secret={quote(self._secret.value, safe='')}"
+            f"&refresh_token={quote(self._refresh.value, safe='')}"
         )
-        request.prepare_content_length(request.body)
         return request
 
     def __repr__(self) -> str:
-        return "<refresh form ***>"
+        return "<refresh query ***>"
 
 
 def refresh_tokens(
@@ -81,10 +76,11 @@ def refresh_tokens(
     try:
         answer = transport.post(
             token_url,
-            "",
-            f"grant_type=refresh_token&client_id={quote(client_id, safe='')}".encode("ascii"),
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
-            auth=RefreshForm(client_secret, record.refresh),
+            f"?grant_type=refresh_token&client_id={quote(client_id, safe='')}",
+            b"",
+            method="GET",  # as settings/oauth/auto-renewal.md documents it
+            headers={"Accept": "application/json"},
+            auth=RefreshQuery(client_secret, record.refresh),
             where=where,
             # reads the secrets at use: no frame of ours holds them as plain text
             redact=lambda text: redact(

@@ -97,6 +97,11 @@ def test_an_expired_token_is_refreshed_once_and_stored_before_it_is_used(
     assert after["version"] == 2
     assert after["token"] == after["access_token"] != first["access_token"]
     assert after["refresh_token"] != first["refresh_token"]
+    [refresh] = auth.requests
+    assert (refresh.method, refresh.query["grant_type"]) == ("GET", "refresh_token")
+    recorded = f"{refresh.raw!r} {refresh.query!r} {refresh.path}"
+    for secret in (auth.client_secret, first["refresh_token"], first["access_token"]):
+        assert secret not in recorded
 
 
 def test_a_client_made_after_the_stored_expiry_refreshes_first(

@@ -28,7 +28,7 @@ from b24batch import (
     SdkError,
     SQLiteStore,
 )
-from b24batch._auth.refresh import RefreshForm
+from b24batch._auth.refresh import RefreshQuery
 from b24batch._auth.tokens import parse_tokens
 from b24batch._protocols.v2 import V2
 from b24batch._protocols.v3 import V3, decode_response
@@ -341,7 +341,7 @@ def test_the_objects_of_an_oauth_app_hide_the_secret_and_tokens(tmp_path: Path) 
             repr(app),
             str(app),
             repr(record),
-            repr(RefreshForm(Secret(secrets[0]), Secret(secrets[2]))),
+            repr(RefreshQuery(Secret(secrets[0]), Secret(secrets[2]))),
             repr(client),
             repr(client._refresh),
             repr(app.portals()),
