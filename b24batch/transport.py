@@ -106,8 +106,9 @@ class Transport:
         error: TransportError | None = None
         context = _DEADLINE.set(deadline)
         try:
-            response = self.session.request(
-                method,
+            # POST through session.post, as ever (a caller's Session may override it).
+            send = self.session.post if method == "POST" else self.session.get
+            response = send(
                 url.value + query,
                 data=body or None,
                 headers=headers,
