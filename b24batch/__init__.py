@@ -22,6 +22,7 @@ from b24batch._limits.shared import DEFAULT_RECHECK, DEFAULT_STORE_TIMEOUT, Limi
 from b24batch._limits.sqlite import SQLiteStore
 from b24batch._version import __version__
 from b24batch.actions import Actions as _Actions
+from b24batch.apps import InstalledPortal, OAuthApp
 from b24batch.batch import BatchV2, BatchV3
 from b24batch.calls import CallV2, CallV3
 from b24batch.chunks import BatchByChunkV2, BatchByChunkV3
@@ -84,8 +85,10 @@ __all__ = [  # noqa: RUF022 - plain sorted(), as tests/guarantees/test_public_ap
     "FetchListV2",
     "FetchListV3",
     "FieldError",
+    "InstalledPortal",
     "LimitState",
     "LimitStore",
+    "OAuthApp",
     "OperatingLimitError",
     "RateLimit",
     "RateLimitError",

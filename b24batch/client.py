@@ -15,7 +15,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import requests
@@ -72,7 +72,9 @@ __all__ = [
     "DEADLINE_MARGIN",
     "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_RATE_LIMIT",
+    "DEFAULT_REFRESH_TIMEOUT",
     "DEFAULT_TIMEOUT",
+    "REFRESH_FAILURE_HOLD",
     "USER_AGENT",
     "B24Hook",
     "B24OAuth",
@@ -82,6 +84,12 @@ __all__ = [
 USER_AGENT = f"b24batch/{__version__}"
 SDK_TYPE = "b24batch"
 _RENEWABLE = frozenset({"expired_token", "invalid_token"})
+DEFAULT_REFRESH_TIMEOUT = 30.0
+"""Seconds ``B24OAuth``'s ``refresh`` may take before the batch raises ``AuthError``."""
+REFRESH_FAILURE_HOLD = 5.0
+"""Seconds a failed refresh is the answer of every thread that asks for one, instead of
+another call of ``refresh``."""
+_LOCK_MARGIN = 5.0  # seconds a thread waits for another's refresh beyond its timeout
 
 log = logging.getLogger("b24batch")
 install_log_filter()  # urllib3 logs request URLs, and a webhook URL holds the secret
@@ -103,10 +111,18 @@ def install_actions(factory: Callable[[_Client], Actions]) -> None:
 class _Client:
     """What both clients share: transport, timeouts, limits, retries, redaction, ``send()``."""
 
-    def __init__(self, origin: str, urls: Mapping[str, Secret[str]], options: Options) -> None:
+    def __init__(
+        self,
+        origin: str,
+        urls: Mapping[str, Secret[str]],
+        options: Options,
+        *,
+        meter_name: str | None = None,
+    ) -> None:
         """The options both clients take (see [`B24Hook`][b24batch.B24Hook] for each one), checked.
 
-        ``urls`` maps each protocol's ``api`` segment to its batch URL.
+        ``urls`` maps each protocol's ``api`` segment to its batch URL; ``meter_name`` names
+        the credential for the operating-time meter when the URL does not (an application).
         """
         self._origin = origin
         self._urls = dict(urls)
@@ -116,7 +132,8 @@ class _Client:
         """The retry policy the batch layer applies to this client's calls."""
         self._raise_errors = options.raise_errors
         self._rand = options.rand
-        self.limiter = limiter(origin, fingerprint(batch_url), options)
+        credential = batch_url if meter_name is None else Secret(f"{origin}|{meter_name}")
+        self.limiter = limiter(origin, fingerprint(credential), options)
         """The client's rate and operating-time limiters, shared by its threads."""
         self._own_session = options.session is None
         self._closed = False
@@ -406,16 +423,27 @@ class B24OAuth(_Client):
     The token goes only in the header (never in the body, protocol §1) and never across a
     redirect. On 401 ``expired_token`` / ``invalid_token`` the client calls ``refresh`` once —
     one call however many threads hit the 401 together — hands the new token to ``on_token``
-    so the application can store it, and re-sends once, outside the retry budget. A second
-    401 raises [`AuthError`][b24batch.AuthError].
+    so the application can store it, then uses it and re-sends once, outside the retry
+    budget. A second 401 raises [`AuthError`][b24batch.AuthError]. A refresh that fails fails
+    once for every thread waiting on it: none calls ``refresh`` again for 5 seconds. An
+    application on many portals, or with many processes, uses
+    [`OAuthApp`][b24batch.OAuthApp], whose clients refresh once across every process.
 
     Args:
         endpoint: The portal's client endpoint as Bitrix24 hands it to applications
             (``https://PORTAL/rest/``), or the bare portal URL.
         access_token: The current access token: printable ASCII, no spaces.
         refresh: Returns a fresh access token (the application owns its OAuth credentials);
-            None: a 401 is raised as it is.
-        on_token: Receives each new token.
+            None: a 401 is raised as it is. It runs in a thread of its own, bounded by
+            ``refresh_timeout``; a token it returns later is still taken (and given to
+            ``on_token``), never dropped.
+        on_token: Receives each new token before it is used; if it raises, the token is not
+            used (nothing kept it) and the batch raises [`AuthError`][b24batch.AuthError].
+        refresh_timeout: Seconds a refresh may take before the batch raises
+            [`AuthError`][b24batch.AuthError] (default 30).
+        client_id: The application's client id, when known: the operating-time meter shared
+            through ``limit_store`` is then kept per application and portal, as the portal
+            counts it, rather than per portal.
         **options: ``timeout``, ``session``, ``retry``, ``rate_limit``, ``limit_store``,
             ``max_response_bytes``, ``attempt_deadline``, ``raise_errors``, ``clock``,
             ``wall_clock``, ``sleep``, ``rand``, as for [`B24Hook`][b24batch.B24Hook]: see
@@ -433,6 +461,8 @@ class B24OAuth(_Client):
         *,
         refresh: Callable[[], str] | None = None,
         on_token: Callable[[str], object] | None = None,
+        refresh_timeout: float = DEFAULT_REFRESH_TIMEOUT,
+        client_id: str | None = None,
         **options: Unpack[ClientOptions],
     ) -> None:
         token = Secret(access_token)
@@ -443,6 +473,16 @@ class B24OAuth(_Client):
             raise SdkTypeError("refresh must be a callable that returns a new access token")
         if on_token is not None and not callable(on_token):
             raise SdkTypeError("on_token must be a callable that takes the new access token")
+        if (
+            isinstance(refresh_timeout, bool)
+            or not isinstance(refresh_timeout, int | float)
+            or not 0 < refresh_timeout <= 3600
+        ):
+            raise SdkError(
+                f"refresh_timeout={refresh_timeout!r}: pass seconds above 0, at most 3600"
+            )
+        if client_id is not None and (not isinstance(client_id, str) or not client_id):
+            raise SdkTypeError("client_id must be the application's client id (a str), or None")
         origin = endpoint_origin(hidden)
         if isinstance(origin, SdkError):
             raise origin
@@ -453,10 +493,12 @@ class B24OAuth(_Client):
         self._old_tokens: tuple[Secret[str], ...] = ()
         self._refresh = refresh
         self._on_token = on_token
+        self._refresh_timeout = float(refresh_timeout)
+        self._failure: tuple[float, AuthError] | None = None
+        self._clock = checked.clock
         self._token_lock = threading.Lock()
-        super().__init__(
-            origin, {p.api: Secret(f"{origin}/rest/{p.api}batch") for p in _PROTOCOLS}, checked
-        )
+        urls = {p.api: Secret(f"{origin}/rest/{p.api}batch") for p in _PROTOCOLS}
+        super().__init__(origin, urls, checked, meter_name=client_id)
 
     @property
     def url(self) -> str:
@@ -479,40 +521,89 @@ class B24OAuth(_Client):
             True when a fresh token is in place (refreshed now, or by another thread since).
 
         Raises:
-            AuthError: ``refresh`` itself failed or returned no usable token.
+            AuthError: ``refresh`` failed (now, or within 5 seconds
+                for another thread), took longer than ``refresh_timeout``, returned no usable
+                token, or ``on_token`` failed.
         """
         if self._refresh is None or error.code not in _RENEWABLE:
             return False
-        with self._token_lock:
+        bound = self._refresh_timeout + _LOCK_MARGIN
+        if not self._token_lock.acquire(timeout=bound):
+            raise self._refresh_failed(
+                error, f"was still running in another thread after {bound:.0f} s"
+            )
+        try:
             if self._version != version:
                 return True  # another thread refreshed while this batch was in flight
-            failure: AuthError | None = None
-            try:
-                fresh = Secret(self._refresh())  # never a plain local: on_token may raise
-            except Exception as exc:
-                # Only the type goes in the message: the application's own text may carry a
-                # token this client never saw, so it cannot be redacted. The exception itself
-                # stays reachable as refresh_error, outside str() and tracebacks.
-                failure = self._refresh_failed(
-                    error, f"failed with {type(exc).__name__}; see the error's refresh_error"
-                )
-                failure.refresh_error = exc
+            held = self._failure
+            if held is not None and self._clock() - held[0] < REFRESH_FAILURE_HOLD:
+                failure: AuthError | None = _again(held[1], error)
             else:
-                if not valid_token(fresh):
-                    failure = self._refresh_failed(
-                        error, f"returned no usable token (a token is {TOKEN_RULE})"
-                    )
-                else:
-                    self._old_tokens = (*self._old_tokens[-3:], self._token)
-                    self._token = fresh
-                    self._version += 1
-                    if self._on_token is not None:
-                        # Under the lock, so tokens reach the application in the order issued.
-                        self._on_token(fresh.value)
+                failure = self._refresh_now(error)
+                self._failure = None if failure is None else (self._clock(), failure)
+        finally:
+            self._token_lock.release()
         if failure is not None:
-            raise failure  # outside the except block: the refresh error may name the token
+            raise _again(failure, error)  # a copy each: the engine marks the error it raises
         log.info("access token refreshed after %s", error.code)
         return True
+
+    def _refresh_now(self, error: AuthError) -> AuthError | None:
+        """Run ``refresh`` (bounded) and put its token in place; the failure, or None."""
+        assert self._refresh is not None
+        pending = _PendingRefresh(self._refresh)
+        if not pending.wait(self._refresh_timeout, late=self._adopt_late):
+            return self._refresh_failed(
+                error,
+                f"took longer than refresh_timeout={self._refresh_timeout:g} s (a token it "
+                f"returns later is still taken)",
+            )
+        raised = pending.error
+        if isinstance(raised, AuthError):  # b24batch's own (OAuthApp): clear as it is
+            return raised
+        if raised is not None:
+            # Only the type goes in the message: the application's own text may carry a
+            # token this client never saw, so it cannot be redacted. The exception itself
+            # stays reachable as refresh_error, outside str() and tracebacks.
+            failure = self._refresh_failed(
+                error, f"failed with {type(raised).__name__}; see the error's refresh_error"
+            )
+            failure.refresh_error = raised
+            return failure
+        return self._install(pending.token, error)
+
+    def _install(self, fresh: Secret[Any], error: AuthError | None) -> AuthError | None:
+        """Hand ``fresh`` to ``on_token``, then use it; the failure, or None. Under the lock."""
+        if not valid_token(fresh):
+            return self._refresh_failed(
+                error, f"returned no usable token (a token is {TOKEN_RULE})"
+            )
+        if self._on_token is not None:
+            try:
+                # Before it is used: a token nobody kept must not be the one in use.
+                self._on_token(fresh.value)
+            except Exception as exc:
+                failure = self._refresh_failed(
+                    error,
+                    f"got a new token, but on_token failed with {type(exc).__name__} (see the "
+                    f"error's refresh_error); the token was not used, since nothing kept it",
+                )
+                failure.refresh_error = exc
+                return failure
+        self._old_tokens = (*self._old_tokens[-3:], self._token)
+        self._token = fresh
+        self._version += 1
+        self._failure = None
+        return None
+
+    def _adopt_late(self, fresh: Secret[str]) -> None:
+        """A refresh that outlived ``refresh_timeout`` returned: its token is not dropped."""
+        with self._token_lock:
+            failure = self._install(fresh, None)
+        if failure is None:
+            log.warning("a refresh that took longer than refresh_timeout returned: token taken")
+        else:
+            log.warning("a refresh that took longer than refresh_timeout returned: %s", failure)
 
     def __repr__(self) -> str:
         if "_batch_url" not in vars(self):  # shown in a traceback while construction failed
@@ -521,12 +612,12 @@ class B24OAuth(_Client):
 
     __str__ = __repr__
 
-    def _refresh_failed(self, error: AuthError, what: str) -> AuthError:
+    def _refresh_failed(self, error: AuthError | None, what: str) -> AuthError:
         return AuthError(
             f"refreshing the access token {what}",
-            code=error.code,
-            status=error.status,
-            request_id=error.request_id,
+            code="expired_token" if error is None else error.code,
+            status=401 if error is None else error.status,
+            request_id=None if error is None else error.request_id,
         )
 
     def _secrets(self) -> tuple[str, ...]:
@@ -537,3 +628,45 @@ class B24OAuth(_Client):
         # environment would let a ~/.netrc entry for the portal replace it with Basic auth. The
         # classic endpoint takes the token as the body's auth field instead (protocol §7).
         return BodyToken(self._token) if protocol.token_in_body else Bearer(self._token)
+
+
+def _again(failure: AuthError, error: AuthError) -> AuthError:
+    """``failure`` once more, for one more batch (the engine marks each error it raises)."""
+    copy = failure.copy()
+    copy.request_id = error.request_id or failure.request_id
+    return copy
+
+
+class _PendingRefresh:
+    """One call of a ``refresh`` callable in a thread of its own, so that a caller can stop
+    waiting for it; a token it returns after that goes to ``late``."""
+
+    def __init__(self, refresh: Callable[[], str]) -> None:
+        self.token: Secret[Any] = Secret(None)
+        self.error: BaseException | None = None
+        self._refresh = refresh
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._late: Callable[[Secret[str]], None] | None = None
+        threading.Thread(target=self._run, name="b24batch-refresh", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self.token = Secret(self._refresh())
+        except Exception as exc:
+            self.error = exc
+        with self._lock:
+            self._done.set()
+            late = self._late
+        if late is not None and self.error is None:
+            late(self.token)
+
+    def wait(self, timeout: float, *, late: Callable[[Secret[str]], None]) -> bool:
+        """True once the call returned or raised within ``timeout``; else ``late`` gets it."""
+        if self._done.wait(timeout):
+            return True
+        with self._lock:
+            if self._done.is_set():
+                return True
+            self._late = late
+            return False

@@ -246,8 +246,14 @@ class AuthError(AjaxError):
         refresh_error: When ``B24OAuth``'s ``refresh`` callable failed, its exception. It is
             kept out of the message and the traceback chain, as it may name a token. A pickled
             copy (another process, a Celery result backend) carries in its place a
-            [`B24Error`][b24batch.B24Error] naming only the exception's type: the original may hold
-            the token or the client secret, and may not pickle at all.
+            [`B24Error`][b24batch.B24Error] naming only the exception's type: the original may
+            hold the token or the client secret, and may not pickle at all.
+        reinstall: True when a refresh through [`OAuthApp`][b24batch.OAuthApp] found the
+            portal's tokens unusable (``invalid_grant``: the refresh token is spent, revoked or
+            expired): only installing the application again, or an admin opening it, gives
+            new ones.
+        may_retry: True when the same refresh may succeed later (the authorization server was
+            unreachable, slow or failing, ``PAYMENT_REQUIRED`` until the portal pays).
 
     Examples:
         >>> error = AuthError("expired", code="expired_token", status=401)
@@ -256,11 +262,21 @@ class AuthError(AjaxError):
     """
 
     refresh_error: BaseException | None = None
+    reinstall: bool = False
+    may_retry: bool = False
 
     @property
     def kind(self) -> ErrorKind:
         """Always [`ErrorKind.AUTH`][b24batch.ErrorKind.AUTH]."""
         return ErrorKind.AUTH
+
+    def copy(self) -> AuthError:
+        """A new error with this one's fields, as yet unmarked (one attempt, no
+        ``maybe_executed``): each batch that shares one failed refresh raises its own."""
+        fresh = AuthError(self.message, code=self.code, status=self.status)
+        kept = {k: v for k, v in vars(self).items() if k not in ("attempts", "maybe_executed")}
+        fresh.__dict__.update(kept, attempts=1, maybe_executed=(), _executed_note="")
+        return fresh
 
     def _pickled_state(self) -> dict[str, Any]:
         state = super()._pickled_state()

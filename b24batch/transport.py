@@ -91,8 +91,12 @@ class Transport:
         where: str,
         redact: Callable[[str], str],
         request_id: str,
+        method: str = "POST",
     ) -> Answer:
         """POST ``body`` to ``url`` + ``query`` and return the whole answer; no retries here.
+
+        ``method="GET"`` sends the same way without a body (the OAuth refresh, which the
+        authorization server documents as a GET).
 
         Raises:
             TransportError: No usable answer; ``outcome_unknown`` says whether the batch may
@@ -102,9 +106,11 @@ class Transport:
         error: TransportError | None = None
         context = _DEADLINE.set(deadline)
         try:
-            response = self.session.post(
+            # POST through session.post, as ever (a caller's Session may override it).
+            send = self.session.post if method == "POST" else self.session.get
+            response = send(
                 url.value + query,
-                data=body,
+                data=body or None,
                 headers=headers,
                 auth=auth,
                 timeout=self.timeout,

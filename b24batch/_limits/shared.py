@@ -1,8 +1,9 @@
 """Limits shared by many processes: ``LimitStore``, and ``SharedBucket``/``SharedMeter`` over it.
 
-A store keeps numbers only, never a secret (``fingerprint`` names a credential), and does none
-of the arithmetic; while it is unreachable each process limits in-process, to its share. A
-forked child gets fresh locks.
+For the limits a store keeps numbers only, never a secret (``fingerprint`` names a
+credential), and does none of the arithmetic; while it is unreachable each process limits
+in-process, to its share. An ``OAuthApp``'s token records are the one secret it may hold
+(``token_*``; they never fall back). A forked child gets fresh locks.
 """
 
 from __future__ import annotations
@@ -210,6 +211,32 @@ class LimitStore(abc.ABC):
         Returns the meter's state after the operation and the store's Unix time:
         ``(operating, operating_reset_at, now)``.
         """
+
+    # The token records of OAuth applications (``b24batch/_auth``): unlike the limits, they
+    # never fall back to the process (a token pair kept nowhere else would be lost), so these
+    # raise whatever the store raises and the caller turns it into an AuthError.
+
+    def token_read(self, key: str) -> tuple[int, Secret[str]] | None:
+        """``(version, record)`` kept under ``key``, or None; ValueError for a value this store
+        could not have written."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no OAuth tokens")
+
+    def token_write(self, key: str, record: Secret[str], expect: int | None) -> int | None:
+        """Write ``record`` under ``key`` with the next version, atomically, if the stored
+        version is ``expect`` (None: whatever it is); the new version, or None if it moved."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no OAuth tokens")
+
+    def token_lease(self, key: str, owner: str, seconds: float) -> bool:
+        """Take the refresh lease of ``key`` for ``seconds`` if no other owner holds it."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no OAuth tokens")
+
+    def token_release(self, key: str, owner: str) -> None:
+        """Give the lease of ``key`` back, if ``owner`` still holds it."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no OAuth tokens")
+
+    def token_keys(self, prefix: str) -> list[str]:
+        """The keys of the token records that start with ``prefix``, sorted."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no OAuth tokens")
 
     def describe(self) -> str:
         """The store for log lines: no password."""

@@ -8,6 +8,7 @@ import socket
 import traceback
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,9 +25,13 @@ from b24batch import (
     CallV2,
     CallV3,
     DecodeError,
+    OAuthApp,
     RetryPolicy,
     SdkError,
+    SQLiteStore,
 )
+from b24batch._auth.refresh import RefreshQuery
+from b24batch._auth.tokens import parse_tokens
 from b24batch._protocols.v2 import V2
 from b24batch._protocols.v3 import V3, decode_response
 from b24batch.redaction import (
@@ -328,3 +333,34 @@ def test_the_auth_objects_of_an_oauth_client_hide_the_token() -> None:
     """The Bearer header and the classic body field requests holds show *** in their repr."""
     client = B24OAuth("https://p.example/rest/", "tokenValue42")
     assert (repr(client._auth(V3)), repr(client._auth(V2))) == ("<Bearer ***>", "<auth field ***>")
+
+
+def test_the_objects_of_an_oauth_app_hide_the_secret_and_tokens(tmp_path: Path) -> None:
+    """OAuthApp, its clients' refresh, a token record and the refresh form show no secret."""
+    secrets = ("clientSecret42", "accessTok42", "refreshTok42")
+    app = OAuthApp(
+        client_id="local.app", client_secret=secrets[0], store=SQLiteStore(tmp_path / "s.db")
+    )
+    answer = {
+        "access_token": secrets[1],
+        "refresh_token": secrets[2],
+        "expires_in": 3600,
+        "member_id": "m1",
+        "client_endpoint": "https://example.bitrix24.com/rest/",
+    }
+    record = parse_tokens(Secret(answer), 0.0)
+    app.save_tokens(answer)
+    client = app.client("m1", rate_limit=None)
+    shown = " ".join(
+        [
+            repr(app),
+            str(app),
+            repr(record),
+            repr(RefreshQuery(Secret(secrets[0]), Secret(secrets[2]))),
+            repr(client),
+            repr(client._refresh),
+            repr(app.portals()),
+            repr(vars(app)),
+        ]
+    )
+    assert not any(secret in shown for secret in secrets), shown
