@@ -169,8 +169,12 @@ class AjaxResult:
         What ``raise_errors=True`` does to a single call (docs/errors.md, "Returned or raised").
 
         Examples:
-            >>> call = CallV3(b24)  # doctest: +SKIP
-            >>> task = call.make("tasks.task.get", {"id": 1}).raise_for_errors()  # doctest: +SKIP
+            >>> from b24batch.testing import FakePortal
+            >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
+            ...     CallV3(b24).make("tasks.task.get", {"id": 7}).raise_for_errors()
+            Traceback (most recent call last):
+              ...
+            b24batch.errors.AjaxError: ...
         """
         if self.error is None:
             return self
@@ -309,7 +313,11 @@ class BatchResult(Generic[D]):
             b24batch.errors.AjaxError: ...
         """
         if not self.errors:
-            return self
+            if not self.unanswered:
+                return self
+            silent = unanswered_error(self.unanswered, self.request_id)
+            silent.result = self
+            raise silent
         first, *rest = self.errors
         first.others = tuple(rest)
         first.result = self
@@ -419,11 +427,32 @@ class ChunkedResult(Generic[D]):
         raised").
         """
         if not self.errors:
-            return self
+            unanswered = tuple(key for chunk in self.chunks for key in chunk.unanswered)
+            if not unanswered:
+                return self
+            silent = unanswered_error(unanswered, None)
+            silent.partial = self
+            raise silent
         first, *rest = (error.error for error in self.errors)
         first.others = tuple(rest)
         first.partial = self
         raise first
+
+
+def unanswered_error(keys: tuple[Key, ...], request_id: str | None) -> DecodeError:
+    """The error ``raise_for_errors()`` raises for commands the answer said nothing of.
+
+    A classic answer can leave a command out of both ``result`` and ``result_error``: it was
+    sent, it may have run, and no error names it. ``is_success`` is False for such a result,
+    so raising must not let it pass as a success.
+    """
+    error = DecodeError(
+        "the answer names neither a result nor an error for commands that were sent",
+        request_id=request_id,
+        outcome_unknown=True,
+    )
+    error.set_maybe_executed(keys, "unknown")
+    return error
 
 
 def check_type(type_: Any, where: str) -> None:
