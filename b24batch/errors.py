@@ -220,7 +220,7 @@ class AjaxError(B24Error):
         if self.key is not None:
             text = f"command {self.key!r}: {text}"
         if self.outcome_unknown:
-            text += " (the batch may have been executed)"
+            text += " (the request may have been executed)"
         if self.validation:
             # JS SDK #423 glued the rows together and lost the field: keep both, separated.
             rows = "; ".join(

@@ -439,7 +439,7 @@ def decode_payload(
         unknown = _may_have_run(status)
         raise DecodeError(
             f"the portal answered HTTP {status} with JSON nested too deeply to decode"
-            + ("; the batch may have been executed" if unknown else ""),
+            + ("; the request may have been executed" if unknown else ""),
             request_id=request_id,
             outcome_unknown=unknown,
         ) from None
@@ -458,12 +458,12 @@ def _payload(
         unknown = _may_have_run(status)
         message = _not_json_message(status, content, headers.get("Content-Type", ""), exc, redact)
         raise DecodeError(
-            message + ("; the batch may have been executed" if unknown else ""),
+            message + ("; the request may have been executed" if unknown else ""),
             request_id=request_id,
             outcome_unknown=unknown,
         ) from None
     unknown = _may_have_run(status)
-    may_have_run = "; the batch may have been executed" if unknown else ""
+    may_have_run = "; the request may have been executed" if unknown else ""
     if not isinstance(payload, dict):
         raise DecodeError(
             f"the portal answered HTTP {status} with JSON {type(payload).__name__}, "
