@@ -70,6 +70,8 @@ class Prepared:
             caller's keys for REST 3.0; ``cmd[KEY]`` for the classic batch).
         halt: Sent to stop at the first failing command (REST 3.0 stops there always).
         body: The encoded body.
+        unit: What one of its commands asks of the portal, in ordinary commands: a list page
+            of 200 items weighs 4. The in-flight ledger books a batch by its weight.
     """
 
     protocol: Protocol
@@ -77,6 +79,12 @@ class Prepared:
     wire_keys: tuple[Key, ...]
     halt: bool
     body: bytes = attrs.field(repr=False)
+    unit: float = 1.0
+
+    @property
+    def weight(self) -> float:
+        """The batch's weight for the operating-time booking: commands times ``unit``."""
+        return len(self.wire_keys) * self.unit
 
     def part(self, positions: Sequence[int]) -> Prepared:
         """The commands at ``positions`` as a batch of their own, under the same wire keys."""
@@ -172,6 +180,7 @@ class Spec:
         id_key: The field holding each item's id.
         low: The caller's own classic lower bound on ``id_key`` (``>=ID``), folded into ours.
         high: Likewise the upper bound (``<ID``).
+        page_size: The page each command asks for (REST 3.0 ``pagination.limit``).
     """
 
     method: str
@@ -180,6 +189,7 @@ class Spec:
     id_key: str
     low: int | None = None
     high: int | None = None
+    page_size: int = PAGE_LIMIT
 
 
 class Protocol(abc.ABC):
@@ -199,6 +209,8 @@ class Protocol(abc.ABC):
         refused_before_running: Error codes the portal answers before running any command.
         takes_idempotency_key: The endpoint honours ``Idempotency-Key``.
         id_key: The field a list walk reads each item's id from, by default.
+        list_page_fixed: A list page is always ``PAGE_LIMIT`` items: no command can ask
+            for another size (classic).
     """
 
     name: str
@@ -209,6 +221,7 @@ class Protocol(abc.ABC):
     refused_before_running: frozenset[str] = frozenset()
     takes_idempotency_key: bool
     id_key: str
+    list_page_fixed: bool = False
 
     def __repr__(self) -> str:
         return f"<Protocol {self.name}>"
