@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from b24batch._engine.pages import HOLD, Route, pages
 from b24batch._engine.walk import Page, Query, Walk
-from b24batch._protocols.base import Spec
+from b24batch._protocols.base import Prepared, Spec
 from b24batch._protocols.v3 import V3
 from b24batch.errors import DecodeError
 from b24batch.progress import Report
@@ -33,10 +33,11 @@ class _Memory(Route):
     commands = 0
 
     @classmethod
-    def send(cls, client: Any, rows: list[tuple[str, dict[str, Any]]], request_id: str) -> Any:
+    def send(cls, client: Any, prepared: Prepared, request_id: str) -> Any:
+        rows = prepared.commands.items
         cls.batches.append(len(rows))
         assert len(cls.batches) <= 2_000, "the walk stopped advancing"  # fail, never hang
-        return SimpleNamespace(errors=(), data=[cls._answer(params) for _, params in rows])
+        return SimpleNamespace(errors=(), data=[cls._answer(row.params) for row in rows])
 
     @classmethod
     def _answer(cls, params: dict[str, Any]) -> dict[str, Any]:
