@@ -114,7 +114,7 @@ def pages(
 
     def batches() -> Iterator[Chunk | None]:
         while not walk.finished:
-            index, queries = walk.hand_out(spread=max(1, window.size - walk.flying))
+            index, queries = walk.hand_out(None if in_flight == 1 else window.size)
             if not queries:
                 yield None  # every open range is being read: wait for an answer
                 continue

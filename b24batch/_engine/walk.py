@@ -128,24 +128,28 @@ class Walk:
     def queries(self) -> list[Query]:
         """The commands of the next batch, for a walk with one batch out at a time (then
         ``take(queries, pages)``): the two end pages first, then open ranges."""
-        return self._plan(1)[0]
+        return self._plan(None)[0]
 
-    def hand_out(self, spread: int = 1) -> tuple[int, list[Query]]:
+    def hand_out(self, lanes: int | None = 1) -> tuple[int, list[Query]]:
         """``(batch, commands)`` of a batch to send now, its ranges marked as being read;
         no commands when every open range is being read (or the end pages are out) and more
         must land first. Merge its pages with ``take(queries, pages, batch)``.
 
         Args:
-            spread: How many batches may go out now, this one included: the open ranges'
-                commands are shared between them, so that the batches run side by side at
-                the portal instead of one full batch after another.
+            lanes: How many batches may be in flight at once (the window). The commands
+                left (the open ranges' and those in flight) are shared evenly between the
+                lanes over the fewest rounds of full batches that carry them, so that the
+                lanes run side by side at the portal and end together, instead of some lanes
+                carrying one full batch more than others. Spare slots do not cut ranges finer
+                (each command brings up to a page: a batch's time grows with it).
+                None: one batch at a time, spare slots cutting ranges finer (fewer rounds).
         """
-        queries, covered = self._plan(spread)
+        queries, covered = self._plan(lanes)
         if not queries:
             return -1, []
         return self._mark(len(queries), covered), queries
 
-    def _plan(self, spread: int) -> tuple[list[Query], list[tuple[_Open, int]]]:
+    def _plan(self, lanes: int | None) -> tuple[list[Query], list[tuple[_Open, int]]]:
         if self._segments is None:
             return ([], []) if self._flying else ([Query(), Query(descending=True)], [])
         opened = [
@@ -157,10 +161,13 @@ class Walk:
         if not opened or slots == 0:
             return [], []
         page = max(self._page, 1)
-        if spread > 1:
-            need = sum(_need(segment, page) for segment, _ in opened)
-            slots = max(1, min(slots, math.ceil(need / spread)))
-        return _cut(opened, slots, page)
+        if lanes is not None:
+            lanes = max(lanes, 1)
+            left = sum(_need(segment, page) for segment, _ in opened)
+            left += sum(self._flying.values())
+            rounds = math.ceil(left / (lanes * MAX_COMMANDS))
+            slots = max(1, min(slots, math.ceil(left / (lanes * rounds))))
+        return _cut(opened, slots, page, finer=lanes is None)
 
     def _mark(self, commands: int, covered: list[tuple[_Open, int]]) -> int:
         """Mark the ``covered`` part of each segment as read by a new batch; its number."""
@@ -356,21 +363,29 @@ def _joined(segments: list[_Done | _Open | _Flying]) -> list[_Done | _Open | _Fl
     return joined
 
 
+def _piece(segment: _Open, page: int) -> int:
+    """The ids of one range of ``segment``: about ``page / SLACK`` items at its density, and
+    never fewer than ``page - 1`` ids — ids are distinct integers, so such a range can never
+    hold more than its page, and a dense list (density 1) needs no slack at all."""
+    return max(1, page - 1, math.floor(page / SLACK / segment.density))
+
+
 def _need(segment: _Open, page: int) -> int:
-    """The commands ``segment`` needs at its density, each range holding ``page / SLACK``."""
+    """The commands ``segment`` needs: one per range of ``_piece`` ids."""
     width = segment.high - segment.low
-    return min(width, max(1, math.ceil(segment.density * width * SLACK / page)))
+    return min(width, max(1, math.ceil(width / _piece(segment, page))))
 
 
 def _cut(
-    opened: list[tuple[_Open, int | None]], slots: int, page: int
+    opened: list[tuple[_Open, int | None]], slots: int, page: int, *, finer: bool = True
 ) -> tuple[list[Query], list[tuple[_Open, int]]]:
     """Cut the open segments into at most ``slots`` id ranges, lowest ids first.
 
     Each range is sized to hold about ``page / SLACK`` items by the segment's density estimate.
     A segment larger than the slots left gets its lowest pieces now and keeps the rest open
     for a later batch (a window moving up the ids, so what is held waiting stays small). When
-    every open segment fits with slots to spare, the spare ones cut the ranges finer.
+    every open segment fits with slots to spare, the spare ones cut the ranges finer (unless
+    not ``finer``).
 
     Each command may read one range's width past its range (the segment's last one, up to the
     segment's reach: just past the next known item), so that a page which holds the range
@@ -378,7 +393,6 @@ def _cut(
 
     Returns the queries, and each segment cut with the end of what its queries read.
     """
-    target = page / SLACK
     plan: list[tuple[_Open, int | None, list[int]]] = []  # segment, reach, [low, high, pieces]
     left = slots
     for segment, reach in opened:
@@ -386,14 +400,14 @@ def _cut(
             break
         need = _need(segment, page)
         if need > left:
-            piece = max(1, math.floor(target / segment.density))
+            piece = _piece(segment, page)
             high = min(segment.high, segment.low + piece * left)
             plan.append((segment, reach, [segment.low, high, left]))
             left = 0
             break
         plan.append((segment, reach, [segment.low, segment.high, need]))
         left -= need
-    if left and len(plan) == len(opened):
+    if finer and left and len(plan) == len(opened):
         total = sum(entry[2] for _, _, entry in plan)
         for _, _, entry in plan:
             finer = entry[2] + left * entry[2] // total
