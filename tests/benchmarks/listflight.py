@@ -12,6 +12,7 @@ in id order. No timing is asserted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import statistics
@@ -134,10 +135,8 @@ def clients(peers: bool) -> list[tuple[str, str, tuple[str, ...]]]:
     ]
     if peers:
         (fast,) = [peer for peer in PEERS if peer.name == "fast_bitrix24"]
-        try:
+        with contextlib.suppress(RuntimeError, OSError):  # not installable: not measured
             ours.append(("fast_bitrix24 `get_all`", str(ensure_venv(fast)), (_FAST,)))
-        except (RuntimeError, OSError):
-            pass
     return ours
 
 
