@@ -410,8 +410,8 @@ def _cut(
     if finer and left and len(plan) == len(opened):
         total = sum(entry[2] for _, _, entry in plan)
         for _, _, entry in plan:
-            finer = entry[2] + left * entry[2] // total
-            entry[2] = min(entry[1] - entry[0], finer, entry[2] * FINER)
+            pieces = entry[2] + left * entry[2] // total
+            entry[2] = min(entry[1] - entry[0], pieces, entry[2] * FINER)
     queries: list[Query] = []
     covered: list[tuple[_Open, int]] = []
     for segment, reach, (low, high, count) in plan:
