@@ -275,5 +275,6 @@ def test_nothing_is_handed_out_while_the_end_pages_are_out() -> None:
     assert walker.hand_out(4) == (-1, [])
     walker.take(queries, [_fake(range(1, 51)), _fake(range(1000, 950, -1))], batch)
     first, second = walker.hand_out(4), walker.hand_out(4)
-    assert first[1] and second[1]
+    assert first[1]
+    assert second[1]
     assert first[1][-1].until == second[1][0].low  # disjoint, adjacent ranges
