@@ -114,7 +114,8 @@ def pages(
 
     def batches() -> Iterator[Chunk | None]:
         while not walk.finished:
-            index, queries = walk.hand_out(None if in_flight == 1 else window.size)
+            lanes = window.size  # one lane: one batch at a time, cut as without a window
+            index, queries = walk.hand_out(None if lanes == 1 else lanes)
             if not queries:
                 yield None  # every open range is being read: wait for an answer
                 continue
