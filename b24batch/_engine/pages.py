@@ -321,8 +321,9 @@ def items_of(result: Any, where: str) -> list[Any]:
 
 
 def item_id(item: Any, id_key: str, where: str) -> int:
-    value = item.get(id_key) if isinstance(item, Mapping) else None
-    if isinstance(value, int) and not isinstance(value, bool):
+    # Exact types first: a walk reads every item's id, and isinstance against an ABC is slow.
+    value = item.get(id_key) if type(item) is dict or isinstance(item, Mapping) else None
+    if type(value) is int or (isinstance(value, int) and not isinstance(value, bool)):
         return value
     if isinstance(value, str) and value.strip().isdigit():
         return int(value)

@@ -18,6 +18,7 @@ import math
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -148,8 +149,9 @@ def table(
         BEGIN,
         "### A whole list, batches in flight",
         "",
-        f"Written by `python -m tests.benchmarks.listflight`; figures measured on a shared "
-        f"2-core machine (to be re-measured on a quiet one). The windows portal above (bucket "
+        f"Written by `python -m tests.benchmarks.listflight` on {time.strftime('%Y-%m-%d')}, "
+        f"on a shared 2-core machine (to be re-measured on a quiet one). The portal of the "
+        f"windows scenarios (bucket "
         f"{BURST} + {PER_SECOND:g}/s, {LATENCY_MS:g} ms each way, {COMMAND_MS:g} ms per "
         f"command, operating budget {OPERATING_LIMIT:g} s over ten {BASKET_S:g}-s baskets, "
         f"charged by the commands' time) serving a list, each item returned adding "
