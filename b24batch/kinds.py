@@ -73,6 +73,11 @@ _TABLE: Final = {
     "ERROR_METHOD_NOT_FOUND": ErrorKind.INPUT,
     "ERROR_BATCH_LENGTH_EXCEEDED": ErrorKind.INPUT,
     "ERROR_BATCH_METHOD_NOT_ALLOWED": ErrorKind.INPUT,
+    # The classic tasks.task.* methods (b24restdocs api-reference/tasks/tasks-task-add.md,
+    # -update.md, -delete.md): ERROR_CORE is a refused value (no title, a bad status, an
+    # assignee not found); 1048582 is "No access to delete the task".
+    "ERROR_CORE": ErrorKind.INPUT,
+    "1048582": ErrorKind.ACCESS,
     "insufficient_scope": ErrorKind.ACCESS,
     "INVALID_CREDENTIALS": ErrorKind.ACCESS,
     "ACCESS_DENIED": ErrorKind.ACCESS,

@@ -19,7 +19,7 @@ __all__ = ["Fault", "FaultKind"]
 
 
 FaultKind = Literal[
-    "delay", "drop_before", "drop_after", "html", "truncated", "response", "rewrite"
+    "delay", "drop_before", "drop_after", "hang", "html", "truncated", "response", "rewrite"
 ]
 
 
@@ -52,6 +52,17 @@ class Fault:
         if seconds < 0:
             raise ValueError(f"seconds must be >= 0, got {seconds}")
         return cls(kind="delay", seconds=seconds)
+
+    @classmethod
+    def hang(cls, seconds: float) -> Fault:
+        """Hold the request ``seconds`` of real time (less if the server stops), then close the
+        connection without a response; the request does NOT execute.
+
+        A server that never answers: the client's read timeout is what ends the wait.
+        """
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            raise ValueError(f"seconds must be >= 0, got {seconds!r}")
+        return cls(kind="hang", seconds=float(seconds))
 
     @classmethod
     def drop_before(cls) -> Fault:

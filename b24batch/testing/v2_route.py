@@ -2,8 +2,8 @@
 
 ``batch`` on ``/rest/USER/SECRET/batch`` (webhook) or ``/rest/batch`` (OAuth, the token in the
 body). Authenticates, applies the rate and operating limits, and answers in the classic shapes;
-the commands run in ``v2_batch.py`` over ``v2_store.py``. Mixed into FakePortal, which holds the
-state and the lock.
+the commands run in ``v2_batch.py`` over ``v2_store.py`` (CRM) and ``v2_tasks.py`` (tasks).
+Mixed into FakePortal, which holds the state and the lock.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from b24batch.testing.messages import (
 from b24batch.testing.phpform import parse_str_bytes
 from b24batch.testing.v2_batch import classic_methods, execute_classic, parse_classic
 from b24batch.testing.v2_store import CrmStore
-from b24batch.testing.v3_store import Handler
+from b24batch.testing.v3_store import Handler, TaskStore
 
 __all__ = ["ClassicRoute"]
 
@@ -36,6 +36,7 @@ class ClassicRoute:
     _bucket: LeakyBucket | None
     _handlers: dict[str, Handler]
     _crm: CrmStore
+    _store: TaskStore
     _wall_clock: Callable[[], float]
     _executed: int
     _webhook_auth: Callable[[str, str], tuple[str, Reply | None]]
@@ -73,7 +74,7 @@ class ClassicRoute:
             start = self._wall_clock()
             result, ran = execute_classic(
                 batch,
-                classic_methods(self._handlers, self._crm, self._wall_clock),
+                classic_methods(self._handlers, self._crm, self._store, self._wall_clock),
                 clock=self._wall_clock,
                 time_block=self._time_block,
                 on_command=self._before,
@@ -101,7 +102,9 @@ class ClassicRoute:
         with self._lock:
             if self._bucket is not None and not self._bucket.admit():
                 return Reply.of(503, QUERY_LIMIT)
-            target = classic_methods(self._handlers, self._crm, self._wall_clock)(method)
+            target = classic_methods(self._handlers, self._crm, self._store, self._wall_clock)(
+                method
+            )
             if target is None or method == "batch":
                 return Reply.of(404, classic_error("ERROR_METHOD_NOT_FOUND", "Method not found!"))
             start = self._wall_clock()
