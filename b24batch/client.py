@@ -285,7 +285,9 @@ class _Client:
             )
             raise
         self.limiter.after_answer(
-            answers.limit_time, refused=isinstance(answers.error, RateLimitError)
+            answers.limit_time,
+            refused=isinstance(answers.error, RateLimitError),
+            weight=prepared.weight,
         )
         return answers
 

@@ -7,11 +7,12 @@ walk to the engine (``_engine/pages.py`` and ``_engine/walk.py``) with its proto
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
-from b24batch._engine.pages import HOLD, Route, checked, pages
+from b24batch._engine.call_options import checked_in_flight
+from b24batch._engine.pages import Route, checked, checked_page_size, hold_for, pages
 from b24batch._engine.port import Client, checked_client
 from b24batch._protocols.base import Protocol
 from b24batch._protocols.v2 import V2
@@ -46,14 +47,21 @@ class _Lister:
         id_key: str | None,
         result_type: Any,
         progress: Progress,
-        hold: int | None,
+        lazy: bool,
+        max_in_flight: object,
+        page_size: object,
     ) -> Iterator[list[Any]]:
         protocol = self._protocol
-        spec = checked(protocol, method, params, id_key or protocol.id_key)
+        size = checked_page_size(protocol, page_size)
+        spec = checked(protocol, method, params, id_key or protocol.id_key, page_size=size)
         if result_type is not None:
             check_type(result_type, "result_type")
+        in_flight = checked_in_flight(max_in_flight)
+        hold = hold_for(in_flight, size) if lazy else None
         report = progress_report(progress, None, unit="item")
-        return pages(self._client, Route(protocol), spec, result_type, hold, report)
+        return pages(
+            self._client, Route(protocol), spec, result_type, hold, report, in_flight=in_flight
+        )
 
 
 class _CallList(_Lister):
@@ -65,11 +73,14 @@ class _CallList(_Lister):
         result_type: Any = None,
         *,
         progress: Progress = None,
+        max_in_flight: int | Literal["auto"] = "auto",
+        page_size: int = 50,
     ) -> list[Any]:
         """Every item of the list ``method`` matching ``params``' filter, in id order.
 
         The list is walked by id: a first batch reads a page from each end; the ids between
-        are cut into up to 50 disjoint ranges, one list command each, in one batch. A range is
+        are cut into disjoint ranges, one list command each, shared between the batches the
+        window lets out at once (up to 50 commands a batch). A range is
         finished only when a page for it reaches past its end or comes back empty, never
         because a page looked short; the rest of a range is read (and cut) again. Each item
         that exists for the whole call comes back exactly once; one added or deleted meanwhile
@@ -86,6 +97,12 @@ class _CallList(_Lister):
                 JSON.
             progress: True for a tqdm bar, or a callable given ``(items_so_far, None)`` after
                 every batch.
+            max_in_flight: How many batches may be on the wire at once, 1 to 16, or
+                ``"auto"`` (the default: as many as keep the request bucket busy), as for
+                ``BatchByChunkV3``; every batch goes through the client's limiters.
+            page_size: The page each command asks for. REST 3.0 methods that allow more than
+                50 (``pagination.limit``, up to 1000 on some) take fewer commands; a portal that
+                clamps the page silently is still walked whole. Classic pages are 50.
 
         Returns:
             The items, in ascending id order.
@@ -100,7 +117,9 @@ class _CallList(_Lister):
                 ``raise_errors`` says (docs/errors.md, "Returned or raised");
                 ``error.partial.data`` holds every item fetched until then, in id order.
         """
-        pages = self._start(method, params, id_key, result_type, progress, hold=None)
+        pages = self._start(
+            method, params, id_key, result_type, progress, False, max_in_flight, page_size
+        )
         items: list[Any] = []
         try:
             for page in pages:
@@ -124,14 +143,17 @@ class _FetchList(_Lister):
         result_type: Any = None,
         *,
         progress: Progress = None,
+        max_in_flight: int | Literal["auto"] = "auto",
+        page_size: int = 50,
     ) -> Iterator[list[Any]]:
         """Yield the items of the list ``method`` page by page, in id order.
 
         Walks the list as ``CallList*.make`` does, and never holds more than one batch of
-        full pages (2 500 items) at once, however long the list: pages are handed out as soon
-        as every id below them is read, and while finished ranges wait above one still being
-        read, the next batch carries fewer commands. Params are checked here, before the first
-        request; arguments as for ``make``. Stop iterating at any time: nothing more is sent.
+        full pages (2 500 items) per batch the window may keep in flight (16 with ``"auto"``),
+        however long the list: pages are handed out as soon as every id below them is read,
+        and while finished ranges wait above one still being read, fewer commands go out.
+        Params are checked here, before the first request; arguments as for ``make``. Stop
+        iterating at any time: nothing more is sent.
         Every error is raised, as by ``make`` (docs/errors.md, "Returned or raised").
 
         Examples:
@@ -144,7 +166,9 @@ class _FetchList(_Lister):
             50 51
             20 101
         """
-        return self._start(method, params, id_key, result_type, progress, hold=HOLD)
+        return self._start(
+            method, params, id_key, result_type, progress, True, max_in_flight, page_size
+        )
 
     make = iter
     """The same method as ``iter``, under the name the other faces use."""

@@ -66,7 +66,10 @@ def send(
         # Booked on the in-flight ledger before the limiters' waits, and taken off it however
         # the attempt ends, so batches in flight together never overrun the operating budget.
         held, charged = limiter.ledger.admit(
-            limiter.meter, policy.max_wait - waited - connecting, stop=stopped
+            limiter.meter,
+            policy.max_wait - waited - connecting,
+            stop=stopped,
+            weight=prepared.weight,
         )
         waited += held
         try:

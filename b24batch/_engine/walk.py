@@ -71,11 +71,21 @@ class _Open:
     density: float  # items per id, estimated from what was read around the segment
 
 
+@attrs.define
+class _Flying:
+    low: int
+    high: int
+    batch: int  # the batch whose commands read it, not yet taken
+
+
 class Walk:
     """The state of one scan: the id line cut into finished and open segments, in id order.
 
     Drive it with ``queries()`` and ``take(queries, pages)`` until ``finished``; ``take``
     returns the pages that are complete in id order (everything below the first open range).
+    Several batches may be out at once: each ``hand_out()`` gives ranges no batch in flight
+    reads (none while the end pages are out, or every open range is), and
+    ``take(queries, pages, batch)`` merges one batch's pages, in any order of batches.
 
     Args:
         page_limit: The page size asked for. Pages may be shorter or longer, and no page's
@@ -93,12 +103,18 @@ class Walk:
         self._where = where
         self._page = page_limit  # the portal's page as the last batch showed it: sizes ranges
         self._largest = 0  # the longest page seen: what one command may bring, for ``hold``
-        self._segments: list[_Done | _Open] | None = None
-        self.batches = 0
+        self._segments: list[_Done | _Open | _Flying] | None = None
+        self._flying: dict[int, int] = {}  # batch -> commands, for the batches out
+        self.batches = 0  # handed out
 
     @property
     def finished(self) -> bool:
         return self._segments is not None and not self._segments
+
+    @property
+    def flying(self) -> int:
+        """How many batches are out and not yet taken."""
+        return len(self._flying)
 
     @property
     def held(self) -> int:
@@ -110,27 +126,93 @@ class Walk:
         return [s.items for s in self._segments or () if isinstance(s, _Done) and s.items]
 
     def queries(self) -> list[Query]:
-        """The commands of the next batch: the two end pages first, then open ranges."""
+        """The commands of the next batch, for a walk with one batch out at a time (then
+        ``take(queries, pages)``): the two end pages first, then open ranges."""
+        return self._plan(None)[0]
+
+    def hand_out(self, lanes: int | None = 1) -> tuple[int, list[Query]]:
+        """``(batch, commands)`` of a batch to send now, its ranges marked as being read;
+        no commands when every open range is being read (or the end pages are out) and more
+        must land first. Merge its pages with ``take(queries, pages, batch)``.
+
+        Args:
+            lanes: How many batches may be in flight at once (the window). The commands
+                left (the open ranges' and those in flight) are shared evenly between the
+                lanes over the fewest rounds of full batches that carry them, so that the
+                lanes run side by side at the portal and end together, instead of some lanes
+                carrying one full batch more than others. Spare slots do not cut ranges finer
+                (each command brings up to a page: a batch's time grows with it).
+                None: one batch at a time, spare slots cutting ranges finer (fewer rounds).
+        """
+        queries, covered = self._plan(lanes)
+        if not queries:
+            return -1, []
+        return self._mark(len(queries), covered), queries
+
+    def _plan(self, lanes: int | None) -> tuple[list[Query], list[tuple[_Open, int]]]:
         if self._segments is None:
-            return [Query(), Query(descending=True)]
+            return ([], []) if self._flying else ([Query(), Query(descending=True)], [])
         opened = [
             (segment, self._reach(position))
             for position, segment in enumerate(self._segments)
             if isinstance(segment, _Open)
         ]
-        return _cut(opened, self._slots(len(opened)), max(self._page, 1))
+        slots = self._slots()
+        if not opened or slots == 0:
+            return [], []
+        page = max(self._page, 1)
+        if lanes is not None:
+            lanes = max(lanes, 1)
+            left = sum(_need(segment, page) for segment, _ in opened)
+            left += sum(self._flying.values())
+            rounds = math.ceil(left / (lanes * MAX_COMMANDS))
+            slots = max(1, min(slots, math.ceil(left / (lanes * rounds))))
+        return _cut(opened, slots, page, finer=lanes is None)
 
-    def take(self, queries: Sequence[Query], pages: Sequence[Page]) -> list[Sequence[Any]]:
-        """Merge a batch's pages; return the pages now complete in id order (none empty).
+    def _mark(self, commands: int, covered: list[tuple[_Open, int]]) -> int:
+        """Mark the ``covered`` part of each segment as read by a new batch; its number."""
+        batch = self.batches
+        self.batches += 1
+        self._flying[batch] = commands
+        for segment, high in covered:
+            assert self._segments is not None
+            position = next(n for n, s in enumerate(self._segments) if s is segment)
+            parts: list[_Done | _Open | _Flying] = [_Flying(segment.low, high, batch)]
+            if high < segment.high:
+                parts.append(_Open(high, segment.high, segment.density))
+            self._segments[position : position + 1] = parts
+        return batch
+
+    def _adopt(self, queries: Sequence[Query]) -> int:
+        """Mark what ``queries`` (not handed out by ``hand_out``) read as a batch of its own."""
+        by_low = {query.low: query for query in queries}
+        covered: list[tuple[_Open, int]] = []
+        for segment in self._segments or ():
+            if not isinstance(segment, _Open):
+                continue
+            position: int | None = segment.low
+            while position is not None and position < segment.high and position in by_low:
+                position = by_low[position].until
+            if position is not None and position > segment.low:
+                covered.append((segment, min(position, segment.high)))
+        return self._mark(len(queries), covered)
+
+    def take(
+        self, queries: Sequence[Query], pages: Sequence[Page], batch: int | None = None
+    ) -> list[Sequence[Any]]:
+        """Merge the pages of ``batch`` (None: of ``queries`` from ``queries()``); return the
+        pages now complete in id order (none empty).
 
         Raises:
             DecodeError: A page has an id outside its range or out of order (the portal
                 ignored the id filter or the order, and the walk would not advance), or the
                 two end pages contradict each other (one empty, the other not).
         """
-        self.batches += 1
         for query, page in zip(queries, pages, strict=True):
             self._check(query, page)
+        if batch is None:
+            batch = self._adopt(queries)
+        del self._flying[batch]
         lengths = [len(page.ids) for page in pages if page.ids]
         if lengths:
             self._page = max(lengths)
@@ -138,7 +220,7 @@ class Walk:
         if self._segments is None:
             self._segments = self._ends(pages[0], pages[1])
         else:
-            self._segments = _joined(self._merged(queries, pages))
+            self._segments = _joined(self._merged(queries, pages, batch))
         ready: list[Sequence[Any]] = []
         while self._segments and isinstance(self._segments[0], _Done):
             done = self._segments.pop(0)
@@ -152,13 +234,13 @@ class Walk:
         known item above it, so that a page reaching that item finishes the segment."""
         assert self._segments is not None
         for segment in self._segments[position + 1 :]:
-            if isinstance(segment, _Open):
+            if isinstance(segment, _Open | _Flying):
                 return segment.low
             if segment.first is not None:
                 return segment.first + 1
         return None
 
-    def _ends(self, first: Page, last: Page) -> list[_Done | _Open]:
+    def _ends(self, first: Page, last: Page) -> list[_Done | _Open | _Flying]:
         """Segments after the two end pages: the walk may already be complete."""
         if not first.ids or not last.ids:
             if first.ids or last.ids:
@@ -188,13 +270,23 @@ class Walk:
             _Done(list(last.items)[::-1], low_top),
         ]
 
-    def _merged(self, queries: Sequence[Query], pages: Sequence[Page]) -> list[_Done | _Open]:
-        """Replace each open segment by what its commands brought, and what is still open."""
+    def _merged(
+        self, queries: Sequence[Query], pages: Sequence[Page], batch: int
+    ) -> list[_Done | _Open | _Flying]:
+        """Replace each segment ``batch`` read by what its commands brought, and what is
+        still open."""
         assert self._segments is not None
         by_low = {query.low: (query, page) for query, page in zip(queries, pages, strict=True)}
-        merged: list[_Done | _Open] = []
+        merged: list[_Done | _Open | _Flying] = []
+        refresh: float | None = None  # the density just read, for the open rest above it
         for segment in self._segments:
-            if isinstance(segment, _Done):
+            if isinstance(segment, _Open) and refresh is not None:
+                # The rest of the segment is as dense as what was just read below it.
+                merged.append(_Open(segment.low, segment.high, refresh))
+                refresh = None
+                continue
+            refresh = None
+            if not isinstance(segment, _Flying) or segment.batch != batch:
                 merged.append(segment)
                 continue
             position = segment.low
@@ -202,9 +294,8 @@ class Walk:
             while position < segment.high:
                 sent = by_low.get(position)
                 end = None if sent is None else sent[0].until
-                if sent is None or end is None:  # not asked for in this batch
-                    # The rest of the segment is as dense as what was just read of it.
-                    density = max(seen, 1) / covered if covered else segment.density
+                if sent is None or end is None:  # cannot be: the batch read the whole segment
+                    density = max(seen, 1) / covered if covered else 1.0
                     merged.append(_Open(position, segment.high, density))
                     break
                 page = sent[1]
@@ -221,14 +312,18 @@ class Walk:
                 else:
                     covered += end - position
                 position = end
+            refresh = max(seen, 1) / covered if covered else None
         return merged
 
-    def _slots(self, opened: int) -> int:
+    def _slots(self) -> int:
+        """Commands the next batch may carry: with ``hold``, what is held and what the
+        batches out may bring leave room for; at least one when nothing is out."""
         slots = MAX_COMMANDS
         if self._hold is not None:
             page = max(self._page_limit, self._largest, 1)
-            slots = (self._hold - self.held) // page
-        return max(1, min(slots, MAX_COMMANDS))
+            coming = sum(self._flying.values()) * page
+            slots = (self._hold - self.held - coming) // page
+        return max(0 if self._flying else 1, min(slots, MAX_COMMANDS))
 
     def _check(self, query: Query, page: Page) -> None:
         ids = page.ids
@@ -252,9 +347,9 @@ class Walk:
                 )
 
 
-def _joined(segments: list[_Done | _Open]) -> list[_Done | _Open]:
+def _joined(segments: list[_Done | _Open | _Flying]) -> list[_Done | _Open | _Flying]:
     """``segments`` without empty finished ranges, and open ones that then touch made one."""
-    joined: list[_Done | _Open] = []
+    joined: list[_Done | _Open | _Flying] = []
     for segment in segments:
         if isinstance(segment, _Done) and not segment.items:
             continue
@@ -268,44 +363,63 @@ def _joined(segments: list[_Done | _Open]) -> list[_Done | _Open]:
     return joined
 
 
-def _cut(opened: list[tuple[_Open, int | None]], slots: int, page: int) -> list[Query]:
+def _piece(segment: _Open, page: int) -> int:
+    """The ids of one range of ``segment``: about ``page / SLACK`` items at its density, and
+    never fewer than ``page - 1`` ids — ids are distinct integers, so such a range can never
+    hold more than its page, and a dense list (density 1) needs no slack at all."""
+    return max(1, page - 1, math.floor(page / SLACK / segment.density))
+
+
+def _need(segment: _Open, page: int) -> int:
+    """The commands ``segment`` needs: one per range of ``_piece`` ids."""
+    width = segment.high - segment.low
+    return min(width, max(1, math.ceil(width / _piece(segment, page))))
+
+
+def _cut(
+    opened: list[tuple[_Open, int | None]], slots: int, page: int, *, finer: bool = True
+) -> tuple[list[Query], list[tuple[_Open, int]]]:
     """Cut the open segments into at most ``slots`` id ranges, lowest ids first.
 
     Each range is sized to hold about ``page / SLACK`` items by the segment's density estimate.
     A segment larger than the slots left gets its lowest pieces now and keeps the rest open
     for a later batch (a window moving up the ids, so what is held waiting stays small). When
-    every open segment fits with slots to spare, the spare ones cut the ranges finer.
+    every open segment fits with slots to spare, the spare ones cut the ranges finer (unless
+    not ``finer``).
 
     Each command may read one range's width past its range (the segment's last one, up to the
     segment's reach: just past the next known item), so that a page which holds the range
     and goes on beyond it finishes the range in one command, however long the page is.
+
+    Returns the queries, and each segment cut with the end of what its queries read.
     """
-    target = page / SLACK
     plan: list[tuple[_Open, int | None, list[int]]] = []  # segment, reach, [low, high, pieces]
     left = slots
     for segment, reach in opened:
         if left == 0:
             break
-        width = segment.high - segment.low
-        need = min(width, max(1, math.ceil(segment.density * width / target)))
+        need = _need(segment, page)
         if need > left:
-            piece = max(1, math.floor(target / segment.density))
+            piece = _piece(segment, page)
             high = min(segment.high, segment.low + piece * left)
             plan.append((segment, reach, [segment.low, high, left]))
             left = 0
             break
         plan.append((segment, reach, [segment.low, segment.high, need]))
         left -= need
-    if left and len(plan) == len(opened):
+    if finer and left and len(plan) == len(opened):
         total = sum(entry[2] for _, _, entry in plan)
         for _, _, entry in plan:
-            finer = entry[2] + left * entry[2] // total
-            entry[2] = min(entry[1] - entry[0], finer, entry[2] * FINER)
+            pieces = entry[2] + left * entry[2] // total
+            entry[2] = min(entry[1] - entry[0], pieces, entry[2] * FINER)
     queries: list[Query] = []
+    covered: list[tuple[_Open, int]] = []
     for segment, reach, (low, high, count) in plan:
         width = high - low
         bounds = [low + width * k // count for k in range(count + 1)]
         for start, end in itertools.pairwise(bounds):
             beyond = end + (end - start)
             queries.append(Query(start, reach if beyond >= segment.high else beyond, end=end))
-    return queries[:slots]
+        covered.append((segment, high))
+    assert len(queries) <= slots
+    return queries, covered

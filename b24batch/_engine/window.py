@@ -94,9 +94,13 @@ class Window:
         """Send nothing more; what is in flight still completes and is handed back."""
         self._stopped.set()
 
-    def run(self, chunks: Iterator[Chunk]) -> Iterator[Outcome]:
+    def run(self, chunks: Iterator[Chunk | None]) -> Iterator[Outcome]:
         """Send ``chunks`` (read lazily: at most the window ahead) and yield their outcomes in
-        order. Closing the iterator early stops sending and waits for what is in flight."""
+        order. Closing the iterator early stops sending and waits for what is in flight.
+
+        ``chunks`` may yield None: nothing to send until an answer lands (a list walk whose
+        ranges are all being read); it is read again after the next outcome, and the run ends
+        when it has nothing to send and nothing is in flight."""
         waiting: Chunk | None = None  # read from ``chunks`` but not yet sent
         unreadable: Exception | None = None  # a bad row met while reading ahead
         try:

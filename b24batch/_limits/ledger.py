@@ -2,8 +2,9 @@
 
 The portal records a batch's operating time when the batch ends, and the client's meter learns
 it only from answers; with several batches in flight the ones on the wire land on top of what
-the meter knows and can carry the method past its limit. The ledger charges each batch the
-operating time the last one cost when it is sent, settles it when its answer comes, and holds
+the meter knows and can carry the method past its limit. The ledger charges each batch by what
+it asks for — its weight (commands, a list page of 200 items as four) times the cost of one
+unit the last answer showed — when it is sent, settles it when its answer comes, and holds
 further sends while ``reported + in flight`` would reach ``limit - margin`` — and, while the
 figure is unknown (at the start, after a reset), lets one batch out to learn it. Thread-safe.
 """
@@ -36,7 +37,7 @@ class Ledger:
         self._changed = threading.Condition()
         self._flying = 0.0
         self._count = 0
-        self._cost: float | None = None
+        self._cost: float | None = None  # operating seconds per unit of weight
         self._last: float | None = None  # the highest figure reported in the current window
         self._window: float | None = None  # that window's operating_reset_at
 
@@ -47,18 +48,26 @@ class Ledger:
             return self._count, self._flying
 
     def admit(
-        self, meter: Meter, budget: float, *, stop: Callable[[], bool] | None = None
+        self,
+        meter: Meter,
+        budget: float,
+        *,
+        stop: Callable[[], bool] | None = None,
+        weight: float = 1.0,
     ) -> tuple[float, float]:
         """Hold a send while the batches in flight would take the method past its limit (at
         most ``budget`` seconds: then the meter's own check decides, and no longer than until
         ``stop()`` says the call was stopped), and book it in the same breath, so two threads
-        cannot both see room for one: ``(seconds held, cost charged)``.
+        cannot both see room for one: ``(seconds held, cost charged)``. ``weight``: what the
+        batch asks for (``Prepared.weight``); it is booked at the cost per unit last learnt.
         """
         with self._changed:
-            held = self._hold(meter, budget, stop)
-            return held, self._book()
+            held = self._hold(meter, budget, stop, weight)
+            return held, self._book(weight)
 
-    def _hold(self, meter: Meter, budget: float, stop: Callable[[], bool] | None) -> float:
+    def _hold(
+        self, meter: Meter, budget: float, stop: Callable[[], bool] | None, weight: float
+    ) -> float:
         if self._limit is None or not self._count:  # nothing on the wire: the meter decides
             return 0.0
         started = self._clock()
@@ -74,7 +83,7 @@ class Ledger:
             if (
                 operating is not None
                 and self._cost is not None
-                and operating + self._flying + self._cost < self._limit - self._margin
+                and operating + self._flying + self._cost * weight < self._limit - self._margin
             ):
                 break
             left = budget - (self._clock() - started)
@@ -84,8 +93,8 @@ class Ledger:
             self._changed.wait(timeout=min(left, 1.0))
         return self._clock() - started
 
-    def _book(self) -> float:
-        cost = self._cost or 0.0
+    def _book(self, weight: float) -> float:
+        cost = (self._cost or 0.0) * weight
         self._flying += cost
         self._count += 1
         return cost
@@ -97,9 +106,11 @@ class Ledger:
             self._count -= 1
             self._changed.notify_all()
 
-    def learn(self, time: Time | None) -> None:
-        """Learn one batch's cost from an answer: the rise of ``operating`` since the last
-        answer (conservative when several landed in between), or the batch's ``duration``."""
+    def learn(self, time: Time | None, weight: float = 1.0) -> None:
+        """Learn the cost of a unit of weight from the answer of a batch of ``weight``: the
+        rise of ``operating`` since the last answer (conservative when several landed in
+        between), or the batch's ``duration``, over its weight. A walk's first batch (two
+        pages) so teaches what its full batches (fifty) will cost."""
         with self._changed:
             if time is None:  # an answer without a time block: nothing to learn but that
                 self._cost = 0.0 if self._cost is None else self._cost
@@ -114,7 +125,7 @@ class Ledger:
                 self._last = operating if self._last is None else max(self._last, operating)
             candidates = [c for c in (rise, time.duration) if c is not None and c > 0]
             if candidates:
-                self._cost = max(candidates)
+                self._cost = max(candidates) / max(weight, 1e-9)
             elif self._cost is None and operating is None:
                 self._cost = 0.0  # the portal reports no operating time: nothing to budget
             # A first figure alone says nothing of one batch's cost: the next answer will.

@@ -111,9 +111,10 @@ class Limiter:
         error.retry_at = self._wall_clock() + delay
         return error
 
-    def after_answer(self, time: Time | None, *, refused: bool) -> None:
+    def after_answer(self, time: Time | None, *, refused: bool, weight: float = 1.0) -> None:
         """Learn from an answer: its operating-time figures, and whether the portal refused it
         for the request rate (then its counter is full, whatever the bucket thought).
+        ``weight``: what the answered batch asked for (``Prepared.weight``).
 
         A figure no portal sends (see `plausible`) is ignored,
         with a DEBUG line: through a shared store it would reach every process.
@@ -122,7 +123,7 @@ class Limiter:
         if dropped:
             log.debug("ignored the answer's time figures no portal sends: %s", ", ".join(dropped))
         self.meter.record(time)
-        self.ledger.learn(time)
+        self.ledger.learn(time, weight)
         if refused and self.bucket is not None:
             self.bucket.saturate()
 

@@ -79,6 +79,8 @@ class Prepared:
         body: The encoded body.
         endpoint: The last segment of the URL it is posted to: ``"batch"``, or for a single
             call (one command, its params as the whole body) the command's method.
+        unit: What one of its commands asks of the portal, in ordinary commands: a list page
+            of 200 items weighs 4. The in-flight ledger books a batch by its weight.
     """
 
     protocol: Protocol
@@ -87,11 +89,17 @@ class Prepared:
     halt: bool
     body: bytes = attrs.field(repr=False)
     endpoint: str = BATCH
+    unit: float = 1.0
 
     @property
     def single(self) -> bool:
         """A single call: the method at its own URL, not a batch."""
         return self.endpoint != BATCH
+
+    @property
+    def weight(self) -> float:
+        """The batch's weight for the operating-time booking: commands times ``unit``."""
+        return len(self.wire_keys) * self.unit
 
     def part(self, positions: Sequence[int]) -> Prepared:
         """The commands at ``positions`` as a batch of their own, under the same wire keys."""
@@ -187,6 +195,7 @@ class Spec:
         id_key: The field holding each item's id.
         low: The caller's own classic lower bound on ``id_key`` (``>=ID``), folded into ours.
         high: Likewise the upper bound (``<ID``).
+        page_size: The page each command asks for (REST 3.0 ``pagination.limit``).
     """
 
     method: str
@@ -195,6 +204,7 @@ class Spec:
     id_key: str
     low: int | None = None
     high: int | None = None
+    page_size: int = PAGE_LIMIT
 
 
 class Protocol(abc.ABC):
@@ -214,6 +224,8 @@ class Protocol(abc.ABC):
         refused_before_running: Error codes the portal answers before running any command.
         takes_idempotency_key: The endpoint honours ``Idempotency-Key``.
         id_key: The field a list walk reads each item's id from, by default.
+        list_page_fixed: A list page is always ``PAGE_LIMIT`` items: no command can ask
+            for another size (classic).
     """
 
     name: str
@@ -224,6 +236,7 @@ class Protocol(abc.ABC):
     refused_before_running: frozenset[str] = frozenset()
     takes_idempotency_key: bool
     id_key: str
+    list_page_fixed: bool = False
 
     def __repr__(self) -> str:
         return f"<Protocol {self.name}>"

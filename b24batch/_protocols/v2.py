@@ -429,6 +429,7 @@ class _Classic(Protocol):
     stops_at_failure = False
     takes_idempotency_key = False
     id_key = "ID"
+    list_page_fixed = True
     decode_response = staticmethod(decode_response)
 
     def reference_name(self, key: Key, alias: str | None, named: bool) -> str | None:

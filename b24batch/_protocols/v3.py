@@ -17,7 +17,6 @@ import attrs
 from b24batch._protocols.base import (
     METHOD_NOT_FOUND,
     NO_HEADERS,
-    PAGE_LIMIT,
     Answers,
     Prepared,
     Protocol,
@@ -426,7 +425,7 @@ class _RestV3(Protocol):
         params = dict(spec.params)
         params["filter"] = conditions
         params["order"] = {spec.id_key: "DESC" if descending else "ASC"}
-        params["pagination"] = {"limit": PAGE_LIMIT}
+        params["pagination"] = {"limit": spec.page_size}
         return spec.method, params
 
 

@@ -453,3 +453,14 @@ def test_the_js_sdk_paths_reach_the_list_helpers(big: FakePortal, b24: B24Hook) 
     assert sum(map(len, b24.actions.v3.fetch_list.make(TASKS, {}))) == 60
     assert len(b24.actions.v2.call_list.make(DEALS, {"select": ["ID"]})) == 60
     assert sum(map(len, b24.actions.v2.fetch_list.iter(DEALS, {}))) == 60
+
+
+def test_the_page_size_default_is_the_protocols_page() -> None:
+    """The faces spell the default out (50) for the reference; it is the protocols' page."""
+    import inspect
+
+    from b24batch import CallListV2, CallListV3, FetchListV2, FetchListV3
+    from b24batch._protocols.base import PAGE_LIMIT
+
+    for face in (CallListV3, CallListV2, FetchListV3, FetchListV2):
+        assert inspect.signature(face.make).parameters["page_size"].default == PAGE_LIMIT

@@ -27,14 +27,24 @@ flight do not see each other's time). Past the operating limit a batch is refuse
 ``OPERATION_TIME_LIMIT`` before running. ``operating_reset_at`` is floored to tenths of a
 second, as the real portal floors it to whole seconds. ``/_bench/stats`` also gives the 429s,
 the commands executed and the highest operating figure reached.
+
+With ``--list-items N`` it also serves a list of N items (``--sparse``: N random ids up to
+100 N, seeded) to list commands, filtered and ordered by id as a real portal does: REST 3.0
+``tasks.task.list`` (``filter`` conditions on ``id``, ``order``, ``pagination``), classic
+``crm.deal.list`` (``filter[>=ID]``…, ``order[ID]``, ``start``: an offset, or -1 for no count;
+pages of 50, ``total`` and ``next``) in a batch or called on its own. Each item returned adds
+``--item-ms`` to the batch's running time (the commands' own time alone is charged as
+operating time, as before). ``/_bench/stats`` also gives the items returned.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import json
 import math
+import random
 import socket
 import sys
 import time
@@ -152,7 +162,14 @@ class Portal:
         latency_s: float = 0.0,
         operating_limit: float | None = None,
         basket_s: float = 60.0,
+        list_items: int = 0,
+        sparse: bool = False,
+        item_s: float = 0.0,
     ) -> None:
+        self.lists = Lists(list_items, sparse=sparse)
+        self.item_s = item_s
+        self.items = 0  # items returned by list commands
+        self.executing_items = 0  # ... of the batch just admitted
         self.command_s = command_s
         self.latency_s = latency_s
         self.meter = Meter(operating_limit, basket_s)
@@ -182,7 +199,7 @@ class Portal:
             self.bucket = (
                 None if burst is None else Bucket(int(burst), float(settings["per_second"]))
             )
-            self.requests = self.refused = self.commands = self.blocked = 0
+            self.requests = self.refused = self.commands = self.blocked = self.items = 0
             self.meter = Meter(self.meter.limit, self.meter.basket_s)
             return 200, b'{"ok":true}'
         if path == "/_bench/stats":
@@ -192,9 +209,13 @@ class Portal:
                     "refused": self.refused,
                     "commands": self.commands,
                     "blocked": self.blocked,
+                    "items": self.items,
                     "peak_operating": round(self.meter.peak, 3),
                 }
             )
+        single = _single_method(path)
+        if single is not None and method == "POST" and self.lists.ids:
+            return self._single_list(single, body, headers.get("content-type", ""))
         if path.startswith("/rest/"):
             return 401, b'{"error":"NO_AUTH_FOUND","error_description":"Wrong authorization data"}'
         return 404, b'{"error":"NOT_FOUND","error_description":"No such route"}'
@@ -207,8 +228,9 @@ class Portal:
         return False
 
     def delay(self, commands: int) -> float:
-        """How long a batch of ``commands`` takes: the latency each way and the commands."""
-        return 2 * self.latency_s + self.command_s * commands
+        """How long a batch of ``commands`` takes: the latency each way, the commands, and the
+        list items it returns."""
+        return 2 * self.latency_s + self.command_s * commands + self.item_s * self.executing_items
 
     def time_block(self, commands: int) -> bytes:
         """The answer's ``time``: the batch's running time as its ``duration`` (as a real
@@ -256,26 +278,114 @@ class Portal:
         count = len(rows)
         self.commands += count
         self.executing = count
+        self.executing_items = 0
+        if self.lists.ids and any(str(r["method"]).endswith(".list") for r in rows):
+            entries = [self._rest3_list(r) for r in rows]
+            return 200, b'{"result":[' + b",".join(entries) + b'],"time":' + TIME_MARK + b"}"
         results = self._rest3_results.get(count)
         if results is None:
             results = self._rest3_results[count] = b",".join([self._rest3_entry] * count)
         return 200, b'{"result":[' + results + b'],"time":' + TIME_MARK + b"}"
 
+    def _rest3_list(self, row: dict[str, Any]) -> bytes:
+        query = row["query"]
+        low, high = _bounds(
+            (c[1], c[2]) for c in query.get("filter") or () if isinstance(c, list) and len(c) == 3
+        )
+        descending = str((query.get("order") or {}).get("id", "ASC")).upper() == "DESC"
+        pagination = query.get("pagination") or {}
+        limit = min(int(pagination.get("limit", 50)), 1000)
+        ids = self.lists.page(low, high, descending, int(pagination.get("offset", 0)), limit)
+        self._returned(len(ids))
+        select = query.get("select")
+        items = [task_item(n) for n in ids]
+        if isinstance(select, list) and select:  # as a real portal: only the fields asked for
+            items = [{key: item[key] for key in select if key in item} for item in items]
+        return _dumps({"items": items})
+
+    def _returned(self, items: int) -> None:
+        self.items += items
+        self.executing_items += items
+
+    def _classic_page(self, method: str, params: list[tuple[str, str]]) -> tuple[Any, int, Any]:
+        """``(items, total, next)`` of one classic list command (total -1: not counted)."""
+        conditions = []
+        descending = False
+        start = 0
+        for key, value in params:
+            if key.startswith("filter[") and key.endswith("]"):
+                field = key[7:-1]
+                op = field.rstrip("ID").rstrip("_")
+                if field.upper().endswith("ID"):
+                    conditions.append((op or "=", int(value)))
+            elif key.startswith("order["):
+                descending = value.upper() == "DESC"
+            elif key == "start":
+                start = int(value)
+        low, high = _bounds(conditions)
+        offset = max(start, 0)
+        ids = self.lists.page(low, high, descending, offset, 50)
+        self._returned(len(ids))
+        items = [{"ID": str(n), "TITLE": f"Deal {n}"} for n in ids]
+        if start < 0:
+            return items, -1, None
+        total = self.lists.count(low, high)
+        return items, total, (offset + 50 if offset + 50 < total else None)
+
+    def _single_list(self, method: str, body: bytes, content_type: str) -> tuple[int, bytes]:
+        if self._limited():
+            return 503, _QUERY_LIMIT
+        self.executing, self.executing_items = 1, 0
+        self.commands += 1
+        params = _params(body, content_type)
+        items, total, following = self._classic_page(method, params)
+        answer: dict[str, Any] = {"result": items}
+        if total >= 0:
+            answer["total"] = total
+        if following is not None:
+            answer["next"] = following
+        return 200, _dumps(answer)[:-1] + b',"time":' + TIME_MARK + b"}"
+
+    def _classic_lists(self, cmd: list[tuple[str, str]]) -> tuple[int, bytes]:
+        result, totals, nexts = {}, {}, {}
+        for key, value in cmd:
+            method, _, query = value.partition("?")
+            items, total, following = self._classic_page(
+                method, parse_qsl(query, keep_blank_values=True)
+            )
+            result[key] = items
+            if total >= 0:
+                totals[key] = total
+            if following is not None:
+                nexts[key] = following
+        body = {
+            "result": result,
+            "result_error": [],
+            "result_total": totals or [],
+            "result_next": nexts or [],
+            "result_time": [],
+        }
+        return 200, b'{"result":' + _dumps(body) + b',"time":' + TIME_MARK + b"}"
+
     def _classic(self, body: bytes, content_type: str) -> tuple[int, bytes]:
         keys: list[str]
+        cmd: list[tuple[str, str]] = []
         if "json" in content_type:
             try:
                 payload = json.loads(body)
             except ValueError:
                 return 400, b'{"error":"INVALID_REQUEST","error_description":"Invalid JSON"}'
-            cmd = payload.get("cmd") if isinstance(payload, dict) else None
-            keys = [str(k) for k in cmd] if isinstance(cmd, dict) else []
+            commands = payload.get("cmd") if isinstance(payload, dict) else None
+            keys = [str(k) for k in commands] if isinstance(commands, dict) else []
+            if isinstance(commands, dict):
+                cmd = [(str(k), str(v)) for k, v in commands.items()]
         else:
-            keys = [
-                k[4:-1]
-                for k, _ in parse_qsl(body.decode("utf-8"))
+            cmd = [
+                (k[4:-1], v)
+                for k, v in parse_qsl(body.decode("utf-8"))
                 if k.startswith("cmd[") and k.endswith("]")
             ]
+            keys = [k for k, _ in cmd]
         if not 0 < len(keys) <= _MAX_COMMANDS:
             return 400, b'{"error":"INVALID_REQUEST","error_description":"No or too many commands"}'
         if self._limited():
@@ -285,6 +395,9 @@ class Portal:
             return 429, _OPERATION_LIMIT
         self.commands += len(keys)
         self.executing = len(keys)
+        self.executing_items = 0
+        if self.lists.ids and any(v.partition("?")[0].endswith(".list") for _, v in cmd):
+            return self._classic_lists(cmd)
         key_tuple = tuple(keys)
         parts = self._classic_results.get(key_tuple)
         if parts is None:
@@ -319,6 +432,80 @@ class Portal:
             + TIME_MARK
             + b"}"
         )
+
+
+class Lists:
+    """The ids of the served list, ascending: dense ``1..N`` or N seeded random ids."""
+
+    def __init__(self, count: int, *, sparse: bool) -> None:
+        if sparse:
+            self.ids = sorted(random.Random(16).sample(range(1, 100 * count + 1), count))
+        else:
+            self.ids = list(range(1, count + 1))
+
+    def _span(self, low: int | None, high: int | None) -> tuple[int, int]:
+        start = 0 if low is None else bisect.bisect_left(self.ids, low)
+        stop = len(self.ids) if high is None else bisect.bisect_left(self.ids, high)
+        return start, max(start, stop)
+
+    def page(
+        self, low: int | None, high: int | None, descending: bool, offset: int, limit: int
+    ) -> list[int]:
+        """The ids in ``[low, high)``, ordered, from ``offset``, at most ``limit``."""
+        start, stop = self._span(low, high)
+        if descending:
+            return self.ids[max(start, stop - offset - limit) : stop - offset][::-1]
+        return self.ids[start + offset : min(stop, start + offset + limit)]
+
+    def count(self, low: int | None, high: int | None) -> int:
+        start, stop = self._span(low, high)
+        return stop - start
+
+
+def _bounds(conditions: Any) -> tuple[int | None, int | None]:
+    """``[low, high)`` from ``(operator, value)`` conditions on the id."""
+    low: int | None = None
+    high: int | None = None
+    for op, value in conditions:
+        value = int(value)
+        if op in (">=", ">"):
+            value += op == ">"
+            low = value if low is None else max(low, value)
+        elif op in ("<", "<="):
+            value += op == "<="
+            high = value if high is None else min(high, value)
+        elif op == "=":
+            low, high = value, value + 1
+    return low, high
+
+
+def _single_method(path: str) -> str | None:
+    """The method of ``/rest/1/SECRET/METHOD(.json)``, unless it is ``batch``."""
+    prefix = f"/rest/{USER_ID}/{SECRET}/"
+    if not path.startswith(prefix):
+        return None
+    method = path[len(prefix) :].removesuffix(".json")
+    return None if method == "batch" or "/" in method else method
+
+
+def _params(body: bytes, content_type: str) -> list[tuple[str, str]]:
+    """A single call's params as PHP-style ``(key, value)`` pairs."""
+    if "json" not in content_type:
+        return parse_qsl(body.decode("utf-8"))
+    pairs: list[tuple[str, str]] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}[{key}]" if prefix else str(key), inner)
+        elif isinstance(value, list):
+            for n, inner in enumerate(value):
+                walk(f"{prefix}[{n}]", inner)
+        else:
+            pairs.append((prefix, str(value)))
+
+    walk("", json.loads(body or b"{}"))
+    return pairs
 
 
 TIME_MARK: Final = b"\x00time\x00"
@@ -443,12 +630,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-ms", type=float, default=0.0, help="ms each way")
     parser.add_argument("--operating-limit", type=float, help="seconds of operating time")
     parser.add_argument("--basket-s", type=float, default=60.0, help="seconds per basket")
+    parser.add_argument("--list-items", type=int, default=0, help="items of the served list")
+    parser.add_argument("--sparse", action="store_true", help="random ids up to 100 x items")
+    parser.add_argument("--item-ms", type=float, default=0.0, help="ms per list item returned")
     args = parser.parse_args(argv)
     slow = {
         "command_s": args.command_ms / 1000,
         "latency_s": args.latency_ms / 1000,
         "operating_limit": args.operating_limit,
         "basket_s": args.basket_s,
+        "list_items": args.list_items,
+        "sparse": args.sparse,
+        "item_s": args.item_ms / 1000,
     }
     try:
         asyncio.run(serve(args.port, args.items, **slow))

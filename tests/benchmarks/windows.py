@@ -79,12 +79,12 @@ OURS = (("b24batch", "1"), ("b24batch", "auto"), ("b24batch", "8"))
 
 
 @contextlib.contextmanager
-def slow_server(scenario: Scenario) -> Iterator[str]:
-    """``server.py`` as slow as ``scenario`` says; yield its base URL."""
+def slow_server(scenario: Scenario, extra: Sequence[str] = ()) -> Iterator[str]:
+    """``server.py`` as slow as ``scenario`` says (and ``extra`` options); its base URL."""
     command = [
         sys.executable, str(HERE / "server.py"),
         "--command-ms", str(scenario.command_ms), "--latency-ms", str(LATENCY_MS),
-        "--basket-s", str(scenario.basket_s),
+        "--basket-s", str(scenario.basket_s), *extra,
     ]  # fmt: skip
     if scenario.operating_limit is not None:
         command += ["--operating-limit", str(scenario.operating_limit)]

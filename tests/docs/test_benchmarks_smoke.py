@@ -147,3 +147,22 @@ def test_journal_benchmark_runs_and_prints_its_figures() -> None:
     assert "| with a journal |" in done.stdout
     assert "Size: 500 task adds (10 chunks)" in done.stdout
     assert "<!-- journal:begin -->" in DOC.read_text(encoding="utf-8")
+
+
+def test_lists_in_flight_benchmark_runs_and_writes_its_rows(tmp_path: Path) -> None:
+    """The lists-in-flight benchmark's smoke run gets every item once, in id order, from the
+    slow portal with each b24batch face, and writes its rows."""
+    out = tmp_path / "listflight.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.benchmarks.listflight", "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in out.read_text(encoding="utf-8").splitlines() if "b24batch" in line]
+    assert len(rows) == 6  # two lists, three clients
+    assert all(row.endswith("| 0 | 0 | yes | yes |") for row in rows)
+    assert "<!-- listflight:begin -->" in DOC.read_text(encoding="utf-8")

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from b24batch._engine.pages import HOLD, Route, pages
 from b24batch._engine.walk import Page, Query, Walk
-from b24batch._protocols.base import Spec
+from b24batch._protocols.base import Prepared, Spec
 from b24batch._protocols.v3 import V3
 from b24batch.errors import DecodeError
 from b24batch.progress import Report
@@ -33,10 +33,11 @@ class _Memory(Route):
     commands = 0
 
     @classmethod
-    def send(cls, client: Any, rows: list[tuple[str, dict[str, Any]]], request_id: str) -> Any:
+    def send(cls, client: Any, prepared: Prepared, request_id: str) -> Any:
+        rows = prepared.commands.items
         cls.batches.append(len(rows))
         assert len(cls.batches) <= 2_000, "the walk stopped advancing"  # fail, never hang
-        return SimpleNamespace(errors=(), data=[cls._answer(params) for _, params in rows])
+        return SimpleNamespace(errors=(), data=[cls._answer(row.params) for row in rows])
 
     @classmethod
     def _answer(cls, params: dict[str, Any]) -> dict[str, Any]:
@@ -232,3 +233,48 @@ def test_pages_that_break_the_walk_raise(ids: list[int], where: str) -> None:
 
 def _fake(ids: Sequence[int]) -> Page:
     return Page(list(ids), [{"id": i} for i in ids])
+
+
+@pytest.mark.parametrize("lanes", [2, 4, 16])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_batches_taken_in_any_order_give_every_item_once_in_order(lanes: int, seed: int) -> None:
+    """Up to ``lanes`` batches out at once, their pages taken in a random order: every item
+    once, in id order, and what is held plus what the batches out may bring stays within
+    ``hold``, one batch of full pages a lane."""
+    rand = random.Random(seed)
+    ids = sorted(rand.sample(range(1, 2_000_000), 30_000)) + list(range(3_000_000, 3_030_000))
+    _Memory.ids, _Memory.page, _Memory.sizes, _Memory.commands = ids, 50, (), 0
+    hold = lanes * HOLD
+    walker = Walk(page_limit=50, hold=hold, where="x")
+    out: dict[int, list[Query]] = {}
+    got: list[int] = []
+    most = 0
+    for _ in range(10_000):
+        if walker.finished:
+            break
+        while len(out) < lanes:
+            batch, queries = walker.hand_out(lanes)
+            if not queries:
+                break
+            out[batch] = queries
+        most = max(most, walker.held + sum(len(q) for q in out.values()) * 50)
+        batch = rand.choice(sorted(out))
+        queries = out.pop(batch)
+        ready = walker.take(queries, [_page_of(q) for q in queries], batch)
+        got.extend(item["id"] for page in ready for item in page)
+    assert walker.finished
+    assert got == ids
+    assert most <= hold
+
+
+def test_nothing_is_handed_out_while_the_end_pages_are_out() -> None:
+    """The ranges come from the end pages: until they land, no second batch goes."""
+    walker = Walk(page_limit=50, hold=None, where="x")
+    batch, queries = walker.hand_out(4)
+    assert (batch, len(queries)) == (0, 2)
+    assert walker.hand_out(4) == (-1, [])
+    walker.take(queries, [_fake(range(1, 51)), _fake(range(1000, 950, -1))], batch)
+    first, second = walker.hand_out(4), walker.hand_out(4)
+    assert first[1]
+    assert second[1]
+    assert first[1][-1].until == second[1][0].low  # disjoint, adjacent ranges

@@ -268,3 +268,20 @@ def test_a_late_lower_figure_does_not_lower_the_base_of_the_next_rise() -> None:
     for operating in (70.0, 80.0, 75.0, 85.0):
         ledger.learn(Time(operating=operating, operating_reset_at=500.0))
     assert ledger.admit(IDLE, 1.0)[1] == 5.0
+
+
+def test_a_batch_is_booked_by_what_it_asks_for() -> None:
+    """A walk's first batch (2 pages, 2 s) teaches 1 s a page: the next, of 50 pages, is
+    booked 50 s — not the 2 s the last batch cost, which let a window overrun the limit."""
+    ledger = Ledger(RateLimit(operating_limit=100.0, operating_margin=10.0))
+    ledger.learn(Time(operating=10.0), weight=1.0)
+    ledger.learn(Time(operating=12.0), weight=2.0)  # the two end pages cost 2 s
+    held, full = ledger.admit(IDLE, 1.0, weight=50.0)
+    assert (held < 1.0, full) == (True, 50.0)
+    meter = _Meter(12.0)
+    held, second = ledger.admit(meter, budget=0.05, weight=50.0)  # 12 + 50 + 50 >= 90: held
+    assert (held >= 0.05, second) == (True, 50.0)
+    ledger.settle(full)
+    ledger.settle(second)
+    assert ledger.admit(meter, budget=0.05, weight=20.0)[1] == 20.0  # nothing out: the meter's
+    assert ledger.admit(meter, budget=1.0, weight=20.0)[0] < 1.0  # 12 + 20 + 20 < 90: goes
