@@ -6,6 +6,7 @@ wire overlap there, and ``peak_concurrency`` says how many it was handling at on
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Iterator
@@ -505,3 +506,59 @@ def test_a_fast_portal_gets_one_at_a_time_once_the_opening_has_landed() -> None:
     assert window.size == 1
     assert sent == [(0, 5), (1, 5), (2, 5), (3, 5), (4, 5), (5, 6), (6, 7)]
     run.close()
+
+
+# A write job under halt_on_error=True goes one batch at a time, and says so once.
+
+SERIAL = "its chunks go one batch at a time"
+
+
+def _serial_notes(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if SERIAL in r.getMessage()]
+
+
+@pytest.mark.parametrize("face", ["make", "iter"])
+def test_a_write_job_under_halt_says_once_that_it_runs_one_batch_at_a_time(
+    hook: B24Hook, caplog: pytest.LogCaptureFixture, face: str
+) -> None:
+    """Six chunks of writes with the defaults: one INFO line for the call, naming the option
+    for a bulk job; a second call says it again, once."""
+    caplog.set_level(logging.INFO, logger="b24batch")
+    calls = [("tasks.task.add", {"fields": {"title": f"t{n}"}}) for n in range(30)]
+    chunked = BatchByChunkV3(hook)
+    for _ in range(2):
+        if face == "make":
+            assert chunked.make(calls, chunk_size=5).is_success
+        else:
+            assert len(list(chunked.iter(iter(calls), chunk_size=5))) == 6
+    notes = _serial_notes(caplog)
+    assert [(r.levelno, r.name) for r in notes] == [(logging.INFO, "b24batch")] * 2
+    assert "pass halt_on_error=False" in notes[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    ("calls", "options"),
+    [
+        pytest.param(echoes(30, "test.echo.get"), {}, id="reads"),
+        pytest.param(echoes(30), {"halt_on_error": False}, id="halt-off"),
+        pytest.param(echoes(30), {"max_in_flight": 4}, id="a-fixed-window"),
+        pytest.param(echoes(5), {}, id="one-chunk"),
+    ],
+)
+def test_no_note_when_the_job_is_not_kept_to_one_batch(
+    hook: B24Hook, caplog: pytest.LogCaptureFixture, calls: list[Any], options: dict[str, Any]
+) -> None:
+    """Reads, halt_on_error=False, a fixed window, a single chunk: nothing to say."""
+    caplog.set_level(logging.INFO, logger="b24batch")
+    assert BatchByChunkV3(hook).make(calls, chunk_size=5, **options).is_success
+    assert _serial_notes(caplog) == []
+
+
+def test_the_progress_bar_says_a_write_job_runs_one_batch_at_a_time(
+    hook: B24Hook, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """progress=True: the bar's description says why the job is sequential."""
+    pytest.importorskip("tqdm")
+    calls = [("tasks.task.add", {"fields": {"title": f"t{n}"}}) for n in range(10)]
+    BatchByChunkV3(hook).make(calls, chunk_size=5, progress=True)
+    assert "b24batch (one batch at a time: halt_on_error=True)" in capsys.readouterr().err
