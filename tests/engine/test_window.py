@@ -36,6 +36,7 @@ from b24batch.transport import POOL_SIZE
 from tests.support.clocks import FakeTime
 
 SLOW = 0.2  # seconds each delayed request is held: long enough for a window to fill
+OPENING_HOLD = 0.5  # the same, for tests that count what left before the first answer
 
 
 @pytest.fixture
@@ -422,7 +423,8 @@ def _other_process(portal: FakePortal, store: SQLiteStore, fake_time: FakeTime) 
 
 def _auto_job(portal: FakePortal, store: SQLiteStore, fake_time: FakeTime) -> _Recorder:
     """Ten read-only chunks with 'auto', each held at the portal; the session's record."""
-    portal.inject(Fault.delay(SLOW), times=10)  # every opening batch is on the wire together
+    # Each held long enough for every opening batch to leave before the first answer comes.
+    portal.inject(Fault.delay(OPENING_HOLD), times=10)
     session = _Recorder()
     with B24Hook.from_webhook_url(
         portal.webhook_url,
