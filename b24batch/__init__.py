@@ -1,25 +1,30 @@
 """b24batch: a synchronous Python SDK for the Bitrix24 ``batch`` method, REST 3.0 and classic.
 
 Up to 50 REST calls in one HTTP request, results decoded into attrs classes keyed by position
-or by command name::
+or by command name:
 
-    from b24batch import B24Hook, BatchV3
+```python
+from b24batch import B24Hook, BatchV3
 
-    with B24Hook.from_webhook_url("https://example.bitrix24.com/rest/1/SECRET/") as b24:
-        result = BatchV3(b24).make([("tasks.task.get", {"id": 1}), ("tasks.task.get", {"id": 2})])
-        if result.is_success:
-            print(result.data)
+with B24Hook.from_webhook_url("https://example.bitrix24.com/rest/1/SECRET/") as b24:
+    result = BatchV3(b24).make([("tasks.task.get", {"id": 1}), ("tasks.task.get", {"id": 2})])
+    if result.is_success:
+        print(result.data)
+```
 
 Import public names from here only; the submodules' layout may change.
 """
 
+from b24batch._engine.port import Client
 from b24batch._limits.policy import LimitState, RateLimit
-from b24batch._limits.redis import RedisStore
-from b24batch._limits.shared import LimitStore
+from b24batch._limits.redis import DEFAULT_PREFIX, RedisStore
+from b24batch._limits.shared import DEFAULT_RECHECK, DEFAULT_STORE_TIMEOUT, LimitStore
 from b24batch._limits.sqlite import SQLiteStore
 from b24batch._version import __version__
 from b24batch.actions import Actions as _Actions
+from b24batch.apps import InstalledPortal, OAuthApp
 from b24batch.batch import BatchV2, BatchV3
+from b24batch.calls import CallV2, CallV3
 from b24batch.chunks import BatchByChunkV2, BatchByChunkV3
 from b24batch.client import B24Hook, B24OAuth
 from b24batch.client import install_actions as _install_actions
@@ -37,7 +42,7 @@ from b24batch.errors import (
 )
 from b24batch.kinds import CODE_KINDS, ErrorKind, kind_of_code
 from b24batch.lists import CallListV2, CallListV3, FetchListV2, FetchListV3
-from b24batch.options import DEFAULT_RATE_LIMIT, DEFAULT_TIMEOUT
+from b24batch.options import DEFAULT_RATE_LIMIT, DEFAULT_TIMEOUT, ClientOptions
 from b24batch.results import AjaxResult, BatchResult, ChunkedResult, ChunkError, FieldError, Time
 from b24batch.retry import RetryPolicy
 from b24batch.transport import DEADLINE_MARGIN, DEFAULT_MAX_RESPONSE_BYTES
@@ -61,20 +66,29 @@ __all__ = [  # noqa: RUF022 - plain sorted(), as tests/guarantees/test_public_ap
     "CODE_KINDS",
     "CallListV2",
     "CallListV3",
+    "CallV2",
+    "CallV3",
     "ChunkError",
     "ChunkedResult",
+    "Client",
+    "ClientOptions",
     "Command",
     "DEADLINE_MARGIN",
     "DEFAULT_MAX_RESPONSE_BYTES",
+    "DEFAULT_PREFIX",
     "DEFAULT_RATE_LIMIT",
+    "DEFAULT_RECHECK",
+    "DEFAULT_STORE_TIMEOUT",
     "DEFAULT_TIMEOUT",
     "DecodeError",
     "ErrorKind",
     "FetchListV2",
     "FetchListV3",
     "FieldError",
+    "InstalledPortal",
     "LimitState",
     "LimitStore",
+    "OAuthApp",
     "OperatingLimitError",
     "RateLimit",
     "RateLimitError",

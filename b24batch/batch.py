@@ -3,7 +3,8 @@
 Faces only: signatures, docstrings, examples. Each checks its options once and hands the
 calls to the engine (``_engine/execute.py``) with its protocol. What is returned and what is
 raised is the engine's rule, the same for both: an error envelope the portal answered comes
-back in ``BatchResult.errors``; 401, 429, 5xx, transport and decoding failures are raised.
+back in ``BatchResult.errors`` (raised with ``raise_errors``); 401, 429, 5xx, transport and
+decoding failures are raised (docs/errors.md, "Returned or raised").
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ K = TypeVar("K", bound=int | str)
 class BatchV3:
     """Runs up to 50 commands in one REST 3.0 ``batch`` request.
 
-    Example:
+    Examples:
         >>> from b24batch.testing import FakePortal
         >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
         ...     task_id = portal.add_task(title="Write docs")
@@ -38,7 +39,16 @@ class BatchV3:
     """
 
     def __init__(self, client: Client) -> None:
-        """Args: client: the portal client (B24Hook or B24OAuth) the batches go through."""
+        """Bind to ``client``; nothing is sent yet.
+
+        Args:
+            client: The portal client ([`B24Hook`][b24batch.B24Hook] or
+                [`B24OAuth`][b24batch.B24OAuth]) the batches go through.
+
+        Raises:
+            SdkTypeError: ``client`` is not a client (a webhook URL passed as a str, ...): the
+                message names the fix.
+        """
         self._client = checked_client(client, type(self).__name__)
 
     @overload
@@ -52,6 +62,7 @@ class BatchV3:
         result_type: type[T],
         idempotency_key: str | bool | None = ...,
         isolate_errors: bool = ...,
+        raise_errors: bool | None = ...,
     ) -> BatchResult[dict[str, T]]: ...
 
     @overload
@@ -65,6 +76,7 @@ class BatchV3:
         result_type: type[T],
         idempotency_key: str | bool | None = ...,
         isolate_errors: bool = ...,
+        raise_errors: bool | None = ...,
     ) -> BatchResult[list[T]]: ...
 
     @overload
@@ -78,6 +90,7 @@ class BatchV3:
         result_type: Any = ...,
         idempotency_key: str | bool | None = ...,
         isolate_errors: bool = ...,
+        raise_errors: bool | None = ...,
     ) -> BatchResult[Any]: ...
 
     def make(
@@ -90,6 +103,7 @@ class BatchV3:
         result_type: Any = None,
         idempotency_key: str | bool | None = None,
         isolate_errors: bool = False,
+        raise_errors: bool | None = None,
     ) -> BatchResult[Any]:
         """Send ``calls`` as one batch and decode every command's result.
 
@@ -100,17 +114,17 @@ class BatchV3:
 
         Args:
             calls: 1 to 50 commands: a list of ``(method, params)`` tuples, of dicts
-                ``{"method", "params", "as", "parallel"}`` or of :class:`Command` (mixed as you
-                like), or a dict mapping your names to such rows.
+                ``{"method", "params", "as", "parallel"}`` or of [`Command`][b24batch.Command]
+                (mixed as you like), or a dict mapping your names to such rows.
             halt_on_error: Sent as ``parallel = not halt_on_error`` on rows that do not set
                 their own, as the JS SDK does. The portal ignores it: it always stops at the
                 first failing command.
-            return_ajax_result: Put :class:`AjaxResult` objects in ``data`` instead of the
-                bare results.
+            return_ajax_result: Put [`AjaxResult`][b24batch.AjaxResult] objects in ``data`` instead
+                of the bare results.
             request_id: Sent as ``bx24_request_id`` for tracing; a new uuid4 when None.
             result_type: What to structure each command's result into (an attrs class,
-                ``dict[str, Any]``, ...); a :class:`Command` may set its own. None keeps JSON.
-                A ``null`` result stays None whatever the type.
+                ``dict[str, Any]``, ...); a [`Command`][b24batch.Command] may set its own. None
+                keeps JSON. A ``null`` result stays None whatever the type.
             idempotency_key: Sent as ``Idempotency-Key`` on every attempt of this call, so the
                 portal executes the batch at most once and a repeat after a lost answer is
                 safe; True generates one. A string must be 1 to 255 printable ASCII characters.
@@ -122,15 +136,19 @@ class BatchV3:
                 result, one error per command that failed when sent alone, in
                 ``errors_by_key``. Refused for a batch with a write (re-sending writes is never
                 safe) or with references.
+            raise_errors: True raises the first error of the result (``raise_for_errors()``:
+                the others on ``error.others``, the result on ``error.result``) instead of
+                returning it; None takes the client's ``raise_errors``.
 
         Returns:
-            A :class:`BatchResult`. Check ``is_success``: a 4xx error envelope, such as a
-            validation error or a missing record, is returned in ``errors``, not raised.
+            A [`BatchResult`][b24batch.BatchResult]. Check ``is_success``: a 4xx error envelope,
+            such as a validation error or a missing record, is returned in ``errors``, not raised,
+            unless ``raise_errors`` (docs/errors.md, "Returned or raised").
 
         Raises:
             SdkError: ``calls`` or an option is wrong (before anything is sent).
             AuthError: HTTP 401.
-            AjaxError: HTTP 429 and 5xx envelopes.
+            AjaxError: HTTP 429 and 5xx envelopes; with ``raise_errors``, the first error.
             TransportError: Refused connection, timeout, TLS failure, reset.
             DecodeError: An answer that cannot be decoded, or does not fit ``result_type``.
         """
@@ -142,6 +160,7 @@ class BatchV3:
             result_type=result_type,
             idempotency_key=idempotency_key,
             isolate_errors=isolate_errors,
+            raise_errors=raise_errors,
         )
         return execute.make(self._client, V3, calls, options)
 
@@ -152,7 +171,7 @@ class BatchV2:
     CRM, users, disk, chats and most of the API exist only in the classic REST API; its batch
     reports every command on its own.
 
-    Example:
+    Examples:
         >>> from b24batch.testing import FakePortal
         >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
         ...     deal = portal.add_deal(TITLE="Big one")
@@ -163,7 +182,16 @@ class BatchV2:
     """
 
     def __init__(self, client: Client) -> None:
-        """Args: client: the portal client (B24Hook or B24OAuth) the batches go through."""
+        """Bind to ``client``; nothing is sent yet.
+
+        Args:
+            client: The portal client ([`B24Hook`][b24batch.B24Hook] or
+                [`B24OAuth`][b24batch.B24OAuth]) the batches go through.
+
+        Raises:
+            SdkTypeError: ``client`` is not a client (a webhook URL passed as a str, ...): the
+                message names the fix.
+        """
         self._client = checked_client(client, type(self).__name__)
 
     @overload
@@ -176,6 +204,7 @@ class BatchV2:
         request_id: str | None = ...,
         result_type: type[T],
         idempotency_key: None = ...,
+        raise_errors: bool | None = ...,
     ) -> BatchResult[dict[K, T]]: ...
 
     @overload
@@ -188,6 +217,7 @@ class BatchV2:
         request_id: str | None = ...,
         result_type: type[T],
         idempotency_key: None = ...,
+        raise_errors: bool | None = ...,
     ) -> BatchResult[list[T]]: ...
 
     @overload
@@ -200,6 +230,7 @@ class BatchV2:
         request_id: str | None = ...,
         result_type: Any = ...,
         idempotency_key: object = ...,
+        raise_errors: bool | None = ...,
     ) -> BatchResult[Any]: ...
 
     def make(
@@ -211,36 +242,41 @@ class BatchV2:
         request_id: str | None = None,
         result_type: Any = None,
         idempotency_key: object = None,
+        raise_errors: bool | None = None,
     ) -> BatchResult[Any]:
         """Send ``calls`` as one classic batch and decode every command's outcome.
 
         Args:
-            calls: 1 to 50 commands in the forms :meth:`BatchV3.make` takes. A command's key
-                on the wire, for ``$result[KEY]`` references in later commands, is your name
-                (named calls), else the row's ``as``, else its position. A name is any str
-                without ``[``, ``]`` or NUL (``"a.b c"``, ``"007"``), or an int such as a
-                record id (sent as its digits); ``data``, errors' ``key`` and
-                ``not_executed`` use the names as you passed them. Params travel as a PHP
-                form: no booleans (send ``"Y"``/``"N"`` or 1/0), no empty lists or dicts.
+            calls: 1 to 50 commands in the forms [`BatchV3.make`][b24batch.BatchV3.make] takes. A
+                command's key on the wire, for ``$result[KEY]`` references in later commands, is
+                your name (named calls), else the row's ``as``, else its position. A name is any str
+                without ``[``, ``]`` or NUL (``"a.b c"``, ``"007"``), or an int such as a record id
+                (sent as its digits); ``data``, errors' ``key`` and ``not_executed`` use the names
+                as you passed them. Params travel as a PHP form: no booleans (send ``"Y"``/``"N"``
+                or 1/0), no empty lists or dicts.
             halt_on_error: Sent as ``halt=1``: the portal stops at the first failing command
                 and the ones after it are ``not_executed``. False runs every command.
-            return_ajax_result: Put an :class:`AjaxResult` per executed command in ``data``,
-                with its own ``time``, ``total`` and ``next``.
+            return_ajax_result: Put an [`AjaxResult`][b24batch.AjaxResult] per executed command in
+                ``data``, with its own ``time``, ``total`` and ``next``.
             request_id: Sent as ``bx24_request_id`` for tracing; a new uuid4 when None.
             result_type: What to structure each successful result into, as in ``BatchV3``.
             idempotency_key: Refused: the classic endpoint has none.
+            raise_errors: As in ``BatchV3``: raise the first command's error instead of
+                returning it.
 
         Returns:
-            A :class:`BatchResult`: ``data`` holds every result (a list with None where a
-            command has none, or a dict of the commands that succeeded), ``errors`` one
+            A [`BatchResult`][b24batch.BatchResult]: ``data`` holds every result (a list with None
+            where a command has none, or a dict of the commands that succeeded), ``errors`` one
             ``AjaxError`` per failed command with its ``key`` (also in ``errors_by_key``),
             ``not_executed`` the commands a halt skipped. A command refused by a limit inside
             the answer is sent again after the wait the limit implies, within ``max_wait``.
+            Returned, not raised, unless ``raise_errors`` (docs/errors.md, "Returned or
+            raised").
 
         Raises:
             SdkError: ``calls`` or an option is wrong (before anything is sent).
             AuthError: HTTP 401.
-            AjaxError: HTTP 429 and 5xx envelopes.
+            AjaxError: HTTP 429 and 5xx envelopes; with ``raise_errors``, the first error.
             TransportError: Refused connection, timeout, TLS failure, reset.
             DecodeError: An answer that cannot be decoded, or does not fit ``result_type``.
         """
@@ -251,5 +287,6 @@ class BatchV2:
             request_id=request_id,
             result_type=result_type,
             idempotency_key=idempotency_key,
+            raise_errors=raise_errors,
         )
         return execute.make(self._client, V2, calls, options)

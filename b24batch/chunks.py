@@ -6,12 +6,12 @@ to the engine's chunk runner (``_engine/chunked.py``) with its protocol.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 from b24batch._engine import chunked
-from b24batch._engine.call_options import CallOptions, InDoubt, InFlight
-from b24batch._engine.journal import JournalPath
+from b24batch._engine.call_options import CallOptions
 from b24batch._engine.port import Client, checked_client
 from b24batch._protocols.v2 import V2
 from b24batch._protocols.v3 import V3
@@ -29,7 +29,7 @@ K = TypeVar("K", bound=int | str)
 class BatchByChunkV3:
     """Runs any number of commands as consecutive batches of at most ``chunk_size``.
 
-    Example:
+    Examples:
         >>> from b24batch.testing import FakePortal
         >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
         ...     calls = [("tasks.task.add", {"fields": {"title": f"T{n}"}}) for n in range(120)]
@@ -39,7 +39,16 @@ class BatchByChunkV3:
     """
 
     def __init__(self, client: Client) -> None:
-        """Args: client: the portal client (B24Hook or B24OAuth) the chunks go through."""
+        """Bind to ``client``; nothing is sent yet.
+
+        Args:
+            client: The portal client ([`B24Hook`][b24batch.B24Hook] or
+                [`B24OAuth`][b24batch.B24OAuth]) the chunks go through.
+
+        Raises:
+            SdkTypeError: ``client`` is not a client (a webhook URL passed as a str, ...): the
+                message names the fix.
+        """
         self._client = checked_client(client, type(self).__name__)
 
     @overload
@@ -54,9 +63,10 @@ class BatchByChunkV3:
         progress: Progress = ...,
         idempotency_key: str | bool | None = ...,
         isolate_errors: bool = ...,
-        max_in_flight: InFlight = ...,
-        journal: JournalPath | None = ...,
-        in_doubt: InDoubt = ...,
+        max_in_flight: int | Literal["auto"] = ...,
+        journal: str | os.PathLike[str] | None = ...,
+        in_doubt: Literal["report", "resend"] = ...,
+        raise_errors: bool | None = ...,
     ) -> ChunkedResult[dict[str, T]]: ...
 
     @overload
@@ -71,9 +81,10 @@ class BatchByChunkV3:
         progress: Progress = ...,
         idempotency_key: str | bool | None = ...,
         isolate_errors: bool = ...,
-        max_in_flight: InFlight = ...,
-        journal: JournalPath | None = ...,
-        in_doubt: InDoubt = ...,
+        max_in_flight: int | Literal["auto"] = ...,
+        journal: str | os.PathLike[str] | None = ...,
+        in_doubt: Literal["report", "resend"] = ...,
+        raise_errors: bool | None = ...,
     ) -> ChunkedResult[list[T]]: ...
 
     @overload
@@ -88,9 +99,10 @@ class BatchByChunkV3:
         progress: Progress = ...,
         idempotency_key: str | bool | None = ...,
         isolate_errors: bool = ...,
-        max_in_flight: InFlight = ...,
-        journal: JournalPath | None = ...,
-        in_doubt: InDoubt = ...,
+        max_in_flight: int | Literal["auto"] = ...,
+        journal: str | os.PathLike[str] | None = ...,
+        in_doubt: Literal["report", "resend"] = ...,
+        raise_errors: bool | None = ...,
     ) -> ChunkedResult[Any]: ...
 
     def make(
@@ -104,9 +116,10 @@ class BatchByChunkV3:
         progress: Progress = None,
         idempotency_key: str | bool | None = None,
         isolate_errors: bool = False,
-        max_in_flight: InFlight = "auto",
-        journal: JournalPath | None = None,
-        in_doubt: InDoubt = "report",
+        max_in_flight: int | Literal["auto"] = "auto",
+        journal: str | os.PathLike[str] | None = None,
+        in_doubt: Literal["report", "resend"] = "report",
+        raise_errors: bool | None = None,
     ) -> ChunkedResult[Any]:
         """Send all of ``calls``, ``chunk_size`` at a time, and merge the results.
 
@@ -114,23 +127,24 @@ class BatchByChunkV3:
 
         Args:
             calls: A list (or any iterable) of rows, or a dict of named rows, in the forms
-                :meth:`BatchV3.make` takes; any number of them. Positional references
-                (``"3.item.id"``) are refused: use ``as`` and :func:`ref`.
+                [`BatchV3.make`][b24batch.BatchV3.make] takes; any number of them. Positional
+                references (``"3.item.id"``) are refused: use ``as`` and [`ref`][b24batch.ref].
             chunk_size: Commands per batch, 1 to 50. A command is kept in the same batch as the
                 alias it references, so a chunk can end early.
             halt_on_error: True stops after the first failed chunk and lists the commands of
                 the chunks not sent in ``not_executed``; False sends every chunk. Within a
                 chunk the portal always stops at the first failing command, without rollback:
                 the writes before it may have run (``maybe_executed``).
-            result_type: As in :meth:`BatchV3.make`.
+            result_type: As in [`BatchV3.make`][b24batch.BatchV3.make].
             request_id: Base id; chunk ``k`` is sent as ``{request_id}.{k}``. A new uuid4 when
                 None.
             progress: True for a tqdm progress bar (``pip install 'b24batch[progress]'``), or a
                 callable given ``(done_commands, total)`` after every chunk.
             idempotency_key: A base key (chunk ``k`` sends ``{key}.{k}``) or True for a
-                generated one; see :meth:`BatchV3.make`.
-            isolate_errors: As in :meth:`BatchV3.make`, for each failed chunk: one
-                :class:`ChunkError` per failing command. Every command must only read.
+                generated one; see [`BatchV3.make`][b24batch.BatchV3.make].
+            isolate_errors: As in [`BatchV3.make`][b24batch.BatchV3.make], for each failed chunk:
+                one [`ChunkError`][b24batch.ChunkError] per failing command. Every command must only
+                read.
             journal: A file (str or ``os.PathLike``) that keeps every chunk's outcome, so that
                 the same call run again after a crash, a Ctrl+C or a failed chunk continues
                 where it stopped: answered chunks are read back, not sent. See "Jobs that
@@ -140,14 +154,19 @@ class BatchByChunkV3:
                 or an idempotency key and no write before its last command) and otherwise lists
                 its writes in ``maybe_executed``; ``"resend"`` sends it again (check the portal
                 first).
+            raise_errors: True raises the first chunk error once the call is done
+                (``raise_for_errors()``: the others on ``error.others``, the result on
+                ``error.partial``) instead of returning it; None takes the client's.
 
         Returns:
-            A :class:`ChunkedResult`.
+            A [`ChunkedResult`][b24batch.ChunkedResult]; chunk errors are returned in
+            ``errors``, not raised, unless ``raise_errors`` (docs/errors.md, "Returned or
+            raised").
 
         Raises:
             SdkError: Bad input or options, found before anything is sent.
-            B24Error: What a chunk raised (as :meth:`BatchV3.make`), with the chunks before it
-                in ``error.partial``.
+            B24Error: What a chunk raised (as [`BatchV3.make`][b24batch.BatchV3.make]), with the
+                chunks before it in ``error.partial``.
         """
         options = CallOptions.checked(
             V3,
@@ -160,6 +179,7 @@ class BatchByChunkV3:
             max_in_flight=max_in_flight,
             journal=journal,
             in_doubt=in_doubt,
+            raise_errors=raise_errors,
         )
         refuse_single_row(calls)
         return chunked.make(self._client, V3, calls, options, progress)
@@ -176,9 +196,10 @@ class BatchByChunkV3:
         progress: Progress = ...,
         idempotency_key: str | bool | None = ...,
         isolate_errors: bool = ...,
-        max_in_flight: InFlight = ...,
-        journal: JournalPath | None = ...,
-        in_doubt: InDoubt = ...,
+        max_in_flight: int | Literal["auto"] = ...,
+        journal: str | os.PathLike[str] | None = ...,
+        in_doubt: Literal["report", "resend"] = ...,
+        raise_errors: bool | None = ...,
     ) -> Iterator[BatchResult[dict[str, T]]]: ...
 
     @overload
@@ -193,9 +214,10 @@ class BatchByChunkV3:
         progress: Progress = ...,
         idempotency_key: str | bool | None = ...,
         isolate_errors: bool = ...,
-        max_in_flight: InFlight = ...,
-        journal: JournalPath | None = ...,
-        in_doubt: InDoubt = ...,
+        max_in_flight: int | Literal["auto"] = ...,
+        journal: str | os.PathLike[str] | None = ...,
+        in_doubt: Literal["report", "resend"] = ...,
+        raise_errors: bool | None = ...,
     ) -> Iterator[BatchResult[list[T]]]: ...
 
     @overload
@@ -210,9 +232,10 @@ class BatchByChunkV3:
         progress: Progress = ...,
         idempotency_key: str | bool | None = ...,
         isolate_errors: bool = ...,
-        max_in_flight: InFlight = ...,
-        journal: JournalPath | None = ...,
-        in_doubt: InDoubt = ...,
+        max_in_flight: int | Literal["auto"] = ...,
+        journal: str | os.PathLike[str] | None = ...,
+        in_doubt: Literal["report", "resend"] = ...,
+        raise_errors: bool | None = ...,
     ) -> Iterator[BatchResult[Any]]: ...
 
     def iter(
@@ -226,22 +249,30 @@ class BatchByChunkV3:
         progress: Progress = None,
         idempotency_key: str | bool | None = None,
         isolate_errors: bool = False,
-        max_in_flight: InFlight = "auto",
-        journal: JournalPath | None = None,
-        in_doubt: InDoubt = "report",
+        max_in_flight: int | Literal["auto"] = "auto",
+        journal: str | os.PathLike[str] | None = None,
+        in_doubt: Literal["report", "resend"] = "report",
+        raise_errors: bool | None = None,
     ) -> Iterator[BatchResult[Any]]:
-        """Yield one :class:`BatchResult` per chunk as it arrives, reading ``calls`` lazily.
+        """Yield one [`BatchResult`][b24batch.BatchResult] per chunk as it arrives, reading
+        ``calls`` lazily.
 
         Takes any iterable, a generator included, and reads at most two chunks ahead of what
         it has sent, so memory stays flat however many commands there are. Each row is checked
-        as it is read: a bad row raises :class:`SdkError` when its chunk is planned, after
-        the chunks before it were yielded. With ``halt_on_error`` iteration stops after the
-        first failed chunk (which is yielded). Arguments as for :meth:`make`.
+        as it is read: a bad row raises [`SdkError`][b24batch.SdkError] when its chunk is planned,
+        after the chunks before it were yielded. With ``halt_on_error`` iteration stops after the
+        first failed chunk (which is yielded). Arguments as for
+        [`make`][b24batch.BatchByChunkV3.make]; with ``raise_errors`` the first chunk with an
+        error is raised instead of yielded (its result on ``error.result``, what landed
+        meanwhile on ``error.partial``).
 
-        Example:
-            >>> rows = (("tasks.task.get", {"id": i}) for i in range(1, 10_001))  # doctest: +SKIP
-            >>> for chunk in BatchByChunkV3(b24).iter(rows):  # doctest: +SKIP
-            ...     save(chunk.data)
+        Examples:
+            >>> from b24batch.testing import FakePortal
+            >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
+            ...     _ = portal.add_tasks(120)
+            ...     rows = (("tasks.task.get", {"id": i}) for i in range(1, 121))
+            ...     [len(chunk.data) for chunk in BatchByChunkV3(b24).iter(rows)]
+            [50, 50, 20]
         """
         options = CallOptions.checked(
             V3,
@@ -254,6 +285,7 @@ class BatchByChunkV3:
             max_in_flight=max_in_flight,
             journal=journal,
             in_doubt=in_doubt,
+            raise_errors=raise_errors,
         )
         refuse_single_row(calls)
         return chunked.iterate(self._client, V3, calls, options, progress)
@@ -266,7 +298,7 @@ class BatchByChunkV2:
     in the whole input — so ``$result[KEY]`` references mean the same in every chunk, and a
     command is kept in the same chunk as the commands it references.
 
-    Example:
+    Examples:
         >>> from b24batch.testing import FakePortal
         >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
         ...     calls = [("crm.deal.add", {"fields": {"TITLE": f"D{n}"}}) for n in range(120)]
@@ -276,7 +308,16 @@ class BatchByChunkV2:
     """
 
     def __init__(self, client: Client) -> None:
-        """Args: client: the portal client (B24Hook or B24OAuth) the chunks go through."""
+        """Bind to ``client``; nothing is sent yet.
+
+        Args:
+            client: The portal client ([`B24Hook`][b24batch.B24Hook] or
+                [`B24OAuth`][b24batch.B24OAuth]) the chunks go through.
+
+        Raises:
+            SdkTypeError: ``client`` is not a client (a webhook URL passed as a str, ...): the
+                message names the fix.
+        """
         self._client = checked_client(client, type(self).__name__)
 
     @overload
@@ -289,9 +330,10 @@ class BatchByChunkV2:
         result_type: type[T],
         request_id: str | None = ...,
         progress: Progress = ...,
-        max_in_flight: InFlight = ...,
-        journal: JournalPath | None = ...,
-        in_doubt: InDoubt = ...,
+        max_in_flight: int | Literal["auto"] = ...,
+        journal: str | os.PathLike[str] | None = ...,
+        in_doubt: Literal["report", "resend"] = ...,
+        raise_errors: bool | None = ...,
     ) -> ChunkedResult[dict[K, T]]: ...
 
     @overload
@@ -304,9 +346,10 @@ class BatchByChunkV2:
         result_type: type[T],
         request_id: str | None = ...,
         progress: Progress = ...,
-        max_in_flight: InFlight = ...,
-        journal: JournalPath | None = ...,
-        in_doubt: InDoubt = ...,
+        max_in_flight: int | Literal["auto"] = ...,
+        journal: str | os.PathLike[str] | None = ...,
+        in_doubt: Literal["report", "resend"] = ...,
+        raise_errors: bool | None = ...,
     ) -> ChunkedResult[list[T]]: ...
 
     @overload
@@ -319,9 +362,10 @@ class BatchByChunkV2:
         result_type: Any = ...,
         request_id: str | None = ...,
         progress: Progress = ...,
-        max_in_flight: InFlight = ...,
-        journal: JournalPath | None = ...,
-        in_doubt: InDoubt = ...,
+        max_in_flight: int | Literal["auto"] = ...,
+        journal: str | os.PathLike[str] | None = ...,
+        in_doubt: Literal["report", "resend"] = ...,
+        raise_errors: bool | None = ...,
     ) -> ChunkedResult[Any]: ...
 
     def make(
@@ -333,9 +377,10 @@ class BatchByChunkV2:
         result_type: Any = None,
         request_id: str | None = None,
         progress: Progress = None,
-        max_in_flight: InFlight = "auto",
-        journal: JournalPath | None = None,
-        in_doubt: InDoubt = "report",
+        max_in_flight: int | Literal["auto"] = "auto",
+        journal: str | os.PathLike[str] | None = None,
+        in_doubt: Literal["report", "resend"] = "report",
+        raise_errors: bool | None = None,
     ) -> ChunkedResult[Any]:
         """Send all of ``calls``, ``chunk_size`` at a time, and merge the results.
 
@@ -343,23 +388,24 @@ class BatchByChunkV2:
 
         Args:
             calls: A list (or any iterable) of rows, or a dict of named rows (str or int
-                names, such as record ids), in the forms :meth:`BatchV2.make` takes; any
-                number of them.
+                names, such as record ids), in the forms [`BatchV2.make`][b24batch.BatchV2.make]
+                takes; any number of them.
             chunk_size: Commands per batch, 1 to 50. A command is kept in the same batch as
                 the commands it references, so a chunk can end early.
             halt_on_error: Each chunk is sent with ``halt=1``, and the first failed command
                 stops the call: the commands after it, in its chunk and in the chunks not
                 sent, are in ``not_executed``. False runs every command of every chunk.
-            result_type: As in :meth:`BatchV2.make`.
+            result_type: As in [`BatchV2.make`][b24batch.BatchV2.make].
             request_id: Base id; chunk ``k`` is sent as ``{request_id}.{k}``.
             progress: True for a tqdm progress bar, or a callable ``(done_commands, total)``.
-            journal: As in :meth:`BatchByChunkV3.make`.
-            in_doubt: As in :meth:`BatchByChunkV3.make`.
+            journal: As in [`BatchByChunkV3.make`][b24batch.BatchByChunkV3.make].
+            in_doubt: As in [`BatchByChunkV3.make`][b24batch.BatchByChunkV3.make].
+            raise_errors: As in [`BatchByChunkV3.make`][b24batch.BatchByChunkV3.make].
 
         Returns:
-            A :class:`ChunkedResult`: one :class:`ChunkError` per failed command, with its
-            global key; results of every command that succeeded, in call order (None where a
-            command has none) or by name.
+            A [`ChunkedResult`][b24batch.ChunkedResult]: one [`ChunkError`][b24batch.ChunkError] per
+            failed command, with its global key; results of every command that succeeded, in call
+            order (None where a command has none) or by name.
 
         Raises:
             SdkError: Bad input or options, found before anything is sent.
@@ -374,6 +420,7 @@ class BatchByChunkV2:
             max_in_flight=max_in_flight,
             journal=journal,
             in_doubt=in_doubt,
+            raise_errors=raise_errors,
         )
         refuse_single_row(calls)
         return chunked.make(self._client, V2, calls, options, progress)
@@ -388,9 +435,10 @@ class BatchByChunkV2:
         result_type: type[T],
         request_id: str | None = ...,
         progress: Progress = ...,
-        max_in_flight: InFlight = ...,
-        journal: JournalPath | None = ...,
-        in_doubt: InDoubt = ...,
+        max_in_flight: int | Literal["auto"] = ...,
+        journal: str | os.PathLike[str] | None = ...,
+        in_doubt: Literal["report", "resend"] = ...,
+        raise_errors: bool | None = ...,
     ) -> Iterator[BatchResult[dict[K, T]]]: ...
 
     @overload
@@ -403,9 +451,10 @@ class BatchByChunkV2:
         result_type: type[T],
         request_id: str | None = ...,
         progress: Progress = ...,
-        max_in_flight: InFlight = ...,
-        journal: JournalPath | None = ...,
-        in_doubt: InDoubt = ...,
+        max_in_flight: int | Literal["auto"] = ...,
+        journal: str | os.PathLike[str] | None = ...,
+        in_doubt: Literal["report", "resend"] = ...,
+        raise_errors: bool | None = ...,
     ) -> Iterator[BatchResult[list[T]]]: ...
 
     @overload
@@ -418,9 +467,10 @@ class BatchByChunkV2:
         result_type: Any = ...,
         request_id: str | None = ...,
         progress: Progress = ...,
-        max_in_flight: InFlight = ...,
-        journal: JournalPath | None = ...,
-        in_doubt: InDoubt = ...,
+        max_in_flight: int | Literal["auto"] = ...,
+        journal: str | os.PathLike[str] | None = ...,
+        in_doubt: Literal["report", "resend"] = ...,
+        raise_errors: bool | None = ...,
     ) -> Iterator[BatchResult[Any]]: ...
 
     def iter(
@@ -432,14 +482,17 @@ class BatchByChunkV2:
         result_type: Any = None,
         request_id: str | None = None,
         progress: Progress = None,
-        max_in_flight: InFlight = "auto",
-        journal: JournalPath | None = None,
-        in_doubt: InDoubt = "report",
+        max_in_flight: int | Literal["auto"] = "auto",
+        journal: str | os.PathLike[str] | None = None,
+        in_doubt: Literal["report", "resend"] = "report",
+        raise_errors: bool | None = None,
     ) -> Iterator[BatchResult[Any]]:
-        """Yield one :class:`BatchResult` per chunk as it arrives, reading ``calls`` lazily.
+        """Yield one [`BatchResult`][b24batch.BatchResult] per chunk as it arrives, reading
+        ``calls`` lazily.
 
-        As :meth:`BatchByChunkV3.iter`; arguments as for :meth:`make`. With
-        ``halt_on_error`` iteration stops after the chunk with the first failed command.
+        As [`BatchByChunkV3.iter`][b24batch.BatchByChunkV3.iter]; arguments as for
+        [`make`][b24batch.BatchByChunkV2.make]. With ``halt_on_error`` iteration stops after the
+        chunk with the first failed command.
         """
         options = CallOptions.checked(
             V2,
@@ -450,6 +503,7 @@ class BatchByChunkV2:
             max_in_flight=max_in_flight,
             journal=journal,
             in_doubt=in_doubt,
+            raise_errors=raise_errors,
         )
         refuse_single_row(calls)
         return chunked.iterate(self._client, V2, calls, options, progress)

@@ -96,9 +96,11 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit status.
 
-    Example:
-        >>> main(["run", "--fake", "calls.json"])  # doctest: +SKIP
-        0
+    For example, with the commands in ``calls.json``, sent to a FakePortal:
+
+    ```python
+    exit_status = main(["run", "--fake", "calls.json"])
+    ```
     """
     parser = _Parser(prog="b24batch", description="Bitrix24 REST 3.0 batch from the command line.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

@@ -52,9 +52,9 @@ class Command:
         result_type: What to structure this command's result into; None takes ``make``'s.
         read_only: Whether the method only reads, which makes a batch safe to repeat after a
             failure that may have executed it; None applies the name rule
-            (:func:`b24batch.retry.is_read_only`: ``*.get``, ``*.list``, ...).
+            (`retry.is_read_only`: ``*.get``, ``*.list``, ...).
 
-    Example:
+    Examples:
         >>> Command("tasks.task.get", {"id": 1}, as_="task").as_
         'task'
     """
@@ -131,12 +131,13 @@ class Commands:
 
 
 def normalize(calls: object, *, limit: int = MAX_COMMANDS, what: str = "REST 3.0") -> Commands:
-    """Validate ``calls`` in any accepted form and return them as :class:`Commands`.
+    """Validate ``calls`` in any accepted form and return them as `Commands`.
 
     Args:
         calls: A list (or any iterable) of rows, or a dict mapping names to rows. A row is a
             ``(method,)`` / ``(method, params)`` tuple, a dict with ``method`` and optional
-            ``params``, ``as``, ``parallel``, or a :class:`Command`; a list may mix them.
+            ``params``, ``as``, ``parallel``, or a [`Command`][b24batch.Command]; a list may mix
+            them.
         limit: The most commands allowed.
         what: The protocol's name, for messages (``"REST 3.0"`` or ``"classic"``).
 
@@ -144,7 +145,7 @@ def normalize(calls: object, *, limit: int = MAX_COMMANDS, what: str = "REST 3.0
         SdkError: Too few or too many commands, a bad row, a duplicate alias.
         SdkTypeError: ``calls`` or a row has the wrong type.
 
-    Example:
+    Examples:
         >>> normalize([("tasks.task.get", {"id": 1})]).keys
         (0,)
     """
@@ -306,7 +307,7 @@ def ref(path: str) -> dict[str, str]:
     Raises:
         SdkError: The path is not a non-empty dotted path.
 
-    Example:
+    Examples:
         >>> ref("created.item.id")
         {'$ref': 'created.item.id'}
     """
@@ -319,7 +320,7 @@ def ref_array(path: str) -> dict[str, str]:
     Args:
         path: ``alias.field``, e.g. ``tasks.id`` for every ``id`` in ``tasks``'s items.
 
-    Example:
+    Examples:
         >>> ref_array("tasks.id")
         {'$refArray': 'tasks.id'}
     """

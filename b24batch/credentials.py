@@ -63,9 +63,10 @@ class BodyToken(requests.auth.AuthBase):
         self._token = token
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        body = request.body
+        body = request.body or b""  # a single call without params has an empty body
         assert isinstance(body, bytes)  # the classic body is always encoded bytes
-        request.body = body + b"&auth=" + quote(self._token.value, safe="").encode("ascii")
+        joint = b"&auth=" if body else b"auth="
+        request.body = body + joint + quote(self._token.value, safe="").encode("ascii")
         request.prepare_content_length(request.body)
         return request
 

@@ -1,22 +1,22 @@
 """The exception tree of b24batch. Defines exceptions only: no I/O, no parsing.
 
-::
+```text
+B24Error                      root; every error carries request_id, outcome_unknown
+                              and maybe_executed
+├── SdkError (ValueError)     misuse, raised before any request is sent
+│   └── SdkTypeError (TypeError)   misuse of a type
+├── AjaxError                 the portal answered with an error envelope
+│   ├── AuthError             401: bad, expired or missing credential
+│   ├── RateLimitError        503 QUERY_LIMIT_EXCEEDED: refused before execution
+│   └── OperatingLimitError   429 OPERATION_TIME_LIMIT: the method's time budget is used up
+├── TransportError            no usable HTTP answer: refused, timeout, TLS, reset, redirect
+└── DecodeError               an answer that cannot be decoded: HTML, truncated JSON,
+                              a missing result entry, a result that does not fit result_type
+```
 
-    B24Error                      root; every error carries ``request_id``, ``outcome_unknown``
-                                  and ``maybe_executed``
-    ├── SdkError (ValueError)     misuse, raised before any request is sent
-    │   └── SdkTypeError (TypeError)   misuse of a type
-    ├── AjaxError                 the portal answered with an error envelope
-    │   ├── AuthError             401: bad, expired or missing credential
-    │   ├── RateLimitError        503 QUERY_LIMIT_EXCEEDED: refused before execution
-    │   └── OperatingLimitError   429 OPERATION_TIME_LIMIT: the method's time budget is used up
-    ├── TransportError            no usable HTTP answer: refused, timeout, TLS, reset, redirect
-    └── DecodeError               an answer that cannot be decoded: HTML, truncated JSON,
-                                  a missing result entry, a result that does not fit result_type
-
-Every error has a ``kind`` (an :class:`ErrorKind`) to branch on; the table of the portal's
-codes behind it is in ``kinds.py``. Messages never contain a webhook secret or token: the code
-that raises them redacts first.
+Every error has a ``kind`` (an [`ErrorKind`][b24batch.ErrorKind]) to branch on; the table of the
+portal's codes behind it is in ``kinds.py``. Messages never contain a webhook secret or token: the
+code that raises them redacts first.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class B24Error(Exception):
     Every error pickles (``multiprocessing``, ``ProcessPoolExecutor``, Celery) with all its
     attributes; like any exception, its ``__cause__`` and traceback stay behind.
 
-    Example:
+    Examples:
         >>> try:
         ...     BatchV3(B24Hook.from_webhook_url("https://example.bitrix24.com/rest/1/s/")).make([])
         ... except B24Error as error:
@@ -83,7 +83,7 @@ class B24Error(Exception):
 
     @property
     def kind(self) -> ErrorKind:
-        """What kind of failure this is, to branch on (see :class:`ErrorKind`).
+        """What kind of failure this is, to branch on (see [`ErrorKind`][b24batch.ErrorKind]).
 
         ``SdkError`` is ``MISUSE``, ``TransportError`` ``TRANSPORT``, ``DecodeError``
         ``DECODING``, ``AuthError`` ``AUTH``, the two limit errors ``LIMIT``; any other
@@ -144,9 +144,9 @@ def _restore(cls: type[B24Error], args: tuple[Any, ...]) -> B24Error:
 class SdkError(B24Error, ValueError):
     """The SDK was used wrongly; raised before any request is sent. Its ``kind`` is ``MISUSE``.
 
-    Also a :class:`ValueError`, so ``except ValueError`` catches it as it would any bad argument.
+    Also a `ValueError`, so ``except ValueError`` catches it as it would any bad argument.
 
-    Example:
+    Examples:
         >>> b24 = B24Hook.from_webhook_url("https://example.bitrix24.com/rest/1/s/")
         >>> BatchV3(b24).make([{"method": "tasks.task.get", "query": {"id": 1}}])
         Traceback (most recent call last):
@@ -156,14 +156,14 @@ class SdkError(B24Error, ValueError):
 
     @property
     def kind(self) -> ErrorKind:
-        """Always :attr:`ErrorKind.MISUSE`."""
+        """Always [`ErrorKind.MISUSE`][b24batch.ErrorKind.MISUSE]."""
         return ErrorKind.MISUSE
 
 
 class SdkTypeError(SdkError, TypeError):
-    """An argument of the wrong type; also a :class:`TypeError`.
+    """An argument of the wrong type; also a `TypeError`.
 
-    Example:
+    Examples:
         >>> B24Hook.from_webhook_url(b"https://example.bitrix24.com/rest/1/s/")
         Traceback (most recent call last):
         ...
@@ -178,11 +178,12 @@ class AjaxError(B24Error):
         code: The portal's error code, e.g. ``BITRIX_REST_V3_EXCEPTION_ENTITYNOTFOUNDEXCEPTION``.
         message: The portal's own message, as sent (secret-free).
         status: The HTTP status of the answer.
-        validation: One :class:`FieldError` per ``validation`` row, in the portal's order.
+        validation: One [`FieldError`][b24batch.FieldError] per ``validation`` row, in the portal's
+            order.
 
     ``str(error)`` joins all of them into one readable line.
 
-    Example:
+    Examples:
         >>> print(AjaxError("Record with ID = `2` not found", code="NOT_FOUND", status=400))
         NOT_FOUND (HTTP 400): Record with ID = `2` not found
     """
@@ -219,7 +220,7 @@ class AjaxError(B24Error):
         if self.key is not None:
             text = f"command {self.key!r}: {text}"
         if self.outcome_unknown:
-            text += " (the batch may have been executed)"
+            text += " (the request may have been executed)"
         if self.validation:
             # JS SDK #423 glued the rows together and lost the field: keep both, separated.
             rows = "; ".join(
@@ -245,21 +246,37 @@ class AuthError(AjaxError):
         refresh_error: When ``B24OAuth``'s ``refresh`` callable failed, its exception. It is
             kept out of the message and the traceback chain, as it may name a token. A pickled
             copy (another process, a Celery result backend) carries in its place a
-            :class:`B24Error` naming only the exception's type: the original may hold the
-            token or the client secret, and may not pickle at all.
+            [`B24Error`][b24batch.B24Error] naming only the exception's type: the original may
+            hold the token or the client secret, and may not pickle at all.
+        reinstall: True when a refresh through [`OAuthApp`][b24batch.OAuthApp] found the
+            portal's tokens unusable (``invalid_grant``: the refresh token is spent, revoked or
+            expired): only installing the application again, or an admin opening it, gives
+            new ones.
+        may_retry: True when the same refresh may succeed later (the authorization server was
+            unreachable, slow or failing, ``PAYMENT_REQUIRED`` until the portal pays).
 
-    Example:
+    Examples:
         >>> error = AuthError("expired", code="expired_token", status=401)
         >>> isinstance(error, AjaxError), error.refresh_error
         (True, None)
     """
 
     refresh_error: BaseException | None = None
+    reinstall: bool = False
+    may_retry: bool = False
 
     @property
     def kind(self) -> ErrorKind:
-        """Always :attr:`ErrorKind.AUTH`."""
+        """Always [`ErrorKind.AUTH`][b24batch.ErrorKind.AUTH]."""
         return ErrorKind.AUTH
+
+    def copy(self) -> AuthError:
+        """A new error with this one's fields, as yet unmarked (one attempt, no
+        ``maybe_executed``): each batch that shares one failed refresh raises its own."""
+        fresh = AuthError(self.message, code=self.code, status=self.status)
+        kept = {k: v for k, v in vars(self).items() if k not in ("attempts", "maybe_executed")}
+        fresh.__dict__.update(kept, attempts=1, maybe_executed=(), _executed_note="")
+        return fresh
 
     def _pickled_state(self) -> dict[str, Any]:
         state = super()._pickled_state()
@@ -283,7 +300,7 @@ class RateLimitError(AjaxError):
     Attributes:
         retry_at: For the client's own refusal, Unix seconds when its bucket has room again.
 
-    Example:
+    Examples:
         >>> issubclass(RateLimitError, AjaxError)
         True
     """
@@ -292,7 +309,7 @@ class RateLimitError(AjaxError):
 
     @property
     def kind(self) -> ErrorKind:
-        """Always :attr:`ErrorKind.LIMIT`."""
+        """Always [`ErrorKind.LIMIT`][b24batch.ErrorKind.LIMIT]."""
         return ErrorKind.LIMIT
 
 
@@ -303,7 +320,7 @@ class OperatingLimitError(AjaxError):
         retry_at: Unix seconds when the portal should accept the method again (its
             ``operating_reset_at``, or an estimate), when known.
 
-    Example:
+    Examples:
         >>> OperatingLimitError("blocked", code="OPERATION_TIME_LIMIT", status=429).retry_at
     """
 
@@ -311,7 +328,7 @@ class OperatingLimitError(AjaxError):
 
     @property
     def kind(self) -> ErrorKind:
-        """Always :attr:`ErrorKind.LIMIT`."""
+        """Always [`ErrorKind.LIMIT`][b24batch.ErrorKind.LIMIT]."""
         return ErrorKind.LIMIT
 
 
@@ -325,7 +342,7 @@ class TransportError(B24Error):
         never_connected: True when no connection could be opened (refused, DNS failure,
             connect timeout): nothing was sent, so the batch layer may always repeat it.
 
-    Example:
+    Examples:
         >>> TransportError("no answer", outcome_unknown=True).outcome_unknown
         True
     """
@@ -334,7 +351,7 @@ class TransportError(B24Error):
 
     @property
     def kind(self) -> ErrorKind:
-        """Always :attr:`ErrorKind.TRANSPORT`."""
+        """Always [`ErrorKind.TRANSPORT`][b24batch.ErrorKind.TRANSPORT]."""
         return ErrorKind.TRANSPORT
 
 
@@ -350,14 +367,14 @@ class DecodeError(B24Error):
             as a ``BatchResult`` of untyped JSON, so nothing the portal returned is lost (its
             writes ran: they are all in ``maybe_executed``).
 
-    Example:
+    Examples:
         >>> str(DecodeError("the portal answered HTTP 502 with an HTML page"))
         'the portal answered HTTP 502 with an HTML page'
     """
 
     @property
     def kind(self) -> ErrorKind:
-        """Always :attr:`ErrorKind.DECODING`."""
+        """Always [`ErrorKind.DECODING`][b24batch.ErrorKind.DECODING]."""
         return ErrorKind.DECODING
 
 

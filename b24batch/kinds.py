@@ -1,8 +1,9 @@
 """What kind of failure an error is: ``ErrorKind``, and the one table of the portal's codes.
 
-Maps a portal error code (REST 3.0 or classic) and HTTP status to an :class:`ErrorKind`, so a
-program can branch on ``error.kind`` instead of matching substrings of codes. Pure data and one
-lookup function: no I/O, no knowledge of the exception classes (``errors.py`` uses this).
+Maps a portal error code (REST 3.0 or classic) and HTTP status to an
+[`ErrorKind`][b24batch.ErrorKind], so a program can branch on ``error.kind`` instead of matching
+substrings of codes. Pure data and one lookup function: no I/O, no knowledge of the exception
+classes (``errors.py`` uses this).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ __all__ = ["CODE_KINDS", "ErrorKind", "kind_of_code"]
 class ErrorKind(enum.Enum):
     """What went wrong, in the terms a program branches on; ``error.kind`` on every error.
 
-    Example:
+    Examples:
         >>> from b24batch import AjaxError, ErrorKind
         >>> error = AjaxError("Record not found", code="ENTITY_GONE", status=404)
         >>> error.kind is ErrorKind.NOT_FOUND
@@ -73,6 +74,11 @@ _TABLE: Final = {
     "ERROR_METHOD_NOT_FOUND": ErrorKind.INPUT,
     "ERROR_BATCH_LENGTH_EXCEEDED": ErrorKind.INPUT,
     "ERROR_BATCH_METHOD_NOT_ALLOWED": ErrorKind.INPUT,
+    # The classic tasks.task.* methods (b24restdocs api-reference/tasks/tasks-task-add.md,
+    # -update.md, -delete.md): ERROR_CORE is a refused value (no title, a bad status, an
+    # assignee not found); 1048582 is "No access to delete the task".
+    "ERROR_CORE": ErrorKind.INPUT,
+    "1048582": ErrorKind.ACCESS,
     "insufficient_scope": ErrorKind.ACCESS,
     "INVALID_CREDENTIALS": ErrorKind.ACCESS,
     "ACCESS_DENIED": ErrorKind.ACCESS,
@@ -92,7 +98,7 @@ _TABLE: Final = {
 
 CODE_KINDS: Final[Mapping[str, ErrorKind]] = MappingProxyType(_TABLE)
 """Every portal error code b24batch knows, and its kind. The classic CRM methods answer with an
-empty code (``""``); :func:`kind_of_code` reads their message instead."""
+empty code (``""``); [`kind_of_code`][b24batch.kind_of_code] reads their message instead."""
 
 # The classic CRM methods answer some errors with an empty code and only a message (protocol
 # §7); these are the messages the portal is known to send, read as lower-case fragments.
@@ -111,7 +117,8 @@ _HTTP_SERVER_ERROR: Final = 500
 
 
 def kind_of_code(code: str, status: int, message: str = "") -> ErrorKind:
-    """The kind of a portal error: by its code in :data:`CODE_KINDS`, else by HTTP status.
+    """The kind of a portal error: by its code in [`CODE_KINDS`][b24batch.CODE_KINDS], else by HTTP
+    status.
 
     Args:
         code: The portal's error code, in any letter case.
@@ -126,7 +133,7 @@ def kind_of_code(code: str, status: int, message: str = "") -> ErrorKind:
         where a 2xx (a command's error inside a batch answer) counts as the 400 the method
         answers alone: ``INPUT``.
 
-    Example:
+    Examples:
         >>> kind_of_code("OPERATION_TIME_LIMIT", 429)
         <ErrorKind.LIMIT: 'limit'>
         >>> kind_of_code("SOMETHING_NEW", 403)

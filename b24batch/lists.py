@@ -27,7 +27,16 @@ class _Lister:
     _protocol: Protocol
 
     def __init__(self, client: Client) -> None:
-        """Args: client: the portal client (B24Hook or B24OAuth) the batches go through."""
+        """Bind to ``client``; nothing is sent yet.
+
+        Args:
+            client: The portal client ([`B24Hook`][b24batch.B24Hook] or
+                [`B24OAuth`][b24batch.B24OAuth]) the batches go through.
+
+        Raises:
+            SdkTypeError: ``client`` is not a client (a webhook URL passed as a str, ...): the
+                message names the fix.
+        """
         self._client = checked_client(client, type(self).__name__)
 
     def _start(
@@ -86,8 +95,10 @@ class _CallList(_Lister):
             DecodeError: The portal's pages break the walk (ids out of their range or order:
                 the cursor would not advance; one end page empty and the other not), or an
                 item does not fit ``result_type``.
-            B24Error: What a batch raised; ``error.partial.data`` holds every item fetched
-                until then, in id order.
+            B24Error: What a batch raised, and any error the portal answered for a command:
+                a list of items has no room for one, so a walk always raises, whatever
+                ``raise_errors`` says (docs/errors.md, "Returned or raised");
+                ``error.partial.data`` holds every item fetched until then, in id order.
         """
         pages = self._start(method, params, id_key, result_type, progress, hold=None)
         items: list[Any] = []
@@ -121,21 +132,28 @@ class _FetchList(_Lister):
         as every id below them is read, and while finished ranges wait above one still being
         read, the next batch carries fewer commands. Params are checked here, before the first
         request; arguments as for ``make``. Stop iterating at any time: nothing more is sent.
+        Every error is raised, as by ``make`` (docs/errors.md, "Returned or raised").
 
-        Example:
-            >>> pages = FetchListV2(b24).iter("crm.deal.list", {"select": ["ID"]})  # doctest: +SKIP
-            >>> for page in pages:  # doctest: +SKIP
-            ...     save(page)
+        Examples:
+            >>> from b24batch.testing import FakePortal
+            >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
+            ...     _ = portal.add_deals(120)
+            ...     for page in FetchListV2(b24).iter("crm.deal.list", {"select": ["ID"]}):
+            ...         print(len(page), page[0]["ID"])
+            50 1
+            50 51
+            20 101
         """
         return self._start(method, params, id_key, result_type, progress, hold=HOLD)
 
     make = iter
+    """The same method as ``iter``, under the name the other faces use."""
 
 
 class CallListV3(_CallList):
     """Every item of a REST 3.0 list method, in id order, in few batches (``make``).
 
-    Example:
+    Examples:
         >>> from b24batch.testing import FakePortal
         >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
         ...     _ = portal.add_tasks(120)
@@ -150,7 +168,7 @@ class CallListV3(_CallList):
 class FetchListV3(_FetchList):
     """A REST 3.0 list method's items page by page, in id order (``iter``).
 
-    Example:
+    Examples:
         >>> from b24batch.testing import FakePortal
         >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
         ...     _ = portal.add_tasks(120)
@@ -165,7 +183,7 @@ class FetchListV3(_FetchList):
 class CallListV2(_CallList):
     """Every item of a classic list method (``crm.deal.list``, ...), in id order (``make``).
 
-    Example:
+    Examples:
         >>> from b24batch.testing import FakePortal
         >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
         ...     _ = portal.add_deals(120)
@@ -180,7 +198,7 @@ class CallListV2(_CallList):
 class FetchListV2(_FetchList):
     """A classic list method's items page by page, in id order (``iter``).
 
-    Example:
+    Examples:
         >>> from b24batch.testing import FakePortal
         >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
         ...     _ = portal.add_deals(70)

@@ -1,7 +1,7 @@
 """Redaction of webhook secrets and tokens from text. Pure functions plus one logging filter.
 
 Every repr, error message and log line that could carry a URL or a server's echo of it goes
-through :func:`redact`. It masks by shape (the secret segment of any ``/rest/USER/SECRET`` path,
+through `redact`. It masks by shape (the secret segment of any ``/rest/USER/SECRET`` path,
 ``Bearer`` credentials) and by value (the secrets a client knows), so a secret is caught even
 where it does not sit in a URL, and a URL is caught even when the client does not know it.
 """
@@ -45,7 +45,7 @@ class Secret(Generic[_T]):
     kept in one of these is printed as ``***``. Unwrap ``value`` only in the expression that
     hands it on (to requests, to ``on_token``), never into a local variable.
 
-    Example:
+    Examples:
         >>> Secret("s3cr3t"), str(Secret("s3cr3t")), Secret("s3cr3t").value
         (Secret(***), '***', 's3cr3t')
     """
@@ -72,7 +72,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
         text: Any text: a URL, an exception message, a server's error page.
         secrets: Literal values to mask wherever they occur (a client's own secret or token).
 
-    Example:
+    Examples:
         >>> redact("POST https://p.bitrix24.com/rest/api/1/s3cr3t/batch")
         'POST https://p.bitrix24.com/rest/api/1/***/batch'
     """
@@ -93,12 +93,12 @@ SENSITIVE_KEYS = frozenset(
 
 
 def redact_data(value: Any) -> Any:
-    """A copy of JSON-like ``value`` with the values of :data:`SENSITIVE_KEYS` masked.
+    """A copy of JSON-like ``value`` with the values of `SENSITIVE_KEYS` masked.
 
     Works at any depth, in dicts and in lists (a batch body is a list). Other values are kept
     as they are (the same objects, not copies).
 
-    Example:
+    Examples:
         >>> redact_data([{"method": "x", "query": {"auth": "t0ken", "id": 1}}])
         [{'method': 'x', 'query': {'auth': '***', 'id': 1}}]
     """

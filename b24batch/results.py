@@ -2,7 +2,7 @@
 
 ``BatchResult`` is what ``BatchV3.make`` returns; ``AjaxResult`` is one command's answer;
 ``Time`` is the batch's timing block; ``FieldError`` one validation row. Nothing here does I/O;
-structuring errors become :class:`~b24batch.errors.DecodeError` naming the command and the path.
+structuring errors become [`DecodeError`][b24batch.DecodeError] naming the command and the path.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ _fast = cattrs.Converter(use_alias=True, forbid_extra_keys=False, detailed_valid
 class FieldError:
     """One row of a REST 3.0 ``validation`` list: which field, and what is wrong with it.
 
-    Example:
+    Examples:
         >>> FieldError("id", "Required field `id` is not specified").field
         'id'
     """
@@ -74,7 +74,7 @@ class Time:
         operating_reset_at: Unix seconds when the oldest operating-time basket expires.
         operating: Seconds of operating time accumulated by the method (protocol §5).
 
-    Example:
+    Examples:
         >>> time = Time.from_json({"start": 1787219542, "duration": 0.89, "operating": "n/a"})
         >>> time.start, time.duration, time.operating
         (1787219542.0, 0.89, None)
@@ -138,8 +138,9 @@ class AjaxResult:
         total: For a classic list method, the list's ``total`` (None when absent, as with
             ``start=-1``).
         next: For a classic list method, the ``start`` of the next page, when there is one.
+        request_id: The id the request was sent with (``bx24_request_id``).
 
-    Example:
+    Examples:
         >>> r = AjaxResult(key=0, method="tasks.task.get", params={"id": 1},
         ...                result={"item": {"id": 1}}, time=None, status=200)
         >>> r.is_success, r
@@ -155,11 +156,29 @@ class AjaxResult:
     error: AjaxError | None = None
     total: int | None = None
     next: int | None = None
+    request_id: str | None = None
 
     @property
     def is_success(self) -> bool:
         """True when the command has a result and no error."""
         return self.error is None
+
+    def raise_for_errors(self) -> AjaxResult:
+        """Return ``self`` on success; otherwise raise its ``error``.
+
+        What ``raise_errors=True`` does to a single call (docs/errors.md, "Returned or raised").
+
+        Examples:
+            >>> from b24batch.testing import FakePortal
+            >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
+            ...     CallV3(b24).make("tasks.task.get", {"id": 7}).raise_for_errors()
+            Traceback (most recent call last):
+              ...
+            b24batch.errors.AjaxError: ...
+        """
+        if self.error is None:
+            return self
+        raise self.error
 
     def __repr__(self) -> str:
         return display.ajax_repr(self)
@@ -178,12 +197,13 @@ class BatchResult(Generic[D]):
     Attributes:
         data: List calls give a list in call order, dict calls a dict keyed by the caller's
             names, as passed (a classic ``35943`` stays an int, ``"35943"`` a str). Items are
-            decoded results, or :class:`AjaxResult` objects when the call asked
+            decoded results, or [`AjaxResult`][b24batch.AjaxResult] objects when the call asked
             for ``return_ajax_result=True``. Empty when the batch failed: a REST 3.0 batch
             stops at its first failing command and the portal answers only that error. With
             ``isolate_errors=True`` a failed batch gives a partial result: a list holds None
             where a command failed, a dict only the commands that succeeded, and
-            ``return_ajax_result=True`` gives an :class:`AjaxResult` for every command.
+            ``return_ajax_result=True`` gives an [`AjaxResult`][b24batch.AjaxResult] for every
+            command.
         errors: The errors the portal answered with, in call order; empty on success. A failed
             REST 3.0 batch has one error, naming no command; with ``isolate_errors=True`` there
             is one per failing command, each with its ``key``.
@@ -205,10 +225,15 @@ class BatchResult(Generic[D]):
             about although nothing skipped them (a classic answer that names them in no
             section): each may have run, so each is in ``maybe_executed``; none has a result.
 
-    Example:
-        >>> result = BatchV3(b24).make([("tasks.task.get", {"id": 1})])  # doctest: +SKIP
-        >>> result  # doctest: +SKIP
-        <BatchResult ok: 1 command, HTTP 200, request_id='0f4b…'>
+    Examples:
+        >>> from b24batch.testing import FakePortal
+        >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
+        ...     _ = portal.add_tasks(1)
+        ...     result = BatchV3(b24).make([("tasks.task.get", {"id": 1})])
+        >>> result
+        <BatchResult ok: 1 command, HTTP 200, request_id='...'>
+        >>> result.data[0]["item"]["title"]
+        'Task 1'
     """
 
     data: D
@@ -242,7 +267,8 @@ class BatchResult(Generic[D]):
     @property
     def maybe_executed(self) -> tuple[Key, ...]:
         """Keys of the commands that may have run although no result says so: the writes an
-        error leaves in doubt (see :attr:`B24Error.maybe_executed`), then ``unanswered``.
+        error leaves in doubt (see [`B24Error.maybe_executed`][b24batch.B24Error]), then
+        ``unanswered``.
 
         Empty on success (every result is in ``data``).
         """
@@ -272,15 +298,29 @@ class BatchResult(Generic[D]):
     def raise_for_errors(self) -> BatchResult[D]:
         """Return ``self`` on success; otherwise raise the first error.
 
-        The other errors, if any, are attached to the raised one as ``others``.
+        The other errors, if any, are attached to the raised one as ``others``, and this
+        result as its ``result`` (what ran, ``not_executed``, ``maybe_executed``). What
+        ``raise_errors=True`` does to a batch (docs/errors.md, "Returned or raised").
 
-        Example:
-            >>> tasks = batch.make(calls).raise_for_errors().data  # doctest: +SKIP
+        Examples:
+            >>> from b24batch.testing import FakePortal
+            >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
+            ...     _ = portal.add_tasks(1)
+            ...     calls = [("tasks.task.get", {"id": 1}), ("tasks.task.get", {"id": 2})]
+            ...     BatchV3(b24).make(calls).raise_for_errors()
+            Traceback (most recent call last):
+              ...
+            b24batch.errors.AjaxError: ...
         """
         if not self.errors:
-            return self
+            if not self.unanswered:
+                return self
+            silent = unanswered_error(self.unanswered, self.request_id)
+            silent.result = self
+            raise silent
         first, *rest = self.errors
         first.others = tuple(rest)
+        first.result = self
         raise first
 
 
@@ -296,7 +336,7 @@ class ChunkError:
         keys: The keys of the commands the error covers: positions in the whole input, or names.
         error: The portal's error for the chunk (or the error raised while sending it).
 
-    Example:
+    Examples:
         >>> error = AjaxError("boom", code="X", status=400)
         >>> print(ChunkError(1, (50, 51, 52), error))
         chunk 1 (commands 50 to 52): X (HTTP 400): boom
@@ -321,19 +361,21 @@ class ChunkError:
 class ChunkedResult(Generic[D]):
     """What ``BatchByChunkV3.make`` returns.
 
-    Generic in its ``data``, as :class:`BatchResult`: ``make(calls, result_type=T)`` gives a
-    ``ChunkedResult[list[T]]`` for list calls and ``ChunkedResult[dict[str, T]]`` for dict calls.
+    Generic in its ``data``, as [`BatchResult`][b24batch.BatchResult]:
+    ``make(calls, result_type=T)`` gives a ``ChunkedResult[list[T]]`` for list calls and
+    ``ChunkedResult[dict[str, T]]`` for dict calls.
 
     Attributes:
         data: The results of every command that succeeded, in call order for list calls (a
             list) or by name for dict calls (a dict), as in ``BatchV3``; commands of failed
             or unsent chunks are absent (``chunks`` maps list results back to positions).
-        errors: One :class:`ChunkError` per failed chunk (per failing command with
+        errors: One [`ChunkError`][b24batch.ChunkError] per failed chunk (per failing command with
             ``isolate_errors``); errors of different chunks never overwrite one another.
-        chunks: One :class:`BatchResult` per chunk sent, each with its ``positions``.
+        chunks: One [`BatchResult`][b24batch.BatchResult] per chunk sent, each with its
+            ``positions``.
         not_executed: Keys of the commands never sent, after a halt.
 
-    Example:
+    Examples:
         >>> ChunkedResult(data=[1, 2], not_executed=(2, 3))
         <ChunkedResult failed: 0 of 0 chunks failed, 2 not executed>
     """
@@ -344,7 +386,8 @@ class ChunkedResult(Generic[D]):
     not_executed: tuple[Key, ...] = ()
 
     def to_records(self) -> list[dict[str, Any]]:
-        """The records of every chunk sent, in order (see :meth:`BatchResult.to_records`)."""
+        """The records of every chunk sent, in order (see
+        [`BatchResult.to_records`][b24batch.BatchResult.to_records])."""
         return [record for chunk in self.chunks for record in chunk.to_records()]
 
     def __repr__(self) -> str:
@@ -380,13 +423,36 @@ class ChunkedResult(Generic[D]):
         """Return ``self`` when every chunk succeeded; else raise the first chunk's error.
 
         The other chunks' errors are attached to it as ``others``; this result as ``partial``.
+        What ``raise_errors=True`` does to a chunked call (docs/errors.md, "Returned or
+        raised").
         """
         if not self.errors:
-            return self
+            unanswered = tuple(key for chunk in self.chunks for key in chunk.unanswered)
+            if not unanswered:
+                return self
+            silent = unanswered_error(unanswered, None)
+            silent.partial = self
+            raise silent
         first, *rest = (error.error for error in self.errors)
         first.others = tuple(rest)
         first.partial = self
         raise first
+
+
+def unanswered_error(keys: tuple[Key, ...], request_id: str | None) -> DecodeError:
+    """The error ``raise_for_errors()`` raises for commands the answer said nothing of.
+
+    A classic answer can leave a command out of both ``result`` and ``result_error``: it was
+    sent, it may have run, and no error names it. ``is_success`` is False for such a result,
+    so raising must not let it pass as a success.
+    """
+    error = DecodeError(
+        "the answer names neither a result nor an error for commands that were sent",
+        request_id=request_id,
+        outcome_unknown=True,
+    )
+    error.set_maybe_executed(keys, "unknown")
+    return error
 
 
 def check_type(type_: Any, where: str) -> None:
@@ -413,7 +479,7 @@ def structure_quick(value: Any, type_: Any) -> Any:
     """Structure ``value`` into ``type_`` without collecting error details (the fast path).
 
     Raises:
-        Exception: Whatever cattrs raises; call :func:`structure` for a ``DecodeError`` that
+        Exception: Whatever cattrs raises; call `structure` for a ``DecodeError`` that
             says where and why.
     """
     return _fast.structure(value, type_)

@@ -44,7 +44,7 @@ READ_ONLY_METHODS = frozenset(
 def is_read_only(method: str) -> bool:
     """Whether ``method`` only reads, by the documented name rule (override per Command).
 
-    Example:
+    Examples:
         >>> is_read_only("tasks.task.list"), is_read_only("tasks.task.add")
         (True, False)
     """
@@ -83,15 +83,16 @@ class RetryPolicy:
         base_delay: Seconds; the n-th retry waits a random time up to
             ``min(max_delay, base_delay * 2 ** (n - 1))`` ("full jitter").
         max_delay: The cap on one backoff delay.
-        max_wait: The most seconds one batch may spend waiting: for the request-rate bucket,
-            for an operating-time reset, in backoff or ``Retry-After``, and for the connect
-            timeout of a repeat after a connection could not be opened. A wait that would take
-            the total past it is not started: the call raises at once (the limiters' refusals,
-            :class:`RateLimitError` and :class:`OperatingLimitError` with ``retry_at``, before
-            anything is sent). A chunked call gives each chunk its own ``max_wait``. A small
-            value makes a web view fail fast instead of holding its worker.
+        max_wait: The most seconds one batch may spend waiting: for the request-rate bucket, for an
+            operating-time reset, in backoff or ``Retry-After``, and for the connect timeout of a
+            repeat after a connection could not be opened. A wait that would take the total past it
+            is not started: the call raises at once (the limiters' refusals,
+            [`RateLimitError`][b24batch.RateLimitError] and
+            [`OperatingLimitError`][b24batch.OperatingLimitError] with ``retry_at``, before anything
+            is sent). A chunked call gives each chunk its own ``max_wait``. A small value makes a
+            web view fail fast instead of holding its worker.
 
-    Example:
+    Examples:
         >>> RetryPolicy(max_attempts=5, max_wait=120.0).max_attempts
         5
     """

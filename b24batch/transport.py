@@ -91,8 +91,12 @@ class Transport:
         where: str,
         redact: Callable[[str], str],
         request_id: str,
+        method: str = "POST",
     ) -> Answer:
         """POST ``body`` to ``url`` + ``query`` and return the whole answer; no retries here.
+
+        ``method="GET"`` sends the same way without a body (the OAuth refresh, which the
+        authorization server documents as a GET).
 
         Raises:
             TransportError: No usable answer; ``outcome_unknown`` says whether the batch may
@@ -102,9 +106,11 @@ class Transport:
         error: TransportError | None = None
         context = _DEADLINE.set(deadline)
         try:
-            response = self.session.post(
+            # POST through session.post, as ever (a caller's Session may override it).
+            send = self.session.post if method == "POST" else self.session.get
+            response = send(
                 url.value + query,
-                data=body,
+                data=body or None,
                 headers=headers,
                 auth=auth,
                 timeout=self.timeout,
@@ -126,7 +132,7 @@ class Transport:
             response.close()
             raise TransportError(
                 f"{where} answered HTTP {status}, an interim answer, where the batch's answer "
-                f"belongs; the connection was dropped; the batch may have been executed",
+                f"belongs; the connection was dropped; the request may have been executed",
                 request_id=request_id,
                 outcome_unknown=True,
             )
@@ -184,7 +190,7 @@ class Transport:
                     if late
                     else f"for an answer capped at {cap} bytes (max_response_bytes)"
                 )
-                + "; the answer was dropped; the batch may have been executed",
+                + "; the answer was dropped; the request may have been executed",
                 request_id=request_id,
                 outcome_unknown=True,
             )
@@ -214,40 +220,40 @@ class Transport:
         )
         if isinstance(exc, requests.ConnectTimeout):
             message, unknown = (
-                f"could not connect to {where} in time; the batch was not sent",
+                f"could not connect to {where} in time; the request was not sent",
                 False,
             )
             never_connected = True
         elif isinstance(exc, requests.exceptions.SSLError) and _certificate_failure(exc):
             message, unknown = (
-                f"the certificate of {where} was refused; the batch was not sent",
+                f"the certificate of {where} was refused; the request was not sent",
                 False,
             )
         elif _handshake_failure(exc):
             # Nothing goes before the handshake completes: a server speaking plain http, or one
             # that hangs up mid-handshake, never saw the batch.
             message, unknown = (
-                f"the TLS handshake with {where} failed; the batch was not sent (does the server "
+                f"the TLS handshake with {where} failed; the request was not sent (does the server "
                 f"speak https? a plain-http server fails the handshake)",
                 False,
             )
         elif timed_out and time.monotonic() >= deadline:
             message = (
                 f"{where} did not send its whole answer within the attempt's deadline of "
-                f"{self.attempt_deadline} s; the batch may have been executed"
+                f"{self.attempt_deadline} s; the request may have been executed"
             )
         elif timed_out:
             read = self.timeout[1] if isinstance(self.timeout, tuple) else self.timeout
-            message = f"{where} sent no answer within {read} s; the batch may have been executed"
+            message = f"{where} sent no answer within {read} s; the request may have been executed"
         elif isinstance(exc, requests.exceptions.SSLError):
             # urllib3 also wraps TLS errors met while reading the answer, after the body went.
-            message = f"TLS with {where} failed; the batch may have been executed"
+            message = f"TLS with {where} failed; the request may have been executed"
         elif reading:
-            message = f"the answer of {where} broke off; the batch may have been executed"
+            message = f"the answer of {where} broke off; the request may have been executed"
         elif isinstance(exc, requests.ConnectionError) and isinstance(
             reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.NameResolutionError
         ):
-            message, unknown = f"could not connect to {where}; the batch was not sent", False
+            message, unknown = f"could not connect to {where}; the request was not sent", False
             never_connected = True
         elif isinstance(exc, requests.ConnectionError):
             message = (
@@ -255,7 +261,7 @@ class Transport:
                 f"been executed"
             )
         else:
-            message = f"the request to {where} failed; the batch may have been executed"
+            message = f"the request to {where} failed; the request may have been executed"
         detail = redact(str(reason if isinstance(reason, BaseException) else exc))
         error = TransportError(
             f"{message} ({detail})", request_id=request_id, outcome_unknown=unknown

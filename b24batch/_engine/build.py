@@ -103,6 +103,7 @@ class Builder:
                 error=errors.get(position),
                 total=None if totals is None else totals[position],
                 next=None if nexts is None else nexts[position],
+                request_id=self.request_id,
             )
             for position, (entry, command, key) in enumerate(
                 zip(entries, commands.items, commands.keys, strict=True)

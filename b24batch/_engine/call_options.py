@@ -59,6 +59,8 @@ class CallOptions:
         journal: The path of the job's journal (chunked calls); None for none.
         in_doubt: ``"report"`` leaves a chunk an earlier run sent without a recorded answer
             unsent, unless repeating it is safe; ``"resend"`` sends it again.
+        raise_errors: Raise the first error the result holds instead of returning it; None
+            takes the client's ``raise_errors`` (see :meth:`raises`).
     """
 
     request_id: str
@@ -71,6 +73,7 @@ class CallOptions:
     max_in_flight: InFlight = 1
     journal: str | None = None
     in_doubt: InDoubt = "report"
+    raise_errors: bool | None = None
 
     @classmethod
     def checked(
@@ -87,6 +90,7 @@ class CallOptions:
         max_in_flight: object = 1,
         journal: object = None,
         in_doubt: object = "report",
+        raise_errors: object = None,
     ) -> CallOptions:
         """Check a call's options for ``protocol``; ``chunk_size`` set means a chunked call.
 
@@ -117,6 +121,10 @@ class CallOptions:
         ):
             if not isinstance(value, bool):
                 raise SdkTypeError(f"{name}={value!r}: pass True or False")
+        if raise_errors is not None and not isinstance(raise_errors, bool):
+            raise SdkTypeError(
+                f"raise_errors={raise_errors!r}: pass True or False, or None for the client's"
+            )
         if result_type is not None:
             check_type(result_type, "result_type")
         base_id = checked_request_id(request_id)
@@ -150,7 +158,15 @@ class CallOptions:
             max_in_flight=checked_in_flight(max_in_flight),
             journal=journal,
             in_doubt="resend" if in_doubt == "resend" else "report",
+            raise_errors=raise_errors if isinstance(raise_errors, bool) else None,
         )
+
+    def raises(self, client: object) -> bool:
+        """Whether the call raises the first error its result holds: its own ``raise_errors``,
+        else the client's (False for a client without the option)."""
+        if self.raise_errors is not None:
+            return self.raise_errors
+        return getattr(client, "raise_errors", False) is True
 
     def ids(self, index: int | None) -> tuple[str, str | None]:
         """``(request id, idempotency key)`` of batch ``index`` of the call (None: the one)."""

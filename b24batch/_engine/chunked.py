@@ -85,6 +85,7 @@ def _iter(
         options = _resumed(options, journal)
     record = CallRecord() if journal is None else _JournalRecord(journal, options)
     window = _window(client, options, record, journal)
+    raises = options.raises(client)
     attached: BaseException | None = None
     try:
         chunks = plan(pairs, named=named, options=options, protocol=protocol)
@@ -99,6 +100,9 @@ def _iter(
                 _attach(attached, _leftover(window, record, options, named, outcome))
                 raise attached
             assert outcome.result is not None
+            if raises and outcome.result.errors:
+                window.stop()
+                outcome.result.raise_for_errors()  # what landed meanwhile goes on .partial
             yield outcome.result
             report(len(outcome.chunk.commands))
             if outcome.result.errors and options.halt_on_error:
@@ -243,11 +247,12 @@ def make(
         options = _resumed(options, journal)
     report = _progress(progress, len(rows))
     try:
-        return _run(client, chunks, options, report, {} if named else [], journal)
+        result = _run(client, chunks, options, report, {} if named else [], journal)
     finally:
         report.close()
         if journal is not None:
             journal.close()
+    return result.raise_for_errors() if options.raises(client) else result
 
 
 def _run(

@@ -1,15 +1,18 @@
 """One batch of either protocol: prepare it, send it, re-send what is safe, build its result.
 
-The one path every face takes — ``BatchV3``/``BatchV2``, each chunk of a chunked call, each
-batch of a list walk, and every part ``isolate_errors`` sends. Decides what is returned and
-what is raised: an error envelope the portal answered (other than 401, 429 and 5xx, which
-``send.py`` raises) comes back in the result's ``errors``.
+The one path every face takes — ``BatchV3``/``BatchV2``, a single call (``CallV3``/``CallV2``:
+one command sent to its method's own URL), each chunk of a chunked call, each batch of a list
+walk, and every part ``isolate_errors`` sends. Decides what is returned and what is raised: an
+error envelope the portal answered (other than 401, 429 and 5xx, which ``send.py`` raises)
+comes back in the result's ``errors``, unless the call raises them (``raise_errors``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import attrs
 
 from b24batch._engine.build import Builder
 from b24batch._engine.call_options import CallOptions
@@ -18,11 +21,11 @@ from b24batch._engine.outcomes import CallRecord, mark, reads
 from b24batch._engine.port import Client
 from b24batch._engine.send import send
 from b24batch._protocols.base import Answers, Prepared, Protocol
-from b24batch.commands import Commands, normalize
+from b24batch.commands import Command, Commands, normalize
 from b24batch.errors import AjaxError, B24Error, OperatingLimitError, RateLimitError, SdkError
-from b24batch.results import BatchResult, check_type
+from b24batch.results import AjaxResult, BatchResult, check_type
 
-__all__ = ["check_isolation", "check_result_types", "execute", "make", "prepare"]
+__all__ = ["call", "check_isolation", "check_result_types", "execute", "make", "prepare"]
 
 _LIMITS = (RateLimitError, OperatingLimitError)
 
@@ -37,7 +40,45 @@ def make(
         B24Error: As :func:`execute`.
     """
     commands = normalize(calls, what=protocol.name)
-    return execute(client, prepare(protocol, commands, options), options)
+    result = execute(client, prepare(protocol, commands, options), options)
+    return result.raise_for_errors() if options.raises(client) else result
+
+
+def call(
+    client: Client,
+    protocol: Protocol,
+    method: object,
+    params: object,
+    read_only: object,
+    options: CallOptions,
+) -> AjaxResult:
+    """Check and send one method to its own URL (``CallV3.make``, ``CallV2.make``).
+
+    The engine sends it as a batch of one command (the protocol's ``prepare_call`` says where
+    it goes and how it reads), so the limits, repeats and outcome rules are the batch's.
+
+    Raises:
+        SdkError: The method, params or an option is wrong (nothing is sent).
+        B24Error: As :func:`execute`; an error envelope too when the call raises its errors.
+    """
+    row = {"method": method, "params": params, "read_only": read_only}
+    command = Command.from_row(row, "the call")
+    prepared = protocol.prepare_call(command)
+    result = execute(client, prepared, attrs.evolve(options, return_ajax_result=True))
+    entry: AjaxResult | None = result.data[0] if result.data else None
+    answer = AjaxResult(
+        key=0,
+        method=command.method,
+        params=command.params or {},
+        result=None if entry is None else entry.result,
+        time=result.time if entry is None else entry.time,
+        status=result.status,
+        error=result.errors[0] if result.errors else None,
+        total=None if entry is None else entry.total,
+        next=None if entry is None else entry.next,
+        request_id=result.request_id,
+    )
+    return answer.raise_for_errors() if options.raises(client) else answer
 
 
 def prepare(
@@ -97,7 +138,7 @@ def execute(
     error = answers.error
     for failed in (error, *answers.errors.values()):
         if failed is not None:
-            failed.hint = prepared.protocol.hint(failed, prepared.commands)
+            failed.hint = prepared.protocol.hint(failed, prepared)
     if error is not None:
         if options.isolate_errors:
             return _isolated(client, prepared, answers, build, attempts, waited, record, index)

@@ -19,7 +19,21 @@ __all__ = ["Client", "checked_client"]
 
 
 class Client(Protocol):
-    """A portal client as the engine uses it: one HTTP send, limits, retries, credentials."""
+    """A portal client: what the batches and lists take, and what to annotate one with.
+
+    [`B24Hook`][b24batch.B24Hook] and [`B24OAuth`][b24batch.B24OAuth] are clients; so is any
+    object with the same members (a test double). A type, not a class to subclass: the engine
+    uses a client's one HTTP send, its limits, its retry policy and its credential renewal.
+
+    Examples:
+        >>> from b24batch.testing import FakePortal
+        >>> def count_tasks(b24: Client) -> int:
+        ...     return len(CallListV3(b24).make("tasks.task.list", {"select": ["id"]}))
+        >>> with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
+        ...     _ = portal.add_tasks(3)
+        ...     count_tasks(b24)
+        3
+    """
 
     @property
     def retry(self) -> RetryPolicy:

@@ -103,7 +103,9 @@ def send(
             budgeted -= 1  # the re-send after a renewal is outside the retry budget
             continue
         repeatable = read_only(commands) or (key is not None and not writes_before_last(commands))
-        delay = _retry_delay(client, failure, repeatable, budgeted, waited + connecting)
+        delay = _retry_delay(
+            client, failure, repeatable, budgeted, waited + connecting, not prepared.single
+        )
         if delay is None:
             failure.attempts = sends
             mark(failure, prepared, returned=False, uncertain=uncertain)
@@ -135,13 +137,23 @@ def _renew(
 
 
 def _retry_delay(
-    client: Client, error: B24Error, repeatable: bool, attempts: int, waited: float
+    client: Client,
+    error: B24Error,
+    repeatable: bool,
+    attempts: int,
+    waited: float,
+    metered: bool = True,
 ) -> float | None:
-    """Seconds to wait before repeating after ``error``, or None to raise it now."""
+    """Seconds to wait before repeating after ``error``, or None to raise it now.
+
+    ``metered``: the request is charged to what the client's operating meter counts (the
+    method ``batch``); a single call is charged to its own method, which it does not.
+    """
     policy = client.retry
     kind = retry_kind(error)
     if isinstance(error, OperatingLimitError):
-        error.retry_at, delay = client.limiter.operating_retry()  # said even when giving up
+        # said even when giving up
+        error.retry_at, delay = client.limiter.operating_retry(metered=metered)
     if kind is None or (kind is RetryKind.AMBIGUOUS and not repeatable):
         return None
     if attempts >= policy.max_attempts:

@@ -36,7 +36,7 @@ def bucket_step(
 
     ``level`` counts booked requests as of ``updated`` and drains at ``per_second``. The ops:
     ``"reserve"`` (``arg``: the budget) books one request if its wait fits (and is at most
-    :data:`~b24batch._limits.policy.MAX_BOOKED_WAIT`) and returns the wait;
+    `MAX_BOOKED_WAIT`) and returns the wait;
     ``"wait"`` (``arg``: seconds from now) returns the wait a request booked then would have;
     ``"saturate"`` takes the counter as full (the portal said 503); ``"available"`` returns the
     requests that could go now without waiting.
@@ -77,7 +77,7 @@ class LeakyBucket:
         self._state = (level, clock())  # (level, updated), booked requests included
 
     def step(self, op: str, arg: float = 0.0) -> float:
-        """One :func:`bucket_step` operation on this bucket, atomically."""
+        """One `bucket_step` operation on this bucket, atomically."""
         with self._lock:
             result, state = bucket_step(op, *self._state, self._clock(), self.limit, arg)
             if state is not None:

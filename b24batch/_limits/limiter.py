@@ -88,7 +88,7 @@ class Limiter:
         return operating + rate
 
     def wait_after(self, delay: float) -> float:
-        """The seconds :meth:`before_send` would wait if called ``delay`` seconds from now."""
+        """The seconds `before_send` would wait if called ``delay`` seconds from now."""
         operating = max(0.0, self.meter.delay() - delay)
         rate = 0.0 if self.bucket is None else self.bucket.wait(after=delay + operating)
         return operating + rate
@@ -115,7 +115,7 @@ class Limiter:
         """Learn from an answer: its operating-time figures, and whether the portal refused it
         for the request rate (then its counter is full, whatever the bucket thought).
 
-        A figure no portal sends (see :func:`~b24batch._limits.meter.plausible`) is ignored,
+        A figure no portal sends (see `plausible`) is ignored,
         with a DEBUG line: through a shared store it would reach every process.
         """
         time, dropped = plausible(time, self._wall_clock())
@@ -126,20 +126,22 @@ class Limiter:
         if refused and self.bucket is not None:
             self.bucket.saturate()
 
-    def operating_retry(self) -> tuple[float, float]:
+    def operating_retry(self, *, metered: bool = True) -> tuple[float, float]:
         """After a 429: ``(retry_at, seconds from now)`` until the portal's reset, at least
-        :data:`OPERATING_FLOOR`; one basket ahead when no reset time was ever reported.
+        `OPERATING_FLOOR`; one basket ahead when no reset time was ever reported.
 
         The refusal is news for every batch of the method, not only the one refused: the meter
         records the method as at its limit until then, so the other batches of a window (and,
         through a shared store, of other processes) wait for the same moment instead of each
-        collecting a 429 of its own.
+        collecting a 429 of its own. ``metered=False``: the refused request is charged to a
+        method the meter does not count (a single call's own), so the meter neither says when
+        it resets nor learns from it.
         """
         now = self._wall_clock()
-        reset_at = self.meter.reset_at()
+        reset_at = self.meter.reset_at() if metered else None
         until = max(now + OPERATING_BASKET if reset_at is None else reset_at, now + OPERATING_FLOOR)
         limit = self._limit
-        if limit is None or limit.operating_limit is None:
+        if not metered or limit is None or limit.operating_limit is None:
             return until, until - now
         self.meter.record(Time(operating=limit.operating_limit, operating_reset_at=until))
         retry_at = until + limit.operating_reset_slack

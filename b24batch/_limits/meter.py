@@ -30,7 +30,7 @@ OPERATING_WINDOW = 600.0
 """Seconds over which the portal sums operating time (ten one-minute baskets): no reset it
 reports is further ahead."""
 WINDOW_SLACK = 60.0
-"""Seconds past :data:`OPERATING_WINDOW` still taken as the portal's: its clock and ours (or
+"""Seconds past `OPERATING_WINDOW` still taken as the portal's: its clock and ours (or
 the store's) may disagree by that much."""
 
 
@@ -64,7 +64,7 @@ def plausible(time: Time | None, now: float) -> tuple[Time | None, tuple[str, ..
     """``time`` without the operating figures no portal sends, and the names of those dropped.
 
     A figure must be finite and non-negative, a reset (``operating_reset_at``) no further
-    than the portal's window (and :data:`WINDOW_SLACK`) from ``now`` (Unix seconds), and a
+    than the portal's window (and `WINDOW_SLACK`) from ``now`` (Unix seconds), and a
     ``duration`` no longer than that window: a reset in milliseconds, or ``NaN``, would
     otherwise hold every batch of every client sharing the figure for ever.
     """

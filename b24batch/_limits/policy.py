@@ -47,7 +47,7 @@ a stored level above that is none a store wrote."""
 
 def max_level(limit: RateLimit) -> float:
     """The highest counter any bucket of ``limit`` can hold: a full burst with the longest
-    wait a booking may hold (:data:`MAX_BOOKED_WAIT`) queued behind it."""
+    wait a booking may hold (`MAX_BOOKED_WAIT`) queued behind it."""
     return limit.burst + limit.per_second * MAX_BOOKED_WAIT
 
 
@@ -105,27 +105,27 @@ def _reset_slack(instance: object, attribute: attrs.Attribute[Any], value: Any) 
 class RateLimit:
     """The portal's limits, as the client keeps below them (protocol §5).
 
-    Every figure is checked at construction (a :class:`SdkError` says the accepted range), so a
-    slip such as ``per_second=1e-6`` cannot turn into a wait of days.
+    Every figure is checked at construction (a [`SdkError`][b24batch.SdkError] says the accepted
+    range), so a slip such as ``per_second=1e-6`` cannot turn into a wait of days.
 
     Attributes:
         burst: The portal's counter limit (its X: 50, or 250 on Enterprise plans); 1 to
-            :data:`MAX_BURST`. The client's counter, counting the request being sent, never
-            exceeds :attr:`ceiling`, ``burst - headroom``.
+            10 000. The client's counter, counting the request being sent, never
+            exceeds [`ceiling`][b24batch.RateLimit.ceiling], ``burst - headroom``.
         per_second: How fast the counter drains (the portal's Y: 2, or 5 on Enterprise);
-            within :data:`PER_SECOND_RANGE`.
+            from 0.01 to 1 000 per second.
         operating_limit: The method's operating-time budget in seconds over ten minutes (480 in
-            the cloud; at most :data:`MAX_OPERATING_LIMIT`); None stops the client from waiting
+            the cloud; at most 600); None stops the client from waiting
             for an operating-time reset.
         operating_margin: Start waiting for the reset once ``time.operating`` comes this close
             to ``operating_limit``. Also what a batch counts for among those in flight before
             any answer has given the cost of one (a window opens with as many batches as fit
             below the limit less the margin), so keep it above what one batch costs.
         operating_reset_slack: Seconds past the reported ``time.operating_reset_at`` before
-            the client sends again (default :data:`DEFAULT_RESET_SLACK`): the portal reports
+            the client sends again (default 1 s): the portal reports
             the reset in whole seconds, up to a second before its basket really drops out, and
             a batch sent on the dot is refused with 429.
-        headroom: Requests of margin kept below ``burst`` (default :data:`DEFAULT_HEADROOM`): a
+        headroom: Requests of margin kept below ``burst`` (default 2): a
             request reaches the portal a little after its slot was booked (a descheduled
             thread, a slow send), so two can arrive closer together than booked; the margin
             absorbs ``headroom / per_second`` seconds of such jitter without a 503 (a second
@@ -133,7 +133,7 @@ class RateLimit:
             in flight, so an overloaded host sending from many threads at a high rate may need
             up to that many. At most ``burst - 1`` of it applies, so a burst of 1 still sends.
 
-    Example:
+    Examples:
         >>> RateLimit.enterprise().burst
         250
         >>> RateLimit().ceiling
@@ -175,7 +175,7 @@ class LimitState:
         operating: The last ``time.operating`` the portal reported, in seconds.
         operating_reset_at: Unix seconds when its oldest basket expires, as last reported.
 
-    Example:
+    Examples:
         >>> b24 = B24Hook.from_webhook_url("https://example.bitrix24.com/rest/1/s/")
         >>> b24.limit_state().requests_available
         48.0

@@ -29,7 +29,8 @@ from b24batch.redaction import Secret
 __all__ = ["DEFAULT_PREFIX", "RedisStore"]
 
 DEFAULT_PREFIX = "b24batch:"
-"""What every key of a :class:`RedisStore` starts with, unless ``prefix=`` says otherwise."""
+"""What every key of a [`RedisStore`][b24batch.RedisStore] starts with, unless ``prefix=`` says
+otherwise."""
 
 _SCHEMES = ("redis", "rediss", "unix")
 _BIG = 1e300  # stands for an unbounded budget: Lua's tonumber("inf") is platform-defined
@@ -133,6 +134,26 @@ return {fmt(operating), fmt(reset_at), fmt(now), foreign}
 )
 
 
+# KEYS: the token record (a hash: version, record). ARGV: the record, the expected version
+# ('' for any). Returns the new version, or 0 when the stored one moved.
+_RECORD_WRITE = """
+local kind = redis.call('TYPE', KEYS[1]).ok
+local current = 0
+if kind == 'hash' then current = tonumber(redis.call('HGET', KEYS[1], 'version')) or 0 end
+if ARGV[2] ~= '' and current ~= tonumber(ARGV[2]) then return 0 end
+if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
+local version = math.max(0, math.floor(current)) + 1
+redis.call('HSET', KEYS[1], 'version', version, 'record', ARGV[1])
+return version
+"""
+
+# KEYS: the lease. ARGV: its owner. Deletes it only if that owner still holds it.
+_LEASE_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 def _number(text: Any) -> float | None:
     """A figure of a script's answer: None for ''; ValueError for anything else."""
     if isinstance(text, bytes):
@@ -195,6 +216,11 @@ def _connect(redis: Any, url: Secret[str], timeout: float, retry: Any) -> Any:
         return None
 
 
+def _glob(text: str) -> str:
+    """``text`` with Redis's glob characters escaped, for SCAN's MATCH."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
 def _arg(value: float | None) -> str:
     return "" if value is None else repr(float(min(value, _BIG)))
 
@@ -203,13 +229,15 @@ class RedisStore(LimitStore):
     """Limits shared by processes on many hosts through one Redis server.
 
     Every update is a Lua script, atomic on the server, timed by the server's clock; keys live
-    under ``prefix`` and expire once they no longer matter. Nothing secret is written: the
-    operating-time meter is keyed by a one-way hash of the credential.
+    under ``prefix`` and expire once they no longer matter. The limits write nothing secret:
+    the operating-time meter is keyed by a one-way hash of the credential. An
+    [`OAuthApp`][b24batch.OAuthApp] using the store keeps its portals' token pairs here (the
+    only secrets).
 
     Args:
         url: ``redis://[:password@]host:6379/0``, ``rediss://...`` (TLS) or
             ``unix:///path/redis.sock[?db=0]``, as redis-py takes them.
-        prefix: What every key starts with (default :data:`DEFAULT_PREFIX`).
+        prefix: What every key starts with (default [`DEFAULT_PREFIX`][b24batch.DEFAULT_PREFIX]).
         egress: A label for the public IP this host's requests leave through, when hosts
             leave through different ones (each IP has its own bucket at the portal).
         timeout: Seconds to connect or to wait for an answer before the store counts as
@@ -221,7 +249,7 @@ class RedisStore(LimitStore):
         SdkError: The ``redis`` extra is not installed (``pip install 'b24batch[redis]'``),
             or an argument is wrong.
 
-    Example:
+    Examples:
         >>> store = RedisStore("redis://:password@redis.internal:6379/0")  # connects on use
         >>> store
         <RedisStore redis://redis.internal:6379/0 prefix='b24batch:'>
@@ -275,6 +303,8 @@ class RedisStore(LimitStore):
         self._redis = connection
         self._bucket = self._redis.register_script(_BUCKET)
         self._meter = self._redis.register_script(_METER)
+        self._token_write = self._redis.register_script(_RECORD_WRITE)
+        self._token_release = self._redis.register_script(_LEASE_RELEASE)
 
     def __repr__(self) -> str:
         where, prefix = getattr(self, "_where", None), getattr(self, "prefix", None)
@@ -325,6 +355,45 @@ class RedisStore(LimitStore):
         if now is None:
             raise OSError("the meter script answered no time")
         return operating, reset_at, float(now)
+
+    def token_read(self, key: str) -> tuple[int, Secret[str]] | None:
+        found = Secret(self._redis.hmget(self.prefix + key, "version", "record"))
+        if not isinstance(found.value, list) or found.value == [None, None]:
+            return None
+        version, record = found.value[0], Secret(found.value[-1])
+        del found  # holds the tokens: no frame shows them
+        number = int(version) if isinstance(version, bytes) and version.isdigit() else 0
+        if number < 1 or not isinstance(record.value, bytes):
+            raise ValueError("its version or record is not what b24batch writes")
+        try:
+            return number, Secret(record.value.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ValueError("its record is not UTF-8 text") from None
+
+    def token_write(self, key: str, record: Secret[str], expect: int | None) -> int | None:
+        version = self._token_write(
+            keys=[self.prefix + key], args=[record.value, "" if expect is None else str(expect)]
+        )
+        if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+            raise OSError(f"the token script answered {version!r:.80}")
+        return version or None
+
+    def token_lease(self, key: str, owner: str, seconds: float) -> bool:
+        taken = self._redis.set(
+            f"{self.prefix}lease:{key}", owner, nx=True, px=max(1, math.ceil(seconds * 1000))
+        )
+        return bool(taken)
+
+    def token_release(self, key: str, owner: str) -> None:
+        self._token_release(keys=[f"{self.prefix}lease:{key}"], args=[owner])
+
+    def token_keys(self, prefix: str) -> list[str]:
+        pattern = _glob(self.prefix + prefix) + "*"
+        found = []
+        for name in self._redis.scan_iter(match=pattern, count=500):
+            text = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+            found.append(text[len(self.prefix) :])
+        return sorted(found)
 
     def close(self) -> None:
         """Close the connections to the server (the store reconnects if used again)."""

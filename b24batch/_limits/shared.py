@@ -1,8 +1,9 @@
 """Limits shared by many processes: ``LimitStore``, and ``SharedBucket``/``SharedMeter`` over it.
 
-A store keeps numbers only, never a secret (``fingerprint`` names a credential), and does none
-of the arithmetic; while it is unreachable each process limits in-process, to its share. A
-forked child gets fresh locks.
+For the limits a store keeps numbers only, never a secret (``fingerprint`` names a
+credential), and does none of the arithmetic; while it is unreachable each process limits
+in-process, to its share. An ``OAuthApp``'s token records are the one secret it may hold
+(``token_*``; they never fall back). A forked child gets fresh locks.
 """
 
 from __future__ import annotations
@@ -135,20 +136,22 @@ if hasattr(os, "register_at_fork"):
 class LimitStore(abc.ABC):
     """A shared store for the limiters' state: pass one as ``limit_store=`` to the clients.
 
-    The request-rate bucket is keyed by portal (and ``egress``, the public IP the host's
-    requests leave through, when hosts leave through different ones: the portal counts each
-    IP apart); the operating-time meter by portal, a hash of the credential and the method.
-    While the store is unreachable the clients limit in-process, each process taking its share
-    of the bucket (see :class:`SharedBucket`), one WARNING logged when that starts and one when
-    it ends; the store is tried again every ``recheck`` seconds (every :data:`HOLD_DOWN` while
-    it flaps). Any exception of the store counts as its being unreachable.
+    The request-rate bucket is keyed by portal (and ``egress``, the public IP the host's requests
+    leave through, when hosts leave through different ones: the portal counts each IP apart); the
+    operating-time meter by portal, a hash of the credential and the method. While the store is
+    unreachable the clients limit in-process, each process taking its share of the bucket (the rate
+    divided among the clients the store last counted), one WARNING logged when that starts and one
+    when it ends; the store is tried again every ``recheck`` seconds (every 60 s while it flaps).
+    Any exception of the store counts as its being unreachable.
 
-    Subclasses implement :meth:`bucket_op` and :meth:`meter_op`, each atomic in the store, check
-    every value they read back against what they could have written (calling
-    :meth:`found_foreign` for the rest), and may report a bucket's level and live clients
-    through :meth:`saw` (without it the fallback starts full, as the only client).
+    Subclasses implement [`bucket_op`][b24batch.LimitStore.bucket_op] and
+    [`meter_op`][b24batch.LimitStore.meter_op], each atomic in the store, check every value they
+    read back against what they could have written (calling
+    [`found_foreign`][b24batch.LimitStore.found_foreign] for the rest), and may report a bucket's
+    level and live clients through [`saw`][b24batch.LimitStore.saw] (without it the fallback starts
+    full, as the only client).
 
-    Example:
+    Examples:
         >>> store = SQLiteStore("/var/lib/myapp/b24-limits.sqlite3", egress="203.0.113.7")
         >>> isinstance(store, LimitStore), store.bucket_key("https://example.bitrix24.com")
         (True, 'bucket:https://example.bitrix24.com@203.0.113.7')
@@ -201,12 +204,39 @@ class LimitStore(abc.ABC):
         operating: float | None,
         reset_at: float | None,
         clock: Callable[[], float],
-    ) -> MeterState:
+    ) -> tuple[float | None, float | None, float]:
         """``"read"`` the meter under ``key``; ``"record"`` the figures given (None keeps the
         stored one); ``"forget"`` its operating figure if its reset is still ``reset_at``.
 
-        Returns the meter's state after the operation and the store's Unix time.
+        Returns the meter's state after the operation and the store's Unix time:
+        ``(operating, operating_reset_at, now)``.
         """
+
+    # The token records of OAuth applications (``b24batch/_auth``): unlike the limits, they
+    # never fall back to the process (a token pair kept nowhere else would be lost), so these
+    # raise whatever the store raises and the caller turns it into an AuthError.
+
+    def token_read(self, key: str) -> tuple[int, Secret[str]] | None:
+        """``(version, record)`` kept under ``key``, or None; ValueError for a value this store
+        could not have written."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no OAuth tokens")
+
+    def token_write(self, key: str, record: Secret[str], expect: int | None) -> int | None:
+        """Write ``record`` under ``key`` with the next version, atomically, if the stored
+        version is ``expect`` (None: whatever it is); the new version, or None if it moved."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no OAuth tokens")
+
+    def token_lease(self, key: str, owner: str, seconds: float) -> bool:
+        """Take the refresh lease of ``key`` for ``seconds`` if no other owner holds it."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no OAuth tokens")
+
+    def token_release(self, key: str, owner: str) -> None:
+        """Give the lease of ``key`` back, if ``owner`` still holds it."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no OAuth tokens")
+
+    def token_keys(self, prefix: str) -> list[str]:
+        """The keys of the token records that start with ``prefix``, sorted."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no OAuth tokens")
 
     def describe(self) -> str:
         """The store for log lines: no password."""
@@ -221,12 +251,12 @@ class LimitStore(abc.ABC):
 
     def saw(self, key: str, level: float, clients: int) -> None:
         """Note the level of the bucket under ``key`` after an operation, and how many clients
-        used it within :data:`LIVE_WINDOW`: what the in-process fallback starts from."""
+        used it within 30 s: what the in-process fallback starts from."""
         self._seen[key] = (level, clients)
 
     def seen(self, key: str) -> tuple[float, int] | None:
-        """``(level, clients)`` of the bucket under ``key`` as last noted by :meth:`saw`; None
-        from a store that does not count them."""
+        """``(level, clients)`` of the bucket under ``key`` as last noted by
+        [`saw`][b24batch.LimitStore.saw]; None from a store that does not count them."""
         return self._seen.get(key)
 
     def fallback(self, key: str) -> _Fallback:
@@ -258,14 +288,15 @@ class LimitStore(abc.ABC):
         return f"operating:{origin}:{credential}:{method}"
 
     def call(self, operation: Callable[..., Any], *args: Any) -> Any:
-        """``operation(*args)``, or :class:`_Unreachable` while the store does not answer.
+        """``operation(*args)``, or a marker that the store is unreachable while it does not
+        answer.
 
         Any exception of the store's counts as its being unreachable: a server that answers
         nonsense (a look-alike, a proxy) must not raise ``ValueError`` or ``IndexError`` into
-        the caller's batch. A store that fails again within :data:`HOLD_DOWN` of answering
+        the caller's batch. A store that fails again within 60 s of answering
         again (a read-only replica, a full disk: reads pass, writes fail) is flapping: it is
-        left alone for :data:`HOLD_DOWN`, so the log shows each real change once, not one
-        per batch. A store slower than :data:`SLOW_STORE` on average is said so once.
+        left alone for 60 s, so the log shows each real change once, not one
+        per batch. A store slower than 0.2 s on average is said so once.
         """
         now = self._monotonic()
         with self._lock:
@@ -333,7 +364,8 @@ class LimitStore(abc.ABC):
 
 
 class SharedBucket:
-    """A request-rate bucket kept in a :class:`LimitStore`, with an in-process fallback.
+    """A request-rate bucket kept in a [`LimitStore`][b24batch.LimitStore], with an in-process
+    fallback.
 
     While the store is unreachable the process takes its share of the portal's bucket: the
     ceiling and rate divided among the clients the store last counted, starting from the last
@@ -378,25 +410,25 @@ class SharedBucket:
             return fallback.stand_in(self.limit, self._clock).step(op, arg)
 
     def reserve(self, budget: float = math.inf) -> float:
-        """As :meth:`LeakyBucket.reserve`, on the shared counter."""
+        """As `LeakyBucket.reserve`, on the shared counter."""
         return self.step("reserve", budget)
 
     def wait(self, after: float = 0.0) -> float:
-        """As :meth:`LeakyBucket.wait`, on the shared counter."""
+        """As `LeakyBucket.wait`, on the shared counter."""
         return self.step("wait", after)
 
     def saturate(self) -> None:
-        """As :meth:`LeakyBucket.saturate`, on the shared counter."""
+        """As `LeakyBucket.saturate`, on the shared counter."""
         self.step("saturate")
 
     def available(self) -> float:
-        """As :meth:`LeakyBucket.available`, on the shared counter."""
+        """As `LeakyBucket.available`, on the shared counter."""
         return self.step("available")
 
 
 class SharedMeter:
-    """An operating-time meter kept in a :class:`LimitStore`; its figures are also kept
-    in-process, for while the store is unreachable."""
+    """An operating-time meter kept in a [`LimitStore`][b24batch.LimitStore]; its figures are also
+    kept in-process, for while the store is unreachable."""
 
     def __init__(
         self,
@@ -421,7 +453,7 @@ class SharedMeter:
         return state
 
     def record(self, time: Time | None) -> None:
-        """As :meth:`OperatingMeter.record`, for every client sharing the store."""
+        """As `OperatingMeter.record`, for every client sharing the store."""
         self._local.record(time)
         if time is not None and (time.operating is not None or time.operating_reset_at is not None):
             self._op("record", time.operating, time.operating_reset_at)
@@ -432,7 +464,7 @@ class SharedMeter:
         return self._local.reset_at() if state is None else state[1]
 
     def delay(self) -> float:
-        """As :meth:`OperatingMeter.delay`, against the store's clock."""
+        """As `OperatingMeter.delay`, against the store's clock."""
         if self._limit is None or self._limit.operating_limit is None:
             return 0.0
         state = self._op("read", None, None)

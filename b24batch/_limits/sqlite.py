@@ -29,6 +29,7 @@ from b24batch._limits.shared import (
     MeterState,
 )
 from b24batch.errors import SdkError, SdkTypeError
+from b24batch.redaction import Secret
 
 __all__ = ["SQLiteStore"]
 
@@ -39,6 +40,8 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS b24batch_meter (key TEXT PRIMARY KEY, operating, reset_at)",
     "CREATE TABLE IF NOT EXISTS b24batch_clients (key TEXT, client TEXT, seen, "
     "PRIMARY KEY (key, client))",
+    "CREATE TABLE IF NOT EXISTS b24batch_tokens (key TEXT PRIMARY KEY, version, record)",
+    "CREATE TABLE IF NOT EXISTS b24batch_leases (key TEXT PRIMARY KEY, owner, until)",
 )
 
 _WAL_RETRY = 0.005
@@ -75,7 +78,7 @@ class SQLiteStore(LimitStore):
         SdkError: A path that is not a file name (``":memory:"`` is refused: no other process
             could see it).
 
-    Example:
+    Examples:
         >>> store = SQLiteStore("/var/lib/myapp/b24-limits.sqlite3")
         >>> b24 = B24Hook.from_webhook_url(
         ...     "https://example.bitrix24.com/rest/1/s/", limit_store=store
@@ -159,7 +162,7 @@ class SQLiteStore(LimitStore):
         )
 
     def _enter_wal(self, connection: sqlite3.Connection) -> None:
-        """Switch the file to WAL, waiting up to :attr:`timeout` for the other processes.
+        """Switch the file to WAL, waiting up to `timeout` for the other processes.
 
         SQLite answers this pragma "database is locked" at once, without its busy handler,
         while another connection is writing the file (as when several processes open a new
@@ -276,3 +279,58 @@ class SQLiteStore(LimitStore):
                     (key, *new),
                 )
         return (*new, now)
+
+    def token_read(self, key: str) -> tuple[int, Secret[str]] | None:
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT version, record FROM b24batch_tokens WHERE key = ?", (key,)
+            ).fetchone()
+        if row is None:
+            return None
+        version, record = row[0], Secret(row[1])
+        del row  # holds the tokens: no frame shows them
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ValueError("its version is not a positive integer")
+        if not isinstance(record.value, str):
+            raise ValueError(f"its record is a {type(record.value).__name__}, not text")
+        return version, record
+
+    def token_write(self, key: str, record: Secret[str], expect: int | None) -> int | None:
+        with self._transaction() as db:
+            row = db.execute("SELECT version FROM b24batch_tokens WHERE key = ?", (key,)).fetchone()
+            current = row[0] if row is not None and isinstance(row[0], int) else 0
+            if expect is not None and current != expect:
+                return None
+            version = max(0, current) + 1
+            db.execute(
+                "INSERT OR REPLACE INTO b24batch_tokens (key, version, record) VALUES (?, ?, ?)",
+                (key, version, record.value),
+            )
+        return version
+
+    def token_lease(self, key: str, owner: str, seconds: float) -> bool:
+        with self._transaction() as db:
+            now = time.time()
+            row = db.execute(
+                "SELECT owner, until FROM b24batch_leases WHERE key = ?", (key,)
+            ).fetchone()
+            # A lease with a nonsense expiry (not a number) counts as expired: it was not ours.
+            if row is not None and row[0] != owner and _finite(row[1]) and row[1] > now:
+                return False
+            db.execute(
+                "INSERT OR REPLACE INTO b24batch_leases (key, owner, until) VALUES (?, ?, ?)",
+                (key, owner, now + seconds),
+            )
+        return True
+
+    def token_release(self, key: str, owner: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM b24batch_leases WHERE key = ? AND owner = ?", (key, owner))
+
+    def token_keys(self, prefix: str) -> list[str]:
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT key FROM b24batch_tokens WHERE substr(key, 1, ?) = ? ORDER BY key",
+                (len(prefix), prefix),
+            ).fetchall()
+        return [row[0] for row in rows if isinstance(row[0], str)]

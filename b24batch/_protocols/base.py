@@ -2,9 +2,9 @@
 
 A ``Protocol`` holds everything that differs between REST 3.0 and the classic batch: where a
 batch goes and as what, how commands are named and referenced, ``prepare`` (checked commands →
-a ``Prepared`` body) and ``decode`` (an HTTP answer → ``Answers``, per command), the failure
-model and the list route. Also the JSON answer and error envelope both protocols share. Pure:
-no I/O, and nothing here knows the engine.
+a ``Prepared`` body; ``prepare_call`` for one method at its own URL) and ``decode`` (an HTTP
+answer → ``Answers``, per command), the failure model and the list route. Also the JSON answer
+and error envelope both protocols share. Pure: no I/O, and nothing here knows the engine.
 """
 
 from __future__ import annotations
@@ -26,11 +26,13 @@ from b24batch.errors import (
     DecodeError,
     OperatingLimitError,
     RateLimitError,
+    SdkError,
 )
 from b24batch.redaction import redact as _redact_default
 from b24batch.results import FieldError, Key, Time
 
 __all__ = [
+    "BATCH",
     "METHOD_NOT_FOUND",
     "NO_HEADERS",
     "PAGE_LIMIT",
@@ -38,6 +40,7 @@ __all__ = [
     "Prepared",
     "Protocol",
     "Spec",
+    "classic_count",
     "decode_payload",
     "error_from_payload",
 ]
@@ -46,6 +49,10 @@ PAGE_LIMIT: Final = 50
 """The page a list walk asks for (REST 3.0 ``pagination.limit``; a classic page is 50)."""
 
 NO_HEADERS: Mapping[str, str] = {}
+
+BATCH: Final = "batch"
+"""The endpoint of a batch: the last segment of its URL (a single call's is its method)."""
+_METHOD_NAME: Final = re.compile(r"[A-Za-z0-9_.]+")
 
 METHOD_NOT_FOUND: Final = frozenset(
     {"ERROR_METHOD_NOT_FOUND", "BITRIX_REST_V3_EXCEPTION_METHODNOTFOUNDEXCEPTION"}
@@ -70,6 +77,8 @@ class Prepared:
             caller's keys for REST 3.0; ``cmd[KEY]`` for the classic batch).
         halt: Sent to stop at the first failing command (REST 3.0 stops there always).
         body: The encoded body.
+        endpoint: The last segment of the URL it is posted to: ``"batch"``, or for a single
+            call (one command, its params as the whole body) the command's method.
     """
 
     protocol: Protocol
@@ -77,6 +86,12 @@ class Prepared:
     wire_keys: tuple[Key, ...]
     halt: bool
     body: bytes = attrs.field(repr=False)
+    endpoint: str = BATCH
+
+    @property
+    def single(self) -> bool:
+        """A single call: the method at its own URL, not a batch."""
+        return self.endpoint != BATCH
 
     def part(self, positions: Sequence[int]) -> Prepared:
         """The commands at ``positions`` as a batch of their own, under the same wire keys."""
@@ -266,6 +281,40 @@ class Protocol(abc.ABC):
     def encode(self, commands: Commands, wire_keys: Sequence[Key], *, halt: bool) -> bytes:
         """The body for ``commands`` sent under ``wire_keys`` (checked already)."""
 
+    # -- one method at its own URL (protocol section 10) -------------------------------------------
+
+    def prepare_call(self, command: Command) -> Prepared:
+        """A single call of ``command`` (checked by ``Command.from_row``): its params are the
+        body, posted to the method's own URL; it travels and is answered as a one-command batch
+        would be, so the engine sends it as one.
+
+        Raises:
+            SdkError: A method name a URL cannot carry, or params this protocol cannot encode
+                (the message names ``params`` and the path).
+        """
+        if not _METHOD_NAME.fullmatch(command.method):
+            raise SdkError(
+                f"method {command.method!r}: a single call posts to the method's own URL, so "
+                f"its name is letters, digits, '.' and '_' only (e.g. 'tasks.task.get')"
+            )
+        commands = Commands(items=(command,), keys=(0,), aliases=(None,), named=False)
+        return Prepared(
+            protocol=self,
+            commands=commands,
+            wire_keys=(0,),
+            halt=True,
+            body=self.encode_call(commands),
+            endpoint=command.method,
+        )
+
+    @abc.abstractmethod
+    def encode_call(self, commands: Commands) -> bytes:
+        """The body of a single call: the one command's params, as this protocol sends them.
+
+        Raises:
+            SdkError: Params this protocol cannot encode; the message names ``params``.
+        """
+
     def decode(
         self,
         status: int,
@@ -281,6 +330,11 @@ class Protocol(abc.ABC):
         Raises:
             DecodeError: An answer that is not this protocol's batch answer to these commands.
         """
+        if prepared.single:
+            payload, error = decode_payload(
+                status, content, request_id=request_id, headers=headers, redact=redact
+            )
+            return _call_answers(status, payload, error, headers)
         envelope = self.decode_response(
             status,
             content,
@@ -299,7 +353,7 @@ class Protocol(abc.ABC):
     def answers(self, envelope: Any, prepared: Prepared) -> Answers:
         """What the decoded ``envelope`` says about each command of ``prepared``."""
 
-    def hint(self, error: AjaxError, commands: Commands) -> str:
+    def hint(self, error: AjaxError, prepared: Prepared) -> str:
         """What to add to ``error`` for a caller who sent a method to the wrong protocol
         (``""`` when nothing); only the protocols know which methods are theirs."""
         return ""
@@ -320,6 +374,42 @@ class Protocol(abc.ABC):
         self, spec: Spec, low: int | None, high: int | None, descending: bool
     ) -> tuple[str, dict[str, Any]]:
         """The list command for ids in ``[low, high)`` (None: open), ordered by id."""
+
+
+def _call_answers(
+    status: int, payload: Mapping[str, Any], error: AjaxError | None, headers: Mapping[str, str]
+) -> Answers:
+    """A single call's answer as the answers of a one-command batch (protocol section 10):
+    ``{"result", "time"}`` on both protocols, with ``total`` and ``next`` from a classic list
+    method; an error envelope is the command's error (nothing ran, unless the status leaves
+    it open)."""
+    time = Time.from_json(payload.get("time"))
+    ran = 200 <= status < 300 and "result" in payload
+    entries = [payload["result"]] if ran else None
+    # No limit_time: the call's operating time is its own method's (protocol §5), not the
+    # figure the client's meter keeps for the method ``batch``.
+    if error is not None:
+        return Answers(status=status, time=time, error=error, entries=entries)
+    return Answers(
+        status=status,
+        time=time,
+        replayed=headers.get("Idempotent-Replayed", "").strip().lower() == "true",
+        entries=entries,
+        times=[time],
+        totals=[classic_count(payload.get("total"))],
+        nexts=[classic_count(payload.get("next"))],
+    )
+
+
+def classic_count(value: object) -> int | None:
+    """A classic ``total``/``next``: an int, or digits (None for anything else)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
 
 
 def decode_payload(
@@ -349,7 +439,7 @@ def decode_payload(
         unknown = _may_have_run(status)
         raise DecodeError(
             f"the portal answered HTTP {status} with JSON nested too deeply to decode"
-            + ("; the batch may have been executed" if unknown else ""),
+            + ("; the request may have been executed" if unknown else ""),
             request_id=request_id,
             outcome_unknown=unknown,
         ) from None
@@ -368,12 +458,12 @@ def _payload(
         unknown = _may_have_run(status)
         message = _not_json_message(status, content, headers.get("Content-Type", ""), exc, redact)
         raise DecodeError(
-            message + ("; the batch may have been executed" if unknown else ""),
+            message + ("; the request may have been executed" if unknown else ""),
             request_id=request_id,
             outcome_unknown=unknown,
         ) from None
     unknown = _may_have_run(status)
-    may_have_run = "; the batch may have been executed" if unknown else ""
+    may_have_run = "; the request may have been executed" if unknown else ""
     if not isinstance(payload, dict):
         raise DecodeError(
             f"the portal answered HTTP {status} with JSON {type(payload).__name__}, "

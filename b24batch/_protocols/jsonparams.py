@@ -14,6 +14,7 @@ from typing import Any
 
 from b24batch.commands import Commands, is_utf8
 from b24batch.errors import SdkError, SdkTypeError
+from b24batch.results import Key
 
 __all__ = ["MAX_PARAMS_DEPTH", "check_json_keys", "explain_unencodable"]
 
@@ -24,10 +25,17 @@ the portal's JSON decoder stops at 512 levels, and the body wraps params in two 
 _EMPTY: Mapping[str, Any] = {}
 
 
-def explain_unencodable(commands: Commands) -> SdkError:
+def _row(key: Key, single: bool) -> str:
+    """How a message names a command's row: ``calls[KEY] `` in a batch, nothing for a single
+    call, whose ``params`` is the argument itself."""
+    return "" if single else f"calls[{key!r}] "
+
+
+def explain_unencodable(commands: Commands, *, single: bool = False) -> SdkError:
     """Find the first parameter value that JSON cannot carry and describe it.
 
     Called only after the encoder refused the body, so the fast path never walks params.
+    ``single``: the commands are one single call's, named by its ``params`` alone.
 
     Returns:
         The :class:`SdkError` (or :class:`SdkTypeError`) to raise, naming row and path.
@@ -37,18 +45,18 @@ def explain_unencodable(commands: Commands) -> SdkError:
             problem = _find_unencodable(command.params or _EMPTY, "params", set(), 1)
         except RecursionError:  # the caller's own stack was already deep
             return SdkError(
-                f"calls[{key!r}] params are nested too deeply to be encoded as JSON from this "
+                f"{_row(key, single)}params are nested too deeply to be encoded as JSON from this "
                 f"point of the program; flatten them (the portal reads at most "
                 f"{MAX_PARAMS_DEPTH} levels)"
             )
         if problem is not None:
             path, message, is_type = problem
             error_type = SdkTypeError if is_type else SdkError
-            return error_type(f"calls[{key!r}] {path} {message}")
+            return error_type(f"{_row(key, single)}{path} {message}")
     return SdkError("the batch cannot be encoded as JSON")
 
 
-def check_json_keys(commands: Commands) -> None:
+def check_json_keys(commands: Commands, *, single: bool = False) -> None:
     """Refuse params with two keys that JSON writes alike, such as ``1`` and ``"1"``.
 
     JSON object keys are strings: ``json`` writes ``1`` as ``"1"``, ``True`` as ``"true"``,
@@ -65,14 +73,14 @@ def check_json_keys(commands: Commands) -> None:
         if isinstance(item, dict):
             for name in item:
                 if type(name) is not str:
-                    _explain_collision(commands)
+                    _explain_collision(commands, single)
                     return
             stack.extend(item.values())
         elif isinstance(item, list | tuple):
             stack.extend(item)
 
 
-def _explain_collision(commands: Commands) -> None:
+def _explain_collision(commands: Commands, single: bool) -> None:
     """Find the first dict whose keys collide as JSON and raise naming it (the slow path)."""
     for key, command in zip(commands.keys, commands.items, strict=True):
         stack: list[tuple[object, str]] = [(command.params or _EMPTY, "params")]
@@ -84,7 +92,7 @@ def _explain_collision(commands: Commands) -> None:
                     text = _json_key(name)
                     if text in written:
                         raise SdkError(
-                            f"calls[{key!r}] {path} has the keys {written[text]!r} and "
+                            f"{_row(key, single)}{path} has the keys {written[text]!r} and "
                             f"{name!r}, which JSON writes alike, as {json.dumps(text)}; the "
                             f"portal would keep only one of them: use one key"
                         )

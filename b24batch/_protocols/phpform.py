@@ -75,7 +75,7 @@ def encode_query(params: Mapping[Any, Any] | None, where: str = "params") -> str
         SdkError: An empty list or dict, a key with ``[`` or ``]``, an empty key, keys that
             collide as text, NaN or infinity, a cycle, nesting deeper than ``MAX_DEPTH``.
 
-    Example:
+    Examples:
         >>> encode_query({"fields": {"TITLE": "A & B"}, "select": ["ID"], "filter": {">ID": 10}})
         'fields[TITLE]=A%20%26%20B&select[0]=ID&filter[%3EID]=10'
     """
@@ -97,7 +97,7 @@ def count_variables(query: str) -> int:
     Every name and value :func:`encode_query` writes is percent-encoded, so each ``&`` in its
     output separates two variables.
 
-    Example:
+    Examples:
         >>> count_variables(encode_query({"filter": {"@ID": [1, 2, 3]}, "select": ["ID"]}))
         4
     """

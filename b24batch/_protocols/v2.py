@@ -23,6 +23,7 @@ from b24batch._protocols.base import (
     Prepared,
     Protocol,
     Spec,
+    classic_count,
     decode_payload,
     error_from_payload,
 )
@@ -131,7 +132,7 @@ def encode_batch(entries: Sequence[Entry], *, halt: bool, warn: bool = True) -> 
             a parameter a form cannot carry (the message names the row and the path).
         SdkTypeError: A key, method or parameter of the wrong type.
 
-    Example:
+    Examples:
         >>> encode_batch([Entry("deal", "crm.deal.get", {"id": 7})], halt=True)
         b'halt=1&cmd[deal]=crm.deal.get%3Fid%3D7'
     """
@@ -192,7 +193,7 @@ def references(params: object) -> list[str]:
     Scans string keys and values at any depth for ``$result[KEY]``, ``$next[KEY]``,
     ``$total[KEY]``, ``$time[KEY]`` and ``$error[KEY]``. A position appears as its digits.
 
-    Example:
+    Examples:
         >>> references({"fields": {"CONTACT_ID": "$result[contact]"}, "id": "$next[0]"})
         ['contact', '0']
     """
@@ -340,8 +341,8 @@ def _outcomes(
                 executed=bool(present),
                 result=sections["result"].get(text),
                 error=error,
-                total=_count(sections["result_total"].get(text)),
-                next=_count(sections["result_next"].get(text)),
+                total=classic_count(sections["result_total"].get(text)),
+                next=classic_count(sections["result_next"].get(text)),
                 time=Time.from_json(sections["result_time"].get(text)),
             )
         )
@@ -385,16 +386,6 @@ def _command_error(
     error = error_from_payload(entry, status=status, request_id=request_id, redact=redact)
     error.outcome_unknown = False  # the answer says this command failed: nothing is in doubt
     return error
-
-
-def _count(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
 
 
 def _malformed(message: str, request_id: str | None) -> DecodeError:
@@ -506,6 +497,10 @@ class _Classic(Protocol):
         # A part of a batch already prepared (and warned about) once: no second warning.
         return encode_batch(_entries(commands, wire_keys), halt=halt, warn=False)
 
+    def encode_call(self, commands: Commands) -> bytes:
+        """The params as the PHP form the batch's commands carry (``fields[TITLE]=…``)."""
+        return encode_query(commands.items[0].params, "params").encode("ascii")
+
     def answers(self, envelope: Envelope, prepared: Prepared) -> Answers:
         if envelope.error is not None:  # refused whole, or an error beside what ran (2xx)
             outcomes = envelope.outcomes
@@ -545,13 +540,21 @@ class _Classic(Protocol):
             nexts=[outcome.next for outcome in outcomes],
         )
 
-    def hint(self, error: AjaxError, commands: Commands) -> str:
-        if error.code.upper() not in METHOD_NOT_FOUND or error.key not in commands.keys:
+    def hint(self, error: AjaxError, prepared: Prepared) -> str:
+        commands = prepared.commands
+        if error.code.upper() not in METHOD_NOT_FOUND:
             return ""
-        method = commands.items[commands.keys.index(error.key)].method
+        if prepared.single:
+            method = commands.items[0].method
+            fix = "call it with CallV3"
+        elif error.key in commands.keys:
+            method = commands.items[commands.keys.index(error.key)].method
+            fix = "send it with BatchV3 (or BatchByChunkV3)"
+        else:
+            return ""
         if not method.lower().startswith(V3_ONLY_FAMILIES):
             return ""
-        return f"{method} is a REST 3.0 method: send it with BatchV3 (or BatchByChunkV3)"
+        return f"{method} is a REST 3.0 method: {fix}"
 
     def list_filter(self, value: Any, id_key: str) -> tuple[Any, int | None, int | None]:
         """The caller's filter without the ``>=ID``/``<ID`` keys the walk sets, which are

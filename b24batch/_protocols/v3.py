@@ -366,6 +366,16 @@ class _RestV3(Protocol):
     def encode(self, commands: Commands, wire_keys: Sequence[Key], *, halt: bool) -> bytes:
         return encode_batch(commands, halt_on_error=halt)
 
+    def encode_call(self, commands: Commands) -> bytes:
+        """The params as a JSON object (``{}`` for none), checked as a batch row's are."""
+        params = commands.items[0].params
+        try:
+            body = _encode({} if params is None else params).encode("utf-8")
+        except (TypeError, ValueError, RecursionError):
+            raise explain_unencodable(commands, single=True) from None
+        check_json_keys(commands, single=True)
+        return body
+
     def answers(self, envelope: Envelope, prepared: Prepared) -> Answers:
         return Answers(
             status=envelope.status,
@@ -376,16 +386,23 @@ class _RestV3(Protocol):
             entries=envelope.result,
         )
 
-    def hint(self, error: AjaxError, commands: Commands) -> str:
+    def hint(self, error: AjaxError, prepared: Prepared) -> str:
         if error.code.upper() not in METHOD_NOT_FOUND:
             return ""
+        commands = prepared.commands
         for key, command in zip(commands.keys, commands.items, strict=True):
-            if not command.method.lower().startswith(REST_V3_FAMILIES):
+            if command.method.lower().startswith(REST_V3_FAMILIES):
+                continue
+            if prepared.single:
                 return (
-                    f"calls[{key!r}] ({command.method}) is not a REST 3.0 method: CRM, users, "
-                    f"disk and most of the API are classic, so send it with BatchV2 (or "
-                    f"BatchByChunkV2; run --v2 on the command line)"
+                    f"{command.method} is not a REST 3.0 method: CRM, users, disk and most of "
+                    f"the API are classic, so call it with CallV2"
                 )
+            return (
+                f"calls[{key!r}] ({command.method}) is not a REST 3.0 method: CRM, users, "
+                f"disk and most of the API are classic, so send it with BatchV2 (or "
+                f"BatchByChunkV2; run --v2 on the command line)"
+            )
         return ""
 
     def list_filter(self, value: Any, id_key: str) -> tuple[Any, int | None, int | None]:

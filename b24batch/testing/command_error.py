@@ -53,7 +53,7 @@ class CommandError(Exception):
         status: The HTTP status of the whole batch response.
         validation: ``error.validation`` rows, each ``{"field": ..., "message": ...}``.
 
-    Example:
+    Examples:
         >>> def handler(query):
         ...     raise FakePortal.CommandError(
         ...         "Access denied",

@@ -19,7 +19,7 @@ __all__ = ["Fault", "FaultKind"]
 
 
 FaultKind = Literal[
-    "delay", "drop_before", "drop_after", "html", "truncated", "response", "rewrite"
+    "delay", "drop_before", "drop_after", "hang", "html", "truncated", "response", "rewrite"
 ]
 
 
@@ -54,6 +54,17 @@ class Fault:
         return cls(kind="delay", seconds=seconds)
 
     @classmethod
+    def hang(cls, seconds: float) -> Fault:
+        """Hold the request ``seconds`` of real time (less if the server stops), then close the
+        connection without a response; the request does NOT execute.
+
+        A server that never answers: the client's read timeout is what ends the wait.
+        """
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            raise ValueError(f"seconds must be >= 0, got {seconds!r}")
+        return cls(kind="hang", seconds=float(seconds))
+
+    @classmethod
     def drop_before(cls) -> Fault:
         """Close the connection without a response; the batch does NOT execute."""
         return cls(kind="drop_before")
@@ -86,7 +97,7 @@ class Fault:
         """Process (the batch DOES execute), then answer what ``edit`` makes of the JSON answer
         (same status): an answer that says less, or other, than what ran.
 
-        Example:
+        Examples:
             >>> drop_results = Fault.rewrite(lambda answer: {**answer, "result": []})
         """
         if not callable(edit):

@@ -17,6 +17,7 @@ from b24batch.redaction import redact
 
 __all__ = [
     "EXPIRED",
+    "INVALID_TOKEN",
     "JSON_TYPE",
     "MALFORMED",
     "NO_AUTH",
@@ -37,6 +38,7 @@ def classic_error(code: str, description: str) -> dict[str, str]:
 
 NO_AUTH: Final = classic_error("NO_AUTH_FOUND", "Wrong authorization data")
 EXPIRED: Final = classic_error("expired_token", "The access token provided has expired.")
+INVALID_TOKEN: Final = classic_error("invalid_token", "The access token provided is invalid.")
 QUERY_LIMIT: Final = classic_error("QUERY_LIMIT_EXCEEDED", "Too many requests")
 OPERATION_LIMIT: Final = classic_error(
     "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit."

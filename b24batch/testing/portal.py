@@ -16,16 +16,23 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, ClassVar, Final, Literal
 
 from b24batch.redaction import redact
 from b24batch.testing.command_error import CommandError
 from b24batch.testing.faults import Fault
 from b24batch.testing.limits import LeakyBucket, OperatingMeter, OperatingTime
-from b24batch.testing.messages import EXPIRED, NO_AUTH, RecordedRequest, Reply, classic_error
+from b24batch.testing.messages import (
+    EXPIRED,
+    INVALID_TOKEN,
+    NO_AUTH,
+    RecordedRequest,
+    Reply,
+    classic_error,
+)
+from b24batch.testing.oauth_server import FakeAuthServer, check_member_id
 from b24batch.testing.seeding import BulkSeeding
-from b24batch.testing.server import Server, check_http_options
+from b24batch.testing.server import LoopbackService, check_http_options
 from b24batch.testing.v2_route import ClassicRoute
 from b24batch.testing.v2_store import PAGE_SIZE, CrmSeeding, CrmStore
 from b24batch.testing.v3_route import IDEMPOTENCY_TTL, StoredReply, V3Route
@@ -50,19 +57,26 @@ DEFAULT_IDLE_TIMEOUT: Final = 30.0
 """Seconds a connection may stay silent (between requests, or mid-request) before it is closed."""
 DEFAULT_MAX_RECORDED: Final = 1000
 """How many requests ``FakePortal.requests`` keeps; older ones are dropped first."""
-_POLL_INTERVAL: Final = 0.01  # also the worst-case latency of stop()
 
 _WEBHOOK_BATCH: Final = re.compile(r"/rest/api/([^/]+)/([^/]+)/batch")
 _CLASSIC_BATCH: Final = re.compile(r"/rest/(?!api/)(?:([^/]+)/([^/]+)/)?batch(?:\.json)?")
-_CLASSIC_METHOD: Final = re.compile(r"/rest/(?!api/)([^/]+)/([^/]+)/([A-Za-z0-9_.]+?)(?:\.json)?")
+_CLASSIC_METHOD: Final = re.compile(
+    r"/rest/(?!api/)(?:([^/]+)/([^/]+)/)?([A-Za-z0-9_.]+?)(?:\.json)?"
+)
+_V3_METHOD: Final = re.compile(r"/rest/api/(?:([^/]+)/([^/]+)/)?([A-Za-z0-9_.]+)")
 
 
-class FakePortal(V3Route, ClassicRoute, OperatingTime, CrmSeeding, BulkSeeding):
+class FakePortal(LoopbackService, V3Route, ClassicRoute, OperatingTime, CrmSeeding, BulkSeeding):
     """A Bitrix24 portal on loopback that serves the REST 3.0 ``batch`` method over real HTTP.
 
-    It serves the classic (v2) ``batch`` too, on ``/rest/USER/SECRET/batch`` and (OAuth, the
-    token as ``auth`` in the body) ``/rest/batch``, over an in-memory CRM (``crm.deal.*``,
-    ``crm.contact.*``, ``user.current``), with the same credentials, limits and faults.
+    Each method it knows is served on its own URL too, as a single call (protocol §10):
+    ``/rest/api/USER/SECRET/METHOD`` (OAuth: ``/rest/api/METHOD``) and, classic,
+    ``/rest/USER/SECRET/METHOD`` (OAuth: ``/rest/METHOD``, the token as ``auth``). It serves
+    the classic (v2) ``batch`` too, on ``/rest/USER/SECRET/batch`` and (OAuth, the token as
+    ``auth`` in the body) ``/rest/batch``, over an in-memory CRM (``crm.deal.*``,
+    ``crm.contact.*``, ``user.current``) and the same tasks in their classic shapes
+    (``tasks.task.*``), with the same credentials, limits and faults. With ``auth_server=`` it
+    accepts the tokens a [`FakeAuthServer`][b24batch.testing.FakeAuthServer] issued.
 
     Keeps tasks in memory (``tasks.task.add/get/list/update/delete``), accepts webhook and OAuth
     credentials, honours ``Idempotency-Key``, optionally enforces the request-rate and
@@ -102,15 +116,27 @@ class FakePortal(V3Route, ClassicRoute, OperatingTime, CrmSeeding, BulkSeeding):
             lock; any other answer fails that command with ``INTERNAL_SERVER_ERROR``.
         latency: Seconds every request waits before it is processed (outside the portal's
             lock, so concurrent requests wait side by side), as a distant portal would.
+        auth_server: A [`FakeAuthServer`][b24batch.testing.FakeAuthServer] the application is
+            installed through: the portal also accepts the Bearer tokens it issued for this
+            portal (401 ``expired_token`` past their lifetime, ``invalid_token`` once a refresh
+            replaced them). ``access_token``, ``expire_token()`` and ``refresh_token()`` keep
+            working beside it.
+        member_id: The portal's ``member_id`` (random 32 hex digits when omitted).
 
     Malformed requests (broken chunked framing, a bad Content-Length, JSON nested too deep)
     are answered with the portal's error envelopes, 400 ``INVALID_REQUEST`` or
     ``INVALIDJSONEXCEPTION``; the portal keeps serving.
 
-    Example:
-        >>> with FakePortal() as portal:  # doctest: +SKIP
-        ...     requests.post(portal.oauth_endpoint + "api/batch", json=[...],
-        ...                   headers={"Authorization": f"Bearer {portal.access_token}"})
+    For example, a request of your own, as an OAuth application would send it:
+
+    ```python
+    with FakePortal() as portal:
+        requests.post(
+            portal.oauth_endpoint + "api/batch",
+            json=[{"method": "tasks.task.list", "query": {}}],
+            headers={"Authorization": f"Bearer {portal.access_token}"},
+        )
+    ```
     """
 
     CommandError: ClassVar[type[CommandError]] = CommandError
@@ -134,6 +160,8 @@ class FakePortal(V3Route, ClassicRoute, OperatingTime, CrmSeeding, BulkSeeding):
         max_recorded: int = DEFAULT_MAX_RECORDED,
         list_page_size: int | Callable[[str, int], int] = PAGE_SIZE,
         latency: float = 0.0,
+        auth_server: FakeAuthServer | None = None,
+        member_id: str | None = None,
     ) -> None:
         if not callable(list_page_size) and (
             isinstance(list_page_size, bool)
@@ -164,6 +192,9 @@ class FakePortal(V3Route, ClassicRoute, OperatingTime, CrmSeeding, BulkSeeding):
             raise ValueError(
                 f"operating_charge must be 'batch' or 'method', got {operating_charge!r}"
             )
+        if auth_server is not None and not isinstance(auth_server, FakeAuthServer):
+            raise TypeError(f"auth_server must be a FakeAuthServer, got {auth_server!r}")
+        self._member_id = check_member_id(member_id)
         self._user_id = user_id
         self._secret = secret
         self._rate_limit = rate_limit
@@ -181,8 +212,6 @@ class FakePortal(V3Route, ClassicRoute, OperatingTime, CrmSeeding, BulkSeeding):
         # Reentrant: a handler or a before_command hook runs under it and may seed or delete.
         self._lock = threading.RLock()
         self._stopping = threading.Event()
-        self._server: Server | None = None
-        self._thread: threading.Thread | None = None
         self._latency = float(latency)
         self._store = TaskStore(user_id=user_id, page_size=list_page_size)
         self._crm = CrmStore(user_id=user_id, page_size=list_page_size)
@@ -199,68 +228,15 @@ class FakePortal(V3Route, ClassicRoute, OperatingTime, CrmSeeding, BulkSeeding):
         self._executed = 0
         self._active = 0
         self._peak = 0
+        self._auth_server = auth_server
+        if auth_server is not None:
+            auth_server._register(self)
 
     def __repr__(self) -> str:
         state = f"http://{self._host}:{self._port}" if self.running else "stopped"
         return f"<FakePortal {state} user_id={self._user_id} secret=***>"
 
-    # -- lifecycle -------------------------------------------------------------------------------
-
-    @property
-    def running(self) -> bool:
-        """Whether the server is accepting connections."""
-        return self._server is not None
-
-    def start(self) -> FakePortal:
-        """Bind and serve in a daemon thread; a restarted portal keeps its port and state."""
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        server = Server((self._host, self._port), self)
-        self._port = server.server_address[1]
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": _POLL_INTERVAL},
-            name=f"FakePortal:{self._port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving, close the listening socket and every open connection."""
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        server.server_close()
-        server.close_connections()
-        if thread is not None:
-            thread.join(timeout=5.0)
-        self._server = self._thread = None
-
-    def __enter__(self) -> FakePortal:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     # -- addresses and credentials ---------------------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        """``http://HOST:PORT``; raises RuntimeError before the first ``start()``."""
-        if not self._port:
-            raise RuntimeError("FakePortal is not started; call start() or use it as a context")
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self._port}"
 
     @property
     def webhook_url(self) -> str:
@@ -274,10 +250,25 @@ class FakePortal(V3Route, ClassicRoute, OperatingTime, CrmSeeding, BulkSeeding):
 
     @property
     def user_id(self) -> int:
+        """The webhook's user id (``user_id=``, default 1)."""
         return self._user_id
 
     @property
+    def member_id(self) -> str:
+        """The portal's ``member_id``: how an application installed on many portals keys them."""
+        return self._member_id
+
+    @property
+    def auth_server(self) -> FakeAuthServer | None:
+        """The [`FakeAuthServer`][b24batch.testing.FakeAuthServer] this portal accepts tokens from.
+
+        None unless the portal was made with ``auth_server=``.
+        """
+        return self._auth_server
+
+    @property
     def secret(self) -> str:
+        """The webhook's secret (``secret=``, or a random one made at construction)."""
         return self._secret
 
     @property
@@ -356,8 +347,11 @@ class FakePortal(V3Route, ClassicRoute, OperatingTime, CrmSeeding, BulkSeeding):
         ``delete_task``, ``add_deal``, ``delete_deal``) to change the data mid-walk, as other
         users of a real portal do. An exception from the hook fails that command.
 
-        Example:
-            >>> portal.before_command(lambda m: portal.add_task(title="late"))  # doctest: +SKIP
+        For example, a task added while a list is being walked:
+
+        ```python
+        portal.before_command(lambda method: portal.add_task(title="late"))
+        ```
         """
         if not callable(hook):
             raise TypeError("hook must be callable")
@@ -448,8 +442,13 @@ class FakePortal(V3Route, ClassicRoute, OperatingTime, CrmSeeding, BulkSeeding):
         if single is not None:
             return self._classic_method(request, *single.groups())
         webhook = _WEBHOOK_BATCH.fullmatch(request.path)
+        method = None
         if webhook is None and request.path != "/rest/api/batch":
-            return Reply.of(404, classic_error("ERROR_METHOD_NOT_FOUND", "Method not found!"))
+            single = _V3_METHOD.fullmatch(request.path)
+            if single is None:
+                return Reply.of(404, classic_error("ERROR_METHOD_NOT_FOUND", "Method not found!"))
+            user, _, method = single.groups()
+            webhook = single if user is not None else None
         if request.method != "POST":
             return Reply.of(
                 405,
@@ -457,13 +456,13 @@ class FakePortal(V3Route, ClassicRoute, OperatingTime, CrmSeeding, BulkSeeding):
                 ("Allow", "POST"),
             )
         if webhook is not None:
-            credential, refusal = self._webhook_auth(*webhook.groups())
+            credential, refusal = self._webhook_auth(*webhook.groups()[:2])
         else:
             credential, refusal = self._oauth_auth(request.headers.get("Authorization", ""))
         if refusal is not None:
             return refusal
         with self._lock:
-            return self._run(request, credential)
+            return self._run(request, credential, method)
 
     def _webhook_auth(self, user: str, secret: str) -> tuple[str, Reply | None]:
         ok = user == str(self._user_id) and hmac.compare_digest(
@@ -473,8 +472,15 @@ class FakePortal(V3Route, ClassicRoute, OperatingTime, CrmSeeding, BulkSeeding):
 
     def _oauth_auth(self, authorization: str) -> tuple[str, Reply | None]:
         scheme, _, token = authorization.strip().partition(" ")
+        token = token.strip() if scheme.lower() == "bearer" else ""
+        if self._auth_server is not None and token:
+            # Outside the portal's lock: the auth server has its own.
+            check = self._auth_server.check_token(token, self._member_id)
+            if check != "unknown":
+                refusal = {"valid": None, "expired": EXPIRED, "revoked": INVALID_TOKEN}[check]
+                return "oauth", None if refusal is None else Reply.of(401, refusal)
         with self._lock:
-            valid = self._tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+            valid = self._tokens.get(token) if token else None
         if valid is None:
             return "oauth", Reply.of(401, NO_AUTH)
         # One application per portal: its idempotency store survives a token refresh.

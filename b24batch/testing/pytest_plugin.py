@@ -23,9 +23,12 @@ __all__ = ["b24_client", "b24_portal"]
 def b24_portal() -> Iterator[FakePortal]:
     """A started FakePortal with default settings, stopped after the test.
 
-    Example:
-        >>> def test_add(b24_portal):  # doctest: +SKIP
-        ...     task_id = b24_portal.add_task(title="Seeded")
+    For example:
+
+    ```python
+    def test_add(b24_portal):
+        task_id = b24_portal.add_task(title="Seeded")
+    ```
     """
     with FakePortal() as portal:
         yield portal
@@ -42,10 +45,13 @@ def b24_client(b24_portal: FakePortal) -> Iterator[B24Hook]:
     ``QUERY_LIMIT_EXCEEDED``) or ``inject(Fault.rate_limited())``, and a client of your own
     with ``rate_limit=RateLimit(...)`` and an injected ``clock``/``sleep``.
 
-    Example:
-        >>> def test_many(b24_client):  # doctest: +SKIP
-        ...     for _ in range(60):
-        ...         BatchV3(b24_client).make([("tasks.task.list", {})])
+    For example:
+
+    ```python
+    def test_many(b24_client):
+        for _ in range(60):
+            BatchV3(b24_client).make([("tasks.task.list", {})])
+    ```
     """
     # Imported here so the plugin loads even where the client package fails to import.
     from b24batch import B24Hook

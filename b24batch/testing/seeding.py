@@ -40,7 +40,8 @@ class BulkSeeding:
             sparse: False: the next ``count`` ids. True: ``count`` random free ids from 1 to
                 1 000 000, so the ids have gaps of every size.
             seed: Seeds the random ids, for a repeatable run.
-            **fields: Writable task fields every new task gets (as :meth:`add_task` takes).
+            **fields: Writable task fields every new task gets (as
+                [`add_task`][b24batch.testing.FakePortal.add_task] takes).
 
         Returns:
             The new ids, ascending.
@@ -62,7 +63,8 @@ class BulkSeeding:
     def add_deals(
         self, count: int, *, sparse: bool = False, seed: int | None = None, **fields: Any
     ) -> list[int]:
-        """Seed ``count`` deals at once, as :meth:`add_tasks` does tasks (title ``Deal <id>``).
+        """Seed ``count`` deals at once, as [`add_tasks`][b24batch.testing.FakePortal.add_tasks]
+        does tasks (title ``Deal <id>``).
 
         ``fields`` are upper-case classic deal fields (``OPPORTUNITY=100``); unknown ones are
         refused with ValueError.
@@ -85,14 +87,16 @@ class BulkSeeding:
     def delete_task(self, task_id: int) -> bool:
         """Remove a task directly (nothing recorded); whether it existed.
 
-        Safe to call from a handler or a :meth:`before_command` hook, which run under the
+        Safe to call from a handler or a
+        [`before_command`][b24batch.testing.FakePortal.before_command] hook, which run under the
         portal's lock.
         """
         with self._lock:
             return self._store.discard(task_id)
 
     def delete_deal(self, deal_id: int) -> bool:
-        """Remove a deal directly, as :meth:`delete_task` does a task; whether it existed."""
+        """Remove a deal directly, as [`delete_task`][b24batch.testing.FakePortal.delete_task] does
+        a task; whether it existed."""
         with self._lock:
             return self._crm.deals.discard(deal_id)
 

@@ -19,7 +19,8 @@ import socketserver
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Final, Protocol
+from types import TracebackType
+from typing import Any, Final, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import attrs
@@ -28,7 +29,7 @@ from requests.structures import CaseInsensitiveDict
 from b24batch.testing.faults import Fault
 from b24batch.testing.messages import MALFORMED, RecordedRequest, Reply, classic_error
 
-__all__ = ["Portal", "Server", "check_http_options"]
+__all__ = ["LoopbackService", "Portal", "Server", "check_http_options"]
 
 logger = logging.getLogger("b24batch.testing")
 
@@ -37,6 +38,7 @@ _MAX_LINE: Final = 1024  # a chunk-size line, or a trailer line, longer than thi
 # still sending before closing: closing with unread data resets the connection, and the client
 # would lose the 413 it has not read yet.
 _DRAIN_BYTES: Final = 64 * 1024 * 1024
+_POLL_INTERVAL: Final = 0.01  # also the worst-case latency of stop()
 
 
 def check_http_options(
@@ -133,6 +135,79 @@ class Server(ThreadingHTTPServer):
         for connection in connections:
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
+
+
+ServiceT = TypeVar("ServiceT", bound="LoopbackService")
+
+
+class LoopbackService:
+    """Start, stop and address a loopback ``Server`` (the FakePortal's, FakeAuthServer's).
+
+    The subclass sets ``_host``, ``_port`` and ``_stopping`` and implements ``Portal``.
+    """
+
+    _host: str
+    _port: int
+    _stopping: threading.Event
+    _server: Server | None = None
+    _thread: threading.Thread | None = None
+    _service_name = "FakePortal"
+
+    @property
+    def running(self) -> bool:
+        """Whether the server is accepting connections."""
+        return self._server is not None
+
+    def start(self: ServiceT) -> ServiceT:
+        """Bind and serve in a daemon thread; a restarted server keeps its port and state."""
+        if self._server is not None:
+            return self
+        self._stopping.clear()
+        server = Server((self._host, self._port), self)  # type: ignore[arg-type]
+        self._port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": _POLL_INTERVAL},
+            name=f"{self._service_name}:{self._port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close the listening socket and every open connection."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        server.server_close()
+        server.close_connections()
+        if thread is not None:
+            thread.join(timeout=5.0)
+        self._server = self._thread = None
+
+    def __enter__(self: ServiceT) -> ServiceT:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """``http://HOST:PORT``; raises RuntimeError before the first ``start()``."""
+        if not self._port:
+            raise RuntimeError(
+                f"{self._service_name} is not started; call start() or use it as a context"
+            )
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self._port}"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -263,6 +338,9 @@ class _Handler(BaseHTTPRequestHandler):
         kind = fault.kind if fault is not None else None
         if fault is not None and fault.kind == "delay" and portal._stopping.wait(fault.seconds):
             kind = "drop_before"  # the portal is stopping: give up on the request
+        if fault is not None and fault.kind == "hang":
+            portal._stopping.wait(fault.seconds)
+            kind = "drop_before"
         if kind == "drop_before":
             self._drop(request)
             return

@@ -21,6 +21,8 @@ import attrs
 from b24batch.testing.command_error import CommandError
 from b24batch.testing.phpform import PhpKey, parse_str, parse_str_bytes, php_key, php_text
 from b24batch.testing.v2_store import ClassicAnswer, CrmStore
+from b24batch.testing.v2_tasks import classic_task_method
+from b24batch.testing.v3_store import TaskStore
 
 __all__ = [
     "MAX_COMMANDS",
@@ -51,7 +53,8 @@ _SEGMENT: Final = re.compile(r"\[([^\]]+)\]")
 _NOT_IN_BATCH: Final = frozenset({"batch", "disk.file.upload", "disk.folder.uploadfile"})
 
 Method = Callable[[dict[str, Any]], ClassicAnswer]
-"""A classic method: takes the decoded params, returns its :class:`ClassicAnswer`."""
+"""A classic method: takes the decoded params, returns its
+[`ClassicAnswer`][b24batch.testing.ClassicAnswer]."""
 
 
 def _error(code: str, description: str) -> dict[str, str]:
@@ -185,9 +188,11 @@ def _resolve(match: re.Match[str], sections: Mapping[str, Mapping[PhpKey, Any]])
 def classic_methods(
     handlers: Mapping[str, Callable[[dict[str, Any]], Any]],
     crm: CrmStore,
+    tasks: TaskStore,
     clock: Callable[[], float],
 ) -> Callable[[str], Method | None]:
-    """Find a method by lower-case name: a registered handler first, else a built-in.
+    """Find a method by lower-case name: a registered handler first, else a built-in (the
+    CRM's, ``user.current``, ``tasks.task.*`` over the REST 3.0 tasks store).
 
     A handler's return value is the command's ``result`` unless it is a ``ClassicAnswer``.
     """
@@ -197,7 +202,7 @@ def classic_methods(
         if handler is not None:
             found = handler
             return lambda params: _answer(copy.deepcopy(found(params)))
-        builtin = crm.method(name)
+        builtin = crm.method(name) or classic_task_method(tasks, name)
         if builtin is None:
             return None
         return lambda params: builtin(params, clock())

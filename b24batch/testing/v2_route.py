@@ -1,9 +1,10 @@
 """The FakePortal's classic (v2) routes: ``batch`` and one classic method called on its own.
 
 ``batch`` on ``/rest/USER/SECRET/batch`` (webhook) or ``/rest/batch`` (OAuth, the token in the
-body). Authenticates, applies the rate and operating limits, and answers in the classic shapes;
-the commands run in ``v2_batch.py`` over ``v2_store.py``. Mixed into FakePortal, which holds the
-state and the lock.
+body); a method on ``/rest/USER/SECRET/METHOD`` or ``/rest/METHOD`` likewise. Authenticates,
+applies the rate and operating limits, and answers in the classic shapes; the commands run in
+``v2_batch.py`` over ``v2_store.py`` (CRM) and ``v2_tasks.py`` (tasks). Mixed into FakePortal,
+which holds the state and the lock.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from b24batch.testing.messages import (
 from b24batch.testing.phpform import parse_str_bytes
 from b24batch.testing.v2_batch import classic_methods, execute_classic, parse_classic
 from b24batch.testing.v2_store import CrmStore
-from b24batch.testing.v3_store import Handler
+from b24batch.testing.v3_store import Handler, TaskStore
 
 __all__ = ["ClassicRoute"]
 
@@ -36,6 +37,7 @@ class ClassicRoute:
     _bucket: LeakyBucket | None
     _handlers: dict[str, Handler]
     _crm: CrmStore
+    _store: TaskStore
     _wall_clock: Callable[[], float]
     _executed: int
     _webhook_auth: Callable[[str, str], tuple[str, Reply | None]]
@@ -73,7 +75,7 @@ class ClassicRoute:
             start = self._wall_clock()
             result, ran = execute_classic(
                 batch,
-                classic_methods(self._handlers, self._crm, self._wall_clock),
+                classic_methods(self._handlers, self._crm, self._store, self._wall_clock),
                 clock=self._wall_clock,
                 time_block=self._time_block,
                 on_command=self._before,
@@ -82,12 +84,16 @@ class ClassicRoute:
             self._executed += ran
             return Reply.of(200, {"result": result, "time": self._time_block("batch", start)})
 
-    def _classic_method(self, request: RecordedRequest, user: str, secret: str, name: str) -> Reply:
-        """One classic method called on its own (webhook only): ``{"result", "total"?,
-        "next"?, "time"}``, or ``{"error", "error_description"}`` with 400 or 404."""
-        refusal = self._webhook_auth(user, secret)[1]
-        if refusal is not None:
-            return refusal
+    def _classic_method(
+        self, request: RecordedRequest, user: str | None, secret: str | None, name: str
+    ) -> Reply:
+        """One classic method called on its own: ``{"result", "total"?, "next"?, "time"}``, or
+        ``{"error", "error_description"}`` with 400 or 404. Webhook, or OAuth with the token
+        as the ``auth`` parameter (of the body, or the URL)."""
+        if user is not None:
+            refusal = self._webhook_auth(user, secret or "")[1]
+            if refusal is not None:
+                return refusal
         if "json" in request.headers.get("Content-Type", "").lower():
             params = request.body if isinstance(request.body, dict) else {}
         else:
@@ -97,11 +103,21 @@ class ClassicRoute:
                 (key.decode() if isinstance(key, bytes) else str(key)): value
                 for key, value in decoded.items()
             }
+        token = params.pop("auth", request.query.get("auth"))
+        if user is None:
+            text = token.decode("utf-8", "replace") if isinstance(token, bytes) else token
+            refusal = self._oauth_auth(f"Bearer {text if isinstance(text, str) else ''}")[1]
+            if refusal is not None:
+                return refusal
         method = name.lower()
         with self._lock:
             if self._bucket is not None and not self._bucket.admit():
                 return Reply.of(503, QUERY_LIMIT)
-            target = classic_methods(self._handlers, self._crm, self._wall_clock)(method)
+            if self._over_limit(method):
+                return Reply.of(429, OPERATION_LIMIT)
+            target = classic_methods(self._handlers, self._crm, self._store, self._wall_clock)(
+                method
+            )
             if target is None or method == "batch":
                 return Reply.of(404, classic_error("ERROR_METHOD_NOT_FOUND", "Method not found!"))
             start = self._wall_clock()

@@ -3,7 +3,7 @@
 ``crm.deal.*`` and ``crm.contact.*`` (``add``, ``get``, ``list``, ``update``, ``delete``) and
 ``user.current``, in the classic shapes: upper-case field names, string ``ID``s, ``add``
 answering the new id as an int, ``list`` pages of 50 with ``total`` and ``next``. Errors are
-:class:`~b24batch.testing.command_error.CommandError`, which the classic batch reports per command.
+[`CommandError`][b24batch.testing.CommandError], which the classic batch reports per command.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import copy
 import math
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 import attrs
@@ -21,7 +21,15 @@ from b24batch.testing.command_error import CommandError
 from b24batch.testing.v3_store import SortedIds, format_datetime
 from b24batch.testing.v3_task_query import PageSize, page_length
 
-__all__ = ["CONTACT_FIELDS", "DEAL_FIELDS", "PAGE_SIZE", "ClassicAnswer", "CrmSeeding", "CrmStore"]
+__all__ = [
+    "CONTACT_FIELDS",
+    "DEAL_FIELDS",
+    "PAGE_SIZE",
+    "ClassicAnswer",
+    "CrmSeeding",
+    "CrmStore",
+    "list_page",
+]
 
 PAGE_SIZE: Final = 50
 """Items per page of a classic list method."""
@@ -58,8 +66,19 @@ CONTACT_FIELDS: Final[Mapping[str, str | None]] = {
     "ASSIGNED_BY_ID": None,
     "BIRTHDATE": None,
 }
-_NUMERIC: Final = re.compile(r"ID|.*_ID|OPPORTUNITY|PROBABILITY")
-_DATES: Final = frozenset({"DATE_CREATE", "DATE_MODIFY", "BEGINDATE", "CLOSEDATE", "BIRTHDATE"})
+_NUMERIC: Final = re.compile(r"ID|.*_ID|.*_BY|OPPORTUNITY|PROBABILITY|PRIORITY|STATUS")
+_DATES: Final = frozenset(
+    {
+        "DATE_CREATE",
+        "DATE_MODIFY",
+        "BEGINDATE",
+        "CLOSEDATE",
+        "BIRTHDATE",
+        "CREATED_DATE",
+        "CHANGED_DATE",
+        "DEADLINE",
+    }
+)
 _PREFIXES: Final = (">=", "<=", "!=", "!%", "=", "!", ">", "<", "%")
 _NOT_FOUND: Final = "Not found"
 _BAD_ID: Final = "ID is not defined or invalid."  # with its period, as real answers
@@ -223,22 +242,40 @@ class _Entity:
         return ClassicAnswer(True)
 
     def list(self, params: Mapping[str, Any], now: float) -> ClassicAnswer:
-        filters = params.get("FILTER")
-        # Only the records an ID range allows, in id order: a range walk over 100 000 deals
-        # looks at each page's records, not at the whole store for every command.
-        candidates = (self.records[i] for i in self._ids.between(*_id_bounds(filters)))
-        matches = [record for record in candidates if _matches(record, filters)]
-        for field, descending in reversed(_order(params.get("ORDER"))):
-            matches.sort(key=lambda record: _sort_key(record, field), reverse=descending)
-        start = _start(params.get("START"))
-        select = _select(params.get("SELECT"), self.fields)
-        size = page_length(self.page_size, f"{self.name}.list", PAGE_SIZE)
-        if start < 0:  # start=-1: no count, no next (the fast way through a large list)
-            page = matches[:size]
-            return ClassicAnswer([_project(record, select) for record in page])
-        page = matches[start : start + size]
-        following = start + size if start + size < len(matches) else None
-        return ClassicAnswer([_project(record, select) for record in page], len(matches), following)
+        return list_page(
+            lambda low, high: (self.records[i] for i in self._ids.between(low, high)),
+            params,
+            page_size=self.page_size,
+            method=f"{self.name}.list",
+        )
+
+
+def list_page(
+    between: Callable[[int | None, int | None], Iterable[Mapping[str, Any]]],
+    params: Mapping[str, Any],
+    *,
+    page_size: PageSize,
+    method: str,
+    descending: bool = False,
+) -> ClassicAnswer:
+    """One classic list page over upper-case records: ``FILTER``, ``ORDER`` (by ``ID``,
+    ascending or ``descending``, when none), ``SELECT``, ``START``; ``total`` and ``next``.
+
+    ``between(low, high)`` yields the records whose ids are in ``[low, high)`` in id order:
+    a range walk over 100 000 records looks at each page's records, not at the whole store.
+    """
+    filters = params.get("FILTER")
+    matches = [record for record in between(*_id_bounds(filters)) if _matches(record, filters)]
+    for field, down in reversed(_order(params.get("ORDER"), descending)):
+        matches.sort(key=lambda record: _sort_key(record, field), reverse=down)
+    start = _start(params.get("START"))
+    select = _select(params.get("SELECT"))
+    size = page_length(page_size, method, PAGE_SIZE)
+    if start < 0:  # start=-1: no count, no next (the fast way through a large list)
+        return ClassicAnswer([_project(record, select) for record in matches[:size]])
+    page = matches[start : start + size]
+    following = start + size if start + size < len(matches) else None
+    return ClassicAnswer([_project(record, select) for record in page], len(matches), following)
 
 
 def _money(value: Any) -> Any:
@@ -254,7 +291,7 @@ def _start(value: Any) -> int:
     return int(match.group(1)) if match else 0
 
 
-def _select(value: Any, defaults: Mapping[str, Any]) -> list[str] | None:
+def _select(value: Any) -> list[str] | None:
     """The selected fields, or None for all (no select, or ``*``)."""
     items = list(value.values()) if isinstance(value, dict) else value
     if not isinstance(items, list) or not items:
@@ -272,9 +309,9 @@ def _project(record: Mapping[str, Any], select: list[str] | None) -> dict[str, A
     return {key: copy.deepcopy(value) for key, value in record.items() if key in wanted}
 
 
-def _order(value: Any) -> list[tuple[str, bool]]:
+def _order(value: Any, descending: bool = False) -> list[tuple[str, bool]]:
     if not isinstance(value, dict) or not value:
-        return [("ID", False)]
+        return [("ID", descending)]
     return [(str(field).upper(), str(way).upper() == "DESC") for field, way in value.items()]
 
 
@@ -416,7 +453,8 @@ class CrmSeeding:
         return self._seed(self._crm.deals, fields, {"TITLE": "Deal"})
 
     def add_contact(self, **fields: Any) -> int:
-        """Seed a contact, as :meth:`add_deal` does a deal; returns its id."""
+        """Seed a contact, as [`add_deal`][b24batch.testing.FakePortal.add_deal] does a deal;
+        returns its id."""
         return self._seed(self._crm.contacts, fields, {"NAME": "Contact"})
 
     @property

@@ -1,9 +1,10 @@
-"""The FakePortal's REST 3.0 route: one authenticated ``batch`` request, start to answer.
+"""The FakePortal's REST 3.0 route: one authenticated request, start to answer.
 
-Checks the ``Idempotency-Key`` and the JSON body, replays a stored answer for a repeated key,
-refuses a batch over its operating limit, and runs the rows in order without rollback (the
-commands themselves run in ``v3_store.py``). Mixed into FakePortal, which holds the state, the
-lock, and the routing and authentication that come before.
+A ``batch``, or one method called at its own URL (its params the body). Checks the
+``Idempotency-Key`` and the JSON body, replays a stored answer for a repeated key, refuses a
+batch over its operating limit, and runs the rows in order without rollback (the commands
+themselves run in ``v3_store.py``). Mixed into FakePortal, which holds the state, the lock,
+and the routing and authentication that come before.
 """
 
 from __future__ import annotations
@@ -63,8 +64,9 @@ class V3Route:
     _time_block: Callable[[str, float], dict[str, Any]]
     _before: Callable[[str], None]
 
-    def _run(self, request: RecordedRequest, credential: str) -> Reply:
-        """Everything after authentication, under the portal lock."""
+    def _run(self, request: RecordedRequest, credential: str, method: str | None = None) -> Reply:
+        """Everything after authentication, under the portal lock: a batch, or with ``method``
+        a single call of it (its params the body, its answer ``{"result", "time"}``)."""
         if self._bucket is not None and not self._bucket.admit():
             return Reply.of(503, QUERY_LIMIT)
         key = request.headers.get("Idempotency-Key")
@@ -81,17 +83,19 @@ class V3Route:
         ):
             return _command_error(CommandError("Request body is not JSON", code=_INVALID_JSON))
         try:
-            body = json.loads(request.raw.decode("utf-8"))
+            empty = method is not None and not request.raw.strip()
+            body = {} if empty else json.loads(request.raw.decode("utf-8"))
         except (ValueError, RecursionError):  # RecursionError: nested deeper than Python goes
             return _command_error(
                 CommandError("Request body is not valid JSON", code=_INVALID_JSON)
             )
         try:
-            rows = parse_batch(body)
+            rows = parse_batch(body) if method is None else (_single_row(method, body),)
         except CommandError as exc:
             return _command_error(exc)
 
-        fingerprint = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        signed = body if method is None else [method.lower(), body]
+        fingerprint = json.dumps(signed, sort_keys=True, separators=(",", ":"))
         wall_now = self._wall_clock()
         if key is not None:
             stored = self._idempotent.get((credential, key))
@@ -115,7 +119,7 @@ class V3Route:
         blocked = self._operating_block(rows)
         if blocked is not None:
             return blocked
-        reply = self._execute(rows, wall_now)
+        reply = self._execute(rows, wall_now, single=method is not None)
         if key is not None and reply.status == 200:
             self._idempotent[credential, key] = StoredReply(
                 fingerprint=fingerprint, reply=reply, expires=wall_now + IDEMPOTENCY_TTL
@@ -125,7 +129,7 @@ class V3Route:
     def _count_executed(self, method: str) -> None:
         self._executed += 1
 
-    def _execute(self, rows: tuple[Row, ...], start: float) -> Reply:
+    def _execute(self, rows: tuple[Row, ...], start: float, *, single: bool = False) -> Reply:
         # In order, without rollback: a failing row's error is the answer, and what the rows
         # before it wrote stays (and counts in executed_commands).
         try:
@@ -143,7 +147,20 @@ class V3Route:
             logger.exception("a registered handler failed; the rows before it stay executed")
             return Reply.of(500, classic_error("INTERNAL_SERVER_ERROR", "Internal server error"))
         charged = max(self._charged_to(rows), key=self._meter.total)
-        return Reply.of(200, {"result": results, "time": self._time_block(charged, start)})
+        result = results[0] if single else results
+        return Reply.of(200, {"result": result, "time": self._time_block(charged, start)})
+
+
+def _single_row(method: str, body: Any) -> Row:
+    """A single call as the one row it runs as: its body is the method's params."""
+    if body == []:  # PHP decodes `{}` and `[]` alike
+        body = {}
+    if not isinstance(body, dict):
+        raise CommandError(
+            "The body of a method call must be a JSON object of its parameters",
+            code=_INVALID_JSON,
+        )
+    return Row(method=method, query=body)
 
 
 def _command_error(exc: CommandError) -> Reply:

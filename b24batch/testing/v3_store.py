@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import copy
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -304,6 +304,14 @@ class TaskStore:
         del self._tasks[task_id]
         self._ids.remove(task_id)
         return {"result": True}
+
+    def find(self, task_id: int) -> dict[str, Any] | None:
+        """The stored task (not a copy) with ``task_id``, or None."""
+        return self._tasks.get(task_id)
+
+    def between(self, low: int | None, high: int | None) -> Iterator[dict[str, Any]]:
+        """The stored tasks (not copies) with ids in ``[low, high)``, in id order."""
+        return (self._tasks[i] for i in self._ids.between(low, high))
 
     def discard(self, task_id: int) -> bool:
         """Remove a task if there is one; whether there was."""

@@ -456,7 +456,7 @@ def test_a_refused_connection_names_the_client_without_its_secret() -> None:
         BatchV3(client).make([("tasks.task.get", {"id": 1})], request_id="rid-2")
     assert str(info.value).startswith(
         f"could not connect to <B24Hook http://127.0.0.1:{port}/rest/api/1/***/>; "
-        "the batch was not sent ("
+        "the request was not sent ("
     )
     assert info.value.request_id == "rid-2"
 

@@ -164,7 +164,7 @@ def test_https_to_a_plain_http_server_is_not_sent() -> None:
     assert info.value.never_connected is False
     message = str(info.value)
     assert message.startswith("the TLS handshake with ")
-    assert "failed; the batch was not sent (does the server speak https?" in message
+    assert "failed; the request was not sent (does the server speak https?" in message
     assert "may have been executed" not in message
 
 

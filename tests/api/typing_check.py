@@ -13,13 +13,18 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from b24batch import (
+    AjaxResult,
     B24Hook,
+    B24OAuth,
     BatchByChunkV2,
     BatchByChunkV3,
     BatchResult,
     BatchV2,
     BatchV3,
+    CallV2,
+    CallV3,
     ChunkedResult,
+    ClientOptions,
     ErrorKind,
 )
 
@@ -87,3 +92,26 @@ def error_types(error: Exception) -> None:
 
     if isinstance(error, B24Error):
         assert_type(error.kind, ErrorKind)
+
+
+def call_types(b24: B24Hook) -> None:
+    """CallV3/CallV2.make give an AjaxResult; ``raise_errors`` takes a bool or None."""
+    assert_type(CallV3(b24).make("tasks.task.get", {"id": 1}, raise_errors=True), AjaxResult)
+    assert_type(b24.actions.v2.call.make("crm.deal.get", {"id": 1}), AjaxResult)
+    assert_type(CallV2(b24).make("crm.deal.list").total, int | None)
+
+
+def client_option_types(url: str) -> None:
+    """The clients' options are typed: a wrong type or an unknown name fails the type check.
+
+    Each ``type: ignore`` below is needed (mypy's strict mode reports an unused one), so each
+    line is an error mypy finds; with ``**options: Any`` none of them would be.
+    """
+    options: ClientOptions = {"timeout": (5.0, 30.0), "retry": None}
+    B24Hook.from_webhook_url(url, **options).close()
+    B24Hook.from_webhook_url(url, timeout=10, rate_limit=None, max_response_bytes=1 << 20)
+    B24Hook.from_webhook_url(url, timeout="10")  # type: ignore[arg-type]
+    B24Hook.from_webhook_url(url, retries=3)  # type: ignore[call-arg]
+    B24Hook("https://example.bitrix24.com", 1, "secret", max_response_bytes="1MB")  # type: ignore[arg-type]
+    B24OAuth("https://example.bitrix24.com/rest/", "token", retry=3)  # type: ignore[arg-type]
+    B24OAuth("https://example.bitrix24.com/rest/", "token", rate_limt=None)  # type: ignore[call-arg]

@@ -58,4 +58,4 @@ def test_quick_start_prints_real_results_against_serve_seed() -> None:
         assert server.stdout is not None
         server.stdout.close()
     assert (user.returncode, user.stderr) == (0, "")
-    assert user.stdout == "1 Write the spec\n2 Review it\n"
+    assert user.stdout == "1 Write the spec\n2 Review it\n3 Ship\n"

@@ -54,6 +54,33 @@ def test_a_command_a_full_answer_leaves_out_may_have_run(
     assert not result.is_success
 
 
+def test_raise_errors_does_not_let_an_unanswered_command_pass(
+    portal: FakePortal, client: B24Hook
+) -> None:
+    """No error names it, yet it may have run: raise_errors raises, naming it, result attached."""
+    portal.inject(Fault.response(200, _classic({"a": 5})))
+    with pytest.raises(DecodeError, match="neither a result nor an error") as raised:
+        BatchV2(client).make(ADDS, halt_on_error=False, raise_errors=True)
+    assert raised.value.maybe_executed == ("b",)
+    assert raised.value.outcome_unknown is True
+    assert "maybe_executed: 'b'" in str(raised.value)
+    assert raised.value.result is not None
+    assert raised.value.result.data == {"a": 5}
+
+
+def test_a_chunked_call_raises_for_an_unanswered_command_too(
+    portal: FakePortal, client: B24Hook
+) -> None:
+    """The chunked result's raise_for_errors() raises for it, the whole result as ``partial``."""
+    portal.inject(Fault.response(200, _classic({"a": 5})))
+    result = BatchByChunkV2(client).make(ADDS, halt_on_error=False, max_in_flight=1)
+    assert result.errors == ()
+    with pytest.raises(DecodeError, match="neither a result nor an error") as raised:
+        result.raise_for_errors()
+    assert raised.value.maybe_executed == ("b",)
+    assert raised.value.partial is result
+
+
 def test_under_halt_only_the_commands_after_the_failure_did_not_run(
     portal: FakePortal, client: B24Hook
 ) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from b24batch import (
     AjaxError,
+    AuthError,
     B24Hook,
     B24OAuth,
     BatchByChunkV3,
@@ -678,7 +679,8 @@ def test_a_chunk_that_does_not_fit_result_type_keeps_its_positions(
 
 
 def test_a_failing_on_token_keeps_the_chunks_fetched(echo: FakePortal) -> None:
-    """An on_token callback that raises in chunk 1 carries chunk 0's results on .partial."""
+    """An on_token callback that raises in chunk 1: an AuthError (its exception as
+    refresh_error) that carries chunk 0's results on .partial."""
 
     def refuse(token: str) -> None:
         raise RuntimeError("cannot store the token")
@@ -695,10 +697,11 @@ def test_a_failing_on_token_keeps_the_chunks_fetched(echo: FakePortal) -> None:
             on_token=refuse,
             rate_limit=None,
         ) as oauth,
-        pytest.raises(RuntimeError, match="cannot store the token") as info,
+        pytest.raises(AuthError, match="on_token failed with RuntimeError") as info,
     ):
         BatchByChunkV3(oauth).make(_list_calls(60), progress=expire_after_the_first)
-    partial = info.value.partial  # type: ignore[attr-defined]
+    assert isinstance(info.value.refresh_error, RuntimeError)
+    partial = info.value.partial
     assert isinstance(partial, ChunkedResult)
     assert partial.data == [{"item": {"n": n}} for n in range(50)]
     assert [chunk.positions for chunk in partial.chunks] == [range(0, 50)]

@@ -104,7 +104,7 @@ def test_timeout_after_sending_lists_every_write(portal: FakePortal) -> None:
         BatchV3(hook).make([add("a"), get(1), add("b")])
     assert info.value.outcome_unknown is True
     assert info.value.maybe_executed == (0, 2)
-    assert "sent no answer within 0.15 s; the batch may have been executed" in str(info.value)
+    assert "sent no answer within 0.15 s; the request may have been executed" in str(info.value)
     assert str(info.value).endswith("; 2 writes may have run (maybe_executed: 0, 2)")
 
 
@@ -126,7 +126,7 @@ def test_server_error_lists_every_write(portal: FakePortal, client: B24Hook) -> 
         BatchV3(client).make([add("a"), add("b")])
     assert info.value.maybe_executed == (0, 1)
     assert str(info.value) == (
-        "INTERNAL_SERVER_ERROR (HTTP 500): x (the batch may have been executed); 2 writes may "
+        "INTERNAL_SERVER_ERROR (HTTP 500): x (the request may have been executed); 2 writes may "
         "have run (maybe_executed: 0, 1)"
     )
 

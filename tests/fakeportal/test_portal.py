@@ -176,8 +176,9 @@ def test_classic_batch_path_is_400(portal: FakePortal) -> None:
 
 
 def test_unknown_path_is_404(portal: FakePortal) -> None:
-    """Any other path answers 404 ERROR_METHOD_NOT_FOUND."""
-    url = batch_url(portal).replace("/batch", "/tasks.task.get")
+    """A path that is no batch and no method answers 404 ERROR_METHOD_NOT_FOUND (a method's
+    own URL is served: tests/fakeportal/test_single_calls.py)."""
+    url = batch_url(portal).replace("/batch", "/tasks.task.get/more")
     response = requests.post(url, json={"id": 1}, timeout=TIMEOUT)
     assert (response.status_code, response.json()) == (
         404,

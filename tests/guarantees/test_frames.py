@@ -25,11 +25,14 @@ from b24batch import (
     BatchByChunkV3,
     BatchV3,
     DecodeError,
+    OAuthApp,
     RedisStore,
     RetryPolicy,
+    SdkError,
+    SQLiteStore,
     TransportError,
 )
-from b24batch.testing import FakePortal, Fault
+from b24batch.testing import FakeAuthServer, FakePortal, Fault
 from tests.support.loopback import RawServer, answer
 
 PACKAGE = Path(b24batch.__file__).resolve().parent
@@ -277,7 +280,8 @@ def test_unusable_refreshed_token_holds_no_token_in_frames(shared_portal: FakePo
 
 
 def test_raising_on_token_holds_no_token_in_frames(shared_portal: FakePortal) -> None:
-    """on_token raising: its own exception goes out, and renew()'s frame holds no fresh token."""
+    """on_token raising: an AuthError (its exception as refresh_error), and no frame of
+    renew() or of the refresh's thread holds the fresh token."""
     old = shared_portal.access_token
 
     def on_token(token: str) -> None:
@@ -286,8 +290,50 @@ def test_raising_on_token_holds_no_token_in_frames(shared_portal: FakePortal) ->
     with _oauth(shared_portal, refresh=shared_portal.refresh_token, on_token=on_token) as client:
         error = _raised(lambda: BatchV3(client).make(GET))
         fresh = shared_portal.access_token
-    assert isinstance(error, OSError)
+    assert isinstance(error, AuthError)
+    assert isinstance(error.refresh_error, OSError)
     frames = assert_no_secret_in_frames(error, old, fresh)
     assert frames >= 3
     names = [where for where, _ in _frames(error.__traceback__)]
     assert any(where.endswith(":renew") for where in names)
+
+
+def _app_and_portal(
+    auth: FakeAuthServer, portal: FakePortal, tmp_path: Path
+) -> tuple[OAuthApp, dict[str, Any]]:
+    app = OAuthApp(
+        client_id=auth.client_id,
+        client_secret=auth.client_secret,
+        store=SQLiteStore(tmp_path / "frames.sqlite3"),
+        token_url=auth.token_url,
+        refresh_timeout=1.0,
+    )
+    tokens = auth.install(portal)
+    app.save_tokens(tokens)
+    return app, tokens
+
+
+@pytest.mark.parametrize("kind", ["invalid_grant", "server_error", "hang"])
+def test_an_apps_failing_refresh_holds_no_secret_in_frames(tmp_path: Path, kind: str) -> None:
+    """OAuthApp's refresh refused, failing or timing out: no frame holds the client secret or
+    either token, and neither does the message."""
+    with FakeAuthServer(hang_seconds=5.0) as auth, FakePortal(auth_server=auth) as portal:
+        app, tokens = _app_and_portal(auth, portal, tmp_path)
+        auth.fail_refresh(kind)  # type: ignore[arg-type]
+        auth.expire_access_tokens()
+        with app.client(portal.member_id, retry=None, rate_limit=None) as client:
+            error = _raised(lambda: BatchV3(client).make(GET))
+    secrets = (auth.client_secret, tokens["access_token"], tokens["refresh_token"])
+    assert isinstance(error, AuthError)
+    assert not any(secret in str(error) for secret in secrets)
+    assert assert_no_secret_in_frames(error, *secrets) >= 3
+
+
+def test_a_rejected_install_holds_no_token_in_frames(tmp_path: Path) -> None:
+    """save_tokens() refusing a field: no frame of b24batch holds the tokens given."""
+    with FakeAuthServer() as auth, FakePortal(auth_server=auth) as portal:
+        app, tokens = _app_and_portal(auth, portal, tmp_path)
+        error = _raised(lambda: app.save_tokens({**tokens, "member_id": "../x"}))
+    assert isinstance(error, SdkError)
+    secrets = (auth.client_secret, tokens["access_token"], tokens["refresh_token"])
+    assert assert_no_secret_in_frames(error, *secrets) >= 1

@@ -8,6 +8,7 @@ import socket
 import traceback
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,10 +22,16 @@ from b24batch import (
     B24OAuth,
     BatchByChunkV3,
     BatchV3,
+    CallV2,
+    CallV3,
     DecodeError,
+    OAuthApp,
     RetryPolicy,
     SdkError,
+    SQLiteStore,
 )
+from b24batch._auth.refresh import RefreshQuery
+from b24batch._auth.tokens import parse_tokens
 from b24batch._protocols.v2 import V2
 from b24batch._protocols.v3 import V3, decode_response
 from b24batch.redaction import (
@@ -99,6 +106,14 @@ def _run(client: Any, calls: Any, **options: Any) -> list[str]:
     return texts
 
 
+def _call(face: Any, client: Any, method: str, params: Any) -> list[str]:
+    try:
+        answer = face(client).make(method, params)
+    except B24Error as error:
+        return _shown(error)
+    return [repr(answer)] + ([] if answer.error is None else _shown(answer.error))
+
+
 FAULTS = [
     lambda s: Fault.html(502),  # echoes the request path, secret included
     lambda s: Fault.truncated(),
@@ -119,18 +134,23 @@ FAULTS = [
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
-@given(secret=secrets, fault=st.sampled_from(range(len(FAULTS))))
+@given(secret=secrets, fault=st.sampled_from(range(len(FAULTS))), single=st.booleans())
 def test_webhook_secret_never_leaks(
-    shared_portal: FakePortal, collect: Collect, secret: str, fault: int
+    shared_portal: FakePortal, collect: Collect, secret: str, fault: int, single: bool
 ) -> None:
-    """Any secret, any failure: no message, repr, traceback or log line shows it."""
+    """Any secret, any failure, a batch or a single call (whose URL holds the secret too): no
+    message, repr, traceback or log line shows it."""
     collect.lines.clear()
     url = shared_portal.webhook_url.replace(shared_portal.secret, secret)
     policy = RetryPolicy(max_attempts=2, base_delay=0.0)
     with B24Hook.from_webhook_url(url, retry=policy, rate_limit=None) as client:
         shared_portal.inject(FAULTS[fault](secret), times=2)
-        shown = _run(client, [("tasks.task.add", {"fields": {"title": "x"}})])
-        shown += _run(client, [("tasks.task.get", {"id": 1})])  # the portal says 401 itself
+        if single:
+            shown = _call(CallV3, client, "tasks.task.add", {"fields": {"title": "x"}})
+            shown += _call(CallV2, client, "crm.deal.get", {"id": 1})
+        else:
+            shown = _run(client, [("tasks.task.add", {"fields": {"title": "x"}})])
+            shown += _run(client, [("tasks.task.get", {"id": 1})])  # the portal says 401 itself
         shown.append(repr(client))
     shown += collect.lines
     assert collect.lines  # the calls did log
@@ -313,3 +333,34 @@ def test_the_auth_objects_of_an_oauth_client_hide_the_token() -> None:
     """The Bearer header and the classic body field requests holds show *** in their repr."""
     client = B24OAuth("https://p.example/rest/", "tokenValue42")
     assert (repr(client._auth(V3)), repr(client._auth(V2))) == ("<Bearer ***>", "<auth field ***>")
+
+
+def test_the_objects_of_an_oauth_app_hide_the_secret_and_tokens(tmp_path: Path) -> None:
+    """OAuthApp, its clients' refresh, a token record and the refresh form show no secret."""
+    secrets = ("clientSecret42", "accessTok42", "refreshTok42")
+    app = OAuthApp(
+        client_id="local.app", client_secret=secrets[0], store=SQLiteStore(tmp_path / "s.db")
+    )
+    answer = {
+        "access_token": secrets[1],
+        "refresh_token": secrets[2],
+        "expires_in": 3600,
+        "member_id": "m1",
+        "client_endpoint": "https://example.bitrix24.com/rest/",
+    }
+    record = parse_tokens(Secret(answer), 0.0)
+    app.save_tokens(answer)
+    client = app.client("m1", rate_limit=None)
+    shown = " ".join(
+        [
+            repr(app),
+            str(app),
+            repr(record),
+            repr(RefreshQuery(Secret(secrets[0]), Secret(secrets[2]))),
+            repr(client),
+            repr(client._refresh),
+            repr(app.portals()),
+            repr(vars(app)),
+        ]
+    )
+    assert not any(secret in shown for secret in secrets), shown

@@ -327,7 +327,7 @@ def test_json_nested_past_the_stack_is_a_decode_error_with_the_request_id() -> N
         _decode(b"[" * 200_000 + b"]" * 200_000)
     assert str(info.value) == (
         "the portal answered HTTP 200 with JSON nested too deeply to decode; "
-        "the batch may have been executed"
+        "the request may have been executed"
     )
     assert (info.value.request_id, info.value.outcome_unknown) == ("rid", True)
 
@@ -337,7 +337,7 @@ def test_a_5xx_error_envelope_reads_in_full() -> None:
     error = _decode({"error": {"code": "INTERNAL", "message": "boom"}}, status=500).error
     assert type(error) is AjaxError
     assert error.outcome_unknown is True
-    assert str(error) == "INTERNAL (HTTP 500): boom (the batch may have been executed)"
+    assert str(error) == "INTERNAL (HTTP 500): boom (the request may have been executed)"
 
 
 def test_a_503_error_envelope_says_nothing_ran() -> None:
@@ -425,7 +425,7 @@ def test_a_truncated_body_names_its_media_type_size_and_the_byte_it_broke_at() -
     assert _not_json(content, "application/json; charset=utf-8", status=200) == (
         "the portal answered HTTP 200 (application/json, 29 bytes) with a body that is not "
         "valid JSON, perhaps truncated: JSONDecodeError at byte 29; "
-        "the batch may have been executed"
+        "the request may have been executed"
     )
 
 
@@ -452,7 +452,7 @@ def test_an_html_page_is_recognised_by_type_title_or_leading_tag(
     """Any one sign makes an HTML page; it is quoted, whitespace folded, bad bytes replaced."""
     assert _not_json(content, content_type) == (
         "the portal (or a proxy before it) answered HTTP 502 with an HTML page, not JSON: "
-        f"{shown!r}; the batch may have been executed"
+        f"{shown!r}; the request may have been executed"
     )
 
 
@@ -461,11 +461,11 @@ def test_an_html_title_is_looked_for_in_the_first_4096_bytes_only() -> None:
     tag = b"<title>late</title>"
     assert _not_json(b" " * (4096 - len(tag)) + tag, "") == (
         "the portal (or a proxy before it) answered HTTP 502 with an HTML page, not JSON: "
-        "'late'; the batch may have been executed"
+        "'late'; the request may have been executed"
     )
     assert _not_json(b" " * (4097 - len(tag)) + tag, "") == (
         "the portal (or a proxy before it) answered HTTP 502 with an HTML page, not JSON: "
-        "'<title>late</title>'; the batch may have been executed"
+        "'<title>late</title>'; the request may have been executed"
     )
 
 
@@ -497,7 +497,7 @@ def test_json_nested_too_deeply_on_a_4xx_does_not_say_the_batch_may_have_run() -
 @pytest.mark.parametrize(
     ("status", "tail"),
     [
-        pytest.param(200, "; the batch may have been executed", id="200"),
+        pytest.param(200, "; the request may have been executed", id="200"),
         pytest.param(400, "", id="400"),
     ],
 )
@@ -514,7 +514,7 @@ def test_an_object_without_result_or_error_lists_its_first_eight_keys_sorted() -
     payload = {key: 1 for key in "jihgfedcba"}
     assert _not_json(json.dumps(payload).encode(), "application/json", status=200) == (
         "the portal answered HTTP 200 with JSON that has neither 'result' nor 'error' "
-        "(keys: a, b, c, d, e, f, g, h); the batch may have been executed"
+        "(keys: a, b, c, d, e, f, g, h); the request may have been executed"
     )
     assert _not_json(b"{}", "application/json", status=400) == (
         "the portal answered HTTP 400 with JSON that has neither 'result' nor 'error' (keys: none)"

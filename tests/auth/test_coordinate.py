@@ -1,0 +1,149 @@
+"""The coordinator over real stores: one refresh per version for all threads, one failure."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from b24batch import AuthError, LimitStore, SQLiteStore
+from b24batch._auth.coordinate import Coordinator
+from b24batch._auth.tokens import TokenRecord
+from b24batch.redaction import Secret
+
+KEY = "oauth:local.app:member1"
+THREADS = 16
+JOIN = 30.0
+
+
+def _record(n: int) -> TokenRecord:
+    return TokenRecord(
+        access=Secret(f"access{n}"),
+        refresh=Secret(f"refresh{n}"),
+        expires=2_000_000_000.0,
+        member_id="member1",
+        client_endpoint="https://example.bitrix24.com/rest/",
+    )
+
+
+class _Refresher:
+    """Counts calls; each returns the next pair after a pause (so every thread queues)."""
+
+    def __init__(self, fail: AuthError | None = None) -> None:
+        self.calls = 0
+        self.fail = fail
+        self.seen: list[str] = []
+
+    def __call__(self, record: TokenRecord) -> TokenRecord:
+        self.calls += 1
+        self.seen.append(record.refresh.value)
+        time.sleep(0.2)
+        if self.fail is not None:
+            raise self.fail
+        return _record(int(record.refresh.value.removeprefix("refresh")) + 1)
+
+
+def _saved(store: LimitStore) -> int:
+    version = store.token_write(KEY, Secret(_record(1).to_json()), None)
+    assert version is not None
+    return version
+
+
+def _in_threads(call: Callable[[], Any]) -> list[Any]:
+    outcomes: list[Any] = [None] * THREADS
+    start = threading.Barrier(THREADS)
+
+    def run(i: int) -> None:
+        start.wait(JOIN)
+        try:
+            outcomes[i] = call()
+        except Exception as exc:
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(JOIN)
+        assert not thread.is_alive()
+    return outcomes
+
+
+def test_sixteen_threads_share_one_refresh(store: LimitStore) -> None:
+    """16 threads renew version 1 together: one refresh, all get version 2's token."""
+    version = _saved(store)
+    refresher = _Refresher()
+    coordinator = Coordinator(store, KEY, refresher, lease=5.0)
+    outcomes = _in_threads(lambda: coordinator.renew(version))
+    assert refresher.calls == 1
+    assert {(v, r.access.value) for v, r in outcomes} == {(2, "access2")}
+    assert coordinator.load()[0] == 2
+
+
+def test_a_failed_refresh_is_one_call_and_one_failure_for_all(store: LimitStore) -> None:
+    """16 threads wait on a refresh that fails: one call; each gets its own copy of it."""
+    version = _saved(store)
+    failure = AuthError("refused", code="invalid_grant", status=400)
+    failure.reinstall = True
+    refresher = _Refresher(fail=failure)
+    coordinator = Coordinator(store, KEY, refresher, lease=5.0)
+    outcomes = _in_threads(lambda: coordinator.renew(version))
+    assert refresher.calls == 1
+    assert all(isinstance(o, AuthError) and o.code == "invalid_grant" for o in outcomes)
+    assert all(o.reinstall for o in outcomes)
+    assert len({id(o) for o in outcomes}) == THREADS
+    assert coordinator.load()[0] == version  # nothing written
+
+
+def test_a_version_another_process_wrote_is_used_without_a_refresh(store: LimitStore) -> None:
+    """The store moved past the client's version (another process refreshed): no call."""
+    version = _saved(store)
+    store.token_write(KEY, Secret(_record(7).to_json()), version)
+    refresher = _Refresher()
+    renewed, record = Coordinator(store, KEY, refresher, lease=5.0).renew(version)
+    assert (renewed, record.access.value, refresher.calls) == (2, "access7", 0)
+
+
+def test_a_lease_left_by_a_dead_process_delays_by_at_most_the_lease(store: LimitStore) -> None:
+    """A lease nobody will release (its holder was killed): the refresh runs once it runs out."""
+    version = _saved(store)
+    assert store.token_lease(KEY, "killed-process", 1.0)
+    refresher = _Refresher()
+    renewed, record = Coordinator(store, KEY, refresher, lease=5.0).renew(version)
+    assert (renewed, record.access.value, refresher.calls) == (2, "access2", 1)
+
+
+class _ReadOnlyTokens(SQLiteStore):
+    """A real SQLite store whose token writes fail, as on a full disk."""
+
+    def token_write(self, key: str, record: Secret[str], expect: int | None) -> int | None:
+        raise OSError(28, "No space left on device")
+
+
+def test_a_store_that_cannot_write_fails_the_refresh_clearly(tmp_path: Path) -> None:
+    """The new pair cannot be stored: AuthError TOKEN_STORE, never a raw OSError; no token shown."""
+    store = _ReadOnlyTokens(tmp_path / "full.sqlite3")
+    SQLiteStore.token_write(store, KEY, Secret(_record(1).to_json()), None)
+    refresher = _Refresher()
+    with pytest.raises(AuthError) as info:
+        Coordinator(store, KEY, refresher, lease=5.0).renew(1)
+    assert (info.value.code, refresher.calls) == ("TOKEN_STORE", 1)
+    assert "No space left on device" in str(info.value)
+    assert "access2" not in str(info.value)
+    assert "refresh2" not in str(info.value)
+
+
+def test_a_junk_record_is_refused_naming_its_key(store: LimitStore) -> None:
+    """A truncated record in the store: AuthError TOKEN_STORE naming the key, nothing sent."""
+    store.token_write(KEY, Secret(_record(1).to_json()[:40]), None)
+    refresher = _Refresher()
+    with pytest.raises(AuthError) as info:
+        Coordinator(store, KEY, refresher, lease=5.0).load()
+    assert info.value.code == "TOKEN_STORE"
+    assert repr(KEY) in str(info.value)
+    assert "access1" not in str(info.value)
+    assert refresher.calls == 0

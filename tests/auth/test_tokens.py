@@ -1,0 +1,192 @@
+"""Token records: every shape an installation hands an application, and what a store gives back."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+import pytest
+
+from b24batch._auth.tokens import TokenRecord, parse_record, parse_tokens
+from b24batch.errors import SdkError, SdkTypeError
+from b24batch.redaction import Secret
+
+NOW = 1_700_000_000.0
+ACCESS = "s6b0cf6600705a0700005a4b00000001f0f107accessTok"
+REFRESH = "c5d8f66600705a0700005a4b00000001f0f107refreshTok"
+MEMBER = "da45a03b265edd8787f8a258d793cc5d"
+
+# settings/oauth/auto-renewal.md: the authorization server's answer to a refresh.
+TOKEN_ANSWER = {
+    "access_token": ACCESS,
+    "expires": 1_700_003_600,
+    "expires_in": 3600,
+    "scope": "app",
+    "domain": "oauth.bitrix.info",
+    "server_endpoint": "https://oauth.bitrix.info/rest/",
+    "status": "L",
+    "client_endpoint": "https://example.bitrix24.com/rest/",
+    "member_id": MEMBER,
+    "user_id": 1,
+    "refresh_token": REFRESH,
+}
+# The install page's (and every widget's) POST, as the placement pages print it.
+INSTALL_FORM = {
+    "DOMAIN": "example.bitrix24.com",
+    "PROTOCOL": "1",
+    "LANG": "en",
+    "APP_SID": "4617fa96af5d1f523fc2e2b72bd54f11",
+    "AUTH_ID": ACCESS,
+    "AUTH_EXPIRES": "3600",
+    "REFRESH_ID": REFRESH,
+    "member_id": MEMBER,
+    "status": "L",
+}
+# _includes/auth-params-in-events.md: the ONAPPINSTALL handler's auth[...] fields.
+EVENT_AUTH = {
+    "access_token": ACCESS,
+    "expires": "1700003600",
+    "expires_in": "3600",
+    "scope": "crm",
+    "domain": "example.bitrix24.com",
+    "server_endpoint": "https://oauth.bitrix.info/rest/",
+    "status": "F",
+    "client_endpoint": "https://example.bitrix24.com/rest/",
+    "member_id": MEMBER,
+    "refresh_token": REFRESH,
+    "application_token": "51856fefc120afa4b628cc82d3935cce",
+}
+EVENT_FORM = {
+    "event": "ONAPPINSTALL",
+    "data[VERSION]": "1",
+    "ts": "1700000000",
+    **{f"auth[{k}]": v for k, v in EVENT_AUTH.items()},
+}
+
+
+def _parse(given: Any) -> TokenRecord:
+    record = parse_tokens(Secret(given), NOW)
+    assert isinstance(record, TokenRecord), record
+    return record
+
+
+@pytest.mark.parametrize(
+    ("given", "expires", "domain"),
+    [
+        pytest.param(TOKEN_ANSWER, 1_700_003_600.0, "oauth.bitrix.info", id="token-answer"),
+        pytest.param(INSTALL_FORM, NOW + 3600, "example.bitrix24.com", id="install-form"),
+        pytest.param(EVENT_FORM, 1_700_003_600.0, "example.bitrix24.com", id="event-form"),
+        pytest.param(
+            {"event": "ONAPPINSTALL", "auth": EVENT_AUTH},
+            1_700_003_600.0,
+            "example.bitrix24.com",
+            id="event-nested",
+        ),
+        pytest.param(
+            {k: [v] for k, v in INSTALL_FORM.items()},
+            NOW + 3600,
+            "example.bitrix24.com",
+            id="lists",
+        ),
+    ],
+)
+def test_every_shape_gives_the_same_record(given: Any, expires: float, domain: str) -> None:
+    """The token answer, the install form and the event all read into the same pair."""
+    record = _parse(given)
+    assert (record.access.value, record.refresh.value) == (ACCESS, REFRESH)
+    assert (record.member_id, record.client_endpoint) == (
+        MEMBER,
+        "https://example.bitrix24.com/rest/",
+    )
+    assert (record.expires, record.domain) == (expires, domain)
+
+
+def test_the_install_form_over_plain_http_is_only_for_loopback() -> None:
+    """PROTOCOL=0 gives http://, which only a loopback host (the FakePortal) may use."""
+    local = _parse({**INSTALL_FORM, "DOMAIN": "127.0.0.1:8080", "PROTOCOL": "0"})
+    assert local.client_endpoint == "http://127.0.0.1:8080/rest/"
+    refused = parse_tokens(Secret({**INSTALL_FORM, "PROTOCOL": "0"}), NOW)
+    assert isinstance(refused, SdkError)
+    assert "client_endpoint" in str(refused)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        pytest.param({"access_token": None}, "'access_token'", id="no-access"),
+        pytest.param({"refresh_token": "has space"}, "'refresh_token'", id="bad-refresh"),
+        pytest.param({"refresh_token": 12345}, "'refresh_token'", id="refresh-number"),
+        pytest.param({"member_id": "../etc"}, "'member_id'", id="member"),
+        pytest.param({"member_id": 7}, "'member_id'", id="member-type"),
+        pytest.param({"expires": "soon", "expires_in": None}, "'expires'", id="expires"),
+        pytest.param({"expires": None, "expires_in": -5}, "'expires_in'", id="expires-in"),
+        pytest.param({"expires": None, "expires_in": None}, "neither", id="no-expiry"),
+        pytest.param({"expires": True}, "'expires'", id="expires-bool"),
+        pytest.param({"client_endpoint": "https://x/rest/1/abc/"}, "'client_endpoint'", id="hook"),
+        pytest.param({"scope": {"crm": True}}, "'scope'", id="scope-type"),
+    ],
+)
+def test_a_wrong_field_is_named_and_no_token_is_echoed(change: dict[str, Any], field: str) -> None:
+    """Each wrong field is refused by name, and the message holds neither token."""
+    given = {k: v for k, v in {**TOKEN_ANSWER, **change}.items() if v is not None}
+    error = parse_tokens(Secret(given), NOW)
+    assert isinstance(error, SdkError)
+    assert field in str(error)
+    assert ACCESS not in str(error)
+    assert REFRESH not in str(error)
+
+
+def test_not_a_mapping_is_a_type_error() -> None:
+    """A JSON string instead of the decoded answer: SdkTypeError saying what to pass."""
+    error = parse_tokens(Secret(json.dumps(TOKEN_ANSWER)), NOW)
+    assert isinstance(error, SdkTypeError)
+    assert "mapping" in str(error)
+
+
+def test_a_record_round_trips_through_its_stored_form() -> None:
+    """What the store keeps reads back as the same record; its repr holds no token."""
+    record = _parse(TOKEN_ANSWER)
+    again = parse_record(record.to_json(), "oauth:app:m")
+    assert isinstance(again, TokenRecord)
+    assert (again.access.value, again.refresh.value) == (ACCESS, REFRESH)
+    assert attrs.evolve(again, access=record.access, refresh=record.refresh) == record
+    assert ACCESS not in repr(record)
+    assert REFRESH not in repr(record)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        pytest.param('{"format":1,"access_token":"a', "not a JSON object", id="truncated"),
+        pytest.param("[1, 2]", "not a JSON object", id="list"),
+        pytest.param(b"{}", "not a JSON object", id="bytes"),
+        pytest.param('{"access_token":"a"}', "no format 1", id="no-format"),
+        pytest.param("STORED", "not a JSON object", id="text"),
+    ],
+)
+def test_junk_in_the_store_is_refused_with_what_is_wrong(text: Any, says: str) -> None:
+    """A record the store holds but b24batch did not write is refused, naming its key."""
+    error = parse_record(text, "oauth:app:m")
+    assert isinstance(error, SdkError)
+    assert says in str(error)
+    assert "'oauth:app:m'" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        pytest.param("expires", "1700003600", id="expires-text"),
+        pytest.param("expires", None, id="expires-null"),
+        pytest.param("access_token", 5, id="token-number"),
+        pytest.param("domain", 5, id="domain-number"),
+    ],
+)
+def test_a_stored_field_of_the_wrong_type_is_refused(field: str, value: Any) -> None:
+    """A record whose field has the wrong type (edited by hand, another program) is refused."""
+    data = json.loads(_parse(TOKEN_ANSWER).to_json())
+    data[field] = value
+    error = parse_record(json.dumps(data), "oauth:app:m")
+    assert isinstance(error, SdkError)
+    assert ACCESS not in str(error)
+    assert REFRESH not in str(error)
