@@ -22,19 +22,27 @@ _tqdm_hint_given = False
 
 
 class Report:
-    """Told after every batch how many more units are done; closed at the end."""
+    """Told after every batch how many more units are done; closed at the end. A bar can also
+    be given a note to show beside its count (a callback has nowhere to show one)."""
 
     def __init__(
         self,
         update: Callable[[int], object] | None = None,
         close: Callable[[], object] | None = None,
+        note: Callable[[str], object] | None = None,
     ) -> None:
         self._update = update
         self._close = close
+        self._note = note
 
     def __call__(self, done: int) -> None:
         if self._update is not None:
             self._update(done)
+
+    def note(self, text: str) -> None:
+        """Show ``text`` on the bar for the rest of the call (nothing without a bar)."""
+        if self._note is not None:
+            self._note(text)
 
     def close(self) -> None:
         if self._close is not None:
@@ -78,4 +86,4 @@ def progress_report(progress: Progress, total: int | None, *, unit: str = "cmd")
             )
         return Report()
     bar = tqdm(total=total, unit=unit, desc="b24batch")
-    return Report(bar.update, bar.close)
+    return Report(bar.update, bar.close, lambda text: bar.set_description(f"b24batch ({text})"))

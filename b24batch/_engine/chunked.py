@@ -11,6 +11,7 @@ sleeps on its own, never drops what it fetched.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from typing import Any
 
@@ -40,7 +41,12 @@ from b24batch.progress import Report as _Report
 from b24batch.progress import progress_report as _progress
 from b24batch.results import BatchResult, ChunkedResult, ChunkError, Key
 
-__all__ = ["iterate", "make"]
+__all__ = ["SERIAL_NOTE", "iterate", "make"]
+
+log = logging.getLogger("b24batch")
+
+SERIAL_NOTE = "one batch at a time: halt_on_error=True"
+"""What the progress bar says of a write job that ``halt_on_error`` keeps to one batch."""
 
 
 def iterate(
@@ -85,7 +91,7 @@ def _iter(
         chunks = plan(pairs, named=named, options=options, protocol=protocol)
         if journal is not None:
             chunks = _checked(chunks, journal)
-        for outcome in window.run(chunks):
+        for outcome in window.run(_told(chunks, options, report)):
             if isinstance(outcome.error, Stopped):  # only after an interrupt: never sent
                 continue
             if outcome.error is not None:
@@ -146,6 +152,35 @@ def _checked(chunks: Iterator[Chunk], journal: Journal) -> Iterator[Chunk]:
     """The lazily planned chunks, each checked against the job's before it may be sent."""
     for chunk in chunks:
         journal.check(chunk)
+        yield chunk
+
+
+def _told(chunks: Iterator[Chunk], options: CallOptions, report: _Report) -> Iterator[Chunk]:
+    """The chunks, saying once (an INFO line, and on the progress bar) when a write job goes
+    one batch at a time because of ``halt_on_error``.
+
+    With ``"auto"`` and ``halt_on_error=True`` a chunk with writes goes alone, so nothing is
+    sent after a failed write (``_window``); a job of more than one chunk with a write among
+    them is sequential, several times slower than its window. Said as the second chunk is
+    reached, once per call: never for reads only, a fixed window or ``halt_on_error=False``.
+    """
+    if options.max_in_flight != "auto" or not options.halt_on_error:
+        yield from chunks
+        return
+    writing = False
+    for chunk in chunks:
+        writing = writing or not read_only(chunk.commands)
+        if writing and chunk.index > 0:
+            log.info(
+                "this job writes, so under halt_on_error=True its chunks go one batch at a "
+                "time: nothing may be sent after a failed write. For a bulk job pass "
+                "halt_on_error=False: max_in_flight batches go at once, and every error "
+                "is collected"
+            )
+            report.note(SERIAL_NOTE)
+            yield chunk
+            yield from chunks
+            return
         yield chunk
 
 
@@ -234,7 +269,7 @@ def _run(
     tally = _Tally(data, record, options)
     raised: BaseException | None = None
     try:
-        for outcome in window.run(iter(chunks)):
+        for outcome in window.run(_told(iter(chunks), options, report)):
             failure = tally.take(outcome)
             if failure is not None:  # stop sending; what is in flight still lands, and counts
                 raised = raised or failure

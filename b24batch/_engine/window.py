@@ -3,8 +3,9 @@
 A real portal takes 0.5–3 s to run a batch: sent one after another, the request bucket sits
 idle most of the time. A ``Window`` keeps up to ``size`` chunks on the wire, each sent from a
 thread of its own through the same ``send`` (so the same limiters and retry policy), and hands
-the outcomes back in chunk order, on the caller's thread. ``"auto"`` starts at one batch and
-grows to what keeps the bucket's drain rate busy. No planning, no merging: ``chunked.py`` does.
+the outcomes back in chunk order, on the caller's thread. ``"auto"`` opens as wide as the
+bucket's unspent burst allows, then keeps what keeps its drain rate busy. No planning, no
+merging: ``chunked.py`` does.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class Window:
         self._ceiling = max(1, min(MAX_IN_FLIGHT, int(burst)))
         self._per_second = per_second
         self._available = available
-        self._auto_size = 1
+        self._auto_size = 1  # until run() opens the window
         self._alone = alone
         self._clock = clock
         self._latency: float | None = None
@@ -103,6 +104,8 @@ class Window:
         when it has nothing to send and nothing is in flight."""
         waiting: Chunk | None = None  # read from ``chunks`` but not yet sent
         unreadable: Exception | None = None  # a bad row met while reading ahead
+        if self._auto:
+            self._auto_size = self._opening()
         try:
             while True:
                 while not self._stopped.is_set() and len(self._flying) < self.size:
@@ -198,6 +201,17 @@ class Window:
         self._flying.popleft()
         self._learn(self._clock() - started)
         return Outcome(chunk, result=result)
+
+    def _opening(self) -> int:
+        """The first window of ``"auto"``: what the bucket lets out now without a wait (its
+        unspent burst, this process's or the shared store's), at most the ceiling.
+
+        Nothing is known of the latency yet, and nothing need be: requests the bucket has room
+        for cost no wait and risk no 503, and the operating-time ledger holds whatever the
+        known figure has no room for. The first answers then set the window (``_learn``).
+        Without a limiter (no bucket: nothing is known) it is one batch.
+        """
+        return max(1, min(self._ceiling, int(self._available())))
 
     def _learn(self, latency: float) -> None:
         previous = self._latency

@@ -5,8 +5,10 @@ it only from answers; with several batches in flight the ones on the wire land o
 the meter knows and can carry the method past its limit. The ledger charges each batch by what
 it asks for — its weight (commands, a list page of 200 items as four) times the cost of one
 unit the last answer showed — when it is sent, settles it when its answer comes, and holds
-further sends while ``reported + in flight`` would reach ``limit - margin`` — and, while the
-figure is unknown (at the start, after a reset), lets one batch out to learn it. Thread-safe.
+further sends while ``reported + in flight`` would reach ``limit - margin``. Before any answer
+has given a cost, each batch is charged the margin (the opening: as many go at once as the
+known figure leaves room for), and after a reset, while the figure is unknown, one batch goes
+out to learn it. Thread-safe.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ class Ledger:
         self._flying = 0.0
         self._count = 0
         self._cost: float | None = None  # operating seconds per unit of weight
+        # What a batch is charged before any answer gave its cost: the margin, so that the
+        # opening batches cannot take the figure past the limit unless one of them costs more
+        # than the margin. No margin: nothing to guess with, one batch learns the cost.
+        self._opening = self._margin if self._limit is not None and self._margin > 0 else None
         self._last: float | None = None  # the highest figure reported in the current window
         self._window: float | None = None  # that window's operating_reset_at
 
@@ -80,21 +86,22 @@ class Ledger:
                 operating = 0.0
             elif operating is not None and self._last is not None:
                 operating = max(operating, self._last)
+            cost = self._opening if self._cost is None else self._cost * weight
             if (
                 operating is not None
-                and self._cost is not None
-                and operating + self._flying + self._cost * weight < self._limit - self._margin
+                and cost is not None
+                and operating + self._flying + cost < self._limit - self._margin
             ):
                 break
             left = budget - (self._clock() - started)
             if left <= 0 or (stop is not None and stop()):
                 break
-            # One batch in flight while the figure is unknown teaches it; more would guess.
+            # One batch in flight while the figure is unknown (after a reset) teaches it.
             self._changed.wait(timeout=min(left, 1.0))
         return self._clock() - started
 
     def _book(self, weight: float) -> float:
-        cost = (self._cost or 0.0) * weight
+        cost = (self._opening or 0.0) if self._cost is None else self._cost * weight
         self._flying += cost
         self._count += 1
         return cost

@@ -118,7 +118,9 @@ class RateLimit:
             the cloud; at most 600); None stops the client from waiting
             for an operating-time reset.
         operating_margin: Start waiting for the reset once ``time.operating`` comes this close
-            to ``operating_limit``.
+            to ``operating_limit``. Also what a batch counts for among those in flight before
+            any answer has given the cost of one (a window opens with as many batches as fit
+            below the limit less the margin), so keep it above what one batch costs.
         operating_reset_slack: Seconds past the reported ``time.operating_reset_at`` before
             the client sends again (default 1 s): the portal reports
             the reset in whole seconds, up to a second before its basket really drops out, and

@@ -283,8 +283,10 @@ def window(
     burst: int,
     per_second: float,
     operating_limit: float | None,
+    halt: bool = False,
 ) -> dict[str, Any]:
-    """Send ``commands`` writes as fast as the client goes; its own limiters on."""
+    """Send ``commands`` writes as fast as the client goes; its own limiters on (b24batch with
+    ``halt_on_error=halt``)."""
     rows = [("tasks.task.add", {"fields": {"title": f"T{n}"}}) for n in range(commands)]
     started = time.perf_counter()
     failure = None
@@ -307,7 +309,7 @@ def window(
         size: Any = in_flight if in_flight == "auto" else int(in_flight)
         try:
             result = b24batch.BatchByChunkV3(hook).make(
-                rows, halt_on_error=False, max_in_flight=size
+                rows, halt_on_error=halt, max_in_flight=size
             )
             got = len(result.data)
         except b24batch.B24Error as error:
@@ -388,6 +390,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--in-flight", default="auto")
     parser.add_argument("--operating-limit", type=float)
+    parser.add_argument("--halt", action="store_true", help="window: halt_on_error=True")
     args = parser.parse_args(argv)
     result: dict[str, Any]
     if args.mode == "planning":
@@ -401,6 +404,7 @@ def main(argv: list[str] | None = None) -> None:
             burst=args.burst,
             per_second=args.per_second,
             operating_limit=args.operating_limit,
+            halt=args.halt,
         )
     elif args.mode == "memory":
         result = memory(args.base, args.commands)

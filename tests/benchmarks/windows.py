@@ -67,15 +67,27 @@ SCENARIOS = (
     Scenario(name="200-ms batches", commands=10_000, command_ms=4.0, operating_limit=48.0),
     Scenario(
         name="500-ms batches (operating time binds)",
-        commands=2_000,
+        commands=10_000,
         command_ms=10.0,
-        operating_limit=12.0,
-        basket_s=1.5,
+        operating_limit=48.0,
     ),
     Scenario(name="50-ms batches", commands=10_000, command_ms=1.0, operating_limit=48.0),
     Scenario(name="2 000 writes (inside the burst)", commands=2_000, command_ms=4.0),
 )
-OURS = (("b24batch", "1"), ("b24batch", "auto"), ("b24batch", "8"))
+OURS = (
+    ("b24batch", "1", False),
+    ("b24batch", "auto", False),
+    ("b24batch", "8", False),
+    ("b24batch", "auto", True),
+)
+"""b24batch's runs: ``(client, max_in_flight, halt_on_error)``; the last is the default call."""
+
+
+def our_label(size: str, halt: bool) -> str:
+    """The table's name for one of b24batch's runs."""
+    if halt:
+        return f"b24batch `max_in_flight={size}`, `halt_on_error=True` (the default)"
+    return f"b24batch `max_in_flight={size}`"
 
 
 @contextlib.contextmanager
@@ -111,7 +123,7 @@ def _control(base: str, path: str, payload: dict[str, Any] | None = None) -> dic
 
 
 def run_one(
-    python: str, client: str, in_flight: str, base: str, scenario: Scenario
+    python: str, client: str, in_flight: str, base: str, scenario: Scenario, halt: bool = False
 ) -> dict[str, Any]:
     """One run of one client: the client's figures and the server's counters."""
     _control(base, "_bench/reset", {"burst": BURST, "per_second": PER_SECOND})
@@ -122,6 +134,8 @@ def run_one(
     ]  # fmt: skip
     if scenario.operating_limit is not None:
         command += ["--operating-limit", str(scenario.operating_limit)]
+    if halt:
+        command.append("--halt")
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("BENCH-RESULT ")]
     if done.returncode != 0 or not lines:
@@ -192,13 +206,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny workloads, b24batch only")
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--out", type=Path, help="write the section here, not into the doc")
+    parser.add_argument(
+        "--only", action="append", default=[], help="run the clients whose label has this text"
+    )
+    parser.add_argument(
+        "--scenario", action="append", default=[], help="run the scenarios whose name has this"
+    )
     args = parser.parse_args(argv)
     runs = 1 if args.quick or args.smoke else 3
-    scenarios = SCENARIOS
+    scenarios = tuple(
+        s for s in SCENARIOS if not args.scenario or any(text in s.name for text in args.scenario)
+    )
     if args.smoke:
-        scenarios = tuple(attrs.evolve(s, commands=100) for s in SCENARIOS)
+        scenarios = tuple(attrs.evolve(s, commands=100) for s in scenarios)
     clients = [
-        (sys.executable, name, size, f"b24batch `max_in_flight={size}`") for name, size in OURS
+        (sys.executable, name, size, halt, our_label(size, halt)) for name, size, halt in OURS
     ]
     if not (args.no_peers or args.smoke):
         labels = {
@@ -208,12 +230,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         for peer in PEERS:
             if peer.name in labels:
                 with contextlib.suppress(RuntimeError, OSError):
-                    clients.append((str(ensure_venv(peer)), peer.name, "-", labels[peer.name]))
+                    python = str(ensure_venv(peer))
+                    clients.append((python, peer.name, "-", False, labels[peer.name]))
+    if args.only:
+        clients = [c for c in clients if any(text in c[-1] for text in args.only)]
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for scenario in scenarios:
         with slow_server(scenario) as base:
-            for python, name, size, label in clients:
-                outcome = [run_one(python, name, size, base, scenario) for _ in range(runs)]
+            for python, name, size, halt, label in clients:
+                outcome = [run_one(python, name, size, base, scenario, halt) for _ in range(runs)]
                 results.setdefault(scenario.name, {})[label] = outcome
                 print(
                     f"{scenario.name}: {label}: {[r.get('wall_s') for r in outcome]}",

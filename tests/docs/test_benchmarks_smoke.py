@@ -112,7 +112,7 @@ def test_the_windows_scenarios_run_and_count_every_write(tmp_path: Any) -> None:
     rows = [
         line for line in out.read_text().splitlines() if line.startswith("| ") and "b24" in line
     ]
-    assert len(rows) == 12  # four scenarios, three windows
+    assert len(rows) == 16  # four scenarios; windows 1, auto, 8, and auto under halt_on_error
     assert all("| 100 of 100 |" in row and "failed" not in row for row in rows)
 
 

@@ -6,28 +6,37 @@ wire overlap there, and ``peak_concurrency`` says how many it was handling at on
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
+import requests
+import requests.adapters
 
 from b24batch import (
     AjaxError,
     B24Hook,
     BatchByChunkV2,
     BatchByChunkV3,
+    BatchV3,
     RateLimit,
+    RetryPolicy,
     SdkError,
     SdkTypeError,
+    SQLiteStore,
 )
 from b24batch._engine.call_options import MAX_IN_FLIGHT, checked_in_flight
 from b24batch._engine.window import Outcome, Window
 from b24batch.testing import FakePortal, Fault
 from b24batch.transport import POOL_SIZE
+from tests.support.clocks import FakeTime
 
 SLOW = 0.2  # seconds each delayed request is held: long enough for a window to fill
+OPENING_HOLD = 0.5  # the same, for tests that count what left before the first answer
 
 
 @pytest.fixture
@@ -98,14 +107,6 @@ def test_auto_grows_with_latency_and_stays_within_the_bounds(echo: FakePortal) -
         result = BatchByChunkV3(client).make(echoes(500, "test.echo.get"), chunk_size=10)
     assert result.is_success
     assert 2 <= echo.peak_concurrency <= MAX_IN_FLIGHT
-
-
-def test_auto_stays_at_one_for_a_fast_portal(echo: FakePortal) -> None:
-    """A portal that answers at once, against the drain rate, never fans out."""
-    limit = RateLimit(burst=50, per_second=0.5)
-    with B24Hook.from_webhook_url(echo.webhook_url, retry=None, rate_limit=limit) as client:
-        result = BatchByChunkV3(client).make(echoes(150))
-    assert (result.is_success, echo.peak_concurrency) == (True, 1)
 
 
 def test_auto_sends_writes_one_chunk_at_a_time_under_halt(echo: FakePortal, hook: B24Hook) -> None:
@@ -349,8 +350,14 @@ def test_auto_learns_its_size_from_the_latency(
 ) -> None:
     """'auto': per_second x smoothed latency + 1, the burst left when above 1, within bounds."""
     clock = _Ticks(latencies[0])
+    # The bucket has room for one at the opening, so the first answer's latency is one tick.
+    room = iter([1.0])
     window = Window(
-        lambda chunk: chunk, "auto", rate=(50, 10.0), available=lambda: available, clock=clock
+        lambda chunk: chunk,
+        "auto",
+        rate=(50, 10.0),
+        available=lambda: next(room, available),
+        clock=clock,
     )
     run = window.run(iter(cast(Any, range(100))))
     for latency in latencies:
@@ -373,3 +380,187 @@ def test_auto_is_bounded_by_a_small_burst() -> None:
 def test_max_in_flight_accepts_its_bounds(value: object) -> None:
     """1, 16 and 'auto' are accepted as they are."""
     assert checked_in_flight(value) == value
+
+
+# The opening of "auto": as wide as what is known allows from the first send.
+
+
+class _Recorder(requests.Session):
+    """A real Session that notes each request as it leaves and each answer as it comes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=MAX_IN_FLIGHT))
+        self.events: list[str] = []
+        self._lock = threading.Lock()
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        with self._lock:
+            self.events.append("sent")
+        try:
+            return super().send(request, **kwargs)
+        finally:
+            with self._lock:
+                self.events.append("answered")
+
+    def before_first_answer(self) -> int:
+        """How many requests left before the first answer came back."""
+        with self._lock:
+            return self.events.index("answered") if "answered" in self.events else len(self.events)
+
+
+def _other_process(portal: FakePortal, store: SQLiteStore, fake_time: FakeTime) -> B24Hook:
+    return B24Hook.from_webhook_url(
+        portal.webhook_url,
+        rate_limit=RateLimit(burst=50, per_second=2.0),
+        limit_store=store,
+        retry=None,
+        clock=fake_time.clock,
+        wall_clock=fake_time.wall_clock,
+        sleep=fake_time.sleep,
+    )
+
+
+def _auto_job(portal: FakePortal, store: SQLiteStore, fake_time: FakeTime) -> _Recorder:
+    """Ten read-only chunks with 'auto', each held at the portal; the session's record."""
+    # Each held long enough for every opening batch to leave before the first answer comes.
+    portal.inject(Fault.delay(OPENING_HOLD), times=10)
+    session = _Recorder()
+    with B24Hook.from_webhook_url(
+        portal.webhook_url,
+        rate_limit=RateLimit(burst=50, per_second=2.0),
+        limit_store=store,
+        retry=RetryPolicy(max_attempts=3, max_wait=600.0),
+        session=session,
+        clock=fake_time.clock,
+        wall_clock=fake_time.wall_clock,
+        sleep=fake_time.sleep,
+    ) as client:
+        result = BatchByChunkV3(client).make(echoes(50, "test.echo.get"), chunk_size=5)
+    assert result.data == [{"n": n} for n in range(50)]
+    assert [chunk.attempts for chunk in result.chunks] == [1] * 10  # no 503, no 429
+    return session
+
+
+@pytest.mark.parametrize(("spent", "opening"), [(0, 10), (40, 8), (47, 1)])
+def test_auto_opens_with_the_room_the_shared_bucket_has(
+    echo: FakePortal, tmp_path: Path, spent: int, opening: int
+) -> None:
+    """Another process spent part of the portal's bucket (ceiling 48): the job's first batches
+    go together, as many as the shared bucket has room for (all ten when it is full), and
+    none past it: the bucket's clock stands still, so the room is exact."""
+    fake_time = FakeTime()
+    store = SQLiteStore(tmp_path / "limits.sqlite3")
+    with _other_process(echo, store, fake_time) as other:
+        for _ in range(spent):
+            BatchV3(other).make([("test.echo.get", {"n": 0})])
+    assert _auto_job(echo, store, fake_time).before_first_answer() == opening
+    assert echo.peak_concurrency >= opening
+
+
+@pytest.mark.parametrize(("operating", "opening"), [(None, 10), (300.0, 4), (415.0, 1)])
+def test_auto_opens_with_the_room_the_shared_operating_figure_leaves(
+    echo: FakePortal, tmp_path: Path, operating: float | None, opening: int
+) -> None:
+    """Another process's answer put the method at ``operating`` of 480 s (margin 30) in the
+    store: before any answer each batch counts as the margin, so as many go together as fit
+    below 450 — four from 300, only the first from 415 — and the rest follow the answers."""
+    fake_time = FakeTime()
+    store = SQLiteStore(tmp_path / "limits.sqlite3")
+    if operating is not None:
+        time = {"operating": operating, "operating_reset_at": fake_time.wall + 300}
+        echo.inject(Fault.response(400, {"error": {"code": "BAD", "message": "no"}, "time": time}))
+        with _other_process(echo, store, fake_time) as other:
+            BatchV3(other).make([("test.echo.get", {"n": 0})])
+            assert other.limit_state().operating == operating
+    assert _auto_job(echo, store, fake_time).before_first_answer() == opening
+
+
+@pytest.mark.parametrize(
+    ("rate", "available", "opening"),
+    [
+        pytest.param((50, 20.0), 48.0, MAX_IN_FLIGHT, id="full-bucket-16"),
+        pytest.param((50, 20.0), 5.0, 5, id="five-left-five"),
+        pytest.param((50, 20.0), 0.0, 1, id="none-left-one"),
+        pytest.param((3, 20.0), 3.0, 3, id="a-burst-of-3"),
+    ],
+)
+def test_auto_sends_the_opening_before_any_answer(
+    rate: tuple[float, float], available: float, opening: int
+) -> None:
+    """The Window alone: before it takes its first answer it has sent what the bucket has
+    room for, at most 16 and at most the burst (at least one)."""
+    window = Window(lambda chunk: chunk, "auto", rate=rate, available=lambda: available)
+    run = window.run(iter(cast(Any, range(40))))
+    next(run)
+    assert window.sent == opening
+    run.close()
+
+
+def test_a_fast_portal_gets_one_at_a_time_once_the_opening_has_landed() -> None:
+    """Answers at once against the drain rate: the opening of 5 goes together, then the
+    window is one, and the next batch goes only when all five have landed."""
+    window = Window(
+        lambda chunk: chunk, "auto", rate=(50, 10.0), available=lambda: 5.0, clock=_Ticks(0.001)
+    )
+    run = window.run(iter(cast(Any, range(40))))
+    sent = [(next(run).chunk, window.sent) for _ in range(7)]
+    assert window.size == 1
+    assert sent == [(0, 5), (1, 5), (2, 5), (3, 5), (4, 5), (5, 6), (6, 7)]
+    run.close()
+
+
+# A write job under halt_on_error=True goes one batch at a time, and says so once.
+
+SERIAL = "its chunks go one batch at a time"
+
+
+def _serial_notes(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if SERIAL in r.getMessage()]
+
+
+@pytest.mark.parametrize("face", ["make", "iter"])
+def test_a_write_job_under_halt_says_once_that_it_runs_one_batch_at_a_time(
+    hook: B24Hook, caplog: pytest.LogCaptureFixture, face: str
+) -> None:
+    """Six chunks of writes with the defaults: one INFO line for the call, naming the option
+    for a bulk job; a second call says it again, once."""
+    caplog.set_level(logging.INFO, logger="b24batch")
+    calls = [("tasks.task.add", {"fields": {"title": f"t{n}"}}) for n in range(30)]
+    chunked = BatchByChunkV3(hook)
+    for _ in range(2):
+        if face == "make":
+            assert chunked.make(calls, chunk_size=5).is_success
+        else:
+            assert len(list(chunked.iter(iter(calls), chunk_size=5))) == 6
+    notes = _serial_notes(caplog)
+    assert [(r.levelno, r.name) for r in notes] == [(logging.INFO, "b24batch")] * 2
+    assert "pass halt_on_error=False" in notes[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    ("calls", "options"),
+    [
+        pytest.param(echoes(30, "test.echo.get"), {}, id="reads"),
+        pytest.param(echoes(30), {"halt_on_error": False}, id="halt-off"),
+        pytest.param(echoes(30), {"max_in_flight": 4}, id="a-fixed-window"),
+        pytest.param(echoes(5), {}, id="one-chunk"),
+    ],
+)
+def test_no_note_when_the_job_is_not_kept_to_one_batch(
+    hook: B24Hook, caplog: pytest.LogCaptureFixture, calls: list[Any], options: dict[str, Any]
+) -> None:
+    """Reads, halt_on_error=False, a fixed window, a single chunk: nothing to say."""
+    caplog.set_level(logging.INFO, logger="b24batch")
+    assert BatchByChunkV3(hook).make(calls, chunk_size=5, **options).is_success
+    assert _serial_notes(caplog) == []
+
+
+def test_the_progress_bar_says_a_write_job_runs_one_batch_at_a_time(
+    hook: B24Hook, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """progress=True: the bar's description says why the job is sequential."""
+    pytest.importorskip("tqdm")
+    calls = [("tasks.task.add", {"fields": {"title": f"t{n}"}}) for n in range(10)]
+    BatchByChunkV3(hook).make(calls, chunk_size=5, progress=True)
+    assert "b24batch (one batch at a time: halt_on_error=True)" in capsys.readouterr().err

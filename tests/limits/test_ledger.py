@@ -75,12 +75,44 @@ def test_a_settled_batch_lets_a_held_send_go() -> None:
     assert ledger.in_flight == (1, 15.0)  # the released send, booked
 
 
-def test_until_a_figure_is_known_one_batch_goes_at_a_time() -> None:
-    """With no answer yet, a second batch waits for the first to teach the cost."""
-    ledger = Ledger(RateLimit(operating_limit=100.0))
+def test_before_an_answer_each_batch_is_charged_the_margin() -> None:
+    """No cost known yet: each batch counts as the margin (30 s), so from 0 of 100 two go at
+    once (0 + 30 + 30 < 70) and the third waits (0 + 60 + 30 >= 70)."""
+    ledger = _ledger(limit=100.0, margin=30.0)
+    meter = _Meter(None)  # no figure seen: the portal's counts as 0
+    assert ledger.admit(meter, budget=1.0) == (0.0, 30.0)  # nothing in flight: go
+    assert ledger.admit(meter, budget=1.0) == (AT_ONCE, 30.0)
+    assert ledger.admit(meter, budget=1.0) == (HELD, 30.0)
+
+
+@pytest.mark.parametrize(
+    ("operating", "opening"),
+    [
+        pytest.param(0.0, 14, id="fresh-14"),
+        pytest.param(300.0, 4, id="300-of-480-4"),
+        pytest.param(415.0, 1, id="415-of-480-only-the-first"),
+    ],
+)
+def test_the_opening_is_what_the_known_figure_leaves_room_for(
+    operating: float, opening: int
+) -> None:
+    """The default 480 s and margin of 30: from a figure a shared store holds, the batches that
+    go before any answer are those whose margin-sized charges fit below 450."""
+    ledger = _ledger(limit=480.0, margin=30.0)
+    meter = _Meter(operating)
+    went = 0
+    while ledger.admit(meter, budget=1.0)[0] in (0.0, AT_ONCE) and went < 20:
+        went += 1
+    assert went == opening
+    assert operating + 30.0 * (went + 1) <= 480.0  # each at most the margin: never past 480
+
+
+def test_without_a_margin_one_batch_learns_the_cost() -> None:
+    """operating_margin=0: nothing to charge an unknown batch, so one goes alone as before."""
+    ledger = _ledger(limit=100.0, margin=0.0)
     meter = _Meter(None)
-    assert ledger.admit(meter, budget=1.0) == (0.0, 0.0)  # nothing in flight: go
-    assert ledger.admit(meter, budget=0.05)[0] >= 0.05  # held: the cost is unknown
+    assert ledger.admit(meter, budget=1.0) == (0.0, 0.0)
+    assert ledger.admit(meter, budget=1.0) == (HELD, 0.0)
 
 
 def test_no_operating_limit_never_holds() -> None:
@@ -94,7 +126,7 @@ def test_the_cost_is_learnt_from_the_rise_or_the_duration() -> None:
     """A batch costs the rise of operating since the last answer, or its duration if longer."""
     ledger = Ledger(RateLimit())
     ledger.learn(Time(operating=5.0))
-    assert ledger.admit(IDLE, 0.0)[1] == 0.0  # one figure says nothing of a batch's cost yet
+    assert ledger.admit(IDLE, 0.0)[1] == 30.0  # one figure says nothing of a batch's cost yet
     ledger.learn(Time(operating=7.5, duration=1.0))
     assert ledger.admit(IDLE, 0.0)[1] == 2.5
     ledger.learn(Time(operating=7.5, duration=4.0))
@@ -129,13 +161,51 @@ def clock() -> _Clock:
     return _Clock()
 
 
-def test_a_window_never_runs_the_portal_past_its_operating_limit(clock: _Clock) -> None:
-    """8 in flight, a budget for 3 batches: the ledger holds sends, the portal never says 429."""
+@pytest.mark.parametrize("size", [8, "auto"])
+def test_a_window_never_runs_the_portal_past_its_operating_limit(
+    clock: _Clock, size: int | str
+) -> None:
+    """8 in flight, a budget for 3 batches: the ledger holds sends, the portal never says 429.
+
+    The margin covers one batch (10 s), so the opening's guess, a margin per batch, holds."""
     with FakePortal(
         operating_limit=35.0, command_cost=1.0, clock=clock, wall_clock=clock
     ) as portal:
         portal.register("test.echo.get", lambda query: {"n": query["n"]})
         portal.inject(Fault.delay(0.2), times=10)  # batches overlap on the wire
+        limit = RateLimit(burst=50, per_second=1000.0, operating_limit=35.0, operating_margin=10.0)
+        with B24Hook.from_webhook_url(
+            portal.webhook_url,
+            rate_limit=limit,
+            retry=RetryPolicy(max_attempts=3, max_wait=3600.0),
+            clock=clock,
+            wall_clock=clock,
+            sleep=clock.sleep,
+        ) as hook:
+            calls = [("test.echo.get", {"n": n}) for n in range(60)]
+            result = BatchByChunkV3(hook).make(
+                calls,
+                chunk_size=10,
+                max_in_flight=size,  # type: ignore[call-overload]
+            )
+            in_flight = hook.limiter.ledger.in_flight
+    assert result.data == [{"n": n} for n in range(60)]
+    assert [chunk.attempts for chunk in result.chunks] == [1] * 6  # no 429 to repeat
+    assert len(portal.requests) == 6
+    assert in_flight == (0, 0.0)
+
+
+def test_batches_dearer_than_the_margin_may_overrun_at_the_opening_and_are_refused_unrun(
+    clock: _Clock,
+) -> None:
+    """The opening charges each unknown batch the margin (0.5 s here); batches of 10 s are
+    dearer, so the opening can carry the figure past 35. The portal then refuses (429) before
+    running; the client waits for the reset and sends them again: every command runs once."""
+    with FakePortal(
+        operating_limit=35.0, command_cost=1.0, clock=clock, wall_clock=clock
+    ) as portal:
+        portal.register("test.echo.get", lambda query: {"n": query["n"]})
+        portal.inject(Fault.delay(0.2), times=10)
         limit = RateLimit(burst=50, per_second=1000.0, operating_limit=35.0, operating_margin=0.5)
         with B24Hook.from_webhook_url(
             portal.webhook_url,
@@ -147,11 +217,11 @@ def test_a_window_never_runs_the_portal_past_its_operating_limit(clock: _Clock) 
         ) as hook:
             calls = [("test.echo.get", {"n": n}) for n in range(60)]
             result = BatchByChunkV3(hook).make(calls, chunk_size=10, max_in_flight=8)
-            in_flight = hook.limiter.ledger.in_flight
     assert result.data == [{"n": n} for n in range(60)]
-    assert [chunk.attempts for chunk in result.chunks] == [1] * 6  # no 429 to repeat
-    assert len(portal.requests) == 6
-    assert in_flight == (0, 0.0)
+    attempts = [chunk.attempts for chunk in result.chunks]
+    assert max(attempts) == 2  # refused once, then sent again after the reset
+    assert attempts.count(1) >= 3
+    assert portal.executed_commands == 60
 
 
 def test_a_figure_the_meter_has_counts_before_this_ledger_saw_one() -> None:
@@ -229,8 +299,8 @@ def test_a_portal_that_never_reports_a_figure_counts_as_zero() -> None:
 
 def test_a_budget_of_zero_never_waits() -> None:
     """A send held with no time left to wait returns at once (the meter decides next)."""
-    ledger = Ledger(RateLimit(operating_limit=100.0), clock=lambda: 7.0)
-    ledger.admit(IDLE, 1.0)  # the cost is unknown: the next one would be held
+    ledger = Ledger(RateLimit(operating_limit=100.0, operating_margin=0.0), clock=lambda: 7.0)
+    ledger.admit(IDLE, 1.0)  # the cost is unknown and no margin: the next one would be held
     result: list[tuple[float, float]] = []
     sender = threading.Thread(target=lambda: result.append(ledger.admit(IDLE, 0.0)), daemon=True)
     sender.start()
