@@ -37,6 +37,7 @@ from tests.support.clocks import FakeTime
 
 SLOW = 0.2  # seconds each delayed request is held: long enough for a window to fill
 OPENING_HOLD = 0.5  # the same, for tests that count what left before the first answer
+GATE_BOUND = 10.0  # the most a request waits for the others of the opening to leave
 
 
 @pytest.fixture
@@ -386,17 +387,25 @@ def test_max_in_flight_accepts_its_bounds(value: object) -> None:
 
 
 class _Recorder(requests.Session):
-    """A real Session that notes each request as it leaves and each answer as it comes."""
+    """A real Session that notes each request as it leaves and each answer as it comes.
 
-    def __init__(self) -> None:
+    ``gate``: each request waits (at most ``GATE_BOUND`` seconds) until that many have left,
+    so a loaded machine cannot let the first answer overtake a batch the window had already
+    decided to send; the portal's hold then shows any batch sent beyond them.
+    """
+
+    def __init__(self, gate: int = 0) -> None:
         super().__init__()
         self.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=MAX_IN_FLIGHT))
         self.events: list[str] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
+        self._gate = gate
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         with self._lock:
             self.events.append("sent")
+            self._lock.notify_all()
+            self._lock.wait_for(lambda: self.events.count("sent") >= self._gate, GATE_BOUND)
         try:
             return super().send(request, **kwargs)
         finally:
@@ -421,11 +430,14 @@ def _other_process(portal: FakePortal, store: SQLiteStore, fake_time: FakeTime) 
     )
 
 
-def _auto_job(portal: FakePortal, store: SQLiteStore, fake_time: FakeTime) -> _Recorder:
+def _auto_job(
+    portal: FakePortal, store: SQLiteStore, fake_time: FakeTime, opening: int
+) -> _Recorder:
     """Ten read-only chunks with 'auto', each held at the portal; the session's record."""
-    # Each held long enough for every opening batch to leave before the first answer comes.
+    # The first ``opening`` wait for one another before they go; each is then held long enough
+    # at the portal for a batch sent beyond them to leave before the first answer comes.
     portal.inject(Fault.delay(OPENING_HOLD), times=10)
-    session = _Recorder()
+    session = _Recorder(gate=opening)
     with B24Hook.from_webhook_url(
         portal.webhook_url,
         rate_limit=RateLimit(burst=50, per_second=2.0),
@@ -454,7 +466,7 @@ def test_auto_opens_with_the_room_the_shared_bucket_has(
     with _other_process(echo, store, fake_time) as other:
         for _ in range(spent):
             BatchV3(other).make([("test.echo.get", {"n": 0})])
-    assert _auto_job(echo, store, fake_time).before_first_answer() == opening
+    assert _auto_job(echo, store, fake_time, opening).before_first_answer() == opening
     assert echo.peak_concurrency >= opening
 
 
@@ -473,7 +485,7 @@ def test_auto_opens_with_the_room_the_shared_operating_figure_leaves(
         with _other_process(echo, store, fake_time) as other:
             BatchV3(other).make([("test.echo.get", {"n": 0})])
             assert other.limit_state().operating == operating
-    assert _auto_job(echo, store, fake_time).before_first_answer() == opening
+    assert _auto_job(echo, store, fake_time, opening).before_first_answer() == opening
 
 
 @pytest.mark.parametrize(
