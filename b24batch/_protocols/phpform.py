@@ -16,7 +16,14 @@ from urllib.parse import quote as _quote
 
 from b24batch.errors import SdkError, SdkTypeError
 
-__all__ = ["MAX_DEPTH", "MAX_INPUT_VARS", "count_variables", "encode_queries", "encode_query"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_INPUT_VARS",
+    "count_variables",
+    "encode_queries",
+    "encode_query",
+    "quote_query",
+]
 
 MAX_DEPTH: Final = 32
 """The most levels of nesting below ``params``; PHP drops a variable nested past 64."""
@@ -46,7 +53,8 @@ _TYPE_HINTS: Final = {
 # walks every byte in Python, and a classic batch quotes every name and value, then each
 # command's whole query once more (about half the encoding time of a batch).
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
-_ASCII_QUOTED = {byte: f"%{byte:02X}" for byte in range(128) if byte not in _UNRESERVED}
+# Every ASCII character is in the table: one it lacks costs translate() a failed look-up.
+_ASCII_QUOTED = {byte: chr(byte) if byte in _UNRESERVED else f"%{byte:02X}" for byte in range(128)}
 
 
 def quote(text: str, safe: str = "") -> str:
@@ -55,6 +63,19 @@ def quote(text: str, safe: str = "") -> str:
     if text.isascii():
         return text.translate(_ASCII_QUOTED)
     return _quote(text, safe="")
+
+
+def quote_query(query: str) -> str:
+    """``quote(query)`` of a query :func:`encode_query` wrote, whose only characters are the
+    unreserved ones and ``% [ ] = &``: five C-speed replaces instead of a look-up per
+    character (the second encoding of a classic command's ``METHOD?QUERY``)."""
+    return (
+        query.replace("%", "%25")
+        .replace("[", "%5B")
+        .replace("]", "%5D")
+        .replace("=", "%3D")
+        .replace("&", "%26")
+    )
 
 
 def encode_query(params: Mapping[Any, Any] | None, where: str = "params") -> str:

@@ -33,6 +33,7 @@ from b24batch._protocols.phpform import (
     encode_queries,
     encode_query,
     quote,
+    quote_query,
 )
 from b24batch.commands import MAX_COMMANDS, Command, Commands, name_text
 from b24batch.errors import AjaxError, DecodeError, SdkError, SdkTypeError
@@ -186,9 +187,11 @@ def _command(
     if query is None:  # only the exact walk can say what is wrong, or that nothing is
         query = encode_query(params, f"{row}.params")
     try:
-        value = quote(f"{method}?{query}" if query else method, safe="")
+        value = quote(method, safe="")
     except UnicodeEncodeError:
         raise SdkError(f"{row} has a method that is not valid text") from None
+    if query:
+        value = f"{value}%3F{quote_query(query)}"
     return f"cmd[{quote(text, safe='')}]={value}", query
 
 
