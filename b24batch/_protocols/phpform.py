@@ -3,7 +3,8 @@
 How the classic API's ``METHOD?QUERY`` commands carry their params (protocol §7): nested keys in
 brackets, list items by index, every name and value percent-encoded as UTF-8, each scalar as
 text. What a form cannot carry (booleans, empty arrays, dates, NaN, cycles) is refused with the
-path and the fix, before any request.
+path and the fix, before any request. One pass writes each pair as it checks it
+(``encode_queries``); what it does not take goes to the checked walk, which names the path.
 """
 
 from __future__ import annotations
