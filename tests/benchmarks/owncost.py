@@ -237,7 +237,7 @@ def report(rows: list[dict[str, Any]], settings: argparse.Namespace, command: st
     box = machine()
     date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        "### Own cost per batch",
+        "### One 50-command batch against a bare POST",
         "",
         f"Measured {date} with `{command}` on {box['cpu']}, {box['cores']} cores, "
         f"{box['python']}; load average {box['load']} at the start; b24batch at "
