@@ -183,10 +183,16 @@ def normalize(calls: object, *, limit: int = MAX_COMMANDS, what: str = "REST 3.0
     aliases: list[str | None] = []
     seen: dict[str, str] = {}
     for key, row in pairs:
-        if not named and _plain(row):
-            # The common row, (method, params-dict), passes every check below: build it directly.
-            items.append(Command(*row))  # type: ignore[misc]
-            aliases.append(None)
+        if _plain(row):
+            # The common row, (method, params-dict), passes every check of from_row: build it
+            # directly (a named one still has its name checked as the alias it is sent as).
+            command = Command(*row)  # type: ignore[misc]
+            items.append(command)
+            if named:
+                where = f"calls[{key!r}]"
+                aliases.append(command_alias(command, name_text(key), where, seen))
+            else:
+                aliases.append(None)
             continue
         where = f"calls[{key!r}]"
         command = Command.from_row(row, where)

@@ -31,8 +31,10 @@ from b24batch._protocols.phpform import (
     MAX_DEPTH,
     MAX_INPUT_VARS,
     count_variables,
+    encode_queries,
     encode_query,
     quote,
+    quote_query,
 )
 from b24batch.commands import MAX_COMMANDS, Command, Commands, name_text
 from b24batch.errors import AjaxError, DecodeError, SdkError, SdkTypeError
@@ -145,46 +147,71 @@ def encode_batch(entries: Sequence[Entry], *, halt: bool, warn: bool = True) -> 
         )
     parts = ["halt=1" if halt else "halt=0"]
     seen: dict[str, str] = {}
+    memo: dict[tuple[int, str], list[str]] = {}
     for entry in entries:
-        row = entry.row
-        text = check_key(entry.key, row)
-        if text in seen:
-            raise SdkError(
-                f"{row} is sent as cmd[{text}], as {seen[text]} is; "
-                f"each command key must be unique in a batch"
-            )
-        seen[text] = row
-        method = entry.method
-        if not isinstance(method, str):
-            raise SdkTypeError(f"{row} has a method of type {type(method).__name__}; use a str")
-        if not method.strip():
-            raise SdkError(f"{row} has an empty method name")
-        if "?" in method or method != method.strip():
-            raise SdkError(
-                f"{row} has the method {method!r}; the portal splits METHOD?QUERY at the "
-                f"first '?', so a method has no '?' and no spaces around it"
-            )
-        query = encode_query(entry.params, f"{row}.params")
-        if warn and len(query) > 2 * MAX_INPUT_VARS:  # each variable takes 2 characters or more
-            count = count_variables(query)
-            if count > MAX_INPUT_VARS:
-                _log.warning(
-                    "%s (%s) has %d form variables; PHP's parse_str on the portal keeps the "
-                    "first %d (max_input_vars) and drops the rest, so the portal would answer "
-                    "for params cut short: split the filter (or list) across commands of at "
-                    "most %d values each",
-                    row,
-                    entry.method,
-                    count,
-                    MAX_INPUT_VARS,
-                    MAX_INPUT_VARS,
-                )
-        try:
-            value = quote(f"{method}?{query}" if query else method, safe="")
-        except UnicodeEncodeError:
-            raise SdkError(f"{row} has a method that is not valid text") from None
-        parts.append(f"cmd[{quote(text, safe='')}]={value}")
+        part, query = _command(entry.key, entry.method, entry.params, entry.row, seen, memo)
+        if warn:
+            _warn_variables(query, entry.row, entry.method)
+        parts.append(part)
     return "&".join(parts).encode("ascii")
+
+
+def _command(
+    key: object,
+    method: object,
+    params: Mapping[Any, Any] | None,
+    row: str,
+    seen: dict[str, str],
+    memo: dict[tuple[int, str], list[str]],
+) -> tuple[str, str]:
+    """One command's ``cmd[KEY]=METHOD?QUERY`` part of the body, checked, and its query.
+
+    Its key is recorded in ``seen``; ``memo`` is the batch's (see ``encode_queries``).
+    """
+    text = check_key(key, row)
+    if text in seen:
+        raise SdkError(
+            f"{row} is sent as cmd[{text}], as {seen[text]} is; "
+            f"each command key must be unique in a batch"
+        )
+    seen[text] = row
+    if not isinstance(method, str):
+        raise SdkTypeError(f"{row} has a method of type {type(method).__name__}; use a str")
+    if not method.strip():
+        raise SdkError(f"{row} has an empty method name")
+    if "?" in method or method != method.strip():
+        raise SdkError(
+            f"{row} has the method {method!r}; the portal splits METHOD?QUERY at the "
+            f"first '?', so a method has no '?' and no spaces around it"
+        )
+    query = encode_queries(params, memo)
+    if query is None:  # only the exact walk can say what is wrong, or that nothing is
+        query = encode_query(params, f"{row}.params")
+    try:
+        value = quote(method, safe="")
+    except UnicodeEncodeError:
+        raise SdkError(f"{row} has a method that is not valid text") from None
+    if query:
+        value = f"{value}%3F{quote_query(query)}"
+    return f"cmd[{quote(text, safe='')}]={value}", query
+
+
+def _warn_variables(query: str, row: str, method: str) -> None:
+    """One WARNING when ``query`` makes more form variables than PHP's parse_str keeps."""
+    if len(query) > 2 * MAX_INPUT_VARS:  # each variable takes 2 characters or more
+        count = count_variables(query)
+        if count > MAX_INPUT_VARS:
+            _log.warning(
+                "%s (%s) has %d form variables; PHP's parse_str on the portal keeps the "
+                "first %d (max_input_vars) and drops the rest, so the portal would answer "
+                "for params cut short: split the filter (or list) across commands of at "
+                "most %d values each",
+                row,
+                method,
+                count,
+                MAX_INPUT_VARS,
+                MAX_INPUT_VARS,
+            )
 
 
 def references(params: object) -> list[str]:
@@ -467,6 +494,14 @@ class _Classic(Protocol):
             wire_key(key, alias, commands.named)
             for key, alias in zip(commands.keys, commands.aliases, strict=True)
         )
+        # One pass: each command is checked, encoded and scanned for references in turn. What
+        # the encoding refuses is raised after every command's own checks and references, as
+        # when those ran first; so are the WARNINGs of the commands encoded before it.
+        parts = ["halt=1" if halt else "halt=0"]
+        seen: dict[str, str] = {}
+        memo: dict[tuple[int, str], list[str]] = {}
+        warnings: list[tuple[str, str, str]] = []
+        refused: SdkError | None = None
         earlier: set[str] = set()
         for key, sent_as, command in zip(commands.keys, keys, commands.items, strict=True):
             where = f"calls[{key!r}]"
@@ -481,7 +516,19 @@ class _Classic(Protocol):
                     f"names the command at that position ($result[{command.as_}]); use a name "
                     f"with a letter, or pass a dict keyed by the numbers"
                 )
-            walk = command.params and not references_checked
+            query = None
+            if refused is None:
+                try:
+                    part, query = _command(
+                        sent_as, command.method, command.params, where, seen, memo
+                    )
+                except SdkError as error:
+                    refused = error
+                else:
+                    parts.append(part)
+                    warnings.append((query, where, command.method))
+            # Every '$' of a name or value is '%24' in the query: without one, no reference.
+            walk = command.params and not references_checked and (query is None or "%24" in query)
             for target in references(command.params) if walk else ():
                 if target not in earlier:
                     raise SdkError(
@@ -491,7 +538,11 @@ class _Classic(Protocol):
                         f"position)"
                     )
             earlier.add(name_text(sent_as))
-        body = encode_batch(_entries(commands, keys), halt=halt)  # warns once, here
+        for warning in warnings:
+            _warn_variables(*warning)
+        if refused is not None:
+            raise refused
+        body = "&".join(parts).encode("ascii")
         return Prepared(protocol=self, commands=commands, wire_keys=keys, halt=halt, body=body)
 
     def encode(self, commands: Commands, wire_keys: Sequence[Key], *, halt: bool) -> bytes:

@@ -41,7 +41,11 @@ __all__ = [
     "references",
 ]
 
-_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+# check_circular=False: the encoder keeps no table of the containers it is in (a dict insert and
+# delete for each); a cycle still stops it, as a RecursionError, and explain_unencodable names it.
+_encode = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, check_circular=False, separators=(",", ":")
+).encode
 # Error envelopes the portal answers before running any row: nothing of the batch ran.
 _REFUSED_BEFORE_RUNNING: Final = frozenset(
     {

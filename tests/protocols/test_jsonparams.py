@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import datetime
 import decimal
 import json
@@ -124,6 +125,63 @@ def test_keys_of_mixed_types_that_do_not_collide_pass(params: dict[Any, Any]) ->
     commands = normalize([("a.get", params)])
     assert check_json_keys(commands) is None
     assert len(json.loads(json.dumps(params))) == len(params)
+
+
+class _Label(str):
+    """A str key that hashes apart from the equal str and prints as something else."""
+
+    __hash__ = object.__hash__
+
+    def __str__(self) -> str:
+        return "label"
+
+
+_SHARED = {"x": 1}
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        pytest.param(
+            {"f": [collections.OrderedDict([(1, "a"), ("1", "b")])]},
+            "params['f'][0] has the keys 1 and '1'",
+            id="dict-subclass-in-list",
+        ),
+        pytest.param(
+            {"f": ({"ok": 1}, ({3: "a", "3": "b"},))},
+            "params['f'][1][0] has the keys 3 and '3'",
+            id="tuples",
+        ),
+        pytest.param(
+            {"a": _SHARED, "b": [_SHARED, {"z": {2: "a", "2": "b"}}]},
+            "params['b'][1]['z'] has the keys 2 and '2'",
+            id="shared-and-deep",
+        ),
+        pytest.param(
+            {"f": {_Label("title"): "a", "title": "b"}},
+            "params['f'] has the keys 'title' and 'title', which JSON writes alike, as \"title\"",
+            id="str-subclass-key",
+        ),
+    ],
+)
+def test_collisions_beyond_plain_dicts_are_found(params: dict[Any, Any], fragment: str) -> None:
+    """Subclasses, tuples, shared and deep containers, str-enum keys: each collision is found."""
+    commands = normalize([("ok.get", {"id": 1}), ("a.get", params)])
+    with pytest.raises(SdkError, match=re.escape(fragment)):
+        check_json_keys(commands)
+    with pytest.raises(SdkError, match=re.escape(fragment)):
+        encode_batch(commands, halt_on_error=True)
+
+
+def test_a_cycle_in_the_body_is_named_by_the_encoder_path() -> None:
+    """The encoder keeps no table of containers: a cycle is still refused, naming its path."""
+    loop: dict[str, Any] = {}
+    loop["again"] = [loop]
+    error = encode_error({"x": loop})
+    assert str(error) == (
+        "calls[1] params['x']['again'][0] contains itself (a reference cycle); "
+        "JSON cannot encode it"
+    )
 
 
 def test_a_cycle_is_a_value_error_not_a_type_error() -> None:

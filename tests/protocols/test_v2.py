@@ -253,6 +253,33 @@ def test_prepare_refuses_a_reference_to_no_earlier_command_by_default() -> None:
         V2.prepare(commands, halt=True)
 
 
+@pytest.mark.parametrize(
+    "params",
+    [
+        pytest.param({"f": {"$result[later]": "x"}}, id="in-a-nested-key"),
+        pytest.param({"f": ["Сумма $result[later]"]}, id="in-utf8-text"),
+        pytest.param({"f": {"a": True, "b": "$result[later]"}}, id="beside-what-the-walk-checks"),
+        pytest.param({"f": {1: "$next[later]"}}, id="under-an-int-key"),
+    ],
+)
+def test_prepare_finds_references_wherever_the_encoding_writes_them(params: Any) -> None:
+    """The one pass looks for references only where the query has a '$': it finds them in
+    keys, non-ASCII text and params the checked walk encodes, before any encoding error."""
+    commands = normalize([("a.b", params), ("a.c", {"as": 1})], what="classic")
+    with pytest.raises(SdkError, match=r"^calls\[0\] references \$result\[later\]"):
+        V2.prepare(commands, halt=True)
+
+
+def test_prepare_raises_an_encoding_error_after_the_references_of_later_commands() -> None:
+    """A later command's reference error wins over an earlier command's encoding error, as
+    when references were checked before anything was encoded."""
+    commands = normalize([("a.b", {"x": True}), ("a.c", {"y": "$result[9]"})], what="classic")
+    with pytest.raises(SdkError, match=r"^calls\[1\] references \$result\[9\]"):
+        V2.prepare(commands, halt=True)
+    with pytest.raises(SdkTypeError, match=r"^calls\[0\]\.params\.x is True"):
+        V2.prepare(normalize([("a.b", {"x": True})], what="classic"), halt=True)
+
+
 def test_a_named_call_is_sent_under_its_names_even_with_an_as() -> None:
     """In a dict call the caller's name is the wire key; a row's 'as' does not replace it."""
     calls = {"deal": {"method": "crm.deal.get", "params": {"id": 1}, "as": "d"}}

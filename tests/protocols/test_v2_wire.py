@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import datetime
 import decimal
 import json
@@ -12,7 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from b24batch._protocols.phpform import MAX_INPUT_VARS, count_variables
+from b24batch._protocols.phpform import (
+    MAX_INPUT_VARS,
+    _exact_pairs,
+    count_variables,
+    encode_queries,
+)
 from b24batch._protocols.v2 import (
     MAX_DEPTH,
     Entry,
@@ -215,6 +221,62 @@ def test_full_body_round_trips_through_php(rows: list[tuple[Any, Any]], halt: bo
     assert methods == [entry.method.encode() for entry in entries]
     queries = [value.partition(b"?")[2] for value in values]
     assert php_parse(queries) == [_expected(params) for _, params in rows]
+
+
+@settings(max_examples=150, deadline=None)
+@given(_PARAMS)
+def test_the_fast_path_writes_what_the_checked_walk_writes(params: dict[Any, Any]) -> None:
+    """Where the one-pass encoder takes params, it writes exactly what the checked walk does."""
+    fast = encode_queries(params, {})
+    assert fast is None or fast == "&".join(_exact_pairs(params, "params"))
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        pytest.param(
+            {"select": ["ID", "TITLE"], "filter": {">=ID": 5, "%TITLE": "a b"}}, id="list"
+        ),
+        pytest.param({"fields": {"TITLE": "Сделка", "SUM": 1.5, "X": None}}, id="utf8-float-none"),
+        pytest.param({"a": ({"b": [1, (2,)]},)}, id="tuples"),
+    ],
+)
+def test_the_fast_path_takes_common_params(params: dict[str, Any]) -> None:
+    """Common params are written by the one pass (the checked walk is not needed for them)."""
+    assert encode_queries(params, {}) == encode_query(params)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        pytest.param({"a": {1: "x"}}, id="int-key"),
+        pytest.param({"a": True}, id="bool"),
+        pytest.param({"a": []}, id="empty-list"),
+        pytest.param({"a": {"Ж": 1}}, id="non-ascii-key"),
+        pytest.param({"a b": 1}, id="top-key-with-space"),
+        pytest.param({"a": {"\t": 1}}, id="whitespace-key"),
+        pytest.param({"a": "\ud800"}, id="surrogate"),
+        pytest.param({"a": math.inf}, id="inf"),
+        pytest.param({"a": collections.OrderedDict(b=1)}, id="mapping"),
+        pytest.param(collections.OrderedDict(b=1), id="mapping-params"),
+    ],
+)
+def test_the_fast_path_leaves_the_rest_to_the_checked_walk(params: Any) -> None:
+    """What the one pass does not take, it hands to the checked walk whole (None)."""
+    assert encode_queries(params, {}) is None
+
+
+def test_a_container_shared_by_commands_is_written_for_each() -> None:
+    """A list shared by every command (written once, from the batch's memo) reaches PHP whole
+    in each command, under each command's own name for it."""
+    shared = ["ID", "TITLE"]
+    entries = [
+        Entry(0, "crm.deal.list", {"select": shared, "filter": {"ID": 1}}),
+        Entry(1, "crm.deal.list", {"select": shared, "order": {"ID": "ASC"}, "x": [shared]}),
+    ]
+    (parsed,) = php_parse([encode_batch(entries, halt=True)])
+    queries = [bytes.fromhex(value).partition(b"?")[2] for _, value in parsed[1][1]]
+    assert php_parse(queries) == [_expected(entry.params) for entry in entries]
 
 
 # ---------------------------------------------------------------------------------------------
