@@ -364,12 +364,12 @@ def _outcomes(
         error = None
         if text in errors:
             error = _command_error(errors[text], status, request_id, redact)
-        # An int (not a bool) is the count as sent; anything else goes the checked way.
+        # None or an int (not a bool) is the count as sent; anything else goes the checked way.
         total = totals.get(text)
-        if type(total) is not int:
+        if total is not None and type(total) is not int:
             total = classic_count(total)
         following = nexts.get(text)
-        if type(following) is not int:
+        if following is not None and type(following) is not int:
             following = classic_count(following)
         block = times.get(text)
         outcomes.append(
