@@ -67,7 +67,9 @@ def test_time_takes_floats_as_they_are_and_checks_everything_else() -> None:
     }
     time = Time.from_json(block)
     assert time == Time(start=1787219542.25, finish=2.5, duration=7.0, date_start="s")
-    assert time is not None and type(time.finish) is float and type(time.duration) is float
+    assert time is not None
+    assert type(time.finish) is float
+    assert type(time.duration) is float
     assert Time.from_json(types.MappingProxyType(block)) == time
     assert Time.from_json(["start", 1.0]) is None
 
