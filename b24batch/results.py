@@ -96,19 +96,33 @@ class Time:
         The block is a hint, never worth losing a batch's results over: a field that is
         missing or of the wrong type becomes None.
         """
-        if not isinstance(value, Mapping):
+        if type(value) is not dict and not isinstance(value, Mapping):
             return None
         get = value.get
+        # None, an exact float or an exact str is taken as it is (no call); anything else (an
+        # int, a bool, a subclass, a wrong type) goes the checked way, as before.
+        start, finish, duration, processing, reset_at, operating = [
+            number if number is None or type(number) is float else _number(number)
+            for number in map(get, _NUMBERS)
+        ]
+        date_start, date_finish = get("date_start"), get("date_finish")
+        if date_start is not None and type(date_start) is not str:
+            date_start = _text(date_start)
+        if date_finish is not None and type(date_finish) is not str:
+            date_finish = _text(date_finish)
         return cls(
-            start=_number(get("start")),
-            finish=_number(get("finish")),
-            duration=_number(get("duration")),
-            processing=_number(get("processing")),
-            date_start=_text(get("date_start")),
-            date_finish=_text(get("date_finish")),
-            operating_reset_at=_number(get("operating_reset_at")),
-            operating=_number(get("operating")),
+            start=start,
+            finish=finish,
+            duration=duration,
+            processing=processing,
+            date_start=date_start,
+            date_finish=date_finish,
+            operating_reset_at=reset_at,
+            operating=operating,
         )
+
+
+_NUMBERS = ("start", "finish", "duration", "processing", "operating_reset_at", "operating")
 
 
 def _number(value: object) -> float | None:

@@ -346,7 +346,8 @@ def _outcomes(
     redact: Callable[[str], str],
 ) -> tuple[Outcome, ...]:
     """One outcome per key from the answer's ``result`` sections."""
-    by_text = {int.__repr__(k) if isinstance(k, int) else str(k): k for k in keys}
+    texts = [int.__repr__(k) if isinstance(k, int) else str(k) for k in keys]
+    by_text = dict(zip(texts, keys, strict=True))
     body = payload["result"]
     if not isinstance(body, dict):
         raise _malformed(
@@ -354,51 +355,75 @@ def _outcomes(
             f"object with {', '.join(_SECTIONS)}",
             request_id,
         )
-    sections = {name: _section(body.get(name), name, by_text, request_id) for name in _SECTIONS}
+    results, errors, totals, nexts, times = (
+        _section(body.get(name), name, by_text, request_id) for name in _SECTIONS
+    )
+    time_from = Time.from_json
     outcomes = []
-    for key in keys:
-        text = int.__repr__(key) if isinstance(key, int) else str(key)
-        present = [name for name in _SECTIONS if text in sections[name]]
+    for key, text in zip(keys, texts, strict=True):
         error = None
-        if text in sections["result_error"]:
-            error = _command_error(sections["result_error"][text], status, request_id, redact)
+        if text in errors:
+            error = _command_error(errors[text], status, request_id, redact)
+        # None or an int (not a bool) is the count as sent; anything else goes the checked way.
+        total = totals.get(text)
+        if total is not None and type(total) is not int:
+            total = classic_count(total)
+        following = nexts.get(text)
+        if following is not None and type(following) is not int:
+            following = classic_count(following)
+        block = times.get(text)
         outcomes.append(
             Outcome(
                 key=key,
-                executed=bool(present),
-                result=sections["result"].get(text),
+                executed=(
+                    text in results
+                    or error is not None
+                    or text in totals
+                    or text in nexts
+                    or text in times
+                ),
+                result=results.get(text),
                 error=error,
-                total=classic_count(sections["result_total"].get(text)),
-                next=classic_count(sections["result_next"].get(text)),
-                time=Time.from_json(sections["result_time"].get(text)),
+                total=total,
+                next=following,
+                time=None if block is None else time_from(block),
             )
         )
     return tuple(outcomes)
 
 
+_POSITIONS: Final = tuple(str(position) for position in range(MAX_COMMANDS))
+"""The texts of the positions a list section can name: a list's items are its keys' texts."""
+
+
 def _section(
     value: object, name: str, by_text: Mapping[str, Key], request_id: str | None
-) -> dict[str, Any]:
-    """One section as a dict keyed by the command keys' text."""
+) -> Mapping[str, Any]:
+    """One section as a mapping keyed by the command keys' text (read only)."""
     if value is None:
         return {}
+    entries: Mapping[str, Any]
     if isinstance(value, list):
-        entries = {str(index): item for index, item in enumerate(value)}
+        if len(value) <= len(_POSITIONS):
+            entries = dict(zip(_POSITIONS, value, strict=False))  # the first len(value)
+        else:
+            entries = {str(index): item for index, item in enumerate(value)}
     elif isinstance(value, dict):
-        entries = {str(k): item for k, item in value.items()}
+        entries = value  # a JSON object's keys are its keys' text already
     else:
         raise _malformed(
             f"the portal's result.{name} is a {type(value).__name__}; expected a list or object",
             request_id,
         )
-    for text in entries:
-        if text not in by_text:
-            shown = ", ".join(list(by_text)[:8])
-            raise _malformed(
-                f"the portal's result.{name} names the command {text!r}, which was not sent "
-                f"(sent: {shown})",
-                request_id,
-            )
+    if not by_text.keys() >= entries.keys():
+        for text in entries:
+            if text not in by_text:
+                shown = ", ".join(list(by_text)[:8])
+                raise _malformed(
+                    f"the portal's result.{name} names the command {text!r}, which was not "
+                    f"sent (sent: {shown})",
+                    request_id,
+                )
     return entries
 
 

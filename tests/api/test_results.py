@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 
 import attrs
 import pytest
@@ -43,6 +44,34 @@ def test_time_fields_of_the_wrong_type_become_none() -> None:
         {"date_start": 1787219542, "date_finish": ["x"], "operating_reset_at": True, "start": "1"}
     )
     assert time == Time()
+
+
+def test_time_takes_floats_as_they_are_and_checks_everything_else() -> None:
+    """Exact floats and str (JSON's own) are kept; a float or str subclass, an int, a bool, a
+    list are read as the checked path reads them, and a Mapping that is not a dict is read."""
+
+    class Seconds(float):
+        pass
+
+    class Text(str):
+        pass
+
+    block = {
+        "start": 1787219542.25,
+        "finish": Seconds(2.5),
+        "duration": 7,
+        "processing": False,
+        "date_start": Text("s"),
+        "date_finish": ["x"],
+        "operating": None,
+    }
+    time = Time.from_json(block)
+    assert time == Time(start=1787219542.25, finish=2.5, duration=7.0, date_start="s")
+    assert time is not None
+    assert type(time.finish) is float
+    assert type(time.duration) is float
+    assert Time.from_json(types.MappingProxyType(block)) == time
+    assert Time.from_json(["start", 1.0]) is None
 
 
 def test_a_chunk_error_names_one_command_or_the_first_and_last() -> None:

@@ -409,6 +409,29 @@ def test_decoder_maps_named_keys_and_list_fields() -> None:
     assert (me.key, me.total, me.next) == ("me", None, None)
 
 
+def test_decoder_checks_odd_counts_and_counts_any_section_as_executed() -> None:
+    """An int count is kept; digits are read as a number; a bool, float or list is no count.
+    A command named only by result_time (even as null) ran."""
+    content = _answer(
+        result={"a": 1, "b": 2, "c": 3},
+        result_total={"a": 120, "b": "75", "c": True},
+        result_next={"a": 50.0, "b": [1], "c": "x"},
+        result_time={"d": None},
+    )
+    a, b, c, d = decode_response(200, content, keys=["a", "b", "c", "d"], request_id=None).outcomes
+    assert [(o.total, o.next) for o in (a, b, c, d)] == [(120, None), (75, None), (None, None),
+                                                         (None, None)]  # fmt: skip
+    assert [o.executed for o in (a, b, c, d)] == [True, True, True, True]
+    assert d.time is None
+
+
+def test_decoder_refuses_a_list_section_longer_than_a_batch() -> None:
+    """A list section of 51 entries names position 50, which no batch of 50 sent."""
+    content = _answer(result=list(range(51)))
+    with pytest.raises(DecodeError, match="'50', which was not sent"):
+        decode_response(200, content, keys=list(range(50)), request_id=None)
+
+
 def test_decoder_types_limit_errors() -> None:
     """A command refused by a limit inside the answer carries the limit's error type."""
     content = _answer(
