@@ -131,8 +131,12 @@ def test_a_store_that_cannot_write_fails_the_refresh_clearly(tmp_path: Path) -> 
     refresher = _Refresher()
     with pytest.raises(AuthError) as info:
         Coordinator(store, KEY, refresher, lease=5.0).renew(1)
-    assert (info.value.code, refresher.calls) == ("TOKEN_STORE", 1)
-    assert "No space left on device" in str(info.value)
+    assert (info.value.code, info.value.status, refresher.calls) == ("TOKEN_STORE", 0, 1)
+    assert info.value.may_retry is True  # the store may work again; the tokens are kept
+    assert str(info.value).endswith(
+        f"the token store failed to write {KEY!r} (OSError: [Errno 28] No space left on "
+        f"device); no token pair was used that the store does not hold"
+    )
     assert "access2" not in str(info.value)
     assert "refresh2" not in str(info.value)
 
@@ -147,3 +151,18 @@ def test_a_junk_record_is_refused_naming_its_key(store: LimitStore) -> None:
     assert repr(KEY) in str(info.value)
     assert "access1" not in str(info.value)
     assert refresher.calls == 0
+
+
+class _Babbling(SQLiteStore):
+    """A real SQLite store whose token reads fail with a very long message."""
+
+    def token_read(self, key: str) -> tuple[int, Secret[str]] | None:
+        raise RuntimeError("x" * 1000)
+
+
+def test_a_store_failures_text_is_cut_to_200_characters(tmp_path: Path) -> None:
+    """However long the store's own message, the AuthError quotes its first 200 characters."""
+    with pytest.raises(AuthError) as info:
+        Coordinator(_Babbling(tmp_path / "s.sqlite3"), KEY, _Refresher(), lease=5.0).load()
+    assert f"(RuntimeError: {'x' * 200});" in str(info.value)
+    assert "x" * 201 not in str(info.value)
