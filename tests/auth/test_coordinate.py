@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from b24batch import AuthError, LimitStore, SQLiteStore
-from b24batch._auth.coordinate import Coordinator
+from b24batch._auth import coordinate
+from b24batch._auth.coordinate import FAILURE_HOLD, Coordinator
 from b24batch._auth.tokens import TokenRecord
 from b24batch.redaction import Secret
 
@@ -166,3 +167,60 @@ def test_a_store_failures_text_is_cut_to_200_characters(tmp_path: Path) -> None:
         Coordinator(_Babbling(tmp_path / "s.sqlite3"), KEY, _Refresher(), lease=5.0).load()
     assert f"(RuntimeError: {'x' * 200});" in str(info.value)
     assert "x" * 201 not in str(info.value)
+
+
+def test_each_expiry_of_a_process_is_refreshed_again(store: LimitStore) -> None:
+    """Version 2, refreshed by this process, expires in turn: renewing it refreshes again."""
+    version = _saved(store)
+    refresher = _Refresher()
+    coordinator = Coordinator(store, KEY, refresher, lease=5.0)
+    renewed, first = coordinator.renew(version)
+    again, second = coordinator.renew(renewed)
+    assert (renewed, first.access.value, again, second.access.value) == (2, "access2", 3, "access3")
+    assert refresher.seen == ["refresh1", "refresh2"]
+
+
+def test_two_portals_in_one_store_never_share_a_refresh(store: LimitStore) -> None:
+    """Two keys in one store: the refresh of one never answers the other's renew."""
+    other = "oauth:local.app:member2"
+    _saved(store)
+    store.token_write(other, Secret(_record(40).to_json()), None)
+    Coordinator(store, KEY, _Refresher(), lease=5.0).renew(1)
+    renewed, record = Coordinator(store, other, _Refresher(), lease=5.0).renew(1)
+    assert (renewed, record.access.value) == (2, "access41")
+
+
+def test_a_failure_is_handed_on_for_failure_hold_seconds_then_tried_again(
+    store: LimitStore,
+) -> None:
+    """Within FAILURE_HOLD of a failed refresh the same failure is raised without a call; at
+    FAILURE_HOLD seconds the refresh is tried again."""
+    now = [100.0]
+    version = _saved(store)
+    refresher = _Refresher(fail=AuthError("refused", code="server_error", status=500))
+    coordinator = Coordinator(store, KEY, refresher, lease=5.0, clock=lambda: now[0])
+    for at, calls in ((100.0, 1), (100.0 + FAILURE_HOLD - 0.01, 1), (100.0 + FAILURE_HOLD, 2)):
+        now[0] = at
+        with pytest.raises(AuthError) as info:
+            coordinator.renew(version)
+        assert (info.value.code, refresher.calls) == ("server_error", calls)
+
+
+def test_a_refresh_held_by_another_thread_past_the_bound_is_a_timeout(
+    store: LimitStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This process's lock for the portal held past twice (lease + margin): REFRESH_TIMEOUT,
+    saying how long it waited, and no refresh."""
+    monkeypatch.setattr(coordinate, "LEASE_MARGIN", 0.0)
+    version = _saved(store)
+    refresher = _Refresher()
+    coordinator = Coordinator(store, KEY, refresher, lease=0.5)
+    lock = coordinate._portal(store, KEY).lock
+    assert lock.acquire(timeout=JOIN)
+    try:
+        with pytest.raises(AuthError) as info:
+            coordinator.renew(version)
+    finally:
+        lock.release()
+    assert (info.value.code, info.value.status, refresher.calls) == ("REFRESH_TIMEOUT", 0, 0)
+    assert str(info.value).endswith(f"waited 1 s for this process's refresh of {KEY!r}")
