@@ -224,3 +224,45 @@ def test_a_refresh_held_by_another_thread_past_the_bound_is_a_timeout(
         lock.release()
     assert (info.value.code, info.value.status, refresher.calls) == ("REFRESH_TIMEOUT", 0, 0)
     assert str(info.value).endswith(f"waited 1 s for this process's refresh of {KEY!r}")
+
+
+def test_a_lease_held_by_another_process_is_waited_for_then_a_timeout(store: LimitStore) -> None:
+    """Another owner holds the lease and never writes: this process polls every POLL seconds
+    until lease + LEASE_MARGIN have passed, then REFRESH_TIMEOUT; it never refreshes."""
+    version = _saved(store)
+    assert store.token_lease(KEY, "other-process", 600.0)
+    now = [100.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += 1.0
+
+    refresher = _Refresher()
+    coordinator = Coordinator(store, KEY, refresher, lease=1.0, clock=lambda: now[0], sleep=sleep)
+    with pytest.raises(AuthError) as info:
+        coordinator.renew(version)
+    assert (info.value.code, info.value.status, refresher.calls) == ("REFRESH_TIMEOUT", 0, 0)
+    assert str(info.value).endswith(
+        f"another process has held the refresh lease of {KEY!r} for over 6 s without renewing "
+        f"the token"
+    )
+    assert slept == [coordinate.POLL] * 6  # deadline 100 + 1 + 5: reached at the sixth look
+
+
+class _NoLease(SQLiteStore):
+    """A real SQLite store whose lease cannot be taken (the database is locked)."""
+
+    def token_lease(self, key: str, owner: str, seconds: float) -> bool:
+        raise OSError("database is locked")
+
+
+def test_a_store_that_cannot_lease_says_so(tmp_path: Path) -> None:
+    """The lease cannot be taken: TOKEN_STORE naming that step; nothing refreshed."""
+    store = _NoLease(tmp_path / "locked.sqlite3")
+    version = _saved(store)
+    refresher = _Refresher()
+    with pytest.raises(AuthError) as info:
+        Coordinator(store, KEY, refresher, lease=5.0).renew(version)
+    assert (info.value.code, refresher.calls) == ("TOKEN_STORE", 0)
+    assert f"failed to take the lease of {KEY!r} (OSError: database is locked)" in str(info.value)
