@@ -266,3 +266,22 @@ def test_a_store_that_cannot_lease_says_so(tmp_path: Path) -> None:
         Coordinator(store, KEY, refresher, lease=5.0).renew(version)
     assert (info.value.code, refresher.calls) == ("TOKEN_STORE", 0)
     assert f"failed to take the lease of {KEY!r} (OSError: database is locked)" in str(info.value)
+
+
+def test_a_record_rewritten_during_a_refresh_is_not_overwritten(store: LimitStore) -> None:
+    """Another process wrote the record while this one refreshed (its lease ran out): the pair
+    in the store is kept, and this refresh fails TOKEN_STORE saying its pair is lost."""
+    version = _saved(store)
+
+    def overtaken(record: TokenRecord) -> TokenRecord:
+        assert store.token_write(KEY, Secret(_record(9).to_json()), version) == version + 1
+        return _record(2)
+
+    coordinator = Coordinator(store, KEY, overtaken, lease=5.0)
+    with pytest.raises(AuthError) as info:
+        coordinator.renew(version)
+    assert (info.value.code, info.value.status) == ("TOKEN_STORE", 0)
+    assert "changed while this process held its refresh lease" in str(info.value)
+    assert "the new pair is lost" in str(info.value)
+    assert coordinator.load()[0] == version + 1
+    assert coordinator.load()[1].access.value == "access9"
