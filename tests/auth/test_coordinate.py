@@ -285,3 +285,16 @@ def test_a_record_rewritten_during_a_refresh_is_not_overwritten(store: LimitStor
     assert "the new pair is lost" in str(info.value)
     assert coordinator.load()[0] == version + 1
     assert coordinator.load()[1].access.value == "access9"
+
+
+def test_the_lease_is_released_after_a_refresh_and_after_a_failure(store: LimitStore) -> None:
+    """Another process can take the lease as soon as a refresh ends, succeeded or failed:
+    nobody waits for it to run out."""
+    version = _saved(store)
+    Coordinator(store, KEY, _Refresher(), lease=60.0).renew(version)
+    assert store.token_lease(KEY, "next-process", 1.0)
+    store.token_release(KEY, "next-process")
+    failing = _Refresher(fail=AuthError("refused", code="server_error", status=500))
+    with pytest.raises(AuthError):
+        Coordinator(store, KEY, failing, lease=60.0).renew(version + 1)
+    assert store.token_lease(KEY, "next-process", 1.0)
