@@ -190,3 +190,50 @@ def test_a_stored_field_of_the_wrong_type_is_refused(field: str, value: Any) -> 
     assert isinstance(error, SdkError)
     assert ACCESS not in str(error)
     assert REFRESH not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("change", "expires"),
+    [
+        pytest.param({"expires": None, "expires_in": 10**7}, NOW + 10**7, id="longest-lifetime"),
+        pytest.param({"expires": None, "expires_in": "0.5"}, NOW + 0.5, id="half-a-second"),
+        pytest.param({"expires": 1e11, "expires_in": None}, 1e11, id="latest-expiry"),
+        pytest.param({"expires": "", "expires_in": "60"}, NOW + 60, id="empty-expires"),
+        pytest.param({"expires": 1_700_000_100, "expires_in": 60}, 1_700_000_100.0, id="both"),
+    ],
+)
+def test_the_expiry_is_expires_else_now_plus_expires_in(
+    change: dict[str, Any], expires: float
+) -> None:
+    """``expires`` (Unix seconds) wins; without it, now + ``expires_in``; each up to its bound."""
+    given = {k: v for k, v in {**TOKEN_ANSWER, **change}.items() if v is not None}
+    assert _parse(given).expires == expires
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        pytest.param({"expires": None, "expires_in": 10**7 + 1}, "'expires_in'", id="lifetime"),
+        pytest.param({"expires": None, "expires_in": 0}, "'expires_in'", id="zero-lifetime"),
+        pytest.param({"expires": 1e11 + 1, "expires_in": None}, "'expires'", id="too-late"),
+        pytest.param({"expires": 0}, "'expires'", id="zero-expires"),
+        pytest.param({"expires": "nan"}, "'expires'", id="nan"),
+        pytest.param({"member_id": "m" * 65}, "'member_id'", id="member-65"),
+        pytest.param({"member_id": ""}, "'member_id'", id="member-empty"),
+        pytest.param({"scope": "s" * 1001}, "'scope'", id="scope-1001"),
+        pytest.param({"status": "L\n"}, "'status'", id="status-newline"),
+        pytest.param({"domain": 7}, "'domain'", id="domain-number"),
+    ],
+)
+def test_a_value_past_its_bound_is_refused_by_name(change: dict[str, Any], says: str) -> None:
+    """Each field's bound: one step past it is refused, naming the field."""
+    given = {k: v for k, v in {**TOKEN_ANSWER, **change}.items() if v is not None}
+    error = parse_tokens(Secret(given), NOW)
+    assert isinstance(error, SdkError)
+    assert f"the token answer's field {says}" in str(error) or f"its field {says}" in str(error)
+
+
+def test_the_longest_values_are_kept_whole() -> None:
+    """A 64-character member_id and 1000-character texts are taken as they are."""
+    record = _parse({**TOKEN_ANSWER, "member_id": "m" * 64, "scope": "s" * 1000, "status": ""})
+    assert (record.member_id, record.scope, record.status) == ("m" * 64, "s" * 1000, "")
