@@ -148,7 +148,7 @@ def test_a_junk_record_is_refused_naming_its_key(store: LimitStore) -> None:
     refresher = _Refresher()
     with pytest.raises(AuthError) as info:
         Coordinator(store, KEY, refresher, lease=5.0).load()
-    assert info.value.code == "TOKEN_STORE"
+    assert (info.value.code, info.value.status) == ("TOKEN_STORE", 0)
     assert repr(KEY) in str(info.value)
     assert "access1" not in str(info.value)
     assert refresher.calls == 0
@@ -165,7 +165,7 @@ def test_a_store_failures_text_is_cut_to_200_characters(tmp_path: Path) -> None:
     """However long the store's own message, the AuthError quotes its first 200 characters."""
     with pytest.raises(AuthError) as info:
         Coordinator(_Babbling(tmp_path / "s.sqlite3"), KEY, _Refresher(), lease=5.0).load()
-    assert f"(RuntimeError: {'x' * 200});" in str(info.value)
+    assert f"failed to read {KEY!r} (RuntimeError: {'x' * 200});" in str(info.value)
     assert "x" * 201 not in str(info.value)
 
 
@@ -298,3 +298,15 @@ def test_the_lease_is_released_after_a_refresh_and_after_a_failure(store: LimitS
     with pytest.raises(AuthError):
         Coordinator(store, KEY, failing, lease=60.0).renew(version + 1)
     assert store.token_lease(KEY, "next-process", 1.0)
+
+
+def test_a_portal_without_a_record_needs_a_reinstall(store: LimitStore) -> None:
+    """No record under the key: NO_TOKENS, status 0, reinstall, and the message says how to
+    get one."""
+    with pytest.raises(AuthError) as info:
+        Coordinator(store, KEY, _Refresher(), lease=5.0).load()
+    assert (info.value.code, info.value.status, info.value.reinstall) == ("NO_TOKENS", 0, True)
+    assert str(info.value).endswith(
+        f"the store holds no tokens for {KEY!r}: the application is not installed there, or "
+        f"its tokens were never saved (OAuthApp.save_tokens)"
+    )
