@@ -142,6 +142,7 @@ def test_not_a_mapping_is_a_type_error() -> None:
     error = parse_tokens(Secret(json.dumps(TOKEN_ANSWER)), NOW)
     assert isinstance(error, SdkTypeError)
     assert "mapping" in str(error)
+    assert str(error).endswith("not a str")
 
 
 def test_a_record_round_trips_through_its_stored_form() -> None:
@@ -180,6 +181,8 @@ def test_junk_in_the_store_is_refused_with_what_is_wrong(text: Any, says: str) -
         pytest.param("expires", None, id="expires-null"),
         pytest.param("access_token", 5, id="token-number"),
         pytest.param("domain", 5, id="domain-number"),
+        pytest.param("domain", 0, id="domain-zero"),
+        pytest.param("scope", [], id="scope-empty-list"),
     ],
 )
 def test_a_stored_field_of_the_wrong_type_is_refused(field: str, value: Any) -> None:
@@ -188,6 +191,7 @@ def test_a_stored_field_of_the_wrong_type_is_refused(field: str, value: Any) -> 
     data[field] = value
     error = parse_record(json.dumps(data), "oauth:app:m")
     assert isinstance(error, SdkError)
+    assert str(error).startswith("the store's record 'oauth:app:m'")
     assert ACCESS not in str(error)
     assert REFRESH not in str(error)
 
@@ -237,3 +241,34 @@ def test_the_longest_values_are_kept_whole() -> None:
     """A 64-character member_id and 1000-character texts are taken as they are."""
     record = _parse({**TOKEN_ANSWER, "member_id": "m" * 64, "scope": "s" * 1000, "status": ""})
     assert (record.member_id, record.scope, record.status) == ("m" * 64, "s" * 1000, "")
+
+
+def test_the_install_form_gives_its_scope_and_status_or_none() -> None:
+    """APPLICATION_SCOPE and status are kept; a form without them gives empty texts."""
+    record = _parse({**INSTALL_FORM, "APPLICATION_SCOPE": "crm,task"})
+    assert (record.scope, record.status) == ("crm,task", "L")
+    bare = {k: v for k, v in INSTALL_FORM.items() if k not in ("status", "PROTOCOL")}
+    record = _parse(bare)
+    assert (record.scope, record.status) == ("", "")
+    assert record.client_endpoint == "https://example.bitrix24.com/rest/"
+
+
+@pytest.mark.parametrize(
+    "domain",
+    [
+        pytest.param("example.bitrix24.com/evil", id="path"),
+        pytest.param("", id="empty"),
+        pytest.param(5, id="number"),
+    ],
+)
+def test_an_install_form_domain_that_is_no_host_is_refused(domain: Any) -> None:
+    """DOMAIN must be a bare host name: the error names the field."""
+    error = parse_tokens(Secret({**INSTALL_FORM, "DOMAIN": domain}), NOW)
+    assert isinstance(error, SdkError)
+    assert str(error) == "the install form's field 'DOMAIN' is missing or not a host name"
+
+
+def test_bracketed_fields_other_than_auth_leave_the_install_form_as_it_is() -> None:
+    """A form field such as PLACEMENT_OPTIONS[x] is not an event's auth[...] field."""
+    record = _parse({**INSTALL_FORM, "PLACEMENT_OPTIONS[ID]": "7"})
+    assert (record.access.value, record.expires) == (ACCESS, NOW + 3600)
