@@ -272,3 +272,32 @@ def test_bracketed_fields_other_than_auth_leave_the_install_form_as_it_is() -> N
     """A form field such as PLACEMENT_OPTIONS[x] is not an event's auth[...] field."""
     record = _parse({**INSTALL_FORM, "PLACEMENT_OPTIONS[ID]": "7"})
     assert (record.access.value, record.expires) == (ACCESS, NOW + 3600)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        pytest.param(
+            {"member_id": 7},
+            "the token answer's field 'member_id': member_id is a int; pass the portal's str",
+            id="member-type",
+        ),
+        pytest.param(
+            {"member_id": "/" * 200},
+            f"the token answer's field 'member_id': member_id={'/' * 80!r} is not a portal's "
+            f"member_id (1-64 letters, digits, '_', '.', '-', as Bitrix24 sends it)",
+            id="member-cut-to-80",
+        ),
+        pytest.param(
+            {"expires": None, "expires_in": None},
+            "the token answer: it has neither 'expires' nor 'expires_in'",
+            id="no-expiry",
+        ),
+    ],
+)
+def test_whole_messages_of_a_wrong_member_id_or_expiry(
+    change: dict[str, Any], message: str
+) -> None:
+    """The message names the field, what it is, and (cut to 80 characters) what was given."""
+    given = {k: v for k, v in {**TOKEN_ANSWER, **change}.items() if v is not None}
+    assert str(parse_tokens(Secret(given), NOW)) == message
