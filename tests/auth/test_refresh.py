@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from b24batch import AuthError, BatchV3, OAuthApp, SQLiteStore
+from b24batch.redaction import Secret
 from b24batch.testing import FakeAuthServer, FakePortal
 
 READ = [("tasks.task.get", {"id": 1})]
@@ -107,3 +109,32 @@ def test_a_wrong_client_secret_is_not_retried_and_names_the_fix(
         f"invalid_client (HTTP 400): the authorization server {auth.token_url} refused the "
         f"refresh Invalid client data; {CONFIG}"
     )
+
+
+def test_tokens_answered_for_another_portal_are_refused_and_not_stored(
+    auth: FakeAuthServer, portal: FakePortal, tmp_path: Path
+) -> None:
+    """A record whose refresh token belongs to another portal (a store edited by hand): the
+    answer's member_id differs, so the new pair is refused as BAD_ANSWER, not stored."""
+    store = SQLiteStore(tmp_path / "app.sqlite3")
+    app = OAuthApp(
+        client_id=auth.client_id,
+        client_secret=auth.client_secret,
+        store=store,
+        token_url=auth.token_url,
+    )
+    member_id = app.save_tokens(auth.install(portal))
+    found = store.token_read(app.prefix + member_id)
+    assert found is not None
+    moved = json.loads(found[1].value)
+    moved["member_id"] = "someone.else"
+    store.token_write(app.prefix + "someone.else", Secret(json.dumps(moved)), None)
+    auth.expire_access_tokens()
+    with app.client("someone.else", rate_limit=None) as b24, pytest.raises(AuthError) as info:
+        BatchV3(b24).make(READ)
+    assert (info.value.code, info.value.status, info.value.reinstall) == ("BAD_ANSWER", 200, False)
+    assert (
+        f"BAD_ANSWER: refreshing the access token failed: the authorization server "
+        f"{auth.token_url} answered tokens for another portal ({member_id!r});"
+    ) in str(info.value)
+    assert app.portals()[1].version == 1  # someone.else's record is as it was
