@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from b24batch import AuthError, LimitStore, SQLiteStore
-from b24batch._auth.coordinate import Coordinator
+from b24batch._auth import coordinate
+from b24batch._auth.coordinate import FAILURE_HOLD, Coordinator
 from b24batch._auth.tokens import TokenRecord
 from b24batch.redaction import Secret
 
@@ -131,8 +132,12 @@ def test_a_store_that_cannot_write_fails_the_refresh_clearly(tmp_path: Path) -> 
     refresher = _Refresher()
     with pytest.raises(AuthError) as info:
         Coordinator(store, KEY, refresher, lease=5.0).renew(1)
-    assert (info.value.code, refresher.calls) == ("TOKEN_STORE", 1)
-    assert "No space left on device" in str(info.value)
+    assert (info.value.code, info.value.status, refresher.calls) == ("TOKEN_STORE", 0, 1)
+    assert info.value.may_retry is True  # the store may work again; the tokens are kept
+    assert str(info.value).endswith(
+        f"the token store failed to write {KEY!r} (OSError: [Errno 28] No space left on "
+        f"device); no token pair was used that the store does not hold"
+    )
     assert "access2" not in str(info.value)
     assert "refresh2" not in str(info.value)
 
@@ -143,7 +148,165 @@ def test_a_junk_record_is_refused_naming_its_key(store: LimitStore) -> None:
     refresher = _Refresher()
     with pytest.raises(AuthError) as info:
         Coordinator(store, KEY, refresher, lease=5.0).load()
-    assert info.value.code == "TOKEN_STORE"
+    assert (info.value.code, info.value.status) == ("TOKEN_STORE", 0)
     assert repr(KEY) in str(info.value)
     assert "access1" not in str(info.value)
     assert refresher.calls == 0
+
+
+class _Babbling(SQLiteStore):
+    """A real SQLite store whose token reads fail with a very long message."""
+
+    def token_read(self, key: str) -> tuple[int, Secret[str]] | None:
+        raise RuntimeError("x" * 1000)
+
+
+def test_a_store_failures_text_is_cut_to_200_characters(tmp_path: Path) -> None:
+    """However long the store's own message, the AuthError quotes its first 200 characters."""
+    with pytest.raises(AuthError) as info:
+        Coordinator(_Babbling(tmp_path / "s.sqlite3"), KEY, _Refresher(), lease=5.0).load()
+    assert f"failed to read {KEY!r} (RuntimeError: {'x' * 200});" in str(info.value)
+    assert "x" * 201 not in str(info.value)
+
+
+def test_each_expiry_of_a_process_is_refreshed_again(store: LimitStore) -> None:
+    """Version 2, refreshed by this process, expires in turn: renewing it refreshes again."""
+    version = _saved(store)
+    refresher = _Refresher()
+    coordinator = Coordinator(store, KEY, refresher, lease=5.0)
+    renewed, first = coordinator.renew(version)
+    again, second = coordinator.renew(renewed)
+    assert (renewed, first.access.value, again, second.access.value) == (2, "access2", 3, "access3")
+    assert refresher.seen == ["refresh1", "refresh2"]
+
+
+def test_two_portals_in_one_store_never_share_a_refresh(store: LimitStore) -> None:
+    """Two keys in one store: the refresh of one never answers the other's renew."""
+    other = "oauth:local.app:member2"
+    _saved(store)
+    store.token_write(other, Secret(_record(40).to_json()), None)
+    Coordinator(store, KEY, _Refresher(), lease=5.0).renew(1)
+    renewed, record = Coordinator(store, other, _Refresher(), lease=5.0).renew(1)
+    assert (renewed, record.access.value) == (2, "access41")
+
+
+def test_a_failure_is_handed_on_for_failure_hold_seconds_then_tried_again(
+    store: LimitStore,
+) -> None:
+    """Within FAILURE_HOLD of a failed refresh the same failure is raised without a call; at
+    FAILURE_HOLD seconds the refresh is tried again."""
+    now = [100.0]
+    version = _saved(store)
+    refresher = _Refresher(fail=AuthError("refused", code="server_error", status=500))
+    coordinator = Coordinator(store, KEY, refresher, lease=5.0, clock=lambda: now[0])
+    for at, calls in ((100.0, 1), (100.0 + FAILURE_HOLD - 0.01, 1), (100.0 + FAILURE_HOLD, 2)):
+        now[0] = at
+        with pytest.raises(AuthError) as info:
+            coordinator.renew(version)
+        assert (info.value.code, refresher.calls) == ("server_error", calls)
+
+
+def test_a_refresh_held_by_another_thread_past_the_bound_is_a_timeout(
+    store: LimitStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This process's lock for the portal held past twice (lease + margin): REFRESH_TIMEOUT,
+    saying how long it waited, and no refresh."""
+    monkeypatch.setattr(coordinate, "LEASE_MARGIN", 0.0)
+    version = _saved(store)
+    refresher = _Refresher()
+    coordinator = Coordinator(store, KEY, refresher, lease=0.5)
+    lock = coordinate._portal(store, KEY).lock
+    assert lock.acquire(timeout=JOIN)
+    try:
+        with pytest.raises(AuthError) as info:
+            coordinator.renew(version)
+    finally:
+        lock.release()
+    assert (info.value.code, info.value.status, refresher.calls) == ("REFRESH_TIMEOUT", 0, 0)
+    assert str(info.value).endswith(f"waited 1 s for this process's refresh of {KEY!r}")
+
+
+def test_a_lease_held_by_another_process_is_waited_for_then_a_timeout(store: LimitStore) -> None:
+    """Another owner holds the lease and never writes: this process polls every POLL seconds
+    until lease + LEASE_MARGIN have passed, then REFRESH_TIMEOUT; it never refreshes."""
+    version = _saved(store)
+    assert store.token_lease(KEY, "other-process", 600.0)
+    now = [100.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += 1.0
+
+    refresher = _Refresher()
+    coordinator = Coordinator(store, KEY, refresher, lease=1.0, clock=lambda: now[0], sleep=sleep)
+    with pytest.raises(AuthError) as info:
+        coordinator.renew(version)
+    assert (info.value.code, info.value.status, refresher.calls) == ("REFRESH_TIMEOUT", 0, 0)
+    assert str(info.value).endswith(
+        f"another process has held the refresh lease of {KEY!r} for over 6 s without renewing "
+        f"the token"
+    )
+    assert slept == [coordinate.POLL] * 6  # deadline 100 + 1 + 5: reached at the sixth look
+
+
+class _NoLease(SQLiteStore):
+    """A real SQLite store whose lease cannot be taken (the database is locked)."""
+
+    def token_lease(self, key: str, owner: str, seconds: float) -> bool:
+        raise OSError("database is locked")
+
+
+def test_a_store_that_cannot_lease_says_so(tmp_path: Path) -> None:
+    """The lease cannot be taken: TOKEN_STORE naming that step; nothing refreshed."""
+    store = _NoLease(tmp_path / "locked.sqlite3")
+    version = _saved(store)
+    refresher = _Refresher()
+    with pytest.raises(AuthError) as info:
+        Coordinator(store, KEY, refresher, lease=5.0).renew(version)
+    assert (info.value.code, refresher.calls) == ("TOKEN_STORE", 0)
+    assert f"failed to take the lease of {KEY!r} (OSError: database is locked)" in str(info.value)
+
+
+def test_a_record_rewritten_during_a_refresh_is_not_overwritten(store: LimitStore) -> None:
+    """Another process wrote the record while this one refreshed (its lease ran out): the pair
+    in the store is kept, and this refresh fails TOKEN_STORE saying its pair is lost."""
+    version = _saved(store)
+
+    def overtaken(record: TokenRecord) -> TokenRecord:
+        assert store.token_write(KEY, Secret(_record(9).to_json()), version) == version + 1
+        return _record(2)
+
+    coordinator = Coordinator(store, KEY, overtaken, lease=5.0)
+    with pytest.raises(AuthError) as info:
+        coordinator.renew(version)
+    assert (info.value.code, info.value.status) == ("TOKEN_STORE", 0)
+    assert "changed while this process held its refresh lease" in str(info.value)
+    assert "the new pair is lost" in str(info.value)
+    assert coordinator.load()[0] == version + 1
+    assert coordinator.load()[1].access.value == "access9"
+
+
+def test_the_lease_is_released_after_a_refresh_and_after_a_failure(store: LimitStore) -> None:
+    """Another process can take the lease as soon as a refresh ends, succeeded or failed:
+    nobody waits for it to run out."""
+    version = _saved(store)
+    Coordinator(store, KEY, _Refresher(), lease=60.0).renew(version)
+    assert store.token_lease(KEY, "next-process", 1.0)
+    store.token_release(KEY, "next-process")
+    failing = _Refresher(fail=AuthError("refused", code="server_error", status=500))
+    with pytest.raises(AuthError):
+        Coordinator(store, KEY, failing, lease=60.0).renew(version + 1)
+    assert store.token_lease(KEY, "next-process", 1.0)
+
+
+def test_a_portal_without_a_record_needs_a_reinstall(store: LimitStore) -> None:
+    """No record under the key: NO_TOKENS, status 0, reinstall, and the message says how to
+    get one."""
+    with pytest.raises(AuthError) as info:
+        Coordinator(store, KEY, _Refresher(), lease=5.0).load()
+    assert (info.value.code, info.value.status, info.value.reinstall) == ("NO_TOKENS", 0, True)
+    assert str(info.value).endswith(
+        f"the store holds no tokens for {KEY!r}: the application is not installed there, or "
+        f"its tokens were never saved (OAuthApp.save_tokens)"
+    )

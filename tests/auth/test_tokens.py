@@ -142,6 +142,7 @@ def test_not_a_mapping_is_a_type_error() -> None:
     error = parse_tokens(Secret(json.dumps(TOKEN_ANSWER)), NOW)
     assert isinstance(error, SdkTypeError)
     assert "mapping" in str(error)
+    assert str(error).endswith("not a str")
 
 
 def test_a_record_round_trips_through_its_stored_form() -> None:
@@ -180,6 +181,8 @@ def test_junk_in_the_store_is_refused_with_what_is_wrong(text: Any, says: str) -
         pytest.param("expires", None, id="expires-null"),
         pytest.param("access_token", 5, id="token-number"),
         pytest.param("domain", 5, id="domain-number"),
+        pytest.param("domain", 0, id="domain-zero"),
+        pytest.param("scope", [], id="scope-empty-list"),
     ],
 )
 def test_a_stored_field_of_the_wrong_type_is_refused(field: str, value: Any) -> None:
@@ -188,5 +191,113 @@ def test_a_stored_field_of_the_wrong_type_is_refused(field: str, value: Any) -> 
     data[field] = value
     error = parse_record(json.dumps(data), "oauth:app:m")
     assert isinstance(error, SdkError)
+    assert str(error).startswith("the store's record 'oauth:app:m'")
     assert ACCESS not in str(error)
     assert REFRESH not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("change", "expires"),
+    [
+        pytest.param({"expires": None, "expires_in": 10**7}, NOW + 10**7, id="longest-lifetime"),
+        pytest.param({"expires": None, "expires_in": "0.5"}, NOW + 0.5, id="half-a-second"),
+        pytest.param({"expires": 1e11, "expires_in": None}, 1e11, id="latest-expiry"),
+        pytest.param({"expires": "", "expires_in": "60"}, NOW + 60, id="empty-expires"),
+        pytest.param({"expires": 1_700_000_100, "expires_in": 60}, 1_700_000_100.0, id="both"),
+    ],
+)
+def test_the_expiry_is_expires_else_now_plus_expires_in(
+    change: dict[str, Any], expires: float
+) -> None:
+    """``expires`` (Unix seconds) wins; without it, now + ``expires_in``; each up to its bound."""
+    given = {k: v for k, v in {**TOKEN_ANSWER, **change}.items() if v is not None}
+    assert _parse(given).expires == expires
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        pytest.param({"expires": None, "expires_in": 10**7 + 1}, "'expires_in'", id="lifetime"),
+        pytest.param({"expires": None, "expires_in": 0}, "'expires_in'", id="zero-lifetime"),
+        pytest.param({"expires": 1e11 + 1, "expires_in": None}, "'expires'", id="too-late"),
+        pytest.param({"expires": 0}, "'expires'", id="zero-expires"),
+        pytest.param({"expires": "nan"}, "'expires'", id="nan"),
+        pytest.param({"member_id": "m" * 65}, "'member_id'", id="member-65"),
+        pytest.param({"member_id": ""}, "'member_id'", id="member-empty"),
+        pytest.param({"scope": "s" * 1001}, "'scope'", id="scope-1001"),
+        pytest.param({"status": "L\n"}, "'status'", id="status-newline"),
+        pytest.param({"domain": 7}, "'domain'", id="domain-number"),
+    ],
+)
+def test_a_value_past_its_bound_is_refused_by_name(change: dict[str, Any], says: str) -> None:
+    """Each field's bound: one step past it is refused, naming the field."""
+    given = {k: v for k, v in {**TOKEN_ANSWER, **change}.items() if v is not None}
+    error = parse_tokens(Secret(given), NOW)
+    assert isinstance(error, SdkError)
+    assert f"the token answer's field {says}" in str(error) or f"its field {says}" in str(error)
+
+
+def test_the_longest_values_are_kept_whole() -> None:
+    """A 64-character member_id and 1000-character texts are taken as they are."""
+    record = _parse({**TOKEN_ANSWER, "member_id": "m" * 64, "scope": "s" * 1000, "status": ""})
+    assert (record.member_id, record.scope, record.status) == ("m" * 64, "s" * 1000, "")
+
+
+def test_the_install_form_gives_its_scope_and_status_or_none() -> None:
+    """APPLICATION_SCOPE and status are kept; a form without them gives empty texts."""
+    record = _parse({**INSTALL_FORM, "APPLICATION_SCOPE": "crm,task"})
+    assert (record.scope, record.status) == ("crm,task", "L")
+    bare = {k: v for k, v in INSTALL_FORM.items() if k not in ("status", "PROTOCOL")}
+    record = _parse(bare)
+    assert (record.scope, record.status) == ("", "")
+    assert record.client_endpoint == "https://example.bitrix24.com/rest/"
+
+
+@pytest.mark.parametrize(
+    "domain",
+    [
+        pytest.param("example.bitrix24.com/evil", id="path"),
+        pytest.param("", id="empty"),
+        pytest.param(5, id="number"),
+    ],
+)
+def test_an_install_form_domain_that_is_no_host_is_refused(domain: Any) -> None:
+    """DOMAIN must be a bare host name: the error names the field."""
+    error = parse_tokens(Secret({**INSTALL_FORM, "DOMAIN": domain}), NOW)
+    assert isinstance(error, SdkError)
+    assert str(error) == "the install form's field 'DOMAIN' is missing or not a host name"
+
+
+def test_bracketed_fields_other_than_auth_leave_the_install_form_as_it_is() -> None:
+    """A form field such as PLACEMENT_OPTIONS[x] is not an event's auth[...] field."""
+    record = _parse({**INSTALL_FORM, "PLACEMENT_OPTIONS[ID]": "7"})
+    assert (record.access.value, record.expires) == (ACCESS, NOW + 3600)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        pytest.param(
+            {"member_id": 7},
+            "the token answer's field 'member_id': member_id is a int; pass the portal's str",
+            id="member-type",
+        ),
+        pytest.param(
+            {"member_id": "/" * 200},
+            f"the token answer's field 'member_id': member_id={'/' * 80!r} is not a portal's "
+            f"member_id (1-64 letters, digits, '_', '.', '-', as Bitrix24 sends it)",
+            id="member-cut-to-80",
+        ),
+        pytest.param(
+            {"expires": None, "expires_in": None},
+            "the token answer: it has neither 'expires' nor 'expires_in'",
+            id="no-expiry",
+        ),
+    ],
+)
+def test_whole_messages_of_a_wrong_member_id_or_expiry(
+    change: dict[str, Any], message: str
+) -> None:
+    """The message names the field, what it is, and (cut to 80 characters) what was given."""
+    given = {k: v for k, v in {**TOKEN_ANSWER, **change}.items() if v is not None}
+    assert str(parse_tokens(Secret(given), NOW)) == message
