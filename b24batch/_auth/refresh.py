@@ -104,14 +104,16 @@ def refresh_tokens(
     if status == 200 and isinstance(data, dict) and error is None:
         fresh = parse_tokens(Secret(data), now)
         del data
+        # A 200 spent the single-use refresh token; a pair that cannot be used or kept leaves
+        # the portal with none that works.
         if isinstance(fresh, SdkError):
-            raise _failed("BAD_ANSWER", 200, f"{where} answered 200 but {fresh}", reinstall=False)
+            raise _failed("BAD_ANSWER", 200, f"{where} answered 200 but {fresh}", reinstall=True)
         if fresh.member_id != record.member_id:
             raise _failed(
                 "BAD_ANSWER",
                 200,
                 f"{where} answered tokens for another portal ({fresh.member_id!r})",
-                reinstall=False,
+                reinstall=True,
             )
         return fresh
     if not isinstance(error, str):
