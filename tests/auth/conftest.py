@@ -2,34 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
 from b24batch import LimitStore, RedisStore, SQLiteStore
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import raw, server
 
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    """One real redis-server for the module; each test flushes it first."""
-    running = RedisServer()
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture
-def raw(server: RedisServer) -> Iterator[redis.Redis]:
-    """A plain redis-py client on the test server, to spoil what the store wrote."""
-    client = redis.Redis(unix_socket_path=str(server.socket), socket_timeout=2.0)
-    client.flushall()
-    yield client
-    client.close()
+__all__ = ["raw", "server"]  # the shared fixtures, registered here
 
 
 @pytest.fixture(params=["sqlite", "redis"])

@@ -12,11 +12,13 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
-__all__ = ["RedisServer", "redis_binary"]
+__all__ = ["RedisServer", "raw", "redis_binary", "server"]
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
@@ -111,3 +113,26 @@ class RedisServer:
     def _close_pipes(self) -> None:
         if self._process is not None and self._process.stderr is not None:
             self._process.stderr.close()
+
+
+# The fixtures the store tests share (tests/limits, tests/auth): their conftest imports them.
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    """One real redis-server for the module; ``raw`` flushes it before each test."""
+    running = RedisServer()
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def raw(server: RedisServer) -> Iterator[redis.Redis]:
+    """A plain redis-py client on the test server, to look at and spoil what the store wrote."""
+    client = redis.Redis(unix_socket_path=str(server.socket), socket_timeout=2.0)
+    client.flushall()
+    yield client
+    client.close()
