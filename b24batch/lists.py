@@ -47,9 +47,10 @@ class _Lister:
         id_key: str | None,
         result_type: Any,
         progress: Progress,
-        lazy: bool,
         max_in_flight: object,
         page_size: object,
+        *,
+        lazy: bool,
     ) -> Iterator[list[Any]]:
         protocol = self._protocol
         size = checked_page_size(protocol, page_size)
@@ -118,7 +119,7 @@ class _CallList(_Lister):
                 ``error.partial.data`` holds every item fetched until then, in id order.
         """
         pages = self._start(
-            method, params, id_key, result_type, progress, False, max_in_flight, page_size
+            method, params, id_key, result_type, progress, max_in_flight, page_size, lazy=False
         )
         items: list[Any] = []
         try:
@@ -167,7 +168,7 @@ class _FetchList(_Lister):
             20 101
         """
         return self._start(
-            method, params, id_key, result_type, progress, True, max_in_flight, page_size
+            method, params, id_key, result_type, progress, max_in_flight, page_size, lazy=True
         )
 
     make = iter
