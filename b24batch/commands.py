@@ -79,6 +79,8 @@ class Command:
             SdkError: The row's content is wrong; the message names ``where`` and the fix.
             SdkTypeError: The row or one of its parts has the wrong type.
         """
+        if _plain(row):  # the common row passes every check below: build it directly
+            return Command(*row)  # type: ignore[misc]
         if isinstance(row, Command):
             command = row
         elif isinstance(row, Mapping):

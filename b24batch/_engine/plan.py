@@ -70,7 +70,11 @@ def plan(
             check_name(key)  # what else a name may be is the protocol's rule, in prepare
         where = f"calls[{key!r}]"
         command = Command.from_row(row, where)
-        alias = command_alias(command, name_text(key) if named else None, where, seen)
+        alias = (
+            command_alias(command, name_text(key) if named else None, where, seen)
+            if named or command.as_ is not None
+            else None  # nothing to check: the row sends no alias
+        )
         name = protocol.reference_name(key, alias, named)
         low = index
         for target, reference in protocol.targets(command, defined, index, where):

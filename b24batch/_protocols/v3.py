@@ -218,7 +218,7 @@ def references(value: object) -> list[str]:
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
-            if len(item) == 1:
+            if len(item) == 1 and ("$ref" in item or "$refArray" in item):
                 for marker in _REF_KEYS:
                     path = item.get(marker)
                     if isinstance(path, str):
