@@ -90,6 +90,18 @@ def test_reading_a_lazy_name_loads_its_module(name: str, modules: set[str]) -> N
     assert modules <= loaded
 
 
+def test_the_cli_starts_without_the_fake_portal_or_a_journal() -> None:
+    """``b24batch --help`` loads neither the FakePortal's server nor the journal (sqlite3)."""
+    loaded = _loaded_by(
+        "import contextlib, io\n"
+        "from b24batch.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "    main(['--help'])\n"
+    )
+    assert "b24batch.cli" in loaded
+    assert _lazy_in(loaded) | {m for m in loaded if m.startswith("b24batch.testing")} == set()
+
+
 def test_client_actions_load_the_faces_on_first_use() -> None:
     """``b24.actions`` builds every face, the lazily loaded ones too, on its first use."""
     loaded = _loaded_by(
