@@ -20,7 +20,6 @@ from importlib import import_module as _import_module
 
 from b24batch._engine.port import Client
 from b24batch._limits.policy import LimitState, RateLimit
-from b24batch._limits.shared import DEFAULT_RECHECK, DEFAULT_STORE_TIMEOUT, LimitStore
 from b24batch._version import __version__
 from b24batch.batch import BatchV2, BatchV3
 from b24batch.chunks import BatchByChunkV2, BatchByChunkV3
@@ -46,6 +45,7 @@ from b24batch.transport import DEADLINE_MARGIN, DEFAULT_MAX_RESPONSE_BYTES
 
 if _typing.TYPE_CHECKING:
     from b24batch._limits.redis import DEFAULT_PREFIX, RedisStore
+    from b24batch._limits.shared import DEFAULT_RECHECK, DEFAULT_STORE_TIMEOUT, LimitStore
     from b24batch._limits.sqlite import SQLiteStore
     from b24batch.actions import Actions
     from b24batch.apps import InstalledPortal, OAuthApp
@@ -63,9 +63,12 @@ _LAZY: dict[str, str] = {
     "CallV2": "b24batch.calls",
     "CallV3": "b24batch.calls",
     "DEFAULT_PREFIX": "b24batch._limits.redis",
+    "DEFAULT_RECHECK": "b24batch._limits.shared",
+    "DEFAULT_STORE_TIMEOUT": "b24batch._limits.shared",
     "FetchListV2": "b24batch.lists",
     "FetchListV3": "b24batch.lists",
     "InstalledPortal": "b24batch.apps",
+    "LimitStore": "b24batch._limits.shared",
     "OAuthApp": "b24batch.apps",
     "RedisStore": "b24batch._limits.redis",
     "SQLiteStore": "b24batch._limits.sqlite",
