@@ -397,13 +397,14 @@ def _checked(command: Command, where: str) -> Command:
     method = command.method
     if not isinstance(method, str):
         raise SdkTypeError(f"{where} has a method of type {type(method).__name__}; use a str")
-    if not method.strip():
+    stripped = method.strip()
+    if not stripped:
         raise SdkError(f"{where} has an empty method name")
-    if method != method.strip():
+    if method != stripped:
         raise SdkError(f"{where} has the method {method!r}, with spaces around it; remove them")
-    if not is_utf8(method):
+    if not method.isascii() and not is_utf8(method):  # ASCII is always valid text
         raise SdkError(f"{where} has a method that is not valid text (a lone surrogate)")
-    if method.strip().lower() == "batch":
+    if method.lower() == "batch":
         raise SdkError(f"{where} calls 'batch'; a batch cannot contain another batch")
     params = command.params
     if params is not None and not isinstance(params, dict):
@@ -415,8 +416,7 @@ def _checked(command: Command, where: str) -> Command:
         command = attrs.evolve(command, params=dict(params))  # json only encodes real dicts
     if command.as_ is not None and not isinstance(command.as_, str):
         raise SdkTypeError(f"{where} has 'as' of type {type(command.as_).__name__}; use a str")
-    for name in ("parallel", "read_only"):
-        value = getattr(command, name)
+    for name, value in (("parallel", command.parallel), ("read_only", command.read_only)):
         if value is not None and not isinstance(value, bool):
             raise SdkTypeError(
                 f"{where} has '{name}' of type {type(value).__name__}; use True or False"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -208,6 +208,7 @@ def _name(keys: Sequence[Key], position: int) -> str:
 
 
 _REF_KEYS = ("$ref", "$refArray")
+_SCALARS = frozenset({str, int, float, bool, type(None)})  # hold no reference: never walked
 
 
 def references(value: object) -> list[str]:
@@ -222,9 +223,14 @@ def references(value: object) -> list[str]:
                     path = item.get(marker)
                     if isinstance(path, str):
                         found.append(path)
-            stack.extend(item.values())
+            values: Iterable[object] = item.values()
         elif isinstance(item, list | tuple):
-            stack.extend(item)
+            values = item
+        else:
+            continue
+        for inner in values:
+            if type(inner) not in _SCALARS:  # only containers (or the unknown) go on the stack
+                stack.append(inner)
     return found
 
 
