@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import attrs
 
@@ -36,7 +36,6 @@ from b24batch import (
     Command,
     SdkError,
 )
-from b24batch._engine.journal import summary as journal_summary
 from b24batch._version import __version__
 from b24batch.cli_output import (
     CleanFormatter,
@@ -50,7 +49,9 @@ from b24batch.cli_output import (
 )
 from b24batch.commands import MAX_COMMANDS
 from b24batch.redaction import redact
-from b24batch.testing import FakePortal
+
+if TYPE_CHECKING:
+    from b24batch.testing import FakePortal
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_OK", "main"]
 
@@ -251,7 +252,11 @@ def _send(b24: B24Hook, calls: Any, args: argparse.Namespace) -> Any:
 def _journal(path: str) -> int:
     """``journal FILE``: where the job stands, in one screen."""
     try:
-        state = journal_summary(path)
+        # Imported here, not at the top: only this command reads a journal, and the journal
+        # module brings sqlite3; ``run`` opens one through the faces when it is asked to.
+        from b24batch._engine.journal import summary
+
+        state = summary(path)
     except SdkError as exc:
         return _fail(EXIT_BAD_INPUT, str(exc))
     job = state["job"]
@@ -330,7 +335,7 @@ class _Progress:
 @contextmanager
 def _client(args: argparse.Namespace) -> Iterator[B24Hook]:
     if args.fake:
-        with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
+        with _fake_portal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
             if args.seed:
                 _seed(portal)
             yield b24
@@ -371,7 +376,7 @@ def _serve(
     except ValueError as exc:
         return _fail(EXIT_BAD_INPUT, f"--rate-limit {rate_text}: {exc}")
     try:
-        portal = FakePortal(port=port, rate_limit=rate_limit, secret=secret)
+        portal = _fake_portal(port=port, rate_limit=rate_limit, secret=secret)
     except ValueError:  # the FakePortal's rule; the message never repeats the secret
         return _fail(
             EXIT_BAD_INPUT, "--secret: pass a non-empty string of letters, digits, '_' or '-'"
@@ -465,8 +470,19 @@ def _warnings_to_stderr() -> Iterator[None]:
             logger.removeHandler(handler)
 
 
+def _fake_portal(**options: Any) -> FakePortal:
+    """A FakePortal for ``demo``, ``serve`` and ``run --fake``.
+
+    ``b24batch.testing`` (an HTTP server and its stores) is imported here, not at the top: a
+    ``run`` against a real portal, and every other command, starts without it.
+    """
+    from b24batch.testing import FakePortal
+
+    return FakePortal(**options)
+
+
 def _demo() -> int:
-    with FakePortal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
+    with _fake_portal() as portal, B24Hook.from_webhook_url(portal.webhook_url) as b24:
         ids = [
             portal.add_task(title=title, responsibleId=responsible)
             for title, responsible in (("Write the spec", 1), ("Review it", 2), ("Ship", 1))

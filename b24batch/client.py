@@ -22,7 +22,6 @@ import requests
 import requests.auth
 
 from b24batch._limits.policy import LimitState
-from b24batch._limits.shared import fingerprint
 from b24batch._protocols.base import BATCH, Answers, Prepared, Protocol
 from b24batch._protocols.v2 import V2
 from b24batch._protocols.v3 import V3
@@ -133,7 +132,7 @@ class _Client:
         self._raise_errors = options.raise_errors
         self._rand = options.rand
         credential = batch_url if meter_name is None else Secret(f"{origin}|{meter_name}")
-        self.limiter = limiter(origin, fingerprint(credential), options)
+        self.limiter = limiter(origin, credential, options)
         """The client's rate and operating-time limiters, shared by its threads."""
         self._own_session = options.session is None
         self._closed = False

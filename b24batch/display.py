@@ -7,7 +7,6 @@ and truncated, and all HTML is escaped.
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -281,6 +280,10 @@ def _chunked_summary(result: ChunkedResult[Any]) -> str:
 def _table(
     caption: str, head: tuple[str, ...], rows: list[tuple[Any, ...]], notes: list[str]
 ) -> str:
+    # Imported here, not at the top: ``html`` loads its table of 2 000 entities, which only a
+    # notebook's rich display needs; ``import b24batch`` need not pay for it.
+    import html
+
     def cell(tag: str, value: Any) -> str:
         return f'<{tag} style="{_CELL}">{html.escape(redact(str(value)))}</{tag}>'
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Final, TypedDict
+from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 import attrs
 import requests
@@ -21,10 +21,15 @@ from b24batch._limits.bucket import shared_bucket as _shared_bucket
 from b24batch._limits.limiter import Limiter
 from b24batch._limits.meter import OperatingMeter
 from b24batch._limits.policy import RateLimit
-from b24batch._limits.shared import LimitStore, SharedBucket, SharedMeter
 from b24batch.errors import SdkError, SdkTypeError
 from b24batch.retry import RetryPolicy
 from b24batch.transport import DEADLINE_MARGIN, DEFAULT_MAX_RESPONSE_BYTES, Timeout
+
+if TYPE_CHECKING:
+    # ``_limits/shared.py`` (what every store shares) is imported where a store is checked or
+    # used, not here: a client without ``limit_store=``, and ``import b24batch``, never load it.
+    from b24batch._limits.shared import LimitStore
+    from b24batch.redaction import Secret
 
 __all__ = [
     "DEFAULT_RATE_LIMIT",
@@ -154,6 +159,8 @@ def checked_options(options: Mapping[str, Any]) -> Options:
             f"limit, or leave the default"
         )
     if checked.limit_store is not None:
+        from b24batch._limits.shared import LimitStore  # loaded with any store there is
+
         if not isinstance(checked.limit_store, LimitStore):
             raise SdkTypeError(
                 f"limit_store={checked.limit_store!r}: pass a RedisStore or SQLiteStore, or None "
@@ -196,9 +203,9 @@ def bucket(origin: str, rate_limit: RateLimitArg, clock: Callable[[], float]) ->
     return _shared_bucket(origin, clock)
 
 
-def limiter(origin: str, credential: str, options: Options) -> Limiter:
+def limiter(origin: str, credential: Secret[str], options: Options) -> Limiter:
     """A client's limiters: in-process, or in ``options.limit_store`` (which falls back to the
-    in-process ones while it is unreachable). ``credential`` is a hash naming the credential."""
+    in-process ones while it is unreachable). A store names ``credential`` by a hash of it."""
     fallback = bucket(origin, options.rate_limit, options.clock)
     limit, store = policy(options.rate_limit), options.limit_store
     if store is None or fallback is None:
@@ -209,8 +216,10 @@ def limiter(origin: str, credential: str, options: Options) -> Limiter:
             wall_clock=options.wall_clock,
             limit=limit,
         )
+    from b24batch._limits.shared import SharedBucket, SharedMeter, fingerprint  # as above
+
     # The portal charges a batch's operating time to the method "batch" (protocol section 5).
-    key = store.meter_key(origin, credential, "batch")
+    key = store.meter_key(origin, fingerprint(credential), "batch")
     return Limiter(
         SharedBucket(store, origin, options.clock, fallback),
         SharedMeter(store, key, limit, options.wall_clock),

@@ -7,14 +7,17 @@ structuring errors become [`DecodeError`][b24batch.DecodeError] naming the comma
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
-import cattrs
 
 from b24batch import display
 from b24batch.errors import AjaxError, B24Error, DecodeError, SdkTypeError
+
+if TYPE_CHECKING:
+    import cattrs
 
 __all__ = [
     "AjaxResult",
@@ -36,13 +39,26 @@ D = TypeVar("D")
 """The type of ``BatchResult.data``: ``list[T]`` for list calls, ``dict[K, T]`` for named
 (``K`` is ``str``; a classic call may also name commands by int)."""
 
-# Private, as cattrs advises for libraries: users' own hooks on the global converter never
-# change how b24batch decodes, and ours never leak into theirs. use_alias lets an attrs field
-# named in snake_case read its camelCase wire key: attrs.field(alias="responsibleId").
-_converter = cattrs.Converter(use_alias=True, forbid_extra_keys=False)
-# The same rules without detailed validation: about twice as fast on the success path. When it
-# fails, the detailed converter structures the value again, only to say where and why.
-_fast = cattrs.Converter(use_alias=True, forbid_extra_keys=False, detailed_validation=False)
+
+@functools.cache
+def _converters() -> tuple[cattrs.Converter, cattrs.Converter]:
+    """The private cattrs converters: the detailed one, and the fast one.
+
+    Private, as cattrs advises for libraries: users' own hooks on the global converter never
+    change how b24batch decodes, and ours never leak into theirs. ``use_alias`` lets an attrs
+    field named in snake_case read its camelCase wire key: ``attrs.field(alias="responsibleId")``.
+    The fast one keeps the same rules without detailed validation: about twice as fast on the
+    success path; when it fails, the detailed one structures the value again, only to say where
+    and why. Two threads racing on the first call can at worst build a spare pair.
+    """
+    # Imported here, not at the top: only a call with ``result_type`` structures anything, so a
+    # call that keeps JSON, and ``import b24batch``, never load cattrs.
+    import cattrs
+
+    return (
+        cattrs.Converter(use_alias=True, forbid_extra_keys=False),
+        cattrs.Converter(use_alias=True, forbid_extra_keys=False, detailed_validation=False),
+    )
 
 
 @attrs.frozen
@@ -480,7 +496,7 @@ def check_type(type_: Any, where: str) -> None:
         SdkTypeError: ``type_`` cannot be structured; the message names ``where``.
     """
     try:
-        _converter.get_structure_hook(type_)
+        _converters()[0].get_structure_hook(type_)
     except Exception as exc:
         raise SdkTypeError(
             f"{where}={_type_name(type_)} cannot be used: cattrs cannot structure it "
@@ -496,7 +512,7 @@ def structure_quick(value: Any, type_: Any) -> Any:
         Exception: Whatever cattrs raises; call `structure` for a ``DecodeError`` that
             says where and why.
     """
-    return _fast.structure(value, type_)
+    return _converters()[1].structure(value, type_)
 
 
 def structure(
@@ -516,9 +532,11 @@ def structure(
         DecodeError: ``value`` does not fit ``type_``; the message gives each failing path.
     """
     try:
-        return _converter.structure(value, type_)
+        return _converters()[0].structure(value, type_)
     except Exception as exc:  # cattrs raises ClassValidationError, ValueError, TypeError, ...
-        details = "; ".join(cattrs.transform_error(exc, path=path))
+        from cattrs import transform_error  # loaded by _converters() already
+
+        details = "; ".join(transform_error(exc, path=path))
         raise DecodeError(
             f"{label or path} does not fit {_type_name(type_)}: {details}", request_id=request_id
         ) from exc

@@ -13,14 +13,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from b24batch._engine.build import Builder
 from b24batch._engine.call_options import CallOptions
 from b24batch._engine.execute import execute
-from b24batch._engine.journal import Journal, Stored
 from b24batch._engine.outcomes import (
     CallRecord,
     Stopped,
@@ -40,6 +39,9 @@ from b24batch.progress import Progress
 from b24batch.progress import Report as _Report
 from b24batch.progress import progress_report as _progress
 from b24batch.results import BatchResult, ChunkedResult, ChunkError, Key
+
+if TYPE_CHECKING:
+    from b24batch._engine.journal import Journal, Stored
 
 __all__ = ["SERIAL_NOTE", "iterate", "make"]
 
@@ -124,6 +126,10 @@ def _open(
     """The call's journal, locked and checked against the job (None without one)."""
     if options.journal is None:
         return None
+    # Imported here, not at the top: the journal (and sqlite3 under it) is for jobs that pass
+    # ``journal=``; every other call, and ``import b24batch``, does without it.
+    from b24batch._engine.journal import Journal
+
     journal = Journal.open(options.journal)
     try:
         journal.begin(

@@ -6,6 +6,8 @@ import inspect
 import re
 from pathlib import Path
 
+import pytest
+
 import b24batch
 import b24batch.testing
 
@@ -37,14 +39,26 @@ def test_all_is_sorted_and_unique() -> None:
 
 def test_every_public_name_is_exported() -> None:
     """Every public class or function reachable from the package is in __all__, and exists."""
+    for name in b24batch.__all__:  # the lazily imported ones are in vars() once read
+        assert hasattr(b24batch, name)
     public = {
         name
         for name, value in vars(b24batch).items()
         if not name.startswith("_") and not inspect.ismodule(value)
     }
     assert public == set(b24batch.__all__) - {"__version__"}
-    for name in b24batch.__all__:
-        assert hasattr(b24batch, name)
+
+
+def test_dir_lists_every_public_name() -> None:
+    """dir(b24batch) lists every name in __all__, the lazily imported ones before first use too."""
+    assert set(b24batch.__all__) <= set(dir(b24batch))
+    assert dir(b24batch) == sorted(dir(b24batch))
+
+
+def test_unknown_name_is_an_attribute_error() -> None:
+    """A name the package does not have raises AttributeError naming it, as for any module."""
+    with pytest.raises(AttributeError, match="module 'b24batch' has no attribute 'BatchV4'"):
+        b24batch.BatchV4  # noqa: B018 - the attribute access is the test
 
 
 def test_contract_names_are_exported() -> None:
