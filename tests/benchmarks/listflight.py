@@ -149,9 +149,8 @@ def table(
         BEGIN,
         "### A whole list, batches in flight",
         "",
-        f"Written by `python -m tests.benchmarks.listflight` on {time.strftime('%Y-%m-%d')}, "
-        f"on a shared 2-core machine (to be re-measured on a quiet one). The portal of the "
-        f"windows scenarios (bucket "
+        f"Written by `python -m tests.benchmarks.listflight` on {time.strftime('%Y-%m-%d')}. "
+        f"The portal of the windows scenarios (bucket "
         f"{BURST} + {PER_SECOND:g}/s, {LATENCY_MS:g} ms each way, {COMMAND_MS:g} ms per "
         f"command, operating budget {OPERATING_LIMIT:g} s over ten {BASKET_S:g}-s baskets, "
         f"charged by the commands' time) serving a list, each item returned adding "
