@@ -63,7 +63,6 @@ def plan(
     defined: dict[str, int] = {}
     seen: dict[str, str] = {}
     first_unsent = 0
-    count = 0
     chunks = 0
     for index, (key, row) in enumerate(pairs):
         if named:
@@ -88,13 +87,12 @@ def plan(
         if name is not None:
             defined[name] = index
         buffer.append((index, key, command, alias, low))
-        count = index + 1
         if len(buffer) >= 2 * size:
             chunk, buffer = _cut(buffer, size)
             first_unsent = buffer[0][0]
             yield _prepared(chunks, chunk, named, options, protocol)
             chunks += 1
-    if count == 0:
+    if chunks == 0 and not buffer:  # not a single row was read
         raise SdkError("calls is empty: pass at least one command")
     while buffer:
         chunk, buffer = _cut(buffer, size)

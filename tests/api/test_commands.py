@@ -334,6 +334,13 @@ def test_refusals_name_the_row_and_the_whole_fix(calls: object, message: str) ->
     assert str(info.value) == message
 
 
+@pytest.mark.parametrize("row", [("задачи.список",), ("tâches.get", {"id": 1})])
+def test_a_method_in_another_script_is_valid_text(row: tuple[Any, ...]) -> None:
+    """A method name beyond ASCII is text like any other (only a lone surrogate is not)."""
+    command = Command.from_row(row, "calls[0]")
+    assert (command.method, command.params) == (row[0], row[1] if len(row) > 1 else None)
+
+
 def test_a_bad_row_outside_calls_is_called_row() -> None:
     """Command.from_row without a position names the row 'row'."""
     with pytest.raises(SdkTypeError) as info:

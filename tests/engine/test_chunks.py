@@ -81,10 +81,25 @@ def test_named_calls_keep_their_names(echo: FakePortal, client: B24Hook, count: 
 @pytest.mark.parametrize("calls", [[], {}, iter(())], ids=["list", "dict", "iterator"])
 def test_zero_commands_are_refused(echo: FakePortal, client: B24Hook, calls: Any) -> None:
     """No commands raise SdkError, never an empty success; nothing is sent."""
-    with pytest.raises(SdkError, match="calls is empty"):
+    with pytest.raises(SdkError, match=r"^calls is empty: pass at least one command$"):
         BatchByChunkV3(client).make(calls)
-    with pytest.raises(SdkError, match="calls is empty"):
+    with pytest.raises(SdkError, match=r"^calls is empty: pass at least one command$"):
         list(BatchByChunkV3(client).iter([]))
+    assert echo.requests == []
+
+
+def test_a_duplicate_alias_in_a_chunked_call_names_both_rows(
+    echo: FakePortal, client: B24Hook
+) -> None:
+    """The planner checks aliases as it reads the rows: the message names the row and the one
+    it repeats, and nothing is sent."""
+    calls = [*_list_calls(60), Command("test.echo", {"n": 0}, as_="x")]
+    calls[3] = Command("test.echo", {"n": 3}, as_="x")
+    with pytest.raises(SdkError) as info:
+        BatchByChunkV3(client).make(calls)
+    assert str(info.value) == (
+        "calls[60] uses the alias 'x', as calls[3] does; each 'as' must be unique in a batch"
+    )
     assert echo.requests == []
 
 

@@ -5,6 +5,7 @@ Pure functions, called directly with batches and answers built here.
 
 from __future__ import annotations
 
+import enum
 import json
 import re
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from b24batch._protocols.base import Answers, Spec
-from b24batch._protocols.v3 import V3
+from b24batch._protocols.v3 import V3, references
 from b24batch.commands import Command, normalize
 from b24batch.errors import SdkError, SdkTypeError
 from b24batch.results import Time
@@ -52,6 +53,27 @@ def test_referenced_names_the_command_each_reference_starts_with() -> None:
     params = {"id": {"$ref": "deal.item.id"}}
     assert V3.referenced(params) == ["deal"]
     assert V3.referenced({"ids": {"$refArray": "list.items.id"}}) == ["list"]
+
+
+class _Kind(str, enum.Enum):
+    """A value of a type the walk does not know (a str subclass): JSON writes it as a string."""
+
+    TASK = "task"
+
+
+def test_references_are_found_past_values_of_unknown_types() -> None:
+    """A value of a type other than the JSON scalars and containers is stepped over, and the
+    walk goes on to what is left (here popped first, before the reference)."""
+    params = {"fields": {"parent": {"$ref": "deal.item.id"}, "kind": _Kind.TASK}}
+    assert references(params) == ["deal.item.id"]
+    assert references([{"$refArray": "list.items.id"}, (_Kind.TASK,)]) == ["list.items.id"]
+
+
+def test_a_dict_with_more_than_the_marker_is_not_a_reference() -> None:
+    """A reference is a dict of one key, ``$ref`` or ``$refArray``: with another key beside it
+    it is plain data, sent as it is."""
+    assert references({"filter": {"$ref": "deal.item.id", "other": 1}}) == []
+    assert references({"filter": {"$refArray": "x.items.id", "$ref": "y.item.id"}}) == []
 
 
 def test_a_reference_to_no_earlier_alias_names_the_row_and_the_alias() -> None:
