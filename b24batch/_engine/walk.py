@@ -106,6 +106,10 @@ class Walk:
         self._segments: list[_Done | _Open | _Flying] | None = None
         self._flying: dict[int, int] = {}  # batch -> commands, for the batches out
         self.batches = 0  # handed out
+        # The batches of ranges handed out, and the commands of those taken back: with what is
+        # open and what is out, the walk's whole work, which ``_plan`` shares between lanes.
+        self._ranges_out = 0
+        self._ranges_taken = 0
 
     @property
     def finished(self) -> bool:
@@ -162,18 +166,35 @@ class Walk:
             return [], []
         page = max(self._page, 1)
         if lanes is not None:
-            lanes = max(lanes, 1)
-            left = sum(_need(segment, page) for segment, _ in opened)
-            left += sum(self._flying.values())
-            rounds = math.ceil(left / (lanes * MAX_COMMANDS))
-            slots = max(1, min(slots, math.ceil(left / (lanes * rounds))))
+            slots = max(1, min(slots, self._share(opened, page, max(lanes, 1))))
         return _cut(opened, slots, page, finer=lanes is None)
+
+    def _share(self, opened: list[tuple[_Open, int | None]], page: int, lanes: int) -> int:
+        """The commands for the next batch when ``lanes`` batches may be out at once.
+
+        The walk's whole work (the commands open, out, and taken back) is shared evenly over
+        the fewest rounds of full batches that carry it, ``lanes`` batches a round, so that the
+        lanes run side by side and end together; the next batch gets its even share of what is
+        open among the batches of that plan not yet handed out. (Counting the batches out as
+        work still to share, without those taken back, shrank every batch a little as the first
+        round landed, until the last round spilled into one more.) When the plan has no batch
+        left, as estimates grow, what is open is shared over one more round.
+        """
+        open_need = sum(_need(segment, page) for segment, _ in opened)
+        total = open_need + sum(self._flying.values()) + self._ranges_taken
+        batches = lanes * math.ceil(total / (lanes * MAX_COMMANDS))
+        left = batches - self._ranges_out
+        if left < 1:
+            left = lanes * math.ceil(open_need / (lanes * MAX_COMMANDS))
+        return math.ceil(open_need / left)
 
     def _mark(self, commands: int, covered: list[tuple[_Open, int]]) -> int:
         """Mark the ``covered`` part of each segment as read by a new batch; its number."""
         batch = self.batches
         self.batches += 1
         self._flying[batch] = commands
+        if self._segments is not None:  # a batch of ranges, not the end pages
+            self._ranges_out += 1
         for segment, high in covered:
             assert self._segments is not None
             position = next(n for n, s in enumerate(self._segments) if s is segment)
@@ -212,7 +233,9 @@ class Walk:
             self._check(query, page)
         if batch is None:
             batch = self._adopt(queries)
-        del self._flying[batch]
+        commands = self._flying.pop(batch)
+        if self._segments is not None:  # a batch of ranges, not the end pages
+            self._ranges_taken += commands
         lengths = [len(page.ids) for page in pages if page.ids]
         if lengths:
             self._page = max(lengths)

@@ -267,6 +267,42 @@ def test_batches_taken_in_any_order_give_every_item_once_in_order(lanes: int, se
     assert most <= hold
 
 
+@pytest.mark.parametrize(
+    ("count", "lanes", "rounds"), [(100_000, 16, 3), (30_000, 4, 4), (10_000, 16, 1)]
+)
+def test_lanes_share_a_dense_list_over_the_fewest_rounds(
+    count: int, lanes: int, rounds: int
+) -> None:
+    """A dense list, ``lanes`` batches out at once, each taken as it lands, oldest first: the
+    ranges go out in ``lanes * rounds`` batches of nearly equal size, the fewest rounds of
+    full batches (50 commands) that carry the commands the walk plans (a range of 49 ids a
+    command on a dense list), and no batch more."""
+    ids = list(range(1, count + 1))
+    _Memory.ids, _Memory.page, _Memory.sizes, _Memory.commands = ids, 50, (), 0
+    walker = Walk(page_limit=50, hold=None, where="x")
+    out: dict[int, list[Query]] = {}
+    sizes: list[int] = []
+    got: list[int] = []
+    for _ in range(1_000):
+        if walker.finished:
+            break
+        while len(out) < lanes:
+            batch, queries = walker.hand_out(lanes)
+            if not queries:
+                break
+            out[batch] = queries
+            sizes.append(len(queries))
+        batch = min(out)
+        queries = out.pop(batch)
+        ready = walker.take(queries, [_page_of(q) for q in queries], batch)
+        got.extend(item["id"] for page in ready for item in page)
+    assert got == ids
+    ranges = sizes[1:]  # after the end pages
+    assert len(ranges) == lanes * rounds
+    assert max(ranges) - min(ranges) <= 2
+    assert max(ranges) <= 50
+
+
 def test_nothing_is_handed_out_while_the_end_pages_are_out() -> None:
     """The ranges come from the end pages: until they land, no second batch goes."""
     walker = Walk(page_limit=50, hold=None, where="x")
