@@ -178,7 +178,7 @@ class Walk:
         open among the batches of that plan not yet handed out. (Counting the batches out as
         work still to share, without those taken back, shrank every batch a little as the first
         round landed, until the last round spilled into one more.) When the plan has no batch
-        left, as estimates grow, what is open is shared over one more round.
+        left, as estimates grow, what is open is shared over the rounds it needs of its own.
         """
         open_need = sum(_need(segment, page) for segment, _ in opened)
         total = open_need + sum(self._flying.values()) + self._ranges_taken
