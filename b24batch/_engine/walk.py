@@ -106,9 +106,8 @@ class Walk:
         self._segments: list[_Done | _Open | _Flying] | None = None
         self._flying: dict[int, int] = {}  # batch -> commands, for the batches out
         self.batches = 0  # handed out
-        # The batches of ranges handed out, and the commands of those taken back: with what is
-        # open and what is out, the walk's whole work, which ``_plan`` shares between lanes.
-        self._ranges_out = 0
+        # The commands of the batches of ranges taken back: with what is open and what is out,
+        # the walk's whole work, which ``_plan`` shares between lanes.
         self._ranges_taken = 0
 
     @property
@@ -183,7 +182,7 @@ class Walk:
         open_need = sum(_need(segment, page) for segment, _ in opened)
         total = open_need + sum(self._flying.values()) + self._ranges_taken
         batches = lanes * math.ceil(total / (lanes * MAX_COMMANDS))
-        left = batches - self._ranges_out
+        left = batches - (self.batches - 1)  # every batch but the end pages' is of ranges
         if left < 1:
             left = lanes * math.ceil(open_need / (lanes * MAX_COMMANDS))
         return math.ceil(open_need / left)
@@ -193,8 +192,6 @@ class Walk:
         batch = self.batches
         self.batches += 1
         self._flying[batch] = commands
-        if self._segments is not None:  # a batch of ranges, not the end pages
-            self._ranges_out += 1
         for segment, high in covered:
             assert self._segments is not None
             position = next(n for n, s in enumerate(self._segments) if s is segment)
