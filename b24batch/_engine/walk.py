@@ -305,8 +305,15 @@ class Walk:
                 merged.append(_Open(segment.low, segment.high, refresh))
                 refresh = None
                 continue
+            if isinstance(segment, _Flying) and segment.batch != batch:
+                # Other batches still out between what was read and the open rest (several
+                # lanes): the reading still is the nearest one below the rest. Stopping here
+                # kept the rest at the density of the first dense range read below it for the
+                # whole walk, cut into ranges of a page's ids across millions of empty ids.
+                merged.append(segment)
+                continue
             refresh = None
-            if not isinstance(segment, _Flying) or segment.batch != batch:
+            if not isinstance(segment, _Flying):
                 merged.append(segment)
                 continue
             position = segment.low

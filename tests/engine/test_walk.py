@@ -268,7 +268,8 @@ def test_batches_taken_in_any_order_give_every_item_once_in_order(lanes: int, se
 
 
 @pytest.mark.parametrize(
-    ("count", "lanes", "rounds"), [(100_000, 16, 3), (30_000, 4, 4), (10_000, 16, 1)]
+    ("count", "lanes", "rounds"),
+    [(100_000, 16, 3), (30_000, 4, 4), (10_000, 16, 1), (10_000, 1, 5)],
 )
 def test_lanes_share_a_dense_list_over_the_fewest_rounds(
     count: int, lanes: int, rounds: int
@@ -301,6 +302,42 @@ def test_lanes_share_a_dense_list_over_the_fewest_rounds(
     assert len(ranges) == lanes * rounds
     assert max(ranges) - min(ranges) <= 2
     assert max(ranges) <= 50
+
+
+@pytest.mark.parametrize("lanes", [4, 16])
+def test_a_dense_block_inside_a_sparse_list_does_not_make_the_rest_dense(lanes: int) -> None:
+    """Sparse ends and 20 000 dense ids in the middle, several batches out at once: what is
+    read after the block (empty ranges) sets the density of the open rest, even with other
+    batches still out between them. The rest was once kept at the block's density for the whole
+    walk and cut into ranges of 49 ids across a million empty ids: 10 000 batches, where
+    one batch at a time needs 13."""
+    ids = sorted(
+        {
+            *range(1, 1_000_000, 20_000),
+            *range(400_000, 420_000),
+            *range(1_000_001, 2_000_000, 20_000),
+        }
+    )
+    _Memory.ids, _Memory.page, _Memory.sizes, _Memory.commands = ids, 50, (), 0
+    walker = Walk(page_limit=50, hold=None, where="x")
+    out: dict[int, list[Query]] = {}
+    got: list[int] = []
+    batches = 0
+    for _ in range(1_000):
+        if walker.finished:
+            break
+        while len(out) < lanes:
+            batch, queries = walker.hand_out(lanes)
+            if not queries:
+                break
+            out[batch] = queries
+            batches += 1
+        batch = min(out)
+        queries = out.pop(batch)
+        ready = walker.take(queries, [_page_of(q) for q in queries], batch)
+        got.extend(item["id"] for page in ready for item in page)
+    assert got == ids
+    assert batches <= 40
 
 
 def test_nothing_is_handed_out_while_the_end_pages_are_out() -> None:
