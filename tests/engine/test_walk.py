@@ -267,24 +267,15 @@ def test_batches_taken_in_any_order_give_every_item_once_in_order(lanes: int, se
     assert most <= hold
 
 
-@pytest.mark.parametrize(
-    ("count", "lanes", "rounds"),
-    [(100_000, 16, 3), (30_000, 4, 4), (10_000, 16, 1), (10_000, 1, 5)],
-)
-def test_lanes_share_a_dense_list_over_the_fewest_rounds(
-    count: int, lanes: int, rounds: int
-) -> None:
-    """A dense list, ``lanes`` batches out at once, each taken as it lands, oldest first: the
-    ranges go out in ``lanes * rounds`` batches of nearly equal size, the fewest rounds of
-    full batches (50 commands) that carry the commands the walk plans (a range of 49 ids a
-    command on a dense list), and no batch more."""
-    ids = list(range(1, count + 1))
+def _in_lanes(ids: list[int], lanes: int) -> tuple[list[int], list[int]]:
+    """Walk ``ids`` with up to ``lanes`` batches out, each taken as it lands, oldest first (as
+    the window hands them back): the ids got, and each batch's command count in order."""
     _Memory.ids, _Memory.page, _Memory.sizes, _Memory.commands = ids, 50, (), 0
     walker = Walk(page_limit=50, hold=None, where="x")
     out: dict[int, list[Query]] = {}
     sizes: list[int] = []
     got: list[int] = []
-    for _ in range(1_000):
+    for _ in range(1_000):  # a walk that stops advancing fails below, never hangs
         if walker.finished:
             break
         while len(out) < lanes:
@@ -297,6 +288,22 @@ def test_lanes_share_a_dense_list_over_the_fewest_rounds(
         queries = out.pop(batch)
         ready = walker.take(queries, [_page_of(q) for q in queries], batch)
         got.extend(item["id"] for page in ready for item in page)
+    return got, sizes
+
+
+@pytest.mark.parametrize(
+    ("count", "lanes", "rounds"),
+    [(100_000, 16, 3), (30_000, 4, 4), (10_000, 16, 1), (10_000, 1, 5)],
+)
+def test_lanes_share_a_dense_list_over_the_fewest_rounds(
+    count: int, lanes: int, rounds: int
+) -> None:
+    """A dense list, ``lanes`` batches out at once: the ranges go out in ``lanes * rounds``
+    batches of nearly equal size, the fewest rounds of full batches (50 commands) that carry
+    the commands the walk plans (a range of 49 ids a command on a dense list), and no batch
+    more."""
+    ids = list(range(1, count + 1))
+    got, sizes = _in_lanes(ids, lanes)
     assert got == ids
     ranges = sizes[1:]  # after the end pages
     assert len(ranges) == lanes * rounds
@@ -318,26 +325,9 @@ def test_a_dense_block_inside_a_sparse_list_does_not_make_the_rest_dense(lanes: 
             *range(1_000_001, 2_000_000, 20_000),
         }
     )
-    _Memory.ids, _Memory.page, _Memory.sizes, _Memory.commands = ids, 50, (), 0
-    walker = Walk(page_limit=50, hold=None, where="x")
-    out: dict[int, list[Query]] = {}
-    got: list[int] = []
-    batches = 0
-    for _ in range(1_000):
-        if walker.finished:
-            break
-        while len(out) < lanes:
-            batch, queries = walker.hand_out(lanes)
-            if not queries:
-                break
-            out[batch] = queries
-            batches += 1
-        batch = min(out)
-        queries = out.pop(batch)
-        ready = walker.take(queries, [_page_of(q) for q in queries], batch)
-        got.extend(item["id"] for page in ready for item in page)
+    got, sizes = _in_lanes(ids, lanes)
     assert got == ids
-    assert batches <= 40
+    assert len(sizes) <= 40
 
 
 def test_nothing_is_handed_out_while_the_end_pages_are_out() -> None:
