@@ -14,7 +14,7 @@ from typing import Any, Literal, TypeVar, overload
 
 from b24batch._engine import execute
 from b24batch._engine.call_options import CallOptions
-from b24batch._engine.port import Client, checked_client
+from b24batch._engine.port import Face
 from b24batch._protocols.v2 import V2
 from b24batch._protocols.v3 import V3
 from b24batch.results import BatchResult
@@ -26,7 +26,7 @@ K = TypeVar("K", bound=int | str)
 """A classic command's name: a str, or an int such as a record id."""
 
 
-class BatchV3:
+class BatchV3(Face):
     """Runs up to 50 commands in one REST 3.0 ``batch`` request.
 
     Examples:
@@ -37,19 +37,6 @@ class BatchV3:
         ...     BatchV3(b24).make(calls).data
         [{'item': {'title': 'Write docs'}}]
     """
-
-    def __init__(self, client: Client) -> None:
-        """Bind to ``client``; nothing is sent yet.
-
-        Args:
-            client: The portal client ([`B24Hook`][b24batch.B24Hook] or
-                [`B24OAuth`][b24batch.B24OAuth]) the batches go through.
-
-        Raises:
-            SdkTypeError: ``client`` is not a client (a webhook URL passed as a str, ...): the
-                message names the fix.
-        """
-        self._client = checked_client(client, type(self).__name__)
 
     @overload
     def make(
@@ -165,7 +152,7 @@ class BatchV3:
         return execute.make(self._client, V3, calls, options)
 
 
-class BatchV2:
+class BatchV2(Face):
     """Runs up to 50 commands in one classic (v2) ``batch`` request.
 
     CRM, users, disk, chats and most of the API exist only in the classic REST API; its batch
@@ -180,19 +167,6 @@ class BatchV2:
         ...     result.data["deal"].get("TITLE"), list(result.errors_by_key)
         ('Big one', ['x'])
     """
-
-    def __init__(self, client: Client) -> None:
-        """Bind to ``client``; nothing is sent yet.
-
-        Args:
-            client: The portal client ([`B24Hook`][b24batch.B24Hook] or
-                [`B24OAuth`][b24batch.B24OAuth]) the batches go through.
-
-        Raises:
-            SdkTypeError: ``client`` is not a client (a webhook URL passed as a str, ...): the
-                message names the fix.
-        """
-        self._client = checked_client(client, type(self).__name__)
 
     @overload
     def make(

@@ -12,7 +12,7 @@ from typing import Any
 
 from b24batch._engine import execute
 from b24batch._engine.call_options import CallOptions
-from b24batch._engine.port import Client, checked_client
+from b24batch._engine.port import Face
 from b24batch._protocols.base import Protocol
 from b24batch._protocols.v2 import V2
 from b24batch._protocols.v3 import V3
@@ -21,21 +21,8 @@ from b24batch.results import AjaxResult
 __all__ = ["CallV2", "CallV3"]
 
 
-class _Call:
+class _Call(Face):
     _protocol: Protocol
-
-    def __init__(self, client: Client) -> None:
-        """Bind to ``client``; nothing is sent yet.
-
-        Args:
-            client: The portal client ([`B24Hook`][b24batch.B24Hook] or
-                [`B24OAuth`][b24batch.B24OAuth]) the calls go through.
-
-        Raises:
-            SdkTypeError: ``client`` is not a client (a webhook URL passed as a str, ...): the
-                message names the fix.
-        """
-        self._client = checked_client(client, type(self).__name__)
 
     def _make(
         self,

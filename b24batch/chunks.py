@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeVar, overload
 
 from b24batch._engine import chunked
 from b24batch._engine.call_options import CallOptions
-from b24batch._engine.port import Client, checked_client
+from b24batch._engine.port import Face
 from b24batch._protocols.v2 import V2
 from b24batch._protocols.v3 import V3
 from b24batch.commands import MAX_COMMANDS, refuse_single_row
@@ -26,7 +26,7 @@ K = TypeVar("K", bound=int | str)
 """A classic command's name: a str, or an int such as a record id."""
 
 
-class BatchByChunkV3:
+class BatchByChunkV3(Face):
     """Runs any number of commands as consecutive batches of at most ``chunk_size``.
 
     Examples:
@@ -37,19 +37,6 @@ class BatchByChunkV3:
         ...     len(result.data), [len(chunk.positions) for chunk in result.chunks]
         (120, [50, 50, 20])
     """
-
-    def __init__(self, client: Client) -> None:
-        """Bind to ``client``; nothing is sent yet.
-
-        Args:
-            client: The portal client ([`B24Hook`][b24batch.B24Hook] or
-                [`B24OAuth`][b24batch.B24OAuth]) the chunks go through.
-
-        Raises:
-            SdkTypeError: ``client`` is not a client (a webhook URL passed as a str, ...): the
-                message names the fix.
-        """
-        self._client = checked_client(client, type(self).__name__)
 
     @overload
     def make(
@@ -291,7 +278,7 @@ class BatchByChunkV3:
         return chunked.iterate(self._client, V3, calls, options, progress)
 
 
-class BatchByChunkV2:
+class BatchByChunkV2(Face):
     """Runs any number of classic commands as consecutive batches of at most ``chunk_size``.
 
     Every command is sent under its global key — your name, else its ``as``, else its position
@@ -306,19 +293,6 @@ class BatchByChunkV2:
         ...     result.data[:3], [len(chunk.positions) for chunk in result.chunks]
         ([1, 2, 3], [50, 50, 20])
     """
-
-    def __init__(self, client: Client) -> None:
-        """Bind to ``client``; nothing is sent yet.
-
-        Args:
-            client: The portal client ([`B24Hook`][b24batch.B24Hook] or
-                [`B24OAuth`][b24batch.B24OAuth]) the chunks go through.
-
-        Raises:
-            SdkTypeError: ``client`` is not a client (a webhook URL passed as a str, ...): the
-                message names the fix.
-        """
-        self._client = checked_client(client, type(self).__name__)
 
     @overload
     def make(

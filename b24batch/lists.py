@@ -13,7 +13,7 @@ import attrs
 
 from b24batch._engine.call_options import checked_in_flight
 from b24batch._engine.pages import Route, checked, checked_page_size, hold_for, pages
-from b24batch._engine.port import Client, checked_client
+from b24batch._engine.port import Face
 from b24batch._protocols.base import Protocol
 from b24batch._protocols.v2 import V2
 from b24batch._protocols.v3 import V3
@@ -24,21 +24,8 @@ from b24batch.results import ChunkedResult, check_type
 __all__ = ["CallListV2", "CallListV3", "FetchListV2", "FetchListV3"]
 
 
-class _Lister:
+class _Lister(Face):
     _protocol: Protocol
-
-    def __init__(self, client: Client) -> None:
-        """Bind to ``client``; nothing is sent yet.
-
-        Args:
-            client: The portal client ([`B24Hook`][b24batch.B24Hook] or
-                [`B24OAuth`][b24batch.B24OAuth]) the batches go through.
-
-        Raises:
-            SdkTypeError: ``client`` is not a client (a webhook URL passed as a str, ...): the
-                message names the fix.
-        """
-        self._client = checked_client(client, type(self).__name__)
 
     def _start(
         self,

@@ -1,8 +1,9 @@
 """What the engine needs of a client: a structural type, so the engine never imports the clients.
 
 ``B24Hook`` and ``B24OAuth`` (``client.py``) fit it; so does any test double with the same
-members. The faces annotate their ``client`` with it too, and check what they are given with
-``checked_client``: the type and that one check, no other behaviour.
+members. The faces annotate their ``client`` with it too, and bind to one through ``Face``,
+which checks what it is given with ``checked_client``: the type, that one check, and the
+binding; no other behaviour.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from b24batch.errors import AuthError, SdkTypeError
 from b24batch.retry import RetryPolicy
 from b24batch.transport import Timeout
 
-__all__ = ["Client", "checked_client"]
+__all__ = ["Client", "Face", "checked_client"]
 
 
 class Client(Protocol):
@@ -90,3 +91,21 @@ def checked_client(client: object, face: str) -> Client:
     raise SdkTypeError(
         f"{face} takes a client, not a {kind}; pass B24Hook.from_webhook_url(url) or a B24OAuth"
     )
+
+
+class Face:
+    """What every face (the batches, the chunkers, the lists, the single calls) has in common:
+    it is bound to one checked client, which its requests go through."""
+
+    def __init__(self, client: Client) -> None:
+        """Bind to ``client``; nothing is sent yet.
+
+        Args:
+            client: The portal client ([`B24Hook`][b24batch.B24Hook] or
+                [`B24OAuth`][b24batch.B24OAuth]) the requests go through.
+
+        Raises:
+            SdkTypeError: ``client`` is not a client (a webhook URL passed as a str, ...): the
+                message names the fix.
+        """
+        self._client = checked_client(client, type(self).__name__)
